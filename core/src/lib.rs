@@ -1,0 +1,14 @@
+//! rockfish-core: the pure heart of rockfish.
+//!
+//! Owns the protocol types, Apache RocketMQ's remoting codec and the Sans-IO state machines
+//! (`NameServer`, `Broker`, `Producer`, `Consumer`, `Admin`) with the pure parts they share
+//! (rebalance strategies, retry schedule, delay scheduler, transaction checker, HA protocol).
+//!
+//! Must never: use tokio, madsim, sockets, threads, the wall clock (`SystemTime::now`,
+//! `Instant::now`), global randomness, or the file system other than through
+//! `rockfish_store::Disk`. Every input carries `now`; every effect is an output the driver drains.
+//!
+//! Status: the machines land with issue 3 onwards; today this crate re-exports the store's
+//! message layout so higher layers have one import path.
+
+pub use rockfish_store::record;

@@ -1,0 +1,328 @@
+//! The commit log: every message of every topic, appended in arrival order to fixed-size
+//! segments, in RocketMQ's stored-message layout. It is the source of truth; consume queues
+//! and the index are derived from it and rebuilt from it at recovery.
+//!
+//! Durability is explicit: `write_pos` is how far records are appended (visible to readers,
+//! in the page cache), `flushed` how far they are durable. The caller decides when to sync
+//! (inline with [`CommitLog::sync`], or on a flush thread via [`CommitLog::flush_ranges`] and
+//! [`CommitLog::on_flushed`]). A failed write or sync stops the log (fail-stop): after a
+//! failed fsync the kernel may have dropped dirty pages, so no later ack could be trusted.
+
+use bytes::Bytes;
+
+use crate::disk::{Disk, FileId};
+use crate::error::{StoreError, StoreResult};
+use crate::record::{self, END_FILE_MIN_BLANK_LENGTH, Peek, StoreMessage, StoredRecord};
+use crate::segments::SegmentQueue;
+
+pub const COMMITLOG_DIR: &str = "commitlog";
+
+/// Where an appended record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub offset: u64,
+    pub size: u32,
+    pub queue_offset: u64,
+}
+
+pub struct CommitLog {
+    segments: SegmentQueue,
+    write_pos: u64,
+    flushed: u64,
+    max_body: usize,
+    scratch: Vec<u8>,
+    stopped: Option<String>,
+}
+
+/// Why a scan stopped before the end of the written space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanStop {
+    pub offset: u64,
+    pub file: String,
+    pub reason: String,
+}
+
+impl CommitLog {
+    /// Opens the segments under `commitlog/`. The write position is set by recovery.
+    pub(crate) fn load<D: Disk>(disk: &mut D, segment_size: u64, max_body: usize) -> StoreResult<(Self, Vec<String>)> {
+        assert!(segment_size > 1024, "commit log segments must hold more than a record header");
+        let (segments, notes) = SegmentQueue::load(disk, COMMITLOG_DIR.to_string(), segment_size)?;
+        let start = segments.first_start().unwrap_or(0);
+        let log = CommitLog {
+            segments,
+            write_pos: start,
+            flushed: start,
+            max_body,
+            scratch: Vec::with_capacity(4096),
+            stopped: None,
+        };
+        let mut removed = notes.removed;
+        removed.extend(notes.grown);
+        Ok((log, removed))
+    }
+
+    pub fn segment_size(&self) -> u64 {
+        self.segments.size
+    }
+    /// First byte still held (older segments may have been removed by retention).
+    pub fn min_offset(&self) -> u64 {
+        self.segments.first_start().unwrap_or(self.write_pos)
+    }
+    /// One past the last appended byte: readers see everything below it.
+    pub fn write_pos(&self) -> u64 {
+        self.write_pos
+    }
+    /// Everything below this offset is durable.
+    pub fn flushed(&self) -> u64 {
+        self.flushed
+    }
+    pub fn stopped(&self) -> Option<&str> {
+        self.stopped.as_deref()
+    }
+
+    pub(crate) fn set_positions(&mut self, write_pos: u64) {
+        self.write_pos = write_pos;
+        self.flushed = write_pos;
+    }
+
+    fn check_running(&self) -> StoreResult<()> {
+        match &self.stopped {
+            Some(reason) => Err(StoreError::Stopped { reason: reason.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    fn stop(&mut self, reason: String) {
+        tracing::error!(%reason, "commit log stopped accepting writes");
+        self.stopped.get_or_insert(reason);
+    }
+
+    /// Appends `batch` contiguously in one segment (rolling to a new segment first if it does
+    /// not fit), each record with its queue offset. All or nothing: on error no record counts.
+    pub fn append<D: Disk>(
+        &mut self,
+        disk: &mut D,
+        batch: &[(StoreMessage<'_>, u64)],
+        store_timestamp: i64,
+        out: &mut Vec<Appended>,
+    ) -> StoreResult<()> {
+        self.check_running()?;
+        let mut total: u64 = 0;
+        for (msg, _) in batch {
+            total += record::record_len(msg, self.max_body)? as u64;
+        }
+        let size = self.segments.size;
+        if total + END_FILE_MIN_BLANK_LENGTH > size {
+            return Err(StoreError::BatchTooLarge { size: total, segment_size: size });
+        }
+        let result = self.append_inner(disk, batch, total, store_timestamp, out);
+        if let Err(e) = &result {
+            if matches!(e, StoreError::Disk(_)) {
+                self.stop(e.to_string());
+            }
+        }
+        result
+    }
+
+    fn append_inner<D: Disk>(
+        &mut self,
+        disk: &mut D,
+        batch: &[(StoreMessage<'_>, u64)],
+        total: u64,
+        store_timestamp: i64,
+        out: &mut Vec<Appended>,
+    ) -> StoreResult<()> {
+        let size = self.segments.size;
+        let (mut file, mut at) = self.segments.for_write(disk, self.write_pos)?;
+        let remaining = size - at;
+        if total + END_FILE_MIN_BLANK_LENGTH > remaining {
+            // RocketMQ's end-of-segment blank: the rest of this segment holds no record.
+            disk.write_at(file, at, &record::blank_marker(remaining as u32))?;
+            self.write_pos += remaining;
+            (file, at) = self.segments.for_write(disk, self.write_pos)?;
+            debug_assert_eq!(at, 0);
+        }
+        let first = out.len();
+        let mut pos = self.write_pos;
+        for (msg, queue_offset) in batch {
+            let len = record::record_len(msg, self.max_body)?;
+            let parts = record::encode_record(&mut self.scratch, msg, len, *queue_offset, pos, store_timestamp);
+            let in_file = at + (pos - self.write_pos);
+            let write = disk
+                .write_at(file, in_file, &self.scratch[..parts.head_len])
+                .and_then(|_| disk.write_at(file, in_file + parts.head_len as u64, msg.body))
+                .and_then(|_| {
+                    disk.write_at(file, in_file + (parts.head_len + msg.body.len()) as u64, &self.scratch[parts.head_len..])
+                });
+            if let Err(e) = write {
+                out.truncate(first);
+                return Err(e.into());
+            }
+            out.push(Appended { offset: pos, size: len as u32, queue_offset: *queue_offset });
+            pos += len as u64;
+        }
+        debug_assert_eq!(pos - self.write_pos, total);
+        self.write_pos = pos;
+        Ok(())
+    }
+
+    /// Reads and validates the record at `offset`. `size` (from a consume queue entry) saves
+    /// reading the header first; it must match the record's own size.
+    pub fn read<D: Disk>(&self, disk: &D, offset: u64, size: Option<u32>) -> StoreResult<StoredRecord> {
+        if offset < self.min_offset() || offset >= self.write_pos {
+            return Err(StoreError::OffsetOutOfRange { offset, min: self.min_offset(), max: self.write_pos });
+        }
+        let (seg, at) = self.segments.locate(offset).ok_or(StoreError::OffsetOutOfRange {
+            offset,
+            min: self.min_offset(),
+            max: self.write_pos,
+        })?;
+        let file = seg.file;
+        let path = || self.segments.path_of(seg.start);
+        let avail = (self.segments.size - at).min(self.write_pos - offset);
+        let len = match size {
+            Some(s) => s as u64,
+            None => {
+                let head = disk.read_at(file, at, 4.min(avail as usize))?;
+                if head.len() < 4 {
+                    return Err(StoreError::Corrupt { file: path(), what: format!("no record header at {offset}") });
+                }
+                u32::from_be_bytes(head[..4].try_into().expect("4 bytes")) as u64
+            }
+        };
+        if len > avail {
+            return Err(StoreError::Corrupt {
+                file: path(),
+                what: format!("record at {offset} claims {len} bytes, only {avail} written"),
+            });
+        }
+        let bytes = disk.read_at(file, at, len as usize)?;
+        StoredRecord::parse(bytes, Some(offset)).map_err(|error| StoreError::BadRecord { file: path(), offset, error })
+    }
+
+    /// Reads raw bytes `[offset, offset + len)` from one segment, unvalidated (replication).
+    pub fn read_raw<D: Disk>(&self, disk: &D, offset: u64, len: u64) -> StoreResult<Bytes> {
+        let (seg, at) = self.segments.locate(offset).ok_or(StoreError::OffsetOutOfRange {
+            offset,
+            min: self.min_offset(),
+            max: self.write_pos,
+        })?;
+        let len = len.min(self.segments.size - at).min(self.write_pos.saturating_sub(offset));
+        Ok(disk.read_at(seg.file, at, len as usize)?)
+    }
+
+    /// Byte ranges to sync so that everything below `upto` is durable.
+    pub fn flush_ranges(&self, upto: u64) -> Vec<(FileId, u64, u64)> {
+        let upto = upto.min(self.write_pos);
+        self.segments.ranges(self.flushed, upto).collect()
+    }
+
+    /// A flush thread reports that everything below `upto` is durable.
+    pub fn on_flushed(&mut self, upto: u64) {
+        debug_assert!(upto <= self.write_pos, "flushed past the write position");
+        if upto > self.flushed {
+            self.flushed = upto.min(self.write_pos);
+        }
+    }
+
+    /// A flush failed: the log stops (see the module docs).
+    pub fn on_flush_failed(&mut self, reason: String) {
+        self.stop(format!("sync failed: {reason}"));
+    }
+
+    /// Syncs inline up to `upto` (the write position if larger). Returns the new durable
+    /// offset. Group commit falls out of this: one sync covers every record below `upto`.
+    pub fn sync<D: Disk>(&mut self, disk: &mut D, upto: u64) -> StoreResult<u64> {
+        self.check_running()?;
+        let upto = upto.min(self.write_pos);
+        if upto <= self.flushed {
+            return Ok(self.flushed);
+        }
+        if let Err(e) = self.segments.sync(disk, self.flushed, upto) {
+            self.on_flush_failed(e.to_string());
+            return Err(e.into());
+        }
+        self.flushed = upto;
+        Ok(upto)
+    }
+
+    /// Walks records from `from`, validating each, calling `visit` for every valid one, up to
+    /// the first position that holds no valid record. Returns that end and, if it is not
+    /// clean unwritten space, why the scan stopped there. A record that fails validation is
+    /// re-read a few times, so that a transient read error is not taken for a torn tail.
+    pub(crate) fn scan<D: Disk>(
+        &self,
+        disk: &mut D,
+        from: u64,
+        mut visit: impl FnMut(&mut D, &StoredRecord) -> StoreResult<()>,
+    ) -> StoreResult<(u64, Option<ScanStop>)> {
+        const READ_ATTEMPTS: usize = 4;
+        let size = self.segments.size;
+        let mut pos = from;
+        loop {
+            let Some((seg, at)) = self.segments.locate(pos) else { return Ok((pos, None)) };
+            let (file, path) = (seg.file, self.segments.path_of(seg.start));
+            let stop = |reason: String| Ok((pos, Some(ScanStop { offset: pos, file: path.clone(), reason })));
+            let remaining = size - at;
+            if remaining < END_FILE_MIN_BLANK_LENGTH {
+                return stop(format!("{remaining} bytes left in the segment, too few for a marker"));
+            }
+            let mut attempt = 0;
+            let outcome = loop {
+                attempt += 1;
+                let head: [u8; 8] = disk.read_at(file, at, 8)?[..].try_into().expect("8 bytes");
+                let outcome = match record::peek(&head) {
+                    Peek::Empty => Ok(None),
+                    Peek::Blank { len } if len as u64 == remaining => Ok(Some(remaining)),
+                    Peek::Blank { len } => Err(format!("blank marker of {len} bytes, {remaining} left in the segment")),
+                    Peek::Garbage { total_size, magic } => {
+                        Err(format!("no record: size {total_size}, magic {magic:#010x}"))
+                    }
+                    Peek::Record { total_size } if total_size as u64 + END_FILE_MIN_BLANK_LENGTH > remaining => {
+                        Err(format!("record of {total_size} bytes runs past the segment end"))
+                    }
+                    Peek::Record { total_size } => {
+                        let bytes = disk.read_at(file, at, total_size as usize)?;
+                        match StoredRecord::parse(bytes, Some(pos)) {
+                            Ok(rec) => {
+                                visit(disk, &rec)?;
+                                Ok(Some(total_size as u64))
+                            }
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                };
+                if outcome.is_ok() || attempt == READ_ATTEMPTS {
+                    break outcome;
+                }
+            };
+            match outcome {
+                Ok(Some(len)) => pos += len,
+                Ok(None) => return Ok((pos, None)),
+                Err(reason) => return stop(reason),
+            }
+        }
+    }
+
+    /// Cuts the log at `end`: the rest of its segment is durably zeroed and later segments are
+    /// removed. Returns the removed paths.
+    pub(crate) fn truncate<D: Disk>(&mut self, disk: &mut D, end: u64) -> StoreResult<Vec<String>> {
+        let removed = self.segments.truncate(disk, end)?;
+        self.set_positions(end);
+        Ok(removed)
+    }
+
+    /// One past the last byte the existing segments can hold.
+    pub(crate) fn segments_end(&self) -> u64 {
+        self.segments.end().unwrap_or(0)
+    }
+
+    /// Removes segments wholly below `offset`. Returns how many.
+    pub fn remove_before<D: Disk>(&mut self, disk: &mut D, offset: u64) -> StoreResult<usize> {
+        self.segments.remove_before(disk, offset.min(self.flushed))
+    }
+
+    pub(crate) fn close<D: Disk>(&mut self, disk: &mut D) {
+        self.segments.close_all(disk);
+    }
+}

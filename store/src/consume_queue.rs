@@ -1,0 +1,255 @@
+//! A consume queue: the per-(topic, queue) index into the commit log. Entry `n` (the logical
+//! offset) is 20 bytes at byte `20 * n`: commit log offset (i64), record size (i32) and tag
+//! hash code (i64), big-endian, in segments of `entries_per_file` entries (RocketMQ's default
+//! 300,000). It is derived data: recovery rebuilds whatever a crash left unsynced.
+
+use bytes::Bytes;
+
+use crate::commitlog::CommitLog;
+use crate::disk::Disk;
+use crate::error::{StoreError, StoreResult};
+use crate::segments::SegmentQueue;
+
+pub const CONSUMEQUEUE_DIR: &str = "consumequeue";
+pub const CQ_ENTRY_SIZE: u64 = 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CqEntry {
+    pub offset: u64,
+    pub size: u32,
+    pub tags_code: i64,
+}
+
+impl CqEntry {
+    pub fn encode(&self) -> [u8; 20] {
+        let mut b = [0u8; 20];
+        b[..8].copy_from_slice(&self.offset.to_be_bytes());
+        b[8..12].copy_from_slice(&self.size.to_be_bytes());
+        b[12..].copy_from_slice(&self.tags_code.to_be_bytes());
+        b
+    }
+    pub fn decode(b: &[u8]) -> CqEntry {
+        CqEntry {
+            offset: u64::from_be_bytes(b[..8].try_into().expect("20-byte entry")),
+            size: u32::from_be_bytes(b[8..12].try_into().expect("20-byte entry")),
+            tags_code: i64::from_be_bytes(b[12..20].try_into().expect("20-byte entry")),
+        }
+    }
+    /// Unwritten space reads as size 0; no record is that small.
+    fn is_written(&self) -> bool {
+        self.size > 0
+    }
+}
+
+/// Entries read in one go: they come from a single segment.
+pub struct CqEntries {
+    pub first: u64,
+    bytes: Bytes,
+}
+
+impl CqEntries {
+    pub fn len(&self) -> usize {
+        self.bytes.len() / CQ_ENTRY_SIZE as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (u64, CqEntry)> + '_ {
+        self.bytes
+            .chunks_exact(CQ_ENTRY_SIZE as usize)
+            .enumerate()
+            .map(|(i, b)| (self.first + i as u64, CqEntry::decode(b)))
+    }
+}
+
+/// Which side of a timestamp to land on (RocketMQ's BoundaryType).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boundary {
+    /// The first offset whose message was stored at or after the time.
+    Lower,
+    /// The last offset whose message was stored at or before the time.
+    Upper,
+}
+
+pub struct ConsumeQueue {
+    topic: String,
+    queue_id: u32,
+    segments: SegmentQueue,
+    min: u64,
+    max: u64,
+    flushed: u64,
+}
+
+impl ConsumeQueue {
+    pub fn dir(topic: &str, queue_id: u32) -> String {
+        format!("{CONSUMEQUEUE_DIR}/{topic}/{queue_id}")
+    }
+
+    pub fn new(topic: &str, queue_id: u32, entries_per_file: u64) -> Self {
+        ConsumeQueue {
+            topic: topic.to_string(),
+            queue_id,
+            segments: SegmentQueue::new(Self::dir(topic, queue_id), entries_per_file * CQ_ENTRY_SIZE),
+            min: 0,
+            max: 0,
+            flushed: 0,
+        }
+    }
+
+    /// Opens the queue's segments and finds how many entries they hold: the written prefix of
+    /// the last segment (entries are written in order, so the first unwritten one ends it).
+    pub fn load<D: Disk>(disk: &mut D, topic: &str, queue_id: u32, entries_per_file: u64) -> StoreResult<Self> {
+        let (segments, _) = SegmentQueue::load(disk, Self::dir(topic, queue_id), entries_per_file * CQ_ENTRY_SIZE)?;
+        let mut q = ConsumeQueue { topic: topic.to_string(), queue_id, segments, min: 0, max: 0, flushed: 0 };
+        let Some(first) = q.segments.first_start() else { return Ok(q) };
+        q.min = first / CQ_ENTRY_SIZE;
+        // Within the first segment the queue may start late (retention, or a rebuild that
+        // began mid-queue): skip unwritten entries there.
+        let first_seg = q.segments.segments[0].file;
+        let bytes = disk.read_at(first_seg, 0, q.segments.size as usize)?;
+        if let Some(i) = bytes.chunks_exact(20).position(|b| CqEntry::decode(b).is_written()) {
+            q.min += i as u64;
+        }
+        let last = q.segments.segments.last().expect("non-empty").clone();
+        let bytes = disk.read_at(last.file, 0, q.segments.size as usize)?;
+        let skip = if q.segments.segments.len() == 1 { q.min - first / CQ_ENTRY_SIZE } else { 0 } as usize;
+        let written = bytes.chunks_exact(20).skip(skip).take_while(|b| CqEntry::decode(b).is_written()).count();
+        q.max = last.start / CQ_ENTRY_SIZE + (skip + written) as u64;
+        q.min = q.min.min(q.max);
+        q.flushed = q.max;
+        Ok(q)
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+    pub fn queue_id(&self) -> u32 {
+        self.queue_id
+    }
+    /// Smallest logical offset held.
+    pub fn min_offset(&self) -> u64 {
+        self.min
+    }
+    /// One past the largest logical offset held: the next message's queue offset.
+    pub fn max_offset(&self) -> u64 {
+        self.max
+    }
+
+    /// Writes entry `logical`. Appends when `logical == max`; rewrites an existing entry
+    /// (recovery re-dispatch is idempotent); an empty queue may start at any offset.
+    pub fn put<D: Disk>(&mut self, disk: &mut D, logical: u64, entry: CqEntry) -> StoreResult<()> {
+        debug_assert!(entry.size > 0, "a record is never empty");
+        if self.min == self.max && logical != self.max {
+            self.min = logical;
+            self.max = logical;
+            self.flushed = self.flushed.min(logical);
+        }
+        if logical > self.max {
+            return Err(StoreError::Invalid {
+                what: format!(
+                    "{}: entry {logical} would leave a gap after {} (commit log offset {})",
+                    self.segments.dir, self.max, entry.offset
+                ),
+            });
+        }
+        if logical < self.min {
+            return Ok(());
+        }
+        let (file, at) = self.segments.for_write(disk, logical * CQ_ENTRY_SIZE)?;
+        disk.write_at(file, at, &entry.encode())?;
+        if logical == self.max {
+            self.max += 1;
+        }
+        self.flushed = self.flushed.min(logical);
+        Ok(())
+    }
+
+    pub fn get<D: Disk>(&self, disk: &D, logical: u64) -> StoreResult<Option<CqEntry>> {
+        Ok(self.read(disk, logical, 1)?.iter().next().map(|(_, e)| e))
+    }
+
+    /// Up to `max` entries from `from`, stopping at the end of `from`'s segment.
+    pub fn read<D: Disk>(&self, disk: &D, from: u64, max: usize) -> StoreResult<CqEntries> {
+        if from < self.min || from >= self.max || max == 0 {
+            return Ok(CqEntries { first: from, bytes: Bytes::new() });
+        }
+        let (seg, at) = self.segments.locate(from * CQ_ENTRY_SIZE).ok_or_else(|| StoreError::Corrupt {
+            file: self.segments.dir.clone(),
+            what: format!("no segment holds entry {from}"),
+        })?;
+        let in_seg = (self.segments.size - at) / CQ_ENTRY_SIZE;
+        let n = (max as u64).min(self.max - from).min(in_seg);
+        let bytes = disk.read_at(seg.file, at, (n * CQ_ENTRY_SIZE) as usize)?;
+        Ok(CqEntries { first: from, bytes })
+    }
+
+    /// Drops entries from `logical` on (durably zeroed), e.g. ones past a truncated log end.
+    pub fn truncate<D: Disk>(&mut self, disk: &mut D, logical: u64) -> StoreResult<()> {
+        if logical >= self.max {
+            return Ok(());
+        }
+        let logical = logical.max(self.min);
+        self.segments.truncate(disk, logical * CQ_ENTRY_SIZE)?;
+        self.max = logical;
+        self.flushed = self.flushed.min(logical);
+        if self.max == self.min && self.segments.segments.is_empty() {
+            self.min = 0;
+            self.max = 0;
+        }
+        Ok(())
+    }
+
+    /// Makes every entry durable.
+    pub fn sync<D: Disk>(&mut self, disk: &mut D) -> StoreResult<()> {
+        if self.flushed < self.max {
+            self.segments.sync(disk, self.flushed * CQ_ENTRY_SIZE, self.max * CQ_ENTRY_SIZE)?;
+            self.flushed = self.max;
+        }
+        Ok(())
+    }
+
+    /// The logical offset whose message's store time is nearest `timestamp` on the given side
+    /// (RocketMQ's getOffsetInQueueByTime): binary search over store timestamps read from the
+    /// commit log. Clamps to `[min, max]`.
+    pub fn offset_by_time<D: Disk>(&self, disk: &D, log: &CommitLog, timestamp: i64, boundary: Boundary) -> StoreResult<u64> {
+        if self.min == self.max {
+            return Ok(self.max);
+        }
+        let time_at = |logical: u64| -> StoreResult<Option<i64>> {
+            let Some(e) = self.get(disk, logical)? else { return Ok(None) };
+            match log.read(disk, e.offset, Some(e.size)) {
+                Ok(rec) => Ok(Some(rec.store_timestamp())),
+                Err(StoreError::OffsetOutOfRange { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        // Entries whose record was removed by retention count as "before everything".
+        let (mut lo, mut hi) = (self.min, self.max);
+        match boundary {
+            Boundary::Lower => {
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    match time_at(mid)? {
+                        Some(t) if t >= timestamp => hi = mid,
+                        _ => lo = mid + 1,
+                    }
+                }
+                Ok(lo)
+            }
+            Boundary::Upper => {
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    match time_at(mid)? {
+                        Some(t) if t > timestamp => hi = mid,
+                        _ => lo = mid + 1,
+                    }
+                }
+                Ok(lo.saturating_sub(1).max(self.min))
+            }
+        }
+    }
+
+    pub(crate) fn close<D: Disk>(&mut self, disk: &mut D) {
+        self.segments.close_all(disk);
+    }
+}

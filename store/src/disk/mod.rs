@@ -1,0 +1,103 @@
+//! The `Disk` trait: the only way the store touches storage.
+//!
+//! Files are fixed-size, preallocated segment files addressed by a `/`-separated path relative
+//! to the store root, plus small whole files (config, checkpoint) replaced atomically. Writes
+//! land in a volatile layer (the page cache); only `sync` makes a range durable. Two
+//! implementations: [`MmapDisk`](crate::MmapDisk) for real runs and [`MemDisk`](crate::MemDisk)
+//! for tests and the simulator, which keeps volatile and durable bytes apart and injects faults.
+
+pub mod mem;
+pub mod mmap;
+
+use bytes::Bytes;
+
+/// A handle to an open segment file. Valid until the file is closed or removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileId(pub u32);
+
+/// What went wrong with a disk operation. Every variant names the file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DiskError {
+    #[error("{path}: no such file")]
+    NotFound { path: String },
+    #[error("{path}: already exists")]
+    AlreadyExists { path: String },
+    #[error("{path}: disk full (needed {needed} bytes)")]
+    Full { path: String, needed: u64 },
+    #[error("{path}: {op} of {len} bytes at {offset} is outside the file's {size} bytes")]
+    OutOfBounds { path: String, op: &'static str, offset: u64, len: u64, size: u64 },
+    #[error("{path}: {op} failed: {detail}")]
+    Io { path: String, op: &'static str, detail: String },
+    #[error("invalid path {path:?}: {why}")]
+    BadPath { path: String, why: &'static str },
+    #[error("stale file handle {0:?}")]
+    StaleHandle(FileId),
+}
+
+pub type DiskResult<T> = Result<T, DiskError>;
+
+/// Storage as the store sees it. Implementations must be deterministic given their inputs
+/// (MemDisk) or as durable as the OS allows (MmapDisk); see each method for the contract.
+pub trait Disk {
+    /// Creates a zero-filled file of exactly `size` bytes, with its space reserved (so that
+    /// later writes into it cannot fail for lack of space) and its existence durable.
+    /// Missing parent directories are created.
+    fn create(&mut self, path: &str, size: u64) -> DiskResult<FileId>;
+    /// Extends an existing, closed file to `size` bytes: zero-filled, space reserved, durable.
+    /// Used to restore a segment that was cut short by hand or by a crash mid-creation.
+    fn grow(&mut self, path: &str, size: u64) -> DiskResult<()>;
+    /// Opens an existing file.
+    fn open(&mut self, path: &str) -> DiskResult<FileId>;
+    /// Size in bytes of an open file.
+    fn size(&self, file: FileId) -> DiskResult<u64>;
+    /// Releases a handle. Bytes previously returned by `read_at` stay valid.
+    fn close(&mut self, file: FileId);
+    /// Removes a file (durably). Open handles to it become stale.
+    fn remove(&mut self, path: &str) -> DiskResult<()>;
+    /// Names (not paths) of the entries directly inside `dir`, files and directories alike,
+    /// sorted. A missing directory lists as empty.
+    fn list(&self, dir: &str) -> DiskResult<Vec<String>>;
+    /// Copies `data` into the file at `offset` (volatile until synced).
+    fn write_at(&mut self, file: FileId, offset: u64, data: &[u8]) -> DiskResult<()>;
+    /// Reads `len` bytes at `offset`. On `MmapDisk` the result points into the mapping
+    /// (no copy); the caller must verify checksums where corruption matters.
+    fn read_at(&self, file: FileId, offset: u64, len: usize) -> DiskResult<Bytes>;
+    /// Makes `[offset, offset + len)` durable. On failure the range's durability is unknown:
+    /// some of it may be lost at power loss even if a later sync succeeds (fsyncgate).
+    fn sync(&mut self, file: FileId, offset: u64, len: u64) -> DiskResult<()>;
+    /// Durably zeroes `[offset, offset + len)`; used to erase a torn tail at recovery so that
+    /// stale records can never resurface after a later power loss.
+    fn zero_range(&mut self, file: FileId, offset: u64, len: u64) -> DiskResult<()>;
+    /// Reads a whole small file; `Ok(None)` if it does not exist.
+    fn read_file(&self, path: &str) -> DiskResult<Option<Vec<u8>>>;
+    /// Replaces a whole small file atomically and durably: after a crash at any point the
+    /// file holds either its old content or `data`, never a mix.
+    fn write_file_atomic(&mut self, path: &str, data: &[u8]) -> DiskResult<()>;
+}
+
+/// Rejects paths that could escape the store root or that name nothing.
+pub(crate) fn check_path(path: &str) -> DiskResult<()> {
+    let bad = |why| Err(DiskError::BadPath { path: path.to_string(), why });
+    if path.is_empty() {
+        return bad("empty");
+    }
+    if path.starts_with('/') {
+        return bad("absolute");
+    }
+    for part in path.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return bad("empty, '.' or '..' component");
+        }
+        if part.contains('\0') || part.contains('\\') {
+            return bad("NUL or backslash in a component");
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn check_bounds(path: &str, op: &'static str, offset: u64, len: u64, size: u64) -> DiskResult<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= size => Ok(()),
+        _ => Err(DiskError::OutOfBounds { path: path.to_string(), op, offset, len, size }),
+    }
+}

@@ -1,0 +1,327 @@
+//! The index: message keys (each word of the KEYS property, and UNIQ_KEY) to commit log
+//! offsets, queryable within a time range, in RocketMQ's IndexFile layout:
+//!
+//! ```text
+//! header   40 bytes: beginTimestamp i64, endTimestamp i64, beginPhyOffset i64,
+//!                    endPhyOffset i64, hashSlotCount i32, indexCount i32
+//! slots    hashSlotCount x i32: the newest entry number in each slot (0 = none)
+//! entries  maxEntries x 20 bytes: keyHash i32, phyOffset i64, timeDiff i32 (seconds since
+//!          beginTimestamp), prevIndex i32 (older entry in the same slot, 0 = none)
+//! ```
+//!
+//! Entry numbers start at 1. Files are named by the 20-digit commit log offset of the first
+//! record they index, so recovery knows where each file's coverage begins even if its header
+//! was torn. A hash only narrows the search: the store confirms every hit against the record.
+
+use crate::disk::{Disk, FileId};
+use crate::error::{StoreResult, offset_name, parse_offset_name};
+use crate::record::java_string_hash;
+
+pub const INDEX_DIR: &str = "index";
+const HEADER_SIZE: u64 = 40;
+const SLOT_SIZE: u64 = 4;
+const ENTRY_SIZE: u64 = 20;
+/// A record indexes at most this many keys; beyond that the rest are skipped (and logged).
+pub const MAX_KEYS_PER_RECORD: usize = 32;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, bincode::Encode, bincode::Decode)]
+pub struct IndexHeader {
+    pub begin_timestamp: i64,
+    pub end_timestamp: i64,
+    pub begin_phy_offset: i64,
+    pub end_phy_offset: i64,
+    pub hash_slot_count: i32,
+    pub index_count: i32,
+}
+
+impl IndexHeader {
+    fn encode(&self) -> [u8; 40] {
+        let mut b = [0u8; 40];
+        b[..8].copy_from_slice(&self.begin_timestamp.to_be_bytes());
+        b[8..16].copy_from_slice(&self.end_timestamp.to_be_bytes());
+        b[16..24].copy_from_slice(&self.begin_phy_offset.to_be_bytes());
+        b[24..32].copy_from_slice(&self.end_phy_offset.to_be_bytes());
+        b[32..36].copy_from_slice(&self.hash_slot_count.to_be_bytes());
+        b[36..40].copy_from_slice(&self.index_count.to_be_bytes());
+        b
+    }
+}
+
+/// Index geometry. RocketMQ's defaults: 5,000,000 slots, 20,000,000 entries (a 420 MB file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexConfig {
+    pub hash_slots: u32,
+    pub max_entries: u32,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        IndexConfig { hash_slots: 5_000_000, max_entries: 20_000_000 }
+    }
+}
+
+impl IndexConfig {
+    fn file_size(&self) -> u64 {
+        HEADER_SIZE + self.hash_slots as u64 * SLOT_SIZE + self.max_entries as u64 * ENTRY_SIZE
+    }
+    fn slot_pos(&self, slot: u32) -> u64 {
+        HEADER_SIZE + slot as u64 * SLOT_SIZE
+    }
+    fn entry_pos(&self, n: u32) -> u64 {
+        HEADER_SIZE + self.hash_slots as u64 * SLOT_SIZE + n as u64 * ENTRY_SIZE
+    }
+}
+
+fn key_hash(key: &str) -> i32 {
+    // Math.abs in Java leaves MIN_VALUE negative; RocketMQ maps it to 0.
+    let h = java_string_hash(key);
+    if h == i32::MIN { 0 } else { h.abs() }
+}
+
+struct IndexFile {
+    start: u64,
+    file: FileId,
+    header: IndexHeader,
+    dirty: bool,
+}
+
+/// Where the active index file stood at a checkpoint: everything it held then is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, bincode::Encode, bincode::Decode)]
+pub struct IndexCheckpoint {
+    pub file_start: u64,
+    pub header: IndexHeader,
+}
+
+pub struct IndexService {
+    config: IndexConfig,
+    files: Vec<IndexFile>,
+    key_buf: String,
+}
+
+fn read_i32<D: Disk>(disk: &D, file: FileId, at: u64) -> StoreResult<i32> {
+    let b = disk.read_at(file, at, 4)?;
+    Ok(i32::from_be_bytes(b[..].try_into().expect("4 bytes")))
+}
+
+impl IndexService {
+    pub fn new(config: IndexConfig) -> Self {
+        assert!(config.hash_slots > 0 && config.max_entries >= 2 * MAX_KEYS_PER_RECORD as u32);
+        IndexService { config, files: Vec::new(), key_buf: String::new() }
+    }
+
+    fn path(start: u64) -> String {
+        format!("{INDEX_DIR}/{}", offset_name(start))
+    }
+
+    /// The index file names present, as start offsets.
+    pub(crate) fn list<D: Disk>(disk: &D) -> StoreResult<Vec<u64>> {
+        disk.list(INDEX_DIR)?
+            .iter()
+            .filter(|n| !n.ends_with(".tmp"))
+            .map(|n| parse_offset_name(INDEX_DIR, n))
+            .collect()
+    }
+
+    /// Recovers the index. With a checkpoint, files older than the checkpoint's active file are
+    /// sealed and trusted, the active file is cut back to what the checkpoint covered (slots
+    /// rebuilt from its entries, as a torn slot write could otherwise hide older entries), and
+    /// newer files are removed. Returns the commit log offset from which records must be
+    /// re-indexed, and a note if anything was thrown away.
+    pub(crate) fn recover<D: Disk>(
+        &mut self,
+        disk: &mut D,
+        checkpoint: Option<&IndexCheckpoint>,
+        checkpoint_offset: u64,
+        log_min: u64,
+        clean: bool,
+    ) -> StoreResult<(u64, Option<String>)> {
+        let starts = Self::list(disk)?;
+        let size = self.config.file_size();
+        let rebuild_all = |this: &mut Self, disk: &mut D, why: String| -> StoreResult<(u64, Option<String>)> {
+            for s in Self::list(disk)? {
+                disk.remove(&Self::path(s))?;
+            }
+            this.files.clear();
+            Ok((log_min, Some(why)))
+        };
+        let Some(cp) = checkpoint else {
+            if starts.is_empty() {
+                return Ok((checkpoint_offset.min(log_min), None));
+            }
+            return rebuild_all(self, disk, "no index state in the checkpoint: rebuilding the index".into());
+        };
+        if !starts.contains(&cp.file_start) {
+            return rebuild_all(self, disk, format!("{} is missing: rebuilding the index", Self::path(cp.file_start)));
+        }
+        let mut notes = Vec::new();
+        for start in starts {
+            let path = Self::path(start);
+            if start > cp.file_start {
+                disk.remove(&path)?;
+                notes.push(format!("removed {path} (newer than the checkpoint)"));
+                continue;
+            }
+            let file = disk.open(&path)?;
+            if disk.size(file)? != size {
+                disk.close(file);
+                return rebuild_all(self, disk, format!("{path}: wrong size for the configured index geometry: rebuilding"));
+            }
+            let header = if start == cp.file_start {
+                cp.header
+            } else {
+                let b = disk.read_at(file, 0, HEADER_SIZE as usize)?;
+                let h = IndexHeader {
+                    begin_timestamp: i64::from_be_bytes(b[0..8].try_into().expect("8")),
+                    end_timestamp: i64::from_be_bytes(b[8..16].try_into().expect("8")),
+                    begin_phy_offset: i64::from_be_bytes(b[16..24].try_into().expect("8")),
+                    end_phy_offset: i64::from_be_bytes(b[24..32].try_into().expect("8")),
+                    hash_slot_count: i32::from_be_bytes(b[32..36].try_into().expect("4")),
+                    index_count: i32::from_be_bytes(b[36..40].try_into().expect("4")),
+                };
+                if h.hash_slot_count as u32 != self.config.hash_slots || h.index_count < 1 {
+                    disk.close(file);
+                    return rebuild_all(self, disk, format!("{path}: header does not match: rebuilding the index"));
+                }
+                h
+            };
+            self.files.push(IndexFile { start, file, header, dirty: false });
+        }
+        if !clean {
+            self.reset_active(disk)?;
+        }
+        let note = (!notes.is_empty()).then(|| notes.join("; "));
+        Ok((checkpoint_offset, note))
+    }
+
+    /// Makes the active file hold exactly the entries its (checkpointed) header counts.
+    fn reset_active<D: Disk>(&mut self, disk: &mut D) -> StoreResult<()> {
+        let cfg = self.config;
+        let Some(active) = self.files.last_mut() else { return Ok(()) };
+        let count = active.header.index_count.max(1) as u32;
+        let slots_end = cfg.entry_pos(0);
+        disk.zero_range(active.file, HEADER_SIZE, slots_end - HEADER_SIZE)?;
+        let tail = cfg.entry_pos(count);
+        disk.zero_range(active.file, tail, cfg.file_size() - tail)?;
+        // Entries are in order, so the last one per slot wins, as it did when written.
+        let entries = disk.read_at(active.file, cfg.entry_pos(0), (count as u64 * ENTRY_SIZE) as usize)?;
+        for n in 1..count {
+            let e = &entries[(n as u64 * ENTRY_SIZE) as usize..];
+            let hash = i32::from_be_bytes(e[..4].try_into().expect("4"));
+            let slot = (hash as u32) % cfg.hash_slots;
+            disk.write_at(active.file, cfg.slot_pos(slot), &(n as i32).to_be_bytes())?;
+        }
+        disk.write_at(active.file, 0, &active.header.encode())?;
+        active.dirty = true;
+        Ok(())
+    }
+
+    /// Indexes `topic#key` for the record at `phy`.
+    pub fn put<D: Disk>(&mut self, disk: &mut D, topic: &str, key: &str, phy: u64, store_timestamp: i64) -> StoreResult<()> {
+        if key.is_empty() {
+            return Ok(());
+        }
+        let cfg = self.config;
+        let need_new = match self.files.last() {
+            None => true,
+            Some(f) => f.header.index_count as u32 >= cfg.max_entries,
+        };
+        if need_new {
+            if let Some(full) = self.files.last_mut() {
+                // A full file is sealed: synced once, then never written again.
+                disk.sync(full.file, 0, cfg.file_size())?;
+                full.dirty = false;
+            }
+            let file = disk.create(&Self::path(phy), cfg.file_size())?;
+            let header = IndexHeader {
+                begin_timestamp: store_timestamp,
+                end_timestamp: store_timestamp,
+                begin_phy_offset: phy as i64,
+                end_phy_offset: phy as i64,
+                hash_slot_count: cfg.hash_slots as i32,
+                index_count: 1,
+            };
+            self.files.push(IndexFile { start: phy, file, header, dirty: true });
+        }
+        let f = self.files.last_mut().expect("just ensured");
+        self.key_buf.clear();
+        self.key_buf.push_str(topic);
+        self.key_buf.push('#');
+        self.key_buf.push_str(key);
+        let hash = key_hash(&self.key_buf);
+        let slot = (hash as u32) % cfg.hash_slots;
+        let prev = read_i32(disk, f.file, cfg.slot_pos(slot))?;
+        let prev = if prev < 0 || prev >= f.header.index_count { 0 } else { prev };
+        let n = f.header.index_count as u32;
+        let diff_secs = ((store_timestamp - f.header.begin_timestamp) / 1000).clamp(0, i32::MAX as i64) as i32;
+        let mut entry = [0u8; 20];
+        entry[..4].copy_from_slice(&hash.to_be_bytes());
+        entry[4..12].copy_from_slice(&(phy as i64).to_be_bytes());
+        entry[12..16].copy_from_slice(&diff_secs.to_be_bytes());
+        entry[16..].copy_from_slice(&prev.to_be_bytes());
+        disk.write_at(f.file, cfg.entry_pos(n), &entry)?;
+        disk.write_at(f.file, cfg.slot_pos(slot), &(n as i32).to_be_bytes())?;
+        f.header.index_count += 1;
+        f.header.end_phy_offset = phy as i64;
+        f.header.end_timestamp = f.header.end_timestamp.max(store_timestamp);
+        disk.write_at(f.file, 0, &f.header.encode())?;
+        f.dirty = true;
+        Ok(())
+    }
+
+    /// Commit log offsets of records that may carry `topic#key`, stored within
+    /// `[begin, end]` (ms), newest first, at most `max`.
+    pub fn query<D: Disk>(&self, disk: &D, topic: &str, key: &str, begin: i64, end: i64, max: usize) -> StoreResult<Vec<u64>> {
+        let cfg = self.config;
+        let hash = key_hash(&format!("{topic}#{key}"));
+        let slot = (hash as u32) % cfg.hash_slots;
+        let mut out = Vec::new();
+        for f in self.files.iter().rev() {
+            if out.len() >= max {
+                break;
+            }
+            let h = &f.header;
+            // Time diffs are whole seconds, so widen the file's window by a second.
+            if h.end_timestamp + 1000 < begin || h.begin_timestamp > end {
+                continue;
+            }
+            let mut n = read_i32(disk, f.file, cfg.slot_pos(slot))?;
+            // Chains only point backwards; anything else is damage and ends the walk.
+            let mut bound = h.index_count;
+            while n > 0 && n < bound && out.len() < max {
+                let e = disk.read_at(f.file, cfg.entry_pos(n as u32), ENTRY_SIZE as usize)?;
+                let e_hash = i32::from_be_bytes(e[..4].try_into().expect("4"));
+                let phy = i64::from_be_bytes(e[4..12].try_into().expect("8"));
+                let diff = i32::from_be_bytes(e[12..16].try_into().expect("4")) as i64;
+                let prev = i32::from_be_bytes(e[16..20].try_into().expect("4"));
+                let ts = h.begin_timestamp + diff * 1000;
+                if e_hash == hash && phy >= 0 && ts + 999 >= begin && ts <= end {
+                    out.push(phy as u64);
+                }
+                bound = n;
+                n = prev;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Syncs the active file if it changed. Returns its state for the checkpoint.
+    pub fn sync<D: Disk>(&mut self, disk: &mut D) -> StoreResult<Option<IndexCheckpoint>> {
+        let size = self.config.file_size();
+        let Some(f) = self.files.last_mut() else { return Ok(None) };
+        if f.dirty {
+            disk.sync(f.file, 0, size)?;
+            f.dirty = false;
+        }
+        Ok(Some(IndexCheckpoint { file_start: f.start, header: f.header }))
+    }
+
+    pub fn file_count(&self) -> usize {
+        self.files.len()
+    }
+
+    pub(crate) fn close<D: Disk>(&mut self, disk: &mut D) {
+        for f in self.files.drain(..) {
+            disk.close(f.file);
+        }
+    }
+}

@@ -1,0 +1,682 @@
+//! `MessageStore`: the commit log, the consume queues and the index kept in step, plus
+//! checkpoint and recovery (RocketMQ's DefaultMessageStore, without threads: every call is
+//! synchronous and takes `now` from the caller).
+//!
+//! Recovery, in order:
+//! 1. Read the checkpoint `C` (missing or damaged: recover from the start of the log).
+//! 2. Open consume queues; a queue the checkpoint knows but that is missing or shorter than
+//!    the checkpoint says is rebuilt from the whole log; every other queue is cut back to its
+//!    checkpointed length (later entries are re-derived).
+//! 3. Recover the index to its checkpointed state.
+//! 4. Scan the commit log from `C` (or earlier, for rebuilds), validating every record, and
+//!    re-dispatch each record to its queue and the index. The scan ends at the first position
+//!    without a valid record: a torn or corrupt tail is durably zeroed and reported. Damage
+//!    below `C` is durable data lost: that is an error naming the file, never a silent cut.
+//! 5. Sync everything and write a checkpoint at the recovered end.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::checkpoint::{Checkpoint, QueueMark};
+use crate::commitlog::{Appended, CommitLog, ScanStop};
+use crate::consume_queue::{Boundary, CONSUMEQUEUE_DIR, ConsumeQueue, CqEntry};
+use crate::disk::Disk;
+use crate::error::{StoreError, StoreResult};
+use crate::index::{IndexConfig, IndexService, MAX_KEYS_PER_RECORD};
+use crate::record::{self, StoreMessage, StoredRecord};
+
+/// RocketMQ's schedule topic: delay messages wait here, tag code = delivery time.
+pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
+const TRANSACTION_TYPE_MASK: i32 = 0x3 << 2;
+const TRANSACTION_PREPARED: i32 = 0x1 << 2;
+const TRANSACTION_ROLLBACK: i32 = 0x3 << 2;
+/// Entries a single get may scan when a filter rejects them (RocketMQ's maxFilterMessageCount).
+const MAX_FILTER_SCAN: usize = 16_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    /// Commit log segment size (RocketMQ's mapedFileSizeCommitLog), default 1 GiB.
+    pub commitlog_segment_size: u64,
+    /// Entries per consume queue file, default 300,000.
+    pub consume_queue_entries: u64,
+    /// Largest body accepted (RocketMQ's maxMessageSize), default 4 MiB.
+    pub max_message_size: usize,
+    pub index: IndexConfig,
+    /// Delay level n (1-based) waits `delay_levels_ms[n - 1]`.
+    pub delay_levels_ms: Vec<i64>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            commitlog_segment_size: 1 << 30,
+            consume_queue_entries: 300_000,
+            max_message_size: 4 << 20,
+            index: IndexConfig::default(),
+            delay_levels_ms: parse_delay_levels("1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h")
+                .expect("default levels parse"),
+        }
+    }
+}
+
+/// Parses RocketMQ's messageDelayLevel string ("1s 5s 1m 2h 1d").
+pub fn parse_delay_levels(s: &str) -> Result<Vec<i64>, String> {
+    s.split_whitespace()
+        .map(|level| {
+            let (num, unit) = level.split_at(level.len().saturating_sub(1));
+            let n: i64 = num.parse().map_err(|_| format!("bad delay level {level:?}"))?;
+            let ms = match unit {
+                "s" => 1_000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                "d" => 86_400_000,
+                _ => return Err(format!("bad unit in delay level {level:?} (s, m, h or d)")),
+            };
+            Ok(n * ms)
+        })
+        .collect()
+}
+
+/// What recovery found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The checkpoint's offset, if one was readable.
+    pub checkpoint: Option<u64>,
+    pub clean_shutdown: bool,
+    /// Why the checkpoint could not be used, if it could not.
+    pub checkpoint_problem: Option<String>,
+    pub scanned_from: u64,
+    /// Where the commit log now ends.
+    pub log_end: u64,
+    /// The torn or corrupt tail that was cut, if any.
+    pub truncated: Option<ScanStop>,
+    /// Files removed or repaired: segments past the cut, half-created or cut-short segments,
+    /// stale index files.
+    pub file_repairs: Vec<String>,
+    pub redispatched: u64,
+    /// Consume queues rebuilt from the whole log, with why.
+    pub rebuilt_queues: Vec<String>,
+    pub index_note: Option<String>,
+}
+
+/// Result of a put.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutResult {
+    pub appended: Vec<Appended>,
+    /// The commit log offset the batch ends at: durable once `flushed() >= end`.
+    pub end: u64,
+}
+
+/// RocketMQ's GetMessageStatus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GetStatus {
+    Found,
+    NoMatchedMessage,
+    NoMatchedLogicQueue,
+    NoMessageInQueue,
+    OffsetTooSmall,
+    OffsetOverflowOne,
+    OffsetOverflowBadly,
+    /// Entries exist but their records are gone (retention).
+    OffsetFoundNull,
+}
+
+#[derive(Debug, Clone)]
+pub struct GetResult {
+    pub status: GetStatus,
+    pub messages: Vec<StoredRecord>,
+    pub next_offset: u64,
+    pub min_offset: u64,
+    pub max_offset: u64,
+}
+
+type QueueKey = (String, u32);
+
+pub struct MessageStore<D: Disk> {
+    disk: D,
+    config: StoreConfig,
+    log: CommitLog,
+    queues: BTreeMap<QueueKey, ConsumeQueue>,
+    index: IndexService,
+    /// Set after a dispatch failure: the log and its derived data disagree until recovery.
+    stopped: Option<String>,
+    /// True from the first write after open: the on-disk checkpoint is no longer clean.
+    dirty: bool,
+    appended: Vec<Appended>,
+    keys: Vec<String>,
+}
+
+/// Topic names become directory names: RocketMQ's rule `^[%|a-zA-Z0-9_-]+$`, at most 127.
+pub fn validate_topic(topic: &str) -> StoreResult<()> {
+    let ok = !topic.is_empty()
+        && topic.len() <= record::MAX_TOPIC_LEN
+        && topic.bytes().all(|b| b.is_ascii_alphanumeric() || b"%|_-".contains(&b));
+    if ok { Ok(()) } else { Err(StoreError::Invalid { what: format!("invalid topic name {topic:?}: use [%|a-zA-Z0-9_-], at most 127 characters") }) }
+}
+
+impl<D: Disk> MessageStore<D> {
+    /// Opens (or creates) a store on `disk` and recovers it. `now` stamps the checkpoint.
+    pub fn open(mut disk: D, config: StoreConfig, now: i64) -> StoreResult<(Self, RecoveryReport)> {
+        let mut report = RecoveryReport::default();
+        let checkpoint = match Checkpoint::load(&disk) {
+            Ok(cp) => cp,
+            Err(e) => {
+                report.checkpoint_problem = Some(format!("{e}; recovering from the start of the commit log"));
+                None
+            }
+        };
+        report.checkpoint = checkpoint.as_ref().map(|c| c.offset);
+        report.clean_shutdown = checkpoint.as_ref().is_some_and(|c| c.clean_shutdown);
+
+        let (log, removed) = CommitLog::load(&mut disk, config.commitlog_segment_size, config.max_message_size)?;
+        report.file_repairs.extend(removed);
+        let log_min = log.min_offset();
+        let c = match &checkpoint {
+            Some(cp) => {
+                let held_end = log.segments_end();
+                if cp.offset > held_end {
+                    return Err(StoreError::Corrupt {
+                        file: crate::commitlog::COMMITLOG_DIR.into(),
+                        what: format!(
+                            "the checkpoint says {} bytes are durable but the segments end at {held_end}: \
+                             commit log segments are missing",
+                            cp.offset
+                        ),
+                    });
+                }
+                cp.offset.max(log_min)
+            }
+            None => log_min,
+        };
+
+        // Consume queues.
+        let marks: BTreeMap<QueueKey, u64> = checkpoint
+            .as_ref()
+            .map(|cp| cp.queues.iter().map(|m| ((m.topic.clone(), m.queue_id), m.max_offset)).collect())
+            .unwrap_or_default();
+        let mut queues = BTreeMap::new();
+        let mut rebuild: BTreeSet<QueueKey> = BTreeSet::new();
+        for topic in disk.list(CONSUMEQUEUE_DIR)? {
+            if validate_topic(&topic).is_err() {
+                return Err(StoreError::Corrupt {
+                    file: format!("{CONSUMEQUEUE_DIR}/{topic}"),
+                    what: "not a valid topic directory".into(),
+                });
+            }
+            for qid in disk.list(&format!("{CONSUMEQUEUE_DIR}/{topic}"))? {
+                let queue_id: u32 = qid.parse().map_err(|_| StoreError::Corrupt {
+                    file: format!("{CONSUMEQUEUE_DIR}/{topic}/{qid}"),
+                    what: "not a queue id directory".into(),
+                })?;
+                let key = (topic.clone(), queue_id);
+                let mut cq = match ConsumeQueue::load(&mut disk, &topic, queue_id, config.consume_queue_entries) {
+                    Ok(cq) => cq,
+                    Err(e) => {
+                        // Derived data: throw the damaged queue away and rebuild it.
+                        report.rebuilt_queues.push(format!("{topic}/{queue_id}: {e}"));
+                        rebuild.insert(key.clone());
+                        remove_dir_files(&mut disk, &ConsumeQueue::dir(&topic, queue_id))?;
+                        ConsumeQueue::new(&topic, queue_id, config.consume_queue_entries)
+                    }
+                };
+                if checkpoint.is_none() {
+                    rebuild.insert(key.clone());
+                }
+                let mark = marks.get(&key).copied().unwrap_or(0);
+                if !rebuild.contains(&key) && cq.max_offset() < mark {
+                    report.rebuilt_queues.push(format!(
+                        "{topic}/{queue_id}: holds {} entries, the checkpoint says {mark}",
+                        cq.max_offset()
+                    ));
+                    rebuild.insert(key.clone());
+                }
+                let keep = if rebuild.contains(&key) { 0 } else { mark };
+                if keep == 0 {
+                    cq.truncate(&mut disk, 0)?;
+                    cq.close(&mut disk);
+                    remove_dir_files(&mut disk, &ConsumeQueue::dir(&topic, queue_id))?;
+                    cq = ConsumeQueue::new(&topic, queue_id, config.consume_queue_entries);
+                } else {
+                    cq.truncate(&mut disk, keep)?;
+                }
+                queues.insert(key, cq);
+            }
+        }
+        for (key, mark) in &marks {
+            if *mark > 0 && !queues.contains_key(key) {
+                report.rebuilt_queues.push(format!("{}/{}: missing, the checkpoint says {mark} entries", key.0, key.1));
+                rebuild.insert(key.clone());
+                queues.insert(key.clone(), ConsumeQueue::new(&key.0, key.1, config.consume_queue_entries));
+            }
+        }
+
+        // Index.
+        let mut index = IndexService::new(config.index);
+        let clean = report.clean_shutdown;
+        let (index_from, note) = index.recover(
+            &mut disk,
+            checkpoint.as_ref().and_then(|cp| cp.index.as_ref()),
+            c,
+            log_min,
+            clean,
+        )?;
+        report.index_note = note;
+
+        let scan_from = if rebuild.is_empty() { c.min(index_from) } else { log_min };
+        report.scanned_from = scan_from;
+        let mut store = MessageStore {
+            disk,
+            config,
+            log,
+            queues,
+            index,
+            stopped: None,
+            dirty: true,
+            appended: Vec::new(),
+            keys: Vec::new(),
+        };
+        store.log.set_positions(scan_from);
+        let mut redispatched = 0u64;
+        let (end, stop) = {
+            let MessageStore { disk, log, queues, index, config, keys, .. } = &mut store;
+            let scan_log: &CommitLog = log;
+            // The scan only reads the log; dispatch writes queues and the index.
+            let mut visit = |disk: &mut D, rec: &StoredRecord| -> StoreResult<()> {
+                let phy = rec.physical_offset();
+                let key = (rec.topic().to_string(), rec.queue_id());
+                let to_queue = phy >= c || rebuild.contains(&key);
+                let to_index = phy >= index_from;
+                if to_queue || to_index {
+                    redispatched += 1;
+                    dispatch(disk, queues, index, config, keys, rec, to_queue, to_index)?;
+                }
+                Ok(())
+            };
+            scan_log.scan(disk, scan_from, &mut visit)?
+        };
+        report.redispatched = redispatched;
+        if let Some(stop) = &stop {
+            if stop.offset < c {
+                return Err(StoreError::Corrupt {
+                    file: stop.file.clone(),
+                    what: format!(
+                        "damaged record at offset {} below the checkpoint's durable offset {c}: {}; \
+                         refusing to cut durable data (restore the file or move it away)",
+                        stop.offset, stop.reason
+                    ),
+                });
+            }
+            tracing::warn!(offset = stop.offset, file = %stop.file, reason = %stop.reason, "cutting the commit log's tail");
+        }
+        if stop.is_some() || !clean {
+            let removed = store.log.truncate(&mut store.disk, end)?;
+            report.file_repairs.extend(removed);
+        } else {
+            store.log.set_positions(end);
+        }
+        report.truncated = stop;
+        report.log_end = end;
+        // Queues may hold entries past the end (their records were cut): drop them.
+        for cq in store.queues.values_mut() {
+            let Some(last) = cq.max_offset().checked_sub(1) else { continue };
+            if last < cq.min_offset() {
+                continue;
+            }
+            if let Some(e) = cq.get(&store.disk, last)? {
+                if e.offset + e.size as u64 > end {
+                    let mut keep = last;
+                    while keep > cq.min_offset() {
+                        match cq.get(&store.disk, keep - 1)? {
+                            Some(e) if e.offset + e.size as u64 > end => keep -= 1,
+                            _ => break,
+                        }
+                    }
+                    cq.truncate(&mut store.disk, keep)?;
+                }
+            }
+        }
+        store.checkpoint_inner(now, false)?;
+        Ok((store, report))
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+    pub fn disk(&self) -> &D {
+        &self.disk
+    }
+    pub fn disk_mut(&mut self) -> &mut D {
+        &mut self.disk
+    }
+    pub fn commit_log(&self) -> &CommitLog {
+        &self.log
+    }
+    pub fn commit_log_mut(&mut self) -> &mut CommitLog {
+        &mut self.log
+    }
+    /// Why the store stopped accepting writes, if it did.
+    pub fn stopped(&self) -> Option<&str> {
+        self.stopped.as_deref().or(self.log.stopped())
+    }
+
+    /// Appends one message and dispatches it. See [`MessageStore::put_batch`].
+    pub fn put(&mut self, msg: &StoreMessage<'_>, now: i64) -> StoreResult<PutResult> {
+        self.put_batch(std::slice::from_ref(msg), now)
+    }
+
+    /// Appends messages contiguously, assigning queue offsets, and dispatches them to their
+    /// consume queues and the index. Not yet durable: see `flushed()` and `sync()`.
+    pub fn put_batch(&mut self, msgs: &[StoreMessage<'_>], now: i64) -> StoreResult<PutResult> {
+        if let Some(reason) = &self.stopped {
+            return Err(StoreError::Stopped { reason: reason.clone() });
+        }
+        if msgs.is_empty() {
+            return Err(StoreError::Invalid { what: "empty batch".into() });
+        }
+        let mut batch = Vec::with_capacity(msgs.len());
+        let mut next: BTreeMap<(&str, u32), u64> = BTreeMap::new();
+        for msg in msgs {
+            validate_topic(msg.topic)?;
+            let offset = if is_unqueued(msg.sys_flag) {
+                0
+            } else {
+                let n = next.entry((msg.topic, msg.queue_id)).or_insert_with(|| {
+                    self.queues.get(&(msg.topic.to_string(), msg.queue_id)).map_or(0, ConsumeQueue::max_offset)
+                });
+                let o = *n;
+                *n += 1;
+                o
+            };
+            batch.push((*msg, offset));
+        }
+        let mut appended = std::mem::take(&mut self.appended);
+        appended.clear();
+        self.dirty = true;
+        self.log.append(&mut self.disk, &batch, now, &mut appended)?;
+        for (a, (msg, _)) in appended.iter().zip(&batch) {
+            let dispatched = self.dispatch_live(msg, a, now);
+            if let Err(e) = dispatched {
+                self.stopped = Some(format!("dispatch failed: {e}"));
+                self.appended = appended;
+                return Err(e);
+            }
+        }
+        let result = PutResult { appended: appended.clone(), end: self.log.write_pos() };
+        self.appended = appended;
+        Ok(result)
+    }
+
+    fn dispatch_live(&mut self, msg: &StoreMessage<'_>, a: &Appended, now: i64) -> StoreResult<()> {
+        if !is_unqueued(msg.sys_flag) {
+            let tags = tags_code(&self.config, msg.topic, msg.properties, now);
+            let cq = queue_mut(&mut self.queues, &self.config, msg.topic, msg.queue_id);
+            cq.put(&mut self.disk, a.queue_offset, CqEntry { offset: a.offset, size: a.size, tags_code: tags })?;
+        }
+        index_keys(&mut self.keys, msg.properties);
+        for key in &self.keys {
+            self.index.put(&mut self.disk, msg.topic, key, a.offset, now)?;
+        }
+        Ok(())
+    }
+
+    /// Everything below this commit log offset is durable.
+    pub fn flushed(&self) -> u64 {
+        self.log.flushed()
+    }
+    /// One past the last appended byte.
+    pub fn write_pos(&self) -> u64 {
+        self.log.write_pos()
+    }
+
+    /// Syncs the commit log inline up to the write position (group commit: one sync covers
+    /// every message appended so far). Returns the durable offset.
+    pub fn sync(&mut self) -> StoreResult<u64> {
+        let upto = self.log.write_pos();
+        self.log.sync(&mut self.disk, upto)
+    }
+
+    /// Syncs everything and records a checkpoint at the current write position. Call it
+    /// periodically (RocketMQ: every second) to bound the work recovery redoes.
+    pub fn checkpoint(&mut self, now: i64) -> StoreResult<()> {
+        self.checkpoint_inner(now, false)
+    }
+
+    fn checkpoint_inner(&mut self, now: i64, clean: bool) -> StoreResult<()> {
+        let offset = self.log.write_pos();
+        self.log.sync(&mut self.disk, offset)?;
+        let mut marks = Vec::with_capacity(self.queues.len());
+        for ((topic, queue_id), cq) in self.queues.iter_mut() {
+            cq.sync(&mut self.disk)?;
+            marks.push(QueueMark { topic: topic.clone(), queue_id: *queue_id, max_offset: cq.max_offset() });
+        }
+        let index = self.index.sync(&mut self.disk)?;
+        let cp = Checkpoint { clean_shutdown: clean, offset, timestamp: now, index, queues: marks };
+        cp.store(&mut self.disk)?;
+        self.dirty = clean;
+        Ok(())
+    }
+
+    /// Syncs everything, marks the checkpoint clean and hands the disk back.
+    pub fn shutdown(mut self, now: i64) -> StoreResult<D> {
+        let clean = self.stopped().is_none();
+        self.checkpoint_inner(now, clean)?;
+        self.close_all();
+        Ok(self.disk)
+    }
+
+    fn close_all(&mut self) {
+        self.log.close(&mut self.disk);
+        for cq in self.queues.values_mut() {
+            cq.close(&mut self.disk);
+        }
+        self.index.close(&mut self.disk);
+    }
+
+    /// Drops the store as a crash would: nothing synced, nothing closed cleanly.
+    pub fn crash(self) -> D {
+        self.disk
+    }
+
+    pub fn max_offset(&self, topic: &str, queue_id: u32) -> u64 {
+        self.queue(topic, queue_id).map_or(0, ConsumeQueue::max_offset)
+    }
+    pub fn min_offset(&self, topic: &str, queue_id: u32) -> u64 {
+        self.queue(topic, queue_id).map_or(0, ConsumeQueue::min_offset)
+    }
+    pub fn queue(&self, topic: &str, queue_id: u32) -> Option<&ConsumeQueue> {
+        self.queues.get(&(topic.to_string(), queue_id))
+    }
+    /// Every (topic, queue id) with a consume queue, sorted.
+    pub fn queue_ids(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.queues.keys().map(|(t, q)| (t.as_str(), *q))
+    }
+
+    /// The consume queue entry at `offset`.
+    pub fn entry(&self, topic: &str, queue_id: u32, offset: u64) -> StoreResult<Option<CqEntry>> {
+        match self.queue(topic, queue_id) {
+            Some(cq) => cq.get(&self.disk, offset),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads and validates the record at a commit log offset (view by message id).
+    pub fn read(&self, offset: u64) -> StoreResult<StoredRecord> {
+        self.log.read(&self.disk, offset, None)
+    }
+
+    /// Messages of one queue from `offset` (RocketMQ's getMessage): up to `max_count`
+    /// messages and about `max_bytes`, skipping entries whose tag code `filter` rejects.
+    pub fn get(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        max_count: usize,
+        max_bytes: usize,
+        filter: &dyn Fn(i64) -> bool,
+    ) -> StoreResult<GetResult> {
+        let Some(cq) = self.queue(topic, queue_id) else {
+            return Ok(GetResult { status: GetStatus::NoMatchedLogicQueue, messages: Vec::new(), next_offset: 0, min_offset: 0, max_offset: 0 });
+        };
+        let (min, max) = (cq.min_offset(), cq.max_offset());
+        let result = |status, next_offset, messages| GetResult { status, messages, next_offset, min_offset: min, max_offset: max };
+        if max == 0 {
+            return Ok(result(GetStatus::NoMessageInQueue, 0, Vec::new()));
+        }
+        if offset < min {
+            return Ok(result(GetStatus::OffsetTooSmall, min, Vec::new()));
+        }
+        if offset == max {
+            return Ok(result(GetStatus::OffsetOverflowOne, offset, Vec::new()));
+        }
+        if offset > max {
+            return Ok(result(GetStatus::OffsetOverflowBadly, max, Vec::new()));
+        }
+        let mut messages = Vec::new();
+        let mut bytes = 0usize;
+        let mut next = offset;
+        let mut scanned = 0usize;
+        let mut missing = 0usize;
+        'outer: while next < max && messages.len() < max_count && scanned < MAX_FILTER_SCAN {
+            let entries = cq.read(&self.disk, next, (MAX_FILTER_SCAN - scanned).min(max_count.max(32)))?;
+            if entries.is_empty() {
+                break;
+            }
+            for (logical, e) in entries.iter() {
+                if messages.len() >= max_count || (!messages.is_empty() && bytes + e.size as usize > max_bytes) {
+                    break 'outer;
+                }
+                next = logical + 1;
+                scanned += 1;
+                if !filter(e.tags_code) {
+                    continue;
+                }
+                match self.log.read(&self.disk, e.offset, Some(e.size)) {
+                    Ok(rec) => {
+                        bytes += rec.total_size() as usize;
+                        messages.push(rec);
+                    }
+                    Err(StoreError::OffsetOutOfRange { .. }) => missing += 1,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let status = if !messages.is_empty() {
+            GetStatus::Found
+        } else if missing > 0 {
+            GetStatus::OffsetFoundNull
+        } else {
+            GetStatus::NoMatchedMessage
+        };
+        Ok(result(status, next, messages))
+    }
+
+    /// Messages whose KEYS or UNIQ_KEY equal `key`, stored within `[begin, end]` (ms), newest
+    /// first, at most `max`. Every index hit is confirmed against the record itself.
+    pub fn query_by_key(&self, topic: &str, key: &str, begin: i64, end: i64, max: usize) -> StoreResult<Vec<StoredRecord>> {
+        let mut out = Vec::new();
+        let mut seen = BTreeSet::new();
+        let mut keys = Vec::new();
+        for phy in self.index.query(&self.disk, topic, key, begin, end, max.saturating_mul(4).max(max))? {
+            if out.len() >= max || !seen.insert(phy) {
+                continue;
+            }
+            let rec = match self.log.read(&self.disk, phy, None) {
+                Ok(rec) => rec,
+                Err(StoreError::OffsetOutOfRange { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            index_keys(&mut keys, rec.properties());
+            let ts = rec.store_timestamp();
+            if rec.topic() == topic && keys.iter().any(|k| k == key) && ts >= begin && ts <= end {
+                out.push(rec);
+            }
+        }
+        Ok(out)
+    }
+
+    /// RocketMQ's SEARCH_OFFSET_BY_TIMESTAMP for one queue.
+    pub fn offset_by_time(&self, topic: &str, queue_id: u32, timestamp: i64, boundary: Boundary) -> StoreResult<u64> {
+        match self.queue(topic, queue_id) {
+            Some(cq) => cq.offset_by_time(&self.disk, &self.log, timestamp, boundary),
+            None => Ok(0),
+        }
+    }
+}
+
+fn is_unqueued(sys_flag: i32) -> bool {
+    let t = sys_flag & TRANSACTION_TYPE_MASK;
+    t == TRANSACTION_PREPARED || t == TRANSACTION_ROLLBACK
+}
+
+fn queue_mut<'a>(queues: &'a mut BTreeMap<QueueKey, ConsumeQueue>, config: &StoreConfig, topic: &str, queue_id: u32) -> &'a mut ConsumeQueue {
+    queues
+        .entry((topic.to_string(), queue_id))
+        .or_insert_with(|| ConsumeQueue::new(topic, queue_id, config.consume_queue_entries))
+}
+
+/// The consume queue tag code: Java's hashCode of TAGS; for the schedule topic, the delivery
+/// time (RocketMQ's trick so the delay service can scan by time).
+pub fn tags_code(config: &StoreConfig, topic: &str, properties: &[u8], store_timestamp: i64) -> i64 {
+    if topic == SCHEDULE_TOPIC {
+        let level = record::property(properties, record::PROPERTY_DELAY_LEVEL)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(1)
+            .clamp(1, config.delay_levels_ms.len().max(1));
+        return store_timestamp + config.delay_levels_ms.get(level - 1).copied().unwrap_or(0);
+    }
+    match record::property(properties, record::PROPERTY_TAGS) {
+        Some(tags) if !tags.is_empty() => record::java_bytes_hash(tags) as i64,
+        _ => 0,
+    }
+}
+
+/// The index keys of a record: each space-separated word of KEYS, then UNIQ_KEY.
+fn index_keys(out: &mut Vec<String>, properties: &[u8]) {
+    out.clear();
+    for (name, value) in record::properties(properties) {
+        let Ok(value) = std::str::from_utf8(value) else { continue };
+        if name == record::PROPERTY_KEYS.as_bytes() {
+            out.extend(value.split(' ').filter(|k| !k.is_empty()).map(str::to_string));
+        } else if name == record::PROPERTY_UNIQ_KEY.as_bytes() && !value.is_empty() {
+            out.push(value.to_string());
+        }
+    }
+    if out.len() > MAX_KEYS_PER_RECORD {
+        tracing::warn!(keys = out.len(), "record has more keys than the index takes; extra keys not indexed");
+        out.truncate(MAX_KEYS_PER_RECORD);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dispatch<D: Disk>(
+    disk: &mut D,
+    queues: &mut BTreeMap<QueueKey, ConsumeQueue>,
+    index: &mut IndexService,
+    config: &StoreConfig,
+    keys: &mut Vec<String>,
+    rec: &StoredRecord,
+    to_queue: bool,
+    to_index: bool,
+) -> StoreResult<()> {
+    let phy = rec.physical_offset();
+    if to_queue && !is_unqueued(rec.sys_flag()) {
+        let tags = tags_code(config, rec.topic(), rec.properties(), rec.store_timestamp());
+        let cq = queue_mut(queues, config, rec.topic(), rec.queue_id());
+        cq.put(disk, rec.queue_offset(), CqEntry { offset: phy, size: rec.total_size(), tags_code: tags })?;
+    }
+    if to_index {
+        index_keys(keys, rec.properties());
+        for key in keys.iter() {
+            index.put(disk, rec.topic(), key, phy, rec.store_timestamp())?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_dir_files<D: Disk>(disk: &mut D, dir: &str) -> StoreResult<()> {
+    for name in disk.list(dir)? {
+        disk.remove(&format!("{dir}/{name}"))?;
+    }
+    Ok(())
+}

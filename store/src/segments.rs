@@ -1,0 +1,188 @@
+//! A directory of fixed-size segment files named by their 20-digit start offset (RocketMQ's
+//! MappedFileQueue): the commit log and every consume queue are one of these.
+
+use crate::disk::{Disk, DiskError, FileId};
+use crate::error::{StoreError, StoreResult, offset_name, parse_offset_name};
+
+#[derive(Debug, Clone)]
+pub(crate) struct Segment {
+    pub start: u64,
+    pub file: FileId,
+}
+
+/// Invariant: segments are sorted, contiguous (`start[i+1] == start[i] + size`) and each
+/// start is a multiple of `size`.
+#[derive(Debug)]
+pub(crate) struct SegmentQueue {
+    pub dir: String,
+    pub size: u64,
+    pub segments: Vec<Segment>,
+}
+
+/// What loading found beyond plain segments.
+#[derive(Debug, Default)]
+pub(crate) struct LoadNotes {
+    /// Files removed because they were a half-created (empty) last segment.
+    pub removed: Vec<String>,
+    /// Last segments found shorter than the segment size and grown back.
+    pub grown: Vec<String>,
+}
+
+impl SegmentQueue {
+    pub fn new(dir: String, size: u64) -> Self {
+        assert!(size > 0, "segment size must be positive");
+        SegmentQueue { dir, size, segments: Vec::new() }
+    }
+
+    pub fn path_of(&self, start: u64) -> String {
+        format!("{}/{}", self.dir, offset_name(start))
+    }
+
+    /// Opens every segment in `dir`, checking names, sizes and contiguity. A last segment of
+    /// the wrong size is a crash during its creation and is removed; anything else wrong is
+    /// an error naming the file.
+    pub fn load<D: Disk>(disk: &mut D, dir: String, size: u64) -> StoreResult<(Self, LoadNotes)> {
+        let mut q = SegmentQueue::new(dir, size);
+        let mut notes = LoadNotes::default();
+        let names: Vec<String> = disk.list(&q.dir)?.into_iter().filter(|n| !n.ends_with(".tmp")).collect();
+        let count = names.len();
+        for (i, name) in names.into_iter().enumerate() {
+            let start = parse_offset_name(&q.dir, &name)?;
+            let path = format!("{}/{}", q.dir, name);
+            if start % size != 0 {
+                return Err(StoreError::Corrupt {
+                    file: path,
+                    what: format!("start offset {start} is not a multiple of the segment size {size}"),
+                });
+            }
+            if let Some(last) = q.segments.last() {
+                if start != last.start + size {
+                    return Err(StoreError::Corrupt {
+                        file: path,
+                        what: format!("segment missing before it: expected start {}", last.start + size),
+                    });
+                }
+            }
+            let mut file = disk.open(&path)?;
+            let actual = disk.size(file)?;
+            if actual != size {
+                disk.close(file);
+                let last = i + 1 == count;
+                if last && actual == 0 {
+                    // Created but never reserved: a crash inside `create`.
+                    disk.remove(&path)?;
+                    notes.removed.push(path);
+                    continue;
+                }
+                if !last || actual > size {
+                    return Err(StoreError::Corrupt {
+                        file: path,
+                        what: format!("size {actual} bytes, expected {size} (was the segment size changed?)"),
+                    });
+                }
+                // The last segment was cut short: restore its size; the scan finds the tail.
+                disk.grow(&path, size)?;
+                notes.grown.push(format!("{path}: was {actual} bytes, restored to {size}"));
+                file = disk.open(&path)?;
+            }
+            q.segments.push(Segment { start, file });
+        }
+        Ok((q, notes))
+    }
+
+    pub fn first_start(&self) -> Option<u64> {
+        self.segments.first().map(|s| s.start)
+    }
+
+    /// One past the last byte the segments hold.
+    pub fn end(&self) -> Option<u64> {
+        self.segments.last().map(|s| s.start + self.size)
+    }
+
+    /// The segment holding byte `offset`, and the offset within it.
+    pub fn locate(&self, offset: u64) -> Option<(&Segment, u64)> {
+        let first = self.segments.first()?.start;
+        if offset < first {
+            return None;
+        }
+        let idx = ((offset - first) / self.size) as usize;
+        let seg = self.segments.get(idx)?;
+        debug_assert!(seg.start <= offset && offset < seg.start + self.size);
+        Some((seg, offset - seg.start))
+    }
+
+    /// The segment that byte `offset` must be written to, created (zero-filled) if `offset`
+    /// is exactly at the end of the queue or the queue is empty.
+    pub fn for_write<D: Disk>(&mut self, disk: &mut D, offset: u64) -> StoreResult<(FileId, u64)> {
+        if let Some((seg, at)) = self.locate(offset) {
+            return Ok((seg.file, at));
+        }
+        let start = offset - offset % self.size;
+        match self.end() {
+            Some(end) if end != start => {
+                return Err(StoreError::Invalid {
+                    what: format!("{}: write at {offset} leaves a gap after {end}", self.dir),
+                });
+            }
+            _ => {}
+        }
+        let file = disk.create(&self.path_of(start), self.size)?;
+        self.segments.push(Segment { start, file });
+        Ok((file, offset - start))
+    }
+
+    /// Byte ranges `(file, offset in file, len)` covering `[from, to)`.
+    pub fn ranges(&self, from: u64, to: u64) -> impl Iterator<Item = (FileId, u64, u64)> + '_ {
+        self.segments.iter().filter_map(move |s| {
+            let lo = from.max(s.start);
+            let hi = to.min(s.start + self.size);
+            (lo < hi).then(|| (s.file, lo - s.start, hi - lo))
+        })
+    }
+
+    pub fn sync<D: Disk>(&self, disk: &mut D, from: u64, to: u64) -> Result<(), DiskError> {
+        for (file, off, len) in self.ranges(from, to) {
+            disk.sync(file, off, len)?;
+        }
+        Ok(())
+    }
+
+    /// Durably zeroes everything from `offset` on and removes segments that start after it.
+    /// Returns the paths removed.
+    pub fn truncate<D: Disk>(&mut self, disk: &mut D, offset: u64) -> StoreResult<Vec<String>> {
+        let mut removed = Vec::new();
+        while let Some(last) = self.segments.last() {
+            if last.start <= offset {
+                break;
+            }
+            let last = self.segments.pop().expect("non-empty");
+            disk.close(last.file);
+            let path = self.path_of(last.start);
+            disk.remove(&path)?;
+            removed.push(path);
+        }
+        if let Some((seg, at)) = self.locate(offset) {
+            let (file, at) = (seg.file, at);
+            disk.zero_range(file, at, self.size - at)?;
+        }
+        Ok(removed)
+    }
+
+    /// Removes whole segments that end at or before `offset` (retention). Returns how many.
+    pub fn remove_before<D: Disk>(&mut self, disk: &mut D, offset: u64) -> StoreResult<usize> {
+        let mut n = 0;
+        while self.segments.len() > 1 && self.segments[0].start + self.size <= offset {
+            let seg = self.segments.remove(0);
+            disk.close(seg.file);
+            disk.remove(&self.path_of(seg.start))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    pub fn close_all<D: Disk>(&mut self, disk: &mut D) {
+        for seg in self.segments.drain(..) {
+            disk.close(seg.file);
+        }
+    }
+}
