@@ -102,20 +102,22 @@ impl CommitLog {
     pub fn append<D: Disk>(
         &mut self,
         disk: &mut D,
-        batch: &[(StoreMessage<'_>, u64)],
+        batch: &[StoreMessage<'_>],
+        queue_offsets: &[u64],
         store_timestamp: i64,
         out: &mut Vec<Appended>,
     ) -> StoreResult<()> {
         self.check_running()?;
+        assert_eq!(batch.len(), queue_offsets.len(), "one queue offset per message");
         let mut total: u64 = 0;
-        for (msg, _) in batch {
+        for msg in batch {
             total += record::record_len(msg, self.max_body)? as u64;
         }
         let size = self.segments.size;
         if total + END_FILE_MIN_BLANK_LENGTH > size {
             return Err(StoreError::BatchTooLarge { size: total, segment_size: size });
         }
-        let result = self.append_inner(disk, batch, total, store_timestamp, out);
+        let result = self.append_inner(disk, batch, queue_offsets, total, store_timestamp, out);
         if let Err(e) = &result {
             if matches!(e, StoreError::Disk(_)) {
                 self.stop(e.to_string());
@@ -127,7 +129,8 @@ impl CommitLog {
     fn append_inner<D: Disk>(
         &mut self,
         disk: &mut D,
-        batch: &[(StoreMessage<'_>, u64)],
+        batch: &[StoreMessage<'_>],
+        queue_offsets: &[u64],
         total: u64,
         store_timestamp: i64,
         out: &mut Vec<Appended>,
@@ -144,7 +147,7 @@ impl CommitLog {
         }
         let first = out.len();
         let mut pos = self.write_pos;
-        for (msg, queue_offset) in batch {
+        for (msg, queue_offset) in batch.iter().zip(queue_offsets) {
             let len = record::record_len(msg, self.max_body)?;
             let parts = record::encode_record(&mut self.scratch, msg, len, *queue_offset, pos, store_timestamp);
             let in_file = at + (pos - self.write_pos);

@@ -99,9 +99,11 @@ pub struct RecoveryReport {
 }
 
 /// Result of a put.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PutResult {
-    pub appended: Vec<Appended>,
+    /// Where the first message landed (all of a batch's records are contiguous).
+    pub first: Appended,
+    pub count: usize,
     /// The commit log offset the batch ends at: durable once `flushed() >= end`.
     pub end: u64,
 }
@@ -142,7 +144,9 @@ pub struct MessageStore<D: Disk> {
     /// True from the first write after open: the on-disk checkpoint is no longer clean.
     dirty: bool,
     appended: Vec<Appended>,
-    keys: Vec<String>,
+    queue_offsets: Vec<u64>,
+    /// Byte ranges of index keys within a record's properties (reused, no allocation).
+    keys: Vec<(usize, usize)>,
 }
 
 /// Topic names become directory names: RocketMQ's rule `^[%|a-zA-Z0-9_-]+$`, at most 127.
@@ -272,6 +276,7 @@ impl<D: Disk> MessageStore<D> {
             stopped: None,
             dirty: true,
             appended: Vec::new(),
+            queue_offsets: Vec::new(),
             keys: Vec::new(),
         };
         store.log.set_positions(scan_from);
@@ -364,7 +369,9 @@ impl<D: Disk> MessageStore<D> {
     }
 
     /// Appends messages contiguously, assigning queue offsets, and dispatches them to their
-    /// consume queues and the index. Not yet durable: see `flushed()` and `sync()`.
+    /// consume queues and the index. Not yet durable: see `flushed()` and `sync()`. Where each
+    /// message landed is in [`MessageStore::last_appended`]. Allocates nothing per message
+    /// once warm.
     pub fn put_batch(&mut self, msgs: &[StoreMessage<'_>], now: i64) -> StoreResult<PutResult> {
         if let Some(reason) = &self.stopped {
             return Err(StoreError::Stopped { reason: reason.clone() });
@@ -372,37 +379,37 @@ impl<D: Disk> MessageStore<D> {
         if msgs.is_empty() {
             return Err(StoreError::Invalid { what: "empty batch".into() });
         }
-        let mut batch = Vec::with_capacity(msgs.len());
-        let mut next: BTreeMap<(&str, u32), u64> = BTreeMap::new();
-        for msg in msgs {
+        self.queue_offsets.clear();
+        for (i, msg) in msgs.iter().enumerate() {
             validate_topic(msg.topic)?;
             let offset = if is_unqueued(msg.sys_flag) {
                 0
             } else {
-                let n = next.entry((msg.topic, msg.queue_id)).or_insert_with(|| {
-                    self.queues.get(&(msg.topic.to_string(), msg.queue_id)).map_or(0, ConsumeQueue::max_offset)
-                });
-                let o = *n;
-                *n += 1;
-                o
+                // Batches nearly always target one queue; a quadratic count beats a map here.
+                let earlier = msgs[..i]
+                    .iter()
+                    .filter(|m| !is_unqueued(m.sys_flag) && m.queue_id == msg.queue_id && m.topic == msg.topic)
+                    .count() as u64;
+                self.max_offset(msg.topic, msg.queue_id) + earlier
             };
-            batch.push((*msg, offset));
+            self.queue_offsets.push(offset);
         }
-        let mut appended = std::mem::take(&mut self.appended);
-        appended.clear();
         self.dirty = true;
-        self.log.append(&mut self.disk, &batch, now, &mut appended)?;
-        for (a, (msg, _)) in appended.iter().zip(&batch) {
-            let dispatched = self.dispatch_live(msg, a, now);
-            if let Err(e) = dispatched {
+        self.appended.clear();
+        self.log.append(&mut self.disk, msgs, &self.queue_offsets, now, &mut self.appended)?;
+        for i in 0..msgs.len() {
+            let a = self.appended[i];
+            if let Err(e) = self.dispatch_live(&msgs[i], &a, now) {
                 self.stopped = Some(format!("dispatch failed: {e}"));
-                self.appended = appended;
                 return Err(e);
             }
         }
-        let result = PutResult { appended: appended.clone(), end: self.log.write_pos() };
-        self.appended = appended;
-        Ok(result)
+        Ok(PutResult { first: self.appended[0], count: msgs.len(), end: self.log.write_pos() })
+    }
+
+    /// Where each message of the last successful put landed, in order.
+    pub fn last_appended(&self) -> &[Appended] {
+        &self.appended
     }
 
     fn dispatch_live(&mut self, msg: &StoreMessage<'_>, a: &Appended, now: i64) -> StoreResult<()> {
@@ -412,7 +419,8 @@ impl<D: Disk> MessageStore<D> {
             cq.put(&mut self.disk, a.queue_offset, CqEntry { offset: a.offset, size: a.size, tags_code: tags })?;
         }
         index_keys(&mut self.keys, msg.properties);
-        for key in &self.keys {
+        for &(from, to) in &self.keys {
+            let key = key_str(msg.properties, from, to);
             self.index.put(&mut self.disk, msg.topic, key, a.offset, now)?;
         }
         Ok(())
@@ -587,7 +595,8 @@ impl<D: Disk> MessageStore<D> {
             };
             index_keys(&mut keys, rec.properties());
             let ts = rec.store_timestamp();
-            if rec.topic() == topic && keys.iter().any(|k| k == key) && ts >= begin && ts <= end {
+            let has_key = keys.iter().any(|&(f, t)| key_str(rec.properties(), f, t) == key);
+            if rec.topic() == topic && has_key && ts >= begin && ts <= end {
                 out.push(rec);
             }
         }
@@ -631,15 +640,26 @@ pub fn tags_code(config: &StoreConfig, topic: &str, properties: &[u8], store_tim
     }
 }
 
-/// The index keys of a record: each space-separated word of KEYS, then UNIQ_KEY.
-fn index_keys(out: &mut Vec<String>, properties: &[u8]) {
+/// The index keys of a record, as byte ranges of `properties`: each space-separated word of
+/// KEYS, then UNIQ_KEY. Non-UTF-8 values are skipped.
+fn index_keys(out: &mut Vec<(usize, usize)>, properties: &[u8]) {
     out.clear();
+    let base = properties.as_ptr() as usize;
     for (name, value) in record::properties(properties) {
-        let Ok(value) = std::str::from_utf8(value) else { continue };
+        if std::str::from_utf8(value).is_err() {
+            continue;
+        }
+        let at = value.as_ptr() as usize - base;
         if name == record::PROPERTY_KEYS.as_bytes() {
-            out.extend(value.split(' ').filter(|k| !k.is_empty()).map(str::to_string));
+            let mut start = 0;
+            for word in value.split(|&b| b == b' ') {
+                if !word.is_empty() {
+                    out.push((at + start, at + start + word.len()));
+                }
+                start += word.len() + 1;
+            }
         } else if name == record::PROPERTY_UNIQ_KEY.as_bytes() && !value.is_empty() {
-            out.push(value.to_string());
+            out.push((at, at + value.len()));
         }
     }
     if out.len() > MAX_KEYS_PER_RECORD {
@@ -648,13 +668,18 @@ fn index_keys(out: &mut Vec<String>, properties: &[u8]) {
     }
 }
 
+fn key_str(properties: &[u8], from: usize, to: usize) -> &str {
+    // Ranges come from `index_keys`, which only keeps UTF-8 values split at ASCII spaces.
+    std::str::from_utf8(&properties[from..to]).unwrap_or("")
+}
+
 #[allow(clippy::too_many_arguments)]
 fn dispatch<D: Disk>(
     disk: &mut D,
     queues: &mut BTreeMap<QueueKey, ConsumeQueue>,
     index: &mut IndexService,
     config: &StoreConfig,
-    keys: &mut Vec<String>,
+    keys: &mut Vec<(usize, usize)>,
     rec: &StoredRecord,
     to_queue: bool,
     to_index: bool,
@@ -667,8 +692,8 @@ fn dispatch<D: Disk>(
     }
     if to_index {
         index_keys(keys, rec.properties());
-        for key in keys.iter() {
-            index.put(disk, rec.topic(), key, phy, rec.store_timestamp())?;
+        for &(from, to) in keys.iter() {
+            index.put(disk, rec.topic(), key_str(rec.properties(), from, to), phy, rec.store_timestamp())?;
         }
     }
     Ok(())

@@ -23,6 +23,8 @@ struct MmapFile {
     path: String,
     file: File,
     map: Option<Arc<MmapRaw>>,
+    /// The whole mapping as `Bytes`: reads are refcounted slices of it, no allocation.
+    whole: Bytes,
     size: u64,
 }
 
@@ -154,12 +156,13 @@ impl MmapDisk {
         FileId(self.files.len() as u32 - 1)
     }
 
-    fn map(path: &str, file: &File, size: u64) -> DiskResult<Option<Arc<MmapRaw>>> {
+    fn map(path: &str, file: File, size: u64) -> DiskResult<MmapFile> {
         if size == 0 {
-            return Ok(None);
+            return Ok(MmapFile { path: path.to_string(), file, map: None, whole: Bytes::new(), size });
         }
-        let map = MmapRaw::map_raw(file).map_err(|e| io_err(path, "mmap", e))?;
-        Ok(Some(Arc::new(map)))
+        let map = Arc::new(MmapRaw::map_raw(&file).map_err(|e| io_err(path, "mmap", e))?);
+        let whole = Bytes::from_owner(MapSlice { map: map.clone(), offset: 0, len: map.len() });
+        Ok(MmapFile { path: path.to_string(), file, map: Some(map), whole, size })
     }
 
     /// A handle that can msync this file from another thread.
@@ -191,8 +194,8 @@ impl Disk for MmapDisk {
                 other => other,
             });
         }
-        let map = Self::map(path, &file, size)?;
-        Ok(self.insert(MmapFile { path: path.to_string(), file, map, size }))
+        let f = Self::map(path, file, size)?;
+        Ok(self.insert(f))
     }
 
     fn grow(&mut self, path: &str, size: u64) -> DiskResult<()> {
@@ -217,8 +220,8 @@ impl Disk for MmapDisk {
             _ => io_err(path, "open", e),
         })?;
         let size = file.metadata().map_err(|e| io_err(path, "stat", e))?.len();
-        let map = Self::map(path, &file, size)?;
-        Ok(self.insert(MmapFile { path: path.to_string(), file, map, size }))
+        let f = Self::map(path, file, size)?;
+        Ok(self.insert(f))
     }
 
     fn size(&self, file: FileId) -> DiskResult<u64> {
@@ -288,10 +291,7 @@ impl Disk for MmapDisk {
     fn read_at(&self, file: FileId, offset: u64, len: usize) -> DiskResult<Bytes> {
         let f = self.get(file)?;
         check_bounds(&f.path, "read", offset, len as u64, f.size)?;
-        match &f.map {
-            Some(map) if len > 0 => Ok(Bytes::from_owner(MapSlice { map: map.clone(), offset: offset as usize, len })),
-            _ => Ok(Bytes::new()),
-        }
+        Ok(f.whole.slice(offset as usize..offset as usize + len))
     }
 
     fn sync(&mut self, file: FileId, offset: u64, len: u64) -> DiskResult<()> {
