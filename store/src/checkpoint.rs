@@ -12,7 +12,16 @@ pub const CHECKPOINT_FILE: &str = "checkpoint";
 const MAGIC: &[u8; 4] = b"RFCP";
 const VERSION: u32 = 1;
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    bincode::Encode,
+    bincode::Decode,
+)]
 pub struct QueueMark {
     pub topic: String,
     pub queue_id: u32,
@@ -20,7 +29,16 @@ pub struct QueueMark {
     pub max_offset: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    bincode::Encode,
+    bincode::Decode,
+)]
 pub struct Checkpoint {
     /// Set only by a clean shutdown; cleared by the first write after opening.
     pub clean_shutdown: bool,
@@ -34,7 +52,8 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     pub fn encode(&self) -> Vec<u8> {
-        let payload = bincode::encode_to_vec(self, bincode::config::standard()).expect("checkpoint encodes");
+        let payload =
+            bincode::encode_to_vec(self, bincode::config::standard()).expect("checkpoint encodes");
         let mut out = Vec::with_capacity(payload.len() + 16);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&VERSION.to_be_bytes());
@@ -57,14 +76,18 @@ impl Checkpoint {
         }
         let len = u32::from_be_bytes(data[8..12].try_into().expect("4")) as usize;
         if data.len() != 12 + len + 4 {
-            return Err(format!("length field says {len} bytes of payload, file has {}", data.len().saturating_sub(16)));
+            return Err(format!(
+                "length field says {len} bytes of payload, file has {}",
+                data.len().saturating_sub(16)
+            ));
         }
         let stored = u32::from_be_bytes(data[12 + len..].try_into().expect("4"));
         if crc32fast::hash(&data[..12 + len]) != stored {
             return Err("CRC mismatch".into());
         }
-        let (cp, used) = bincode::decode_from_slice(&data[12..12 + len], bincode::config::standard())
-            .map_err(|e| format!("undecodable payload: {e}"))?;
+        let (cp, used) =
+            bincode::decode_from_slice(&data[12..12 + len], bincode::config::standard())
+                .map_err(|e| format!("undecodable payload: {e}"))?;
         if used != len {
             return Err("trailing bytes in payload".into());
         }
@@ -77,7 +100,10 @@ impl Checkpoint {
             None => Ok(None),
             Some(data) => Checkpoint::decode(&data)
                 .map(Some)
-                .map_err(|what| StoreError::Corrupt { file: CHECKPOINT_FILE.into(), what }),
+                .map_err(|what| StoreError::Corrupt {
+                    file: CHECKPOINT_FILE.into(),
+                    what,
+                }),
         }
     }
 

@@ -10,7 +10,7 @@
 
 use bytes::Bytes;
 
-use crate::disk::{Disk, FileId};
+use crate::disk::{Disk, FileId, stable_read_at};
 use crate::error::{StoreError, StoreResult};
 use crate::record::{self, END_FILE_MIN_BLANK_LENGTH, Peek, StoreMessage, StoredRecord};
 use crate::segments::SegmentQueue;
@@ -44,8 +44,15 @@ pub struct ScanStop {
 
 impl CommitLog {
     /// Opens the segments under `commitlog/`. The write position is set by recovery.
-    pub(crate) fn load<D: Disk>(disk: &mut D, segment_size: u64, max_body: usize) -> StoreResult<(Self, Vec<String>)> {
-        assert!(segment_size > 1024, "commit log segments must hold more than a record header");
+    pub(crate) fn load<D: Disk>(
+        disk: &mut D,
+        segment_size: u64,
+        max_body: usize,
+    ) -> StoreResult<(Self, Vec<String>)> {
+        assert!(
+            segment_size > 1024,
+            "commit log segments must hold more than a record header"
+        );
         let (segments, notes) = SegmentQueue::load(disk, COMMITLOG_DIR.to_string(), segment_size)?;
         let start = segments.first_start().unwrap_or(0);
         let log = CommitLog {
@@ -80,14 +87,18 @@ impl CommitLog {
         self.stopped.as_deref()
     }
 
-    pub(crate) fn set_positions(&mut self, write_pos: u64) {
+    /// Recovery's verdict: records end at `write_pos`; only bytes below `durable` are known
+    /// to be on the media (the rest may sit only in the page cache after a process crash).
+    pub(crate) fn set_positions(&mut self, write_pos: u64, durable: u64) {
         self.write_pos = write_pos;
-        self.flushed = write_pos;
+        self.flushed = durable.min(write_pos);
     }
 
     fn check_running(&self) -> StoreResult<()> {
         match &self.stopped {
-            Some(reason) => Err(StoreError::Stopped { reason: reason.clone() }),
+            Some(reason) => Err(StoreError::Stopped {
+                reason: reason.clone(),
+            }),
             None => Ok(()),
         }
     }
@@ -108,14 +119,21 @@ impl CommitLog {
         out: &mut Vec<Appended>,
     ) -> StoreResult<()> {
         self.check_running()?;
-        assert_eq!(batch.len(), queue_offsets.len(), "one queue offset per message");
+        assert_eq!(
+            batch.len(),
+            queue_offsets.len(),
+            "one queue offset per message"
+        );
         let mut total: u64 = 0;
         for msg in batch {
             total += record::record_len(msg, self.max_body)? as u64;
         }
         let size = self.segments.size;
         if total + END_FILE_MIN_BLANK_LENGTH > size {
-            return Err(StoreError::BatchTooLarge { size: total, segment_size: size });
+            return Err(StoreError::BatchTooLarge {
+                size: total,
+                segment_size: size,
+            });
         }
         let result = self.append_inner(disk, batch, queue_offsets, total, store_timestamp, out);
         if let Err(e) = &result {
@@ -149,19 +167,34 @@ impl CommitLog {
         let mut pos = self.write_pos;
         for (msg, queue_offset) in batch.iter().zip(queue_offsets) {
             let len = record::record_len(msg, self.max_body)?;
-            let parts = record::encode_record(&mut self.scratch, msg, len, *queue_offset, pos, store_timestamp);
+            let parts = record::encode_record(
+                &mut self.scratch,
+                msg,
+                len,
+                *queue_offset,
+                pos,
+                store_timestamp,
+            );
             let in_file = at + (pos - self.write_pos);
             let write = disk
                 .write_at(file, in_file, &self.scratch[..parts.head_len])
                 .and_then(|_| disk.write_at(file, in_file + parts.head_len as u64, msg.body))
                 .and_then(|_| {
-                    disk.write_at(file, in_file + (parts.head_len + msg.body.len()) as u64, &self.scratch[parts.head_len..])
+                    disk.write_at(
+                        file,
+                        in_file + (parts.head_len + msg.body.len()) as u64,
+                        &self.scratch[parts.head_len..],
+                    )
                 });
             if let Err(e) = write {
                 out.truncate(first);
                 return Err(e.into());
             }
-            out.push(Appended { offset: pos, size: len as u32, queue_offset: *queue_offset });
+            out.push(Appended {
+                offset: pos,
+                size: len as u32,
+                queue_offset: *queue_offset,
+            });
             pos += len as u64;
         }
         debug_assert_eq!(pos - self.write_pos, total);
@@ -171,15 +204,27 @@ impl CommitLog {
 
     /// Reads and validates the record at `offset`. `size` (from a consume queue entry) saves
     /// reading the header first; it must match the record's own size.
-    pub fn read<D: Disk>(&self, disk: &D, offset: u64, size: Option<u32>) -> StoreResult<StoredRecord> {
+    pub fn read<D: Disk>(
+        &self,
+        disk: &D,
+        offset: u64,
+        size: Option<u32>,
+    ) -> StoreResult<StoredRecord> {
         if offset < self.min_offset() || offset >= self.write_pos {
-            return Err(StoreError::OffsetOutOfRange { offset, min: self.min_offset(), max: self.write_pos });
+            return Err(StoreError::OffsetOutOfRange {
+                offset,
+                min: self.min_offset(),
+                max: self.write_pos,
+            });
         }
-        let (seg, at) = self.segments.locate(offset).ok_or(StoreError::OffsetOutOfRange {
-            offset,
-            min: self.min_offset(),
-            max: self.write_pos,
-        })?;
+        let (seg, at) = self
+            .segments
+            .locate(offset)
+            .ok_or(StoreError::OffsetOutOfRange {
+                offset,
+                min: self.min_offset(),
+                max: self.write_pos,
+            })?;
         let file = seg.file;
         let path = || self.segments.path_of(seg.start);
         let avail = (self.segments.size - at).min(self.write_pos - offset);
@@ -188,7 +233,10 @@ impl CommitLog {
             None => {
                 let head = disk.read_at(file, at, 4.min(avail as usize))?;
                 if head.len() < 4 {
-                    return Err(StoreError::Corrupt { file: path(), what: format!("no record header at {offset}") });
+                    return Err(StoreError::Corrupt {
+                        file: path(),
+                        what: format!("no record header at {offset}"),
+                    });
                 }
                 u32::from_be_bytes(head[..4].try_into().expect("4 bytes")) as u64
             }
@@ -200,17 +248,26 @@ impl CommitLog {
             });
         }
         let bytes = disk.read_at(file, at, len as usize)?;
-        StoredRecord::parse(bytes, Some(offset)).map_err(|error| StoreError::BadRecord { file: path(), offset, error })
+        StoredRecord::parse(bytes, Some(offset)).map_err(|error| StoreError::BadRecord {
+            file: path(),
+            offset,
+            error,
+        })
     }
 
     /// Reads raw bytes `[offset, offset + len)` from one segment, unvalidated (replication).
     pub fn read_raw<D: Disk>(&self, disk: &D, offset: u64, len: u64) -> StoreResult<Bytes> {
-        let (seg, at) = self.segments.locate(offset).ok_or(StoreError::OffsetOutOfRange {
-            offset,
-            min: self.min_offset(),
-            max: self.write_pos,
-        })?;
-        let len = len.min(self.segments.size - at).min(self.write_pos.saturating_sub(offset));
+        let (seg, at) = self
+            .segments
+            .locate(offset)
+            .ok_or(StoreError::OffsetOutOfRange {
+                offset,
+                min: self.min_offset(),
+                max: self.write_pos,
+            })?;
+        let len = len
+            .min(self.segments.size - at)
+            .min(self.write_pos.saturating_sub(offset));
         Ok(disk.read_at(seg.file, at, len as usize)?)
     }
 
@@ -263,12 +320,25 @@ impl CommitLog {
         let size = self.segments.size;
         let mut pos = from;
         loop {
-            let Some((seg, at)) = self.segments.locate(pos) else { return Ok((pos, None)) };
+            let Some((seg, at)) = self.segments.locate(pos) else {
+                return Ok((pos, None));
+            };
             let (file, path) = (seg.file, self.segments.path_of(seg.start));
-            let stop = |reason: String| Ok((pos, Some(ScanStop { offset: pos, file: path.clone(), reason })));
+            let stop = |reason: String| {
+                Ok((
+                    pos,
+                    Some(ScanStop {
+                        offset: pos,
+                        file: path.clone(),
+                        reason,
+                    }),
+                ))
+            };
             let remaining = size - at;
             if remaining < END_FILE_MIN_BLANK_LENGTH {
-                return stop(format!("{remaining} bytes left in the segment, too few for a marker"));
+                return stop(format!(
+                    "{remaining} bytes left in the segment, too few for a marker"
+                ));
             }
             let mut attempt = 0;
             let outcome = loop {
@@ -277,19 +347,31 @@ impl CommitLog {
                 let outcome = match record::peek(&head) {
                     Peek::Empty => Ok(None),
                     Peek::Blank { len } if len as u64 == remaining => Ok(Some(remaining)),
-                    Peek::Blank { len } => Err(format!("blank marker of {len} bytes, {remaining} left in the segment")),
+                    Peek::Blank { len } => Err(format!(
+                        "blank marker of {len} bytes, {remaining} left in the segment"
+                    )),
                     Peek::Garbage { total_size, magic } => {
                         Err(format!("no record: size {total_size}, magic {magic:#010x}"))
                     }
-                    Peek::Record { total_size } if total_size as u64 + END_FILE_MIN_BLANK_LENGTH > remaining => {
-                        Err(format!("record of {total_size} bytes runs past the segment end"))
+                    Peek::Record { total_size }
+                        if total_size as u64 + END_FILE_MIN_BLANK_LENGTH > remaining =>
+                    {
+                        Err(format!(
+                            "record of {total_size} bytes runs past the segment end"
+                        ))
                     }
                     Peek::Record { total_size } => {
                         let bytes = disk.read_at(file, at, total_size as usize)?;
                         match StoredRecord::parse(bytes, Some(pos)) {
+                            // The peeked size and the validated record must agree, or the
+                            // peek was misread: advancing by it would skip into a record.
+                            Ok(rec) if rec.total_size() != total_size => Err(format!(
+                                "size read as {total_size}, record says {}",
+                                rec.total_size()
+                            )),
                             Ok(rec) => {
                                 visit(disk, &rec)?;
-                                Ok(Some(total_size as u64))
+                                Ok(Some(rec.total_size() as u64))
                             }
                             Err(e) => Err(e.to_string()),
                         }
@@ -309,15 +391,39 @@ impl CommitLog {
 
     /// Cuts the log at `end`: the rest of its segment is durably zeroed and later segments are
     /// removed. Returns the removed paths.
-    pub(crate) fn truncate<D: Disk>(&mut self, disk: &mut D, end: u64) -> StoreResult<Vec<String>> {
+    pub(crate) fn truncate<D: Disk>(
+        &mut self,
+        disk: &mut D,
+        end: u64,
+        durable: u64,
+    ) -> StoreResult<Vec<String>> {
         let removed = self.segments.truncate(disk, end)?;
-        self.set_positions(end);
+        self.set_positions(end, durable);
         Ok(removed)
     }
 
     /// One past the last byte the existing segments can hold.
     pub(crate) fn segments_end(&self) -> u64 {
         self.segments.end().unwrap_or(0)
+    }
+
+    /// Rewrites `[from, to)` with its own bytes so the next sync writes it out. After a failed
+    /// sync, a page can stay in the page cache marked clean but never written (fsyncgate): a
+    /// restarted process reads it fine, yet a plain sync would not persist it.
+    pub(crate) fn redirty<D: Disk>(&self, disk: &mut D, from: u64, to: u64) -> StoreResult<()> {
+        const CHUNK: u64 = 1 << 20;
+        let ranges: Vec<_> = self.segments.ranges(from, to).collect();
+        for (file, off, len) in ranges {
+            let mut at = off;
+            while at < off + len {
+                let n = CHUNK.min(off + len - at);
+                // A misread here would be written back for good: read until stable.
+                let bytes = stable_read_at(disk, file, at, n as usize)?.to_vec();
+                disk.write_at(file, at, &bytes)?;
+                at += n;
+            }
+        }
+        Ok(())
     }
 
     /// Removes segments wholly below `offset`. Returns how many.

@@ -17,10 +17,15 @@ pub const DELAY_OFFSETS_FILE: &str = "config/delayOffset.json";
 
 /// Reads and parses a JSON config file; `Ok(None)` if it does not exist.
 pub fn load<T: DeserializeOwned, D: Disk>(disk: &D, path: &str) -> StoreResult<Option<T>> {
-    let Some(data) = disk.read_file(path)? else { return Ok(None) };
+    let Some(data) = disk.read_file(path)? else {
+        return Ok(None);
+    };
     serde_json::from_slice(&data)
         .map(Some)
-        .map_err(|e| StoreError::Config { file: path.to_string(), what: format!("unreadable: {e}") })
+        .map_err(|e| StoreError::Config {
+            file: path.to_string(),
+            what: format!("unreadable: {e}"),
+        })
 }
 
 /// Writes a config file atomically.
@@ -95,10 +100,16 @@ impl ConsumerOffsetTable {
         format!("{topic}@{group}")
     }
     pub fn get(&self, topic: &str, group: &str, queue_id: u32) -> Option<u64> {
-        self.offset_table.get(&Self::key(topic, group))?.get(&queue_id).copied()
+        self.offset_table
+            .get(&Self::key(topic, group))?
+            .get(&queue_id)
+            .copied()
     }
     pub fn set(&mut self, topic: &str, group: &str, queue_id: u32, offset: u64) {
-        self.offset_table.entry(Self::key(topic, group)).or_default().insert(queue_id, offset);
+        self.offset_table
+            .entry(Self::key(topic, group))
+            .or_default()
+            .insert(queue_id, offset);
     }
 }
 

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 
 use crate::commitlog::CommitLog;
-use crate::disk::Disk;
+use crate::disk::{Disk, stable_read_at};
 use crate::error::{StoreError, StoreResult};
 use crate::segments::SegmentQueue;
 
@@ -89,7 +89,10 @@ impl ConsumeQueue {
         ConsumeQueue {
             topic: topic.to_string(),
             queue_id,
-            segments: SegmentQueue::new(Self::dir(topic, queue_id), entries_per_file * CQ_ENTRY_SIZE),
+            segments: SegmentQueue::new(
+                Self::dir(topic, queue_id),
+                entries_per_file * CQ_ENTRY_SIZE,
+            ),
             min: 0,
             max: 0,
             flushed: 0,
@@ -98,22 +101,51 @@ impl ConsumeQueue {
 
     /// Opens the queue's segments and finds how many entries they hold: the written prefix of
     /// the last segment (entries are written in order, so the first unwritten one ends it).
-    pub fn load<D: Disk>(disk: &mut D, topic: &str, queue_id: u32, entries_per_file: u64) -> StoreResult<Self> {
-        let (segments, _) = SegmentQueue::load(disk, Self::dir(topic, queue_id), entries_per_file * CQ_ENTRY_SIZE)?;
-        let mut q = ConsumeQueue { topic: topic.to_string(), queue_id, segments, min: 0, max: 0, flushed: 0 };
-        let Some(first) = q.segments.first_start() else { return Ok(q) };
+    pub fn load<D: Disk>(
+        disk: &mut D,
+        topic: &str,
+        queue_id: u32,
+        entries_per_file: u64,
+    ) -> StoreResult<Self> {
+        let (segments, _) = SegmentQueue::load(
+            disk,
+            Self::dir(topic, queue_id),
+            entries_per_file * CQ_ENTRY_SIZE,
+        )?;
+        let mut q = ConsumeQueue {
+            topic: topic.to_string(),
+            queue_id,
+            segments,
+            min: 0,
+            max: 0,
+            flushed: 0,
+        };
+        let Some(first) = q.segments.first_start() else {
+            return Ok(q);
+        };
         q.min = first / CQ_ENTRY_SIZE;
         // Within the first segment the queue may start late (retention, or a rebuild that
         // began mid-queue): skip unwritten entries there.
         let first_seg = q.segments.segments[0].file;
-        let bytes = disk.read_at(first_seg, 0, q.segments.size as usize)?;
-        if let Some(i) = bytes.chunks_exact(20).position(|b| CqEntry::decode(b).is_written()) {
+        let bytes = stable_read_at(disk, first_seg, 0, q.segments.size as usize)?;
+        if let Some(i) = bytes
+            .chunks_exact(20)
+            .position(|b| CqEntry::decode(b).is_written())
+        {
             q.min += i as u64;
         }
         let last = q.segments.segments.last().expect("non-empty").clone();
-        let bytes = disk.read_at(last.file, 0, q.segments.size as usize)?;
-        let skip = if q.segments.segments.len() == 1 { q.min - first / CQ_ENTRY_SIZE } else { 0 } as usize;
-        let written = bytes.chunks_exact(20).skip(skip).take_while(|b| CqEntry::decode(b).is_written()).count();
+        let bytes = stable_read_at(disk, last.file, 0, q.segments.size as usize)?;
+        let skip = if q.segments.segments.len() == 1 {
+            q.min - first / CQ_ENTRY_SIZE
+        } else {
+            0
+        } as usize;
+        let written = bytes
+            .chunks_exact(20)
+            .skip(skip)
+            .take_while(|b| CqEntry::decode(b).is_written())
+            .count();
         q.max = last.start / CQ_ENTRY_SIZE + (skip + written) as u64;
         q.min = q.min.min(q.max);
         q.flushed = q.max;
@@ -168,15 +200,37 @@ impl ConsumeQueue {
         Ok(self.read(disk, logical, 1)?.iter().next().map(|(_, e)| e))
     }
 
+    /// `get`, read until stable (for recovery decisions).
+    pub(crate) fn get_stable<D: Disk>(
+        &self,
+        disk: &D,
+        logical: u64,
+    ) -> StoreResult<Option<CqEntry>> {
+        if logical < self.min || logical >= self.max {
+            return Ok(None);
+        }
+        let Some((seg, at)) = self.segments.locate(logical * CQ_ENTRY_SIZE) else {
+            return Ok(None);
+        };
+        let b = stable_read_at(disk, seg.file, at, CQ_ENTRY_SIZE as usize)?;
+        Ok(Some(CqEntry::decode(&b)))
+    }
+
     /// Up to `max` entries from `from`, stopping at the end of `from`'s segment.
     pub fn read<D: Disk>(&self, disk: &D, from: u64, max: usize) -> StoreResult<CqEntries> {
         if from < self.min || from >= self.max || max == 0 {
-            return Ok(CqEntries { first: from, bytes: Bytes::new() });
+            return Ok(CqEntries {
+                first: from,
+                bytes: Bytes::new(),
+            });
         }
-        let (seg, at) = self.segments.locate(from * CQ_ENTRY_SIZE).ok_or_else(|| StoreError::Corrupt {
-            file: self.segments.dir.clone(),
-            what: format!("no segment holds entry {from}"),
-        })?;
+        let (seg, at) =
+            self.segments
+                .locate(from * CQ_ENTRY_SIZE)
+                .ok_or_else(|| StoreError::Corrupt {
+                    file: self.segments.dir.clone(),
+                    what: format!("no segment holds entry {from}"),
+                })?;
         let in_seg = (self.segments.size - at) / CQ_ENTRY_SIZE;
         let n = (max as u64).min(self.max - from).min(in_seg);
         let bytes = disk.read_at(seg.file, at, (n * CQ_ENTRY_SIZE) as usize)?;
@@ -202,7 +256,8 @@ impl ConsumeQueue {
     /// Makes every entry durable.
     pub fn sync<D: Disk>(&mut self, disk: &mut D) -> StoreResult<()> {
         if self.flushed < self.max {
-            self.segments.sync(disk, self.flushed * CQ_ENTRY_SIZE, self.max * CQ_ENTRY_SIZE)?;
+            self.segments
+                .sync(disk, self.flushed * CQ_ENTRY_SIZE, self.max * CQ_ENTRY_SIZE)?;
             self.flushed = self.max;
         }
         Ok(())
@@ -211,12 +266,20 @@ impl ConsumeQueue {
     /// The logical offset whose message's store time is nearest `timestamp` on the given side
     /// (RocketMQ's getOffsetInQueueByTime): binary search over store timestamps read from the
     /// commit log. Clamps to `[min, max]`.
-    pub fn offset_by_time<D: Disk>(&self, disk: &D, log: &CommitLog, timestamp: i64, boundary: Boundary) -> StoreResult<u64> {
+    pub fn offset_by_time<D: Disk>(
+        &self,
+        disk: &D,
+        log: &CommitLog,
+        timestamp: i64,
+        boundary: Boundary,
+    ) -> StoreResult<u64> {
         if self.min == self.max {
             return Ok(self.max);
         }
         let time_at = |logical: u64| -> StoreResult<Option<i64>> {
-            let Some(e) = self.get(disk, logical)? else { return Ok(None) };
+            let Some(e) = self.get(disk, logical)? else {
+                return Ok(None);
+            };
             match log.read(disk, e.offset, Some(e.size)) {
                 Ok(rec) => Ok(Some(rec.store_timestamp())),
                 Err(StoreError::OffsetOutOfRange { .. }) => Ok(None),

@@ -12,12 +12,18 @@ pub enum StoreError {
     #[error("{file}: {what}")]
     Corrupt { file: String, what: String },
     #[error("{file} at offset {offset}: {error}")]
-    BadRecord { file: String, offset: u64, error: RecordError },
+    BadRecord {
+        file: String,
+        offset: u64,
+        error: RecordError,
+    },
     #[error("batch of {size} bytes cannot fit one commit log segment of {segment_size} bytes")]
     BatchTooLarge { size: u64, segment_size: u64 },
     #[error("commit log offset {offset} is outside [{min}, {max})")]
     OffsetOutOfRange { offset: u64, min: u64, max: u64 },
-    #[error("the store stopped accepting writes after a disk failure ({reason}); restart to recover")]
+    #[error(
+        "the store stopped accepting writes after a disk failure ({reason}); restart to recover"
+    )]
     Stopped { reason: String },
     #[error("{file}: {what}")]
     Config { file: String, what: String },

@@ -13,7 +13,7 @@
 //! record they index, so recovery knows where each file's coverage begins even if its header
 //! was torn. A hash only narrows the search: the store confirms every hit against the record.
 
-use crate::disk::{Disk, FileId};
+use crate::disk::{Disk, FileId, stable_read_at};
 use crate::error::{StoreResult, offset_name, parse_offset_name};
 use crate::record::java_string_hash;
 
@@ -24,7 +24,18 @@ const ENTRY_SIZE: u64 = 20;
 /// A record indexes at most this many keys; beyond that the rest are skipped (and logged).
 pub const MAX_KEYS_PER_RECORD: usize = 32;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    bincode::Encode,
+    bincode::Decode,
+)]
 pub struct IndexHeader {
     pub begin_timestamp: i64,
     pub end_timestamp: i64,
@@ -56,7 +67,10 @@ pub struct IndexConfig {
 
 impl Default for IndexConfig {
     fn default() -> Self {
-        IndexConfig { hash_slots: 5_000_000, max_entries: 20_000_000 }
+        IndexConfig {
+            hash_slots: 5_000_000,
+            max_entries: 20_000_000,
+        }
     }
 }
 
@@ -86,7 +100,17 @@ struct IndexFile {
 }
 
 /// Where the active index file stood at a checkpoint: everything it held then is durable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    bincode::Encode,
+    bincode::Decode,
+)]
 pub struct IndexCheckpoint {
     pub file_start: u64,
     pub header: IndexHeader,
@@ -106,7 +130,11 @@ fn read_i32<D: Disk>(disk: &D, file: FileId, at: u64) -> StoreResult<i32> {
 impl IndexService {
     pub fn new(config: IndexConfig) -> Self {
         assert!(config.hash_slots > 0 && config.max_entries >= 2 * MAX_KEYS_PER_RECORD as u32);
-        IndexService { config, files: Vec::new(), key_buf: String::new() }
+        IndexService {
+            config,
+            files: Vec::new(),
+            key_buf: String::new(),
+        }
     }
 
     fn path(start: u64) -> String {
@@ -137,21 +165,33 @@ impl IndexService {
     ) -> StoreResult<(u64, Option<String>)> {
         let starts = Self::list(disk)?;
         let size = self.config.file_size();
-        let rebuild_all = |this: &mut Self, disk: &mut D, why: String| -> StoreResult<(u64, Option<String>)> {
-            for s in Self::list(disk)? {
-                disk.remove(&Self::path(s))?;
-            }
-            this.files.clear();
-            Ok((log_min, Some(why)))
-        };
+        let rebuild_all =
+            |this: &mut Self, disk: &mut D, why: String| -> StoreResult<(u64, Option<String>)> {
+                for s in Self::list(disk)? {
+                    disk.remove(&Self::path(s))?;
+                }
+                this.files.clear();
+                Ok((log_min, Some(why)))
+            };
         let Some(cp) = checkpoint else {
             if starts.is_empty() {
                 return Ok((checkpoint_offset.min(log_min), None));
             }
-            return rebuild_all(self, disk, "no index state in the checkpoint: rebuilding the index".into());
+            return rebuild_all(
+                self,
+                disk,
+                "no index state in the checkpoint: rebuilding the index".into(),
+            );
         };
         if !starts.contains(&cp.file_start) {
-            return rebuild_all(self, disk, format!("{} is missing: rebuilding the index", Self::path(cp.file_start)));
+            return rebuild_all(
+                self,
+                disk,
+                format!(
+                    "{} is missing: rebuilding the index",
+                    Self::path(cp.file_start)
+                ),
+            );
         }
         let mut notes = Vec::new();
         for start in starts {
@@ -164,12 +204,16 @@ impl IndexService {
             let file = disk.open(&path)?;
             if disk.size(file)? != size {
                 disk.close(file);
-                return rebuild_all(self, disk, format!("{path}: wrong size for the configured index geometry: rebuilding"));
+                return rebuild_all(
+                    self,
+                    disk,
+                    format!("{path}: wrong size for the configured index geometry: rebuilding"),
+                );
             }
             let header = if start == cp.file_start {
                 cp.header
             } else {
-                let b = disk.read_at(file, 0, HEADER_SIZE as usize)?;
+                let b = stable_read_at(disk, file, 0, HEADER_SIZE as usize)?;
                 let h = IndexHeader {
                     begin_timestamp: i64::from_be_bytes(b[0..8].try_into().expect("8")),
                     end_timestamp: i64::from_be_bytes(b[8..16].try_into().expect("8")),
@@ -180,11 +224,20 @@ impl IndexService {
                 };
                 if h.hash_slot_count as u32 != self.config.hash_slots || h.index_count < 1 {
                     disk.close(file);
-                    return rebuild_all(self, disk, format!("{path}: header does not match: rebuilding the index"));
+                    return rebuild_all(
+                        self,
+                        disk,
+                        format!("{path}: header does not match: rebuilding the index"),
+                    );
                 }
                 h
             };
-            self.files.push(IndexFile { start, file, header, dirty: false });
+            self.files.push(IndexFile {
+                start,
+                file,
+                header,
+                dirty: false,
+            });
         }
         if !clean {
             self.reset_active(disk)?;
@@ -196,14 +249,21 @@ impl IndexService {
     /// Makes the active file hold exactly the entries its (checkpointed) header counts.
     fn reset_active<D: Disk>(&mut self, disk: &mut D) -> StoreResult<()> {
         let cfg = self.config;
-        let Some(active) = self.files.last_mut() else { return Ok(()) };
+        let Some(active) = self.files.last_mut() else {
+            return Ok(());
+        };
         let count = active.header.index_count.max(1) as u32;
         let slots_end = cfg.entry_pos(0);
         disk.zero_range(active.file, HEADER_SIZE, slots_end - HEADER_SIZE)?;
         let tail = cfg.entry_pos(count);
         disk.zero_range(active.file, tail, cfg.file_size() - tail)?;
         // Entries are in order, so the last one per slot wins, as it did when written.
-        let entries = disk.read_at(active.file, cfg.entry_pos(0), (count as u64 * ENTRY_SIZE) as usize)?;
+        let entries = stable_read_at(
+            disk,
+            active.file,
+            cfg.entry_pos(0),
+            (count as u64 * ENTRY_SIZE) as usize,
+        )?;
         for n in 1..count {
             let e = &entries[(n as u64 * ENTRY_SIZE) as usize..];
             let hash = i32::from_be_bytes(e[..4].try_into().expect("4"));
@@ -216,7 +276,14 @@ impl IndexService {
     }
 
     /// Indexes `topic#key` for the record at `phy`.
-    pub fn put<D: Disk>(&mut self, disk: &mut D, topic: &str, key: &str, phy: u64, store_timestamp: i64) -> StoreResult<()> {
+    pub fn put<D: Disk>(
+        &mut self,
+        disk: &mut D,
+        topic: &str,
+        key: &str,
+        phy: u64,
+        store_timestamp: i64,
+    ) -> StoreResult<()> {
         if key.is_empty() {
             return Ok(());
         }
@@ -226,11 +293,7 @@ impl IndexService {
             Some(f) => f.header.index_count as u32 >= cfg.max_entries,
         };
         if need_new {
-            if let Some(full) = self.files.last_mut() {
-                // A full file is sealed: synced once, then never written again.
-                disk.sync(full.file, 0, cfg.file_size())?;
-                full.dirty = false;
-            }
+            // The full file stays dirty; the next checkpoint syncs it (puts never sync).
             let file = disk.create(&Self::path(phy), cfg.file_size())?;
             let header = IndexHeader {
                 begin_timestamp: store_timestamp,
@@ -240,7 +303,12 @@ impl IndexService {
                 hash_slot_count: cfg.hash_slots as i32,
                 index_count: 1,
             };
-            self.files.push(IndexFile { start: phy, file, header, dirty: true });
+            self.files.push(IndexFile {
+                start: phy,
+                file,
+                header,
+                dirty: true,
+            });
         }
         let f = self.files.last_mut().expect("just ensured");
         self.key_buf.clear();
@@ -249,10 +317,17 @@ impl IndexService {
         self.key_buf.push_str(key);
         let hash = key_hash(&self.key_buf);
         let slot = (hash as u32) % cfg.hash_slots;
-        let prev = read_i32(disk, f.file, cfg.slot_pos(slot))?;
-        let prev = if prev < 0 || prev >= f.header.index_count { 0 } else { prev };
+        // A misread slot would splice chains together for good: read it until stable.
+        let prev = stable_read_at(disk, f.file, cfg.slot_pos(slot), 4)?;
+        let prev = i32::from_be_bytes(prev[..].try_into().expect("4 bytes"));
+        let prev = if prev < 0 || prev >= f.header.index_count {
+            0
+        } else {
+            prev
+        };
         let n = f.header.index_count as u32;
-        let diff_secs = ((store_timestamp - f.header.begin_timestamp) / 1000).clamp(0, i32::MAX as i64) as i32;
+        let diff_secs =
+            ((store_timestamp - f.header.begin_timestamp) / 1000).clamp(0, i32::MAX as i64) as i32;
         let mut entry = [0u8; 20];
         entry[..4].copy_from_slice(&hash.to_be_bytes());
         entry[4..12].copy_from_slice(&(phy as i64).to_be_bytes());
@@ -270,7 +345,15 @@ impl IndexService {
 
     /// Commit log offsets of records that may carry `topic#key`, stored within
     /// `[begin, end]` (ms), newest first, at most `max`.
-    pub fn query<D: Disk>(&self, disk: &D, topic: &str, key: &str, begin: i64, end: i64, max: usize) -> StoreResult<Vec<u64>> {
+    pub fn query<D: Disk>(
+        &self,
+        disk: &D,
+        topic: &str,
+        key: &str,
+        begin: i64,
+        end: i64,
+        max: usize,
+    ) -> StoreResult<Vec<u64>> {
         let cfg = self.config;
         let hash = key_hash(&format!("{topic}#{key}"));
         let slot = (hash as u32) % cfg.hash_slots;
@@ -304,15 +387,17 @@ impl IndexService {
         Ok(out)
     }
 
-    /// Syncs the active file if it changed. Returns its state for the checkpoint.
+    /// Syncs every changed file. Returns the active file's state for the checkpoint.
     pub fn sync<D: Disk>(&mut self, disk: &mut D) -> StoreResult<Option<IndexCheckpoint>> {
         let size = self.config.file_size();
-        let Some(f) = self.files.last_mut() else { return Ok(None) };
-        if f.dirty {
+        for f in self.files.iter_mut().filter(|f| f.dirty) {
             disk.sync(f.file, 0, size)?;
             f.dirty = false;
         }
-        Ok(Some(IndexCheckpoint { file_start: f.start, header: f.header }))
+        Ok(self.files.last().map(|f| IndexCheckpoint {
+            file_start: f.start,
+            header: f.header,
+        }))
     }
 
     pub fn file_count(&self) -> usize {

@@ -32,5 +32,7 @@ pub use disk::mmap::{MmapDisk, MmapSyncHandle};
 pub use disk::{Disk, DiskError, FileId};
 pub use error::{StoreError, StoreResult};
 pub use index::{IndexConfig, IndexService};
-pub use message_store::{GetResult, GetStatus, MessageStore, PutResult, RecoveryReport, StoreConfig};
+pub use message_store::{
+    GetResult, GetStatus, MessageStore, PutResult, RecoveryReport, StoreConfig,
+};
 pub use record::{HostAddr, StoreMessage, StoredRecord};

@@ -52,8 +52,10 @@ impl Default for StoreConfig {
             consume_queue_entries: 300_000,
             max_message_size: 4 << 20,
             index: IndexConfig::default(),
-            delay_levels_ms: parse_delay_levels("1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h")
-                .expect("default levels parse"),
+            delay_levels_ms: parse_delay_levels(
+                "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h",
+            )
+            .expect("default levels parse"),
         }
     }
 }
@@ -63,7 +65,9 @@ pub fn parse_delay_levels(s: &str) -> Result<Vec<i64>, String> {
     s.split_whitespace()
         .map(|level| {
             let (num, unit) = level.split_at(level.len().saturating_sub(1));
-            let n: i64 = num.parse().map_err(|_| format!("bad delay level {level:?}"))?;
+            let n: i64 = num
+                .parse()
+                .map_err(|_| format!("bad delay level {level:?}"))?;
             let ms = match unit {
                 "s" => 1_000,
                 "m" => 60_000,
@@ -153,8 +157,18 @@ pub struct MessageStore<D: Disk> {
 pub fn validate_topic(topic: &str) -> StoreResult<()> {
     let ok = !topic.is_empty()
         && topic.len() <= record::MAX_TOPIC_LEN
-        && topic.bytes().all(|b| b.is_ascii_alphanumeric() || b"%|_-".contains(&b));
-    if ok { Ok(()) } else { Err(StoreError::Invalid { what: format!("invalid topic name {topic:?}: use [%|a-zA-Z0-9_-], at most 127 characters") }) }
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"%|_-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid {
+            what: format!(
+                "invalid topic name {topic:?}: use [%|a-zA-Z0-9_-], at most 127 characters"
+            ),
+        })
+    }
 }
 
 impl<D: Disk> MessageStore<D> {
@@ -164,14 +178,19 @@ impl<D: Disk> MessageStore<D> {
         let checkpoint = match Checkpoint::load(&disk) {
             Ok(cp) => cp,
             Err(e) => {
-                report.checkpoint_problem = Some(format!("{e}; recovering from the start of the commit log"));
+                report.checkpoint_problem =
+                    Some(format!("{e}; recovering from the start of the commit log"));
                 None
             }
         };
         report.checkpoint = checkpoint.as_ref().map(|c| c.offset);
         report.clean_shutdown = checkpoint.as_ref().is_some_and(|c| c.clean_shutdown);
 
-        let (log, removed) = CommitLog::load(&mut disk, config.commitlog_segment_size, config.max_message_size)?;
+        let (log, removed) = CommitLog::load(
+            &mut disk,
+            config.commitlog_segment_size,
+            config.max_message_size,
+        )?;
         report.file_repairs.extend(removed);
         let log_min = log.min_offset();
         let c = match &checkpoint {
@@ -195,7 +214,12 @@ impl<D: Disk> MessageStore<D> {
         // Consume queues.
         let marks: BTreeMap<QueueKey, u64> = checkpoint
             .as_ref()
-            .map(|cp| cp.queues.iter().map(|m| ((m.topic.clone(), m.queue_id), m.max_offset)).collect())
+            .map(|cp| {
+                cp.queues
+                    .iter()
+                    .map(|m| ((m.topic.clone(), m.queue_id), m.max_offset))
+                    .collect()
+            })
             .unwrap_or_default();
         let mut queues = BTreeMap::new();
         let mut rebuild: BTreeSet<QueueKey> = BTreeSet::new();
@@ -212,11 +236,18 @@ impl<D: Disk> MessageStore<D> {
                     what: "not a queue id directory".into(),
                 })?;
                 let key = (topic.clone(), queue_id);
-                let mut cq = match ConsumeQueue::load(&mut disk, &topic, queue_id, config.consume_queue_entries) {
+                let mut cq = match ConsumeQueue::load(
+                    &mut disk,
+                    &topic,
+                    queue_id,
+                    config.consume_queue_entries,
+                ) {
                     Ok(cq) => cq,
                     Err(e) => {
                         // Derived data: throw the damaged queue away and rebuild it.
-                        report.rebuilt_queues.push(format!("{topic}/{queue_id}: {e}"));
+                        report
+                            .rebuilt_queues
+                            .push(format!("{topic}/{queue_id}: {e}"));
                         rebuild.insert(key.clone());
                         remove_dir_files(&mut disk, &ConsumeQueue::dir(&topic, queue_id))?;
                         ConsumeQueue::new(&topic, queue_id, config.consume_queue_entries)
@@ -247,9 +278,15 @@ impl<D: Disk> MessageStore<D> {
         }
         for (key, mark) in &marks {
             if *mark > 0 && !queues.contains_key(key) {
-                report.rebuilt_queues.push(format!("{}/{}: missing, the checkpoint says {mark} entries", key.0, key.1));
+                report.rebuilt_queues.push(format!(
+                    "{}/{}: missing, the checkpoint says {mark} entries",
+                    key.0, key.1
+                ));
                 rebuild.insert(key.clone());
-                queues.insert(key.clone(), ConsumeQueue::new(&key.0, key.1, config.consume_queue_entries));
+                queues.insert(
+                    key.clone(),
+                    ConsumeQueue::new(&key.0, key.1, config.consume_queue_entries),
+                );
             }
         }
 
@@ -265,7 +302,11 @@ impl<D: Disk> MessageStore<D> {
         )?;
         report.index_note = note;
 
-        let scan_from = if rebuild.is_empty() { c.min(index_from) } else { log_min };
+        let scan_from = if rebuild.is_empty() {
+            c.min(index_from)
+        } else {
+            log_min
+        };
         report.scanned_from = scan_from;
         let mut store = MessageStore {
             disk,
@@ -279,10 +320,18 @@ impl<D: Disk> MessageStore<D> {
             queue_offsets: Vec::new(),
             keys: Vec::new(),
         };
-        store.log.set_positions(scan_from);
+        store.log.set_positions(scan_from, scan_from);
         let mut redispatched = 0u64;
         let (end, stop) = {
-            let MessageStore { disk, log, queues, index, config, keys, .. } = &mut store;
+            let MessageStore {
+                disk,
+                log,
+                queues,
+                index,
+                config,
+                keys,
+                ..
+            } = &mut store;
             let scan_log: &CommitLog = log;
             // The scan only reads the log; dispatch writes queues and the index.
             let mut visit = |disk: &mut D, rec: &StoredRecord| -> StoreResult<()> {
@@ -313,24 +362,27 @@ impl<D: Disk> MessageStore<D> {
             tracing::warn!(offset = stop.offset, file = %stop.file, reason = %stop.reason, "cutting the commit log's tail");
         }
         if stop.is_some() || !clean {
-            let removed = store.log.truncate(&mut store.disk, end)?;
+            let removed = store.log.truncate(&mut store.disk, end, c)?;
             report.file_repairs.extend(removed);
+            store.log.redirty(&mut store.disk, c, end)?;
         } else {
-            store.log.set_positions(end);
+            store.log.set_positions(end, c);
         }
         report.truncated = stop;
         report.log_end = end;
         // Queues may hold entries past the end (their records were cut): drop them.
         for cq in store.queues.values_mut() {
-            let Some(last) = cq.max_offset().checked_sub(1) else { continue };
+            let Some(last) = cq.max_offset().checked_sub(1) else {
+                continue;
+            };
             if last < cq.min_offset() {
                 continue;
             }
-            if let Some(e) = cq.get(&store.disk, last)? {
+            if let Some(e) = cq.get_stable(&store.disk, last)? {
                 if e.offset + e.size as u64 > end {
                     let mut keep = last;
                     while keep > cq.min_offset() {
-                        match cq.get(&store.disk, keep - 1)? {
+                        match cq.get_stable(&store.disk, keep - 1)? {
                             Some(e) if e.offset + e.size as u64 > end => keep -= 1,
                             _ => break,
                         }
@@ -374,10 +426,14 @@ impl<D: Disk> MessageStore<D> {
     /// once warm.
     pub fn put_batch(&mut self, msgs: &[StoreMessage<'_>], now: i64) -> StoreResult<PutResult> {
         if let Some(reason) = &self.stopped {
-            return Err(StoreError::Stopped { reason: reason.clone() });
+            return Err(StoreError::Stopped {
+                reason: reason.clone(),
+            });
         }
         if msgs.is_empty() {
-            return Err(StoreError::Invalid { what: "empty batch".into() });
+            return Err(StoreError::Invalid {
+                what: "empty batch".into(),
+            });
         }
         self.queue_offsets.clear();
         for (i, msg) in msgs.iter().enumerate() {
@@ -388,7 +444,11 @@ impl<D: Disk> MessageStore<D> {
                 // Batches nearly always target one queue; a quadratic count beats a map here.
                 let earlier = msgs[..i]
                     .iter()
-                    .filter(|m| !is_unqueued(m.sys_flag) && m.queue_id == msg.queue_id && m.topic == msg.topic)
+                    .filter(|m| {
+                        !is_unqueued(m.sys_flag)
+                            && m.queue_id == msg.queue_id
+                            && m.topic == msg.topic
+                    })
                     .count() as u64;
                 self.max_offset(msg.topic, msg.queue_id) + earlier
             };
@@ -396,7 +456,13 @@ impl<D: Disk> MessageStore<D> {
         }
         self.dirty = true;
         self.appended.clear();
-        self.log.append(&mut self.disk, msgs, &self.queue_offsets, now, &mut self.appended)?;
+        self.log.append(
+            &mut self.disk,
+            msgs,
+            &self.queue_offsets,
+            now,
+            &mut self.appended,
+        )?;
         for i in 0..msgs.len() {
             let a = self.appended[i];
             if let Err(e) = self.dispatch_live(&msgs[i], &a, now) {
@@ -404,7 +470,11 @@ impl<D: Disk> MessageStore<D> {
                 return Err(e);
             }
         }
-        Ok(PutResult { first: self.appended[0], count: msgs.len(), end: self.log.write_pos() })
+        Ok(PutResult {
+            first: self.appended[0],
+            count: msgs.len(),
+            end: self.log.write_pos(),
+        })
     }
 
     /// Where each message of the last successful put landed, in order.
@@ -416,12 +486,21 @@ impl<D: Disk> MessageStore<D> {
         if !is_unqueued(msg.sys_flag) {
             let tags = tags_code(&self.config, msg.topic, msg.properties, now);
             let cq = queue_mut(&mut self.queues, &self.config, msg.topic, msg.queue_id);
-            cq.put(&mut self.disk, a.queue_offset, CqEntry { offset: a.offset, size: a.size, tags_code: tags })?;
+            cq.put(
+                &mut self.disk,
+                a.queue_offset,
+                CqEntry {
+                    offset: a.offset,
+                    size: a.size,
+                    tags_code: tags,
+                },
+            )?;
         }
         index_keys(&mut self.keys, msg.properties);
         for &(from, to) in &self.keys {
             let key = key_str(msg.properties, from, to);
-            self.index.put(&mut self.disk, msg.topic, key, a.offset, now)?;
+            self.index
+                .put(&mut self.disk, msg.topic, key, a.offset, now)?;
         }
         Ok(())
     }
@@ -449,24 +528,49 @@ impl<D: Disk> MessageStore<D> {
     }
 
     fn checkpoint_inner(&mut self, now: i64, clean: bool) -> StoreResult<()> {
+        if let Some(reason) = self.stopped() {
+            return Err(StoreError::Stopped {
+                reason: reason.to_string(),
+            });
+        }
+        let result = self.write_checkpoint(now, clean);
+        if let Err(e) = &result {
+            // After a failed sync the kernel may have dropped the dirty pages, and a later
+            // sync would "succeed" without them: no checkpoint can be trusted past this point.
+            self.stopped = Some(format!("checkpoint failed: {e}"));
+        }
+        result
+    }
+
+    fn write_checkpoint(&mut self, now: i64, clean: bool) -> StoreResult<()> {
         let offset = self.log.write_pos();
         self.log.sync(&mut self.disk, offset)?;
         let mut marks = Vec::with_capacity(self.queues.len());
         for ((topic, queue_id), cq) in self.queues.iter_mut() {
             cq.sync(&mut self.disk)?;
-            marks.push(QueueMark { topic: topic.clone(), queue_id: *queue_id, max_offset: cq.max_offset() });
+            marks.push(QueueMark {
+                topic: topic.clone(),
+                queue_id: *queue_id,
+                max_offset: cq.max_offset(),
+            });
         }
         let index = self.index.sync(&mut self.disk)?;
-        let cp = Checkpoint { clean_shutdown: clean, offset, timestamp: now, index, queues: marks };
+        let cp = Checkpoint {
+            clean_shutdown: clean,
+            offset,
+            timestamp: now,
+            index,
+            queues: marks,
+        };
         cp.store(&mut self.disk)?;
         self.dirty = clean;
         Ok(())
     }
 
-    /// Syncs everything, marks the checkpoint clean and hands the disk back.
+    /// Syncs everything, marks the checkpoint clean and hands the disk back. A store that
+    /// stopped after a disk failure cannot shut down cleanly: drop it (`crash`) and recover.
     pub fn shutdown(mut self, now: i64) -> StoreResult<D> {
-        let clean = self.stopped().is_none();
-        self.checkpoint_inner(now, clean)?;
+        self.checkpoint_inner(now, true)?;
         self.close_all();
         Ok(self.disk)
     }
@@ -485,10 +589,12 @@ impl<D: Disk> MessageStore<D> {
     }
 
     pub fn max_offset(&self, topic: &str, queue_id: u32) -> u64 {
-        self.queue(topic, queue_id).map_or(0, ConsumeQueue::max_offset)
+        self.queue(topic, queue_id)
+            .map_or(0, ConsumeQueue::max_offset)
     }
     pub fn min_offset(&self, topic: &str, queue_id: u32) -> u64 {
-        self.queue(topic, queue_id).map_or(0, ConsumeQueue::min_offset)
+        self.queue(topic, queue_id)
+            .map_or(0, ConsumeQueue::min_offset)
     }
     pub fn queue(&self, topic: &str, queue_id: u32) -> Option<&ConsumeQueue> {
         self.queues.get(&(topic.to_string(), queue_id))
@@ -523,10 +629,22 @@ impl<D: Disk> MessageStore<D> {
         filter: &dyn Fn(i64) -> bool,
     ) -> StoreResult<GetResult> {
         let Some(cq) = self.queue(topic, queue_id) else {
-            return Ok(GetResult { status: GetStatus::NoMatchedLogicQueue, messages: Vec::new(), next_offset: 0, min_offset: 0, max_offset: 0 });
+            return Ok(GetResult {
+                status: GetStatus::NoMatchedLogicQueue,
+                messages: Vec::new(),
+                next_offset: 0,
+                min_offset: 0,
+                max_offset: 0,
+            });
         };
         let (min, max) = (cq.min_offset(), cq.max_offset());
-        let result = |status, next_offset, messages| GetResult { status, messages, next_offset, min_offset: min, max_offset: max };
+        let result = |status, next_offset, messages| GetResult {
+            status,
+            messages,
+            next_offset,
+            min_offset: min,
+            max_offset: max,
+        };
         if max == 0 {
             return Ok(result(GetStatus::NoMessageInQueue, 0, Vec::new()));
         }
@@ -545,12 +663,18 @@ impl<D: Disk> MessageStore<D> {
         let mut scanned = 0usize;
         let mut missing = 0usize;
         'outer: while next < max && messages.len() < max_count && scanned < MAX_FILTER_SCAN {
-            let entries = cq.read(&self.disk, next, (MAX_FILTER_SCAN - scanned).min(max_count.max(32)))?;
+            let entries = cq.read(
+                &self.disk,
+                next,
+                (MAX_FILTER_SCAN - scanned).min(max_count.max(32)),
+            )?;
             if entries.is_empty() {
                 break;
             }
             for (logical, e) in entries.iter() {
-                if messages.len() >= max_count || (!messages.is_empty() && bytes + e.size as usize > max_bytes) {
+                if messages.len() >= max_count
+                    || (!messages.is_empty() && bytes + e.size as usize > max_bytes)
+                {
                     break 'outer;
                 }
                 next = logical + 1;
@@ -560,10 +684,29 @@ impl<D: Disk> MessageStore<D> {
                 }
                 match self.log.read(&self.disk, e.offset, Some(e.size)) {
                     Ok(rec) => {
+                        // The entry has no checksum of its own: the record must confirm it.
+                        if rec.queue_offset() != logical
+                            || rec.queue_id() != queue_id
+                            || rec.topic() != topic
+                        {
+                            return Err(StoreError::Corrupt {
+                                file: ConsumeQueue::dir(topic, queue_id),
+                                what: format!(
+                                    "entry {logical} points at offset {}, a record of {}/{}@{}",
+                                    e.offset,
+                                    rec.topic(),
+                                    rec.queue_id(),
+                                    rec.queue_offset()
+                                ),
+                            });
+                        }
                         bytes += rec.total_size() as usize;
                         messages.push(rec);
                     }
-                    Err(StoreError::OffsetOutOfRange { .. }) => missing += 1,
+                    // Below the log's start: removed by retention. Past its end: damage.
+                    Err(StoreError::OffsetOutOfRange { offset, min, .. }) if offset < min => {
+                        missing += 1
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -580,11 +723,25 @@ impl<D: Disk> MessageStore<D> {
 
     /// Messages whose KEYS or UNIQ_KEY equal `key`, stored within `[begin, end]` (ms), newest
     /// first, at most `max`. Every index hit is confirmed against the record itself.
-    pub fn query_by_key(&self, topic: &str, key: &str, begin: i64, end: i64, max: usize) -> StoreResult<Vec<StoredRecord>> {
+    pub fn query_by_key(
+        &self,
+        topic: &str,
+        key: &str,
+        begin: i64,
+        end: i64,
+        max: usize,
+    ) -> StoreResult<Vec<StoredRecord>> {
         let mut out = Vec::new();
         let mut seen = BTreeSet::new();
         let mut keys = Vec::new();
-        for phy in self.index.query(&self.disk, topic, key, begin, end, max.saturating_mul(4).max(max))? {
+        for phy in self.index.query(
+            &self.disk,
+            topic,
+            key,
+            begin,
+            end,
+            max.saturating_mul(4).max(max),
+        )? {
             if out.len() >= max || !seen.insert(phy) {
                 continue;
             }
@@ -595,7 +752,9 @@ impl<D: Disk> MessageStore<D> {
             };
             index_keys(&mut keys, rec.properties());
             let ts = rec.store_timestamp();
-            let has_key = keys.iter().any(|&(f, t)| key_str(rec.properties(), f, t) == key);
+            let has_key = keys
+                .iter()
+                .any(|&(f, t)| key_str(rec.properties(), f, t) == key);
             if rec.topic() == topic && has_key && ts >= begin && ts <= end {
                 out.push(rec);
             }
@@ -604,7 +763,13 @@ impl<D: Disk> MessageStore<D> {
     }
 
     /// RocketMQ's SEARCH_OFFSET_BY_TIMESTAMP for one queue.
-    pub fn offset_by_time(&self, topic: &str, queue_id: u32, timestamp: i64, boundary: Boundary) -> StoreResult<u64> {
+    pub fn offset_by_time(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        timestamp: i64,
+        boundary: Boundary,
+    ) -> StoreResult<u64> {
         match self.queue(topic, queue_id) {
             Some(cq) => cq.offset_by_time(&self.disk, &self.log, timestamp, boundary),
             None => Ok(0),
@@ -617,7 +782,12 @@ fn is_unqueued(sys_flag: i32) -> bool {
     t == TRANSACTION_PREPARED || t == TRANSACTION_ROLLBACK
 }
 
-fn queue_mut<'a>(queues: &'a mut BTreeMap<QueueKey, ConsumeQueue>, config: &StoreConfig, topic: &str, queue_id: u32) -> &'a mut ConsumeQueue {
+fn queue_mut<'a>(
+    queues: &'a mut BTreeMap<QueueKey, ConsumeQueue>,
+    config: &StoreConfig,
+    topic: &str,
+    queue_id: u32,
+) -> &'a mut ConsumeQueue {
     queues
         .entry((topic.to_string(), queue_id))
         .or_insert_with(|| ConsumeQueue::new(topic, queue_id, config.consume_queue_entries))
@@ -625,7 +795,12 @@ fn queue_mut<'a>(queues: &'a mut BTreeMap<QueueKey, ConsumeQueue>, config: &Stor
 
 /// The consume queue tag code: Java's hashCode of TAGS; for the schedule topic, the delivery
 /// time (RocketMQ's trick so the delay service can scan by time).
-pub fn tags_code(config: &StoreConfig, topic: &str, properties: &[u8], store_timestamp: i64) -> i64 {
+pub fn tags_code(
+    config: &StoreConfig,
+    topic: &str,
+    properties: &[u8],
+    store_timestamp: i64,
+) -> i64 {
     if topic == SCHEDULE_TOPIC {
         let level = record::property(properties, record::PROPERTY_DELAY_LEVEL)
             .and_then(|v| std::str::from_utf8(v).ok())
@@ -663,7 +838,10 @@ fn index_keys(out: &mut Vec<(usize, usize)>, properties: &[u8]) {
         }
     }
     if out.len() > MAX_KEYS_PER_RECORD {
-        tracing::warn!(keys = out.len(), "record has more keys than the index takes; extra keys not indexed");
+        tracing::warn!(
+            keys = out.len(),
+            "record has more keys than the index takes; extra keys not indexed"
+        );
         out.truncate(MAX_KEYS_PER_RECORD);
     }
 }
@@ -688,12 +866,26 @@ fn dispatch<D: Disk>(
     if to_queue && !is_unqueued(rec.sys_flag()) {
         let tags = tags_code(config, rec.topic(), rec.properties(), rec.store_timestamp());
         let cq = queue_mut(queues, config, rec.topic(), rec.queue_id());
-        cq.put(disk, rec.queue_offset(), CqEntry { offset: phy, size: rec.total_size(), tags_code: tags })?;
+        cq.put(
+            disk,
+            rec.queue_offset(),
+            CqEntry {
+                offset: phy,
+                size: rec.total_size(),
+                tags_code: tags,
+            },
+        )?;
     }
     if to_index {
         index_keys(keys, rec.properties());
         for &(from, to) in keys.iter() {
-            index.put(disk, rec.topic(), key_str(rec.properties(), from, to), phy, rec.store_timestamp())?;
+            index.put(
+                disk,
+                rec.topic(),
+                key_str(rec.properties(), from, to),
+                phy,
+                rec.store_timestamp(),
+            )?;
         }
     }
     Ok(())

@@ -187,7 +187,10 @@ pub fn record_len(msg: &StoreMessage<'_>, max_body: usize) -> Result<usize, Enco
         return Err(EncodeError::PropertiesTooLong(msg.properties.len()));
     }
     if msg.body.len() > max_body {
-        return Err(EncodeError::BodyTooLarge { size: msg.body.len(), max: max_body });
+        return Err(EncodeError::BodyTooLarge {
+            size: msg.body.len(),
+            max: max_body,
+        });
     }
     Ok(fixed_len(msg.born_host, msg.store_host) + msg.body.len() + msg.topic.len() + props)
 }
@@ -196,7 +199,22 @@ fn fixed_len(born: HostAddr, store: HostAddr) -> usize {
     // total, magic, bodycrc, queueid, flag, queueoffset, physicaloffset, sysflag,
     // borntimestamp, bornhost, storetimestamp, storehost, reconsumetimes, preparedtxoffset,
     // bodylen, topiclen, propertieslen
-    4 + 4 + 4 + 4 + 4 + 8 + 8 + 4 + 8 + born.encoded_len() + 8 + store.encoded_len() + 4 + 8 + 4 + 1 + 2
+    4 + 4
+        + 4
+        + 4
+        + 4
+        + 8
+        + 8
+        + 4
+        + 8
+        + born.encoded_len()
+        + 8
+        + store.encoded_len()
+        + 4
+        + 8
+        + 4
+        + 1
+        + 2
 }
 
 /// The parts of one encoded record: `head` (everything up to and including the body length),
@@ -263,8 +281,15 @@ pub fn encode_record(
     crc.update(&scratch[head_len..]);
     let crc = crc.finalize() & 0x7FFF_FFFF;
     put_crc_property(scratch, crc);
-    debug_assert_eq!(scratch.len() + msg.body.len(), total_len, "record_len and encode_record disagree");
-    EncodedParts { head_len, total_len }
+    debug_assert_eq!(
+        scratch.len() + msg.body.len(),
+        total_len,
+        "record_len and encode_record disagree"
+    );
+    EncodedParts {
+        head_len,
+        total_len,
+    }
 }
 
 fn put_crc_property(out: &mut Vec<u8>, mut crc: u32) {
@@ -299,11 +324,18 @@ pub fn blank_marker(len: u32) -> [u8; 8] {
 /// The first 8 bytes of a commit-log position: a record, a blank marker, or unwritten space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Peek {
-    Record { total_size: u32 },
-    Blank { len: u32 },
+    Record {
+        total_size: u32,
+    },
+    Blank {
+        len: u32,
+    },
     /// Zero size and zero magic: never written.
     Empty,
-    Garbage { total_size: u32, magic: u32 },
+    Garbage {
+        total_size: u32,
+        magic: u32,
+    },
 }
 
 pub fn peek(head: &[u8; 8]) -> Peek {
@@ -344,7 +376,10 @@ impl StoredRecord {
         let b = &bytes[..];
         const MIN: usize = 4 + 4 + 4 + 4 + 4 + 8 + 8 + 4 + 8 + 8 + 8 + 8 + 4 + 8 + 4 + 1 + 2;
         if b.len() < MIN {
-            return Err(RecordError::Truncated { have: b.len(), need: MIN });
+            return Err(RecordError::Truncated {
+                have: b.len(),
+                need: MIN,
+            });
         }
         let total = be_u32(b, field::TOTAL_SIZE);
         let magic = be_u32(b, field::MAGIC);
@@ -352,21 +387,37 @@ impl StoredRecord {
             return Err(RecordError::BadMagic(magic));
         }
         if (total as usize) < MIN || total as usize > b.len() {
-            return Err(RecordError::BadSize { size: total, limit: b.len() });
+            return Err(RecordError::BadSize {
+                size: total,
+                limit: b.len(),
+            });
         }
         let b = &b[..total as usize];
         let sys_flag = be_u32(b, field::SYS_FLAG) as i32;
-        let born_len = if sys_flag & SYSFLAG_BORNHOST_V6 != 0 { 20 } else { 8 };
-        let store_len = if sys_flag & SYSFLAG_STOREHOST_V6 != 0 { 20 } else { 8 };
+        let born_len = if sys_flag & SYSFLAG_BORNHOST_V6 != 0 {
+            20
+        } else {
+            8
+        };
+        let store_len = if sys_flag & SYSFLAG_STOREHOST_V6 != 0 {
+            20
+        } else {
+            8
+        };
         let store_ts_at = field::BORN_HOST + born_len;
         let body_len_at = store_ts_at + 8 + store_len + 4 + 8;
         let need = body_len_at + 4;
         if b.len() < need {
-            return Err(RecordError::Truncated { have: b.len(), need });
+            return Err(RecordError::Truncated {
+                have: b.len(),
+                need,
+            });
         }
         let body_len = be_u32(b, body_len_at) as usize;
         let body_at = body_len_at + 4;
-        let topic_len_at = body_at.checked_add(body_len).ok_or(RecordError::BadLayout("body length"))?;
+        let topic_len_at = body_at
+            .checked_add(body_len)
+            .ok_or(RecordError::BadLayout("body length"))?;
         if topic_len_at + 1 > b.len() {
             return Err(RecordError::BadLayout("body length runs past the record"));
         }
@@ -379,7 +430,9 @@ impl StoredRecord {
         let props_len = u16::from_be_bytes([b[props_len_at], b[props_len_at + 1]]) as usize;
         let props_at = props_len_at + 2;
         if props_at + props_len != b.len() {
-            return Err(RecordError::BadLayout("properties do not end where the record does"));
+            return Err(RecordError::BadLayout(
+                "properties do not end where the record does",
+            ));
         }
         if let Some(expected) = expected_offset {
             let found = be_u64(b, field::PHYSICAL_OFFSET);
@@ -407,10 +460,22 @@ impl StoredRecord {
         let stored_body = be_u32(b, field::BODY_CRC);
         let computed_body = crc32fast::hash(&b[body_at..body_at + body_len]) & 0x7FFF_FFFF;
         if stored_body != computed_body {
-            return Err(RecordError::BodyCrc { stored: stored_body, computed: computed_body });
+            return Err(RecordError::BodyCrc {
+                stored: stored_body,
+                computed: computed_body,
+            });
         }
         let bytes = bytes.slice(..total as usize);
-        Ok(StoredRecord { bytes, store_ts_at, body_at, body_len, topic_at, topic_len, props_at, props_len })
+        Ok(StoredRecord {
+            bytes,
+            store_ts_at,
+            body_at,
+            body_len,
+            topic_at,
+            topic_len,
+            props_at,
+            props_len,
+        })
     }
 
     /// The record exactly as stored: what a pull sends.
@@ -446,7 +511,8 @@ impl StoredRecord {
     }
     pub fn topic(&self) -> &str {
         // Only our own encoder writes topics, from &str; anything else fails the CRC first.
-        std::str::from_utf8(&self.bytes[self.topic_at..self.topic_at + self.topic_len]).unwrap_or("")
+        std::str::from_utf8(&self.bytes[self.topic_at..self.topic_at + self.topic_len])
+            .unwrap_or("")
     }
     /// Stored properties, the CRC property included.
     pub fn properties(&self) -> &[u8] {
@@ -457,7 +523,11 @@ impl StoredRecord {
     }
     pub fn reconsume_times(&self) -> i32 {
         let mut b = &self.bytes[self.store_ts_at + 8..];
-        let store_len = if self.sys_flag() & SYSFLAG_STOREHOST_V6 != 0 { 20 } else { 8 };
+        let store_len = if self.sys_flag() & SYSFLAG_STOREHOST_V6 != 0 {
+            20
+        } else {
+            8
+        };
         b.advance(store_len);
         b.get_i32()
     }
@@ -465,14 +535,18 @@ impl StoredRecord {
 
 /// Iterates "name\x01value\x02" pairs; malformed pairs (no separator) are skipped.
 pub fn properties(props: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    props.split(|&b| b == PROPERTY_SEPARATOR).filter_map(|pair| {
-        let at = pair.iter().position(|&b| b == NAME_VALUE_SEPARATOR)?;
-        Some((&pair[..at], &pair[at + 1..]))
-    })
+    props
+        .split(|&b| b == PROPERTY_SEPARATOR)
+        .filter_map(|pair| {
+            let at = pair.iter().position(|&b| b == NAME_VALUE_SEPARATOR)?;
+            Some((&pair[..at], &pair[at + 1..]))
+        })
 }
 
 pub fn property<'a>(props: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    properties(props).find(|(k, _)| *k == name.as_bytes()).map(|(_, v)| v)
+    properties(props)
+        .find(|(k, _)| *k == name.as_bytes())
+        .map(|(_, v)| v)
 }
 
 /// Java's `String.hashCode()` (over UTF-16 code units), which RocketMQ uses for tag codes

@@ -31,7 +31,11 @@ pub(crate) struct LoadNotes {
 impl SegmentQueue {
     pub fn new(dir: String, size: u64) -> Self {
         assert!(size > 0, "segment size must be positive");
-        SegmentQueue { dir, size, segments: Vec::new() }
+        SegmentQueue {
+            dir,
+            size,
+            segments: Vec::new(),
+        }
     }
 
     pub fn path_of(&self, start: u64) -> String {
@@ -44,7 +48,11 @@ impl SegmentQueue {
     pub fn load<D: Disk>(disk: &mut D, dir: String, size: u64) -> StoreResult<(Self, LoadNotes)> {
         let mut q = SegmentQueue::new(dir, size);
         let mut notes = LoadNotes::default();
-        let names: Vec<String> = disk.list(&q.dir)?.into_iter().filter(|n| !n.ends_with(".tmp")).collect();
+        let names: Vec<String> = disk
+            .list(&q.dir)?
+            .into_iter()
+            .filter(|n| !n.ends_with(".tmp"))
+            .collect();
         let count = names.len();
         for (i, name) in names.into_iter().enumerate() {
             let start = parse_offset_name(&q.dir, &name)?;
@@ -52,14 +60,19 @@ impl SegmentQueue {
             if start % size != 0 {
                 return Err(StoreError::Corrupt {
                     file: path,
-                    what: format!("start offset {start} is not a multiple of the segment size {size}"),
+                    what: format!(
+                        "start offset {start} is not a multiple of the segment size {size}"
+                    ),
                 });
             }
             if let Some(last) = q.segments.last() {
                 if start != last.start + size {
                     return Err(StoreError::Corrupt {
                         file: path,
-                        what: format!("segment missing before it: expected start {}", last.start + size),
+                        what: format!(
+                            "segment missing before it: expected start {}",
+                            last.start + size
+                        ),
                     });
                 }
             }
@@ -77,12 +90,16 @@ impl SegmentQueue {
                 if !last || actual > size {
                     return Err(StoreError::Corrupt {
                         file: path,
-                        what: format!("size {actual} bytes, expected {size} (was the segment size changed?)"),
+                        what: format!(
+                            "size {actual} bytes, expected {size} (was the segment size changed?)"
+                        ),
                     });
                 }
                 // The last segment was cut short: restore its size; the scan finds the tail.
                 disk.grow(&path, size)?;
-                notes.grown.push(format!("{path}: was {actual} bytes, restored to {size}"));
+                notes
+                    .grown
+                    .push(format!("{path}: was {actual} bytes, restored to {size}"));
                 file = disk.open(&path)?;
             }
             q.segments.push(Segment { start, file });

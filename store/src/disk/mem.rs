@@ -61,10 +61,18 @@ struct MemFile {
 
 impl MemFile {
     fn zeroed(size: usize) -> Self {
-        MemFile { volatile: vec![0; size], durable: vec![0; size], dirty: BTreeSet::new() }
+        MemFile {
+            volatile: vec![0; size],
+            durable: vec![0; size],
+            dirty: BTreeSet::new(),
+        }
     }
     fn whole(data: &[u8]) -> Self {
-        MemFile { volatile: data.to_vec(), durable: data.to_vec(), dirty: BTreeSet::new() }
+        MemFile {
+            volatile: data.to_vec(),
+            durable: data.to_vec(),
+            dirty: BTreeSet::new(),
+        }
     }
     fn pages(offset: u64, len: u64) -> std::ops::Range<usize> {
         if len == 0 {
@@ -110,7 +118,10 @@ impl MemState {
     fn reserve(&self, path: &str, needed: u64, freed: u64) -> DiskResult<()> {
         if let Some(cap) = self.plan.capacity {
             if self.used() - freed + needed > cap {
-                return Err(DiskError::Full { path: path.to_string(), needed });
+                return Err(DiskError::Full {
+                    path: path.to_string(),
+                    needed,
+                });
             }
         }
         Ok(())
@@ -145,7 +156,9 @@ impl MemDisk {
             fail_syncs: 0,
             stats: DiskStats::default(),
         };
-        MemDisk { state: Arc::new(Mutex::new(state)) }
+        MemDisk {
+            state: Arc::new(Mutex::new(state)),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, MemState> {
@@ -214,7 +227,10 @@ impl MemDisk {
     /// Media corruption: flips one bit in both layers, as a decayed sector would.
     pub fn corrupt(&self, path: &str, offset: u64, bit: u8) -> DiskResult<()> {
         let mut s = self.lock();
-        let file = s.files.get_mut(path).ok_or_else(|| DiskError::NotFound { path: path.into() })?;
+        let file = s
+            .files
+            .get_mut(path)
+            .ok_or_else(|| DiskError::NotFound { path: path.into() })?;
         check_bounds(path, "corrupt", offset, 1, file.volatile.len() as u64)?;
         let mask = 1u8 << (bit % 8);
         file.volatile[offset as usize] ^= mask;
@@ -225,8 +241,17 @@ impl MemDisk {
     /// Overwrites bytes in both layers, for tests that hand-craft damaged files.
     pub fn poke(&self, path: &str, offset: u64, data: &[u8]) -> DiskResult<()> {
         let mut s = self.lock();
-        let file = s.files.get_mut(path).ok_or_else(|| DiskError::NotFound { path: path.into() })?;
-        check_bounds(path, "poke", offset, data.len() as u64, file.volatile.len() as u64)?;
+        let file = s
+            .files
+            .get_mut(path)
+            .ok_or_else(|| DiskError::NotFound { path: path.into() })?;
+        check_bounds(
+            path,
+            "poke",
+            offset,
+            data.len() as u64,
+            file.volatile.len() as u64,
+        )?;
         let r = offset as usize..offset as usize + data.len();
         file.volatile[r.clone()].copy_from_slice(data);
         file.durable[r].copy_from_slice(data);
@@ -257,7 +282,10 @@ impl Disk for MemDisk {
             return Err(DiskError::AlreadyExists { path: path.into() });
         }
         s.reserve(path, size, 0)?;
-        let size = usize::try_from(size).map_err(|_| DiskError::Full { path: path.into(), needed: size })?;
+        let size = usize::try_from(size).map_err(|_| DiskError::Full {
+            path: path.into(),
+            needed: size,
+        })?;
         s.files.insert(path.to_string(), MemFile::zeroed(size));
         Ok(s.new_handle(path))
     }
@@ -312,7 +340,11 @@ impl Disk for MemDisk {
 
     fn list(&self, dir: &str) -> DiskResult<Vec<String>> {
         let s = self.lock();
-        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        let prefix = if dir.is_empty() {
+            String::new()
+        } else {
+            format!("{dir}/")
+        };
         let names: BTreeSet<String> = s
             .files
             .range(prefix.clone()..)
@@ -336,7 +368,11 @@ impl Disk for MemDisk {
             let p = s.plan.write_error;
             s.chance(p)
         };
-        let landed = if fail { s.rng.random_range(0..=data.len()) } else { data.len() };
+        let landed = if fail {
+            s.rng.random_range(0..=data.len())
+        } else {
+            data.len()
+        };
         let f = s.files.get_mut(&path).expect("handle checked");
         let start = offset as usize;
         f.volatile[start..start + landed].copy_from_slice(&data[..landed]);
@@ -345,7 +381,11 @@ impl Disk for MemDisk {
         }
         if fail {
             s.stats.failed_writes += 1;
-            return Err(DiskError::Io { path, op: "write", detail: "injected write error".into() });
+            return Err(DiskError::Io {
+                path,
+                op: "write",
+                detail: "injected write error".into(),
+            });
         }
         Ok(())
     }
@@ -381,7 +421,11 @@ impl Disk for MemDisk {
             s.chance(p)
         };
         let f = s.files.get_mut(&path).expect("handle checked");
-        let pages: Vec<usize> = f.dirty.range(MemFile::pages(offset, len)).copied().collect();
+        let pages: Vec<usize> = f
+            .dirty
+            .range(MemFile::pages(offset, len))
+            .copied()
+            .collect();
         for page in pages {
             f.dirty.remove(&page);
             // A failed sync still writes some pages back, and forgets the rest.
@@ -391,7 +435,11 @@ impl Disk for MemDisk {
         }
         if fail {
             s.stats.failed_syncs += 1;
-            return Err(DiskError::Io { path, op: "sync", detail: "injected sync error".into() });
+            return Err(DiskError::Io {
+                path,
+                op: "sync",
+                detail: "injected sync error".into(),
+            });
         }
         Ok(())
     }
@@ -426,7 +474,11 @@ impl Disk for MemDisk {
         };
         if fail {
             s.stats.failed_writes += 1;
-            return Err(DiskError::Io { path: path.into(), op: "atomic write", detail: "injected write error".into() });
+            return Err(DiskError::Io {
+                path: path.into(),
+                op: "atomic write",
+                detail: "injected write error".into(),
+            });
         }
         s.files.insert(path.to_string(), MemFile::whole(data));
         Ok(())

@@ -69,9 +69,16 @@ impl AsRef<[u8]> for MapSlice {
 
 fn io_err(path: &str, op: &'static str, e: io::Error) -> DiskError {
     if e.raw_os_error() == Some(libc::ENOSPC) {
-        return DiskError::Full { path: path.to_string(), needed: 0 };
+        return DiskError::Full {
+            path: path.to_string(),
+            needed: 0,
+        };
     }
-    DiskError::Io { path: path.to_string(), op, detail: e.to_string() }
+    DiskError::Io {
+        path: path.to_string(),
+        op,
+        detail: e.to_string(),
+    }
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -82,7 +89,9 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 fn preallocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: plain syscall on a valid descriptor.
-    let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), offset as libc::off_t, len as libc::off_t) };
+    let rc = unsafe {
+        libc::posix_fallocate(file.as_raw_fd(), offset as libc::off_t, len as libc::off_t)
+    };
     match rc {
         0 => Ok(()),
         // Filesystems without fallocate: fall back to a sparse file.
@@ -130,8 +139,12 @@ impl MmapDisk {
     /// A disk rooted at `root`, which is created if missing.
     pub fn open_root(root: impl Into<PathBuf>) -> DiskResult<Self> {
         let root = root.into();
-        fs::create_dir_all(&root).map_err(|e| io_err(&root.display().to_string(), "create root", e))?;
-        Ok(MmapDisk { root, files: Vec::new() })
+        fs::create_dir_all(&root)
+            .map_err(|e| io_err(&root.display().to_string(), "create root", e))?;
+        Ok(MmapDisk {
+            root,
+            files: Vec::new(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -144,7 +157,10 @@ impl MmapDisk {
     }
 
     fn get(&self, file: FileId) -> DiskResult<&MmapFile> {
-        self.files.get(file.0 as usize).and_then(Option::as_ref).ok_or(DiskError::StaleHandle(file))
+        self.files
+            .get(file.0 as usize)
+            .and_then(Option::as_ref)
+            .ok_or(DiskError::StaleHandle(file))
     }
 
     fn insert(&mut self, f: MmapFile) -> FileId {
@@ -158,17 +174,36 @@ impl MmapDisk {
 
     fn map(path: &str, file: File, size: u64) -> DiskResult<MmapFile> {
         if size == 0 {
-            return Ok(MmapFile { path: path.to_string(), file, map: None, whole: Bytes::new(), size });
+            return Ok(MmapFile {
+                path: path.to_string(),
+                file,
+                map: None,
+                whole: Bytes::new(),
+                size,
+            });
         }
         let map = Arc::new(MmapRaw::map_raw(&file).map_err(|e| io_err(path, "mmap", e))?);
-        let whole = Bytes::from_owner(MapSlice { map: map.clone(), offset: 0, len: map.len() });
-        Ok(MmapFile { path: path.to_string(), file, map: Some(map), whole, size })
+        let whole = Bytes::from_owner(MapSlice {
+            map: map.clone(),
+            offset: 0,
+            len: map.len(),
+        });
+        Ok(MmapFile {
+            path: path.to_string(),
+            file,
+            map: Some(map),
+            whole,
+            size,
+        })
     }
 
     /// A handle that can msync this file from another thread.
     pub fn sync_handle(&self, file: FileId) -> DiskResult<MmapSyncHandle> {
         let f = self.get(file)?;
-        Ok(MmapSyncHandle { map: f.map.clone(), path: f.path.clone() })
+        Ok(MmapSyncHandle {
+            map: f.map.clone(),
+            path: f.path.clone(),
+        })
     }
 }
 
@@ -186,7 +221,9 @@ impl Disk for MmapDisk {
                 io::ErrorKind::AlreadyExists => DiskError::AlreadyExists { path: path.into() },
                 _ => io_err(path, "create", e),
             })?;
-        let reserved = preallocate(&file, 0, size).and_then(|_| file.sync_all()).and_then(|_| sync_dir(&parent));
+        let reserved = preallocate(&file, 0, size)
+            .and_then(|_| file.sync_all())
+            .and_then(|_| sync_dir(&parent));
         if let Err(e) = reserved {
             let _ = fs::remove_file(&full);
             return Err(match io_err(path, "preallocate", e) {
@@ -200,10 +237,14 @@ impl Disk for MmapDisk {
 
     fn grow(&mut self, path: &str, size: u64) -> DiskResult<()> {
         let full = self.full(path)?;
-        let file = OpenOptions::new().read(true).write(true).open(&full).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => DiskError::NotFound { path: path.into() },
-            _ => io_err(path, "open", e),
-        })?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&full)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => DiskError::NotFound { path: path.into() },
+                _ => io_err(path, "open", e),
+            })?;
         let cur = file.metadata().map_err(|e| io_err(path, "stat", e))?.len();
         if size <= cur {
             return Ok(());
@@ -215,10 +256,14 @@ impl Disk for MmapDisk {
 
     fn open(&mut self, path: &str) -> DiskResult<FileId> {
         let full = self.full(path)?;
-        let file = OpenOptions::new().read(true).write(true).open(&full).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => DiskError::NotFound { path: path.into() },
-            _ => io_err(path, "open", e),
-        })?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&full)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => DiskError::NotFound { path: path.into() },
+                _ => io_err(path, "open", e),
+            })?;
         let size = file.metadata().map_err(|e| io_err(path, "stat", e))?.len();
         let f = Self::map(path, file, size)?;
         Ok(self.insert(f))
@@ -252,7 +297,11 @@ impl Disk for MmapDisk {
     }
 
     fn list(&self, dir: &str) -> DiskResult<Vec<String>> {
-        let full = if dir.is_empty() { self.root.clone() } else { self.full(dir)? };
+        let full = if dir.is_empty() {
+            self.root.clone()
+        } else {
+            self.full(dir)?
+        };
         let entries = match fs::read_dir(&full) {
             Ok(entries) => entries,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -264,7 +313,10 @@ impl Disk for MmapDisk {
             match entry.file_name().into_string() {
                 Ok(name) => names.push(name),
                 Err(raw) => {
-                    return Err(DiskError::BadPath { path: format!("{dir}/{raw:?}"), why: "not UTF-8" });
+                    return Err(DiskError::BadPath {
+                        path: format!("{dir}/{raw:?}"),
+                        why: "not UTF-8",
+                    });
                 }
             }
         }
@@ -283,7 +335,11 @@ impl Disk for MmapDisk {
         // call. Readers only look below the store's write position, which this range is not
         // (or, during recovery, no reader exists yet).
         unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), map.as_mut_ptr().add(offset as usize), data.len());
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                map.as_mut_ptr().add(offset as usize),
+                data.len(),
+            );
         }
         Ok(())
     }
@@ -298,7 +354,8 @@ impl Disk for MmapDisk {
         let f = self.get(file)?;
         check_bounds(&f.path, "sync", offset, len, f.size)?;
         if let Some(map) = &f.map {
-            map.flush_range(offset as usize, len as usize).map_err(|e| io_err(&f.path, "sync", e))?;
+            map.flush_range(offset as usize, len as usize)
+                .map_err(|e| io_err(&f.path, "sync", e))?;
         }
         Ok(())
     }
@@ -309,12 +366,16 @@ impl Disk for MmapDisk {
         if len == 0 {
             return Ok(());
         }
-        let punched = punch_and_reserve(&f.file, offset, len).map_err(|e| io_err(&f.path, "zero", e))?;
+        let punched =
+            punch_and_reserve(&f.file, offset, len).map_err(|e| io_err(&f.path, "zero", e))?;
         if !punched {
             let map = f.map.as_ref().expect("non-empty file is mapped");
             // SAFETY: bounds checked; only recovery zeroes, before any reader exists.
-            unsafe { std::ptr::write_bytes(map.as_mut_ptr().add(offset as usize), 0, len as usize) };
-            map.flush_range(offset as usize, len as usize).map_err(|e| io_err(&f.path, "zero", e))?;
+            unsafe {
+                std::ptr::write_bytes(map.as_mut_ptr().add(offset as usize), 0, len as usize)
+            };
+            map.flush_range(offset as usize, len as usize)
+                .map_err(|e| io_err(&f.path, "zero", e))?;
         }
         f.file.sync_data().map_err(|e| io_err(&f.path, "zero", e))
     }

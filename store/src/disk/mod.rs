@@ -25,9 +25,19 @@ pub enum DiskError {
     #[error("{path}: disk full (needed {needed} bytes)")]
     Full { path: String, needed: u64 },
     #[error("{path}: {op} of {len} bytes at {offset} is outside the file's {size} bytes")]
-    OutOfBounds { path: String, op: &'static str, offset: u64, len: u64, size: u64 },
+    OutOfBounds {
+        path: String,
+        op: &'static str,
+        offset: u64,
+        len: u64,
+        size: u64,
+    },
     #[error("{path}: {op} failed: {detail}")]
-    Io { path: String, op: &'static str, detail: String },
+    Io {
+        path: String,
+        op: &'static str,
+        detail: String,
+    },
     #[error("invalid path {path:?}: {why}")]
     BadPath { path: String, why: &'static str },
     #[error("stale file handle {0:?}")]
@@ -75,9 +85,38 @@ pub trait Disk {
     fn write_file_atomic(&mut self, path: &str, data: &[u8]) -> DiskResult<()>;
 }
 
+/// Reads until two consecutive reads agree, so that a transient read error cannot steer
+/// recovery of data that has no checksum of its own (consume queues, the index).
+pub fn stable_read_at<D: Disk + ?Sized>(
+    disk: &D,
+    file: FileId,
+    offset: u64,
+    len: usize,
+) -> DiskResult<Bytes> {
+    const ATTEMPTS: usize = 8;
+    let mut last = disk.read_at(file, offset, len)?;
+    for _ in 0..ATTEMPTS {
+        let again = disk.read_at(file, offset, len)?;
+        if again == last {
+            return Ok(again);
+        }
+        last = again;
+    }
+    Err(DiskError::Io {
+        path: format!("{file:?}"),
+        op: "read",
+        detail: format!("{ATTEMPTS} reads of {len} bytes at {offset} never agreed"),
+    })
+}
+
 /// Rejects paths that could escape the store root or that name nothing.
 pub(crate) fn check_path(path: &str) -> DiskResult<()> {
-    let bad = |why| Err(DiskError::BadPath { path: path.to_string(), why });
+    let bad = |why| {
+        Err(DiskError::BadPath {
+            path: path.to_string(),
+            why,
+        })
+    };
     if path.is_empty() {
         return bad("empty");
     }
@@ -95,9 +134,21 @@ pub(crate) fn check_path(path: &str) -> DiskResult<()> {
     Ok(())
 }
 
-pub(crate) fn check_bounds(path: &str, op: &'static str, offset: u64, len: u64, size: u64) -> DiskResult<()> {
+pub(crate) fn check_bounds(
+    path: &str,
+    op: &'static str,
+    offset: u64,
+    len: u64,
+    size: u64,
+) -> DiskResult<()> {
     match offset.checked_add(len) {
         Some(end) if end <= size => Ok(()),
-        _ => Err(DiskError::OutOfBounds { path: path.to_string(), op, offset, len, size }),
+        _ => Err(DiskError::OutOfBounds {
+            path: path.to_string(),
+            op,
+            offset,
+            len,
+            size,
+        }),
     }
 }
