@@ -10,7 +10,7 @@
 
 use bytes::Bytes;
 
-use crate::disk::{Disk, FileId, stable_read_at};
+use crate::disk::{Disk, DiskError, FileId, stable_read_at};
 use crate::error::{StoreError, StoreResult};
 use crate::record::{self, END_FILE_MIN_BLANK_LENGTH, Peek, StoreMessage, StoredRecord};
 use crate::segments::SegmentQueue;
@@ -136,10 +136,11 @@ impl CommitLog {
             });
         }
         let result = self.append_inner(disk, batch, queue_offsets, total, store_timestamp, out);
-        if let Err(e) = &result {
-            if matches!(e, StoreError::Disk(_)) {
-                self.stop(e.to_string());
-            }
+        match &result {
+            // A full disk refuses this append and nothing else: the segment was never made.
+            Err(StoreError::Disk(DiskError::Full { .. })) => {}
+            Err(e @ StoreError::Disk(_)) => self.stop(e.to_string()),
+            _ => {}
         }
         result
     }
@@ -248,6 +249,37 @@ impl CommitLog {
             });
         }
         let bytes = disk.read_at(file, at, len as usize)?;
+        StoredRecord::parse(bytes, Some(offset)).map_err(|error| StoreError::BadRecord {
+            file: path(),
+            offset,
+            error,
+        })
+    }
+
+    /// Reads and validates a record of known size anywhere in the segments, regardless of the
+    /// write position (recovery, before the write position is known).
+    pub(crate) fn read_unbounded<D: Disk>(
+        &self,
+        disk: &D,
+        offset: u64,
+        size: u32,
+    ) -> StoreResult<StoredRecord> {
+        let (seg, at) = self
+            .segments
+            .locate(offset)
+            .ok_or(StoreError::OffsetOutOfRange {
+                offset,
+                min: self.min_offset(),
+                max: self.segments_end(),
+            })?;
+        let path = || self.segments.path_of(seg.start);
+        if size as u64 > self.segments.size - at {
+            return Err(StoreError::Corrupt {
+                file: path(),
+                what: format!("record at {offset} runs past the segment"),
+            });
+        }
+        let bytes = disk.read_at(seg.file, at, size as usize)?;
         StoredRecord::parse(bytes, Some(offset)).map_err(|error| StoreError::BadRecord {
             file: path(),
             offset,

@@ -196,6 +196,15 @@ impl ConsumeQueue {
         Ok(())
     }
 
+    /// Makes sure the segment for entry `logical` exists, so that a later `put` of it cannot
+    /// fail for lack of space.
+    pub fn prepare<D: Disk>(&mut self, disk: &mut D, logical: u64) -> StoreResult<()> {
+        if logical >= self.min && logical <= self.max {
+            self.segments.for_write(disk, logical * CQ_ENTRY_SIZE)?;
+        }
+        Ok(())
+    }
+
     pub fn get<D: Disk>(&self, disk: &D, logical: u64) -> StoreResult<Option<CqEntry>> {
         Ok(self.read(disk, logical, 1)?.iter().next().map(|(_, e)| e))
     }

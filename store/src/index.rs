@@ -275,6 +275,42 @@ impl IndexService {
         Ok(())
     }
 
+    /// Makes sure the active file has room for `keys` more entries, creating the next file
+    /// (named `phy`) if not, so that the puts that follow cannot fail for lack of space.
+    pub fn prepare<D: Disk>(
+        &mut self,
+        disk: &mut D,
+        phy: u64,
+        store_timestamp: i64,
+        keys: usize,
+    ) -> StoreResult<()> {
+        let cfg = self.config;
+        let room = match self.files.last() {
+            None => false,
+            Some(f) => f.header.index_count as u64 + keys as u64 <= cfg.max_entries as u64,
+        };
+        if room {
+            return Ok(());
+        }
+        // The full file stays dirty; the next checkpoint syncs it (puts never sync).
+        let file = disk.create(&Self::path(phy), cfg.file_size())?;
+        let header = IndexHeader {
+            begin_timestamp: store_timestamp,
+            end_timestamp: store_timestamp,
+            begin_phy_offset: phy as i64,
+            end_phy_offset: phy as i64,
+            hash_slot_count: cfg.hash_slots as i32,
+            index_count: 1,
+        };
+        self.files.push(IndexFile {
+            start: phy,
+            file,
+            header,
+            dirty: true,
+        });
+        Ok(())
+    }
+
     /// Indexes `topic#key` for the record at `phy`.
     pub fn put<D: Disk>(
         &mut self,
@@ -288,28 +324,7 @@ impl IndexService {
             return Ok(());
         }
         let cfg = self.config;
-        let need_new = match self.files.last() {
-            None => true,
-            Some(f) => f.header.index_count as u32 >= cfg.max_entries,
-        };
-        if need_new {
-            // The full file stays dirty; the next checkpoint syncs it (puts never sync).
-            let file = disk.create(&Self::path(phy), cfg.file_size())?;
-            let header = IndexHeader {
-                begin_timestamp: store_timestamp,
-                end_timestamp: store_timestamp,
-                begin_phy_offset: phy as i64,
-                end_phy_offset: phy as i64,
-                hash_slot_count: cfg.hash_slots as i32,
-                index_count: 1,
-            };
-            self.files.push(IndexFile {
-                start: phy,
-                file,
-                header,
-                dirty: true,
-            });
-        }
+        self.prepare(disk, phy, store_timestamp, 1)?;
         let f = self.files.last_mut().expect("just ensured");
         self.key_buf.clear();
         self.key_buf.push_str(topic);

@@ -264,6 +264,15 @@ impl<D: Disk> MessageStore<D> {
                     ));
                     rebuild.insert(key.clone());
                 }
+                if !rebuild.contains(&key)
+                    && mark > cq.min_offset()
+                    && let Some(why) = check_queue_against_log(&disk, &log, &cq, mark)?
+                {
+                    report
+                        .rebuilt_queues
+                        .push(format!("{topic}/{queue_id}: {why}"));
+                    rebuild.insert(key.clone());
+                }
                 let keep = if rebuild.contains(&key) { 0 } else { mark };
                 if keep == 0 {
                     cq.truncate(&mut disk, 0)?;
@@ -378,17 +387,17 @@ impl<D: Disk> MessageStore<D> {
             if last < cq.min_offset() {
                 continue;
             }
-            if let Some(e) = cq.get_stable(&store.disk, last)? {
-                if e.offset + e.size as u64 > end {
-                    let mut keep = last;
-                    while keep > cq.min_offset() {
-                        match cq.get_stable(&store.disk, keep - 1)? {
-                            Some(e) if e.offset + e.size as u64 > end => keep -= 1,
-                            _ => break,
-                        }
+            if let Some(e) = cq.get_stable(&store.disk, last)?
+                && e.offset + e.size as u64 > end
+            {
+                let mut keep = last;
+                while keep > cq.min_offset() {
+                    match cq.get_stable(&store.disk, keep - 1)? {
+                        Some(e) if e.offset + e.size as u64 > end => keep -= 1,
+                        _ => break,
                     }
-                    cq.truncate(&mut store.disk, keep)?;
                 }
+                cq.truncate(&mut store.disk, keep)?;
             }
         }
         store.checkpoint_inner(now, false)?;
@@ -454,6 +463,22 @@ impl<D: Disk> MessageStore<D> {
             };
             self.queue_offsets.push(offset);
         }
+        // Create every file dispatch will write before the record goes in, so a full disk
+        // refuses the put cleanly instead of leaving a record its queue does not know.
+        let mut keys = 0;
+        for (msg, &offset) in msgs.iter().zip(&self.queue_offsets) {
+            if !is_unqueued(msg.sys_flag) {
+                queue_mut(&mut self.queues, &self.config, msg.topic, msg.queue_id)
+                    .prepare(&mut self.disk, offset)?;
+            }
+            index_keys(&mut self.keys, msg.properties);
+            keys += self.keys.len();
+        }
+        if keys > 0 {
+            let room = (self.config.index.max_entries as usize - 1).min(keys);
+            self.index
+                .prepare(&mut self.disk, self.log.write_pos(), now, room)?;
+        }
         self.dirty = true;
         self.appended.clear();
         self.log.append(
@@ -463,9 +488,9 @@ impl<D: Disk> MessageStore<D> {
             now,
             &mut self.appended,
         )?;
-        for i in 0..msgs.len() {
+        for (i, msg) in msgs.iter().enumerate() {
             let a = self.appended[i];
-            if let Err(e) = self.dispatch_live(&msgs[i], &a, now) {
+            if let Err(e) = self.dispatch_live(msg, &a, now) {
                 self.stopped = Some(format!("dispatch failed: {e}"));
                 return Err(e);
             }
@@ -889,6 +914,38 @@ fn dispatch<D: Disk>(
         }
     }
     Ok(())
+}
+
+/// Confirms a queue's first and last checkpointed entries against the records they point
+/// at. Entries carry no checksum; a damaged queue file shows up here and is rebuilt.
+fn check_queue_against_log<D: Disk>(
+    disk: &D,
+    log: &CommitLog,
+    cq: &ConsumeQueue,
+    mark: u64,
+) -> StoreResult<Option<String>> {
+    for logical in [cq.min_offset(), mark - 1] {
+        let Some(e) = cq.get_stable(disk, logical)? else {
+            return Ok(Some(format!("entry {logical} is missing")));
+        };
+        if e.offset < log.min_offset() {
+            continue; // its record was removed by retention
+        }
+        let confirmed = (0..4).any(|_| {
+            log.read_unbounded(disk, e.offset, e.size).is_ok_and(|rec| {
+                rec.queue_offset() == logical
+                    && rec.queue_id() == cq.queue_id()
+                    && rec.topic() == cq.topic()
+            })
+        });
+        if !confirmed {
+            return Ok(Some(format!(
+                "entry {logical} does not point at its record (offset {}, size {})",
+                e.offset, e.size
+            )));
+        }
+    }
+    Ok(None)
 }
 
 fn remove_dir_files<D: Disk>(disk: &mut D, dir: &str) -> StoreResult<()> {

@@ -65,16 +65,16 @@ impl SegmentQueue {
                     ),
                 });
             }
-            if let Some(last) = q.segments.last() {
-                if start != last.start + size {
-                    return Err(StoreError::Corrupt {
-                        file: path,
-                        what: format!(
-                            "segment missing before it: expected start {}",
-                            last.start + size
-                        ),
-                    });
-                }
+            if let Some(last) = q.segments.last()
+                && start != last.start + size
+            {
+                return Err(StoreError::Corrupt {
+                    file: path,
+                    what: format!(
+                        "segment missing before it: expected start {}",
+                        last.start + size
+                    ),
+                });
             }
             let mut file = disk.open(&path)?;
             let actual = disk.size(file)?;

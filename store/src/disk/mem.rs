@@ -116,13 +116,13 @@ impl MemState {
         }
     }
     fn reserve(&self, path: &str, needed: u64, freed: u64) -> DiskResult<()> {
-        if let Some(cap) = self.plan.capacity {
-            if self.used() - freed + needed > cap {
-                return Err(DiskError::Full {
-                    path: path.to_string(),
-                    needed,
-                });
-            }
+        if let Some(cap) = self.plan.capacity
+            && self.used() - freed + needed > cap
+        {
+            return Err(DiskError::Full {
+                path: path.to_string(),
+                needed,
+            });
         }
         Ok(())
     }
