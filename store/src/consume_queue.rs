@@ -3,6 +3,8 @@
 //! hash code (i64), big-endian, in segments of `entries_per_file` entries (RocketMQ's default
 //! 300,000). It is derived data: recovery rebuilds whatever a crash left unsynced.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 
 use crate::commitlog::CommitLog;
@@ -323,5 +325,61 @@ impl ConsumeQueue {
 
     pub(crate) fn close<D: Disk>(&mut self, disk: &mut D) {
         self.segments.close_all(disk);
+    }
+}
+
+/// Every consume queue, by topic then queue id (sorted: iteration order is stable). Looks up
+/// by `&str` so the hot path never builds a key.
+#[derive(Default)]
+pub struct QueueTable {
+    topics: BTreeMap<String, BTreeMap<u32, ConsumeQueue>>,
+}
+
+impl QueueTable {
+    pub fn get(&self, topic: &str, queue_id: u32) -> Option<&ConsumeQueue> {
+        self.topics.get(topic)?.get(&queue_id)
+    }
+
+    pub fn contains(&self, topic: &str, queue_id: u32) -> bool {
+        self.get(topic, queue_id).is_some()
+    }
+
+    /// The queue, created empty if new (allocates only then).
+    pub fn get_or_create(
+        &mut self,
+        topic: &str,
+        queue_id: u32,
+        entries_per_file: u64,
+    ) -> &mut ConsumeQueue {
+        if !self.topics.contains_key(topic) {
+            self.topics.insert(topic.to_string(), BTreeMap::new());
+        }
+        let queues = self.topics.get_mut(topic).expect("just ensured");
+        queues
+            .entry(queue_id)
+            .or_insert_with(|| ConsumeQueue::new(topic, queue_id, entries_per_file))
+    }
+
+    pub fn insert(&mut self, cq: ConsumeQueue) {
+        self.topics
+            .entry(cq.topic.clone())
+            .or_default()
+            .insert(cq.queue_id, cq);
+    }
+
+    pub fn len(&self) -> usize {
+        self.topics.values().map(BTreeMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &ConsumeQueue> {
+        self.topics.values().flat_map(BTreeMap::values)
+    }
+
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut ConsumeQueue> {
+        self.topics.values_mut().flat_map(BTreeMap::values_mut)
     }
 }

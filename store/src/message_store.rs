@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::checkpoint::{Checkpoint, QueueMark};
 use crate::commitlog::{Appended, CommitLog, ScanStop};
-use crate::consume_queue::{Boundary, CONSUMEQUEUE_DIR, ConsumeQueue, CqEntry};
+use crate::consume_queue::{Boundary, CONSUMEQUEUE_DIR, ConsumeQueue, CqEntry, QueueTable};
 use crate::disk::Disk;
 use crate::error::{StoreError, StoreResult};
 use crate::index::{IndexConfig, IndexService, MAX_KEYS_PER_RECORD};
@@ -141,7 +141,7 @@ pub struct MessageStore<D: Disk> {
     disk: D,
     config: StoreConfig,
     log: CommitLog,
-    queues: BTreeMap<QueueKey, ConsumeQueue>,
+    queues: QueueTable,
     index: IndexService,
     /// Set after a dispatch failure: the log and its derived data disagree until recovery.
     stopped: Option<String>,
@@ -221,7 +221,7 @@ impl<D: Disk> MessageStore<D> {
                     .collect()
             })
             .unwrap_or_default();
-        let mut queues = BTreeMap::new();
+        let mut queues = QueueTable::default();
         let mut rebuild: BTreeSet<QueueKey> = BTreeSet::new();
         for topic in disk.list(CONSUMEQUEUE_DIR)? {
             if validate_topic(&topic).is_err() {
@@ -282,20 +282,21 @@ impl<D: Disk> MessageStore<D> {
                 } else {
                     cq.truncate(&mut disk, keep)?;
                 }
-                queues.insert(key, cq);
+                queues.insert(cq);
             }
         }
         for (key, mark) in &marks {
-            if *mark > 0 && !queues.contains_key(key) {
+            if *mark > 0 && !queues.contains(&key.0, key.1) {
                 report.rebuilt_queues.push(format!(
                     "{}/{}: missing, the checkpoint says {mark} entries",
                     key.0, key.1
                 ));
                 rebuild.insert(key.clone());
-                queues.insert(
-                    key.clone(),
-                    ConsumeQueue::new(&key.0, key.1, config.consume_queue_entries),
-                );
+                queues.insert(ConsumeQueue::new(
+                    &key.0,
+                    key.1,
+                    config.consume_queue_entries,
+                ));
             }
         }
 
@@ -380,7 +381,7 @@ impl<D: Disk> MessageStore<D> {
         report.truncated = stop;
         report.log_end = end;
         // Queues may hold entries past the end (their records were cut): drop them.
-        for cq in store.queues.values_mut() {
+        for cq in store.queues.iter_mut() {
             let Some(last) = cq.max_offset().checked_sub(1) else {
                 continue;
             };
@@ -571,11 +572,11 @@ impl<D: Disk> MessageStore<D> {
         let offset = self.log.write_pos();
         self.log.sync(&mut self.disk, offset)?;
         let mut marks = Vec::with_capacity(self.queues.len());
-        for ((topic, queue_id), cq) in self.queues.iter_mut() {
+        for cq in self.queues.iter_mut() {
             cq.sync(&mut self.disk)?;
             marks.push(QueueMark {
-                topic: topic.clone(),
-                queue_id: *queue_id,
+                topic: cq.topic().to_string(),
+                queue_id: cq.queue_id(),
                 max_offset: cq.max_offset(),
             });
         }
@@ -602,7 +603,7 @@ impl<D: Disk> MessageStore<D> {
 
     fn close_all(&mut self) {
         self.log.close(&mut self.disk);
-        for cq in self.queues.values_mut() {
+        for cq in self.queues.iter_mut() {
             cq.close(&mut self.disk);
         }
         self.index.close(&mut self.disk);
@@ -622,11 +623,11 @@ impl<D: Disk> MessageStore<D> {
             .map_or(0, ConsumeQueue::min_offset)
     }
     pub fn queue(&self, topic: &str, queue_id: u32) -> Option<&ConsumeQueue> {
-        self.queues.get(&(topic.to_string(), queue_id))
+        self.queues.get(topic, queue_id)
     }
     /// Every (topic, queue id) with a consume queue, sorted.
     pub fn queue_ids(&self) -> impl Iterator<Item = (&str, u32)> {
-        self.queues.keys().map(|(t, q)| (t.as_str(), *q))
+        self.queues.iter().map(|cq| (cq.topic(), cq.queue_id()))
     }
 
     /// The consume queue entry at `offset`.
@@ -808,14 +809,12 @@ fn is_unqueued(sys_flag: i32) -> bool {
 }
 
 fn queue_mut<'a>(
-    queues: &'a mut BTreeMap<QueueKey, ConsumeQueue>,
+    queues: &'a mut QueueTable,
     config: &StoreConfig,
     topic: &str,
     queue_id: u32,
 ) -> &'a mut ConsumeQueue {
-    queues
-        .entry((topic.to_string(), queue_id))
-        .or_insert_with(|| ConsumeQueue::new(topic, queue_id, config.consume_queue_entries))
+    queues.get_or_create(topic, queue_id, config.consume_queue_entries)
 }
 
 /// The consume queue tag code: Java's hashCode of TAGS; for the schedule topic, the delivery
@@ -879,7 +878,7 @@ fn key_str(properties: &[u8], from: usize, to: usize) -> &str {
 #[allow(clippy::too_many_arguments)]
 fn dispatch<D: Disk>(
     disk: &mut D,
-    queues: &mut BTreeMap<QueueKey, ConsumeQueue>,
+    queues: &mut QueueTable,
     index: &mut IndexService,
     config: &StoreConfig,
     keys: &mut Vec<(usize, usize)>,
