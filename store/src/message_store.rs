@@ -100,6 +100,19 @@ pub struct RecoveryReport {
     /// Consume queues rebuilt from the whole log, with why.
     pub rebuilt_queues: Vec<String>,
     pub index_note: Option<String>,
+    /// Messages whose queue entries were on disk but whose records did not survive (a torn
+    /// or corrupt tail). Entries lost with the tail itself cannot be counted, so this is a
+    /// lower bound after a power loss and exact after a process crash.
+    pub dropped: Vec<DroppedRange>,
+}
+
+/// Queue offsets `[from, to)` of one queue that recovery dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedRange {
+    pub topic: String,
+    pub queue_id: u32,
+    pub from: u64,
+    pub to: u64,
 }
 
 /// Result of a put.
@@ -223,6 +236,8 @@ impl<D: Disk> MessageStore<D> {
             .unwrap_or_default();
         let mut queues = QueueTable::default();
         let mut rebuild: BTreeSet<QueueKey> = BTreeSet::new();
+        // How far each queue reached on disk before recovery, to report what was dropped.
+        let mut held_before: BTreeMap<QueueKey, u64> = BTreeMap::new();
         for topic in disk.list(CONSUMEQUEUE_DIR)? {
             if validate_topic(&topic).is_err() {
                 return Err(StoreError::Corrupt {
@@ -256,6 +271,7 @@ impl<D: Disk> MessageStore<D> {
                 if checkpoint.is_none() {
                     rebuild.insert(key.clone());
                 }
+                held_before.insert(key.clone(), cq.max_offset());
                 let mark = marks.get(&key).copied().unwrap_or(0);
                 if !rebuild.contains(&key) && cq.max_offset() < mark {
                     report.rebuilt_queues.push(format!(
@@ -399,6 +415,17 @@ impl<D: Disk> MessageStore<D> {
                     }
                 }
                 cq.truncate(&mut store.disk, keep)?;
+            }
+        }
+        for ((topic, queue_id), before) in held_before {
+            let after = store.max_offset(&topic, queue_id);
+            if after < before {
+                report.dropped.push(DroppedRange {
+                    topic,
+                    queue_id,
+                    from: after,
+                    to: before,
+                });
             }
         }
         store.checkpoint_inner(now, false)?;

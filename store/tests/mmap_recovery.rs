@@ -101,6 +101,21 @@ fn hand_truncated_tail_is_cut_and_reported() {
         report.file_repairs.iter().any(|f| f.contains("restored")),
         "{report:?}"
     );
+    // Exactly the cut messages are reported dropped, per queue.
+    let mut lost = std::collections::BTreeMap::new();
+    for s in &sent[150..] {
+        let r = lost
+            .entry((s.topic.clone(), s.queue_id))
+            .or_insert((u64::MAX, 0));
+        r.0 = r.0.min(s.queue_offset);
+        r.1 = r.1.max(s.queue_offset + 1);
+    }
+    let reported: std::collections::BTreeMap<_, _> = report
+        .dropped
+        .iter()
+        .map(|d| ((d.topic.clone(), d.queue_id), (d.from, d.to)))
+        .collect();
+    assert_eq!(reported, lost, "{report:?}");
     sent.truncate(150);
     verify(&store, &sent);
     // The store takes writes again, right after the cut.

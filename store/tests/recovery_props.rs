@@ -111,6 +111,23 @@ fn reopen(disk: MemDisk, model: &mut Model, lost_power: bool, now: i64) -> Messa
         end == expected_end || blank_then_empty || survived == 0,
         "log ends at {end}, survivors end at {expected_end}"
     );
+    // What recovery reports dropped was appended and did not survive; after a process crash
+    // nothing is dropped at all.
+    for d in &report.dropped {
+        for q in d.from..d.to {
+            let lost = model.log[survived..]
+                .iter()
+                .any(|s| s.topic == d.topic && s.queue_id == d.queue_id && s.queue_offset == q);
+            assert!(
+                lost,
+                "reported dropped {}/{}@{q}, which was never appended or survived; {report:?}",
+                d.topic, d.queue_id
+            );
+        }
+    }
+    if !lost_power {
+        assert!(report.dropped.is_empty(), "{report:?}");
+    }
     model.log.truncate(survived);
     model.durable = end;
     store
