@@ -8,8 +8,6 @@
 //! [`CommitLog::on_flushed`]). A failed write or sync stops the log (fail-stop): after a
 //! failed fsync the kernel may have dropped dirty pages, so no later ack could be trusted.
 
-use bytes::Bytes;
-
 use crate::disk::{Disk, DiskError, FileId, stable_read_at};
 use crate::error::{StoreError, StoreResult};
 use crate::record::{self, END_FILE_MIN_BLANK_LENGTH, Peek, StoreMessage, StoredRecord};
@@ -287,22 +285,6 @@ impl CommitLog {
         })
     }
 
-    /// Reads raw bytes `[offset, offset + len)` from one segment, unvalidated (replication).
-    pub fn read_raw<D: Disk>(&self, disk: &D, offset: u64, len: u64) -> StoreResult<Bytes> {
-        let (seg, at) = self
-            .segments
-            .locate(offset)
-            .ok_or(StoreError::OffsetOutOfRange {
-                offset,
-                min: self.min_offset(),
-                max: self.write_pos,
-            })?;
-        let len = len
-            .min(self.segments.size - at)
-            .min(self.write_pos.saturating_sub(offset));
-        Ok(disk.read_at(seg.file, at, len as usize)?)
-    }
-
     /// Byte ranges to sync so that everything below `upto` is durable.
     pub fn flush_ranges(&self, upto: u64) -> Vec<(FileId, u64, u64)> {
         let upto = upto.min(self.write_pos);
@@ -456,11 +438,6 @@ impl CommitLog {
             }
         }
         Ok(())
-    }
-
-    /// Removes segments wholly below `offset`. Returns how many.
-    pub fn remove_before<D: Disk>(&mut self, disk: &mut D, offset: u64) -> StoreResult<usize> {
-        self.segments.remove_before(disk, offset.min(self.flushed))
     }
 
     pub(crate) fn close<D: Disk>(&mut self, disk: &mut D) {

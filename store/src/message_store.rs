@@ -158,8 +158,6 @@ pub struct MessageStore<D: Disk> {
     index: IndexService,
     /// Set after a dispatch failure: the log and its derived data disagree until recovery.
     stopped: Option<String>,
-    /// True from the first write after open: the on-disk checkpoint is no longer clean.
-    dirty: bool,
     appended: Vec<Appended>,
     queue_offsets: Vec<u64>,
     /// Byte ranges of index keys within a record's properties (reused, no allocation).
@@ -341,7 +339,6 @@ impl<D: Disk> MessageStore<D> {
             queues,
             index,
             stopped: None,
-            dirty: true,
             appended: Vec::new(),
             queue_offsets: Vec::new(),
             keys: Vec::new(),
@@ -507,7 +504,6 @@ impl<D: Disk> MessageStore<D> {
             self.index
                 .prepare(&mut self.disk, self.log.write_pos(), now, room)?;
         }
-        self.dirty = true;
         self.appended.clear();
         self.log.append(
             &mut self.disk,
@@ -616,7 +612,6 @@ impl<D: Disk> MessageStore<D> {
             queues: marks,
         };
         cp.store(&mut self.disk)?;
-        self.dirty = clean;
         Ok(())
     }
 

@@ -185,18 +185,6 @@ impl SegmentQueue {
         Ok(removed)
     }
 
-    /// Removes whole segments that end at or before `offset` (retention). Returns how many.
-    pub fn remove_before<D: Disk>(&mut self, disk: &mut D, offset: u64) -> StoreResult<usize> {
-        let mut n = 0;
-        while self.segments.len() > 1 && self.segments[0].start + self.size <= offset {
-            let seg = self.segments.remove(0);
-            disk.close(seg.file);
-            disk.remove(&self.path_of(seg.start))?;
-            n += 1;
-        }
-        Ok(n)
-    }
-
     pub fn close_all<D: Disk>(&mut self, disk: &mut D) {
         for seg in self.segments.drain(..) {
             disk.close(seg.file);
