@@ -8,7 +8,8 @@
 //! `Instant::now`), global randomness, or the file system other than through
 //! `rockfish_store::Disk`. Every input carries `now`; every effect is an output the driver drains.
 //!
-//! Status: the machines land with issue 3 onwards; today this crate re-exports the store's
-//! message layout so higher layers have one import path.
+//! Status: the remoting codec (`remoting`) is here; the machines land with issue 3 onwards.
+
+pub mod remoting;
 
 pub use rockfish_store::record;

@@ -1,0 +1,8 @@
+//! Apache RocketMQ's remoting protocol: commands, codes and the frame codec.
+
+pub mod codes;
+pub mod command;
+pub mod frame;
+
+pub use command::{FieldError, LanguageCode, RemotingCommand, SerializeType};
+pub use frame::{FrameDecoder, FrameError, decode_frame, encode, encode_header, encode_prefix};
