@@ -8,8 +8,12 @@
 //! `Instant::now`), global randomness, or the file system other than through
 //! `rockfish_store::Disk`. Every input carries `now`; every effect is an output the driver drains.
 //!
-//! Status: the remoting codec (`remoting`) is here; the machines land with issue 3 onwards.
+//! Status: the remoting codec (`remoting`), protocol bodies (`protocol`) and the `NameServer`
+//! machine are here; the broker and client machines follow.
 
+pub mod machine;
+pub mod namesrv;
+pub mod protocol;
 pub mod remoting;
 
 pub use rockfish_store::record;

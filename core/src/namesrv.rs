@@ -1,0 +1,437 @@
+//! `NameServer`: RocketMQ's route registry (RouteInfoManager) as a Sans-IO machine.
+//!
+//! Brokers register with every name server every 30 s; a scan every 10 s drops a broker
+//! silent for 120 s (all configurable), and a broker whose connection closes is dropped at
+//! once. Name servers never talk to each other. Clients ask for a topic's route, the
+//! cluster's brokers, or the topic list.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+
+use crate::machine::{ConnId, Output};
+use crate::protocol::{
+    BrokerData, ClusterInfo, DataVersion, KvTable, MASTER_ID, QueueData, RegisterBrokerBody,
+    TopicConfig, TopicList, TopicRouteData, to_body,
+};
+use crate::remoting::codes::{request, response};
+use crate::remoting::{FieldError, RemotingCommand};
+
+/// The KV namespace whose entries are returned with routes (RocketMQ's ORDER_TOPIC_CONFIG).
+pub const ORDER_TOPIC_CONFIG: &str = "ORDER_TOPIC_CONFIG";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameServerConfig {
+    /// A broker not heard from for this long is dropped (RocketMQ: 120 s).
+    pub broker_expire_ms: u64,
+    /// How often to look for silent brokers (RocketMQ: 10 s).
+    pub scan_interval_ms: u64,
+}
+
+impl Default for NameServerConfig {
+    fn default() -> Self {
+        NameServerConfig {
+            broker_expire_ms: 120_000,
+            scan_interval_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct BrokerLive {
+    last_update: u64,
+    data_version: DataVersion,
+    conn: ConnId,
+    ha_server_addr: String,
+}
+
+pub struct NameServer {
+    config: NameServerConfig,
+    /// topic -> broker name -> queues.
+    topic_queue_table: BTreeMap<String, BTreeMap<String, QueueData>>,
+    broker_addr_table: BTreeMap<String, BrokerData>,
+    cluster_addr_table: BTreeMap<String, BTreeSet<String>>,
+    /// broker address -> liveness.
+    broker_live_table: BTreeMap<String, BrokerLive>,
+    kv: BTreeMap<String, BTreeMap<String, String>>,
+    next_scan: u64,
+    outputs: VecDeque<Output>,
+}
+
+impl NameServer {
+    pub fn new(config: NameServerConfig, now: u64) -> Self {
+        let next_scan = now + config.scan_interval_ms;
+        NameServer {
+            config,
+            topic_queue_table: BTreeMap::new(),
+            broker_addr_table: BTreeMap::new(),
+            cluster_addr_table: BTreeMap::new(),
+            broker_live_table: BTreeMap::new(),
+            kv: BTreeMap::new(),
+            next_scan,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The next output for the driver.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When the machine next wants `on_timeout`.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        Some(self.next_scan)
+    }
+
+    /// Time passed: runs the expiry scan when it is due.
+    pub fn on_timeout(&mut self, now: u64) {
+        if now < self.next_scan {
+            return;
+        }
+        self.next_scan = now + self.config.scan_interval_ms;
+        let expired: Vec<(String, ConnId)> = self
+            .broker_live_table
+            .iter()
+            .filter(|(_, live)| now.saturating_sub(live.last_update) > self.config.broker_expire_ms)
+            .map(|(addr, live)| (addr.clone(), live.conn))
+            .collect();
+        for (addr, conn) in expired {
+            tracing::warn!(broker = %addr, "broker expired: no registration for {} ms", self.config.broker_expire_ms);
+            self.outputs.push_back(Output::Close {
+                conn,
+                reason: format!("broker {addr} expired"),
+            });
+            self.remove_broker_addr(&addr);
+        }
+    }
+
+    /// A connection closed: brokers registered over it are gone (RocketMQ does the same).
+    pub fn on_disconnect(&mut self, conn: ConnId, _now: u64) {
+        let gone: Vec<String> = self
+            .broker_live_table
+            .iter()
+            .filter(|(_, l)| l.conn == conn)
+            .map(|(a, _)| a.clone())
+            .collect();
+        for addr in gone {
+            tracing::info!(broker = %addr, "broker connection closed");
+            self.remove_broker_addr(&addr);
+        }
+    }
+
+    /// A command arrived on `conn`.
+    pub fn on_command(&mut self, conn: ConnId, cmd: RemotingCommand, now: u64) {
+        if cmd.is_response() {
+            return; // the name server sends no requests, so no response is awaited
+        }
+        let reply = match self.handle(conn, &cmd, now) {
+            Ok(reply) => reply,
+            Err(e) => {
+                RemotingCommand::response_to(&cmd, response::SYSTEM_ERROR, Some(e.to_string()))
+            }
+        };
+        if !cmd.is_oneway() {
+            self.outputs.push_back(Output::Send { conn, cmd: reply });
+        }
+    }
+
+    fn handle(
+        &mut self,
+        conn: ConnId,
+        cmd: &RemotingCommand,
+        now: u64,
+    ) -> Result<RemotingCommand, FieldError> {
+        let ok = |body: Bytes| {
+            RemotingCommand::response_to(cmd, response::SUCCESS, None).with_body(body)
+        };
+        match cmd.code {
+            request::REGISTER_BROKER => self.register_broker(conn, cmd, now),
+            request::UNREGISTER_BROKER => {
+                let addr: String = cmd.ext_req("brokerAddr")?;
+                let name: String = cmd.ext_req("brokerName")?;
+                let id: u64 = cmd.ext_req("brokerId")?;
+                // Only that id of that broker: a stale unregister must not drop a successor.
+                if self
+                    .broker_addr_table
+                    .get(&name)
+                    .and_then(|b| b.broker_addrs.get(&id))
+                    == Some(&addr)
+                {
+                    self.remove_broker_addr(&addr);
+                }
+                Ok(ok(Bytes::new()))
+            }
+            request::GET_ROUTEINFO_BY_TOPIC => {
+                let topic: String = cmd.ext_req("topic")?;
+                Ok(match self.route(&topic) {
+                    Some(route) => ok(to_body(&route)),
+                    None => RemotingCommand::response_to(
+                        cmd,
+                        response::TOPIC_NOT_EXIST,
+                        Some(format!(
+                            "No topic route info in name server for the topic: {topic}"
+                        )),
+                    ),
+                })
+            }
+            request::GET_BROKER_CLUSTER_INFO => Ok(ok(to_body(&self.cluster_info()))),
+            request::GET_ALL_TOPIC_LIST_FROM_NAMESERVER => Ok(ok(to_body(&self.topic_list()))),
+            request::GET_TOPICS_BY_CLUSTER => {
+                let cluster: String = cmd.ext_req("cluster")?;
+                let names = self
+                    .cluster_addr_table
+                    .get(&cluster)
+                    .cloned()
+                    .unwrap_or_default();
+                let topic_list = self
+                    .topic_queue_table
+                    .iter()
+                    .filter(|(_, q)| q.keys().any(|b| names.contains(b)))
+                    .map(|(t, _)| t.clone())
+                    .collect();
+                Ok(ok(to_body(&TopicList {
+                    topic_list,
+                    broker_addr: None,
+                })))
+            }
+            request::DELETE_TOPIC_IN_NAMESRV => {
+                let topic: String = cmd.ext_req("topic")?;
+                match cmd.ext("clusterName").filter(|c| !c.is_empty()) {
+                    // Only that cluster's brokers forget the topic.
+                    Some(cluster) => {
+                        let names = self
+                            .cluster_addr_table
+                            .get(cluster)
+                            .cloned()
+                            .unwrap_or_default();
+                        if let Some(q) = self.topic_queue_table.get_mut(&topic) {
+                            q.retain(|b, _| !names.contains(b));
+                            if q.is_empty() {
+                                self.topic_queue_table.remove(&topic);
+                            }
+                        }
+                    }
+                    None => {
+                        self.topic_queue_table.remove(&topic);
+                    }
+                }
+                Ok(ok(Bytes::new()))
+            }
+            request::PUT_KV_CONFIG => {
+                let ns: String = cmd.ext_req("namespace")?;
+                let key: String = cmd.ext_req("key")?;
+                let value: String = cmd.ext_req("value")?;
+                self.kv.entry(ns).or_default().insert(key, value);
+                Ok(ok(Bytes::new()))
+            }
+            request::GET_KV_CONFIG => {
+                let ns: String = cmd.ext_req("namespace")?;
+                let key: String = cmd.ext_req("key")?;
+                Ok(match self.kv.get(&ns).and_then(|t| t.get(&key)) {
+                    Some(v) => RemotingCommand::response_to(cmd, response::SUCCESS, None)
+                        .with_ext("value", v),
+                    None => RemotingCommand::response_to(
+                        cmd,
+                        response::QUERY_NOT_FOUND,
+                        Some(format!("No config item, Namespace: {ns} Key: {key}")),
+                    ),
+                })
+            }
+            request::DELETE_KV_CONFIG => {
+                let ns: String = cmd.ext_req("namespace")?;
+                let key: String = cmd.ext_req("key")?;
+                if let Some(t) = self.kv.get_mut(&ns) {
+                    t.remove(&key);
+                }
+                Ok(ok(Bytes::new()))
+            }
+            code => Ok(RemotingCommand::response_to(
+                cmd,
+                response::REQUEST_CODE_NOT_SUPPORTED,
+                Some(format!(" request type {code} not supported")),
+            )),
+        }
+    }
+
+    fn register_broker(
+        &mut self,
+        conn: ConnId,
+        cmd: &RemotingCommand,
+        now: u64,
+    ) -> Result<RemotingCommand, FieldError> {
+        let cluster: String = cmd.ext_req("clusterName")?;
+        let name: String = cmd.ext_req("brokerName")?;
+        let addr: String = cmd.ext_req("brokerAddr")?;
+        let id: u64 = cmd.ext_req("brokerId")?;
+        let ha_server_addr: String = cmd.ext_opt("haServerAddr")?.unwrap_or_default();
+        if cmd.ext_bool("compressed")? == Some(true) {
+            return Ok(RemotingCommand::response_to(
+                cmd,
+                response::SYSTEM_ERROR,
+                Some(
+                    "compressed broker registration is not supported; set compressedRegister=false"
+                        .into(),
+                ),
+            ));
+        }
+        let body: RegisterBrokerBody = if cmd.body.is_empty() {
+            RegisterBrokerBody::default()
+        } else {
+            serde_json::from_slice(&cmd.body).map_err(|e| FieldError::Invalid {
+                field: "body",
+                value: e.to_string(),
+                ty: "RegisterBrokerBody JSON",
+            })?
+        };
+
+        self.cluster_addr_table
+            .entry(cluster.clone())
+            .or_default()
+            .insert(name.clone());
+        let data = self
+            .broker_addr_table
+            .entry(name.clone())
+            .or_insert_with(|| BrokerData {
+                cluster: cluster.clone(),
+                broker_name: name.clone(),
+                broker_addrs: BTreeMap::new(),
+            });
+        // The same address under another id is that broker changing role: keep one.
+        data.broker_addrs
+            .retain(|other_id, a| !(*a == addr && *other_id != id));
+        let first = data.broker_addrs.insert(id, addr.clone()).as_deref() != Some(addr.as_str());
+
+        let wrapper = body.topic_config_serialize_wrapper;
+        let changed = self
+            .broker_live_table
+            .get(&addr)
+            .is_none_or(|l| l.data_version != wrapper.data_version);
+        if id == MASTER_ID && (first || changed) {
+            self.update_topics(&name, &wrapper.topic_config_table);
+        }
+        self.broker_live_table.insert(
+            addr.clone(),
+            BrokerLive {
+                last_update: now,
+                data_version: wrapper.data_version,
+                conn,
+                ha_server_addr,
+            },
+        );
+
+        let mut resp = RemotingCommand::response_to(cmd, response::SUCCESS, None);
+        if id != MASTER_ID {
+            if let Some(master) = self
+                .broker_addr_table
+                .get(&name)
+                .and_then(|b| b.master_addr())
+            {
+                let ha = self
+                    .broker_live_table
+                    .get(master)
+                    .map(|l| l.ha_server_addr.clone())
+                    .unwrap_or_default();
+                resp = resp
+                    .with_ext("masterAddr", master)
+                    .with_ext("haServerAddr", ha);
+            }
+        }
+        let table = self.kv.get(ORDER_TOPIC_CONFIG).cloned().unwrap_or_default();
+        Ok(resp.with_body(to_body(&KvTable { table })))
+    }
+
+    /// A master's full topic table replaces what it registered before.
+    fn update_topics(&mut self, broker_name: &str, topics: &BTreeMap<String, TopicConfig>) {
+        for (topic, queues) in self.topic_queue_table.iter_mut() {
+            if !topics.contains_key(topic) {
+                queues.remove(broker_name);
+            }
+        }
+        self.topic_queue_table.retain(|_, q| !q.is_empty());
+        for (topic, tc) in topics {
+            self.topic_queue_table
+                .entry(topic.clone())
+                .or_default()
+                .insert(
+                    broker_name.to_string(),
+                    QueueData {
+                        broker_name: broker_name.to_string(),
+                        read_queue_nums: tc.read_queue_nums,
+                        write_queue_nums: tc.write_queue_nums,
+                        perm: tc.perm,
+                        topic_sys_flag: tc.topic_sys_flag,
+                    },
+                );
+        }
+    }
+
+    /// Forgets one broker address; a broker group with no address left takes its queues along.
+    fn remove_broker_addr(&mut self, addr: &str) {
+        self.broker_live_table.remove(addr);
+        let mut emptied = None;
+        for (name, data) in self.broker_addr_table.iter_mut() {
+            let before = data.broker_addrs.len();
+            data.broker_addrs.retain(|_, a| a != addr);
+            if data.broker_addrs.len() != before && data.broker_addrs.is_empty() {
+                emptied = Some((name.clone(), data.cluster.clone()));
+            }
+        }
+        let Some((name, cluster)) = emptied else {
+            return;
+        };
+        self.broker_addr_table.remove(&name);
+        if let Some(names) = self.cluster_addr_table.get_mut(&cluster) {
+            names.remove(&name);
+            if names.is_empty() {
+                self.cluster_addr_table.remove(&cluster);
+            }
+        }
+        for queues in self.topic_queue_table.values_mut() {
+            queues.remove(&name);
+        }
+        self.topic_queue_table.retain(|_, q| !q.is_empty());
+    }
+
+    /// A topic's route, or `None` if no live broker serves it.
+    pub fn route(&self, topic: &str) -> Option<TopicRouteData> {
+        let queues = self.topic_queue_table.get(topic)?;
+        let queue_datas: Vec<QueueData> = queues.values().cloned().collect();
+        let broker_datas: Vec<BrokerData> = queues
+            .keys()
+            .filter_map(|name| self.broker_addr_table.get(name).cloned())
+            .collect();
+        if queue_datas.is_empty() || broker_datas.is_empty() {
+            return None;
+        }
+        let order_topic_conf = self
+            .kv
+            .get(ORDER_TOPIC_CONFIG)
+            .and_then(|t| t.get(topic))
+            .cloned();
+        Some(TopicRouteData {
+            order_topic_conf,
+            queue_datas,
+            broker_datas,
+            filter_server_table: BTreeMap::new(),
+        })
+    }
+
+    pub fn cluster_info(&self) -> ClusterInfo {
+        ClusterInfo {
+            broker_addr_table: self.broker_addr_table.clone(),
+            cluster_addr_table: self.cluster_addr_table.clone(),
+        }
+    }
+
+    pub fn topic_list(&self) -> TopicList {
+        TopicList {
+            topic_list: self.topic_queue_table.keys().cloned().collect(),
+            broker_addr: None,
+        }
+    }
+
+    /// Addresses of live brokers (for tests, admin and checkers).
+    pub fn live_brokers(&self) -> impl Iterator<Item = &str> {
+        self.broker_live_table.keys().map(String::as_str)
+    }
+}

@@ -1,0 +1,112 @@
+//! Bodies of protocol messages, in the JSON shapes Apache RocketMQ uses (field names as Java
+//! serializes them). Broker-id keys are quoted strings ("0"): every SDK seen parses that.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+pub use rockfish_store::config::{DataVersion, TopicConfig};
+
+/// RocketMQ's permission bits.
+pub mod perm {
+    pub const PRIORITY: u32 = 1 << 3;
+    pub const READ: u32 = 1 << 2;
+    pub const WRITE: u32 = 1 << 1;
+    pub const INHERIT: u32 = 1;
+
+    pub fn readable(perm: u32) -> bool {
+        perm & READ != 0
+    }
+    pub fn writeable(perm: u32) -> bool {
+        perm & WRITE != 0
+    }
+}
+
+/// The master's broker id.
+pub const MASTER_ID: u64 = 0;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueData {
+    pub broker_name: String,
+    pub read_queue_nums: u32,
+    pub write_queue_nums: u32,
+    pub perm: u32,
+    #[serde(default)]
+    pub topic_sys_flag: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerData {
+    pub cluster: String,
+    pub broker_name: String,
+    /// Broker id to address; id 0 is the master.
+    pub broker_addrs: BTreeMap<u64, String>,
+}
+
+impl BrokerData {
+    pub fn master_addr(&self) -> Option<&str> {
+        self.broker_addrs.get(&MASTER_ID).map(String::as_str)
+    }
+}
+
+/// GET_ROUTEINFO_BY_TOPIC's body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicRouteData {
+    #[serde(default)]
+    pub order_topic_conf: Option<String>,
+    pub queue_datas: Vec<QueueData>,
+    pub broker_datas: Vec<BrokerData>,
+    #[serde(default)]
+    pub filter_server_table: BTreeMap<String, Vec<String>>,
+}
+
+/// GET_BROKER_CLUSTER_INFO's body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterInfo {
+    pub broker_addr_table: BTreeMap<String, BrokerData>,
+    pub cluster_addr_table: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// GET_ALL_TOPIC_LIST_FROM_NAMESERVER's body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicList {
+    pub topic_list: BTreeSet<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_addr: Option<String>,
+}
+
+/// The topic configs a broker registers, with their version.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicConfigSerializeWrapper {
+    #[serde(default)]
+    pub topic_config_table: BTreeMap<String, TopicConfig>,
+    #[serde(default)]
+    pub data_version: DataVersion,
+}
+
+/// REGISTER_BROKER's body (uncompressed form).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegisterBrokerBody {
+    #[serde(default)]
+    pub topic_config_serialize_wrapper: TopicConfigSerializeWrapper,
+    #[serde(default)]
+    pub filter_server_list: Vec<String>,
+}
+
+/// A KV table body (REGISTER_BROKER's response carries the ORDER_TOPIC_CONFIG namespace).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvTable {
+    pub table: BTreeMap<String, String>,
+}
+
+/// Serializes a body as JSON bytes.
+pub fn to_body<T: Serialize>(value: &T) -> bytes::Bytes {
+    bytes::Bytes::from(serde_json::to_vec(value).expect("protocol bodies always serialize"))
+}
