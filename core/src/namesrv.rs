@@ -320,21 +320,20 @@ impl NameServer {
         );
 
         let mut resp = RemotingCommand::response_to(cmd, response::SUCCESS, None);
-        if id != MASTER_ID {
-            if let Some(master) = self
+        if id != MASTER_ID
+            && let Some(master) = self
                 .broker_addr_table
                 .get(&name)
                 .and_then(|b| b.master_addr())
-            {
-                let ha = self
-                    .broker_live_table
-                    .get(master)
-                    .map(|l| l.ha_server_addr.clone())
-                    .unwrap_or_default();
-                resp = resp
-                    .with_ext("masterAddr", master)
-                    .with_ext("haServerAddr", ha);
-            }
+        {
+            let ha = self
+                .broker_live_table
+                .get(master)
+                .map(|l| l.ha_server_addr.clone())
+                .unwrap_or_default();
+            resp = resp
+                .with_ext("masterAddr", master)
+                .with_ext("haServerAddr", ha);
         }
         let table = self.kv.get(ORDER_TOPIC_CONFIG).cloned().unwrap_or_default();
         Ok(resp.with_body(to_body(&KvTable { table })))
