@@ -11,7 +11,9 @@
 //! Status: the remoting codec (`remoting`), protocol bodies (`protocol`) and the `NameServer`
 //! machine are here; the broker and client machines follow.
 
+pub mod broker;
 pub mod machine;
+pub mod message;
 pub mod namesrv;
 pub mod protocol;
 pub mod remoting;

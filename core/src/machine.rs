@@ -1,8 +1,11 @@
 //! What every machine shares: connection handles and the outputs a driver drains.
 //!
 //! A machine never touches I/O. The driver tells it what happened (a frame arrived on a
-//! connection, a connection opened or closed, time passed) and then drains `poll_output()`
-//! and arms a timer for `poll_timeout()`. Times are milliseconds on the driver's clock.
+//! connection, a connection opened or closed, a flush finished, time passed) and then drains
+//! `poll_output()` and arms a timer for `poll_timeout()`. Times are milliseconds on the
+//! driver's clock.
+
+use bytes::Bytes;
 
 use crate::remoting::RemotingCommand;
 
@@ -15,6 +18,20 @@ pub struct ConnId(pub u64);
 pub enum Output {
     /// Write this command to that connection.
     Send { conn: ConnId, cmd: RemotingCommand },
+    /// Write this command with `records` appended to its body, in order: stored records
+    /// handed to the socket as they lie in the commit log (the frame's body is
+    /// `cmd.body ++ records`).
+    SendRecords {
+        conn: ConnId,
+        cmd: RemotingCommand,
+        records: Vec<Bytes>,
+    },
+    /// Send a request to a peer by address, connecting (or reconnecting) as needed. Its
+    /// response comes back through the machine's `on_command`.
+    SendTo { addr: String, cmd: RemotingCommand },
     /// Close that connection (the reason goes to the log).
     Close { conn: ConnId, reason: String },
+    /// Make the commit log durable below `upto`; answer with `on_flushed` or
+    /// `on_flush_failed`.
+    Flush { upto: u64 },
 }

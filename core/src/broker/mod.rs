@@ -1,0 +1,495 @@
+//! `Broker`: a RocketMQ broker (master) as a Sans-IO machine over a `MessageStore`.
+//!
+//! Inputs: `on_connect`, `on_disconnect`, `on_command` (with the time the driver received
+//! it, for flow control), `on_flushed` / `on_flush_failed`, `on_timeout`. Outputs: responses,
+//! requests to name servers by address, flush requests. Appends and reads are synchronous
+//! store calls; making the log durable is a `Flush` output whose result comes back as an
+//! input, so SYNC_FLUSH acks exactly when the data is durable (group commit: one flush acks
+//! every send it covers). Periodic work (registration, async flush, checkpoint, offset
+//! persistence, client expiry) runs from `on_timeout`.
+
+mod admin;
+mod clients;
+mod pull;
+mod send;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rockfish_store::config::{self, ConsumerOffsetTable, TopicConfig, TopicConfigTable};
+use rockfish_store::record::HostAddr;
+use rockfish_store::{Disk, MessageStore, StoreError};
+
+use crate::machine::{ConnId, Output};
+use crate::remoting::codes::{request, response};
+use crate::remoting::{FieldError, RemotingCommand};
+
+pub use clients::{ConsumerData, HeartbeatData, SubscriptionData};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushDiskType {
+    /// Ack once appended; flush every `flush_interval_ms`.
+    Async,
+    /// Ack once durable (group commit).
+    Sync,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerConfig {
+    pub cluster_name: String,
+    pub broker_name: String,
+    pub broker_id: u64,
+    /// The address clients reach this broker at ("ip:port").
+    pub broker_addr: String,
+    pub namesrv_addrs: Vec<String>,
+    pub auto_create_topic: bool,
+    pub default_topic_queues: u32,
+    pub flush_disk_type: FlushDiskType,
+    pub sync_flush_timeout_ms: u64,
+    pub flush_interval_ms: u64,
+    pub register_interval_ms: u64,
+    pub checkpoint_interval_ms: u64,
+    pub offset_persist_interval_ms: u64,
+    /// Consumers silent this long are dropped from their group.
+    pub client_expire_ms: u64,
+    pub long_polling: bool,
+    /// Longest a pull may be held when the client asks for more.
+    pub max_suspend_ms: u64,
+    /// A send that waited longer than this before the broker saw it gets SYSTEM_BUSY.
+    pub max_wait_in_queue_ms: u64,
+    /// Most bytes returned by one pull (RocketMQ: 256 KiB in memory).
+    pub max_pull_bytes: usize,
+    /// Most messages returned by one pull (RocketMQ: 32 in memory).
+    pub max_pull_messages: usize,
+    pub seed: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            cluster_name: "DefaultCluster".into(),
+            broker_name: "broker-a".into(),
+            broker_id: 0,
+            broker_addr: "127.0.0.1:10911".into(),
+            namesrv_addrs: vec!["127.0.0.1:9876".into()],
+            auto_create_topic: true,
+            default_topic_queues: 4,
+            flush_disk_type: FlushDiskType::Async,
+            sync_flush_timeout_ms: 5_000,
+            flush_interval_ms: 500,
+            register_interval_ms: 30_000,
+            checkpoint_interval_ms: 1_000,
+            offset_persist_interval_ms: 5_000,
+            client_expire_ms: 120_000,
+            long_polling: true,
+            max_suspend_ms: 30_000,
+            max_wait_in_queue_ms: 200,
+            max_pull_bytes: 256 * 1024,
+            max_pull_messages: 32,
+            seed: 0,
+        }
+    }
+}
+
+/// Parses "a.b.c.d:port" into the store's host form.
+pub fn parse_host(addr: &str) -> Option<HostAddr> {
+    let (ip, port) = addr.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let mut octets = [0u8; 4];
+    let mut parts = ip.split('.');
+    for o in octets.iter_mut() {
+        *o = parts.next()?.parse().ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(HostAddr::V4(octets, port))
+}
+
+/// A send whose response waits for its data to become durable.
+struct SyncWaiter {
+    conn: ConnId,
+    response: RemotingCommand,
+    end: u64,
+    deadline: u64,
+}
+
+/// A pull held until a message arrives or the deadline passes.
+struct PendingPull {
+    conn: ConnId,
+    request: RemotingCommand,
+    deadline: u64,
+}
+
+/// Why the broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("invalid broker address {0:?}: expected ip:port")]
+    BadAddr(String),
+}
+
+pub struct Broker<D: Disk> {
+    config: BrokerConfig,
+    store_host: HostAddr,
+    store: MessageStore<D>,
+    topics: TopicConfigTable,
+    offsets: ConsumerOffsetTable,
+    offsets_dirty: bool,
+    clients: clients::ClientTable,
+    peers: BTreeMap<ConnId, HostAddr>,
+    pending_pulls: BTreeMap<(String, u32), Vec<PendingPull>>,
+    sync_waiters: VecDeque<SyncWaiter>,
+    flush_in_flight: Option<u64>,
+    next_register: u64,
+    next_flush: u64,
+    next_checkpoint: u64,
+    next_offset_persist: u64,
+    next_client_scan: u64,
+    next_opaque: i32,
+    rng: Xoshiro256PlusPlus,
+    outputs: VecDeque<Output>,
+}
+
+impl<D: Disk> Broker<D> {
+    /// A broker over an opened (recovered) store. Loads topics and consumer offsets from the
+    /// store's config files and registers with the name servers at once.
+    pub fn new(
+        config: BrokerConfig,
+        mut store: MessageStore<D>,
+        now: u64,
+    ) -> Result<Self, BrokerError> {
+        let store_host = parse_host(&config.broker_addr)
+            .ok_or_else(|| BrokerError::BadAddr(config.broker_addr.clone()))?;
+        let topics: TopicConfigTable =
+            config::load(store.disk(), config::TOPICS_FILE)?.unwrap_or_default();
+        let offsets: ConsumerOffsetTable =
+            config::load(store.disk(), config::CONSUMER_OFFSETS_FILE)?.unwrap_or_default();
+        // A fresh store still needs its config files to exist for operators to find.
+        if store
+            .disk()
+            .read_file(config::TOPICS_FILE)
+            .map_err(StoreError::from)?
+            .is_none()
+        {
+            config::save(store.disk_mut(), config::TOPICS_FILE, &topics)?;
+        }
+        let rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
+        let mut broker = Broker {
+            store_host,
+            store,
+            topics,
+            offsets,
+            offsets_dirty: false,
+            clients: clients::ClientTable::default(),
+            peers: BTreeMap::new(),
+            pending_pulls: BTreeMap::new(),
+            sync_waiters: VecDeque::new(),
+            flush_in_flight: None,
+            next_register: now,
+            next_flush: now + config.flush_interval_ms,
+            next_checkpoint: now + config.checkpoint_interval_ms,
+            next_offset_persist: now + config.offset_persist_interval_ms,
+            next_client_scan: now + 10_000,
+            next_opaque: 1,
+            rng,
+            outputs: VecDeque::new(),
+            config,
+        };
+        broker.register_all(now);
+        Ok(broker)
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.config
+    }
+    pub fn store(&self) -> &MessageStore<D> {
+        &self.store
+    }
+    pub fn store_mut(&mut self) -> &mut MessageStore<D> {
+        &mut self.store
+    }
+    pub fn topic(&self, name: &str) -> Option<&TopicConfig> {
+        self.topics.topic_config_table.get(name)
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The earliest time the machine wants `on_timeout`.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let mut t = self
+            .next_register
+            .min(self.next_checkpoint)
+            .min(self.next_offset_persist)
+            .min(self.next_client_scan);
+        if self.config.flush_disk_type == FlushDiskType::Async {
+            t = t.min(self.next_flush);
+        }
+        if let Some(w) = self.sync_waiters.front() {
+            t = t.min(w.deadline);
+        }
+        for p in self.pending_pulls.values().flatten() {
+            t = t.min(p.deadline);
+        }
+        Some(t)
+    }
+
+    pub fn on_connect(&mut self, conn: ConnId, peer: HostAddr, _now: u64) {
+        self.peers.insert(conn, peer);
+    }
+
+    pub fn on_disconnect(&mut self, conn: ConnId, now: u64) {
+        self.peers.remove(&conn);
+        for pulls in self.pending_pulls.values_mut() {
+            pulls.retain(|p| p.conn != conn);
+        }
+        self.pending_pulls.retain(|_, v| !v.is_empty());
+        self.sync_waiters.retain(|w| w.conn != conn);
+        let changed = self.clients.remove_conn(conn);
+        for group in changed {
+            self.notify_group(&group, now);
+        }
+    }
+
+    /// A command arrived on `conn`; the driver read it off the socket at `received_at`.
+    pub fn on_command(&mut self, conn: ConnId, cmd: RemotingCommand, received_at: u64, now: u64) {
+        if cmd.is_response() {
+            return; // name server replies: nothing to act on yet
+        }
+        let reply = match self.handle(conn, &cmd, received_at, now) {
+            Ok(Some(reply)) => reply,
+            Ok(None) => return, // held (long poll, sync flush) or answered elsewhere
+            Err(e) => {
+                RemotingCommand::response_to(&cmd, response::SYSTEM_ERROR, Some(e.to_string()))
+            }
+        };
+        self.reply(conn, &cmd, reply);
+    }
+
+    fn reply(&mut self, conn: ConnId, request: &RemotingCommand, reply: RemotingCommand) {
+        if !request.is_oneway() {
+            self.outputs.push_back(Output::Send { conn, cmd: reply });
+        }
+    }
+
+    fn handle(
+        &mut self,
+        conn: ConnId,
+        cmd: &RemotingCommand,
+        received_at: u64,
+        now: u64,
+    ) -> Result<Option<RemotingCommand>, FieldError> {
+        match cmd.code {
+            request::SEND_MESSAGE | request::SEND_MESSAGE_V2 | request::SEND_BATCH_MESSAGE => {
+                self.send_message(conn, cmd, received_at, now)
+            }
+            request::PULL_MESSAGE => self.pull_message(conn, cmd, now, true),
+            request::HEART_BEAT => self.heartbeat(conn, cmd, now).map(Some),
+            request::UNREGISTER_CLIENT => self.unregister_client(cmd, now).map(Some),
+            request::GET_CONSUMER_LIST_BY_GROUP => self.consumer_list(cmd).map(Some),
+            request::QUERY_CONSUMER_OFFSET => self.query_consumer_offset(cmd).map(Some),
+            request::UPDATE_CONSUMER_OFFSET => self.update_consumer_offset(cmd).map(Some),
+            request::UPDATE_AND_CREATE_TOPIC => self.update_topic(cmd, now).map(Some),
+            request::DELETE_TOPIC_IN_BROKER => self.delete_topic(cmd, now).map(Some),
+            request::GET_ALL_TOPIC_CONFIG => self.all_topic_config(cmd).map(Some),
+            request::GET_MAX_OFFSET => self.max_offset(cmd).map(Some),
+            request::GET_MIN_OFFSET => self.min_offset(cmd).map(Some),
+            request::SEARCH_OFFSET_BY_TIMESTAMP => self.search_offset(cmd).map(Some),
+            request::GET_EARLIEST_MSG_STORETIME => self.earliest_store_time(cmd).map(Some),
+            request::VIEW_MESSAGE_BY_ID => self.view_message(conn, cmd).map(|_| None),
+            request::QUERY_MESSAGE => self.query_message(conn, cmd).map(|_| None),
+            request::GET_ALL_CONSUMER_OFFSET => self.all_consumer_offsets(cmd).map(Some),
+            code => Ok(Some(RemotingCommand::response_to(
+                cmd,
+                response::REQUEST_CODE_NOT_SUPPORTED,
+                Some(format!(" request type {code} not supported")),
+            ))),
+        }
+    }
+
+    /// Time passed: periodic work and expired waits.
+    pub fn on_timeout(&mut self, now: u64) {
+        if now >= self.next_register {
+            self.register_all(now);
+        }
+        if self.config.flush_disk_type == FlushDiskType::Async && now >= self.next_flush {
+            self.next_flush = now + self.config.flush_interval_ms;
+            self.request_flush();
+        }
+        self.expire_sync_waiters(now);
+        self.expire_pulls(now);
+        if now >= self.next_checkpoint {
+            self.next_checkpoint = now + self.config.checkpoint_interval_ms;
+            // Only what is already flushed is checkpointed; a stopped store is left alone.
+            if self.store.stopped().is_none()
+                && self.flush_in_flight.is_none()
+                && self.store.flushed() == self.store.write_pos()
+                && let Err(e) = self.store.checkpoint(now as i64)
+            {
+                tracing::error!(error = %e, "checkpoint failed; the store stops taking writes");
+            }
+        }
+        if now >= self.next_offset_persist {
+            self.next_offset_persist = now + self.config.offset_persist_interval_ms;
+            self.persist_offsets();
+        }
+        if now >= self.next_client_scan {
+            self.next_client_scan = now + 10_000;
+            let changed = self.clients.expire(now, self.config.client_expire_ms);
+            for group in changed {
+                self.notify_group(&group, now);
+            }
+        }
+    }
+
+    /// Asks the driver to flush everything appended so far, unless a flush is running.
+    fn request_flush(&mut self) {
+        let upto = self.store.write_pos();
+        if self.flush_in_flight.is_none()
+            && upto > self.store.flushed()
+            && self.store.stopped().is_none()
+        {
+            self.flush_in_flight = Some(upto);
+            self.outputs.push_back(Output::Flush { upto });
+        }
+    }
+
+    /// Commit log byte ranges a flush thread must sync to make `upto` durable.
+    pub fn flush_ranges(&self, upto: u64) -> Vec<(rockfish_store::FileId, u64, u64)> {
+        self.store.commit_log().flush_ranges(upto)
+    }
+
+    /// Runs a requested flush inline (simulator and simple drivers).
+    pub fn run_flush(&mut self, upto: u64, now: u64) {
+        let ranges = self.flush_ranges(upto);
+        let mut result = Ok(());
+        for (file, off, len) in ranges {
+            if let Err(e) = self.store.disk_mut().sync(file, off, len) {
+                result = Err(e.to_string());
+                break;
+            }
+        }
+        match result {
+            Ok(()) => self.on_flushed(upto, now),
+            Err(e) => self.on_flush_failed(e, now),
+        }
+    }
+
+    /// A flush finished: everything below `upto` is durable. Acks the sends it covers.
+    pub fn on_flushed(&mut self, upto: u64, _now: u64) {
+        self.flush_in_flight = None;
+        self.store.commit_log_mut().on_flushed(upto);
+        let durable = self.store.flushed();
+        while self.sync_waiters.front().is_some_and(|w| w.end <= durable) {
+            let w = self.sync_waiters.pop_front().expect("checked");
+            self.outputs.push_back(Output::Send {
+                conn: w.conn,
+                cmd: w.response,
+            });
+        }
+        if !self.sync_waiters.is_empty() {
+            self.request_flush();
+        }
+    }
+
+    /// A flush failed: the store stops taking writes, and every waiting send gets an error
+    /// (its message may or may not be durable; it is never reported stored).
+    pub fn on_flush_failed(&mut self, reason: String, _now: u64) {
+        self.flush_in_flight = None;
+        self.store.commit_log_mut().on_flush_failed(reason.clone());
+        for w in std::mem::take(&mut self.sync_waiters) {
+            let mut r = w.response;
+            r.code = response::SYSTEM_ERROR;
+            r.remark = Some(format!(
+                "flush failed, the message may not be durable: {reason}"
+            ));
+            self.outputs.push_back(Output::Send {
+                conn: w.conn,
+                cmd: r,
+            });
+        }
+    }
+
+    fn expire_sync_waiters(&mut self, now: u64) {
+        // Waiters are in append order and share one timeout, so deadlines are ordered too.
+        while self.sync_waiters.front().is_some_and(|w| w.deadline <= now) {
+            let w = self.sync_waiters.pop_front().expect("checked");
+            let mut r = w.response;
+            r.code = response::FLUSH_DISK_TIMEOUT;
+            r.remark = Some("flush disk timeout: stored, not yet known durable".into());
+            self.outputs.push_back(Output::Send {
+                conn: w.conn,
+                cmd: r,
+            });
+        }
+    }
+
+    fn next_opaque(&mut self) -> i32 {
+        self.next_opaque = self.next_opaque.wrapping_add(1);
+        self.next_opaque
+    }
+
+    /// Registers with every name server (RocketMQ: every 30 s, and on topic changes).
+    fn register_all(&mut self, now: u64) {
+        self.next_register = now + self.config.register_interval_ms;
+        let body = crate::protocol::RegisterBrokerBody {
+            topic_config_serialize_wrapper: crate::protocol::TopicConfigSerializeWrapper {
+                topic_config_table: self.topics.topic_config_table.clone(),
+                data_version: self.topics.data_version,
+            },
+            filter_server_list: Vec::new(),
+        };
+        let body = crate::protocol::to_body(&body);
+        for addr in self.config.namesrv_addrs.clone() {
+            let opaque = self.next_opaque();
+            let cmd = RemotingCommand::request(request::REGISTER_BROKER, opaque)
+                .with_ext("brokerAddr", &self.config.broker_addr)
+                .with_ext("brokerName", &self.config.broker_name)
+                .with_ext("brokerId", self.config.broker_id)
+                .with_ext("clusterName", &self.config.cluster_name)
+                .with_ext("haServerAddr", "")
+                .with_ext("compressed", false)
+                .with_ext("bodyCrc32", crc32fast::hash(&body) as i32)
+                .with_body(body.clone());
+            self.outputs.push_back(Output::SendTo { addr, cmd });
+        }
+    }
+
+    fn persist_offsets(&mut self) {
+        if !self.offsets_dirty {
+            return;
+        }
+        match config::save(
+            self.store.disk_mut(),
+            config::CONSUMER_OFFSETS_FILE,
+            &self.offsets,
+        ) {
+            Ok(()) => self.offsets_dirty = false,
+            Err(e) => tracing::error!(error = %e, "persisting consumer offsets failed; will retry"),
+        }
+    }
+
+    fn persist_topics(&mut self, now: u64) {
+        self.topics.data_version.timestamp = now as i64;
+        self.topics.data_version.counter += 1;
+        if let Err(e) = config::save(self.store.disk_mut(), config::TOPICS_FILE, &self.topics) {
+            tracing::error!(error = %e, "persisting topics failed");
+        }
+        self.register_all(now);
+    }
+
+    /// Flushes, checkpoints and persists offsets; hands back the store's disk.
+    pub fn shutdown(mut self, now: u64) -> Result<D, StoreError> {
+        self.persist_offsets();
+        self.store.shutdown(now as i64)
+    }
+
+    fn body_response(cmd: &RemotingCommand, body: Bytes) -> RemotingCommand {
+        RemotingCommand::response_to(cmd, response::SUCCESS, None).with_body(body)
+    }
+}

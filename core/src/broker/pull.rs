@@ -1,0 +1,224 @@
+//! PULL_MESSAGE with long polling: a pull that finds nothing new is held until a message
+//! arrives at its queue or its suspend time runs out.
+
+use rockfish_store::{Disk, GetStatus};
+
+use super::{Broker, PendingPull};
+use crate::machine::{ConnId, Output};
+use crate::message::TagFilter;
+use crate::protocol::perm;
+use crate::remoting::codes::response;
+use crate::remoting::{FieldError, RemotingCommand};
+
+/// PullSysFlag bits.
+pub const FLAG_COMMIT_OFFSET: i32 = 1;
+pub const FLAG_SUSPEND: i32 = 1 << 1;
+pub const FLAG_SUBSCRIPTION: i32 = 1 << 2;
+
+impl<D: Disk> Broker<D> {
+    /// Serves a pull. `may_suspend` is false when re-running a held pull at its deadline.
+    pub(super) fn pull_message(
+        &mut self,
+        conn: ConnId,
+        cmd: &RemotingCommand,
+        now: u64,
+        may_suspend: bool,
+    ) -> Result<Option<RemotingCommand>, FieldError> {
+        let group: String = cmd.ext_req("consumerGroup")?;
+        let topic: String = cmd.ext_req("topic")?;
+        let queue_id: u32 = cmd.ext_req("queueId")?;
+        let offset: u64 = cmd.ext_req::<i64>("queueOffset")?.max(0) as u64;
+        let max_msgs: usize = cmd
+            .ext_req::<i64>("maxMsgNums")?
+            .clamp(1, self.config.max_pull_messages as i64) as usize;
+        let sys_flag: i32 = cmd.ext_opt("sysFlag")?.unwrap_or(0);
+        let commit_offset: i64 = cmd.ext_opt("commitOffset")?.unwrap_or(-1);
+        let suspend_ms: u64 = cmd
+            .ext_opt::<i64>("suspendTimeoutMillis")?
+            .unwrap_or(0)
+            .max(0) as u64;
+
+        let refuse = |code: i32, remark: String| {
+            Ok(Some(RemotingCommand::response_to(cmd, code, Some(remark))))
+        };
+        let Some(tc) = self.topics.topic_config_table.get(&topic) else {
+            return refuse(
+                response::TOPIC_NOT_EXIST,
+                format!("topic[{topic}] not exist, apply first please!"),
+            );
+        };
+        if !perm::readable(tc.perm) {
+            return refuse(
+                response::NO_PERMISSION,
+                format!("the topic[{topic}] pulling message is forbidden"),
+            );
+        }
+        if queue_id >= tc.read_queue_nums {
+            return refuse(
+                response::SYSTEM_ERROR,
+                format!(
+                    "queueId[{queue_id}] is illegal, topic:[{topic}] topicConfig.readQueueNums:[{}]",
+                    tc.read_queue_nums
+                ),
+            );
+        }
+        let filter = if sys_flag & FLAG_SUBSCRIPTION != 0 {
+            TagFilter::parse(cmd.ext("subscription").unwrap_or("*"))
+        } else {
+            match self.clients.subscription(&group, &topic) {
+                Some(f) => f,
+                None => {
+                    return refuse(
+                        response::SUBSCRIPTION_NOT_EXIST,
+                        format!(
+                            "the consumer's subscription not exist, group: {group} topic: {topic}"
+                        ),
+                    );
+                }
+            }
+        };
+        if sys_flag & FLAG_COMMIT_OFFSET != 0 && commit_offset >= 0 {
+            self.offsets
+                .set(&topic, &group, queue_id, commit_offset as u64);
+            self.offsets_dirty = true;
+        }
+
+        let got = match self.store.get(
+            &topic,
+            queue_id,
+            offset,
+            max_msgs,
+            self.config.max_pull_bytes,
+            &|c| filter.matches_code(c),
+        ) {
+            Ok(got) => got,
+            Err(e) => return refuse(response::SYSTEM_ERROR, format!("store error: {e}")),
+        };
+        let mut code = match got.status {
+            GetStatus::Found => response::SUCCESS,
+            GetStatus::NoMatchedMessage | GetStatus::OffsetFoundNull => {
+                response::PULL_RETRY_IMMEDIATELY
+            }
+            GetStatus::NoMatchedLogicQueue | GetStatus::NoMessageInQueue => {
+                if offset != 0 {
+                    response::PULL_OFFSET_MOVED
+                } else {
+                    response::PULL_NOT_FOUND
+                }
+            }
+            GetStatus::OffsetOverflowOne => response::PULL_NOT_FOUND,
+            GetStatus::OffsetTooSmall | GetStatus::OffsetOverflowBadly => {
+                response::PULL_OFFSET_MOVED
+            }
+        };
+        if code == response::PULL_RETRY_IMMEDIATELY
+            && got.status == GetStatus::NoMatchedMessage
+            && got.next_offset == got.max_offset
+        {
+            // Everything left was filtered out: same as nothing new, as RocketMQ answers.
+            code = response::PULL_NOT_FOUND;
+        }
+        // Nothing new: hold the pull if the client allows it (long polling).
+        if code == response::PULL_NOT_FOUND
+            && may_suspend
+            && sys_flag & FLAG_SUSPEND != 0
+            && suspend_ms > 0
+        {
+            let wait = if self.config.long_polling {
+                suspend_ms.min(self.config.max_suspend_ms)
+            } else {
+                1_000
+            };
+            self.pending_pulls
+                .entry((topic, queue_id))
+                .or_default()
+                .push(PendingPull {
+                    conn,
+                    request: cmd.clone(),
+                    deadline: now + wait,
+                });
+            return Ok(None);
+        }
+        let resp = RemotingCommand::response_to(cmd, code, None)
+            .with_ext("nextBeginOffset", got.next_offset)
+            .with_ext("minOffset", got.min_offset)
+            .with_ext("maxOffset", got.max_offset)
+            .with_ext("suggestWhichBrokerId", 0);
+        if code == response::SUCCESS {
+            let records = got.messages.iter().map(|m| m.bytes().clone()).collect();
+            if !cmd.is_oneway() {
+                self.outputs.push_back(Output::SendRecords {
+                    conn,
+                    cmd: resp,
+                    records,
+                });
+            }
+            return Ok(None);
+        }
+        Ok(Some(resp))
+    }
+
+    /// A message arrived at (topic, queue): held pulls there get another try.
+    pub(super) fn wake_pulls(&mut self, topic: &str, queue_id: u32, now: u64) {
+        let key = (topic.to_string(), queue_id);
+        let Some(pulls) = self.pending_pulls.remove(&key) else {
+            return;
+        };
+        for p in pulls {
+            // Re-run with suspension allowed: a pull whose filter rejects the new message
+            // goes back to waiting with its original deadline.
+            let deadline = p.deadline;
+            match self.pull_message(p.conn, &p.request, now, true) {
+                Ok(Some(resp)) => self.reply(p.conn, &p.request, resp),
+                Ok(None) => {
+                    // Held again (fresh deadline set inside): restore the original one.
+                    if let Some(v) = self.pending_pulls.get_mut(&key)
+                        && let Some(last) = v.last_mut()
+                    {
+                        last.deadline = deadline;
+                    }
+                }
+                Err(e) => {
+                    let r = RemotingCommand::response_to(
+                        &p.request,
+                        response::SYSTEM_ERROR,
+                        Some(e.to_string()),
+                    );
+                    self.reply(p.conn, &p.request, r);
+                }
+            }
+        }
+    }
+
+    /// Held pulls whose time is up are answered with whatever is there now.
+    pub(super) fn expire_pulls(&mut self, now: u64) {
+        let mut due = Vec::new();
+        for pulls in self.pending_pulls.values_mut() {
+            let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(pulls)
+                .into_iter()
+                .partition(|p| p.deadline <= now);
+            *pulls = kept;
+            due.extend(expired);
+        }
+        self.pending_pulls.retain(|_, v| !v.is_empty());
+        for p in due {
+            match self.pull_message(p.conn, &p.request, now, false) {
+                Ok(Some(resp)) => self.reply(p.conn, &p.request, resp),
+                Ok(None) => {}
+                Err(e) => {
+                    let r = RemotingCommand::response_to(
+                        &p.request,
+                        response::SYSTEM_ERROR,
+                        Some(e.to_string()),
+                    );
+                    self.reply(p.conn, &p.request, r);
+                }
+            }
+        }
+    }
+
+    /// Pulls currently held (for tests and metrics).
+    pub fn held_pulls(&self) -> usize {
+        self.pending_pulls.values().map(Vec::len).sum()
+    }
+}

@@ -1,0 +1,258 @@
+//! SEND_MESSAGE, SEND_MESSAGE_V2 and SEND_BATCH_MESSAGE.
+
+use rand::Rng;
+use rockfish_store::config::TopicConfig;
+use rockfish_store::message_store::validate_topic;
+use rockfish_store::record::{EncodeError, StoreMessage};
+use rockfish_store::{DiskError, StoreError};
+
+use super::{Broker, FlushDiskType, SyncWaiter};
+use crate::machine::ConnId;
+use crate::message::{decode_batch, offset_msg_id};
+use crate::protocol::perm;
+use crate::remoting::codes::{request, response};
+use crate::remoting::{FieldError, RemotingCommand};
+use rockfish_store::Disk;
+
+/// SendMessageRequestHeader, read from either its long (V1) or one-letter (V2) field names.
+pub(super) struct SendHeader {
+    pub topic: String,
+    pub default_topic_queues: Option<u32>,
+    pub queue_id: i32,
+    pub sys_flag: i32,
+    pub born_timestamp: i64,
+    pub flag: i32,
+    pub properties: String,
+    pub reconsume_times: i32,
+    pub batch: bool,
+}
+
+fn field<'a>(
+    cmd: &'a RemotingCommand,
+    v2: &'static str,
+    v1: &'static str,
+) -> (&'static str, Option<&'a str>) {
+    match cmd.ext(v2) {
+        Some(v) => (v2, Some(v)),
+        None => (v1, cmd.ext(v1)),
+    }
+}
+
+fn parse<T: std::str::FromStr>(
+    cmd: &RemotingCommand,
+    v2: &'static str,
+    v1: &'static str,
+) -> Result<Option<T>, FieldError> {
+    let (name, v) = field(cmd, v2, v1);
+    match v {
+        None => Ok(None),
+        Some(v) => v.trim().parse().map(Some).map_err(|_| FieldError::Invalid {
+            field: name,
+            value: v.chars().take(64).collect(),
+            ty: std::any::type_name::<T>(),
+        }),
+    }
+}
+
+impl SendHeader {
+    pub fn parse(cmd: &RemotingCommand) -> Result<SendHeader, FieldError> {
+        Ok(SendHeader {
+            topic: parse(cmd, "b", "topic")?.ok_or(FieldError::Missing("topic"))?,
+            default_topic_queues: parse(cmd, "d", "defaultTopicQueueNums")?,
+            queue_id: parse(cmd, "e", "queueId")?.ok_or(FieldError::Missing("queueId"))?,
+            sys_flag: parse(cmd, "f", "sysFlag")?.unwrap_or(0),
+            born_timestamp: parse(cmd, "g", "bornTimestamp")?.unwrap_or(0),
+            flag: parse(cmd, "h", "flag")?.unwrap_or(0),
+            properties: field(cmd, "i", "properties").1.unwrap_or("").to_string(),
+            reconsume_times: parse(cmd, "j", "reconsumeTimes")?.unwrap_or(0),
+            batch: cmd.code == request::SEND_BATCH_MESSAGE
+                || field(cmd, "m", "batch")
+                    .1
+                    .is_some_and(|b| b.trim().eq_ignore_ascii_case("true")),
+        })
+    }
+}
+
+impl<D: Disk> Broker<D> {
+    pub(super) fn send_message(
+        &mut self,
+        conn: ConnId,
+        cmd: &RemotingCommand,
+        received_at: u64,
+        now: u64,
+    ) -> Result<Option<RemotingCommand>, FieldError> {
+        let refuse = |code: i32, remark: String| {
+            Ok(Some(RemotingCommand::response_to(cmd, code, Some(remark))))
+        };
+        // Flow control: a send that sat in the driver's queue too long is refused before work.
+        let waited = now.saturating_sub(received_at);
+        if waited > self.config.max_wait_in_queue_ms {
+            return refuse(
+                response::SYSTEM_BUSY,
+                format!(
+                    "[TIMEOUT_CLEAN_QUEUE]broker busy, start flow control for a while, period in queue: {waited}ms"
+                ),
+            );
+        }
+        if self.config.broker_id != crate::protocol::MASTER_ID {
+            return refuse(
+                response::SERVICE_NOT_AVAILABLE,
+                format!(
+                    "the broker[{}] sending message is forbidden: it is a slave",
+                    self.config.broker_name
+                ),
+            );
+        }
+        if let Some(reason) = self.store.stopped() {
+            return refuse(
+                response::SERVICE_NOT_AVAILABLE,
+                format!("the message store is not writable: {reason}"),
+            );
+        }
+        let h = SendHeader::parse(cmd)?;
+        if let Err(e) = validate_topic(&h.topic) {
+            return refuse(response::SYSTEM_ERROR, e.to_string());
+        }
+        let topic = match self.topic_for_send(&h, now) {
+            Some(t) => t,
+            None => {
+                return refuse(
+                    response::TOPIC_NOT_EXIST,
+                    format!("topic[{}] not exist, apply first please!", h.topic),
+                );
+            }
+        };
+        if !perm::writeable(topic.perm) {
+            return refuse(
+                response::NO_PERMISSION,
+                format!("the topic[{}] sending message is forbidden", h.topic),
+            );
+        }
+        let queue_id = if h.queue_id < 0 {
+            self.rng.random_range(0..topic.write_queue_nums.max(1))
+        } else {
+            h.queue_id as u32
+        };
+        if queue_id >= topic.write_queue_nums {
+            return refuse(
+                response::SYSTEM_ERROR,
+                format!(
+                    "request queueId[{queue_id}] is illegal, topic {} has {} write queues",
+                    h.topic, topic.write_queue_nums
+                ),
+            );
+        }
+        let born_host = self
+            .peers
+            .get(&conn)
+            .copied()
+            .unwrap_or(rockfish_store::record::HostAddr::UNSPECIFIED);
+        let base = StoreMessage {
+            topic: &h.topic,
+            queue_id,
+            flag: h.flag,
+            sys_flag: h.sys_flag,
+            born_timestamp: h.born_timestamp,
+            born_host,
+            store_host: self.store_host,
+            reconsume_times: h.reconsume_times,
+            prepared_transaction_offset: 0,
+            body: &cmd.body,
+            properties: h.properties.as_bytes(),
+        };
+        let put = if h.batch {
+            let items = match decode_batch(cmd.body.clone()) {
+                Ok(items) => items,
+                Err(e) => return refuse(response::MESSAGE_ILLEGAL, format!("bad batch body: {e}")),
+            };
+            let msgs: Vec<StoreMessage<'_>> = items
+                .iter()
+                .map(|it| StoreMessage {
+                    flag: it.flag,
+                    body: &it.body,
+                    properties: &it.properties,
+                    ..base
+                })
+                .collect();
+            self.store.put_batch(&msgs, now as i64)
+        } else {
+            self.store.put(&base, now as i64)
+        };
+        let put = match put {
+            Ok(put) => put,
+            Err(e) => {
+                let (code, remark) = match &e {
+                    StoreError::Encode(
+                        EncodeError::BodyTooLarge { .. } | EncodeError::PropertiesTooLong(_),
+                    ) => (response::MESSAGE_ILLEGAL, e.to_string()),
+                    StoreError::Encode(_) | StoreError::Invalid { .. } => {
+                        (response::MESSAGE_ILLEGAL, e.to_string())
+                    }
+                    StoreError::BatchTooLarge { .. } => (response::MESSAGE_ILLEGAL, e.to_string()),
+                    StoreError::Disk(DiskError::Full { .. }) => (
+                        response::SERVICE_NOT_AVAILABLE,
+                        format!("disk full, message not stored: {e}"),
+                    ),
+                    StoreError::Stopped { .. } => (response::SERVICE_NOT_AVAILABLE, e.to_string()),
+                    _ => (response::SYSTEM_ERROR, format!("store error: {e}")),
+                };
+                return refuse(code, remark);
+            }
+        };
+        let ids: Vec<String> = self
+            .store
+            .last_appended()
+            .iter()
+            .map(|a| offset_msg_id(self.store_host, a.offset))
+            .collect();
+        let resp = RemotingCommand::response_to(cmd, response::SUCCESS, None)
+            .with_ext("msgId", ids.join(","))
+            .with_ext("queueId", queue_id)
+            .with_ext("queueOffset", put.first.queue_offset)
+            .with_ext("MSG_REGION", "DefaultRegion")
+            .with_ext("TRACE_ON", "true");
+        self.wake_pulls(&h.topic, queue_id, now);
+        match self.config.flush_disk_type {
+            FlushDiskType::Async => Ok(Some(resp)),
+            FlushDiskType::Sync => {
+                if !cmd.is_oneway() {
+                    let deadline = now + self.config.sync_flush_timeout_ms;
+                    self.sync_waiters.push_back(SyncWaiter {
+                        conn,
+                        response: resp,
+                        end: put.end,
+                        deadline,
+                    });
+                }
+                self.request_flush();
+                Ok(None)
+            }
+        }
+    }
+
+    /// The topic to send to, auto-created (with the producer's default queue count, capped by
+    /// the broker's) when allowed.
+    fn topic_for_send(&mut self, h: &SendHeader, now: u64) -> Option<TopicConfig> {
+        if let Some(t) = self.topics.topic_config_table.get(&h.topic) {
+            return Some(t.clone());
+        }
+        let retry = h.topic.starts_with("%RETRY%");
+        if !self.config.auto_create_topic && !retry {
+            return None;
+        }
+        let queues = if retry {
+            1
+        } else {
+            h.default_topic_queues
+                .unwrap_or(self.config.default_topic_queues)
+                .clamp(1, self.config.default_topic_queues.max(1))
+        };
+        let t = TopicConfig::new(&h.topic, queues);
+        self.topics
+            .topic_config_table
+            .insert(h.topic.clone(), t.clone());
+        tracing::info!(topic = %h.topic, queues, "auto-created topic");
+        self.persist_topics(now);
+        Some(t)
+    }
+}

@@ -1,0 +1,189 @@
+//! Message-level protocol facts: the 16-byte offset message id, the client's batch body
+//! encoding (MessageDecoder.encodeMessages), properties strings, and tag subscriptions.
+
+use std::collections::BTreeSet;
+
+use bytes::{Buf, Bytes};
+use rockfish_store::record::{
+    HostAddr, NAME_VALUE_SEPARATOR, PROPERTY_SEPARATOR, java_string_hash,
+};
+
+/// RocketMQ's offset message id: store host IPv4 (4) + port (4) + commit log offset (8), as
+/// 32 uppercase hex digits (IPv6 hosts: 16 + 4 + 8 bytes, 56 digits).
+pub fn offset_msg_id(store_host: HostAddr, offset: u64) -> String {
+    let mut raw = Vec::with_capacity(28);
+    match store_host {
+        HostAddr::V4(ip, port) => {
+            raw.extend_from_slice(&ip);
+            raw.extend_from_slice(&(port as i32).to_be_bytes());
+        }
+        HostAddr::V6(ip, port) => {
+            raw.extend_from_slice(&ip);
+            raw.extend_from_slice(&(port as i32).to_be_bytes());
+        }
+    }
+    raw.extend_from_slice(&offset.to_be_bytes());
+    raw.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+/// Parses an offset message id back into store host and commit log offset.
+pub fn parse_offset_msg_id(id: &str) -> Option<(HostAddr, u64)> {
+    if !id.is_ascii() || !(id.len() == 32 || id.len() == 56) {
+        return None;
+    }
+    let raw: Option<Vec<u8>> = (0..id.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&id[i..i + 2], 16).ok())
+        .collect();
+    let raw = raw?;
+    let offset = u64::from_be_bytes(raw[raw.len() - 8..].try_into().ok()?);
+    let port = i32::from_be_bytes(raw[raw.len() - 12..raw.len() - 8].try_into().ok()?) as u16;
+    let host = if raw.len() == 16 {
+        HostAddr::V4(raw[..4].try_into().ok()?, port)
+    } else {
+        HostAddr::V6(raw[..16].try_into().ok()?, port)
+    };
+    Some((host, offset))
+}
+
+/// One message of a client batch body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchItem {
+    pub flag: i32,
+    pub body: Bytes,
+    pub properties: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("batch message {index} is truncated")]
+    Truncated { index: usize },
+    #[error("batch message {index} declares {declared} bytes but its fields take {actual}")]
+    SizeMismatch {
+        index: usize,
+        declared: i32,
+        actual: usize,
+    },
+    #[error("batch message {index} has a negative length")]
+    Negative { index: usize },
+    #[error("empty batch")]
+    Empty,
+}
+
+/// Splits a batch body: per message `i32 totalSize | i32 magic | i32 bodyCRC | i32 flag |
+/// i32 bodyLen | body | i16 propertiesLen | properties`. No copies: items share `body`.
+pub fn decode_batch(mut b: Bytes) -> Result<Vec<BatchItem>, BatchError> {
+    let mut out = Vec::new();
+    while b.has_remaining() {
+        let index = out.len();
+        if b.remaining() < 20 {
+            return Err(BatchError::Truncated { index });
+        }
+        let total = b.get_i32();
+        let _magic = b.get_i32();
+        let _body_crc = b.get_i32();
+        let flag = b.get_i32();
+        let body_len = b.get_i32();
+        if total < 0 || body_len < 0 {
+            return Err(BatchError::Negative { index });
+        }
+        if b.remaining() < body_len as usize + 2 {
+            return Err(BatchError::Truncated { index });
+        }
+        let body = b.split_to(body_len as usize);
+        let props_len = b.get_i16();
+        if props_len < 0 {
+            return Err(BatchError::Negative { index });
+        }
+        if b.remaining() < props_len as usize {
+            return Err(BatchError::Truncated { index });
+        }
+        let properties = b.split_to(props_len as usize);
+        let actual = 20 + body_len as usize + 2 + props_len as usize;
+        if total as usize != actual {
+            return Err(BatchError::SizeMismatch {
+                index,
+                declared: total,
+                actual,
+            });
+        }
+        out.push(BatchItem {
+            flag,
+            body,
+            properties,
+        });
+    }
+    if out.is_empty() {
+        return Err(BatchError::Empty);
+    }
+    Ok(out)
+}
+
+/// Encodes messages as a client batch body (for our own producers and tests).
+pub fn encode_batch(items: &[BatchItem]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for it in items {
+        let total = 20 + it.body.len() + 2 + it.properties.len();
+        out.extend_from_slice(&(total as i32).to_be_bytes());
+        out.extend_from_slice(&0i32.to_be_bytes());
+        out.extend_from_slice(&((crc32fast::hash(&it.body) & 0x7FFF_FFFF) as i32).to_be_bytes());
+        out.extend_from_slice(&it.flag.to_be_bytes());
+        out.extend_from_slice(&(it.body.len() as i32).to_be_bytes());
+        out.extend_from_slice(&it.body);
+        out.extend_from_slice(&(it.properties.len() as i16).to_be_bytes());
+        out.extend_from_slice(&it.properties);
+    }
+    out
+}
+
+/// Builds a properties string "k\x01v\x02...".
+pub fn properties_string<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in pairs {
+        out.extend_from_slice(k.as_bytes());
+        out.push(NAME_VALUE_SEPARATOR);
+        out.extend_from_slice(v.as_bytes());
+        out.push(PROPERTY_SEPARATOR);
+    }
+    out
+}
+
+/// A tag subscription: "*" (or empty) matches everything; "TagA || TagB" matches those tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagFilter {
+    pub expression: String,
+    pub tags: BTreeSet<String>,
+    pub codes: BTreeSet<i64>,
+}
+
+impl TagFilter {
+    pub const ALL: &'static str = "*";
+
+    pub fn parse(expression: &str) -> TagFilter {
+        let expr = expression.trim();
+        let mut tags = BTreeSet::new();
+        if !(expr.is_empty() || expr == Self::ALL) {
+            tags = expr
+                .split("||")
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .collect();
+        }
+        let codes = tags.iter().map(|t| java_string_hash(t) as i64).collect();
+        TagFilter {
+            expression: expr.to_string(),
+            tags,
+            codes,
+        }
+    }
+
+    pub fn matches_all(&self) -> bool {
+        self.tags.is_empty()
+    }
+
+    /// Consume-queue check on the tag hash code (a collision passes; clients re-check tags).
+    pub fn matches_code(&self, code: i64) -> bool {
+        self.matches_all() || self.codes.contains(&code)
+    }
+}
