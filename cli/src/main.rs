@@ -1,22 +1,198 @@
-//! The `rockfish` binary. Subcommands (standalone, namesrv, broker, admin, produce, consume,
-//! bench, sim) land with the issues that build them; until then it says so and exits non-zero.
+//! The `rockfish` binary: one command per job.
 
+mod conf;
+mod tools;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use clap::{Parser, Subcommand, ValueEnum};
+use rockfish_core::broker::{BrokerConfig, FlushDiskType};
+use rockfish_core::namesrv::NameServerConfig;
+use rockfish_net::launch::{start_broker, start_namesrv};
+use rockfish_store::StoreConfig;
+
+#[derive(Parser)]
+#[command(
+    name = "rockfish",
+    version,
+    about = "A RocketMQ-compatible message broker core"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Flush {
+    Async,
+    Sync,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Name server and broker in one process (127.0.0.1:9876 and :10911), data under ./rockfish-data.
+    Standalone {
+        #[arg(long, default_value = "./rockfish-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:9876")]
+        namesrv_listen: String,
+        #[arg(long, default_value = "127.0.0.1:10911")]
+        broker_listen: String,
+        /// ASYNC_FLUSH acks once appended; SYNC_FLUSH once durable.
+        #[arg(long, value_enum, default_value = "async")]
+        flush: Flush,
+        /// Commit log segment size in bytes (RocketMQ's mapedFileSizeCommitLog).
+        #[arg(long, default_value_t = 1 << 30)]
+        segment_size: u64,
+    },
+    /// A name server.
+    Namesrv {
+        #[arg(long, default_value = "0.0.0.0:9876")]
+        listen: String,
+    },
+    /// A broker configured by a RocketMQ broker.conf.
+    Broker {
+        #[arg(short = 'c', long = "config")]
+        config: PathBuf,
+    },
+    /// Administration, with mqadmin's command names.
+    Admin(tools::AdminArgs),
+    /// Send messages from the shell.
+    Produce(tools::ProduceArgs),
+    /// Pull and print messages.
+    Consume(tools::ConsumeArgs),
+    /// Benchmarks against any RocketMQ-compatible broker.
+    Bench(tools::BenchArgs),
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("--version") | Some("-V") => {
-            println!("rockfish {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rockfish: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
         }
-        _ => {
-            eprintln!(
-                "rockfish {}: the storage engine is built; the standalone broker arrives with \
-                 issue 3. See README.md.",
-                env!("CARGO_PKG_VERSION")
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rockfish: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn run(command: Command) -> Result<(), String> {
+    match command {
+        Command::Standalone {
+            data_dir,
+            namesrv_listen,
+            broker_listen,
+            flush,
+            segment_size,
+        } => {
+            let ns = start_namesrv(&namesrv_listen, NameServerConfig::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let ns_addr = ns.local_addr().to_string();
+            let broker = BrokerConfig {
+                broker_addr: broker_listen.clone(),
+                namesrv_addrs: vec![ns_addr.clone()],
+                flush_disk_type: match flush {
+                    Flush::Async => FlushDiskType::Async,
+                    Flush::Sync => FlushDiskType::Sync,
+                },
+                ..BrokerConfig::default()
+            };
+            let store = StoreConfig {
+                commitlog_segment_size: segment_size,
+                ..StoreConfig::default()
+            };
+            let b = start_broker(&broker_listen, broker, store, &data_dir)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "rockfish standalone: name server {ns_addr}, broker {}, data {}",
+                b.local_addr(),
+                data_dir.display()
             );
-            ExitCode::from(2)
+            shutdown_signal().await;
+            tracing::info!("shutting down: flushing and checkpointing");
+            let broker = b.stop().await;
+            broker
+                .shutdown(rockfish_net::now_ms())
+                .map_err(|e| format!("clean shutdown failed: {e}"))?;
+            ns.stop().await;
+            Ok(())
         }
+        Command::Namesrv { listen } => {
+            let ns = start_namesrv(&listen, NameServerConfig::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("rockfish name server on {}", ns.local_addr());
+            shutdown_signal().await;
+            ns.stop().await;
+            Ok(())
+        }
+        Command::Broker { config } => {
+            let text = std::fs::read_to_string(&config)
+                .map_err(|e| format!("{}: {e}", config.display()))?;
+            let conf = conf::parse(&text)?;
+            let listen = format!("0.0.0.0:{}", conf.listen_port);
+            let b = start_broker(
+                &listen,
+                conf.broker.clone(),
+                conf.store.clone(),
+                &conf.data_dir,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            println!(
+                "rockfish broker {} on {} (advertised {})",
+                conf.broker.broker_name,
+                b.local_addr(),
+                conf.broker.broker_addr
+            );
+            shutdown_signal().await;
+            let broker = b.stop().await;
+            broker
+                .shutdown(rockfish_net::now_ms())
+                .map_err(|e| format!("clean shutdown failed: {e}"))?;
+            Ok(())
+        }
+        Command::Admin(args) => tools::admin(args).await,
+        Command::Produce(args) => tools::produce(args).await,
+        Command::Consume(args) => tools::consume(args).await,
+        Command::Bench(args) => tools::bench(args).await,
     }
 }

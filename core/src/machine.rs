@@ -35,3 +35,14 @@ pub enum Output {
     /// `on_flush_failed`.
     Flush { upto: u64 },
 }
+
+/// The inputs and outputs every machine shares, so one driver loop runs any of them.
+pub trait Machine {
+    fn on_connect(&mut self, conn: ConnId, peer: rockfish_store::record::HostAddr, now: u64);
+    fn on_disconnect(&mut self, conn: ConnId, now: u64);
+    /// `received_at`: when the driver read the command off the wire (for flow control).
+    fn on_command(&mut self, conn: ConnId, cmd: RemotingCommand, received_at: u64, now: u64);
+    fn on_timeout(&mut self, now: u64);
+    fn poll_output(&mut self) -> Option<Output>;
+    fn poll_timeout(&self) -> Option<u64>;
+}

@@ -187,3 +187,30 @@ impl TagFilter {
         self.matches_all() || self.codes.contains(&code)
     }
 }
+
+/// Splits a pull (or query) body into its stored records, validating each.
+pub fn split_records(
+    mut body: Bytes,
+) -> Result<Vec<rockfish_store::StoredRecord>, rockfish_store::record::RecordError> {
+    let mut out = Vec::new();
+    while body.len() >= 4 {
+        let size = u32::from_be_bytes(body[..4].try_into().expect("4 bytes")) as usize;
+        if size > body.len() || size < 4 {
+            return Err(rockfish_store::record::RecordError::BadSize {
+                size: size as u32,
+                limit: body.len(),
+            });
+        }
+        out.push(rockfish_store::StoredRecord::parse(
+            body.split_to(size),
+            None,
+        )?);
+    }
+    Ok(out)
+}
+
+/// A client-side unique message id (RocketMQ's UNIQ_KEY shape: 32 hex digits) from a
+/// client-chosen prefix and a counter.
+pub fn uniq_key(prefix: u64, counter: u64) -> String {
+    format!("{prefix:016X}{counter:016X}")
+}

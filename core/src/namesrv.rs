@@ -434,3 +434,22 @@ impl NameServer {
         self.broker_live_table.keys().map(String::as_str)
     }
 }
+
+impl crate::machine::Machine for NameServer {
+    fn on_connect(&mut self, _conn: ConnId, _peer: rockfish_store::record::HostAddr, _now: u64) {}
+    fn on_disconnect(&mut self, conn: ConnId, now: u64) {
+        NameServer::on_disconnect(self, conn, now)
+    }
+    fn on_command(&mut self, conn: ConnId, cmd: RemotingCommand, _received_at: u64, now: u64) {
+        NameServer::on_command(self, conn, cmd, now)
+    }
+    fn on_timeout(&mut self, now: u64) {
+        NameServer::on_timeout(self, now)
+    }
+    fn poll_output(&mut self) -> Option<Output> {
+        NameServer::poll_output(self)
+    }
+    fn poll_timeout(&self) -> Option<u64> {
+        NameServer::poll_timeout(self)
+    }
+}

@@ -493,3 +493,24 @@ impl<D: Disk> Broker<D> {
         RemotingCommand::response_to(cmd, response::SUCCESS, None).with_body(body)
     }
 }
+
+impl<D: Disk> crate::machine::Machine for Broker<D> {
+    fn on_connect(&mut self, conn: ConnId, peer: HostAddr, now: u64) {
+        Broker::on_connect(self, conn, peer, now)
+    }
+    fn on_disconnect(&mut self, conn: ConnId, now: u64) {
+        Broker::on_disconnect(self, conn, now)
+    }
+    fn on_command(&mut self, conn: ConnId, cmd: RemotingCommand, received_at: u64, now: u64) {
+        Broker::on_command(self, conn, cmd, received_at, now)
+    }
+    fn on_timeout(&mut self, now: u64) {
+        Broker::on_timeout(self, now)
+    }
+    fn poll_output(&mut self) -> Option<Output> {
+        Broker::poll_output(self)
+    }
+    fn poll_timeout(&self) -> Option<u64> {
+        Broker::poll_timeout(self)
+    }
+}

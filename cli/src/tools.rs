@@ -1,0 +1,883 @@
+//! Client-side tools: `admin` (mqadmin's command names), `produce`, `consume`, `bench`. They
+//! speak the wire protocol, so they work against any RocketMQ-compatible broker.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use rockfish_core::message::{parse_offset_msg_id, properties_string, split_records, uniq_key};
+use rockfish_core::protocol::{ClusterInfo, TopicList, TopicRouteData};
+use rockfish_core::remoting::RemotingCommand;
+use rockfish_core::remoting::codes::{request, response};
+use rockfish_net::Client;
+use rockfish_store::StoredRecord;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+async fn call(client: &Client, cmd: RemotingCommand) -> Result<RemotingCommand, String> {
+    client
+        .request(cmd, TIMEOUT)
+        .await
+        .map_err(|e| format!("{}: {e}", client.addr))
+}
+
+fn ok(resp: &RemotingCommand, what: &str) -> Result<(), String> {
+    if resp.code == response::SUCCESS {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what}: code {} {}",
+            resp.code,
+            resp.remark.as_deref().unwrap_or("")
+        ))
+    }
+}
+
+async fn route(ns: &Client, topic: &str) -> Result<TopicRouteData, String> {
+    let resp = call(
+        ns,
+        RemotingCommand::request(request::GET_ROUTEINFO_BY_TOPIC, 0).with_ext("topic", topic),
+    )
+    .await?;
+    ok(&resp, &format!("route of {topic}"))?;
+    serde_json::from_slice(&resp.body).map_err(|e| format!("route of {topic}: bad body: {e}"))
+}
+
+/// (broker name, master address, write queues, read queues) for each broker serving a topic.
+fn masters(route: &TopicRouteData) -> Vec<(String, String, u32, u32)> {
+    route
+        .queue_datas
+        .iter()
+        .filter_map(|q| {
+            let b = route
+                .broker_datas
+                .iter()
+                .find(|b| b.broker_name == q.broker_name)?;
+            Some((
+                q.broker_name.clone(),
+                b.master_addr()?.to_string(),
+                q.write_queue_nums,
+                q.read_queue_nums,
+            ))
+        })
+        .collect()
+}
+
+#[derive(Args)]
+pub struct AdminArgs {
+    /// Name server address.
+    #[arg(
+        short = 'n',
+        long = "namesrv",
+        default_value = "127.0.0.1:9876",
+        global = true
+    )]
+    namesrv: String,
+    #[command(subcommand)]
+    cmd: AdminCmd,
+}
+
+#[derive(Subcommand)]
+#[command(rename_all = "camelCase")]
+enum AdminCmd {
+    /// Create or update a topic on every master of a cluster (or one broker).
+    UpdateTopic {
+        #[arg(short = 't')]
+        topic: String,
+        #[arg(short = 'c', default_value = "DefaultCluster")]
+        cluster: String,
+        #[arg(short = 'b')]
+        broker: Option<String>,
+        #[arg(short = 'r', default_value_t = 8)]
+        read: u32,
+        #[arg(short = 'w', default_value_t = 8)]
+        write: u32,
+        #[arg(short = 'p', default_value_t = 6)]
+        perm: u32,
+        #[arg(short = 'o', default_value_t = false)]
+        order: bool,
+    },
+    /// Delete a topic from a cluster's brokers and the name server.
+    DeleteTopic {
+        #[arg(short = 't')]
+        topic: String,
+        #[arg(short = 'c', default_value = "DefaultCluster")]
+        cluster: String,
+    },
+    /// List every topic the name server knows.
+    TopicList,
+    /// Print a topic's route.
+    TopicRoute {
+        #[arg(short = 't')]
+        topic: String,
+    },
+    /// Min and max offsets of each of a topic's queues.
+    TopicStatus {
+        #[arg(short = 't')]
+        topic: String,
+    },
+    /// Clusters and their brokers.
+    ClusterList,
+    /// Look a message up by its offset message id.
+    QueryMsgById {
+        #[arg(short = 'i')]
+        id: String,
+    },
+    /// Look messages up by key.
+    QueryMsgByKey {
+        #[arg(short = 't')]
+        topic: String,
+        #[arg(short = 'k')]
+        key: String,
+    },
+    /// A consumer group's offsets against the queues' max offsets.
+    ConsumerProgress {
+        #[arg(short = 'g')]
+        group: String,
+        #[arg(short = 't')]
+        topic: String,
+    },
+}
+
+fn print_message(rec: &StoredRecord) {
+    let props: BTreeMap<String, String> = rockfish_store::record::properties(rec.properties())
+        .filter(|(k, _)| *k != b"__CRC32#")
+        .map(|(k, v)| {
+            (
+                String::from_utf8_lossy(k).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            )
+        })
+        .collect();
+    println!(
+        "topic={} queue={} queueOffset={} commitLogOffset={} storeTime={} props={:?} body={}",
+        rec.topic(),
+        rec.queue_id(),
+        rec.queue_offset(),
+        rec.physical_offset(),
+        rec.store_timestamp(),
+        props,
+        String::from_utf8_lossy(&rec.body())
+    );
+}
+
+async fn cluster_info(ns: &Client) -> Result<ClusterInfo, String> {
+    let resp = call(
+        ns,
+        RemotingCommand::request(request::GET_BROKER_CLUSTER_INFO, 0),
+    )
+    .await?;
+    ok(&resp, "cluster info")?;
+    serde_json::from_slice(&resp.body).map_err(|e| format!("cluster info: bad body: {e}"))
+}
+
+async fn cluster_masters(ns: &Client, cluster: &str) -> Result<Vec<String>, String> {
+    let info = cluster_info(ns).await?;
+    let names = info
+        .cluster_addr_table
+        .get(cluster)
+        .ok_or_else(|| format!("no cluster named {cluster}"))?;
+    Ok(names
+        .iter()
+        .filter_map(|n| {
+            info.broker_addr_table
+                .get(n)?
+                .master_addr()
+                .map(String::from)
+        })
+        .collect())
+}
+
+pub async fn admin(args: AdminArgs) -> Result<(), String> {
+    let ns = Client::connect(&args.namesrv)
+        .await
+        .map_err(|e| e.to_string())?;
+    match args.cmd {
+        AdminCmd::UpdateTopic {
+            topic,
+            cluster,
+            broker,
+            read,
+            write,
+            perm,
+            order,
+        } => {
+            let targets = match broker {
+                Some(b) => vec![b],
+                None => cluster_masters(&ns, &cluster).await?,
+            };
+            for addr in targets {
+                let b = Client::connect(&addr).await.map_err(|e| e.to_string())?;
+                let cmd = RemotingCommand::request(request::UPDATE_AND_CREATE_TOPIC, 0)
+                    .with_ext("topic", &topic)
+                    .with_ext("readQueueNums", read)
+                    .with_ext("writeQueueNums", write)
+                    .with_ext("perm", perm)
+                    .with_ext("topicFilterType", "SINGLE_TAG")
+                    .with_ext("topicSysFlag", 0)
+                    .with_ext("order", order);
+                ok(&call(&b, cmd).await?, &format!("update topic on {addr}"))?;
+                println!("create topic to {addr} success.");
+            }
+        }
+        AdminCmd::DeleteTopic { topic, cluster } => {
+            for addr in cluster_masters(&ns, &cluster).await? {
+                let b = Client::connect(&addr).await.map_err(|e| e.to_string())?;
+                ok(
+                    &call(
+                        &b,
+                        RemotingCommand::request(request::DELETE_TOPIC_IN_BROKER, 0)
+                            .with_ext("topic", &topic),
+                    )
+                    .await?,
+                    "delete in broker",
+                )?;
+            }
+            let cmd = RemotingCommand::request(request::DELETE_TOPIC_IN_NAMESRV, 0)
+                .with_ext("topic", &topic);
+            ok(&call(&ns, cmd).await?, "delete in name server")?;
+            println!("delete topic [{topic}] from cluster [{cluster}] success.");
+        }
+        AdminCmd::TopicList => {
+            let resp = call(
+                &ns,
+                RemotingCommand::request(request::GET_ALL_TOPIC_LIST_FROM_NAMESERVER, 0),
+            )
+            .await?;
+            ok(&resp, "topic list")?;
+            let list: TopicList = serde_json::from_slice(&resp.body).map_err(|e| e.to_string())?;
+            for t in list.topic_list {
+                println!("{t}");
+            }
+        }
+        AdminCmd::TopicRoute { topic } => {
+            let r = route(&ns, &topic).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
+            );
+        }
+        AdminCmd::TopicStatus { topic } => {
+            let r = route(&ns, &topic).await?;
+            println!(
+                "{:<20} {:>6} {:>16} {:>16}",
+                "#Broker Name", "#QID", "#Min Offset", "#Max Offset"
+            );
+            for (name, addr, _, read) in masters(&r) {
+                let b = Client::connect(&addr).await.map_err(|e| e.to_string())?;
+                for q in 0..read {
+                    let min = call(
+                        &b,
+                        RemotingCommand::request(request::GET_MIN_OFFSET, 0)
+                            .with_ext("topic", &topic)
+                            .with_ext("queueId", q),
+                    )
+                    .await?;
+                    let max = call(
+                        &b,
+                        RemotingCommand::request(request::GET_MAX_OFFSET, 0)
+                            .with_ext("topic", &topic)
+                            .with_ext("queueId", q),
+                    )
+                    .await?;
+                    println!(
+                        "{:<20} {:>6} {:>16} {:>16}",
+                        name,
+                        q,
+                        min.ext("offset").unwrap_or("?"),
+                        max.ext("offset").unwrap_or("?")
+                    );
+                }
+            }
+        }
+        AdminCmd::ClusterList => {
+            let info = cluster_info(&ns).await?;
+            println!(
+                "{:<20} {:<20} {:>4} {:<24}",
+                "#Cluster Name", "#Broker Name", "#BID", "#Addr"
+            );
+            for (cluster, names) in &info.cluster_addr_table {
+                for name in names {
+                    if let Some(b) = info.broker_addr_table.get(name) {
+                        for (id, addr) in &b.broker_addrs {
+                            println!("{cluster:<20} {name:<20} {id:>4} {addr:<24}");
+                        }
+                    }
+                }
+            }
+        }
+        AdminCmd::QueryMsgById { id } => {
+            let (host, offset) = parse_offset_msg_id(&id)
+                .ok_or_else(|| format!("{id:?} is not an offset message id"))?;
+            let b = Client::connect(&host.to_string())
+                .await
+                .map_err(|e| e.to_string())?;
+            let resp = call(
+                &b,
+                RemotingCommand::request(request::VIEW_MESSAGE_BY_ID, 0).with_ext("offset", offset),
+            )
+            .await?;
+            ok(&resp, "query by id")?;
+            for rec in split_records(resp.body).map_err(|e| e.to_string())? {
+                print_message(&rec);
+            }
+        }
+        AdminCmd::QueryMsgByKey { topic, key } => {
+            let r = route(&ns, &topic).await?;
+            let mut found = 0;
+            for (_, addr, _, _) in masters(&r) {
+                let b = Client::connect(&addr).await.map_err(|e| e.to_string())?;
+                let cmd = RemotingCommand::request(request::QUERY_MESSAGE, 0)
+                    .with_ext("topic", &topic)
+                    .with_ext("key", &key)
+                    .with_ext("maxNum", 64)
+                    .with_ext("beginTimestamp", 0)
+                    .with_ext("endTimestamp", i64::MAX);
+                let resp = call(&b, cmd).await?;
+                if resp.code == response::SUCCESS {
+                    for rec in split_records(resp.body).map_err(|e| e.to_string())? {
+                        found += 1;
+                        print_message(&rec);
+                    }
+                }
+            }
+            if found == 0 {
+                return Err(format!("no message with key {key:?} in {topic}"));
+            }
+        }
+        AdminCmd::ConsumerProgress { group, topic } => {
+            let r = route(&ns, &topic).await?;
+            println!(
+                "{:<20} {:>6} {:>16} {:>16} {:>10}",
+                "#Broker Name", "#QID", "#Broker Offset", "#Consumer Offset", "#Diff"
+            );
+            let mut total = 0u64;
+            for (name, addr, _, read) in masters(&r) {
+                let b = Client::connect(&addr).await.map_err(|e| e.to_string())?;
+                for q in 0..read {
+                    let max = call(
+                        &b,
+                        RemotingCommand::request(request::GET_MAX_OFFSET, 0)
+                            .with_ext("topic", &topic)
+                            .with_ext("queueId", q),
+                    )
+                    .await?;
+                    let max: u64 = max.ext("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let c = call(
+                        &b,
+                        RemotingCommand::request(request::QUERY_CONSUMER_OFFSET, 0)
+                            .with_ext("consumerGroup", &group)
+                            .with_ext("topic", &topic)
+                            .with_ext("queueId", q),
+                    )
+                    .await?;
+                    let consumed: u64 = c.ext("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    total += max.saturating_sub(consumed);
+                    println!(
+                        "{name:<20} {q:>6} {max:>16} {consumed:>16} {:>10}",
+                        max.saturating_sub(consumed)
+                    );
+                }
+            }
+            println!("Diff Total: {total}");
+        }
+    }
+    Ok(())
+}
+
+/// Sends one message; returns the response.
+#[allow(clippy::too_many_arguments)]
+async fn send_one(
+    broker: &Client,
+    group: &str,
+    topic: &str,
+    queue: u32,
+    body: Bytes,
+    tag: &str,
+    key: &str,
+    uniq: &str,
+) -> Result<RemotingCommand, String> {
+    let mut props = vec![("UNIQ_KEY", uniq), ("WAIT", "true")];
+    if !tag.is_empty() {
+        props.push(("TAGS", tag));
+    }
+    if !key.is_empty() {
+        props.push(("KEYS", key));
+    }
+    let props = String::from_utf8(properties_string(props)).expect("UTF-8 properties");
+    let cmd = RemotingCommand::request(request::SEND_MESSAGE_V2, 0)
+        .with_ext("a", group)
+        .with_ext("b", topic)
+        .with_ext("c", "TBW102")
+        .with_ext("d", 4)
+        .with_ext("e", queue)
+        .with_ext("f", 0)
+        .with_ext("g", rockfish_net::now_ms())
+        .with_ext("h", 0)
+        .with_ext("i", props)
+        .with_ext("j", 0)
+        .with_ext("k", false)
+        .with_body(body);
+    broker
+        .request(cmd, TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[derive(Args)]
+pub struct ProduceArgs {
+    #[arg(short = 'n', long = "namesrv", default_value = "127.0.0.1:9876")]
+    namesrv: String,
+    #[arg(short = 't', long)]
+    topic: String,
+    /// Message body; without it, each line of standard input is one message.
+    #[arg(short = 'b', long)]
+    body: Option<String>,
+    #[arg(long, default_value = "")]
+    tag: String,
+    #[arg(short = 'k', long, default_value = "")]
+    key: String,
+    /// Send the body this many times.
+    #[arg(short = 'c', long, default_value_t = 1)]
+    count: u64,
+    #[arg(short = 'g', long, default_value = "rockfish-producer")]
+    group: String,
+}
+
+/// Connections to a topic's brokers, and its write queues as (broker index, queue id).
+async fn writers(ns: &Client, topic: &str) -> Result<(Vec<Client>, Vec<(usize, u32)>), String> {
+    // Sending once through any broker auto-creates the topic; the route may not exist yet.
+    let r = match route(ns, topic).await {
+        Ok(r) => r,
+        Err(_) => {
+            let info = cluster_info(ns).await?;
+            let addr = info
+                .broker_addr_table
+                .values()
+                .find_map(|b| b.master_addr().map(String::from))
+                .ok_or("no broker is registered with the name server")?;
+            return Ok((
+                vec![Client::connect(&addr).await.map_err(|e| e.to_string())?],
+                (0..4).map(|q| (0, q)).collect(),
+            ));
+        }
+    };
+    let mut clients = Vec::new();
+    let mut queues = Vec::new();
+    for (i, (_, addr, write, _)) in masters(&r).into_iter().enumerate() {
+        clients.push(Client::connect(&addr).await.map_err(|e| e.to_string())?);
+        queues.extend((0..write).map(|q| (i, q)));
+    }
+    if queues.is_empty() {
+        return Err(format!("topic {topic} has no writable queue"));
+    }
+    Ok((clients, queues))
+}
+
+pub async fn produce(args: ProduceArgs) -> Result<(), String> {
+    let ns = Client::connect(&args.namesrv)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (clients, queues) = writers(&ns, &args.topic).await?;
+    let bodies: Vec<String> = match &args.body {
+        Some(b) => (0..args.count).map(|_| b.clone()).collect(),
+        None => std::io::stdin().lines().map_while(Result::ok).collect(),
+    };
+    let prefix = (std::process::id() as u64) << 32 | (rockfish_net::now_ms() & 0xFFFF_FFFF);
+    for (i, body) in bodies.into_iter().enumerate() {
+        let (b, q) = queues[i % queues.len()];
+        let resp = send_one(
+            &clients[b],
+            &args.group,
+            &args.topic,
+            q,
+            Bytes::from(body),
+            &args.tag,
+            &args.key,
+            &uniq_key(prefix, i as u64),
+        )
+        .await?;
+        ok(&resp, "send")?;
+        println!(
+            "SEND_OK msgId={} queue={} queueOffset={}",
+            resp.ext("msgId").unwrap_or("?"),
+            resp.ext("queueId").unwrap_or("?"),
+            resp.ext("queueOffset").unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ConsumeArgs {
+    #[arg(short = 'n', long = "namesrv", default_value = "127.0.0.1:9876")]
+    namesrv: String,
+    #[arg(short = 't', long)]
+    topic: String,
+    #[arg(short = 'g', long, default_value = "rockfish-consumer")]
+    group: String,
+    /// Tag expression ("*", "TagA || TagB").
+    #[arg(short = 's', long, default_value = "*")]
+    subscription: String,
+    /// Start from each queue's first message instead of its end.
+    #[arg(long)]
+    from_beginning: bool,
+    /// Stop after this many messages.
+    #[arg(short = 'c', long)]
+    count: Option<u64>,
+    /// Stop after this many seconds without a message.
+    #[arg(long, default_value_t = 10)]
+    idle_secs: u64,
+}
+
+fn pull_request(
+    group: &str,
+    topic: &str,
+    queue: u32,
+    offset: u64,
+    sub: &str,
+    suspend_ms: u64,
+) -> RemotingCommand {
+    RemotingCommand::request(request::PULL_MESSAGE, 0)
+        .with_ext("consumerGroup", group)
+        .with_ext("topic", topic)
+        .with_ext("queueId", queue)
+        .with_ext("queueOffset", offset)
+        .with_ext("maxMsgNums", 32)
+        .with_ext("sysFlag", 2 | 4)
+        .with_ext("commitOffset", 0)
+        .with_ext("suspendTimeoutMillis", suspend_ms)
+        .with_ext("subscription", sub)
+        .with_ext("subVersion", 0)
+        .with_ext("expressionType", "TAG")
+}
+
+pub async fn consume(args: ConsumeArgs) -> Result<(), String> {
+    let ns = Client::connect(&args.namesrv)
+        .await
+        .map_err(|e| e.to_string())?;
+    let r = route(&ns, &args.topic).await?;
+    let mut queues = Vec::new();
+    for (_, addr, _, read) in masters(&r) {
+        let c = Arc::new(Client::connect(&addr).await.map_err(|e| e.to_string())?);
+        for q in 0..read {
+            let start = if args.from_beginning {
+                0
+            } else {
+                let max = call(
+                    &c,
+                    RemotingCommand::request(request::GET_MAX_OFFSET, 0)
+                        .with_ext("topic", &args.topic)
+                        .with_ext("queueId", q),
+                )
+                .await?;
+                max.ext("offset").and_then(|v| v.parse().ok()).unwrap_or(0)
+            };
+            queues.push((c.clone(), q, start));
+        }
+    }
+    let mut seen = 0u64;
+    let mut idle_since = Instant::now();
+    loop {
+        let mut got_any = false;
+        for (c, q, offset) in queues.iter_mut() {
+            let resp = c
+                .request(
+                    pull_request(
+                        &args.group,
+                        &args.topic,
+                        *q,
+                        *offset,
+                        &args.subscription,
+                        200,
+                    ),
+                    Duration::from_secs(3),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            if let Some(next) = resp.ext("nextBeginOffset").and_then(|v| v.parse().ok()) {
+                *offset = next;
+            }
+            if resp.code == response::SUCCESS {
+                for rec in split_records(resp.body).map_err(|e| e.to_string())? {
+                    print_message(&rec);
+                    seen += 1;
+                    got_any = true;
+                    if args.count.is_some_and(|c| seen >= c) {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        if got_any {
+            idle_since = Instant::now();
+        } else if idle_since.elapsed() >= Duration::from_secs(args.idle_secs) {
+            return Ok(());
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    mode: BenchMode,
+}
+
+#[derive(Subcommand)]
+enum BenchMode {
+    /// Send as fast as the in-flight window allows.
+    Produce {
+        #[arg(short = 'n', long = "namesrv", default_value = "127.0.0.1:9876")]
+        namesrv: String,
+        #[arg(short = 't', long, default_value = "BenchmarkTest")]
+        topic: String,
+        /// Body size in bytes.
+        #[arg(short = 's', long, default_value_t = 1024)]
+        size: usize,
+        /// Sends in flight at once.
+        #[arg(short = 'w', long, default_value_t = 16)]
+        inflight: usize,
+        /// Messages per send (1 = plain sends; more = SEND_BATCH_MESSAGE).
+        #[arg(short = 'b', long, default_value_t = 1)]
+        batch: usize,
+        #[arg(short = 'd', long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Pull everything from each queue's start as fast as possible.
+    Consume {
+        #[arg(short = 'n', long = "namesrv", default_value = "127.0.0.1:9876")]
+        namesrv: String,
+        #[arg(short = 't', long, default_value = "BenchmarkTest")]
+        topic: String,
+        #[arg(short = 'd', long, default_value_t = 10)]
+        seconds: u64,
+    },
+}
+
+struct Stats {
+    msgs: AtomicU64,
+    bytes: AtomicU64,
+    errors: AtomicU64,
+    hist: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
+}
+
+impl Stats {
+    fn new() -> Arc<Stats> {
+        Arc::new(Stats {
+            msgs: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            hist: std::sync::Mutex::new(
+                hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+            ),
+        })
+    }
+    fn record(&self, n: u64, bytes: u64, latency_us: u64) {
+        self.msgs.fetch_add(n, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let _ = self
+            .hist
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(latency_us.max(1));
+    }
+}
+
+async fn report(stats: Arc<Stats>, seconds: u64, what: &str) {
+    let start = Instant::now();
+    let (mut last_msgs, mut last_bytes) = (0, 0);
+    for _ in 0..seconds {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (m, b) = (
+            stats.msgs.load(Ordering::Relaxed),
+            stats.bytes.load(Ordering::Relaxed),
+        );
+        let h = stats.hist.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        println!(
+            "{what}: {:>9} msg/s {:>8.1} MB/s | latency us p50 {} p99 {} p999 {} max {} | errors {}",
+            m - last_msgs,
+            (b - last_bytes) as f64 / 1e6,
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max(),
+            stats.errors.load(Ordering::Relaxed)
+        );
+        (last_msgs, last_bytes) = (m, b);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let h = stats.hist.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    println!(
+        "{what} total: {} msgs in {:.1}s = {:.0} msg/s, {:.1} MB/s; latency us p50 {} p99 {} p999 {} max {}; errors {}",
+        stats.msgs.load(Ordering::Relaxed),
+        secs,
+        stats.msgs.load(Ordering::Relaxed) as f64 / secs,
+        stats.bytes.load(Ordering::Relaxed) as f64 / secs / 1e6,
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.99),
+        h.value_at_quantile(0.999),
+        h.max(),
+        stats.errors.load(Ordering::Relaxed)
+    );
+}
+
+pub async fn bench(args: BenchArgs) -> Result<(), String> {
+    match args.mode {
+        BenchMode::Produce {
+            namesrv,
+            topic,
+            size,
+            inflight,
+            batch,
+            seconds,
+        } => {
+            let ns = Client::connect(&namesrv).await.map_err(|e| e.to_string())?;
+            let (clients, queues) = writers(&ns, &topic).await?;
+            let clients: Vec<Arc<Client>> = clients.into_iter().map(Arc::new).collect();
+            let stats = Stats::new();
+            let stop = Arc::new(AtomicBool::new(false));
+            let body = Bytes::from(vec![b'x'; size]);
+            let mut tasks = Vec::new();
+            for w in 0..inflight.max(1) {
+                let (clients, queues, stats, stop, body, topic) = (
+                    clients.clone(),
+                    queues.clone(),
+                    stats.clone(),
+                    stop.clone(),
+                    body.clone(),
+                    topic.clone(),
+                );
+                tasks.push(tokio::spawn(async move {
+                    let mut i = w;
+                    let prefix = (std::process::id() as u64) << 32 | w as u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let (b, q) = queues[i % queues.len()];
+                        i += inflight;
+                        let t0 = Instant::now();
+                        let result = if batch <= 1 {
+                            send_one(
+                                &clients[b],
+                                "bench",
+                                &topic,
+                                q,
+                                body.clone(),
+                                "",
+                                "",
+                                &uniq_key(prefix, i as u64),
+                            )
+                            .await
+                        } else {
+                            send_batch(&clients[b], &topic, q, &body, batch, prefix, i as u64).await
+                        };
+                        match result {
+                            Ok(r) if r.code == response::SUCCESS => stats.record(
+                                batch.max(1) as u64,
+                                (body.len() * batch.max(1)) as u64,
+                                t0.elapsed().as_micros() as u64,
+                            ),
+                            _ => {
+                                stats.errors.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                    }
+                }));
+            }
+            report(stats, seconds, "produce").await;
+            stop.store(true, Ordering::Relaxed);
+            for t in tasks {
+                let _ = t.await;
+            }
+            Ok(())
+        }
+        BenchMode::Consume {
+            namesrv,
+            topic,
+            seconds,
+        } => {
+            let ns = Client::connect(&namesrv).await.map_err(|e| e.to_string())?;
+            let r = route(&ns, &topic).await?;
+            let stats = Stats::new();
+            let stop = Arc::new(AtomicBool::new(false));
+            let mut tasks = Vec::new();
+            for (_, addr, _, read) in masters(&r) {
+                for q in 0..read {
+                    let c = Client::connect(&addr).await.map_err(|e| e.to_string())?;
+                    let (stats, stop, topic) = (stats.clone(), stop.clone(), topic.clone());
+                    tasks.push(tokio::spawn(async move {
+                        let mut offset = 0u64;
+                        while !stop.load(Ordering::Relaxed) {
+                            let t0 = Instant::now();
+                            let Ok(resp) = c
+                                .request(
+                                    pull_request("bench-consumer", &topic, q, offset, "*", 100),
+                                    Duration::from_secs(3),
+                                )
+                                .await
+                            else {
+                                stats.errors.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            };
+                            if let Some(next) =
+                                resp.ext("nextBeginOffset").and_then(|v| v.parse().ok())
+                            {
+                                offset = next;
+                            }
+                            if resp.code == response::SUCCESS {
+                                let n = split_records(resp.body.clone())
+                                    .map(|r| r.len())
+                                    .unwrap_or(0);
+                                stats.record(
+                                    n as u64,
+                                    resp.body.len() as u64,
+                                    t0.elapsed().as_micros() as u64,
+                                );
+                            }
+                        }
+                    }));
+                }
+            }
+            report(stats, seconds, "consume").await;
+            stop.store(true, Ordering::Relaxed);
+            for t in tasks {
+                let _ = t.await;
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn send_batch(
+    c: &Client,
+    topic: &str,
+    queue: u32,
+    body: &Bytes,
+    n: usize,
+    prefix: u64,
+    i: u64,
+) -> Result<RemotingCommand, String> {
+    let items: Vec<_> = (0..n)
+        .map(|k| rockfish_core::message::BatchItem {
+            flag: 0,
+            body: body.clone(),
+            properties: Bytes::from(properties_string([(
+                "UNIQ_KEY",
+                uniq_key(prefix, i * 1000 + k as u64).as_str(),
+            )])),
+        })
+        .collect();
+    let cmd = RemotingCommand::request(request::SEND_BATCH_MESSAGE, 0)
+        .with_ext("a", "bench")
+        .with_ext("b", topic)
+        .with_ext("c", "TBW102")
+        .with_ext("d", 4)
+        .with_ext("e", queue)
+        .with_ext("f", 0)
+        .with_ext("g", rockfish_net::now_ms())
+        .with_ext("h", 0)
+        .with_ext("m", true)
+        .with_body(rockfish_core::message::encode_batch(&items));
+    c.request(cmd, TIMEOUT).await.map_err(|e| e.to_string())
+}

@@ -1,0 +1,154 @@
+//! One TCP connection: a reader task that frames commands and a writer task that batches
+//! queued frames into vectored writes.
+
+use std::io::IoSlice;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::{Buf, Bytes, BytesMut};
+use rockfish_core::machine::ConnId;
+use rockfish_core::remoting::{FrameDecoder, RemotingCommand};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+
+use crate::now_ms;
+
+/// A connection with more than this queued for writing is too slow to keep.
+pub const MAX_QUEUED_BYTES: usize = 64 << 20;
+
+/// What a connection tells the machine task.
+pub(crate) enum ConnEvent {
+    Command {
+        conn: ConnId,
+        cmd: RemotingCommand,
+        received_at: u64,
+    },
+    Closed {
+        conn: ConnId,
+        reason: String,
+    },
+}
+
+/// The machine task's handle on a connection's writer.
+#[derive(Clone)]
+pub(crate) struct ConnWriter {
+    tx: mpsc::UnboundedSender<Vec<Bytes>>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl ConnWriter {
+    pub fn new() -> (
+        ConnWriter,
+        mpsc::UnboundedReceiver<Vec<Bytes>>,
+        Arc<AtomicUsize>,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        (
+            ConnWriter {
+                tx,
+                queued: queued.clone(),
+            },
+            rx,
+            queued,
+        )
+    }
+
+    /// Queues a frame (as parts). Returns false if the connection is gone or too far behind.
+    pub fn send(&self, parts: Vec<Bytes>) -> bool {
+        let len: usize = parts.iter().map(Bytes::len).sum();
+        if self.queued.fetch_add(len, Ordering::Relaxed) + len > MAX_QUEUED_BYTES {
+            return false;
+        }
+        self.tx.send(parts).is_ok()
+    }
+}
+
+pub(crate) async fn read_loop(
+    conn: ConnId,
+    mut rd: OwnedReadHalf,
+    max_frame: usize,
+    events: mpsc::Sender<ConnEvent>,
+) {
+    let decoder = FrameDecoder::new(max_frame);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let reason = loop {
+        match decoder.decode(&mut buf) {
+            Ok(Some(cmd)) => {
+                let ev = ConnEvent::Command {
+                    conn,
+                    cmd,
+                    received_at: now_ms(),
+                };
+                if events.send(ev).await.is_err() {
+                    return; // the machine task is gone
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(conn = conn.0, error = %e, "malformed frame; closing the connection");
+                break format!("malformed frame: {e}");
+            }
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) => break "closed by peer".to_string(),
+            Ok(_) => {}
+            Err(e) => break format!("read error: {e}"),
+        }
+    };
+    let _ = events.send(ConnEvent::Closed { conn, reason }).await;
+}
+
+pub(crate) async fn write_loop(
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Vec<Bytes>>,
+    queued: Arc<AtomicUsize>,
+) {
+    const MAX_BATCH: usize = 256;
+    let mut pending: Vec<Bytes> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        pending.extend(first);
+        // Batch whatever else is already queued into the same vectored write.
+        while pending.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(parts) => pending.extend(parts),
+                Err(_) => break,
+            }
+        }
+        let total: usize = pending.iter().map(Bytes::len).sum();
+        let mut at = 0;
+        while at < pending.len() {
+            let slices: Vec<IoSlice<'_>> = pending[at..]
+                .iter()
+                .take(64)
+                .map(|b| IoSlice::new(b))
+                .collect();
+            let n = match wr.write_vectored(&slices).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let mut left = n;
+            while left > 0 {
+                let b = &mut pending[at];
+                if left >= b.len() {
+                    left -= b.len();
+                    at += 1;
+                } else {
+                    b.advance(left);
+                    left = 0;
+                }
+            }
+            while at < pending.len() && pending[at].is_empty() {
+                at += 1;
+            }
+        }
+        pending.clear();
+        queued.fetch_sub(total, Ordering::Relaxed);
+    }
+    let _ = wr.shutdown().await;
+}

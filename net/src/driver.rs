@@ -1,0 +1,333 @@
+//! Runs one machine on real sockets: accepts connections, frames commands into the machine,
+//! writes its outputs, connects to peers it addresses, arms its timer, and hands flushes to
+//! the flush thread. One task owns the machine; nothing else touches it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rockfish_core::broker::Broker;
+use rockfish_core::machine::{ConnId, Machine, Output};
+use rockfish_core::namesrv::NameServer;
+use rockfish_core::remoting::frame::{DEFAULT_MAX_FRAME, encode, encode_prefix};
+use rockfish_store::MmapDisk;
+use rockfish_store::record::HostAddr;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::{AbortHandle, JoinHandle};
+
+use crate::conn::{ConnEvent, ConnWriter, read_loop, write_loop};
+use crate::flush::{FlushJob, spawn_flusher};
+use crate::now_ms;
+
+/// A machine whose flush requests can be run on the flush thread.
+pub trait Durable: Machine {
+    /// The ranges to sync for `Output::Flush { upto }`.
+    fn flush_job(&self, upto: u64) -> Result<FlushJob, String>;
+    fn flushed(&mut self, upto: u64, now: u64);
+    fn flush_failed(&mut self, reason: String, now: u64);
+}
+
+impl Durable for NameServer {
+    fn flush_job(&self, upto: u64) -> Result<FlushJob, String> {
+        Ok(FlushJob {
+            upto,
+            ranges: Vec::new(),
+        })
+    }
+    fn flushed(&mut self, _upto: u64, _now: u64) {}
+    fn flush_failed(&mut self, _reason: String, _now: u64) {}
+}
+
+impl Durable for Broker<MmapDisk> {
+    fn flush_job(&self, upto: u64) -> Result<FlushJob, String> {
+        let mut ranges = Vec::new();
+        for (file, off, len) in self.flush_ranges(upto) {
+            let handle = self
+                .store()
+                .disk()
+                .sync_handle(file)
+                .map_err(|e| e.to_string())?;
+            ranges.push((handle, off, len));
+        }
+        Ok(FlushJob { upto, ranges })
+    }
+    fn flushed(&mut self, upto: u64, now: u64) {
+        self.on_flushed(upto, now)
+    }
+    fn flush_failed(&mut self, reason: String, now: u64) {
+        self.on_flush_failed(reason, now)
+    }
+}
+
+fn host(addr: SocketAddr) -> HostAddr {
+    match addr {
+        SocketAddr::V4(a) => HostAddr::V4(a.ip().octets(), a.port()),
+        SocketAddr::V6(a) => HostAddr::V6(a.ip().octets(), a.port()),
+    }
+}
+
+/// A bound, not yet running server.
+pub struct Server<M> {
+    machine: M,
+    listener: TcpListener,
+    max_frame: usize,
+}
+
+/// A running server: stop it to get the machine back (to shut it down cleanly).
+pub struct ServerHandle<M> {
+    stop: watch::Sender<bool>,
+    join: JoinHandle<M>,
+    addr: SocketAddr,
+}
+
+impl<M> ServerHandle<M> {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+    /// Stops accepting and serving, and returns the machine.
+    pub async fn stop(self) -> M {
+        let _ = self.stop.send(true);
+        self.join.await.expect("the server task does not panic")
+    }
+}
+
+impl<M: Durable + Send + 'static> Server<M> {
+    pub async fn bind(addr: &str, machine: M) -> std::io::Result<Server<M>> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Server {
+            machine,
+            listener,
+            max_frame: DEFAULT_MAX_FRAME,
+        })
+    }
+
+    /// Serves on an already bound listener.
+    pub fn from_listener(listener: TcpListener, machine: M) -> Server<M> {
+        Server {
+            machine,
+            listener,
+            max_frame: DEFAULT_MAX_FRAME,
+        }
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn spawn(self) -> ServerHandle<M> {
+        let addr = self
+            .listener
+            .local_addr()
+            .expect("bound listener has an address");
+        let (stop, stopped) = watch::channel(false);
+        let join = tokio::spawn(run(self.machine, self.listener, self.max_frame, stopped));
+        ServerHandle { stop, join, addr }
+    }
+}
+
+struct Conns {
+    writers: HashMap<ConnId, ConnWriter>,
+    readers: HashMap<ConnId, AbortHandle>,
+    outbound: HashMap<String, ConnId>,
+    next: u64,
+    events: mpsc::Sender<ConnEvent>,
+    max_frame: usize,
+}
+
+impl Conns {
+    fn next_id(&mut self) -> ConnId {
+        self.next += 1;
+        ConnId(self.next)
+    }
+
+    fn adopt(&mut self, stream: TcpStream) -> ConnId {
+        let conn = self.next_id();
+        let _ = stream.set_nodelay(true);
+        let (rd, wr) = stream.into_split();
+        let (writer, rx, queued) = ConnWriter::new();
+        tokio::spawn(write_loop(wr, rx, queued));
+        let reader = tokio::spawn(read_loop(conn, rd, self.max_frame, self.events.clone()));
+        self.writers.insert(conn, writer);
+        self.readers.insert(conn, reader.abort_handle());
+        conn
+    }
+
+    /// The connection to `addr`, dialled in the background if there is none.
+    fn outbound(&mut self, addr: &str) -> ConnId {
+        if let Some(conn) = self.outbound.get(addr) {
+            return *conn;
+        }
+        let conn = self.next_id();
+        let (writer, rx, queued) = ConnWriter::new();
+        self.writers.insert(conn, writer);
+        self.outbound.insert(addr.to_string(), conn);
+        let events = self.events.clone();
+        let max_frame = self.max_frame;
+        let target = addr.to_string();
+        let task = tokio::spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(&target)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    let (rd, wr) = stream.into_split();
+                    tokio::spawn(write_loop(wr, rx, queued));
+                    read_loop(conn, rd, max_frame, events).await;
+                }
+                Ok(Err(e)) => {
+                    let _ = events
+                        .send(ConnEvent::Closed {
+                            conn,
+                            reason: format!("connect to {target}: {e}"),
+                        })
+                        .await;
+                }
+                Err(_) => {
+                    let _ = events
+                        .send(ConnEvent::Closed {
+                            conn,
+                            reason: format!("connect to {target}: timed out"),
+                        })
+                        .await;
+                }
+            }
+        });
+        self.readers.insert(conn, task.abort_handle());
+        conn
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        self.writers.remove(&conn);
+        if let Some(r) = self.readers.remove(&conn) {
+            r.abort();
+        }
+        self.outbound.retain(|_, c| *c != conn);
+    }
+
+    fn send(&mut self, conn: ConnId, parts: Vec<Bytes>) {
+        let ok = self.writers.get(&conn).is_some_and(|w| w.send(parts));
+        if !ok && self.writers.contains_key(&conn) {
+            tracing::warn!(
+                conn = conn.0,
+                "connection too far behind on writes; closing it"
+            );
+            self.close(conn);
+        }
+    }
+}
+
+fn frame(cmd: &rockfish_core::remoting::RemotingCommand, scratch: &mut Vec<u8>) -> Option<Bytes> {
+    let mut out = BytesMut::new();
+    match encode(cmd, scratch, &mut out) {
+        Ok(()) => Some(out.freeze()),
+        Err(e) => {
+            tracing::error!(error = %e, code = cmd.code, "cannot encode a command; dropped");
+            None
+        }
+    }
+}
+
+async fn run<M: Durable>(
+    mut machine: M,
+    listener: TcpListener,
+    max_frame: usize,
+    mut stop: watch::Receiver<bool>,
+) -> M {
+    let (ev_tx, mut ev_rx) = mpsc::channel::<ConnEvent>(8192);
+    let (flush_tx, mut flush_rx) = mpsc::unbounded_channel();
+    let flusher = spawn_flusher(flush_tx);
+    let mut conns = Conns {
+        writers: HashMap::new(),
+        readers: HashMap::new(),
+        outbound: HashMap::new(),
+        next: 0,
+        events: ev_tx,
+        max_frame,
+    };
+    let mut scratch = Vec::with_capacity(1024);
+    loop {
+        let now = now_ms();
+        if machine.poll_timeout().is_some_and(|t| t <= now) {
+            machine.on_timeout(now);
+        }
+        drain(&mut machine, &mut conns, &flusher, &mut scratch);
+        let sleep_ms = machine
+            .poll_timeout()
+            .map_or(1_000, |t| t.saturating_sub(now_ms()).max(1));
+        tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let conn = conns.adopt(stream);
+                    machine.on_connect(conn, host(peer), now_ms());
+                }
+                Err(e) => tracing::warn!(error = %e, "accept failed"),
+            },
+            Some(ev) = ev_rx.recv() => match ev {
+                ConnEvent::Command { conn, cmd, received_at } => machine.on_command(conn, cmd, received_at, now_ms()),
+                ConnEvent::Closed { conn, reason } => {
+                    tracing::debug!(conn = conn.0, %reason, "connection closed");
+                    conns.close(conn);
+                    machine.on_disconnect(conn, now_ms());
+                }
+            },
+            Some((upto, result)) = flush_rx.recv() => match result {
+                Ok(()) => machine.flushed(upto, now_ms()),
+                Err(e) => machine.flush_failed(e, now_ms()),
+            },
+            _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
+        }
+    }
+    drain(&mut machine, &mut conns, &flusher, &mut scratch);
+    machine
+}
+
+fn drain<M: Durable>(
+    machine: &mut M,
+    conns: &mut Conns,
+    flusher: &std::sync::mpsc::Sender<FlushJob>,
+    scratch: &mut Vec<u8>,
+) {
+    while let Some(out) = machine.poll_output() {
+        match out {
+            Output::Send { conn, cmd } => {
+                if let Some(f) = frame(&cmd, scratch) {
+                    conns.send(conn, vec![f]);
+                }
+            }
+            Output::SendRecords { conn, cmd, records } => {
+                let body_len = cmd.body.len() + records.iter().map(Bytes::len).sum::<usize>();
+                let mut prefix = BytesMut::new();
+                if let Err(e) = encode_prefix(&cmd, body_len, scratch, &mut prefix) {
+                    tracing::error!(error = %e, "cannot encode a response; dropped");
+                    continue;
+                }
+                let mut parts = Vec::with_capacity(records.len() + 2);
+                parts.push(prefix.freeze());
+                if !cmd.body.is_empty() {
+                    parts.push(cmd.body.clone());
+                }
+                parts.extend(records);
+                conns.send(conn, parts);
+            }
+            Output::SendTo { addr, cmd } => {
+                let conn = conns.outbound(&addr);
+                if let Some(f) = frame(&cmd, scratch) {
+                    conns.send(conn, vec![f]);
+                }
+            }
+            Output::Close { conn, reason } => {
+                tracing::info!(conn = conn.0, %reason, "closing connection");
+                conns.close(conn);
+            }
+            Output::Flush { upto } => match machine.flush_job(upto) {
+                Ok(job) => {
+                    if flusher.send(job).is_err() {
+                        machine.flush_failed("the flush thread is gone".into(), now_ms());
+                    }
+                }
+                Err(e) => machine.flush_failed(e, now_ms()),
+            },
+        }
+    }
+}

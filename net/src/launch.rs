@@ -1,0 +1,81 @@
+//! Starting real servers: a name server, a broker over an mmap store in a data directory.
+
+use std::path::Path;
+
+use rockfish_core::broker::{Broker, BrokerConfig};
+use rockfish_core::namesrv::{NameServer, NameServerConfig};
+use rockfish_store::{MessageStore, MmapDisk, StoreConfig};
+
+use crate::driver::{Server, ServerHandle};
+use crate::now_ms;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("bind {addr}: {error}")]
+    Bind { addr: String, error: std::io::Error },
+    #[error("opening the store under {dir}: {error}")]
+    Store { dir: String, error: String },
+}
+
+pub async fn start_namesrv(
+    listen: &str,
+    config: NameServerConfig,
+) -> Result<ServerHandle<NameServer>, LaunchError> {
+    let ns = NameServer::new(config, now_ms());
+    let server = Server::bind(listen, ns)
+        .await
+        .map_err(|error| LaunchError::Bind {
+            addr: listen.into(),
+            error,
+        })?;
+    tracing::info!(addr = %server.local_addr().map(|a| a.to_string()).unwrap_or_default(), "name server listening");
+    Ok(server.spawn())
+}
+
+/// Opens (and recovers) the store under `data_dir`, then serves the broker on `listen`.
+/// `config.broker_addr` is what the broker advertises; a port of 0 in `listen` is replaced
+/// by the bound port.
+pub async fn start_broker(
+    listen: &str,
+    mut config: BrokerConfig,
+    store_config: StoreConfig,
+    data_dir: &Path,
+) -> Result<ServerHandle<Broker<MmapDisk>>, LaunchError> {
+    let store_err = |error: String| LaunchError::Store {
+        dir: data_dir.display().to_string(),
+        error,
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|error| LaunchError::Bind {
+            addr: listen.into(),
+            error,
+        })?;
+    let bound = listener.local_addr().map_err(|error| LaunchError::Bind {
+        addr: listen.into(),
+        error,
+    })?;
+    if config.broker_addr.ends_with(":0") {
+        let ip = config.broker_addr.trim_end_matches(":0").to_string();
+        config.broker_addr = format!("{ip}:{}", bound.port());
+    }
+    let disk = MmapDisk::open_root(data_dir).map_err(|e| store_err(e.to_string()))?;
+    let (store, report) = MessageStore::open(disk, store_config, now_ms() as i64)
+        .map_err(|e| store_err(e.to_string()))?;
+    if report.truncated.is_some()
+        || !report.file_repairs.is_empty()
+        || !report.rebuilt_queues.is_empty()
+    {
+        tracing::warn!(?report, "recovery repaired the store");
+    } else {
+        tracing::info!(
+            clean = report.clean_shutdown,
+            end = report.log_end,
+            "store recovered"
+        );
+    }
+    let broker = Broker::new(config, store, now_ms()).map_err(|e| store_err(e.to_string()))?;
+    let server = Server::from_listener(listener, broker);
+    tracing::info!(addr = %bound, "broker listening");
+    Ok(server.spawn())
+}
