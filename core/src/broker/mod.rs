@@ -28,6 +28,12 @@ use crate::remoting::{FieldError, RemotingCommand};
 
 pub use clients::{ConsumerData, HeartbeatData, SubscriptionData};
 
+/// RocketMQ's default topic ("TBW102"): its route is how clients reach a broker for a topic
+/// that does not exist yet.
+pub const DEFAULT_TOPIC: &str = "TBW102";
+/// Queues of the default topic (RocketMQ: defaultTopicQueueNums = 8).
+pub const DEFAULT_TOPIC_QUEUES: u32 = 8;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlushDiskType {
     /// Ack once appended; flush every `flush_interval_ms`.
@@ -164,8 +170,19 @@ impl<D: Disk> Broker<D> {
     ) -> Result<Self, BrokerError> {
         let store_host = parse_host(&config.broker_addr)
             .ok_or_else(|| BrokerError::BadAddr(config.broker_addr.clone()))?;
-        let topics: TopicConfigTable =
+        let mut topics: TopicConfigTable =
             config::load(store.disk(), config::TOPICS_FILE)?.unwrap_or_default();
+        // Clients send to a topic without a route through the default topic's route (and the
+        // broker then creates the topic), as with Apache brokers that allow auto-creation.
+        if config.auto_create_topic && !topics.topic_config_table.contains_key(DEFAULT_TOPIC) {
+            let mut tbw = TopicConfig::new(DEFAULT_TOPIC, DEFAULT_TOPIC_QUEUES);
+            tbw.perm = crate::protocol::perm::READ
+                | crate::protocol::perm::WRITE
+                | crate::protocol::perm::INHERIT;
+            topics
+                .topic_config_table
+                .insert(DEFAULT_TOPIC.to_string(), tbw);
+        }
         let offsets: ConsumerOffsetTable =
             config::load(store.disk(), config::CONSUMER_OFFSETS_FILE)?.unwrap_or_default();
         // A fresh store still needs its config files to exist for operators to find.

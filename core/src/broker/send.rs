@@ -240,12 +240,18 @@ impl<D: Disk> Broker<D> {
         if !self.config.auto_create_topic && !retry {
             return None;
         }
+        // The producer's defaultTopicQueueNums, capped by the default topic's queue count.
+        let cap = self
+            .topics
+            .topic_config_table
+            .get(super::DEFAULT_TOPIC)
+            .map_or(super::DEFAULT_TOPIC_QUEUES, |t| t.write_queue_nums);
         let queues = if retry {
             1
         } else {
             h.default_topic_queues
                 .unwrap_or(self.config.default_topic_queues)
-                .clamp(1, self.config.default_topic_queues.max(1))
+                .clamp(1, cap.max(1))
         };
         let t = TopicConfig::new(&h.topic, queues);
         self.topics
