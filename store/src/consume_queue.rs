@@ -198,11 +198,17 @@ impl ConsumeQueue {
         Ok(())
     }
 
-    /// Makes sure the segment for entry `logical` exists, so that a later `put` of it cannot
-    /// fail for lack of space.
-    pub fn prepare<D: Disk>(&mut self, disk: &mut D, logical: u64) -> StoreResult<()> {
-        if logical >= self.min && logical <= self.max {
-            self.segments.for_write(disk, logical * CQ_ENTRY_SIZE)?;
+    /// Makes sure the segments for entries `[from, to)` exist, so that later `put`s of them
+    /// cannot fail for lack of space. `from` must be at most `max_offset()`.
+    pub fn prepare_range<D: Disk>(&mut self, disk: &mut D, from: u64, to: u64) -> StoreResult<()> {
+        if from < self.min || from > self.max || to <= from {
+            return Ok(());
+        }
+        let per_file = self.segments.size / CQ_ENTRY_SIZE;
+        let mut at = from;
+        while at < to {
+            self.segments.for_write(disk, at * CQ_ENTRY_SIZE)?;
+            at = (at / per_file + 1) * per_file;
         }
         Ok(())
     }

@@ -160,8 +160,16 @@ pub struct MessageStore<D: Disk> {
     stopped: Option<String>,
     appended: Vec<Appended>,
     queue_offsets: Vec<u64>,
-    /// Byte ranges of index keys within a record's properties (reused, no allocation).
+    /// Per message of a put: its tag code and where its keys end in `keys`.
+    metas: Vec<Meta>,
+    /// Byte ranges of index keys within records' properties (reused, no allocation).
     keys: Vec<(usize, usize)>,
+}
+
+#[derive(Clone, Copy)]
+struct Meta {
+    tags_code: i64,
+    keys_end: usize,
 }
 
 /// Topic names become directory names: RocketMQ's rule `^[%|a-zA-Z0-9_-]+$`, at most 127.
@@ -341,6 +349,7 @@ impl<D: Disk> MessageStore<D> {
             stopped: None,
             appended: Vec::new(),
             queue_offsets: Vec::new(),
+            metas: Vec::new(),
             keys: Vec::new(),
         };
         store.log.set_positions(scan_from, scan_from);
@@ -457,25 +466,72 @@ impl<D: Disk> MessageStore<D> {
     /// Appends messages contiguously, assigning queue offsets, and dispatches them to their
     /// consume queues and the index. Not yet durable: see `flushed()` and `sync()`. Where each
     /// message landed is in [`MessageStore::last_appended`]. Allocates nothing per message
-    /// once warm.
+    /// once warm; a batch for one queue (as RocketMQ requires of batches) looks its queue up
+    /// once.
     pub fn put_batch(&mut self, msgs: &[StoreMessage<'_>], now: i64) -> StoreResult<PutResult> {
         if let Some(reason) = &self.stopped {
             return Err(StoreError::Stopped {
                 reason: reason.clone(),
             });
         }
-        if msgs.is_empty() {
+        let Some(first) = msgs.first() else {
             return Err(StoreError::Invalid {
                 what: "empty batch".into(),
             });
+        };
+        // One pass over each message's properties: its tag code and its index keys.
+        self.metas.clear();
+        self.keys.clear();
+        let mut checked_topic: Option<&str> = None;
+        for msg in msgs {
+            if checked_topic != Some(msg.topic) {
+                validate_topic(msg.topic)?;
+                checked_topic = Some(msg.topic);
+            }
+            let scan = scan_properties(msg.properties, &mut self.keys);
+            let tags_code = scan.tags_code(&self.config, msg.topic, now);
+            self.metas.push(Meta {
+                tags_code,
+                keys_end: self.keys.len(),
+            });
         }
-        self.queue_offsets.clear();
-        for (i, msg) in msgs.iter().enumerate() {
-            validate_topic(msg.topic)?;
-            let offset = if is_unqueued(msg.sys_flag) {
-                0
-            } else {
-                // Batches nearly always target one queue; a quadratic count beats a map here.
+        let one_queue = msgs
+            .iter()
+            .all(|m| m.queue_id == first.queue_id && m.topic == first.topic);
+        let MessageStore {
+            disk,
+            config,
+            log,
+            queues,
+            index,
+            queue_offsets,
+            appended,
+            metas,
+            keys,
+            stopped,
+            ..
+        } = self;
+        // Queue offsets, and every file dispatch will write created before the records go in,
+        // so a full disk refuses the put cleanly instead of leaving records no queue knows.
+        queue_offsets.clear();
+        if one_queue {
+            let cq =
+                queues.get_or_create(first.topic, first.queue_id, config.consume_queue_entries);
+            let base = cq.max_offset();
+            let mut next = base;
+            for msg in msgs {
+                queue_offsets.push(if is_unqueued(msg.sys_flag) { 0 } else { next });
+                next += !is_unqueued(msg.sys_flag) as u64;
+            }
+            if next > base {
+                cq.prepare_range(disk, base, next)?;
+            }
+        } else {
+            for (i, msg) in msgs.iter().enumerate() {
+                if is_unqueued(msg.sys_flag) {
+                    queue_offsets.push(0);
+                    continue;
+                }
                 let earlier = msgs[..i]
                     .iter()
                     .filter(|m| {
@@ -484,74 +540,74 @@ impl<D: Disk> MessageStore<D> {
                             && m.topic == msg.topic
                     })
                     .count() as u64;
-                self.max_offset(msg.topic, msg.queue_id) + earlier
+                let cq =
+                    queues.get_or_create(msg.topic, msg.queue_id, config.consume_queue_entries);
+                let offset = cq.max_offset() + earlier;
+                cq.prepare_range(disk, offset, offset + 1)?;
+                queue_offsets.push(offset);
+            }
+        }
+        if !keys.is_empty() {
+            let room = (config.index.max_entries as usize - 1).min(keys.len());
+            index.prepare(disk, log.write_pos(), now, room)?;
+        }
+        appended.clear();
+        log.append(disk, msgs, queue_offsets, now, appended)?;
+        let dispatched = (|| -> StoreResult<()> {
+            let entry = |i: usize| CqEntry {
+                offset: appended[i].offset,
+                size: appended[i].size,
+                tags_code: metas[i].tags_code,
             };
-            self.queue_offsets.push(offset);
-        }
-        // Create every file dispatch will write before the record goes in, so a full disk
-        // refuses the put cleanly instead of leaving a record its queue does not know.
-        let mut keys = 0;
-        for (msg, &offset) in msgs.iter().zip(&self.queue_offsets) {
-            if !is_unqueued(msg.sys_flag) {
-                queue_mut(&mut self.queues, &self.config, msg.topic, msg.queue_id)
-                    .prepare(&mut self.disk, offset)?;
+            if one_queue {
+                let cq =
+                    queues.get_or_create(first.topic, first.queue_id, config.consume_queue_entries);
+                for (i, msg) in msgs.iter().enumerate() {
+                    if !is_unqueued(msg.sys_flag) {
+                        cq.put(disk, appended[i].queue_offset, entry(i))?;
+                    }
+                }
+            } else {
+                for (i, msg) in msgs.iter().enumerate() {
+                    if !is_unqueued(msg.sys_flag) {
+                        let cq = queues.get_or_create(
+                            msg.topic,
+                            msg.queue_id,
+                            config.consume_queue_entries,
+                        );
+                        cq.put(disk, appended[i].queue_offset, entry(i))?;
+                    }
+                }
             }
-            index_keys(&mut self.keys, msg.properties);
-            keys += self.keys.len();
-        }
-        if keys > 0 {
-            let room = (self.config.index.max_entries as usize - 1).min(keys);
-            self.index
-                .prepare(&mut self.disk, self.log.write_pos(), now, room)?;
-        }
-        self.appended.clear();
-        self.log.append(
-            &mut self.disk,
-            msgs,
-            &self.queue_offsets,
-            now,
-            &mut self.appended,
-        )?;
-        for (i, msg) in msgs.iter().enumerate() {
-            let a = self.appended[i];
-            if let Err(e) = self.dispatch_live(msg, &a, now) {
-                self.stopped = Some(format!("dispatch failed: {e}"));
-                return Err(e);
+            let mut key_from = 0;
+            for (i, msg) in msgs.iter().enumerate() {
+                for &(from, to) in &keys[key_from..metas[i].keys_end] {
+                    index.put(
+                        disk,
+                        msg.topic,
+                        key_str(msg.properties, from, to),
+                        appended[i].offset,
+                        now,
+                    )?;
+                }
+                key_from = metas[i].keys_end;
             }
+            Ok(())
+        })();
+        if let Err(e) = dispatched {
+            *stopped = Some(format!("dispatch failed: {e}"));
+            return Err(e);
         }
         Ok(PutResult {
-            first: self.appended[0],
+            first: appended[0],
             count: msgs.len(),
-            end: self.log.write_pos(),
+            end: log.write_pos(),
         })
     }
 
     /// Where each message of the last successful put landed, in order.
     pub fn last_appended(&self) -> &[Appended] {
         &self.appended
-    }
-
-    fn dispatch_live(&mut self, msg: &StoreMessage<'_>, a: &Appended, now: i64) -> StoreResult<()> {
-        if !is_unqueued(msg.sys_flag) {
-            let tags = tags_code(&self.config, msg.topic, msg.properties, now);
-            let cq = queue_mut(&mut self.queues, &self.config, msg.topic, msg.queue_id);
-            cq.put(
-                &mut self.disk,
-                a.queue_offset,
-                CqEntry {
-                    offset: a.offset,
-                    size: a.size,
-                    tags_code: tags,
-                },
-            )?;
-        }
-        index_keys(&mut self.keys, msg.properties);
-        for &(from, to) in &self.keys {
-            let key = key_str(msg.properties, from, to);
-            self.index
-                .put(&mut self.disk, msg.topic, key, a.offset, now)?;
-        }
-        Ok(())
     }
 
     /// Everything below this commit log offset is durable.
@@ -839,57 +895,86 @@ fn queue_mut<'a>(
     queues.get_or_create(topic, queue_id, config.consume_queue_entries)
 }
 
-/// The consume queue tag code: Java's hashCode of TAGS; for the schedule topic, the delivery
-/// time (RocketMQ's trick so the delay service can scan by time).
+/// What one pass over a record's properties finds.
+struct PropertyScan<'a> {
+    tags: Option<&'a [u8]>,
+    delay_level: Option<&'a [u8]>,
+}
+
+impl PropertyScan<'_> {
+    /// The consume queue tag code: Java's hashCode of TAGS; for the schedule topic, the
+    /// delivery time (RocketMQ's trick so the delay service can scan by time).
+    fn tags_code(&self, config: &StoreConfig, topic: &str, store_timestamp: i64) -> i64 {
+        if topic == SCHEDULE_TOPIC {
+            let level = self
+                .delay_level
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(1)
+                .clamp(1, config.delay_levels_ms.len().max(1));
+            return store_timestamp + config.delay_levels_ms.get(level - 1).copied().unwrap_or(0);
+        }
+        match self.tags {
+            Some(tags) if !tags.is_empty() => record::java_bytes_hash(tags) as i64,
+            _ => 0,
+        }
+    }
+}
+
+/// One pass over "k\x01v\x02...": finds TAGS and DELAY, and appends to `keys` the byte ranges
+/// of the index keys (each space-separated word of KEYS, then UNIQ_KEY; non-UTF-8 skipped).
+fn scan_properties<'a>(properties: &'a [u8], keys: &mut Vec<(usize, usize)>) -> PropertyScan<'a> {
+    let mut scan = PropertyScan {
+        tags: None,
+        delay_level: None,
+    };
+    let first_key = keys.len();
+    let base = properties.as_ptr() as usize;
+    for (name, value) in record::properties(properties) {
+        match name {
+            b"TAGS" => scan.tags = Some(value),
+            b"DELAY" => scan.delay_level = Some(value),
+            b"KEYS" if std::str::from_utf8(value).is_ok() => {
+                let at = value.as_ptr() as usize - base;
+                let mut start = 0;
+                for word in value.split(|&b| b == b' ') {
+                    if !word.is_empty() {
+                        keys.push((at + start, at + start + word.len()));
+                    }
+                    start += word.len() + 1;
+                }
+            }
+            b"UNIQ_KEY" if !value.is_empty() && std::str::from_utf8(value).is_ok() => {
+                let at = value.as_ptr() as usize - base;
+                keys.push((at, at + value.len()));
+            }
+            _ => {}
+        }
+    }
+    if keys.len() - first_key > MAX_KEYS_PER_RECORD {
+        tracing::warn!(
+            keys = keys.len() - first_key,
+            "record has more keys than the index takes; extra keys not indexed"
+        );
+        keys.truncate(first_key + MAX_KEYS_PER_RECORD);
+    }
+    scan
+}
+
+/// The consume queue tag code of a message (see [`PropertyScan::tags_code`]).
 pub fn tags_code(
     config: &StoreConfig,
     topic: &str,
     properties: &[u8],
     store_timestamp: i64,
 ) -> i64 {
-    if topic == SCHEDULE_TOPIC {
-        let level = record::property(properties, record::PROPERTY_DELAY_LEVEL)
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(1)
-            .clamp(1, config.delay_levels_ms.len().max(1));
-        return store_timestamp + config.delay_levels_ms.get(level - 1).copied().unwrap_or(0);
-    }
-    match record::property(properties, record::PROPERTY_TAGS) {
-        Some(tags) if !tags.is_empty() => record::java_bytes_hash(tags) as i64,
-        _ => 0,
-    }
+    scan_properties(properties, &mut Vec::new()).tags_code(config, topic, store_timestamp)
 }
 
-/// The index keys of a record, as byte ranges of `properties`: each space-separated word of
-/// KEYS, then UNIQ_KEY. Non-UTF-8 values are skipped.
+/// The index keys of a record, as byte ranges of `properties`.
 fn index_keys(out: &mut Vec<(usize, usize)>, properties: &[u8]) {
     out.clear();
-    let base = properties.as_ptr() as usize;
-    for (name, value) in record::properties(properties) {
-        if std::str::from_utf8(value).is_err() {
-            continue;
-        }
-        let at = value.as_ptr() as usize - base;
-        if name == record::PROPERTY_KEYS.as_bytes() {
-            let mut start = 0;
-            for word in value.split(|&b| b == b' ') {
-                if !word.is_empty() {
-                    out.push((at + start, at + start + word.len()));
-                }
-                start += word.len() + 1;
-            }
-        } else if name == record::PROPERTY_UNIQ_KEY.as_bytes() && !value.is_empty() {
-            out.push((at, at + value.len()));
-        }
-    }
-    if out.len() > MAX_KEYS_PER_RECORD {
-        tracing::warn!(
-            keys = out.len(),
-            "record has more keys than the index takes; extra keys not indexed"
-        );
-        out.truncate(MAX_KEYS_PER_RECORD);
-    }
+    scan_properties(properties, out);
 }
 
 fn key_str(properties: &[u8], from: usize, to: usize) -> &str {
@@ -910,7 +995,11 @@ fn dispatch<D: Disk>(
 ) -> StoreResult<()> {
     let phy = rec.physical_offset();
     if to_queue && !is_unqueued(rec.sys_flag()) {
-        let tags = tags_code(config, rec.topic(), rec.properties(), rec.store_timestamp());
+        let tags = scan_properties(rec.properties(), &mut Vec::new()).tags_code(
+            config,
+            rec.topic(),
+            rec.store_timestamp(),
+        );
         let cq = queue_mut(queues, config, rec.topic(), rec.queue_id());
         cq.put(
             disk,

@@ -78,20 +78,6 @@ impl HostAddr {
             HostAddr::V6(..) => 20,
         }
     }
-
-    fn put(&self, out: &mut Vec<u8>) {
-        let port = match self {
-            HostAddr::V4(ip, port) => {
-                out.extend_from_slice(ip);
-                port
-            }
-            HostAddr::V6(ip, port) => {
-                out.extend_from_slice(ip);
-                port
-            }
-        };
-        out.extend_from_slice(&(*port as i32).to_be_bytes());
-    }
 }
 
 impl std::fmt::Display for HostAddr {
@@ -235,7 +221,6 @@ pub fn encode_record(
     physical_offset: u64,
     store_timestamp: i64,
 ) -> EncodedParts {
-    scratch.clear();
     let mut sys_flag = msg.sys_flag & !(SYSFLAG_BORNHOST_V6 | SYSFLAG_STOREHOST_V6);
     if matches!(msg.born_host, HostAddr::V6(..)) {
         sys_flag |= SYSFLAG_BORNHOST_V6;
@@ -243,41 +228,64 @@ pub fn encode_record(
     if matches!(msg.store_host, HostAddr::V6(..)) {
         sys_flag |= SYSFLAG_STOREHOST_V6;
     }
-    let body_hasher = {
-        let mut h = crc32fast::Hasher::new();
-        h.update(msg.body);
-        h
-    };
-    let body_crc = body_hasher.clone().finalize() & 0x7FFF_FFFF;
-    scratch.extend_from_slice(&(total_len as u32).to_be_bytes());
-    scratch.extend_from_slice(&MESSAGE_MAGIC_CODE.to_be_bytes());
-    scratch.extend_from_slice(&body_crc.to_be_bytes());
-    scratch.extend_from_slice(&msg.queue_id.to_be_bytes());
-    scratch.extend_from_slice(&msg.flag.to_be_bytes());
-    scratch.extend_from_slice(&queue_offset.to_be_bytes());
-    scratch.extend_from_slice(&physical_offset.to_be_bytes());
-    scratch.extend_from_slice(&sys_flag.to_be_bytes());
-    scratch.extend_from_slice(&msg.born_timestamp.to_be_bytes());
-    msg.born_host.put(scratch);
-    scratch.extend_from_slice(&store_timestamp.to_be_bytes());
-    msg.store_host.put(scratch);
-    scratch.extend_from_slice(&msg.reconsume_times.to_be_bytes());
-    scratch.extend_from_slice(&msg.prepared_transaction_offset.to_be_bytes());
-    scratch.extend_from_slice(&(msg.body.len() as u32).to_be_bytes());
-    let head_len = scratch.len();
-    scratch.push(msg.topic.len() as u8);
-    scratch.extend_from_slice(msg.topic.as_bytes());
+    let body_crc = crc32fast::hash(msg.body);
+    let head_len = field::BORN_HOST
+        + msg.born_host.encoded_len()
+        + 8
+        + msg.store_host.encoded_len()
+        + 4
+        + 8
+        + 4;
     let props_len = stored_properties_len(msg.properties);
-    scratch.extend_from_slice(&(props_len as u16).to_be_bytes());
-    scratch.extend_from_slice(msg.properties);
+    let tail_len = 1 + msg.topic.len() + 2 + props_len;
+    debug_assert_eq!(
+        head_len + msg.body.len() + tail_len,
+        total_len,
+        "record_len and encode_record disagree"
+    );
+    // Fixed layout: size the buffer once, then write each field in place.
+    scratch.clear();
+    scratch.resize(head_len + tail_len - CRC32_RESERVED_LEN, 0);
+    let mut w = Writer {
+        buf: &mut scratch[..],
+        at: 0,
+    };
+    w.put(&(total_len as u32).to_be_bytes());
+    w.put(&MESSAGE_MAGIC_CODE.to_be_bytes());
+    w.put(&(body_crc & 0x7FFF_FFFF).to_be_bytes());
+    w.put(&msg.queue_id.to_be_bytes());
+    w.put(&msg.flag.to_be_bytes());
+    w.put(&queue_offset.to_be_bytes());
+    w.put(&physical_offset.to_be_bytes());
+    w.put(&sys_flag.to_be_bytes());
+    w.put(&msg.born_timestamp.to_be_bytes());
+    w.host(msg.born_host);
+    w.put(&store_timestamp.to_be_bytes());
+    w.host(msg.store_host);
+    w.put(&msg.reconsume_times.to_be_bytes());
+    w.put(&msg.prepared_transaction_offset.to_be_bytes());
+    w.put(&(msg.body.len() as u32).to_be_bytes());
+    debug_assert_eq!(w.at, head_len);
+    w.put(&[msg.topic.len() as u8]);
+    w.put(msg.topic.as_bytes());
+    w.put(&(props_len as u16).to_be_bytes());
+    w.put(msg.properties);
     if needs_separator(msg.properties) {
-        scratch.push(PROPERTY_SEPARATOR);
+        w.put(&[PROPERTY_SEPARATOR]);
     }
-    // CRC of head ++ body ++ tail-before-the-reserved-bytes, combining the body's CRC
-    // (already computed for BODYCRC) instead of hashing the body twice.
+    debug_assert_eq!(w.at, scratch.len());
+    // CRC of head ++ body ++ tail-before-the-reserved-bytes. Small bodies are hashed again
+    // (cheaper than a combine); large ones reuse the body's CRC through `combine`.
     let mut crc = crc32fast::Hasher::new();
     crc.update(&scratch[..head_len]);
-    crc.combine(&body_hasher);
+    if msg.body.len() <= 512 {
+        crc.update(msg.body);
+    } else {
+        crc.combine(&crc32fast::Hasher::new_with_initial_len(
+            body_crc,
+            msg.body.len() as u64,
+        ));
+    }
     crc.update(&scratch[head_len..]);
     let crc = crc.finalize() & 0x7FFF_FFFF;
     put_crc_property(scratch, crc);
@@ -289,6 +297,32 @@ pub fn encode_record(
     EncodedParts {
         head_len,
         total_len,
+    }
+}
+
+/// Writes fields one after another into a buffer sized for them.
+struct Writer<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf[self.at..self.at + bytes.len()].copy_from_slice(bytes);
+        self.at += bytes.len();
+    }
+    fn host(&mut self, host: HostAddr) {
+        let port = match host {
+            HostAddr::V4(ip, port) => {
+                self.put(&ip);
+                port
+            }
+            HostAddr::V6(ip, port) => {
+                self.put(&ip);
+                port
+            }
+        };
+        self.put(&(port as i32).to_be_bytes());
     }
 }
 
@@ -457,14 +491,13 @@ impl StoredRecord {
         if stored != computed {
             return Err(RecordError::RecordCrc { stored, computed });
         }
-        let stored_body = be_u32(b, field::BODY_CRC);
-        let computed_body = crc32fast::hash(&b[body_at..body_at + body_len]) & 0x7FFF_FFFF;
-        if stored_body != computed_body {
-            return Err(RecordError::BodyCrc {
-                stored: stored_body,
-                computed: computed_body,
-            });
-        }
+        // The record CRC covers the body and its BODYCRC field: once it matches, only a writer
+        // bug could make those two disagree, so that second pass runs in debug builds only.
+        debug_assert_eq!(
+            be_u32(b, field::BODY_CRC),
+            crc32fast::hash(&b[body_at..body_at + body_len]) & 0x7FFF_FFFF,
+            "record CRC matched but BODYCRC does not: the writer is broken"
+        );
         let bytes = bytes.slice(..total as usize);
         Ok(StoredRecord {
             bytes,
