@@ -713,3 +713,25 @@ fn offset_and_message_queries() {
         .with_ext("endTimestamp", i64::MAX);
     assert_eq!(h.one(C, miss).0.code, response::QUERY_NOT_FOUND);
 }
+
+#[test]
+fn unregister_client_leaves_the_group_and_notifies_the_rest() {
+    let mut h = H::default();
+    heartbeat(&mut h, ConnId(10), "c1", "G");
+    heartbeat(&mut h, ConnId(11), "c2", "G");
+    h.drain();
+    let unreg = h
+        .req(request::UNREGISTER_CLIENT)
+        .with_ext("clientID", "c1")
+        .with_ext("consumerGroup", "G");
+    let out = h.call(ConnId(10), unreg);
+    assert!(out.iter().any(|o| matches!(o, Output::Send { cmd, .. } if cmd.is_response() && cmd.code == response::SUCCESS)));
+    assert_eq!(notified(&out), vec![ConnId(11)]);
+    let list = h
+        .req(request::GET_CONSUMER_LIST_BY_GROUP)
+        .with_ext("consumerGroup", "G");
+    let body: serde_json::Value = serde_json::from_slice(&h.one(C, list).0.body).unwrap();
+    assert_eq!(body["consumerIdList"], serde_json::json!(["c2"]));
+    let missing = h.req(request::UNREGISTER_CLIENT);
+    assert_eq!(h.one(C, missing).0.code, response::SYSTEM_ERROR);
+}

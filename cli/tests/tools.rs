@@ -1,0 +1,250 @@
+//! The CLI as a user runs it: `rockfish standalone` as a process, then `produce`, `consume`,
+//! the `admin` commands (mqadmin's names), a short `bench`, and a SIGTERM that must shut down
+//! cleanly (the next start reports a clean checkpoint).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rockfish");
+
+struct Standalone {
+    child: Child,
+    namesrv: String,
+    stderr: std::process::ChildStderr,
+}
+
+fn start(dir: &Path) -> Standalone {
+    let mut child = Command::new(BIN)
+        .args([
+            "standalone",
+            "--namesrv-listen",
+            "127.0.0.1:0",
+            "--broker-listen",
+            "127.0.0.1:0",
+            "--segment-size",
+            "8388608",
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let namesrv = line
+        .split("name server ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap()
+        .trim()
+        .to_string();
+    let stderr = child.stderr.take().unwrap();
+    Standalone {
+        child,
+        namesrv,
+        stderr,
+    }
+}
+
+fn run(args: &[&str]) -> Output {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rockfish {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(args: &[&str]) -> String {
+    String::from_utf8(run(args).stdout).unwrap()
+}
+
+fn sigterm(child: &Child) {
+    // SAFETY: plain kill(2) on our own child's pid.
+    let rc = unsafe { libc_kill(child.id() as i32, 15) };
+    assert_eq!(rc, 0);
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn tools_work_against_standalone_and_sigterm_is_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = start(dir.path());
+    let ns = s.namesrv.clone();
+
+    let sent = stdout(&[
+        "produce",
+        "-n",
+        &ns,
+        "-t",
+        "ToolTopic",
+        "-b",
+        "hello tools",
+        "--tag",
+        "TagA",
+        "-k",
+        "order-7",
+        "-c",
+        "3",
+    ]);
+    assert_eq!(
+        sent.lines()
+            .filter(|l| l.starts_with("SEND_OK msgId="))
+            .count(),
+        3,
+        "{sent}"
+    );
+    let msg_id = sent
+        .lines()
+        .next()
+        .unwrap()
+        .split("msgId=")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+
+    let consumed = stdout(&[
+        "consume",
+        "-n",
+        &ns,
+        "-t",
+        "ToolTopic",
+        "--from-beginning",
+        "-c",
+        "3",
+        "--idle-secs",
+        "5",
+    ]);
+    assert_eq!(
+        consumed.matches("body=hello tools").count(),
+        3,
+        "{consumed}"
+    );
+
+    let update = stdout(&[
+        "admin",
+        "-n",
+        &ns,
+        "updateTopic",
+        "-t",
+        "Orders",
+        "-r",
+        "2",
+        "-w",
+        "2",
+    ]);
+    assert!(update.contains("success"), "{update}");
+    let mut listed = String::new();
+    for _ in 0..50 {
+        listed = stdout(&["admin", "-n", &ns, "topicList"]);
+        if listed.contains("Orders") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        listed.lines().any(|l| l == "Orders") && listed.lines().any(|l| l == "ToolTopic"),
+        "{listed}"
+    );
+    let route = stdout(&["admin", "-n", &ns, "topicRoute", "-t", "Orders"]);
+    assert!(route.contains("\"writeQueueNums\": 2"), "{route}");
+    let status = stdout(&["admin", "-n", &ns, "topicStatus", "-t", "ToolTopic"]);
+    assert_eq!(status.lines().count(), 1 + 4, "{status}");
+    let cluster = stdout(&["admin", "-n", &ns, "clusterList"]);
+    assert!(
+        cluster.contains("DefaultCluster") && cluster.contains("broker-a"),
+        "{cluster}"
+    );
+    let by_key = stdout(&[
+        "admin",
+        "-n",
+        &ns,
+        "queryMsgByKey",
+        "-t",
+        "ToolTopic",
+        "-k",
+        "order-7",
+    ]);
+    assert_eq!(by_key.matches("body=hello tools").count(), 3, "{by_key}");
+    let by_id = stdout(&["admin", "-n", &ns, "queryMsgById", "-i", &msg_id]);
+    assert!(by_id.contains("body=hello tools"), "{by_id}");
+    let progress = stdout(&[
+        "admin",
+        "-n",
+        &ns,
+        "consumerProgress",
+        "-g",
+        "nobody",
+        "-t",
+        "ToolTopic",
+    ]);
+    assert!(
+        progress.contains("Diff Total: 3"),
+        "a group that never committed is 3 behind: {progress}"
+    );
+    let deleted = stdout(&["admin", "-n", &ns, "deleteTopic", "-t", "Orders"]);
+    assert!(deleted.contains("success"), "{deleted}");
+    let bad = Command::new(BIN)
+        .args(["admin", "-n", &ns, "topicRoute", "-t", "Nope"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("Nope"));
+
+    let bench = stdout(&[
+        "bench",
+        "produce",
+        "-n",
+        &ns,
+        "-t",
+        "BenchTopic",
+        "-s",
+        "256",
+        "-w",
+        "4",
+        "-d",
+        "1",
+    ]);
+    assert!(
+        bench.contains("produce total:") && bench.contains("p999"),
+        "{bench}"
+    );
+    let bench = stdout(&["bench", "consume", "-n", &ns, "-t", "BenchTopic", "-d", "1"]);
+    assert!(bench.contains("consume total:"), "{bench}");
+
+    sigterm(&s.child);
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "SIGTERM exits cleanly: {status:?}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut s.stderr, &mut log).unwrap();
+    assert!(log.contains("shutting down"), "{log}");
+
+    let mut s = start(dir.path());
+    let mut first = String::new();
+    let mut err = BufReader::new(&mut s.stderr);
+    while err.read_line(&mut first).unwrap() > 0 {
+        if first.contains("store recovered") {
+            break;
+        }
+    }
+    assert!(first.contains("clean=true"), "{first}");
+    s.child.kill().unwrap();
+    s.child.wait().unwrap();
+}
