@@ -735,3 +735,60 @@ fn unregister_client_leaves_the_group_and_notifies_the_rest() {
     let missing = h.req(request::UNREGISTER_CLIENT);
     assert_eq!(h.one(C, missing).0.code, response::SYSTEM_ERROR);
 }
+
+fn lock_cmd(h: &mut H, code: i32, client: &str, queues: &[u32]) -> RemotingCommand {
+    let mqs: Vec<_> = queues
+        .iter()
+        .map(|q| serde_json::json!({"topic": "TopicA", "brokerName": "broker-a", "queueId": q}))
+        .collect();
+    let body = serde_json::json!({"consumerGroup": "OG", "clientId": client, "onlyThisBroker": false, "mqSet": mqs});
+    h.req(code).with_body(serde_json::to_vec(&body).unwrap())
+}
+
+fn locked(h: &mut H, client: &str, queues: &[u32]) -> Vec<u64> {
+    let cmd = lock_cmd(h, request::LOCK_BATCH_MQ, client, queues);
+    let (r, _) = h.one(C, cmd);
+    assert_eq!(r.code, response::SUCCESS);
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let mut ids: Vec<u64> = body["lockOKMQSet"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["queueId"].as_u64().unwrap())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[test]
+fn queue_locks_are_exclusive_refreshable_and_expire() {
+    let mut h = H::default();
+    assert_eq!(locked(&mut h, "c1", &[0, 1]), vec![0, 1]);
+    assert_eq!(locked(&mut h, "c2", &[1, 2]), vec![2], "queue 1 is c1's");
+    h.now = 50_000;
+    assert_eq!(
+        locked(&mut h, "c1", &[0, 1]),
+        vec![0, 1],
+        "the holder refreshes its lease"
+    );
+    h.now = 100_000; // 50 s after c1's refresh: still c1's
+    assert_eq!(locked(&mut h, "c2", &[0]), Vec::<u64>::new());
+    h.now = 110_001; // more than 60 s after the refresh: the lease is gone
+    assert_eq!(locked(&mut h, "c2", &[0]), vec![0]);
+    let mq = rockfish_core::protocol::MessageQueue {
+        topic: "TopicA".into(),
+        broker_name: "broker-a".into(),
+        queue_id: 0,
+    };
+    assert_eq!(h.b.lock_holder("OG", &mq, h.now), Some("c2"));
+    // Unlocking only releases one's own locks.
+    let cmd = lock_cmd(&mut h, request::UNLOCK_BATCH_MQ, "c1", &[0, 2]);
+    assert_eq!(h.one(C, cmd).0.code, response::SUCCESS);
+    assert_eq!(h.b.lock_holder("OG", &mq, h.now), Some("c2"));
+    let cmd = lock_cmd(&mut h, request::UNLOCK_BATCH_MQ, "c2", &[0, 2]);
+    h.one(C, cmd);
+    assert_eq!(h.b.lock_holder("OG", &mq, h.now), None);
+    assert_eq!(locked(&mut h, "c3", &[0, 2]), vec![0, 2]);
+    let bad = h.req(request::LOCK_BATCH_MQ).with_body(&b"[]"[..]);
+    assert_eq!(h.one(C, bad).0.code, response::SYSTEM_ERROR);
+}

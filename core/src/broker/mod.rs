@@ -10,6 +10,7 @@
 
 mod admin;
 mod clients;
+mod locks;
 mod pull;
 mod send;
 
@@ -27,6 +28,7 @@ use crate::remoting::codes::{request, response};
 use crate::remoting::{FieldError, RemotingCommand};
 
 pub use clients::{ConsumerData, HeartbeatData, SubscriptionData};
+pub use locks::LOCK_LEASE_MS;
 
 /// RocketMQ's default topic ("TBW102"): its route is how clients reach a broker for a topic
 /// that does not exist yet.
@@ -146,6 +148,7 @@ pub struct Broker<D: Disk> {
     offsets: ConsumerOffsetTable,
     offsets_dirty: bool,
     clients: clients::ClientTable,
+    locks: locks::LockTable,
     peers: BTreeMap<ConnId, HostAddr>,
     pending_pulls: BTreeMap<(String, u32), Vec<PendingPull>>,
     sync_waiters: VecDeque<SyncWaiter>,
@@ -202,6 +205,7 @@ impl<D: Disk> Broker<D> {
             offsets,
             offsets_dirty: false,
             clients: clients::ClientTable::default(),
+            locks: locks::LockTable::default(),
             peers: BTreeMap::new(),
             pending_pulls: BTreeMap::new(),
             sync_waiters: VecDeque::new(),
@@ -321,6 +325,8 @@ impl<D: Disk> Broker<D> {
             request::VIEW_MESSAGE_BY_ID => self.view_message(conn, cmd).map(|_| None),
             request::QUERY_MESSAGE => self.query_message(conn, cmd).map(|_| None),
             request::GET_ALL_CONSUMER_OFFSET => self.all_consumer_offsets(cmd).map(Some),
+            request::LOCK_BATCH_MQ => self.lock_batch(cmd, now).map(Some),
+            request::UNLOCK_BATCH_MQ => self.unlock_batch(cmd).map(Some),
             code => Ok(Some(RemotingCommand::response_to(
                 cmd,
                 response::REQUEST_CODE_NOT_SUPPORTED,

@@ -110,3 +110,44 @@ pub struct KvTable {
 pub fn to_body<T: Serialize>(value: &T) -> bytes::Bytes {
     bytes::Bytes::from(serde_json::to_vec(value).expect("protocol bodies always serialize"))
 }
+
+/// A message queue, as clients name it. Ordered as Java's `MessageQueue.compareTo`: topic,
+/// then broker name, then queue id (rebalance sorts by this).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MessageQueue {
+    pub topic: String,
+    pub broker_name: String,
+    pub queue_id: u32,
+}
+
+impl std::fmt::Display for MessageQueue {
+    /// Java's `MessageQueue.toString()`, which consistent-hash allocation hashes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "MessageQueue [topic={}, brokerName={}, queueId={}]",
+            self.topic, self.broker_name, self.queue_id
+        )
+    }
+}
+
+/// LOCK_BATCH_MQ's and UNLOCK_BATCH_MQ's body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockBatchRequestBody {
+    pub consumer_group: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub only_this_broker: bool,
+    #[serde(default)]
+    pub mq_set: BTreeSet<MessageQueue>,
+}
+
+/// LOCK_BATCH_MQ's response body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LockBatchResponseBody {
+    #[serde(rename = "lockOKMQSet")]
+    pub lock_ok_mq_set: BTreeSet<MessageQueue>,
+}
