@@ -16,6 +16,7 @@ pub mod machine;
 pub mod message;
 pub mod namesrv;
 pub mod protocol;
+pub mod rebalance;
 pub mod remoting;
 
 pub use rockfish_store::record;
