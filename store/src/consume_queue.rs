@@ -255,11 +255,10 @@ impl ConsumeQueue {
     }
 
     /// Drops entries from `logical` on (durably zeroed), e.g. ones past a truncated log end.
+    /// Zeroes to the end of the segment even past `max_offset()`: a torn page can leave
+    /// stale entries beyond a hole, where loading (which stops at the hole) never saw them.
     pub fn truncate<D: Disk>(&mut self, disk: &mut D, logical: u64) -> StoreResult<()> {
-        if logical >= self.max {
-            return Ok(());
-        }
-        let logical = logical.max(self.min);
+        let logical = logical.clamp(self.min, self.max);
         self.segments.truncate(disk, logical * CQ_ENTRY_SIZE)?;
         self.max = logical;
         self.flushed = self.flushed.min(logical);

@@ -204,6 +204,7 @@ impl<D: Disk> MessageStore<D> {
         };
         report.checkpoint = checkpoint.as_ref().map(|c| c.offset);
         report.clean_shutdown = checkpoint.as_ref().is_some_and(|c| c.clean_shutdown);
+        let clean_shutdown = report.clean_shutdown;
 
         let (log, removed) = CommitLog::load(
             &mut disk,
@@ -301,7 +302,7 @@ impl<D: Disk> MessageStore<D> {
                     cq.close(&mut disk);
                     remove_dir_files(&mut disk, &ConsumeQueue::dir(&topic, queue_id))?;
                     cq = ConsumeQueue::new(&topic, queue_id, config.consume_queue_entries);
-                } else {
+                } else if !clean_shutdown {
                     cq.truncate(&mut disk, keep)?;
                 }
                 queues.insert(cq);
