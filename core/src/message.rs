@@ -8,6 +8,26 @@ use rockfish_store::record::{
     HostAddr, NAME_VALUE_SEPARATOR, PROPERTY_SEPARATOR, java_string_hash,
 };
 
+/// Writes an offset message id (see [`offset_msg_id`]) without allocating.
+pub fn write_offset_msg_id(
+    w: &mut dyn std::fmt::Write,
+    store_host: HostAddr,
+    offset: u64,
+) -> std::fmt::Result {
+    let (ip, port): (&[u8], u16) = match &store_host {
+        HostAddr::V4(ip, port) => (ip, *port),
+        HostAddr::V6(ip, port) => (ip, *port),
+    };
+    for b in ip
+        .iter()
+        .chain(&(port as i32).to_be_bytes())
+        .chain(&offset.to_be_bytes())
+    {
+        write!(w, "{b:02X}")?;
+    }
+    Ok(())
+}
+
 /// RocketMQ's offset message id: store host IPv4 (4) + port (4) + commit log offset (8), as
 /// 32 uppercase hex digits (IPv6 hosts: 16 + 4 + 8 bytes, 56 digits).
 pub fn offset_msg_id(store_host: HostAddr, offset: u64) -> String {

@@ -175,7 +175,7 @@ fn command() -> impl Strategy<Value = RemotingCommand> {
                 } else {
                     remark
                 },
-                ext_fields: ext,
+                ext_fields: ext.into_iter().collect(),
                 serialize_type: if binary {
                     SerializeType::RocketMq
                 } else {
@@ -235,5 +235,61 @@ proptest! {
             }
         }
         prop_assert_eq!(got, cmds);
+    }
+}
+
+fn json(header: &str) -> Result<RemotingCommand, FrameError> {
+    FrameDecoder::default()
+        .decode(&mut raw_frame(0, header.as_bytes(), b""))
+        .map(|c| c.expect("whole frame"))
+}
+
+#[test]
+fn json_headers_unescape_exactly() {
+    // Java clients escape the property separators \u0001 and \u0002.
+    let cmd = json(r#"{"code":10,"extFields":{"i":"TAGS\u0001TagA\u0002KEYS\u0001k 1\u0002","q":"say \"hi\"\\n\/","emoji":"\ud83d\ude00","lone":"\ud800x","utf8":"标签"},"opaque":3}"#).unwrap();
+    assert_eq!(cmd.ext("i"), Some("TAGS\u{1}TagA\u{2}KEYS\u{1}k 1\u{2}"));
+    assert_eq!(cmd.ext("q"), Some("say \"hi\"\\n/"));
+    assert_eq!(cmd.ext("emoji"), Some("😀"));
+    assert_eq!(cmd.ext("lone"), Some("\u{FFFD}x"));
+    assert_eq!(cmd.ext("utf8"), Some("标签"));
+    // And what we encode decodes back to the same text.
+    let mut buf = BytesMut::new();
+    encode(&cmd, &mut Vec::new(), &mut buf).unwrap();
+    assert_eq!(
+        FrameDecoder::default().decode(&mut buf).unwrap().unwrap(),
+        cmd
+    );
+}
+
+#[test]
+fn json_headers_skip_unknowns_and_refuse_garbage() {
+    let cmd = json(r#"{"unknown":[1,{"a":[true,null]},"x"],"code":5,"extFields":{"nested":{"a":1},"arr":[1],"n":null,"ok":"1"},"remark":null}"#).unwrap();
+    assert_eq!(cmd.code, 5);
+    assert_eq!(
+        cmd.ext_fields.len(),
+        1,
+        "non-scalar and null ext values are absent: {:?}",
+        cmd.ext_fields
+    );
+    assert_eq!(cmd.remark, None);
+    let deep = format!("{{\"x\":{}1{}}}", "[".repeat(100), "]".repeat(100));
+    assert!(matches!(json(&deep), Err(FrameError::BadJson(m)) if m.contains("deep")));
+    for bad in [
+        r#"{"code":1} x"#,
+        r#"{"code":1"#,
+        r#"{"code":"abc"}"#,
+        r#"{"code":1,}"#,
+        r#"{"a":"\q"}"#,
+        r#"{"a":"\u12"}"#,
+        "{\"a\":\"\u{1}\"}",
+        r#"{"code":99999999999}"#,
+        "[]",
+        "",
+    ] {
+        assert!(
+            matches!(json(bad), Err(FrameError::BadJson(_))),
+            "accepted {bad:?}"
+        );
     }
 }

@@ -17,7 +17,9 @@ use crate::now_ms;
 /// A connection with more than this queued for writing is too slow to keep.
 pub const MAX_QUEUED_BYTES: usize = 64 << 20;
 
-/// What a connection tells the machine task.
+/// What a connection tells the machine task. Commands travel by value: boxing them would
+/// cost an allocation per message, which is what the inline header arena exists to avoid.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum ConnEvent {
     Command {
         conn: ConnId,

@@ -150,7 +150,8 @@ pub struct Broker<D: Disk> {
     clients: clients::ClientTable,
     locks: locks::LockTable,
     peers: BTreeMap<ConnId, HostAddr>,
-    pending_pulls: BTreeMap<(String, u32), Vec<PendingPull>>,
+    /// topic -> queue id -> held pulls (looked up by `&str`: a send's wake-up allocates nothing).
+    pending_pulls: BTreeMap<String, BTreeMap<u32, Vec<PendingPull>>>,
     sync_waiters: VecDeque<SyncWaiter>,
     flush_in_flight: Option<u64>,
     next_register: u64,
@@ -254,7 +255,12 @@ impl<D: Disk> Broker<D> {
         if let Some(w) = self.sync_waiters.front() {
             t = t.min(w.deadline);
         }
-        for p in self.pending_pulls.values().flatten() {
+        for p in self
+            .pending_pulls
+            .values()
+            .flat_map(BTreeMap::values)
+            .flatten()
+        {
             t = t.min(p.deadline);
         }
         Some(t)
@@ -266,10 +272,13 @@ impl<D: Disk> Broker<D> {
 
     pub fn on_disconnect(&mut self, conn: ConnId, now: u64) {
         self.peers.remove(&conn);
-        for pulls in self.pending_pulls.values_mut() {
-            pulls.retain(|p| p.conn != conn);
+        for queues in self.pending_pulls.values_mut() {
+            for pulls in queues.values_mut() {
+                pulls.retain(|p| p.conn != conn);
+            }
+            queues.retain(|_, v| !v.is_empty());
         }
-        self.pending_pulls.retain(|_, v| !v.is_empty());
+        self.pending_pulls.retain(|_, q| !q.is_empty());
         self.sync_waiters.retain(|w| w.conn != conn);
         let changed = self.clients.remove_conn(conn);
         for group in changed {

@@ -1,6 +1,8 @@
 //! PULL_MESSAGE with long polling: a pull that finds nothing new is held until a message
 //! arrives at its queue or its suspend time runs out.
 
+use std::collections::BTreeMap;
+
 use rockfish_store::{Disk, GetStatus};
 
 use super::{Broker, PendingPull};
@@ -130,7 +132,9 @@ impl<D: Disk> Broker<D> {
                 1_000
             };
             self.pending_pulls
-                .entry((topic, queue_id))
+                .entry(topic)
+                .or_default()
+                .entry(queue_id)
                 .or_default()
                 .push(PendingPull {
                     conn,
@@ -160,8 +164,11 @@ impl<D: Disk> Broker<D> {
 
     /// A message arrived at (topic, queue): held pulls there get another try.
     pub(super) fn wake_pulls(&mut self, topic: &str, queue_id: u32, now: u64) {
-        let key = (topic.to_string(), queue_id);
-        let Some(pulls) = self.pending_pulls.remove(&key) else {
+        let Some(pulls) = self
+            .pending_pulls
+            .get_mut(topic)
+            .and_then(|q| q.remove(&queue_id))
+        else {
             return;
         };
         for p in pulls {
@@ -172,8 +179,11 @@ impl<D: Disk> Broker<D> {
                 Ok(Some(resp)) => self.reply(p.conn, &p.request, resp),
                 Ok(None) => {
                     // Held again (fresh deadline set inside): restore the original one.
-                    if let Some(v) = self.pending_pulls.get_mut(&key)
-                        && let Some(last) = v.last_mut()
+                    if let Some(last) = self
+                        .pending_pulls
+                        .get_mut(topic)
+                        .and_then(|q| q.get_mut(&queue_id))
+                        .and_then(|v| v.last_mut())
                     {
                         last.deadline = deadline;
                     }
@@ -193,14 +203,19 @@ impl<D: Disk> Broker<D> {
     /// Held pulls whose time is up are answered with whatever is there now.
     pub(super) fn expire_pulls(&mut self, now: u64) {
         let mut due = Vec::new();
-        for pulls in self.pending_pulls.values_mut() {
-            let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(pulls)
-                .into_iter()
-                .partition(|p| p.deadline <= now);
-            *pulls = kept;
-            due.extend(expired);
+        for queues in self.pending_pulls.values_mut() {
+            for pulls in queues.values_mut() {
+                if pulls.iter().any(|p| p.deadline <= now) {
+                    let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(pulls)
+                        .into_iter()
+                        .partition(|p| p.deadline <= now);
+                    *pulls = kept;
+                    due.extend(expired);
+                }
+            }
+            queues.retain(|_, v| !v.is_empty());
         }
-        self.pending_pulls.retain(|_, v| !v.is_empty());
+        self.pending_pulls.retain(|_, q| !q.is_empty());
         for p in due {
             match self.pull_message(p.conn, &p.request, now, false) {
                 Ok(Some(resp)) => self.reply(p.conn, &p.request, resp),
@@ -219,6 +234,10 @@ impl<D: Disk> Broker<D> {
 
     /// Pulls currently held (for tests and metrics).
     pub fn held_pulls(&self) -> usize {
-        self.pending_pulls.values().map(Vec::len).sum()
+        self.pending_pulls
+            .values()
+            .flat_map(BTreeMap::values)
+            .map(Vec::len)
+            .sum()
     }
 }

@@ -8,21 +8,21 @@ use rockfish_store::{DiskError, StoreError};
 
 use super::{Broker, FlushDiskType, SyncWaiter};
 use crate::machine::ConnId;
-use crate::message::{decode_batch, offset_msg_id};
+use crate::message::{decode_batch, write_offset_msg_id};
 use crate::protocol::perm;
 use crate::remoting::codes::{request, response};
 use crate::remoting::{FieldError, RemotingCommand};
 use rockfish_store::Disk;
 
 /// SendMessageRequestHeader, read from either its long (V1) or one-letter (V2) field names.
-pub(super) struct SendHeader {
-    pub topic: String,
+pub(super) struct SendHeader<'a> {
+    pub topic: &'a str,
     pub default_topic_queues: Option<u32>,
     pub queue_id: i32,
     pub sys_flag: i32,
     pub born_timestamp: i64,
     pub flag: i32,
-    pub properties: String,
+    pub properties: &'a str,
     pub reconsume_times: i32,
     pub batch: bool,
 }
@@ -54,16 +54,20 @@ fn parse<T: std::str::FromStr>(
     }
 }
 
-impl SendHeader {
-    pub fn parse(cmd: &RemotingCommand) -> Result<SendHeader, FieldError> {
+impl<'a> SendHeader<'a> {
+    /// Borrows from the command: parsing a send allocates nothing.
+    pub fn parse(cmd: &'a RemotingCommand) -> Result<SendHeader<'a>, FieldError> {
         Ok(SendHeader {
-            topic: parse(cmd, "b", "topic")?.ok_or(FieldError::Missing("topic"))?,
+            topic: field(cmd, "b", "topic")
+                .1
+                .map(str::trim)
+                .ok_or(FieldError::Missing("topic"))?,
             default_topic_queues: parse(cmd, "d", "defaultTopicQueueNums")?,
             queue_id: parse(cmd, "e", "queueId")?.ok_or(FieldError::Missing("queueId"))?,
             sys_flag: parse(cmd, "f", "sysFlag")?.unwrap_or(0),
             born_timestamp: parse(cmd, "g", "bornTimestamp")?.unwrap_or(0),
             flag: parse(cmd, "h", "flag")?.unwrap_or(0),
-            properties: field(cmd, "i", "properties").1.unwrap_or("").to_string(),
+            properties: field(cmd, "i", "properties").1.unwrap_or(""),
             reconsume_times: parse(cmd, "j", "reconsumeTimes")?.unwrap_or(0),
             batch: cmd.code == request::SEND_BATCH_MESSAGE
                 || field(cmd, "m", "batch")
@@ -71,6 +75,13 @@ impl SendHeader {
                     .is_some_and(|b| b.trim().eq_ignore_ascii_case("true")),
         })
     }
+}
+
+/// What a send needs of its topic's config (copied, not cloned with its strings).
+#[derive(Clone, Copy)]
+struct SendTopic {
+    perm: u32,
+    write_queue_nums: u32,
 }
 
 impl<D: Disk> Broker<D> {
@@ -110,7 +121,7 @@ impl<D: Disk> Broker<D> {
             );
         }
         let h = SendHeader::parse(cmd)?;
-        if let Err(e) = validate_topic(&h.topic) {
+        if let Err(e) = validate_topic(h.topic) {
             return refuse(response::SYSTEM_ERROR, e.to_string());
         }
         let topic = match self.topic_for_send(&h, now) {
@@ -148,7 +159,7 @@ impl<D: Disk> Broker<D> {
             .copied()
             .unwrap_or(rockfish_store::record::HostAddr::UNSPECIFIED);
         let base = StoreMessage {
-            topic: &h.topic,
+            topic: h.topic,
             queue_id,
             flag: h.flag,
             sys_flag: h.sys_flag,
@@ -199,19 +210,24 @@ impl<D: Disk> Broker<D> {
                 return refuse(code, remark);
             }
         };
-        let ids: Vec<String> = self
-            .store
-            .last_appended()
-            .iter()
-            .map(|a| offset_msg_id(self.store_host, a.offset))
-            .collect();
-        let resp = RemotingCommand::response_to(cmd, response::SUCCESS, None)
-            .with_ext("msgId", ids.join(","))
+        let mut resp = RemotingCommand::response_to(cmd, response::SUCCESS, None);
+        // Offset message ids, comma-separated for a batch, written straight into the header.
+        let (host, appended) = (self.store_host, self.store.last_appended());
+        resp.ext_fields.insert_with("msgId", |w| {
+            for (i, a) in appended.iter().enumerate() {
+                if i > 0 {
+                    w.write_char(',')?;
+                }
+                write_offset_msg_id(w, host, a.offset)?;
+            }
+            Ok(())
+        });
+        let resp = resp
             .with_ext("queueId", queue_id)
             .with_ext("queueOffset", put.first.queue_offset)
             .with_ext("MSG_REGION", "DefaultRegion")
             .with_ext("TRACE_ON", "true");
-        self.wake_pulls(&h.topic, queue_id, now);
+        self.wake_pulls(h.topic, queue_id, now);
         match self.config.flush_disk_type {
             FlushDiskType::Async => Ok(Some(resp)),
             FlushDiskType::Sync => {
@@ -232,9 +248,12 @@ impl<D: Disk> Broker<D> {
 
     /// The topic to send to, auto-created (with the producer's default queue count, capped by
     /// the broker's) when allowed.
-    fn topic_for_send(&mut self, h: &SendHeader, now: u64) -> Option<TopicConfig> {
-        if let Some(t) = self.topics.topic_config_table.get(&h.topic) {
-            return Some(t.clone());
+    fn topic_for_send(&mut self, h: &SendHeader, now: u64) -> Option<SendTopic> {
+        if let Some(t) = self.topics.topic_config_table.get(h.topic) {
+            return Some(SendTopic {
+                perm: t.perm,
+                write_queue_nums: t.write_queue_nums,
+            });
         }
         let retry = h.topic.starts_with("%RETRY%");
         if !self.config.auto_create_topic && !retry {
@@ -253,12 +272,16 @@ impl<D: Disk> Broker<D> {
                 .unwrap_or(self.config.default_topic_queues)
                 .clamp(1, cap.max(1))
         };
-        let t = TopicConfig::new(&h.topic, queues);
+        let t = TopicConfig::new(h.topic, queues);
+        let send = SendTopic {
+            perm: t.perm,
+            write_queue_nums: t.write_queue_nums,
+        };
         self.topics
             .topic_config_table
-            .insert(h.topic.clone(), t.clone());
+            .insert(h.topic.to_string(), t);
         tracing::info!(topic = %h.topic, queues, "auto-created topic");
         self.persist_topics(now);
-        Some(t)
+        Some(send)
     }
 }

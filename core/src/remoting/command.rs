@@ -1,9 +1,10 @@
 //! `RemotingCommand`: one request or response of RocketMQ's remoting protocol.
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use bytes::Bytes;
+
+use super::ext::ExtFields;
 
 /// How the header is serialized (the high byte of the header-length field).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -86,7 +87,7 @@ pub struct RemotingCommand {
     pub opaque: i32,
     pub flag: i32,
     pub remark: Option<String>,
-    pub ext_fields: BTreeMap<String, String>,
+    pub ext_fields: ExtFields,
     pub serialize_type: SerializeType,
     pub body: Bytes,
 }
@@ -114,7 +115,7 @@ impl RemotingCommand {
             opaque,
             flag: 0,
             remark: None,
-            ext_fields: BTreeMap::new(),
+            ext_fields: ExtFields::new(),
             serialize_type: SerializeType::Json,
             body: Bytes::new(),
         }
@@ -134,7 +135,7 @@ impl RemotingCommand {
             opaque: request.opaque,
             flag: FLAG_RESPONSE,
             remark,
-            ext_fields: BTreeMap::new(),
+            ext_fields: ExtFields::new(),
             serialize_type: request.serialize_type,
             body: Bytes::new(),
         }
@@ -147,8 +148,9 @@ impl RemotingCommand {
         self.flag & FLAG_ONEWAY != 0
     }
 
-    pub fn with_ext(mut self, key: &str, value: impl ToString) -> Self {
-        self.ext_fields.insert(key.to_string(), value.to_string());
+    /// Sets a header field (any `Display` value; written without an intermediate `String`).
+    pub fn with_ext(mut self, key: &str, value: impl std::fmt::Display) -> Self {
+        self.ext_fields.insert(key, value);
         self
     }
     pub fn with_body(mut self, body: impl Into<Bytes>) -> Self {
@@ -157,7 +159,7 @@ impl RemotingCommand {
     }
 
     pub fn ext(&self, key: &str) -> Option<&str> {
-        self.ext_fields.get(key).map(String::as_str)
+        self.ext_fields.get(key)
     }
 
     /// An optional ext field parsed as `T`.

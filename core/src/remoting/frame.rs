@@ -11,12 +11,10 @@
 //! Decoding is total: any byte sequence yields a command, "need more bytes", or an error
 //! value naming what is wrong. Nothing here panics on input.
 
-use std::collections::BTreeMap;
-
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use serde_json::Value;
 
 use super::command::{LanguageCode, RemotingCommand, SerializeType};
+use super::ext::ExtFields;
 
 /// Default largest frame accepted (Apache's default is 16 MiB too).
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
@@ -111,82 +109,26 @@ pub fn decode_frame(mut frame: Bytes) -> Result<RemotingCommand, FrameError> {
     Ok(cmd)
 }
 
-fn json_i32(v: Option<&Value>, field: &'static str) -> Result<i32, FrameError> {
-    match v {
-        None | Some(Value::Null) => Ok(0),
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .and_then(|n| i32::try_from(n).ok())
-            .ok_or_else(|| FrameError::BadJson(format!("{field} is not a 32-bit integer"))),
-        Some(Value::String(s)) => s
-            .trim()
-            .parse()
-            .map_err(|_| FrameError::BadJson(format!("{field} is not an integer"))),
-        Some(_) => Err(FrameError::BadJson(format!("{field} is not an integer"))),
-    }
-}
-
-/// Scalars as Java's `String.valueOf` would print them; SDKs send numbers and booleans.
-fn json_scalar(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Null => None,
-        Value::Array(_) | Value::Object(_) => Some(v.to_string()),
-    }
-}
-
 fn decode_json(header: &[u8]) -> Result<RemotingCommand, FrameError> {
-    let v: Value =
-        serde_json::from_slice(header).map_err(|e| FrameError::BadJson(e.to_string()))?;
-    let Value::Object(obj) = v else {
-        return Err(FrameError::BadJson("header is not a JSON object".into()));
-    };
-    let language = match obj.get("language") {
-        Some(Value::String(s)) => LanguageCode::from_name(s),
-        Some(Value::Number(n)) => LanguageCode::from_code(n.as_u64().unwrap_or(7).min(255) as u8),
-        _ => LanguageCode::Other,
-    };
-    let mut ext_fields = BTreeMap::new();
-    match obj.get("extFields") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(fields)) => {
-            for (k, v) in fields {
-                if let Some(s) = json_scalar(v) {
-                    ext_fields.insert(k.clone(), s);
-                }
-            }
-        }
-        Some(_) => return Err(FrameError::BadJson("extFields is not an object".into())),
-    }
-    let remark = match obj.get("remark") {
-        None | Some(Value::Null) => None,
-        Some(v) => json_scalar(v),
-    };
-    Ok(RemotingCommand {
-        code: json_i32(obj.get("code"), "code")?,
-        language,
-        version: json_i32(obj.get("version"), "version")?,
-        opaque: json_i32(obj.get("opaque"), "opaque")?,
-        flag: json_i32(obj.get("flag"), "flag")?,
-        remark,
-        ext_fields,
-        serialize_type: SerializeType::Json,
-        body: Bytes::new(),
-    })
+    let mut cmd = RemotingCommand::request(0, 0);
+    cmd.language = LanguageCode::Other;
+    super::json::decode_header(header, &mut cmd).map_err(FrameError::BadJson)?;
+    cmd.serialize_type = SerializeType::Json;
+    Ok(cmd)
 }
 
-fn take_string(b: &mut Bytes, len: usize, what: &'static str) -> Result<String, FrameError> {
-    if b.remaining() < len {
+fn take_str<'b>(b: &mut &'b [u8], len: usize, what: &'static str) -> Result<&'b str, FrameError> {
+    if b.len() < len {
         return Err(FrameError::BadBinary(what));
     }
-    let raw = b.split_to(len);
-    String::from_utf8(raw.to_vec()).map_err(|_| FrameError::BadBinary("a string is not UTF-8"))
+    let (s, rest) = b.split_at(len);
+    *b = rest;
+    std::str::from_utf8(s).map_err(|_| FrameError::BadBinary("a string is not UTF-8"))
 }
 
-fn decode_binary(mut b: Bytes) -> Result<RemotingCommand, FrameError> {
+fn decode_binary(header: Bytes) -> Result<RemotingCommand, FrameError> {
     const FIXED: usize = 2 + 1 + 2 + 4 + 4 + 4;
+    let mut b: &[u8] = &header;
     if b.remaining() < FIXED {
         return Err(FrameError::BadBinary("shorter than the fixed fields"));
     }
@@ -197,11 +139,7 @@ fn decode_binary(mut b: Bytes) -> Result<RemotingCommand, FrameError> {
     let flag = b.get_i32();
     let remark_len = b.get_i32();
     let remark = if remark_len > 0 {
-        Some(take_string(
-            &mut b,
-            remark_len as usize,
-            "remark runs past the header",
-        )?)
+        Some(take_str(&mut b, remark_len as usize, "remark runs past the header")?.to_string())
     } else {
         None
     };
@@ -209,12 +147,12 @@ fn decode_binary(mut b: Bytes) -> Result<RemotingCommand, FrameError> {
         return Err(FrameError::BadBinary("no ext fields length"));
     }
     let ext_len = b.get_i32();
-    let mut ext_fields = BTreeMap::new();
+    let mut ext_fields = ExtFields::new();
     if ext_len > 0 {
         if b.remaining() < ext_len as usize {
             return Err(FrameError::BadBinary("ext fields run past the header"));
         }
-        let mut ext = b.split_to(ext_len as usize);
+        let mut ext = &b[..ext_len as usize];
         while ext.has_remaining() {
             if ext.remaining() < 2 {
                 return Err(FrameError::BadBinary("truncated ext key length"));
@@ -223,7 +161,7 @@ fn decode_binary(mut b: Bytes) -> Result<RemotingCommand, FrameError> {
             if klen < 0 {
                 return Err(FrameError::BadBinary("negative ext key length"));
             }
-            let key = take_string(&mut ext, klen as usize, "ext key runs past the fields")?;
+            let key = take_str(&mut ext, klen as usize, "ext key runs past the fields")?;
             if ext.remaining() < 4 {
                 return Err(FrameError::BadBinary("truncated ext value length"));
             }
@@ -231,8 +169,8 @@ fn decode_binary(mut b: Bytes) -> Result<RemotingCommand, FrameError> {
             if vlen < 0 {
                 return Err(FrameError::BadBinary("negative ext value length"));
             }
-            let value = take_string(&mut ext, vlen as usize, "ext value runs past the fields")?;
-            ext_fields.insert(key, value);
+            let value = take_str(&mut ext, vlen as usize, "ext value runs past the fields")?;
+            ext_fields.insert_with(key, |w| w.write_str(value));
         }
     }
     Ok(RemotingCommand {
@@ -248,31 +186,76 @@ fn decode_binary(mut b: Bytes) -> Result<RemotingCommand, FrameError> {
     })
 }
 
+/// Writes `s` as a JSON string literal.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if esc.is_empty() {
+            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            out.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+fn json_int(out: &mut Vec<u8>, key: &str, v: i32) {
+    use std::io::Write as _;
+    json_str(out, key);
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, ":{v},");
+}
+
 /// Encodes the header the command's `serialize_type` names.
 pub fn encode_header(cmd: &RemotingCommand, out: &mut Vec<u8>) -> Result<(), FrameError> {
     out.clear();
     match cmd.serialize_type {
         SerializeType::Json => {
-            let mut obj = serde_json::Map::new();
-            obj.insert("code".into(), cmd.code.into());
-            obj.insert("language".into(), cmd.language.name().into());
-            obj.insert("version".into(), cmd.version.into());
-            obj.insert("opaque".into(), cmd.opaque.into());
-            obj.insert("flag".into(), cmd.flag.into());
+            // Hand-written: the header's shape is fixed, and serde_json's Value would allocate.
+            out.push(b'{');
+            json_int(out, "code", cmd.code);
+            json_str(out, "language");
+            out.push(b':');
+            json_str(out, cmd.language.name());
+            out.push(b',');
+            json_int(out, "version", cmd.version);
+            json_int(out, "opaque", cmd.opaque);
+            json_int(out, "flag", cmd.flag);
             if let Some(r) = &cmd.remark {
-                obj.insert("remark".into(), r.clone().into());
+                json_str(out, "remark");
+                out.push(b':');
+                json_str(out, r);
+                out.push(b',');
             }
             if !cmd.ext_fields.is_empty() {
-                let ext: serde_json::Map<String, Value> = cmd
-                    .ext_fields
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                    .collect();
-                obj.insert("extFields".into(), Value::Object(ext));
+                json_str(out, "extFields");
+                out.extend_from_slice(b":{");
+                for (n, (k, v)) in cmd.ext_fields.iter().enumerate() {
+                    if n > 0 {
+                        out.push(b',');
+                    }
+                    json_str(out, k);
+                    out.push(b':');
+                    json_str(out, v);
+                }
+                out.extend_from_slice(b"},");
             }
-            obj.insert("serializeTypeCurrentRPC".into(), "JSON".into());
-            serde_json::to_writer(&mut *out, &Value::Object(obj))
-                .map_err(|e| FrameError::BadJson(e.to_string()))?;
+            json_str(out, "serializeTypeCurrentRPC");
+            out.extend_from_slice(b":\"JSON\"}");
         }
         SerializeType::RocketMq => {
             out.put_i16(cmd.code as i16);
@@ -293,7 +276,7 @@ pub fn encode_header(cmd: &RemotingCommand, out: &mut Vec<u8>) -> Result<(), Fra
                 .map(|(k, v)| 2 + k.len() + 4 + v.len())
                 .sum();
             out.put_i32(ext_len as i32);
-            for (k, v) in &cmd.ext_fields {
+            for (k, v) in cmd.ext_fields.iter() {
                 if k.len() > i16::MAX as usize {
                     return Err(FrameError::BadBinary("ext key longer than 32767 bytes"));
                 }

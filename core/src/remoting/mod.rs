@@ -2,7 +2,10 @@
 
 pub mod codes;
 pub mod command;
+pub mod ext;
 pub mod frame;
+mod json;
 
 pub use command::{FieldError, LanguageCode, RemotingCommand, SerializeType};
+pub use ext::ExtFields;
 pub use frame::{FrameDecoder, FrameError, decode_frame, encode, encode_header, encode_prefix};
