@@ -88,6 +88,8 @@ async function main() {
   await producer.close();
   clearTimeout(deadline);
   console.log('ali-ons compat: OK');
+  // The SDK leaves timers and sockets behind after close(); do not wait for them.
+  process.exit(0);
 }
 
 main().catch(err => {
