@@ -32,17 +32,33 @@ pub(crate) enum ConnEvent {
     },
 }
 
+/// A frame to write: one buffer (no allocation to queue it), or parts written back to back
+/// (a header, then stored records as they lie in the commit log).
+pub(crate) enum WriteItem {
+    One(Bytes),
+    Many(Vec<Bytes>),
+}
+
+impl WriteItem {
+    fn len(&self) -> usize {
+        match self {
+            WriteItem::One(b) => b.len(),
+            WriteItem::Many(v) => v.iter().map(Bytes::len).sum(),
+        }
+    }
+}
+
 /// The machine task's handle on a connection's writer.
 #[derive(Clone)]
 pub(crate) struct ConnWriter {
-    tx: mpsc::UnboundedSender<Vec<Bytes>>,
+    tx: mpsc::UnboundedSender<WriteItem>,
     queued: Arc<AtomicUsize>,
 }
 
 impl ConnWriter {
     pub fn new() -> (
         ConnWriter,
-        mpsc::UnboundedReceiver<Vec<Bytes>>,
+        mpsc::UnboundedReceiver<WriteItem>,
         Arc<AtomicUsize>,
     ) {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -57,13 +73,13 @@ impl ConnWriter {
         )
     }
 
-    /// Queues a frame (as parts). Returns false if the connection is gone or too far behind.
-    pub fn send(&self, parts: Vec<Bytes>) -> bool {
-        let len: usize = parts.iter().map(Bytes::len).sum();
+    /// Queues a frame. Returns false if the connection is gone or too far behind.
+    pub fn send(&self, item: WriteItem) -> bool {
+        let len = item.len();
         if self.queued.fetch_add(len, Ordering::Relaxed) + len > MAX_QUEUED_BYTES {
             return false;
         }
-        self.tx.send(parts).is_ok()
+        self.tx.send(item).is_ok()
     }
 }
 
@@ -108,33 +124,38 @@ pub(crate) async fn read_loop(
 
 pub(crate) async fn write_loop(
     mut wr: OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Vec<Bytes>>,
+    mut rx: mpsc::UnboundedReceiver<WriteItem>,
     queued: Arc<AtomicUsize>,
 ) {
     const MAX_BATCH: usize = 256;
-    let mut pending: Vec<Bytes> = Vec::new();
+    // Reused across writes: queuing and writing a frame allocates nothing once warm.
+    let mut pending: Vec<Bytes> = Vec::with_capacity(MAX_BATCH);
+    let push = |pending: &mut Vec<Bytes>, item: WriteItem| match item {
+        WriteItem::One(b) => pending.push(b),
+        WriteItem::Many(v) => pending.extend(v),
+    };
     while let Some(first) = rx.recv().await {
-        pending.extend(first);
+        push(&mut pending, first);
         // Batch whatever else is already queued into the same vectored write.
         while pending.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(parts) => pending.extend(parts),
+                Ok(item) => push(&mut pending, item),
                 Err(_) => break,
             }
         }
         let total: usize = pending.iter().map(Bytes::len).sum();
         let mut at = 0;
         while at < pending.len() {
-            let slices: Vec<IoSlice<'_>> = pending[at..]
-                .iter()
-                .take(64)
-                .map(|b| IoSlice::new(b))
-                .collect();
-            let n = match wr.write_vectored(&slices).await {
+            let mut slices = [IoSlice::new(&[]); 64];
+            let n = (pending.len() - at).min(slices.len());
+            for (slot, b) in slices.iter_mut().zip(&pending[at..at + n]) {
+                *slot = IoSlice::new(b);
+            }
+            let written = match wr.write_vectored(&slices[..n]).await {
                 Ok(0) | Err(_) => return,
-                Ok(n) => n,
+                Ok(w) => w,
             };
-            let mut left = n;
+            let mut left = written;
             while left > 0 {
                 let b = &mut pending[at];
                 if left >= b.len() {

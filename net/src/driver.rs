@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
-use crate::conn::{ConnEvent, ConnWriter, read_loop, write_loop};
+use crate::conn::{ConnEvent, ConnWriter, WriteItem, read_loop, write_loop};
 use crate::flush::{FlushJob, spawn_flusher};
 use crate::now_ms;
 
@@ -204,7 +204,7 @@ impl Conns {
         self.outbound.retain(|_, c| *c != conn);
     }
 
-    fn send(&mut self, conn: ConnId, parts: Vec<Bytes>) {
+    fn send(&mut self, conn: ConnId, parts: WriteItem) {
         let ok = self.writers.get(&conn).is_some_and(|w| w.send(parts));
         if !ok && self.writers.contains_key(&conn) {
             tracing::warn!(
@@ -216,10 +216,35 @@ impl Conns {
     }
 }
 
-fn frame(cmd: &rockfish_core::remoting::RemotingCommand, scratch: &mut Vec<u8>) -> Option<Bytes> {
-    let mut out = BytesMut::new();
-    match encode(cmd, scratch, &mut out) {
-        Ok(()) => Some(out.freeze()),
+/// Frames are encoded into one large staging buffer and split off it: a frame is a
+/// refcounted slice, so encoding a response allocates nothing (the buffer is renewed in
+/// large chunks, amortized over many frames).
+struct Stage {
+    buf: BytesMut,
+    scratch: Vec<u8>,
+}
+
+impl Stage {
+    const CHUNK: usize = 256 * 1024;
+
+    fn new() -> Stage {
+        Stage {
+            buf: BytesMut::with_capacity(Self::CHUNK),
+            scratch: Vec::with_capacity(1024),
+        }
+    }
+
+    fn room(&mut self) {
+        if self.buf.capacity() - self.buf.len() < Self::CHUNK / 4 {
+            self.buf = BytesMut::with_capacity(Self::CHUNK);
+        }
+    }
+}
+
+fn frame(cmd: &rockfish_core::remoting::RemotingCommand, stage: &mut Stage) -> Option<Bytes> {
+    stage.room();
+    match encode(cmd, &mut stage.scratch, &mut stage.buf) {
+        Ok(()) => Some(stage.buf.split().freeze()),
         Err(e) => {
             tracing::error!(error = %e, code = cmd.code, "cannot encode a command; dropped");
             None
@@ -244,13 +269,13 @@ async fn run<M: Durable>(
         events: ev_tx,
         max_frame,
     };
-    let mut scratch = Vec::with_capacity(1024);
+    let mut stage = Stage::new();
     loop {
         let now = now_ms();
         if machine.poll_timeout().is_some_and(|t| t <= now) {
             machine.on_timeout(now);
         }
-        drain(&mut machine, &mut conns, &flusher, &mut scratch);
+        drain(&mut machine, &mut conns, &flusher, &mut stage);
         let sleep_ms = machine
             .poll_timeout()
             .map_or(1_000, |t| t.saturating_sub(now_ms()).max(1));
@@ -278,7 +303,7 @@ async fn run<M: Durable>(
             _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
         }
     }
-    drain(&mut machine, &mut conns, &flusher, &mut scratch);
+    drain(&mut machine, &mut conns, &flusher, &mut stage);
     machine
 }
 
@@ -286,34 +311,34 @@ fn drain<M: Durable>(
     machine: &mut M,
     conns: &mut Conns,
     flusher: &std::sync::mpsc::Sender<FlushJob>,
-    scratch: &mut Vec<u8>,
+    stage: &mut Stage,
 ) {
     while let Some(out) = machine.poll_output() {
         match out {
             Output::Send { conn, cmd } => {
-                if let Some(f) = frame(&cmd, scratch) {
-                    conns.send(conn, vec![f]);
+                if let Some(f) = frame(&cmd, stage) {
+                    conns.send(conn, WriteItem::One(f));
                 }
             }
             Output::SendRecords { conn, cmd, records } => {
                 let body_len = cmd.body.len() + records.iter().map(Bytes::len).sum::<usize>();
-                let mut prefix = BytesMut::new();
-                if let Err(e) = encode_prefix(&cmd, body_len, scratch, &mut prefix) {
+                stage.room();
+                if let Err(e) = encode_prefix(&cmd, body_len, &mut stage.scratch, &mut stage.buf) {
                     tracing::error!(error = %e, "cannot encode a response; dropped");
                     continue;
                 }
                 let mut parts = Vec::with_capacity(records.len() + 2);
-                parts.push(prefix.freeze());
+                parts.push(stage.buf.split().freeze());
                 if !cmd.body.is_empty() {
                     parts.push(cmd.body.clone());
                 }
                 parts.extend(records);
-                conns.send(conn, parts);
+                conns.send(conn, WriteItem::Many(parts));
             }
             Output::SendTo { addr, cmd } => {
                 let conn = conns.outbound(&addr);
-                if let Some(f) = frame(&cmd, scratch) {
-                    conns.send(conn, vec![f]);
+                if let Some(f) = frame(&cmd, stage) {
+                    conns.send(conn, WriteItem::One(f));
                 }
             }
             Output::Close { conn, reason } => {
