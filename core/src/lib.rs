@@ -15,6 +15,7 @@ pub mod broker;
 pub mod machine;
 pub mod message;
 pub mod namesrv;
+pub mod producer;
 pub mod protocol;
 pub mod rebalance;
 pub mod remoting;

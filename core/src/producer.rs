@@ -1,0 +1,693 @@
+//! `Producer`: RocketMQ's producer (DefaultMQProducerImpl) as a Sans-IO machine.
+//!
+//! Routes come from a name server (picked at random, failing over to the others), refreshed
+//! every 30 s and on a miss; a topic without a route is sent through the default topic's
+//! route (the broker creates it). Queues are picked round-robin, avoiding the broker that just
+//! failed and, with `latency_fault`, brokers inside a latency-fault window. A failed sync or
+//! async send is retried on another broker (2 retries by default) within the send timeout;
+//! ordered sends pick their queue by key hash and are not moved. Requests go out as
+//! `Output::SendTo`; responses come back through `on_command`; results through `poll_event`.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rockfish_store::record::java_string_hash;
+
+use crate::machine::Output;
+use crate::message::{properties_string, uniq_key};
+use crate::protocol::{MessageQueue, TopicRouteData, perm};
+use crate::remoting::RemotingCommand;
+use crate::remoting::codes::{request, response};
+
+/// RocketMQ's latency-fault table: a send that took at least `LATENCY_MAX[i]` ms makes its
+/// broker unavailable for `NOT_AVAILABLE[i]` ms.
+const LATENCY_MAX: [u64; 7] = [50, 100, 550, 1_000, 2_000, 3_000, 15_000];
+const NOT_AVAILABLE: [u64; 7] = [0, 0, 30_000, 60_000, 120_000, 180_000, 600_000];
+/// A failed send counts as this latency (isolation).
+const ISOLATION_LATENCY: u64 = 30_000;
+
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    pub group: String,
+    pub client_id: String,
+    pub namesrv_addrs: Vec<String>,
+    pub send_timeout_ms: u64,
+    /// Retries of a failed sync or async send, each on another broker where possible.
+    pub retry_times: u32,
+    /// RocketMQ's sendLatencyFaultEnable.
+    pub latency_fault: bool,
+    pub route_refresh_ms: u64,
+    pub heartbeat_ms: u64,
+    /// Queues a topic gets when created through the default topic.
+    pub default_topic_queues: u32,
+    pub seed: u64,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            group: "DEFAULT_PRODUCER".into(),
+            client_id: "127.0.0.1@rockfish".into(),
+            namesrv_addrs: vec!["127.0.0.1:9876".into()],
+            send_timeout_ms: 3_000,
+            retry_times: 2,
+            latency_fault: false,
+            route_refresh_ms: 30_000,
+            heartbeat_ms: 30_000,
+            default_topic_queues: 4,
+            seed: 0,
+        }
+    }
+}
+
+/// A message to send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    pub tags: Option<String>,
+    pub keys: Vec<String>,
+    pub body: Bytes,
+    pub flag: i32,
+    /// Extra user properties.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Message {
+    pub fn new(topic: &str, body: impl Into<Bytes>) -> Message {
+        Message {
+            topic: topic.to_string(),
+            body: body.into(),
+            ..Message::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendMode {
+    Sync,
+    Async,
+    Oneway,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendStatus {
+    SendOk,
+    FlushDiskTimeout,
+    FlushSlaveTimeout,
+    SlaveNotAvailable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendResult {
+    pub status: SendStatus,
+    /// The client-side unique id (UNIQ_KEY), what RocketMQ SDKs report as msgId.
+    pub msg_id: String,
+    pub offset_msg_id: String,
+    pub queue: MessageQueue,
+    pub queue_offset: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("no route for topic {0}")]
+    NoRoute(String),
+    #[error("send timed out after {0} ms")]
+    Timeout(u64),
+    #[error("broker refused: code {code} {remark}")]
+    Broker { code: i32, remark: String },
+}
+
+/// A send's identity, returned by `send` and carried by its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SendId(pub u64);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProducerEvent {
+    /// A sync or async send finished (oneway sends report `Ok` once written).
+    Sent {
+        id: SendId,
+        result: Result<SendResult, SendError>,
+        attempts: u32,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct PublishInfo {
+    queues: Vec<MessageQueue>,
+    brokers: BTreeMap<String, String>,
+}
+
+struct PendingSend {
+    msg: Message,
+    mode: SendMode,
+    /// For ordered sends: the queue index chosen by key hash.
+    selector: Option<i32>,
+    uniq: String,
+    started: u64,
+    attempts: u32,
+    last_broker: Option<String>,
+}
+
+enum Rpc {
+    Route {
+        topic: String,
+        default_for: Option<String>,
+        ns: usize,
+    },
+    Send {
+        id: SendId,
+        broker: String,
+        sent_at: u64,
+    },
+}
+
+struct InFlight {
+    rpc: Rpc,
+    deadline: u64,
+}
+
+pub struct Producer {
+    config: ProducerConfig,
+    rng: Xoshiro256PlusPlus,
+    routes: BTreeMap<String, PublishInfo>,
+    /// Sends waiting for their topic's route.
+    waiting: BTreeMap<String, Vec<SendId>>,
+    sends: BTreeMap<SendId, PendingSend>,
+    rpcs: BTreeMap<i32, InFlight>,
+    faults: BTreeMap<String, u64>,
+    next_queue: u32,
+    next_id: u64,
+    next_opaque: i32,
+    uniq_prefix: u64,
+    next_refresh: u64,
+    next_heartbeat: u64,
+    outputs: VecDeque<Output>,
+    events: VecDeque<ProducerEvent>,
+}
+
+impl Producer {
+    pub fn new(config: ProducerConfig, now: u64) -> Producer {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
+        let next_queue = rng.random();
+        let uniq_prefix = rng.random();
+        Producer {
+            rng,
+            routes: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            sends: BTreeMap::new(),
+            rpcs: BTreeMap::new(),
+            faults: BTreeMap::new(),
+            next_queue,
+            next_id: 0,
+            next_opaque: 0,
+            uniq_prefix,
+            next_refresh: now + config.route_refresh_ms,
+            next_heartbeat: now,
+            outputs: VecDeque::new(),
+            events: VecDeque::new(),
+            config,
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+    pub fn poll_event(&mut self) -> Option<ProducerEvent> {
+        self.events.pop_front()
+    }
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let rpc = self.rpcs.values().map(|r| r.deadline).min();
+        Some(
+            rpc.map_or(self.next_refresh, |d| d.min(self.next_refresh))
+                .min(self.next_heartbeat),
+        )
+    }
+
+    /// Sends `msg`; the result arrives as a `ProducerEvent` (oneway: once written).
+    pub fn send(&mut self, msg: Message, mode: SendMode, now: u64) -> SendId {
+        self.start(msg, mode, None, now)
+    }
+
+    /// An ordered send: the queue is chosen by the hash of `key` (RocketMQ's
+    /// SelectMessageQueueByHash), so messages with one key go to one queue, in order.
+    pub fn send_ordered(&mut self, msg: Message, key: &str, mode: SendMode, now: u64) -> SendId {
+        let h = java_string_hash(key);
+        self.start(msg, mode, Some(h), now)
+    }
+
+    fn start(&mut self, msg: Message, mode: SendMode, selector: Option<i32>, now: u64) -> SendId {
+        self.next_id += 1;
+        let id = SendId(self.next_id);
+        let uniq = uniq_key(self.uniq_prefix, self.next_id);
+        let topic = msg.topic.clone();
+        self.sends.insert(
+            id,
+            PendingSend {
+                msg,
+                mode,
+                selector,
+                uniq,
+                started: now,
+                attempts: 0,
+                last_broker: None,
+            },
+        );
+        if self.routes.contains_key(&topic) {
+            self.attempt(id, now);
+        } else {
+            let first = !self.waiting.contains_key(&topic);
+            self.waiting.entry(topic.clone()).or_default().push(id);
+            if first {
+                self.fetch_route(&topic, None, now);
+            }
+        }
+        id
+    }
+
+    fn opaque(&mut self) -> i32 {
+        self.next_opaque = self.next_opaque.wrapping_add(1);
+        self.next_opaque
+    }
+
+    fn fetch_route(&mut self, topic: &str, default_for: Option<String>, now: u64) {
+        if self.config.namesrv_addrs.is_empty() {
+            return;
+        }
+        let ns = self.rng.random_range(0..self.config.namesrv_addrs.len());
+        self.fetch_route_from(topic, default_for, ns, now);
+    }
+
+    fn fetch_route_from(&mut self, topic: &str, default_for: Option<String>, ns: usize, now: u64) {
+        let opaque = self.opaque();
+        let cmd = RemotingCommand::request(request::GET_ROUTEINFO_BY_TOPIC, opaque)
+            .with_ext("topic", topic);
+        let addr = self.config.namesrv_addrs[ns].clone();
+        self.rpcs.insert(
+            opaque,
+            InFlight {
+                rpc: Rpc::Route {
+                    topic: topic.to_string(),
+                    default_for,
+                    ns,
+                },
+                deadline: now + self.config.send_timeout_ms,
+            },
+        );
+        self.outputs.push_back(Output::SendTo { addr, cmd });
+    }
+
+    /// RocketMQ's selectOneMessageQueue.
+    fn select(
+        &mut self,
+        topic: &str,
+        last: Option<&str>,
+        selector: Option<i32>,
+        now: u64,
+    ) -> Option<(MessageQueue, String)> {
+        let info = self.routes.get(topic)?;
+        if info.queues.is_empty() {
+            return None;
+        }
+        let n = info.queues.len();
+        let pick = |mq: &MessageQueue| {
+            info.brokers
+                .get(&mq.broker_name)
+                .map(|a| (mq.clone(), a.clone()))
+        };
+        if let Some(h) = selector {
+            return pick(&info.queues[(h % n as i32).unsigned_abs() as usize]);
+        }
+        let start = self.next_queue;
+        self.next_queue = self.next_queue.wrapping_add(1);
+        let at = |i: usize| &info.queues[(start as usize).wrapping_add(i) % n];
+        if self.config.latency_fault {
+            for i in 0..n {
+                let mq = at(i);
+                if self
+                    .faults
+                    .get(&mq.broker_name)
+                    .is_none_or(|until| *until <= now)
+                {
+                    return pick(mq);
+                }
+            }
+        } else if let Some(last) = last {
+            for i in 0..n {
+                let mq = at(i);
+                if mq.broker_name != last {
+                    return pick(mq);
+                }
+            }
+        }
+        pick(at(0))
+    }
+
+    fn attempt(&mut self, id: SendId, now: u64) {
+        let Some(s) = self.sends.get(&id) else { return };
+        let (topic, last, selector) = (s.msg.topic.clone(), s.last_broker.clone(), s.selector);
+        let Some((mq, addr)) = self.select(&topic, last.as_deref(), selector, now) else {
+            return self.finish(id, Err(SendError::NoRoute(topic)));
+        };
+        let opaque = self.opaque();
+        let s = self.sends.get_mut(&id).expect("checked");
+        s.attempts += 1;
+        s.last_broker = Some(mq.broker_name.clone());
+        let mut props: Vec<(&str, &str)> = vec![("UNIQ_KEY", &s.uniq), ("WAIT", "true")];
+        if let Some(t) = &s.msg.tags {
+            props.push(("TAGS", t));
+        }
+        let keys = s.msg.keys.join(" ");
+        if !keys.is_empty() {
+            props.push(("KEYS", &keys));
+        }
+        for (k, v) in &s.msg.properties {
+            props.push((k, v));
+        }
+        let props = String::from_utf8(properties_string(props)).expect("UTF-8 properties");
+        let mut cmd = RemotingCommand::request(request::SEND_MESSAGE_V2, opaque)
+            .with_ext("a", &self.config.group)
+            .with_ext("b", &topic)
+            .with_ext("c", crate::broker::DEFAULT_TOPIC)
+            .with_ext("d", self.config.default_topic_queues)
+            .with_ext("e", mq.queue_id)
+            .with_ext("f", 0)
+            .with_ext("g", now)
+            .with_ext("h", s.msg.flag)
+            .with_ext("i", props)
+            .with_ext("j", 0)
+            .with_ext("k", false)
+            .with_body(s.msg.body.clone());
+        let mode = s.mode;
+        if mode == SendMode::Oneway {
+            cmd.flag |= crate::remoting::command::FLAG_ONEWAY;
+            self.outputs.push_back(Output::SendTo { addr, cmd });
+            let result = SendResult {
+                status: SendStatus::SendOk,
+                msg_id: s.uniq.clone(),
+                offset_msg_id: String::new(),
+                queue: mq,
+                queue_offset: 0,
+            };
+            return self.finish(id, Ok(result));
+        }
+        let deadline = (s.started + self.config.send_timeout_ms).max(now);
+        self.rpcs.insert(
+            opaque,
+            InFlight {
+                rpc: Rpc::Send {
+                    id,
+                    broker: mq.broker_name.clone(),
+                    sent_at: now,
+                },
+                deadline,
+            },
+        );
+        self.outputs.push_back(Output::SendTo { addr, cmd });
+    }
+
+    fn finish(&mut self, id: SendId, result: Result<SendResult, SendError>) {
+        if let Some(s) = self.sends.remove(&id) {
+            self.events.push_back(ProducerEvent::Sent {
+                id,
+                result,
+                attempts: s.attempts,
+            });
+        }
+    }
+
+    /// RocketMQ's updateFaultItem.
+    fn fault(&mut self, broker: &str, latency: u64, now: u64) {
+        if !self.config.latency_fault {
+            return;
+        }
+        let window = LATENCY_MAX
+            .iter()
+            .rposition(|m| latency >= *m)
+            .map_or(0, |i| NOT_AVAILABLE[i]);
+        self.faults.insert(broker.to_string(), now + window);
+    }
+
+    /// Retries on another broker if attempts and time remain; fails the send otherwise.
+    fn retry_or_fail(&mut self, id: SendId, err: SendError, now: u64) {
+        let Some(s) = self.sends.get(&id) else { return };
+        let ordered = s.selector.is_some();
+        let within = now < s.started + self.config.send_timeout_ms;
+        if !ordered && s.attempts <= self.config.retry_times && within {
+            self.attempt(id, now);
+        } else {
+            self.finish(id, Err(err));
+        }
+    }
+
+    /// A response arrived (from a name server or a broker).
+    pub fn on_command(&mut self, cmd: RemotingCommand, now: u64) {
+        if !cmd.is_response() {
+            return; // brokers' check-back requests arrive with transactions
+        }
+        let Some(inflight) = self.rpcs.remove(&cmd.opaque) else {
+            return;
+        };
+        match inflight.rpc {
+            Rpc::Route {
+                topic, default_for, ..
+            } => self.on_route(topic, default_for, cmd, now),
+            Rpc::Send {
+                id,
+                broker,
+                sent_at,
+            } => self.on_send_response(id, &broker, sent_at, cmd, now),
+        }
+    }
+
+    fn on_route(
+        &mut self,
+        topic: String,
+        default_for: Option<String>,
+        cmd: RemotingCommand,
+        now: u64,
+    ) {
+        let route: Option<TopicRouteData> = (cmd.code == response::SUCCESS)
+            .then(|| serde_json::from_slice(&cmd.body).ok())
+            .flatten();
+        let target = default_for.clone().unwrap_or_else(|| topic.clone());
+        match route {
+            Some(route) => {
+                let mut info = publish_info(&target, &route);
+                if default_for.is_some() {
+                    // Through the default topic: at most the producer's default queue count.
+                    let cap = self.config.default_topic_queues;
+                    info.queues.retain(|q| q.queue_id < cap);
+                }
+                self.routes.insert(target.clone(), info);
+                for id in self.waiting.remove(&target).unwrap_or_default() {
+                    self.attempt(id, now);
+                }
+            }
+            None if default_for.is_none() && cmd.code == response::TOPIC_NOT_EXIST => {
+                self.fetch_route(crate::broker::DEFAULT_TOPIC, Some(topic), now);
+            }
+            None => {
+                for id in self.waiting.remove(&target).unwrap_or_default() {
+                    self.finish(id, Err(SendError::NoRoute(target.clone())));
+                }
+            }
+        }
+    }
+
+    fn on_send_response(
+        &mut self,
+        id: SendId,
+        broker: &str,
+        sent_at: u64,
+        cmd: RemotingCommand,
+        now: u64,
+    ) {
+        let latency = now.saturating_sub(sent_at);
+        let status = match cmd.code {
+            response::SUCCESS => Some(SendStatus::SendOk),
+            response::FLUSH_DISK_TIMEOUT => Some(SendStatus::FlushDiskTimeout),
+            response::FLUSH_SLAVE_TIMEOUT => Some(SendStatus::FlushSlaveTimeout),
+            response::SLAVE_NOT_AVAILABLE => Some(SendStatus::SlaveNotAvailable),
+            _ => None,
+        };
+        let err = || SendError::Broker {
+            code: cmd.code,
+            remark: cmd.remark.clone().unwrap_or_default(),
+        };
+        match status {
+            Some(status) => {
+                self.fault(broker, latency, now);
+                let Some(s) = self.sends.get(&id) else { return };
+                let result = SendResult {
+                    status,
+                    msg_id: s.uniq.clone(),
+                    offset_msg_id: cmd.ext("msgId").unwrap_or("").to_string(),
+                    queue: MessageQueue {
+                        topic: s.msg.topic.clone(),
+                        broker_name: broker.to_string(),
+                        queue_id: cmd.ext_opt("queueId").ok().flatten().unwrap_or(0),
+                    },
+                    queue_offset: cmd.ext_opt("queueOffset").ok().flatten().unwrap_or(0),
+                };
+                self.finish(id, Ok(result));
+            }
+            None => {
+                self.fault(broker, ISOLATION_LATENCY, now);
+                match cmd.code {
+                    // What RocketMQ's producer retries on another broker.
+                    response::TOPIC_NOT_EXIST
+                    | response::SERVICE_NOT_AVAILABLE
+                    | response::SYSTEM_ERROR
+                    | response::NO_PERMISSION => self.retry_or_fail(id, err(), now),
+                    _ => self.finish(id, Err(err())),
+                }
+            }
+        }
+    }
+
+    /// A connection to `addr` failed or closed: its requests fail now rather than at timeout.
+    pub fn on_peer_lost(&mut self, addr: &str, now: u64) {
+        let lost: Vec<i32> = self
+            .rpcs
+            .iter()
+            .filter(|(_, r)| match &r.rpc {
+                Rpc::Send { broker, .. } => self
+                    .routes
+                    .values()
+                    .any(|i| i.brokers.get(broker).is_some_and(|a| a == addr)),
+                Rpc::Route { ns, .. } => self
+                    .config
+                    .namesrv_addrs
+                    .get(*ns)
+                    .is_some_and(|a| a == addr),
+            })
+            .map(|(o, _)| *o)
+            .collect();
+        for opaque in lost {
+            self.expire(opaque, now);
+        }
+    }
+
+    fn expire(&mut self, opaque: i32, now: u64) {
+        let Some(inflight) = self.rpcs.remove(&opaque) else {
+            return;
+        };
+        match inflight.rpc {
+            Rpc::Route {
+                topic,
+                default_for,
+                ns,
+            } => {
+                // Fail over to the next name server.
+                let next = (ns + 1) % self.config.namesrv_addrs.len().max(1);
+                let target = default_for.clone().unwrap_or_else(|| topic.clone());
+                let tries_left = self.waiting.get(&target).is_some_and(|w| {
+                    w.iter().any(|id| {
+                        self.sends
+                            .get(id)
+                            .is_some_and(|s| now < s.started + self.config.send_timeout_ms)
+                    })
+                });
+                if tries_left && self.config.namesrv_addrs.len() > 1 {
+                    self.fetch_route_from(&topic, default_for, next, now);
+                } else {
+                    for id in self.waiting.remove(&target).unwrap_or_default() {
+                        self.finish(id, Err(SendError::Timeout(self.config.send_timeout_ms)));
+                    }
+                }
+            }
+            Rpc::Send { id, broker, .. } => {
+                self.fault(&broker, ISOLATION_LATENCY, now);
+                self.retry_or_fail(id, SendError::Timeout(self.config.send_timeout_ms), now);
+            }
+        }
+    }
+
+    /// Time passed: expired requests, route refresh, heartbeats.
+    pub fn on_timeout(&mut self, now: u64) {
+        let expired: Vec<i32> = self
+            .rpcs
+            .iter()
+            .filter(|(_, r)| r.deadline <= now)
+            .map(|(o, _)| *o)
+            .collect();
+        for opaque in expired {
+            self.expire(opaque, now);
+        }
+        if now >= self.next_refresh {
+            self.next_refresh = now + self.config.route_refresh_ms;
+            let topics: Vec<String> = self.routes.keys().cloned().collect();
+            for t in topics {
+                self.fetch_route(&t, None, now);
+            }
+        }
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now + self.config.heartbeat_ms;
+            let body = serde_json::json!({
+                "clientID": self.config.client_id,
+                "producerDataSet": [{"groupName": self.config.group}],
+                "consumerDataSet": [],
+            });
+            let body = Bytes::from(serde_json::to_vec(&body).expect("heartbeat serializes"));
+            let brokers: std::collections::BTreeSet<String> = self
+                .routes
+                .values()
+                .flat_map(|i| i.brokers.values().cloned())
+                .collect();
+            for addr in brokers {
+                let opaque = self.opaque();
+                let cmd =
+                    RemotingCommand::request(request::HEART_BEAT, opaque).with_body(body.clone());
+                self.outputs.push_back(Output::SendTo { addr, cmd });
+            }
+        }
+    }
+
+    /// Sends in flight (for tests and graceful shutdown).
+    pub fn in_flight(&self) -> usize {
+        self.sends.len()
+    }
+
+    /// Whether `broker` is inside a latency-fault window at `now`.
+    pub fn is_isolated(&self, broker: &str, now: u64) -> bool {
+        self.faults.get(broker).is_some_and(|until| *until > now)
+    }
+
+    /// The queues a topic is published on, as known now.
+    pub fn queues(&self, topic: &str) -> Option<&[MessageQueue]> {
+        self.routes.get(topic).map(|i| i.queues.as_slice())
+    }
+}
+
+/// RocketMQ's topicRouteData2TopicPublishInfo: every writable queue of every broker whose
+/// master is known, in route order (brokers sorted by name, as name servers send them).
+fn publish_info(topic: &str, route: &TopicRouteData) -> PublishInfo {
+    let mut qds = route.queue_datas.clone();
+    qds.sort_by(|a, b| a.broker_name.cmp(&b.broker_name));
+    let mut brokers = BTreeMap::new();
+    let mut queues = Vec::new();
+    for qd in qds {
+        if !perm::writeable(qd.perm) {
+            continue;
+        }
+        let Some(addr) = route
+            .broker_datas
+            .iter()
+            .find(|b| b.broker_name == qd.broker_name)
+            .and_then(|b| b.master_addr())
+        else {
+            continue;
+        };
+        brokers.insert(qd.broker_name.clone(), addr.to_string());
+        for q in 0..qd.write_queue_nums {
+            queues.push(MessageQueue {
+                topic: topic.to_string(),
+                broker_name: qd.broker_name.clone(),
+                queue_id: q,
+            });
+        }
+    }
+    PublishInfo { queues, brokers }
+}
