@@ -12,6 +12,7 @@
 //! machine are here; the broker and client machines follow.
 
 pub mod broker;
+pub mod consumer;
 pub mod machine;
 pub mod message;
 pub mod namesrv;

@@ -1,0 +1,933 @@
+//! `Consumer`: RocketMQ's push consumer (DefaultMQPushConsumerImpl, RebalanceImpl,
+//! ProcessQueue) as a Sans-IO machine.
+//!
+//! It finds its topics' routes, learns its group's members from a broker, allocates queues with
+//! a [`AllocateStrategy`] (clustering) or takes them all (broadcasting), and pulls each of its
+//! queues with long polling into a process queue. Messages go to the application as
+//! `ConsumerEvent::Deliver`; the application acknowledges each with `ack`. Flow control slows
+//! pulls (1000 messages, 100 MiB or a span of 2000 offsets per queue); nothing is dropped.
+//! Orderly consumers lock each queue on its broker first (LOCK_BATCH_MQ, renewed every 20 s,
+//! trusted for 30 s) and deliver one batch at a time per queue, in order. Offsets are committed
+//! every 5 s, on rebalance and on shutdown (to the broker for clustering; kept for the
+//! application to store for broadcasting).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use bytes::Bytes;
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rockfish_store::StoredRecord;
+
+use crate::machine::Output;
+use crate::message::{TagFilter, split_records};
+use crate::protocol::{
+    LockBatchRequestBody, LockBatchResponseBody, MessageQueue, TopicRouteData, perm, to_body,
+};
+use crate::rebalance::{AllocateStrategy, Averagely};
+use crate::remoting::RemotingCommand;
+use crate::remoting::codes::{request, response};
+
+const FLOW_CONTROL_DELAY_MS: u64 = 50;
+const EXCEPTION_DELAY_MS: u64 = 3_000;
+const SUSPEND_MS: u64 = 15_000;
+const PULL_TIMEOUT_MS: u64 = 30_000;
+const RPC_TIMEOUT_MS: u64 = 3_000;
+/// A client trusts its queue lock this long after the broker granted it.
+pub const LOCK_TRUST_MS: u64 = 30_000;
+const LOCK_RENEW_MS: u64 = 20_000;
+/// An orderly consumer that asked to reconsume waits this long (SUSPEND_CURRENT_QUEUE_A_MOMENT).
+const ORDERLY_SUSPEND_MS: u64 = 1_000;
+/// A concurrent consumer's reconsume-later comes back after this long. (RocketMQ sends it back
+/// to the broker's retry topic with a delay level; that needs the broker's delay service.)
+const RECONSUME_DELAY_MS: u64 = 1_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageModel {
+    Clustering,
+    Broadcasting,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumeFrom {
+    LastOffset,
+    FirstOffset,
+    Timestamp(i64),
+}
+
+pub struct ConsumerConfig {
+    pub group: String,
+    pub client_id: String,
+    pub namesrv_addrs: Vec<String>,
+    /// topic -> tag expression ("*" or "TagA || TagB").
+    pub subscriptions: BTreeMap<String, String>,
+    pub model: MessageModel,
+    pub consume_from: ConsumeFrom,
+    pub strategy: Box<dyn AllocateStrategy + Send>,
+    pub orderly: bool,
+    pub pull_batch_size: u32,
+    pub pull_threshold_for_queue: usize,
+    pub pull_threshold_size_for_queue: usize,
+    pub consume_concurrently_max_span: u64,
+    pub consume_batch_size: usize,
+    pub rebalance_interval_ms: u64,
+    pub persist_offset_interval_ms: u64,
+    pub heartbeat_ms: u64,
+    pub route_refresh_ms: u64,
+    pub seed: u64,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            group: "DEFAULT_CONSUMER".into(),
+            client_id: "127.0.0.1@rockfish".into(),
+            namesrv_addrs: vec!["127.0.0.1:9876".into()],
+            subscriptions: BTreeMap::new(),
+            model: MessageModel::Clustering,
+            consume_from: ConsumeFrom::LastOffset,
+            strategy: Box::new(Averagely),
+            orderly: false,
+            pull_batch_size: 32,
+            pull_threshold_for_queue: 1_000,
+            pull_threshold_size_for_queue: 100 << 20,
+            consume_concurrently_max_span: 2_000,
+            consume_batch_size: 1,
+            rebalance_interval_ms: 20_000,
+            persist_offset_interval_ms: 5_000,
+            heartbeat_ms: 30_000,
+            route_refresh_ms: 30_000,
+            seed: 0,
+        }
+    }
+}
+
+/// What the application is told.
+#[derive(Debug, Clone)]
+pub enum ConsumerEvent {
+    /// Consume these (acknowledge each with `ack`).
+    Deliver {
+        mq: MessageQueue,
+        msgs: Vec<StoredRecord>,
+    },
+    /// The queue set changed.
+    Rebalanced { assigned: Vec<MessageQueue> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumeResult {
+    Success,
+    /// Concurrent: deliver again after a pause. Orderly: suspend the queue a moment and redo.
+    ReconsumeLater,
+}
+
+#[derive(Debug, Default)]
+struct ProcessQueue {
+    /// Next offset to pull; `None` until the starting offset is known.
+    next_offset: Option<u64>,
+    /// Pulled, not yet acknowledged.
+    msgs: BTreeMap<u64, StoredRecord>,
+    /// Delivered to the application, not yet acknowledged.
+    delivered: BTreeSet<u64>,
+    bytes: usize,
+    pulling: bool,
+    not_before: u64,
+    locked_until: u64,
+    /// Highest offset acknowledged so far + 1 with nothing pending below: the commit point.
+    committed: Option<u64>,
+    dirty: bool,
+    /// Messages asked to be reconsumed wait until then.
+    redeliver_at: u64,
+}
+
+impl ProcessQueue {
+    /// RocketMQ's removeMessage result: where consumption is complete up to.
+    fn consumed_to(&self) -> Option<u64> {
+        match self.msgs.keys().next() {
+            Some(first) => Some(*first),
+            None => self.next_offset,
+        }
+    }
+    fn span(&self) -> u64 {
+        match (self.msgs.keys().next(), self.msgs.keys().next_back()) {
+            (Some(a), Some(b)) => b - a,
+            _ => 0,
+        }
+    }
+}
+
+enum Rpc {
+    Route { topic: String },
+    ConsumerIds { topic: String },
+    QueryOffset { mq: MessageQueue },
+    StartOffset { mq: MessageQueue },
+    Pull { mq: MessageQueue },
+    Lock { broker: String },
+    Other,
+}
+
+pub struct Consumer {
+    config: ConsumerConfig,
+    filters: BTreeMap<String, TagFilter>,
+    rng: Xoshiro256PlusPlus,
+    routes: BTreeMap<String, TopicRouteData>,
+    members: BTreeMap<String, Vec<String>>,
+    queues: BTreeMap<MessageQueue, ProcessQueue>,
+    /// Broadcasting offsets (and the last known clustering ones), for the application to keep.
+    offsets: BTreeMap<MessageQueue, u64>,
+    rpcs: BTreeMap<i32, (Rpc, u64)>,
+    next_opaque: i32,
+    next_rebalance: u64,
+    next_persist: u64,
+    next_heartbeat: u64,
+    next_route: u64,
+    next_lock: u64,
+    outputs: VecDeque<Output>,
+    events: VecDeque<ConsumerEvent>,
+    stopped: bool,
+}
+
+impl Consumer {
+    /// `local_offsets`: broadcasting offsets the application stored last time.
+    pub fn new(
+        config: ConsumerConfig,
+        local_offsets: BTreeMap<MessageQueue, u64>,
+        now: u64,
+    ) -> Consumer {
+        let filters = config
+            .subscriptions
+            .iter()
+            .map(|(t, e)| (t.clone(), TagFilter::parse(e)))
+            .collect();
+        let rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
+        Consumer {
+            filters,
+            rng,
+            routes: BTreeMap::new(),
+            members: BTreeMap::new(),
+            queues: BTreeMap::new(),
+            offsets: local_offsets,
+            rpcs: BTreeMap::new(),
+            next_opaque: 0,
+            next_rebalance: now,
+            next_persist: now + config.persist_offset_interval_ms,
+            next_heartbeat: now,
+            next_route: now,
+            next_lock: now + LOCK_RENEW_MS,
+            outputs: VecDeque::new(),
+            events: VecDeque::new(),
+            stopped: false,
+            config,
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+    pub fn poll_event(&mut self) -> Option<ConsumerEvent> {
+        self.events.pop_front()
+    }
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let mut t = self
+            .next_rebalance
+            .min(self.next_persist)
+            .min(self.next_heartbeat)
+            .min(self.next_route);
+        if self.config.orderly {
+            t = t.min(self.next_lock);
+        }
+        for (_, deadline) in self.rpcs.values() {
+            t = t.min(*deadline);
+        }
+        for pq in self.queues.values() {
+            if !pq.pulling && pq.next_offset.is_some() && pq.not_before > 0 {
+                t = t.min(pq.not_before);
+            }
+            if pq.redeliver_at > 0 {
+                t = t.min(pq.redeliver_at);
+            }
+        }
+        Some(t)
+    }
+
+    /// The queues this consumer holds now.
+    pub fn assigned(&self) -> Vec<MessageQueue> {
+        self.queues.keys().cloned().collect()
+    }
+    /// Offsets as consumed so far (broadcasting: store these and pass them to `new`).
+    pub fn offsets(&self) -> &BTreeMap<MessageQueue, u64> {
+        &self.offsets
+    }
+    /// Messages held in a queue's process queue (flow control, tests).
+    pub fn held(&self, mq: &MessageQueue) -> usize {
+        self.queues.get(mq).map_or(0, |pq| pq.msgs.len())
+    }
+    /// Whether this orderly consumer holds `mq`'s lock at `now`.
+    pub fn is_locked(&self, mq: &MessageQueue, now: u64) -> bool {
+        self.queues.get(mq).is_some_and(|pq| pq.locked_until > now)
+    }
+
+    fn opaque(&mut self) -> i32 {
+        self.next_opaque = self.next_opaque.wrapping_add(1);
+        self.next_opaque
+    }
+
+    fn call(&mut self, addr: String, cmd: RemotingCommand, rpc: Rpc, deadline: u64) {
+        self.rpcs.insert(cmd.opaque, (rpc, deadline));
+        self.outputs.push_back(Output::SendTo { addr, cmd });
+    }
+
+    fn broker_addr(&self, topic: &str, broker: &str) -> Option<String> {
+        self.routes
+            .get(topic)?
+            .broker_datas
+            .iter()
+            .find(|b| b.broker_name == broker)?
+            .master_addr()
+            .map(String::from)
+    }
+
+    fn any_broker(&mut self, topic: &str) -> Option<String> {
+        let route = self.routes.get(topic)?;
+        let addrs: Vec<String> = route
+            .broker_datas
+            .iter()
+            .filter_map(|b| b.master_addr().map(String::from))
+            .collect();
+        if addrs.is_empty() {
+            return None;
+        }
+        Some(addrs[self.rng.random_range(0..addrs.len())].clone())
+    }
+
+    /// Every readable queue of a topic, sorted (as RebalanceImpl sorts before allocating).
+    fn all_queues(&self, topic: &str) -> Vec<MessageQueue> {
+        let Some(route) = self.routes.get(topic) else {
+            return Vec::new();
+        };
+        let mut out: Vec<MessageQueue> = route
+            .queue_datas
+            .iter()
+            .filter(|q| perm::readable(q.perm))
+            .flat_map(|q| {
+                (0..q.read_queue_nums).map(|i| MessageQueue {
+                    topic: topic.into(),
+                    broker_name: q.broker_name.clone(),
+                    queue_id: i,
+                })
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The group's topics: the subscriptions plus, for clustering, the retry topic.
+    fn topics(&self) -> Vec<String> {
+        let mut t: Vec<String> = self.config.subscriptions.keys().cloned().collect();
+        if self.config.model == MessageModel::Clustering {
+            t.push(format!("%RETRY%{}", self.config.group));
+        }
+        t
+    }
+
+    /// A broker told the group its membership changed: rebalance now.
+    pub fn on_notify_ids_changed(&mut self, now: u64) {
+        self.next_rebalance = now;
+    }
+
+    /// Time passed.
+    pub fn on_timeout(&mut self, now: u64) {
+        if self.stopped {
+            return;
+        }
+        let expired: Vec<i32> = self
+            .rpcs
+            .iter()
+            .filter(|(_, (_, d))| *d <= now)
+            .map(|(o, _)| *o)
+            .collect();
+        for opaque in expired {
+            if let Some((rpc, _)) = self.rpcs.remove(&opaque) {
+                self.fail(rpc, now);
+            }
+        }
+        if now >= self.next_route {
+            self.next_route = now + self.config.route_refresh_ms;
+            for topic in self.topics() {
+                let Some(ns) = self.pick_namesrv() else { break };
+                let opaque = self.opaque();
+                let cmd = RemotingCommand::request(request::GET_ROUTEINFO_BY_TOPIC, opaque)
+                    .with_ext("topic", &topic);
+                self.call(ns, cmd, Rpc::Route { topic }, now + RPC_TIMEOUT_MS);
+            }
+        }
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now + self.config.heartbeat_ms;
+            self.heartbeat(now);
+        }
+        if now >= self.next_rebalance {
+            self.next_rebalance = now + self.config.rebalance_interval_ms;
+            self.rebalance(now);
+        }
+        if self.config.orderly && now >= self.next_lock {
+            self.next_lock = now + LOCK_RENEW_MS;
+            self.lock_all(now);
+        }
+        if now >= self.next_persist {
+            self.next_persist = now + self.config.persist_offset_interval_ms;
+            self.persist_offsets();
+        }
+        let due: Vec<MessageQueue> = self
+            .queues
+            .iter()
+            .filter(|(_, pq)| pq.redeliver_at > 0 && pq.redeliver_at <= now)
+            .map(|(m, _)| m.clone())
+            .collect();
+        for mq in due {
+            self.deliver(&mq, now);
+        }
+        self.pull_due(now);
+    }
+
+    fn pick_namesrv(&mut self) -> Option<String> {
+        let n = self.config.namesrv_addrs.len();
+        (n > 0).then(|| self.config.namesrv_addrs[self.rng.random_range(0..n)].clone())
+    }
+
+    fn heartbeat(&mut self, now: u64) {
+        let model = match self.config.model {
+            MessageModel::Clustering => "CLUSTERING",
+            MessageModel::Broadcasting => "BROADCASTING",
+        };
+        let subs: Vec<serde_json::Value> = self
+            .topics()
+            .iter()
+            .map(|t| {
+                let expr = self.config.subscriptions.get(t).cloned().unwrap_or_else(|| "*".into());
+                let f = TagFilter::parse(&expr);
+                serde_json::json!({"topic": t, "subString": expr, "tagsSet": f.tags, "codeSet": f.codes, "subVersion": now, "classFilterMode": false, "expressionType": "TAG"})
+            })
+            .collect();
+        let body = serde_json::json!({
+            "clientID": self.config.client_id,
+            "producerDataSet": [],
+            "consumerDataSet": [{
+                "groupName": self.config.group, "consumeType": "CONSUME_PASSIVELY", "messageModel": model,
+                "consumeFromWhere": "CONSUME_FROM_LAST_OFFSET", "subscriptionDataSet": subs, "unitMode": false,
+            }],
+        });
+        let body = Bytes::from(serde_json::to_vec(&body).expect("heartbeat serializes"));
+        let brokers: BTreeSet<String> = self
+            .routes
+            .values()
+            .flat_map(|r| {
+                r.broker_datas
+                    .iter()
+                    .filter_map(|b| b.master_addr().map(String::from))
+            })
+            .collect();
+        for addr in brokers {
+            let opaque = self.opaque();
+            let cmd = RemotingCommand::request(request::HEART_BEAT, opaque).with_body(body.clone());
+            self.call(addr, cmd, Rpc::Other, now + RPC_TIMEOUT_MS);
+        }
+    }
+
+    fn rebalance(&mut self, now: u64) {
+        for topic in self.topics() {
+            match self.config.model {
+                MessageModel::Broadcasting => {
+                    let all = self.all_queues(&topic);
+                    self.assign(&topic, all, now);
+                }
+                MessageModel::Clustering => {
+                    let Some(addr) = self.any_broker(&topic) else {
+                        continue;
+                    };
+                    let opaque = self.opaque();
+                    let cmd = RemotingCommand::request(request::GET_CONSUMER_LIST_BY_GROUP, opaque)
+                        .with_ext("consumerGroup", &self.config.group);
+                    self.call(addr, cmd, Rpc::ConsumerIds { topic }, now + RPC_TIMEOUT_MS);
+                }
+            }
+        }
+    }
+
+    /// Makes `mine` the topic's assignment: drops the rest (committing their offsets),
+    /// starts the new ones.
+    fn assign(&mut self, topic: &str, mine: Vec<MessageQueue>, now: u64) {
+        let mine: BTreeSet<MessageQueue> = mine.into_iter().collect();
+        let current: Vec<MessageQueue> = self
+            .queues
+            .keys()
+            .filter(|q| q.topic == topic)
+            .cloned()
+            .collect();
+        let mut changed = false;
+        for mq in current {
+            if !mine.contains(&mq) {
+                changed = true;
+                self.drop_queue(&mq, now);
+            }
+        }
+        for mq in mine {
+            if self.queues.contains_key(&mq) {
+                continue;
+            }
+            changed = true;
+            self.queues.insert(mq.clone(), ProcessQueue::default());
+            self.start_offset(mq, now);
+        }
+        if changed {
+            self.events.push_back(ConsumerEvent::Rebalanced {
+                assigned: self.assigned(),
+            });
+            if self.config.orderly {
+                self.lock_all(now);
+            }
+        }
+    }
+
+    fn drop_queue(&mut self, mq: &MessageQueue, now: u64) {
+        let Some(pq) = self.queues.remove(mq) else {
+            return;
+        };
+        if let Some(o) = pq.consumed_to() {
+            self.offsets.insert(mq.clone(), o);
+            self.commit(mq, o);
+        }
+        if self.config.orderly
+            && let Some(addr) = self.broker_addr(&mq.topic, &mq.broker_name)
+        {
+            let body = LockBatchRequestBody {
+                consumer_group: self.config.group.clone(),
+                client_id: self.config.client_id.clone(),
+                only_this_broker: false,
+                mq_set: [mq.clone()].into(),
+            };
+            let opaque = self.opaque();
+            let cmd = RemotingCommand::request(request::UNLOCK_BATCH_MQ, opaque)
+                .with_body(to_body(&body));
+            self.call(addr, cmd, Rpc::Other, now + RPC_TIMEOUT_MS);
+        }
+    }
+
+    fn start_offset(&mut self, mq: MessageQueue, now: u64) {
+        let Some(addr) = self.broker_addr(&mq.topic, &mq.broker_name) else {
+            return;
+        };
+        if self.config.model == MessageModel::Broadcasting {
+            if let Some(o) = self.offsets.get(&mq).copied() {
+                self.set_start(&mq, o);
+                return;
+            }
+            return self.start_from_config(mq, addr, now);
+        }
+        let opaque = self.opaque();
+        let cmd = RemotingCommand::request(request::QUERY_CONSUMER_OFFSET, opaque)
+            .with_ext("consumerGroup", &self.config.group)
+            .with_ext("topic", &mq.topic)
+            .with_ext("queueId", mq.queue_id);
+        self.call(addr, cmd, Rpc::QueryOffset { mq }, now + RPC_TIMEOUT_MS);
+    }
+
+    /// No stored offset: start where `consume_from` says (retry topics from the start).
+    fn start_from_config(&mut self, mq: MessageQueue, addr: String, now: u64) {
+        let from = if mq.topic.starts_with("%RETRY%") {
+            ConsumeFrom::FirstOffset
+        } else {
+            self.config.consume_from
+        };
+        let opaque = self.opaque();
+        let cmd = match from {
+            ConsumeFrom::FirstOffset => return self.set_start(&mq, 0),
+            ConsumeFrom::LastOffset => RemotingCommand::request(request::GET_MAX_OFFSET, opaque),
+            ConsumeFrom::Timestamp(ts) => {
+                RemotingCommand::request(request::SEARCH_OFFSET_BY_TIMESTAMP, opaque)
+                    .with_ext("timestamp", ts)
+            }
+        };
+        let cmd = cmd
+            .with_ext("topic", &mq.topic)
+            .with_ext("queueId", mq.queue_id);
+        self.call(addr, cmd, Rpc::StartOffset { mq }, now + RPC_TIMEOUT_MS);
+    }
+
+    fn set_start(&mut self, mq: &MessageQueue, offset: u64) {
+        if let Some(pq) = self.queues.get_mut(mq) {
+            pq.next_offset = Some(offset);
+            pq.committed = Some(offset);
+        }
+    }
+
+    fn lock_all(&mut self, now: u64) {
+        let mut by_broker: BTreeMap<String, BTreeSet<MessageQueue>> = BTreeMap::new();
+        for mq in self.queues.keys() {
+            by_broker
+                .entry(mq.broker_name.clone())
+                .or_default()
+                .insert(mq.clone());
+        }
+        for (broker, mqs) in by_broker {
+            let Some(topic) = mqs.iter().next().map(|m| m.topic.clone()) else {
+                continue;
+            };
+            let Some(addr) = self.broker_addr(&topic, &broker) else {
+                continue;
+            };
+            let body = LockBatchRequestBody {
+                consumer_group: self.config.group.clone(),
+                client_id: self.config.client_id.clone(),
+                only_this_broker: true,
+                mq_set: mqs,
+            };
+            let opaque = self.opaque();
+            let cmd =
+                RemotingCommand::request(request::LOCK_BATCH_MQ, opaque).with_body(to_body(&body));
+            self.call(addr, cmd, Rpc::Lock { broker }, now + RPC_TIMEOUT_MS);
+        }
+    }
+
+    /// Issues pulls for queues that may pull now (not in flight, not paused, not over the
+    /// flow-control limits, locked if orderly).
+    fn pull_due(&mut self, now: u64) {
+        let mut due = Vec::new();
+        for (mq, pq) in self.queues.iter_mut() {
+            let Some(offset) = pq.next_offset else {
+                continue;
+            };
+            if pq.pulling || pq.not_before > now {
+                continue;
+            }
+            if self.config.orderly && pq.locked_until <= now {
+                continue;
+            }
+            let over = pq.msgs.len() >= self.config.pull_threshold_for_queue
+                || pq.bytes >= self.config.pull_threshold_size_for_queue
+                || (!self.config.orderly && pq.span() > self.config.consume_concurrently_max_span);
+            if over {
+                pq.not_before = now + FLOW_CONTROL_DELAY_MS;
+                continue;
+            }
+            pq.pulling = true;
+            due.push((mq.clone(), offset, pq.committed));
+        }
+        for (mq, offset, committed) in due {
+            let Some(addr) = self.broker_addr(&mq.topic, &mq.broker_name) else {
+                if let Some(pq) = self.queues.get_mut(&mq) {
+                    pq.pulling = false;
+                    pq.not_before = now + EXCEPTION_DELAY_MS;
+                }
+                continue;
+            };
+            let expr = self
+                .config
+                .subscriptions
+                .get(&mq.topic)
+                .cloned()
+                .unwrap_or_else(|| "*".into());
+            let commit = committed.filter(|_| self.config.model == MessageModel::Clustering);
+            let sys_flag = 2 | 4 | if commit.is_some() { 1 } else { 0 };
+            let opaque = self.opaque();
+            let cmd = RemotingCommand::request(request::PULL_MESSAGE, opaque)
+                .with_ext("consumerGroup", &self.config.group)
+                .with_ext("topic", &mq.topic)
+                .with_ext("queueId", mq.queue_id)
+                .with_ext("queueOffset", offset)
+                .with_ext("maxMsgNums", self.config.pull_batch_size)
+                .with_ext("sysFlag", sys_flag)
+                .with_ext("commitOffset", commit.unwrap_or(0))
+                .with_ext("suspendTimeoutMillis", SUSPEND_MS)
+                .with_ext("subscription", expr)
+                .with_ext("subVersion", 0)
+                .with_ext("expressionType", "TAG");
+            self.call(addr, cmd, Rpc::Pull { mq }, now + PULL_TIMEOUT_MS);
+        }
+    }
+
+    fn fail(&mut self, rpc: Rpc, now: u64) {
+        match rpc {
+            Rpc::Pull { mq } => {
+                if let Some(pq) = self.queues.get_mut(&mq) {
+                    pq.pulling = false;
+                    pq.not_before = now + EXCEPTION_DELAY_MS;
+                }
+            }
+            // The periodic tasks retry these.
+            Rpc::QueryOffset { mq } | Rpc::StartOffset { mq } => {
+                if self.queues.contains_key(&mq) {
+                    self.start_offset(mq, now);
+                }
+            }
+            Rpc::Route { .. } | Rpc::ConsumerIds { .. } | Rpc::Lock { .. } | Rpc::Other => {}
+        }
+    }
+
+    /// A command arrived: a response, or a broker's NOTIFY_CONSUMER_IDS_CHANGED.
+    pub fn on_command(&mut self, cmd: RemotingCommand, now: u64) {
+        if !cmd.is_response() {
+            if cmd.code == request::NOTIFY_CONSUMER_IDS_CHANGED {
+                self.on_notify_ids_changed(now);
+            }
+            return;
+        }
+        let Some((rpc, _)) = self.rpcs.remove(&cmd.opaque) else {
+            return;
+        };
+        if self.stopped {
+            return;
+        }
+        match rpc {
+            Rpc::Route { topic } => {
+                if cmd.code == response::SUCCESS
+                    && let Ok(route) = serde_json::from_slice::<TopicRouteData>(&cmd.body)
+                {
+                    let first = !self.routes.contains_key(&topic);
+                    self.routes.insert(topic, route);
+                    if first {
+                        self.next_heartbeat = now;
+                        self.next_rebalance = now;
+                    }
+                }
+            }
+            Rpc::ConsumerIds { topic } => {
+                if cmd.code != response::SUCCESS {
+                    return;
+                }
+                let ids: Vec<String> = serde_json::from_slice::<serde_json::Value>(&cmd.body)
+                    .ok()
+                    .and_then(|v| serde_json::from_value(v["consumerIdList"].clone()).ok())
+                    .unwrap_or_default();
+                let mut ids = ids;
+                ids.sort();
+                self.members.insert(topic.clone(), ids.clone());
+                let all = self.all_queues(&topic);
+                let mine = self
+                    .config
+                    .strategy
+                    .allocate(&self.config.client_id, &all, &ids);
+                self.assign(&topic, mine, now);
+            }
+            Rpc::QueryOffset { mq } => {
+                let offset = (cmd.code == response::SUCCESS)
+                    .then(|| cmd.ext_opt::<i64>("offset").ok().flatten())
+                    .flatten();
+                match offset {
+                    Some(o) if o >= 0 => self.set_start(&mq, o as u64),
+                    _ => {
+                        if let Some(addr) = self.broker_addr(&mq.topic, &mq.broker_name) {
+                            self.start_from_config(mq, addr, now);
+                        }
+                    }
+                }
+            }
+            Rpc::StartOffset { mq } => match cmd.ext_opt::<i64>("offset").ok().flatten() {
+                Some(o) if cmd.code == response::SUCCESS => self.set_start(&mq, o.max(0) as u64),
+                _ => self.fail(Rpc::StartOffset { mq }, now),
+            },
+            Rpc::Lock { broker } => {
+                let granted: BTreeSet<MessageQueue> =
+                    serde_json::from_slice::<LockBatchResponseBody>(&cmd.body)
+                        .map(|b| b.lock_ok_mq_set)
+                        .unwrap_or_default();
+                for (mq, pq) in self
+                    .queues
+                    .iter_mut()
+                    .filter(|(m, _)| m.broker_name == broker)
+                {
+                    if granted.contains(mq) {
+                        pq.locked_until = now + LOCK_TRUST_MS;
+                    } else {
+                        pq.locked_until = 0;
+                    }
+                }
+            }
+            Rpc::Pull { mq } => self.on_pull(mq, cmd, now),
+            Rpc::Other => {}
+        }
+        self.pull_due(now);
+    }
+
+    fn on_pull(&mut self, mq: MessageQueue, cmd: RemotingCommand, now: u64) {
+        let filter = self.filters.get(&mq.topic).cloned();
+        let Some(pq) = self.queues.get_mut(&mq) else {
+            return;
+        };
+        pq.pulling = false;
+        let next: Option<u64> = cmd
+            .ext_opt::<i64>("nextBeginOffset")
+            .ok()
+            .flatten()
+            .map(|o| o.max(0) as u64);
+        match cmd.code {
+            response::SUCCESS => {
+                let records = split_records(cmd.body.clone()).unwrap_or_default();
+                for rec in records {
+                    // Tag codes can collide: check the tag itself, as RocketMQ's client does.
+                    let wanted = filter.as_ref().is_none_or(|f| {
+                        f.matches_all()
+                            || rec
+                                .property("TAGS")
+                                .and_then(|t| std::str::from_utf8(t).ok())
+                                .is_some_and(|t| f.tags.contains(t))
+                    });
+                    if wanted && pq.next_offset.is_some_and(|n| rec.queue_offset() >= n) {
+                        pq.bytes += rec.body().len();
+                        pq.msgs.insert(rec.queue_offset(), rec);
+                    }
+                }
+                if let Some(n) = next {
+                    pq.next_offset = Some(n);
+                }
+                self.deliver(&mq, now);
+            }
+            response::PULL_NOT_FOUND | response::PULL_RETRY_IMMEDIATELY => {
+                if let Some(n) = next {
+                    pq.next_offset = Some(n);
+                    if pq.msgs.is_empty() {
+                        pq.committed = Some(n);
+                        pq.dirty = true;
+                    }
+                }
+            }
+            response::PULL_OFFSET_MOVED => {
+                if let Some(n) = next {
+                    // RocketMQ drops the queue's cache and restarts from the broker's offset.
+                    pq.msgs.clear();
+                    pq.delivered.clear();
+                    pq.bytes = 0;
+                    pq.next_offset = Some(n);
+                    pq.committed = Some(n);
+                    pq.dirty = true;
+                }
+            }
+            _ => pq.not_before = now + EXCEPTION_DELAY_MS,
+        }
+    }
+
+    /// Hands undelivered messages to the application: all of them in batches (concurrent), or
+    /// the next batch only once the previous one is acknowledged (orderly).
+    fn deliver(&mut self, mq: &MessageQueue, now: u64) {
+        let batch = self.config.consume_batch_size.max(1);
+        let orderly = self.config.orderly;
+        let Some(pq) = self.queues.get_mut(mq) else {
+            return;
+        };
+        if pq.redeliver_at > now || (orderly && !pq.delivered.is_empty()) {
+            return;
+        }
+        pq.redeliver_at = 0;
+        let pending: Vec<u64> = pq
+            .msgs
+            .keys()
+            .filter(|o| !pq.delivered.contains(o))
+            .copied()
+            .collect();
+        let limit = if orderly {
+            batch.min(pending.len())
+        } else {
+            pending.len()
+        };
+        for chunk in pending[..limit].chunks(batch) {
+            let msgs: Vec<StoredRecord> = chunk.iter().map(|o| pq.msgs[o].clone()).collect();
+            pq.delivered.extend(chunk.iter().copied());
+            self.events.push_back(ConsumerEvent::Deliver {
+                mq: mq.clone(),
+                msgs,
+            });
+        }
+    }
+
+    /// The application finished a delivered message.
+    pub fn ack(&mut self, mq: &MessageQueue, queue_offset: u64, result: ConsumeResult, now: u64) {
+        let orderly = self.config.orderly;
+        let Some(pq) = self.queues.get_mut(mq) else {
+            return;
+        }; // rebalanced away meanwhile
+        if !pq.delivered.remove(&queue_offset) {
+            return;
+        }
+        match result {
+            ConsumeResult::Success => {
+                if let Some(rec) = pq.msgs.remove(&queue_offset) {
+                    pq.bytes = pq.bytes.saturating_sub(rec.body().len());
+                }
+                pq.committed = pq.consumed_to();
+                pq.dirty = true;
+                if let Some(o) = pq.committed {
+                    self.offsets.insert(mq.clone(), o);
+                }
+            }
+            ConsumeResult::ReconsumeLater => {
+                // It stays in the process queue (the committed offset cannot pass it) and is
+                // delivered again after a pause.
+                let delay = if orderly {
+                    ORDERLY_SUSPEND_MS
+                } else {
+                    RECONSUME_DELAY_MS
+                };
+                pq.redeliver_at = pq.redeliver_at.max(now + delay);
+            }
+        }
+        self.deliver(mq, now);
+        self.pull_due(now);
+    }
+
+    fn commit(&mut self, mq: &MessageQueue, offset: u64) {
+        if self.config.model != MessageModel::Clustering {
+            return;
+        }
+        let Some(addr) = self.broker_addr(&mq.topic, &mq.broker_name) else {
+            return;
+        };
+        let opaque = self.opaque();
+        let mut cmd = RemotingCommand::request(request::UPDATE_CONSUMER_OFFSET, opaque)
+            .with_ext("consumerGroup", &self.config.group)
+            .with_ext("topic", &mq.topic)
+            .with_ext("queueId", mq.queue_id)
+            .with_ext("commitOffset", offset);
+        cmd.flag |= crate::remoting::command::FLAG_ONEWAY;
+        self.outputs.push_back(Output::SendTo { addr, cmd });
+    }
+
+    fn persist_offsets(&mut self) {
+        let dirty: Vec<(MessageQueue, u64)> = self
+            .queues
+            .iter_mut()
+            .filter(|(_, pq)| pq.dirty)
+            .filter_map(|(mq, pq)| {
+                pq.dirty = false;
+                pq.committed.map(|o| (mq.clone(), o))
+            })
+            .collect();
+        for (mq, o) in dirty {
+            self.offsets.insert(mq.clone(), o);
+            self.commit(&mq, o);
+        }
+    }
+
+    /// Commits every offset, releases orderly locks, leaves the group on every broker
+    /// (UNREGISTER_CLIENT, so the others rebalance at once), and stops.
+    pub fn shutdown(&mut self, now: u64) {
+        let queues: Vec<MessageQueue> = self.queues.keys().cloned().collect();
+        for mq in queues {
+            self.drop_queue(&mq, now);
+        }
+        let brokers: BTreeSet<String> = self
+            .routes
+            .values()
+            .flat_map(|r| {
+                r.broker_datas
+                    .iter()
+                    .filter_map(|b| b.master_addr().map(String::from))
+            })
+            .collect();
+        for addr in brokers {
+            let opaque = self.opaque();
+            let cmd = RemotingCommand::request(request::UNREGISTER_CLIENT, opaque)
+                .with_ext("clientID", &self.config.client_id)
+                .with_ext("consumerGroup", &self.config.group);
+            self.outputs.push_back(Output::SendTo { addr, cmd });
+        }
+        self.stopped = true;
+    }
+}

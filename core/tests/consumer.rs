@@ -1,0 +1,381 @@
+//! The `Consumer` machine against the real NameServer and Broker machines (no sockets):
+//! queue splitting, rebalance on join and leave without skipping, broadcasting, orderly
+//! consumption with lock leases, flow control, and offset commit and resume.
+
+mod cluster;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cluster::{Cluster, NS};
+use rockfish_core::consumer::{
+    ConsumeFrom, ConsumeResult, Consumer, ConsumerConfig, ConsumerEvent, MessageModel,
+};
+use rockfish_core::producer::{Message, Producer, ProducerConfig, ProducerEvent, SendMode};
+use rockfish_core::protocol::MessageQueue;
+
+fn producer() -> Producer {
+    Producer::new(
+        ProducerConfig {
+            namesrv_addrs: vec![NS.into()],
+            ..ProducerConfig::default()
+        },
+        0,
+    )
+}
+
+fn consumer(id: &str, model: MessageModel, orderly: bool) -> Consumer {
+    let config = ConsumerConfig {
+        group: "G".into(),
+        client_id: id.into(),
+        namesrv_addrs: vec![NS.into()],
+        subscriptions: BTreeMap::from([("T".to_string(), "*".to_string())]),
+        model,
+        orderly,
+        consume_from: ConsumeFrom::FirstOffset,
+        seed: id.len() as u64,
+        ..ConsumerConfig::default()
+    };
+    Consumer::new(config, BTreeMap::new(), 0)
+}
+
+/// Sends `n` messages with bodies `{prefix}{i}`, waits for every SEND_OK.
+fn send(c: &mut Cluster, prefix: &str, n: usize) {
+    if !c.clients.contains_key("p") {
+        c.add_producer("p", producer());
+    }
+    let now = c.now;
+    for i in 0..n {
+        c.producer("p").send(
+            Message::new("T", format!("{prefix}{i}")),
+            SendMode::Async,
+            now,
+        );
+    }
+    c.pump();
+    c.advance(c.now + 100);
+    let ok = c
+        .producer_events
+        .drain(..)
+        .filter(|ProducerEvent::Sent { result, .. }| result.is_ok())
+        .count();
+    assert_eq!(ok, n, "every send is acknowledged");
+}
+
+type Seen = Vec<(String, MessageQueue, u64, String)>;
+
+/// Runs the cluster to `until`, acknowledging every delivery (unless `ack` says otherwise).
+fn run(c: &mut Cluster, until: u64, seen: &mut Seen, ack: &dyn Fn(&str) -> bool) {
+    let step = 100;
+    while c.now < until {
+        let to = (c.now + step).min(until);
+        c.advance(to);
+        loop {
+            let events: Vec<(String, ConsumerEvent)> = c.consumer_events.drain(..).collect();
+            if events.is_empty() {
+                break;
+            }
+            for (name, e) in events {
+                if let ConsumerEvent::Deliver { mq, msgs } = e {
+                    for m in msgs {
+                        seen.push((
+                            name.clone(),
+                            mq.clone(),
+                            m.queue_offset(),
+                            String::from_utf8(m.body().to_vec()).unwrap(),
+                        ));
+                        if ack(&name) && c.clients.contains_key(&name) {
+                            let now = c.now;
+                            c.consumer(&name).ack(
+                                &mq,
+                                m.queue_offset(),
+                                ConsumeResult::Success,
+                                now,
+                            );
+                        }
+                    }
+                }
+            }
+            c.pump();
+        }
+    }
+}
+
+fn bodies(seen: &Seen, who: Option<&str>) -> BTreeSet<String> {
+    seen.iter()
+        .filter(|(n, ..)| who.is_none_or(|w| w == n))
+        .map(|(.., b)| b.clone())
+        .collect()
+}
+
+#[test]
+fn two_consumers_split_the_queues_and_consume_everything() {
+    let mut c = Cluster::new();
+    send(&mut c, "warm", 8); // creates the topic (4 queues)
+    c.add_consumer("c1", consumer("c1", MessageModel::Clustering, false));
+    c.add_consumer("c2", consumer("c2", MessageModel::Clustering, false));
+    let mut warm = Seen::new();
+    run(&mut c, 30_000, &mut warm, &|_| true);
+    // Membership is stable now: every new message is consumed exactly once.
+    send(&mut c, "m", 200);
+    let mut seen = Seen::new();
+    run(&mut c, 60_000, &mut seen, &|_| true);
+    let a: BTreeSet<_> = c
+        .consumer("c1")
+        .assigned()
+        .into_iter()
+        .filter(|q| q.topic == "T")
+        .collect();
+    let b: BTreeSet<_> = c
+        .consumer("c2")
+        .assigned()
+        .into_iter()
+        .filter(|q| q.topic == "T")
+        .collect();
+    assert_eq!((a.len(), b.len()), (2, 2), "four queues split evenly");
+    assert!(a.is_disjoint(&b));
+    assert_eq!(bodies(&seen, None).len(), 200, "every message consumed");
+    // Once membership is stable nothing is consumed twice.
+    let mut keys: Vec<_> = seen.iter().map(|(_, q, o, _)| (q.clone(), *o)).collect();
+    keys.sort();
+    let before = keys.len();
+    keys.dedup();
+    assert_eq!(
+        keys.len(),
+        before,
+        "a message was delivered twice while membership was stable"
+    );
+}
+
+#[test]
+fn rebalance_on_join_and_leave_skips_nothing() {
+    let mut c = Cluster::new();
+    send(&mut c, "a", 100);
+    c.add_consumer("c1", consumer("c1", MessageModel::Clustering, false));
+    let mut seen = Seen::new();
+    run(&mut c, 30_000, &mut seen, &|_| true);
+    assert_eq!(
+        c.consumer("c1")
+            .assigned()
+            .iter()
+            .filter(|q| q.topic == "T")
+            .count(),
+        4
+    );
+    c.add_consumer("c2", consumer("c2", MessageModel::Clustering, false));
+    run(&mut c, 60_000, &mut seen, &|_| true);
+    send(&mut c, "b", 100);
+    run(&mut c, 90_000, &mut seen, &|_| true);
+    assert_eq!(
+        c.consumer("c1")
+            .assigned()
+            .iter()
+            .filter(|q| q.topic == "T")
+            .count(),
+        2,
+        "c2's join halves c1's share"
+    );
+    assert!(
+        !bodies(&seen, Some("c2")).is_empty(),
+        "c2 consumes after joining"
+    );
+    // c2 leaves (crash: the broker sees its connection close): c1 takes everything back.
+    c.crash("c2");
+    send(&mut c, "c", 100);
+    run(&mut c, 150_000, &mut seen, &|_| true);
+    assert_eq!(
+        c.consumer("c1")
+            .assigned()
+            .iter()
+            .filter(|q| q.topic == "T")
+            .count(),
+        4
+    );
+    let all = bodies(&seen, None);
+    for p in ["a", "b", "c"] {
+        for i in 0..100 {
+            assert!(all.contains(&format!("{p}{i}")), "{p}{i} was skipped");
+        }
+    }
+}
+
+#[test]
+fn broadcasting_delivers_everything_to_each_consumer() {
+    let mut c = Cluster::new();
+    send(&mut c, "m", 50);
+    c.add_consumer("c1", consumer("c1", MessageModel::Broadcasting, false));
+    c.add_consumer("c2", consumer("c2", MessageModel::Broadcasting, false));
+    let mut seen = Seen::new();
+    run(&mut c, 30_000, &mut seen, &|_| true);
+    assert_eq!(bodies(&seen, Some("c1")).len(), 50);
+    assert_eq!(bodies(&seen, Some("c2")).len(), 50);
+    assert!(
+        !c.consumer("c1").offsets().is_empty(),
+        "broadcasting offsets are kept for the application"
+    );
+}
+
+#[test]
+fn orderly_consumption_is_in_order_and_locks_move_only_after_the_lease() {
+    let mut c = Cluster::new();
+    send(&mut c, "m", 80);
+    c.add_consumer("c1", consumer("c1", MessageModel::Clustering, true));
+    let mut seen = Seen::new();
+    run(&mut c, 20_000, &mut seen, &|_| true);
+    // Per queue, offsets arrive strictly in order.
+    let mut per_queue: BTreeMap<MessageQueue, Vec<u64>> = BTreeMap::new();
+    for (_, q, o, _) in &seen {
+        per_queue.entry(q.clone()).or_default().push(*o);
+    }
+    for (q, offs) in &per_queue {
+        assert!(
+            offs.windows(2).all(|w| w[0] < w[1]),
+            "{q}: out of order {offs:?}"
+        );
+    }
+    assert_eq!(bodies(&seen, None).len(), 80);
+    // c1 dies without unlocking; c2 joins. c2 gets the queues but may not consume until the
+    // broker's 60 s lease on c1's locks runs out.
+    let crash_at = c.now;
+    c.add_consumer("c2", consumer("c2", MessageModel::Clustering, true));
+    c.crash("c1");
+    send(&mut c, "n", 40);
+    let mut seen2 = Seen::new();
+    run(&mut c, crash_at + 50_000, &mut seen2, &|_| true);
+    assert!(
+        seen2.iter().all(|(_, q, ..)| q.topic != "T"),
+        "consumed a queue whose lock c1 still held: {seen2:?}"
+    );
+    run(&mut c, crash_at + 130_000, &mut seen2, &|_| true);
+    assert_eq!(
+        bodies(&seen2, Some("c2"))
+            .iter()
+            .filter(|b| b.starts_with('n'))
+            .count(),
+        40,
+        "after the lease c2 consumes"
+    );
+}
+
+#[test]
+fn flow_control_slows_pulls_and_drops_nothing() {
+    let mut c = Cluster::new();
+    send(&mut c, "m", 1_500);
+    let mut cons = consumer("c1", MessageModel::Clustering, false);
+    // One queue only, so the per-queue threshold is what binds.
+    cons = {
+        let _ = &mut cons;
+        let config = ConsumerConfig {
+            group: "G".into(),
+            client_id: "c1".into(),
+            namesrv_addrs: vec![NS.into()],
+            subscriptions: BTreeMap::from([("T".to_string(), "*".to_string())]),
+            consume_from: ConsumeFrom::FirstOffset,
+            pull_threshold_for_queue: 100,
+            ..ConsumerConfig::default()
+        };
+        Consumer::new(config, BTreeMap::new(), 0)
+    };
+    c.add_consumer("c1", cons);
+    let mut seen = Seen::new();
+    run(&mut c, 20_000, &mut seen, &|_| false); // the application never acknowledges
+    let assigned: Vec<MessageQueue> = c
+        .consumer("c1")
+        .assigned()
+        .into_iter()
+        .filter(|q| q.topic == "T")
+        .collect();
+    for q in &assigned {
+        let held = c.consumer("c1").held(q);
+        assert!(
+            held <= 100 + 32,
+            "{q} holds {held}: pulls did not slow down"
+        );
+    }
+    let held_total = seen.len();
+    assert!(held_total < 1_500, "flow control stopped pulling");
+    // Acknowledge everything delivered so far: pulling resumes and everything arrives.
+    for (_, q, o, _) in seen.clone() {
+        let now = c.now;
+        c.consumer("c1").ack(&q, o, ConsumeResult::Success, now);
+    }
+    run(&mut c, 60_000, &mut seen, &|_| true);
+    assert_eq!(bodies(&seen, None).len(), 1_500, "nothing was dropped");
+}
+
+#[test]
+fn committed_offsets_are_where_a_restarted_consumer_resumes() {
+    let mut c = Cluster::new();
+    send(&mut c, "a", 60);
+    c.add_consumer("c1", consumer("c1", MessageModel::Clustering, false));
+    let mut seen = Seen::new();
+    run(&mut c, 20_000, &mut seen, &|_| true);
+    assert_eq!(bodies(&seen, None).len(), 60);
+    let now = c.now;
+    c.consumer("c1").shutdown(now);
+    c.pump();
+    c.clients.remove("c1");
+    send(&mut c, "b", 30);
+    c.add_consumer("c1b", consumer("c1b", MessageModel::Clustering, false));
+    let mut seen2 = Seen::new();
+    run(&mut c, 60_000, &mut seen2, &|_| true);
+    let got = bodies(&seen2, None);
+    assert_eq!(got.len(), 30, "only the new messages: {got:?}");
+    assert!(got.iter().all(|b| b.starts_with('b')));
+}
+
+#[test]
+fn reconsume_later_redelivers_and_holds_the_offset() {
+    for orderly in [false, true] {
+        let mut c = Cluster::new();
+        send(&mut c, "m", 4);
+        c.add_consumer("c1", consumer("c1", MessageModel::Clustering, orderly));
+        let mut seen = Seen::new();
+        let mut refused = false;
+        // Refuse the first delivery of m0 once; accept everything else.
+        let until = c.now + 20_000;
+        while c.now < until {
+            let to = c.now + 100;
+            c.advance(to);
+            let events: Vec<_> = c.consumer_events.drain(..).collect();
+            for (_, e) in events {
+                if let ConsumerEvent::Deliver { mq, msgs } = e {
+                    for m in msgs {
+                        let body = String::from_utf8(m.body().to_vec()).unwrap();
+                        let result = if body == "m0" && !refused {
+                            refused = true;
+                            ConsumeResult::ReconsumeLater
+                        } else {
+                            ConsumeResult::Success
+                        };
+                        seen.push(("c1".into(), mq.clone(), m.queue_offset(), body));
+                        let now = c.now;
+                        c.consumer("c1").ack(&mq, m.queue_offset(), result, now);
+                    }
+                }
+            }
+            c.pump();
+        }
+        let m0 = seen.iter().filter(|(.., b)| b == "m0").count();
+        assert_eq!(
+            m0, 2,
+            "orderly={orderly}: m0 is delivered again after reconsume-later"
+        );
+        assert_eq!(bodies(&seen, None).len(), 4, "orderly={orderly}");
+        // The committed offset never passed the refused message before it succeeded.
+        let q0 = seen
+            .iter()
+            .find(|(.., b)| b == "m0")
+            .map(|(_, q, ..)| q.clone())
+            .unwrap();
+        assert_eq!(
+            c.consumer("c1").offsets().get(&q0).copied(),
+            Some(
+                seen.iter()
+                    .filter(|(_, q, ..)| *q == q0)
+                    .map(|(_, _, o, _)| o + 1)
+                    .max()
+                    .unwrap()
+            )
+        );
+    }
+}
