@@ -121,7 +121,7 @@ impl Cluster {
         self.pump();
     }
 
-    fn to_server(&mut self, from: &str, addr: &str, cmd: RemotingCommand) {
+    fn route_to_server(&mut self, from: &str, addr: &str, cmd: RemotingCommand) {
         if self.dead.iter().any(|d| d == from) {
             return;
         }
@@ -134,7 +134,7 @@ impl Cluster {
         }
     }
 
-    fn to_client(&mut self, conn: ConnId, cmd: RemotingCommand) {
+    fn route_to_client(&mut self, conn: ConnId, cmd: RemotingCommand) {
         let Some(owner) = self.owners.get(&conn).cloned() else {
             return;
         };
@@ -154,7 +154,7 @@ impl Cluster {
             while let Some(o) = self.ns.poll_output() {
                 moved = true;
                 match o {
-                    Output::Send { conn, cmd } => self.to_client(conn, cmd),
+                    Output::Send { conn, cmd } => self.route_to_client(conn, cmd),
                     Output::SendRecords { .. }
                     | Output::SendTo { .. }
                     | Output::Flush { .. }
@@ -164,7 +164,7 @@ impl Cluster {
             while let Some(o) = self.broker.poll_output() {
                 moved = true;
                 match o {
-                    Output::Send { conn, cmd } => self.to_client(conn, cmd),
+                    Output::Send { conn, cmd } => self.route_to_client(conn, cmd),
                     Output::SendRecords {
                         conn,
                         mut cmd,
@@ -175,9 +175,9 @@ impl Cluster {
                             body.extend_from_slice(&r);
                         }
                         cmd.body = body.freeze();
-                        self.to_client(conn, cmd);
+                        self.route_to_client(conn, cmd);
                     }
-                    Output::SendTo { addr, cmd } => self.to_server("broker", &addr, cmd),
+                    Output::SendTo { addr, cmd } => self.route_to_server("broker", &addr, cmd),
                     Output::Flush { upto } => self.broker.run_flush(upto, self.now),
                     Output::Close { .. } => {}
                 }
@@ -207,7 +207,7 @@ impl Cluster {
                 for o in outs {
                     moved = true;
                     if let Output::SendTo { addr, cmd } = o {
-                        self.to_server(&name, &addr, cmd);
+                        self.route_to_server(&name, &addr, cmd);
                     }
                 }
             }
