@@ -117,6 +117,10 @@ pub enum SendError {
     Timeout(u64),
     #[error("broker refused: code {code} {remark}")]
     Broker { code: i32, remark: String },
+    #[error("an empty batch")]
+    EmptyBatch,
+    #[error("a batch's messages must share one topic")]
+    MixedBatch,
 }
 
 /// A send's identity, returned by `send` and carried by its event.
@@ -148,6 +152,8 @@ struct PendingSend {
     started: u64,
     attempts: u32,
     last_broker: Option<String>,
+    /// For batch sends: every message (all to `msg.topic`), each with its own UNIQ_KEY.
+    batch: Vec<(Message, String)>,
 }
 
 enum Rpc {
@@ -237,10 +243,56 @@ impl Producer {
         self.start(msg, mode, Some(h), now)
     }
 
+    /// A batch send (SEND_BATCH_MESSAGE): every message to one queue of one topic, stored
+    /// contiguously. The result's `msg_id` lists the messages' ids, comma-separated.
+    pub fn send_batch(&mut self, msgs: Vec<Message>, mode: SendMode, now: u64) -> SendId {
+        let refuse = |this: &mut Self, err: SendError| {
+            this.next_id += 1;
+            let id = SendId(this.next_id);
+            this.events.push_back(ProducerEvent::Sent {
+                id,
+                result: Err(err),
+                attempts: 0,
+            });
+            id
+        };
+        let Some(first) = msgs.first().cloned() else {
+            return refuse(self, SendError::EmptyBatch);
+        };
+        if msgs.iter().any(|m| m.topic != first.topic) {
+            return refuse(self, SendError::MixedBatch);
+        }
+        let prefix = self.uniq_prefix ^ 0xB47C;
+        let base = (self.next_id + 1) * 10_000;
+        let batch: Vec<(Message, String)> = msgs
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| (m, uniq_key(prefix, base + i as u64)))
+            .collect();
+        let uniq = batch
+            .iter()
+            .map(|(_, u)| u.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        self.start_with(first, mode, None, batch, Some(uniq), now)
+    }
+
     fn start(&mut self, msg: Message, mode: SendMode, selector: Option<i32>, now: u64) -> SendId {
+        self.start_with(msg, mode, selector, Vec::new(), None, now)
+    }
+
+    fn start_with(
+        &mut self,
+        msg: Message,
+        mode: SendMode,
+        selector: Option<i32>,
+        batch: Vec<(Message, String)>,
+        uniq: Option<String>,
+        now: u64,
+    ) -> SendId {
         self.next_id += 1;
         let id = SendId(self.next_id);
-        let uniq = uniq_key(self.uniq_prefix, self.next_id);
+        let uniq = uniq.unwrap_or_else(|| uniq_key(self.uniq_prefix, self.next_id));
         let topic = msg.topic.clone();
         self.sends.insert(
             id,
@@ -252,6 +304,7 @@ impl Producer {
                 started: now,
                 attempts: 0,
                 last_broker: None,
+                batch,
             },
         );
         if self.routes.contains_key(&topic) {
@@ -354,19 +407,27 @@ impl Producer {
         let s = self.sends.get_mut(&id).expect("checked");
         s.attempts += 1;
         s.last_broker = Some(mq.broker_name.clone());
-        let mut props: Vec<(&str, &str)> = vec![("UNIQ_KEY", &s.uniq), ("WAIT", "true")];
-        if let Some(t) = &s.msg.tags {
-            props.push(("TAGS", t));
-        }
-        let keys = s.msg.keys.join(" ");
-        if !keys.is_empty() {
-            props.push(("KEYS", &keys));
-        }
-        for (k, v) in &s.msg.properties {
-            props.push((k, v));
-        }
-        let props = String::from_utf8(properties_string(props)).expect("UTF-8 properties");
-        let mut cmd = RemotingCommand::request(request::SEND_MESSAGE_V2, opaque)
+        // For a batch this header copy is unused by brokers; the items carry their own.
+        let props =
+            String::from_utf8(message_properties(&s.msg, &s.uniq)).expect("UTF-8 properties");
+        let (code, body) = if s.batch.is_empty() {
+            (request::SEND_MESSAGE_V2, s.msg.body.clone())
+        } else {
+            let items: Vec<crate::message::BatchItem> = s
+                .batch
+                .iter()
+                .map(|(m, uniq)| crate::message::BatchItem {
+                    flag: m.flag,
+                    body: m.body.clone(),
+                    properties: Bytes::from(message_properties(m, uniq)),
+                })
+                .collect();
+            (
+                request::SEND_BATCH_MESSAGE,
+                Bytes::from(crate::message::encode_batch(&items)),
+            )
+        };
+        let mut cmd = RemotingCommand::request(code, opaque)
             .with_ext("a", &self.config.group)
             .with_ext("b", &topic)
             .with_ext("c", crate::broker::DEFAULT_TOPIC)
@@ -378,7 +439,8 @@ impl Producer {
             .with_ext("i", props)
             .with_ext("j", 0)
             .with_ext("k", false)
-            .with_body(s.msg.body.clone());
+            .with_ext("m", code == request::SEND_BATCH_MESSAGE)
+            .with_body(body);
         let mode = s.mode;
         if mode == SendMode::Oneway {
             cmd.flag |= crate::remoting::command::FLAG_ONEWAY;
@@ -659,6 +721,20 @@ impl Producer {
     pub fn queues(&self, topic: &str) -> Option<&[MessageQueue]> {
         self.routes.get(topic).map(|i| i.queues.as_slice())
     }
+}
+
+/// A batch item's properties: UNIQ_KEY, WAIT, TAGS, KEYS, then the user's.
+fn message_properties(m: &Message, uniq: &str) -> Vec<u8> {
+    let keys = m.keys.join(" ");
+    let mut props: Vec<(&str, &str)> = vec![("UNIQ_KEY", uniq), ("WAIT", "true")];
+    if let Some(t) = &m.tags {
+        props.push(("TAGS", t));
+    }
+    if !keys.is_empty() {
+        props.push(("KEYS", &keys));
+    }
+    props.extend(m.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    properties_string(props)
 }
 
 /// RocketMQ's topicRouteData2TopicPublishInfo: every writable queue of every broker whose

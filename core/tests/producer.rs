@@ -423,3 +423,71 @@ fn ordered_sends_stick_to_their_key_queue_and_oneway_returns_at_once() {
     ));
     assert_eq!(p.in_flight(), 0);
 }
+
+#[test]
+fn batch_sends_carry_every_message_with_its_own_id() {
+    use rockfish_core::message::decode_batch;
+    let mut p = ready(ProducerConfig::default());
+    let msgs: Vec<Message> = (0..3)
+        .map(|i| Message {
+            tags: Some("T1".into()),
+            ..Message::new("T", format!("b{i}"))
+        })
+        .collect();
+    let id = p.send_batch(msgs, SendMode::Sync, 50);
+    let (_, c) = outputs(&mut p).remove(0);
+    assert_eq!(c.code, request::SEND_BATCH_MESSAGE);
+    assert_eq!(c.ext("m"), Some("true"));
+    let items = decode_batch(c.body.clone()).unwrap();
+    assert_eq!(items.len(), 3);
+    let uniqs: Vec<String> = items
+        .iter()
+        .map(|it| {
+            let props = String::from_utf8(it.properties.to_vec()).unwrap();
+            assert!(props.contains("TAGS\u{1}T1\u{2}"));
+            props
+                .split('\u{2}')
+                .find(|kv| kv.starts_with("UNIQ_KEY"))
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        uniqs
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        3,
+        "each item has its own id"
+    );
+    p.on_command(ok(&c, 7), 60);
+    match &events(&mut p)[..] {
+        [
+            ProducerEvent::Sent {
+                id: i,
+                result: Ok(r),
+                ..
+            },
+        ] => {
+            assert_eq!(*i, id);
+            assert_eq!(r.msg_id.split(',').count(), 3);
+        }
+        other => panic!("{other:?}"),
+    }
+    let empty = p.send_batch(vec![], SendMode::Sync, 70);
+    assert!(
+        matches!(&events(&mut p)[..], [ProducerEvent::Sent { id, result: Err(SendError::EmptyBatch), .. }] if *id == empty)
+    );
+    p.send_batch(
+        vec![Message::new("A", "x"), Message::new("B", "y")],
+        SendMode::Sync,
+        80,
+    );
+    assert!(matches!(
+        &events(&mut p)[..],
+        [ProducerEvent::Sent {
+            result: Err(SendError::MixedBatch),
+            ..
+        }]
+    ));
+}
