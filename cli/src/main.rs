@@ -97,6 +97,26 @@ fn main() -> ExitCode {
     }
 }
 
+async fn wait_until_registered(namesrv: &str) {
+    use rockfish_core::remoting::RemotingCommand;
+    use rockfish_core::remoting::codes::request;
+    let Ok(client) = rockfish_net::Client::connect(namesrv).await else {
+        return;
+    };
+    for _ in 0..100 {
+        let cmd = RemotingCommand::request(request::GET_BROKER_CLUSTER_INFO, 0);
+        if let Ok(r) = client.request(cmd, std::time::Duration::from_secs(1)).await {
+            let info: Option<rockfish_core::protocol::ClusterInfo> =
+                serde_json::from_slice(&r.body).ok();
+            if info.is_some_and(|i| !i.broker_addr_table.is_empty()) {
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tracing::warn!("the broker has not registered with the name server yet");
+}
+
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
@@ -145,6 +165,8 @@ async fn run(command: Command) -> Result<(), String> {
             let b = start_broker(&broker_listen, broker, store, &data_dir)
                 .await
                 .map_err(|e| e.to_string())?;
+            // Announce readiness only once clients can find the broker through the name server.
+            wait_until_registered(&ns_addr).await;
             println!(
                 "rockfish standalone: name server {ns_addr}, broker {}, data {}",
                 b.local_addr(),

@@ -792,3 +792,30 @@ fn queue_locks_are_exclusive_refreshable_and_expire() {
     let bad = h.req(request::LOCK_BATCH_MQ).with_body(&b"[]"[..]);
     assert_eq!(h.one(C, bad).0.code, response::SYSTEM_ERROR);
 }
+
+#[test]
+fn a_woken_long_poll_does_not_rewind_a_newer_commit() {
+    let mut h = H::default();
+    h.send("TopicA", 0, "m0");
+    // A held pull that carries commitOffset 0 (commit flag 1 + suspend 2 + subscription 4).
+    let held = h
+        .pull_cmd("TopicA", 0, 1, 1 | 2 | 4, "*")
+        .with_ext("commitOffset", 0);
+    assert!(h.call(C, held).is_empty());
+    // The consumer commits further meanwhile.
+    let update = h
+        .req(request::UPDATE_CONSUMER_OFFSET)
+        .with_ext("consumerGroup", "CG")
+        .with_ext("topic", "TopicA")
+        .with_ext("queueId", 0)
+        .with_ext("commitOffset", 1);
+    h.one(C, update);
+    // A new message wakes the held pull; its stale commit offset must not be applied again.
+    h.send("TopicA", 0, "m1");
+    let q = h
+        .req(request::QUERY_CONSUMER_OFFSET)
+        .with_ext("consumerGroup", "CG")
+        .with_ext("topic", "TopicA")
+        .with_ext("queueId", 0);
+    assert_eq!(h.one(C, q).0.ext("offset"), Some("1"));
+}

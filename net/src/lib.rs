@@ -12,6 +12,7 @@ mod conn;
 pub mod driver;
 pub mod flush;
 pub mod launch;
+pub mod sdk;
 
 pub use client::{Client, ClientError};
 pub use driver::{Durable, Server, ServerHandle};

@@ -318,7 +318,7 @@ impl<D: Disk> Broker<D> {
             request::SEND_MESSAGE | request::SEND_MESSAGE_V2 | request::SEND_BATCH_MESSAGE => {
                 self.send_message(conn, cmd, received_at, now)
             }
-            request::PULL_MESSAGE => self.pull_message(conn, cmd, now, true),
+            request::PULL_MESSAGE => self.pull_message(conn, cmd, now, pull::PullRun::First),
             request::HEART_BEAT => self.heartbeat(conn, cmd, now).map(Some),
             request::UNREGISTER_CLIENT => self.unregister_client(cmd, now).map(Some),
             request::GET_CONSUMER_LIST_BY_GROUP => self.consumer_list(cmd).map(Some),

@@ -12,6 +12,17 @@ use crate::protocol::perm;
 use crate::remoting::codes::response;
 use crate::remoting::{FieldError, RemotingCommand};
 
+/// Why a pull is being run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum PullRun {
+    /// As it arrived: may commit its offset and may be held.
+    First,
+    /// Woken by a new message: may be held again.
+    Woken,
+    /// Its hold ran out: answered with whatever is there.
+    Deadline,
+}
+
 /// PullSysFlag bits.
 pub const FLAG_COMMIT_OFFSET: i32 = 1;
 pub const FLAG_SUSPEND: i32 = 1 << 1;
@@ -24,8 +35,9 @@ impl<D: Disk> Broker<D> {
         conn: ConnId,
         cmd: &RemotingCommand,
         now: u64,
-        may_suspend: bool,
+        run: PullRun,
     ) -> Result<Option<RemotingCommand>, FieldError> {
+        let may_suspend = run != PullRun::Deadline;
         let group: String = cmd.ext_req("consumerGroup")?;
         let topic: String = cmd.ext_req("topic")?;
         let queue_id: u32 = cmd.ext_req("queueId")?;
@@ -79,7 +91,9 @@ impl<D: Disk> Broker<D> {
                 }
             }
         };
-        if sys_flag & FLAG_COMMIT_OFFSET != 0 && commit_offset >= 0 {
+        // Only a pull's first run commits: a held pull woken later carries a stale offset
+        // that must not rewind what the consumer committed since (as RocketMQ does).
+        if run == PullRun::First && sys_flag & FLAG_COMMIT_OFFSET != 0 && commit_offset >= 0 {
             self.offsets
                 .set(&topic, &group, queue_id, commit_offset as u64);
             self.offsets_dirty = true;
@@ -175,7 +189,7 @@ impl<D: Disk> Broker<D> {
             // Re-run with suspension allowed: a pull whose filter rejects the new message
             // goes back to waiting with its original deadline.
             let deadline = p.deadline;
-            match self.pull_message(p.conn, &p.request, now, true) {
+            match self.pull_message(p.conn, &p.request, now, PullRun::Woken) {
                 Ok(Some(resp)) => self.reply(p.conn, &p.request, resp),
                 Ok(None) => {
                     // Held again (fresh deadline set inside): restore the original one.
@@ -217,7 +231,7 @@ impl<D: Disk> Broker<D> {
         }
         self.pending_pulls.retain(|_, q| !q.is_empty());
         for p in due {
-            match self.pull_message(p.conn, &p.request, now, false) {
+            match self.pull_message(p.conn, &p.request, now, PullRun::Deadline) {
                 Ok(Some(resp)) => self.reply(p.conn, &p.request, resp),
                 Ok(None) => {}
                 Err(e) => {

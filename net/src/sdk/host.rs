@@ -1,0 +1,212 @@
+//! Runs one client machine (Producer or Consumer) on real sockets: a task owns it, dials the
+//! addresses it sends to, feeds it responses and timers, and hands its events to a handler
+//! that runs in the same task.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rockfish_core::consumer::{Consumer, ConsumerEvent};
+use rockfish_core::machine::{ConnId, Output};
+use rockfish_core::producer::{Producer, ProducerEvent};
+use rockfish_core::remoting::{RemotingCommand, encode};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::conn::{ConnEvent, ConnWriter, WriteItem, read_loop, write_loop};
+use crate::now_ms;
+
+/// What the host needs of a client machine.
+pub trait ClientMachine: Send + 'static {
+    type Event: Send + 'static;
+    fn on_command(&mut self, cmd: RemotingCommand, now: u64);
+    fn on_timeout(&mut self, now: u64);
+    fn on_peer_lost(&mut self, addr: &str, now: u64);
+    fn poll_output(&mut self) -> Option<Output>;
+    fn poll_timeout(&self) -> Option<u64>;
+    fn poll_event(&mut self) -> Option<Self::Event>;
+}
+
+impl ClientMachine for Producer {
+    type Event = ProducerEvent;
+    fn on_command(&mut self, cmd: RemotingCommand, now: u64) {
+        Producer::on_command(self, cmd, now)
+    }
+    fn on_timeout(&mut self, now: u64) {
+        Producer::on_timeout(self, now)
+    }
+    fn on_peer_lost(&mut self, addr: &str, now: u64) {
+        Producer::on_peer_lost(self, addr, now)
+    }
+    fn poll_output(&mut self) -> Option<Output> {
+        Producer::poll_output(self)
+    }
+    fn poll_timeout(&self) -> Option<u64> {
+        Producer::poll_timeout(self)
+    }
+    fn poll_event(&mut self) -> Option<ProducerEvent> {
+        Producer::poll_event(self)
+    }
+}
+
+impl ClientMachine for Consumer {
+    type Event = ConsumerEvent;
+    fn on_command(&mut self, cmd: RemotingCommand, now: u64) {
+        Consumer::on_command(self, cmd, now)
+    }
+    fn on_timeout(&mut self, now: u64) {
+        Consumer::on_timeout(self, now)
+    }
+    fn on_peer_lost(&mut self, _addr: &str, _now: u64) {
+        // Pulls and RPCs time out and are retried by the machine.
+    }
+    fn poll_output(&mut self) -> Option<Output> {
+        Consumer::poll_output(self)
+    }
+    fn poll_timeout(&self) -> Option<u64> {
+        Consumer::poll_timeout(self)
+    }
+    fn poll_event(&mut self) -> Option<ConsumerEvent> {
+        Consumer::poll_event(self)
+    }
+}
+
+/// A call into the machine, run on its task.
+pub type Call<M> = Box<dyn FnOnce(&mut M, u64) + Send>;
+
+struct Peers {
+    by_addr: HashMap<String, (ConnId, ConnWriter)>,
+    addr_of: HashMap<ConnId, String>,
+    /// Each connection's dial-and-read task, aborted at shutdown so sockets close fully (a
+    /// broker must see the close to drop the consumer's held pulls).
+    tasks: Vec<tokio::task::AbortHandle>,
+    next: u64,
+    events: mpsc::Sender<ConnEvent>,
+}
+
+impl Peers {
+    fn writer(&mut self, addr: &str) -> ConnWriter {
+        if let Some((_, w)) = self.by_addr.get(addr) {
+            return w.clone();
+        }
+        self.next += 1;
+        let conn = ConnId(self.next);
+        let (writer, rx, queued) = ConnWriter::new();
+        self.by_addr
+            .insert(addr.to_string(), (conn, writer.clone()));
+        self.addr_of.insert(conn, addr.to_string());
+        let (events, target) = (self.events.clone(), addr.to_string());
+        let task = tokio::spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(&target)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    let (rd, wr) = stream.into_split();
+                    tokio::spawn(write_loop(wr, rx, queued));
+                    read_loop(
+                        conn,
+                        rd,
+                        rockfish_core::remoting::frame::DEFAULT_MAX_FRAME,
+                        events,
+                    )
+                    .await;
+                }
+                Ok(Err(e)) => {
+                    let _ = events
+                        .send(ConnEvent::Closed {
+                            conn,
+                            reason: format!("connect {target}: {e}"),
+                        })
+                        .await;
+                }
+                Err(_) => {
+                    let _ = events
+                        .send(ConnEvent::Closed {
+                            conn,
+                            reason: format!("connect {target}: timed out"),
+                        })
+                        .await;
+                }
+            }
+        });
+        self.tasks.push(task.abort_handle());
+        writer
+    }
+
+    fn lost(&mut self, conn: ConnId) -> Option<String> {
+        let addr = self.addr_of.remove(&conn)?;
+        self.by_addr.remove(&addr);
+        Some(addr)
+    }
+}
+
+/// Runs `machine` until every call sender is gone; `on_event` sees each event in order.
+pub async fn run<M: ClientMachine>(
+    mut machine: M,
+    mut calls: mpsc::UnboundedReceiver<Call<M>>,
+    mut on_event: impl FnMut(M::Event) + Send + 'static,
+) -> M {
+    let (ev_tx, mut ev_rx) = mpsc::channel::<ConnEvent>(4096);
+    let mut peers = Peers {
+        by_addr: HashMap::new(),
+        addr_of: HashMap::new(),
+        tasks: Vec::new(),
+        next: 0,
+        events: ev_tx,
+    };
+    let mut scratch = Vec::with_capacity(1024);
+    loop {
+        let now = now_ms();
+        if machine.poll_timeout().is_some_and(|t| t <= now) {
+            machine.on_timeout(now);
+        }
+        while let Some(out) = machine.poll_output() {
+            if let Output::SendTo { addr, cmd } = out {
+                let mut buf = BytesMut::new();
+                if encode(&cmd, &mut scratch, &mut buf).is_ok()
+                    && !peers.writer(&addr).send(WriteItem::One(buf.freeze()))
+                {
+                    machine.on_peer_lost(&addr, now);
+                }
+            }
+        }
+        while let Some(e) = machine.poll_event() {
+            on_event(e);
+        }
+        let sleep = machine
+            .poll_timeout()
+            .map_or(1_000, |t| t.saturating_sub(now_ms()).max(1));
+        tokio::select! {
+            call = calls.recv() => match call {
+                Some(f) => f(&mut machine, now_ms()),
+                None => break,
+            },
+            Some(ev) = ev_rx.recv() => match ev {
+                ConnEvent::Command { cmd, .. } => machine.on_command(cmd, now_ms()),
+                ConnEvent::Closed { conn, reason } => {
+                    tracing::debug!(%reason, "client connection closed");
+                    if let Some(addr) = peers.lost(conn) {
+                        machine.on_peer_lost(&addr, now_ms());
+                    }
+                }
+            },
+            _ = tokio::time::sleep(Duration::from_millis(sleep)) => {}
+        }
+    }
+    // Let final outputs (offset commits, unregistration) reach the wire.
+    while let Some(out) = machine.poll_output() {
+        if let Output::SendTo { addr, cmd } = out {
+            let mut buf = BytesMut::new();
+            if encode(&cmd, &mut scratch, &mut buf).is_ok() {
+                peers.writer(&addr).send(WriteItem::One(buf.freeze()));
+            }
+        }
+    }
+    // Dropping the writers ends the write loops once their queues are written out.
+    let tasks = std::mem::take(&mut peers.tasks);
+    drop(peers);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for t in tasks {
+        t.abort();
+    }
+    machine
+}
