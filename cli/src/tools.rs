@@ -8,11 +8,15 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::{Args, Subcommand};
-use rockfish_core::message::{parse_offset_msg_id, properties_string, split_records, uniq_key};
+use rockfish_core::message::{parse_offset_msg_id, split_records};
 use rockfish_core::protocol::{ClusterInfo, TopicList, TopicRouteData};
 use rockfish_core::remoting::RemotingCommand;
 use rockfish_core::remoting::codes::{request, response};
 use rockfish_net::Client;
+use rockfish_net::sdk::{
+    ConsumeFrom, ConsumeResult, ConsumerConfig, ConsumerConfigExt, Message, MessageExt, Producer,
+    ProducerConfig, PullConsumer, PushConsumer,
+};
 use rockfish_store::StoredRecord;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -312,9 +316,21 @@ pub async fn admin(args: AdminArgs) -> Result<(), String> {
         AdminCmd::QueryMsgById { id } => {
             let (host, offset) = parse_offset_msg_id(&id)
                 .ok_or_else(|| format!("{id:?} is not an offset message id"))?;
-            let b = Client::connect(&host.to_string())
-                .await
-                .map_err(|e| e.to_string())?;
+            // Only dial a broker the name server knows: a client-side id (UNIQ_KEY) decodes to
+            // a meaningless address.
+            let host = host.to_string();
+            let known = cluster_info(&ns)
+                .await?
+                .broker_addr_table
+                .values()
+                .any(|b| b.broker_addrs.values().any(|a| *a == host));
+            if !known {
+                return Err(format!(
+                    "{id:?} names broker {host}, which the name server does not know \
+                     (a client-side msgId? use the offsetMsgId)"
+                ));
+            }
+            let b = Client::connect(&host).await.map_err(|e| e.to_string())?;
             let resp = call(
                 &b,
                 RemotingCommand::request(request::VIEW_MESSAGE_BY_ID, 0).with_ext("offset", offset),
@@ -388,45 +404,6 @@ pub async fn admin(args: AdminArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Sends one message; returns the response.
-#[allow(clippy::too_many_arguments)]
-async fn send_one(
-    broker: &Client,
-    group: &str,
-    topic: &str,
-    queue: u32,
-    body: Bytes,
-    tag: &str,
-    key: &str,
-    uniq: &str,
-) -> Result<RemotingCommand, String> {
-    let mut props = vec![("UNIQ_KEY", uniq), ("WAIT", "true")];
-    if !tag.is_empty() {
-        props.push(("TAGS", tag));
-    }
-    if !key.is_empty() {
-        props.push(("KEYS", key));
-    }
-    let props = String::from_utf8(properties_string(props)).expect("UTF-8 properties");
-    let cmd = RemotingCommand::request(request::SEND_MESSAGE_V2, 0)
-        .with_ext("a", group)
-        .with_ext("b", topic)
-        .with_ext("c", "TBW102")
-        .with_ext("d", 4)
-        .with_ext("e", queue)
-        .with_ext("f", 0)
-        .with_ext("g", rockfish_net::now_ms())
-        .with_ext("h", 0)
-        .with_ext("i", props)
-        .with_ext("j", 0)
-        .with_ext("k", false)
-        .with_body(body);
-    broker
-        .request(cmd, TIMEOUT)
-        .await
-        .map_err(|e| e.to_string())
-}
-
 #[derive(Args)]
 pub struct ProduceArgs {
     #[arg(short = 'n', long = "namesrv", default_value = "127.0.0.1:9876")]
@@ -447,67 +424,31 @@ pub struct ProduceArgs {
     group: String,
 }
 
-/// Connections to a topic's brokers, and its write queues as (broker index, queue id).
-async fn writers(ns: &Client, topic: &str) -> Result<(Vec<Client>, Vec<(usize, u32)>), String> {
-    // Sending once through any broker auto-creates the topic; the route may not exist yet.
-    let r = match route(ns, topic).await {
-        Ok(r) => r,
-        Err(_) => {
-            let info = cluster_info(ns).await?;
-            let addr = info
-                .broker_addr_table
-                .values()
-                .find_map(|b| b.master_addr().map(String::from))
-                .ok_or("no broker is registered with the name server")?;
-            return Ok((
-                vec![Client::connect(&addr).await.map_err(|e| e.to_string())?],
-                (0..4).map(|q| (0, q)).collect(),
-            ));
-        }
-    };
-    let mut clients = Vec::new();
-    let mut queues = Vec::new();
-    for (i, (_, addr, write, _)) in masters(&r).into_iter().enumerate() {
-        clients.push(Client::connect(&addr).await.map_err(|e| e.to_string())?);
-        queues.extend((0..write).map(|q| (i, q)));
-    }
-    if queues.is_empty() {
-        return Err(format!("topic {topic} has no writable queue"));
-    }
-    Ok((clients, queues))
-}
-
 pub async fn produce(args: ProduceArgs) -> Result<(), String> {
-    let ns = Client::connect(&args.namesrv)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (clients, queues) = writers(&ns, &args.topic).await?;
+    let producer = Producer::start(ProducerConfig {
+        group: args.group.clone(),
+        namesrv_addrs: vec![args.namesrv.clone()],
+        ..ProducerConfig::default()
+    });
     let bodies: Vec<String> = match &args.body {
         Some(b) => (0..args.count).map(|_| b.clone()).collect(),
         None => std::io::stdin().lines().map_while(Result::ok).collect(),
     };
-    let prefix = (std::process::id() as u64) << 32 | (rockfish_net::now_ms() & 0xFFFF_FFFF);
-    for (i, body) in bodies.into_iter().enumerate() {
-        let (b, q) = queues[i % queues.len()];
-        let resp = send_one(
-            &clients[b],
-            &args.group,
-            &args.topic,
-            q,
-            Bytes::from(body),
-            &args.tag,
-            &args.key,
-            &uniq_key(prefix, i as u64),
-        )
-        .await?;
-        ok(&resp, "send")?;
+    for body in bodies {
+        let mut msg = Message::new(&args.topic, body);
+        if !args.tag.is_empty() {
+            msg = msg.with_tags(&args.tag);
+        }
+        if !args.key.is_empty() {
+            msg = msg.with_keys(&[args.key.as_str()]);
+        }
+        let r = producer.send(msg).await.map_err(|e| format!("send: {e}"))?;
         println!(
-            "SEND_OK msgId={} queue={} queueOffset={}",
-            resp.ext("msgId").unwrap_or("?"),
-            resp.ext("queueId").unwrap_or("?"),
-            resp.ext("queueOffset").unwrap_or("?")
+            "SEND_OK msgId={} offsetMsgId={} queue={} queueOffset={}",
+            r.msg_id, r.offset_msg_id, r.queue.queue_id, r.queue_offset
         );
     }
+    producer.shutdown().await;
     Ok(())
 }
 
@@ -533,82 +474,38 @@ pub struct ConsumeArgs {
     idle_secs: u64,
 }
 
-fn pull_request(
-    group: &str,
-    topic: &str,
-    queue: u32,
-    offset: u64,
-    sub: &str,
-    suspend_ms: u64,
-) -> RemotingCommand {
-    RemotingCommand::request(request::PULL_MESSAGE, 0)
-        .with_ext("consumerGroup", group)
-        .with_ext("topic", topic)
-        .with_ext("queueId", queue)
-        .with_ext("queueOffset", offset)
-        .with_ext("maxMsgNums", 32)
-        .with_ext("sysFlag", 2 | 4)
-        .with_ext("commitOffset", 0)
-        .with_ext("suspendTimeoutMillis", suspend_ms)
-        .with_ext("subscription", sub)
-        .with_ext("subVersion", 0)
-        .with_ext("expressionType", "TAG")
-}
-
 pub async fn consume(args: ConsumeArgs) -> Result<(), String> {
-    let ns = Client::connect(&args.namesrv)
+    let pc = PullConsumer::connect(&args.namesrv, &args.group)
         .await
         .map_err(|e| e.to_string())?;
-    let r = route(&ns, &args.topic).await?;
     let mut queues = Vec::new();
-    for (_, addr, _, read) in masters(&r) {
-        let c = Arc::new(Client::connect(&addr).await.map_err(|e| e.to_string())?);
-        for q in 0..read {
-            let start = if args.from_beginning {
-                0
-            } else {
-                let max = call(
-                    &c,
-                    RemotingCommand::request(request::GET_MAX_OFFSET, 0)
-                        .with_ext("topic", &args.topic)
-                        .with_ext("queueId", q),
-                )
-                .await?;
-                max.ext("offset").and_then(|v| v.parse().ok()).unwrap_or(0)
-            };
-            queues.push((c.clone(), q, start));
-        }
+    for mq in pc.queues(&args.topic).await? {
+        let start = if args.from_beginning {
+            0
+        } else {
+            pc.pull(&mq, u64::MAX / 2, 1, "*").await?.max_offset
+        };
+        queues.push((mq, start));
     }
     let mut seen = 0u64;
     let mut idle_since = Instant::now();
     loop {
         let mut got_any = false;
-        for (c, q, offset) in queues.iter_mut() {
-            let resp = c
-                .request(
-                    pull_request(
-                        &args.group,
-                        &args.topic,
-                        *q,
-                        *offset,
-                        &args.subscription,
-                        200,
-                    ),
-                    Duration::from_secs(3),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-            if let Some(next) = resp.ext("nextBeginOffset").and_then(|v| v.parse().ok()) {
-                *offset = next;
+        for (mq, offset) in queues.iter_mut() {
+            let r = pc.pull(mq, *offset, 32, &args.subscription).await?;
+            if r.code == response::SUCCESS
+                || r.code == response::PULL_NOT_FOUND
+                || r.code == response::PULL_RETRY_IMMEDIATELY
+                || r.code == response::PULL_OFFSET_MOVED
+            {
+                *offset = r.next_offset;
             }
-            if resp.code == response::SUCCESS {
-                for rec in split_records(resp.body).map_err(|e| e.to_string())? {
-                    print_message(&rec);
-                    seen += 1;
-                    got_any = true;
-                    if args.count.is_some_and(|c| seen >= c) {
-                        return Ok(());
-                    }
+            for m in &r.messages {
+                print_message(m.record());
+                seen += 1;
+                got_any = true;
+                if args.count.is_some_and(|c| seen >= c) {
+                    return Ok(());
                 }
             }
         }
@@ -616,6 +513,8 @@ pub async fn consume(args: ConsumeArgs) -> Result<(), String> {
             idle_since = Instant::now();
         } else if idle_since.elapsed() >= Duration::from_secs(args.idle_secs) {
             return Ok(());
+        } else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
@@ -640,18 +539,35 @@ enum BenchMode {
         /// Sends in flight at once.
         #[arg(short = 'w', long, default_value_t = 16)]
         inflight: usize,
-        /// Messages per send (1 = plain sends; more = SEND_BATCH_MESSAGE).
+        /// Messages per send (1 = plain sends; more = batch sends).
         #[arg(short = 'b', long, default_value_t = 1)]
         batch: usize,
         #[arg(short = 'd', long, default_value_t = 10)]
         seconds: u64,
     },
-    /// Pull everything from each queue's start as fast as possible.
+    /// Push consumers in one group consuming the topic from its start.
     Consume {
         #[arg(short = 'n', long = "namesrv", default_value = "127.0.0.1:9876")]
         namesrv: String,
         #[arg(short = 't', long, default_value = "BenchmarkTest")]
         topic: String,
+        /// Consumers in the group (clustering).
+        #[arg(short = 'c', long, default_value_t = 1)]
+        consumers: usize,
+        #[arg(short = 'd', long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// End-to-end latency (send to delivery) at a fixed send rate.
+    E2e {
+        #[arg(short = 'n', long = "namesrv", default_value = "127.0.0.1:9876")]
+        namesrv: String,
+        #[arg(short = 't', long, default_value = "BenchmarkE2E")]
+        topic: String,
+        #[arg(short = 's', long, default_value_t = 1024)]
+        size: usize,
+        /// Messages per second.
+        #[arg(short = 'r', long, default_value_t = 1000)]
+        rate: u64,
         #[arg(short = 'd', long, default_value_t = 10)]
         seconds: u64,
     },
@@ -675,14 +591,16 @@ impl Stats {
             ),
         })
     }
-    fn record(&self, n: u64, bytes: u64, latency_us: u64) {
+    fn record(&self, n: u64, bytes: u64, latency_us: Option<u64>) {
         self.msgs.fetch_add(n, Ordering::Relaxed);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
-        let _ = self
-            .hist
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .record(latency_us.max(1));
+        if let Some(l) = latency_us {
+            let _ = self
+                .hist
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(l.max(1));
+        }
     }
 }
 
@@ -724,6 +642,14 @@ async fn report(stats: Arc<Stats>, seconds: u64, what: &str) {
     );
 }
 
+fn bench_producer(namesrv: &str) -> Arc<Producer> {
+    Arc::new(Producer::start(ProducerConfig {
+        group: "bench-producer".into(),
+        namesrv_addrs: vec![namesrv.into()],
+        ..ProducerConfig::default()
+    }))
+}
+
 pub async fn bench(args: BenchArgs) -> Result<(), String> {
     match args.mode {
         BenchMode::Produce {
@@ -734,51 +660,44 @@ pub async fn bench(args: BenchArgs) -> Result<(), String> {
             batch,
             seconds,
         } => {
-            let ns = Client::connect(&namesrv).await.map_err(|e| e.to_string())?;
-            let (clients, queues) = writers(&ns, &topic).await?;
-            let clients: Vec<Arc<Client>> = clients.into_iter().map(Arc::new).collect();
+            let producer = bench_producer(&namesrv);
+            // Create the topic (and learn its route) before measuring.
+            producer
+                .send(Message::new(&topic, "warm-up"))
+                .await
+                .map_err(|e| format!("first send: {e}"))?;
             let stats = Stats::new();
             let stop = Arc::new(AtomicBool::new(false));
             let body = Bytes::from(vec![b'x'; size]);
             let mut tasks = Vec::new();
-            for w in 0..inflight.max(1) {
-                let (clients, queues, stats, stop, body, topic) = (
-                    clients.clone(),
-                    queues.clone(),
+            for _ in 0..inflight.max(1) {
+                let (producer, stats, stop, body, topic) = (
+                    producer.clone(),
                     stats.clone(),
                     stop.clone(),
                     body.clone(),
                     topic.clone(),
                 );
                 tasks.push(tokio::spawn(async move {
-                    let mut i = w;
-                    let prefix = (std::process::id() as u64) << 32 | w as u64;
                     while !stop.load(Ordering::Relaxed) {
-                        let (b, q) = queues[i % queues.len()];
-                        i += inflight;
                         let t0 = Instant::now();
-                        let result = if batch <= 1 {
-                            send_one(
-                                &clients[b],
-                                "bench",
-                                &topic,
-                                q,
-                                body.clone(),
-                                "",
-                                "",
-                                &uniq_key(prefix, i as u64),
-                            )
-                            .await
+                        let n = batch.max(1);
+                        let result = if n == 1 {
+                            producer.send(Message::new(&topic, body.clone())).await
                         } else {
-                            send_batch(&clients[b], &topic, q, &body, batch, prefix, i as u64).await
+                            producer
+                                .send_batch(
+                                    (0..n).map(|_| Message::new(&topic, body.clone())).collect(),
+                                )
+                                .await
                         };
                         match result {
-                            Ok(r) if r.code == response::SUCCESS => stats.record(
-                                batch.max(1) as u64,
-                                (body.len() * batch.max(1)) as u64,
-                                t0.elapsed().as_micros() as u64,
+                            Ok(_) => stats.record(
+                                n as u64,
+                                (body.len() * n) as u64,
+                                Some(t0.elapsed().as_micros() as u64),
                             ),
-                            _ => {
+                            Err(_) => {
                                 stats.errors.fetch_add(1, Ordering::Relaxed);
                             }
                         }
@@ -790,94 +709,101 @@ pub async fn bench(args: BenchArgs) -> Result<(), String> {
             for t in tasks {
                 let _ = t.await;
             }
+            if let Ok(p) = Arc::try_unwrap(producer) {
+                p.shutdown().await;
+            }
             Ok(())
         }
         BenchMode::Consume {
             namesrv,
             topic,
+            consumers,
             seconds,
         } => {
-            let ns = Client::connect(&namesrv).await.map_err(|e| e.to_string())?;
-            let r = route(&ns, &topic).await?;
             let stats = Stats::new();
-            let stop = Arc::new(AtomicBool::new(false));
-            let mut tasks = Vec::new();
-            for (_, addr, _, read) in masters(&r) {
-                for q in 0..read {
-                    let c = Client::connect(&addr).await.map_err(|e| e.to_string())?;
-                    let (stats, stop, topic) = (stats.clone(), stop.clone(), topic.clone());
-                    tasks.push(tokio::spawn(async move {
-                        let mut offset = 0u64;
-                        while !stop.load(Ordering::Relaxed) {
-                            let t0 = Instant::now();
-                            let Ok(resp) = c
-                                .request(
-                                    pull_request("bench-consumer", &topic, q, offset, "*", 100),
-                                    Duration::from_secs(3),
-                                )
-                                .await
-                            else {
-                                stats.errors.fetch_add(1, Ordering::Relaxed);
-                                continue;
-                            };
-                            if let Some(next) =
-                                resp.ext("nextBeginOffset").and_then(|v| v.parse().ok())
-                            {
-                                offset = next;
-                            }
-                            if resp.code == response::SUCCESS {
-                                let n = split_records(resp.body.clone())
-                                    .map(|r| r.len())
-                                    .unwrap_or(0);
-                                stats.record(
-                                    n as u64,
-                                    resp.body.len() as u64,
-                                    t0.elapsed().as_micros() as u64,
-                                );
-                            }
-                        }
-                    }));
+            let group = format!("bench-consumer-{}", rockfish_net::now_ms());
+            let mut started = Vec::new();
+            for _ in 0..consumers.max(1) {
+                let stats = stats.clone();
+                let config = ConsumerConfig {
+                    group: group.clone(),
+                    namesrv_addrs: vec![namesrv.clone()],
+                    consume_from: ConsumeFrom::FirstOffset,
+                    ..ConsumerConfig::default()
                 }
+                .subscribe(&topic, "*");
+                started.push(PushConsumer::start(config, move |m| {
+                    stats.record(1, m.body().len() as u64, None);
+                    ConsumeResult::Success
+                }));
             }
             report(stats, seconds, "consume").await;
-            stop.store(true, Ordering::Relaxed);
-            for t in tasks {
-                let _ = t.await;
+            for c in started {
+                c.shutdown().await;
             }
             Ok(())
         }
+        BenchMode::E2e {
+            namesrv,
+            topic,
+            size,
+            rate,
+            seconds,
+        } => {
+            let producer = bench_producer(&namesrv);
+            producer
+                .send(Message::new(&topic, "warm-up"))
+                .await
+                .map_err(|e| format!("first send: {e}"))?;
+            let stats = Stats::new();
+            let config = ConsumerConfig {
+                group: format!("bench-e2e-{}", rockfish_net::now_ms()),
+                namesrv_addrs: vec![namesrv.clone()],
+                consume_from: ConsumeFrom::LastOffset,
+                ..ConsumerConfig::default()
+            }
+            .subscribe(&topic, "*");
+            let s = stats.clone();
+            // Latency: the consumer's clock minus the producer's send time carried in the body.
+            let consumer = PushConsumer::start(config, move |m| {
+                let body = m.body();
+                if body.len() >= 16 && &body[..8] == b"e2e-time" {
+                    let sent = u64::from_be_bytes(body[8..16].try_into().expect("8 bytes"));
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_micros() as u64)
+                        .unwrap_or(0);
+                    s.record(1, body.len() as u64, Some(now.saturating_sub(sent)));
+                }
+                ConsumeResult::Success
+            });
+            tokio::time::sleep(Duration::from_secs(2)).await; // rebalance and first pulls
+            let stop = Arc::new(AtomicBool::new(false));
+            let sender = {
+                let (producer, stop, topic) = (producer.clone(), stop.clone(), topic.clone());
+                tokio::spawn(async move {
+                    let mut tick =
+                        tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                    while !stop.load(Ordering::Relaxed) {
+                        tick.tick().await;
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_micros() as u64)
+                            .unwrap_or(0);
+                        let mut body = Vec::with_capacity(size.max(16));
+                        body.extend_from_slice(b"e2e-time");
+                        body.extend_from_slice(&now.to_be_bytes());
+                        body.resize(size.max(16), b'x');
+                        producer.send_oneway(Message::new(&topic, body));
+                    }
+                })
+            };
+            report(stats, seconds, "e2e").await;
+            stop.store(true, Ordering::Relaxed);
+            let _ = sender.await;
+            consumer.shutdown().await;
+            Ok(())
+        }
     }
-}
-
-async fn send_batch(
-    c: &Client,
-    topic: &str,
-    queue: u32,
-    body: &Bytes,
-    n: usize,
-    prefix: u64,
-    i: u64,
-) -> Result<RemotingCommand, String> {
-    let items: Vec<_> = (0..n)
-        .map(|k| rockfish_core::message::BatchItem {
-            flag: 0,
-            body: body.clone(),
-            properties: Bytes::from(properties_string([(
-                "UNIQ_KEY",
-                uniq_key(prefix, i * 1000 + k as u64).as_str(),
-            )])),
-        })
-        .collect();
-    let cmd = RemotingCommand::request(request::SEND_BATCH_MESSAGE, 0)
-        .with_ext("a", "bench")
-        .with_ext("b", topic)
-        .with_ext("c", "TBW102")
-        .with_ext("d", 4)
-        .with_ext("e", queue)
-        .with_ext("f", 0)
-        .with_ext("g", rockfish_net::now_ms())
-        .with_ext("h", 0)
-        .with_ext("m", true)
-        .with_body(rockfish_core::message::encode_batch(&items));
-    c.request(cmd, TIMEOUT).await.map_err(|e| e.to_string())
 }

@@ -113,7 +113,7 @@ fn tools_work_against_standalone_and_sigterm_is_clean() {
         .lines()
         .next()
         .unwrap()
-        .split("msgId=")
+        .split("offsetMsgId=")
         .nth(1)
         .unwrap()
         .split(' ')
@@ -185,6 +185,26 @@ fn tools_work_against_standalone_and_sigterm_is_clean() {
     ]);
     assert_eq!(by_key.matches("body=hello tools").count(), 3, "{by_key}");
     let by_id = stdout(&["admin", "-n", &ns, "queryMsgById", "-i", &msg_id]);
+    // A client-side id decodes to no known broker: refused, nothing dialled.
+    let uniq = sent
+        .lines()
+        .next()
+        .unwrap()
+        .split("msgId=")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let refused = Command::new(BIN)
+        .args(["admin", "-n", &ns, "queryMsgById", "-i", &uniq])
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr).contains("does not know")
+    );
     assert!(by_id.contains("body=hello tools"), "{by_id}");
     let progress = stdout(&[
         "admin",
