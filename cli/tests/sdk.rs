@@ -297,3 +297,40 @@ async fn a_restarted_consumer_resumes_from_its_committed_offset() {
     c.shutdown().await;
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcasting_offsets_kept_locally_survive_a_restart() {
+    use rockfish_net::sdk::PushOptions;
+    let s = start();
+    let p = producer(&s.namesrv);
+    send_all(&p, "SdkLocal", "a", 12).await;
+    let dir = tempfile::tempdir().unwrap();
+    let options = PushOptions {
+        offset_file: Some(dir.path().join("offsets.json")),
+        ..PushOptions::default()
+    };
+    let cfg = || ConsumerConfig {
+        model: MessageModel::Broadcasting,
+        ..consumer_config(&s.namesrv, "local", "SdkLocal")
+    };
+    let log: Log = Default::default();
+    let c = PushConsumer::start_with_options(cfg(), options.clone(), recorder(&log, "first"));
+    wait_for(&log, |l| l.len() >= 12, 30).await;
+    c.shutdown().await;
+    assert!(dir.path().join("offsets.json").exists());
+    send_all(&p, "SdkLocal", "b", 6).await;
+    let log2: Log = Default::default();
+    let c = PushConsumer::start_with_options(cfg(), options, recorder(&log2, "second"));
+    wait_for(&log2, |l| l.len() >= 6, 30).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got: BTreeSet<String> = log2
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, b)| b.clone())
+        .collect();
+    assert_eq!(got.len(), 6, "only the new messages: {got:?}");
+    assert!(got.iter().all(|b| b.starts_with('b')));
+    c.shutdown().await;
+    p.shutdown().await;
+}

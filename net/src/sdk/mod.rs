@@ -244,6 +244,65 @@ pub struct PushConsumer {
     calls: mpsc::UnboundedSender<Call<Consumer>>,
     task: JoinHandle<Consumer>,
     workers: Vec<JoinHandle<()>>,
+    offset_file: Option<std::path::PathBuf>,
+}
+
+/// Options of a push consumer.
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// Tasks running the listener (RocketMQ's consume threads).
+    pub workers: usize,
+    /// Where to keep offsets locally (broadcasting consumers), as JSON.
+    pub offset_file: Option<std::path::PathBuf>,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions {
+            workers: 8,
+            offset_file: None,
+        }
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct OffsetFile {
+    offsets: Vec<(MessageQueue, u64)>,
+}
+
+fn load_offsets(path: &std::path::Path) -> BTreeMap<MessageQueue, u64> {
+    match std::fs::read(path) {
+        Ok(data) => match serde_json::from_slice::<OffsetFile>(&data) {
+            Ok(f) => f.offsets.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "unreadable offset file; starting without it");
+                BTreeMap::new()
+            }
+        },
+        Err(_) => BTreeMap::new(),
+    }
+}
+
+/// Writes the offsets atomically (a crash leaves the old file or the new one).
+fn save_offsets(path: &std::path::Path, offsets: &BTreeMap<MessageQueue, u64>) {
+    let file = OffsetFile {
+        offsets: offsets.iter().map(|(q, o)| (q.clone(), *o)).collect(),
+    };
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        tracing::warn!(file = %path.display(), error = %e, "could not save consumer offsets");
+    }
 }
 
 impl PushConsumer {
@@ -257,14 +316,37 @@ impl PushConsumer {
     }
 
     pub fn start_with_workers(
-        mut config: ConsumerConfig,
+        config: ConsumerConfig,
         workers: usize,
+        listener: impl Fn(&ReceivedMessage) -> ConsumeResult + Send + Sync + 'static,
+    ) -> PushConsumer {
+        Self::start_with_options(
+            config,
+            PushOptions {
+                workers,
+                offset_file: None,
+            },
+            listener,
+        )
+    }
+
+    /// Starts with explicit options. With `offset_file`, offsets are loaded from it at start and
+    /// written to it every 5 s and at shutdown (RocketMQ keeps broadcasting offsets locally).
+    pub fn start_with_options(
+        mut config: ConsumerConfig,
+        options: PushOptions,
         listener: impl Fn(&ReceivedMessage) -> ConsumeResult + Send + Sync + 'static,
     ) -> PushConsumer {
         if config.client_id == ConsumerConfig::default().client_id {
             config.client_id = client_id();
         }
-        let machine = Consumer::new(config, BTreeMap::new(), crate::now_ms());
+        let workers = options.workers;
+        let local = options
+            .offset_file
+            .as_deref()
+            .map(load_offsets)
+            .unwrap_or_default();
+        let machine = Consumer::new(config, local, crate::now_ms());
         let (calls, rx) = mpsc::unbounded_channel::<Call<Consumer>>();
         let (work_tx, work_rx) = mpsc::unbounded_channel::<(MessageQueue, Vec<StoredRecord>)>();
         let task = tokio::spawn(host::run(machine, rx, move |e| {
@@ -272,9 +354,26 @@ impl PushConsumer {
                 let _ = work_tx.send((mq, msgs));
             }
         }));
+        // Aborted at shutdown with the workers: it holds a sender, so it must not outlive them.
+        let saver = options.offset_file.clone().map(|path| {
+            let calls = calls.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    let path = path.clone();
+                    let sent = calls.send(Box::new(move |m: &mut Consumer, _| {
+                        save_offsets(&path, m.offsets())
+                    }));
+                    if sent.is_err() {
+                        break;
+                    }
+                }
+            })
+        });
+        let offset_file = options.offset_file;
         let listener = Arc::new(listener);
         let work_rx = Arc::new(tokio::sync::Mutex::new(work_rx));
-        let workers = (0..workers.max(1))
+        let mut workers: Vec<JoinHandle<()>> = (0..workers.max(1))
             .map(|_| {
                 let (listener, work_rx, calls) = (listener.clone(), work_rx.clone(), calls.clone());
                 tokio::spawn(async move {
@@ -297,10 +396,12 @@ impl PushConsumer {
                 })
             })
             .collect();
+        workers.extend(saver);
         PushConsumer {
             calls,
             task,
             workers,
+            offset_file,
         }
     }
 
@@ -313,9 +414,15 @@ impl PushConsumer {
         rx.await.unwrap_or_default()
     }
 
-    /// Commits offsets, leaves the group, stops.
+    /// Commits offsets (and writes the offset file), leaves the group, stops.
     pub async fn shutdown(self) {
-        let _ = self.calls.send(Box::new(|m, now| m.shutdown(now)));
+        let file = self.offset_file.clone();
+        let _ = self.calls.send(Box::new(move |m: &mut Consumer, now| {
+            m.shutdown(now);
+            if let Some(path) = file {
+                save_offsets(&path, m.offsets());
+            }
+        }));
         for w in &self.workers {
             w.abort();
         }
