@@ -20,6 +20,14 @@ struct Standalone {
     broker: String,
 }
 
+/// A failing test must not leave the server running.
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start(dir: &std::path::Path) -> Standalone {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rockfish"))
         .args([

@@ -14,6 +14,14 @@ struct Standalone {
     stderr: std::process::ChildStderr,
 }
 
+/// A failing test must not leave the server running.
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start(dir: &Path) -> Standalone {
     let mut child = Command::new(BIN)
         .args([
