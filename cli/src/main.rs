@@ -64,11 +64,41 @@ enum Command {
     Consume(tools::ConsumeArgs),
     /// Benchmarks against any RocketMQ-compatible broker.
     Bench(tools::BenchArgs),
+    /// The deterministic simulator.
+    #[command(subcommand)]
+    Sim(SimCmd),
+}
+
+#[derive(Subcommand)]
+enum SimCmd {
+    /// Runs a scenario over a range of seeds and prints a summary.
+    Run {
+        /// smoke, broker-crash-sync, broker-crash-async, power-loss-torn, partitions
+        scenario: String,
+        /// A range like 0..1000.
+        #[arg(long, default_value = "0..100")]
+        seeds: String,
+    },
+    /// Runs one seed again, exactly; prints its digest and optionally writes its trace.
+    Replay {
+        scenario: String,
+        #[arg(long)]
+        seed: u64,
+        #[arg(long)]
+        trace: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let cli = Cli::parse();
+    // Simulations run thousands of broker lifetimes: only warnings by default.
+    let default_level = if matches!(cli.command, Command::Sim(_)) {
+        "warn"
+    } else {
+        "info"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| default_level.into());
     // Logs go to stderr, so tools' output on stdout stays clean for scripts.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
@@ -77,7 +107,6 @@ fn main() -> ExitCode {
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -115,6 +144,95 @@ async fn wait_until_registered(namesrv: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     tracing::warn!("the broker has not registered with the name server yet");
+}
+
+fn sim(cmd: SimCmd) -> Result<(), String> {
+    use rockfish_sim::{SCENARIOS, Sim, check, scenario};
+    let config = |name: &str, seed| {
+        scenario(name, seed)
+            .ok_or_else(|| format!("unknown scenario {name:?}; known: {}", SCENARIOS.join(", ")))
+    };
+    match cmd {
+        SimCmd::Run {
+            scenario: name,
+            seeds,
+        } => {
+            let (a, b) = seeds
+                .split_once("..")
+                .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+                .ok_or_else(|| format!("--seeds {seeds:?}: expected a range like 0..100"))?;
+            let started = std::time::Instant::now();
+            let (mut events, mut sim_ms, mut failures) = (0u64, 0u64, Vec::new());
+            for seed in a..b {
+                let cfg = config(&name, seed)?;
+                let out = Sim::new(cfg.clone()).run();
+                events += out.events;
+                sim_ms += out.sim_ms;
+                let report = check(&cfg, &out.history);
+                if !report.ok() {
+                    println!(
+                        "FAIL seed {seed}: {:?}",
+                        &report.violations[..report.violations.len().min(3)]
+                    );
+                    println!(
+                        "  replay: rockfish sim replay {name} --seed {seed} --trace trace-{seed}.txt"
+                    );
+                    failures.push(seed);
+                }
+                if (seed - a + 1) % 100 == 0 {
+                    println!("  {} seeds done", seed - a + 1);
+                }
+            }
+            println!(
+                "{name}: {} seeds, {events} events, {:.0} simulated s in {:.1} s, {} failures",
+                b.saturating_sub(a),
+                sim_ms as f64 / 1000.0,
+                started.elapsed().as_secs_f64(),
+                failures.len()
+            );
+            if failures.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("failing seeds: {failures:?}"))
+            }
+        }
+        SimCmd::Replay {
+            scenario: name,
+            seed,
+            trace,
+        } => {
+            let cfg = config(&name, seed)?;
+            let out = Sim::new(cfg.clone()).run();
+            let report = check(&cfg, &out.history);
+            if let Some(path) = trace {
+                std::fs::write(&path, out.trace.join("\n") + "\n")
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                println!(
+                    "trace: {} lines written to {}",
+                    out.trace.len(),
+                    path.display()
+                );
+            }
+            println!(
+                "{name} seed {seed}: digest {} events {} acked {} delivered {} duplicates {} crashes {} power losses {}",
+                out.digest,
+                out.events,
+                report.acked,
+                report.delivered_distinct,
+                report.duplicates,
+                out.history.crashes,
+                out.history.power_losses
+            );
+            if report.ok() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "violations: {:?}",
+                    &report.violations[..report.violations.len().min(5)]
+                ))
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -220,5 +338,6 @@ async fn run(command: Command) -> Result<(), String> {
         Command::Produce(args) => tools::produce(args).await,
         Command::Consume(args) => tools::consume(args).await,
         Command::Bench(args) => tools::bench(args).await,
+        Command::Sim(cmd) => sim(cmd),
     }
 }

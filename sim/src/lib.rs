@@ -1,10 +1,21 @@
 //! rockfish-sim: the deterministic simulator.
 //!
-//! Owns the single-threaded discrete-event loop that steps the unchanged core machines with
-//! real encoded frames over a faulty simulated network and `rockfish_store::MemDisk`, the
-//! workloads, the checkers over the recorded history, traces, replay and shrinking.
+//! One thread, one seed. [`Sim`] steps the unchanged core machines (name server, brokers over
+//! `MemDisk`, producers, consumers) in a discrete-event loop. Every message between them is a
+//! real encoded remoting frame, carried by a simulated network that delays, drops and
+//! duplicates frames and partitions nodes; brokers crash (process crash: the page cache
+//! survives) or lose power (only synced bytes survive, torn pages per the disk's fault plan)
+//! and restart. A run has a safety phase with faults and a liveness phase without them, then
+//! [`check`] judges the recorded history. Every event is a trace line; the run's digest is a
+//! CRC of the trace, so the same seed on the same commit gives the same digest.
 //!
 //! Must never: read the wall clock, use unseeded randomness, or iterate a std `HashMap` where
-//! the order can reach the trace. One seed decides everything a run does.
-//!
-//! Status: filled by issue 5.
+//! the order can reach the trace.
+
+pub mod check;
+pub mod config;
+mod world;
+
+pub use check::{CheckReport, Violation, check};
+pub use config::{Faults, SCENARIOS, SimConfig, scenario};
+pub use world::{History, Outcome, Sim};

@@ -1,0 +1,645 @@
+//! The discrete-event world: nodes, a network of encoded frames, faults, workload, history.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use bytes::{Bytes, BytesMut};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rockfish_core::broker::{Broker, BrokerConfig};
+use rockfish_core::consumer::{
+    ConsumeFrom, ConsumeResult, Consumer, ConsumerConfig, ConsumerEvent,
+};
+use rockfish_core::machine::{ConnId, Output};
+use rockfish_core::namesrv::{NameServer, NameServerConfig};
+use rockfish_core::producer::{
+    Message, Producer, ProducerConfig, ProducerEvent, SendId, SendMode, SendStatus,
+};
+use rockfish_core::remoting::{FrameDecoder, RemotingCommand, encode};
+use rockfish_store::record::HostAddr;
+use rockfish_store::{FaultPlan, IndexConfig, MemDisk, MessageStore, StoreConfig};
+
+use crate::config::SimConfig;
+
+const NS: usize = 0;
+const BROKER: usize = 1;
+const NS_ADDR: &str = "10.0.0.1:9876";
+const BROKER_ADDR: &str = "10.0.0.2:10911";
+const TOPIC: &str = "SimTopic";
+
+enum Node {
+    NameServer(NameServer),
+    Broker {
+        machine: Option<Box<Broker<MemDisk>>>,
+        disk: MemDisk,
+        generation: u64,
+    },
+    Producer(Producer),
+    Consumer(Consumer),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Ev {
+    Frame {
+        from: usize,
+        to: usize,
+        frame: Bytes,
+    },
+    Tick {
+        node: usize,
+    },
+    Send {
+        producer: usize,
+        n: usize,
+    },
+    FlushDone {
+        generation: u64,
+        upto: u64,
+    },
+    Crash {
+        power: bool,
+    },
+    Restart,
+    Cut {
+        client: usize,
+    },
+    Heal {
+        client: usize,
+    },
+    Liveness,
+}
+
+/// What happened, for the checkers.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// body -> (acknowledged status, if any)
+    pub sent: BTreeMap<String, Option<SendStatus>>,
+    /// (consumer node, body) in delivery order.
+    pub delivered: Vec<(usize, String)>,
+    pub crashes: u32,
+    pub power_losses: u32,
+}
+
+/// The end of a run.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub seed: u64,
+    pub digest: String,
+    pub events: u64,
+    pub sim_ms: u64,
+    pub history: History,
+    pub trace: Vec<String>,
+}
+
+pub struct Sim {
+    cfg: SimConfig,
+    rng: Xoshiro256PlusPlus,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, Ev)>>,
+    nodes: Vec<Node>,
+    /// A server's connection id for each client (by node), per broker generation.
+    conns: BTreeMap<(usize, usize), ConnId>,
+    owners: BTreeMap<(usize, ConnId), usize>,
+    next_conn: u64,
+    link_free: BTreeMap<(usize, usize), u64>,
+    ticks: BTreeMap<usize, u64>,
+    cut: BTreeSet<usize>,
+    faults_on: bool,
+    sends: BTreeMap<(usize, SendId), String>,
+    history: History,
+    trace: Vec<String>,
+    crc: crc32fast::Hasher,
+    events: u64,
+}
+
+fn store_config() -> StoreConfig {
+    StoreConfig {
+        commitlog_segment_size: 1 << 20,
+        consume_queue_entries: 4_096,
+        index: IndexConfig {
+            hash_slots: 509,
+            max_entries: 8_192,
+        },
+        ..StoreConfig::default()
+    }
+}
+
+impl Sim {
+    pub fn new(cfg: SimConfig) -> Sim {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
+        let disk = MemDisk::with_plan(rng.random(), cfg.faults.disk.clone());
+        let mut nodes = vec![Node::NameServer(NameServer::new(
+            NameServerConfig::default(),
+            0,
+        ))];
+        nodes.push(Node::Broker {
+            machine: None,
+            disk,
+            generation: 0,
+        });
+        for i in 0..cfg.producers {
+            let pc = ProducerConfig {
+                group: "SimProducers".into(),
+                client_id: format!("p{i}"),
+                namesrv_addrs: vec![NS_ADDR.into()],
+                seed: rng.random(),
+                ..ProducerConfig::default()
+            };
+            nodes.push(Node::Producer(Producer::new(pc, 0)));
+        }
+        for i in 0..cfg.consumers {
+            let cc = ConsumerConfig {
+                group: "SimConsumers".into(),
+                client_id: format!("c{i}"),
+                namesrv_addrs: vec![NS_ADDR.into()],
+                subscriptions: BTreeMap::from([(TOPIC.to_string(), "*".to_string())]),
+                consume_from: ConsumeFrom::FirstOffset,
+                seed: rng.random(),
+                ..ConsumerConfig::default()
+            };
+            nodes.push(Node::Consumer(Consumer::new(cc, BTreeMap::new(), 0)));
+        }
+        let mut sim = Sim {
+            cfg,
+            rng,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            nodes,
+            conns: BTreeMap::new(),
+            owners: BTreeMap::new(),
+            next_conn: 0,
+            link_free: BTreeMap::new(),
+            ticks: BTreeMap::new(),
+            cut: BTreeSet::new(),
+            faults_on: true,
+            sends: BTreeMap::new(),
+            history: History::default(),
+            trace: Vec::new(),
+            crc: crc32fast::Hasher::new(),
+            events: 0,
+        };
+        sim.start_broker();
+        for node in 0..sim.nodes.len() {
+            sim.after(node);
+        }
+        let first = 1_000;
+        for p in 0..sim.cfg.producers {
+            for n in 0..sim.cfg.messages {
+                let at = first + n as u64 * sim.cfg.send_interval_ms;
+                sim.push(at, Ev::Send { producer: 2 + p, n });
+            }
+        }
+        sim.push(sim.cfg.safety_ms, Ev::Liveness);
+        sim
+    }
+
+    fn log(&mut self, line: String) {
+        self.crc.update(line.as_bytes());
+        self.crc.update(b"\n");
+        self.trace.push(line);
+    }
+
+    fn push(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq, ev)));
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && self.rng.random_bool(p.min(1.0))
+    }
+
+    fn between(&mut self, (lo, hi): (u64, u64)) -> u64 {
+        if hi <= lo {
+            lo
+        } else {
+            self.rng.random_range(lo..=hi)
+        }
+    }
+
+    fn addr_node(addr: &str) -> Option<usize> {
+        match addr {
+            NS_ADDR => Some(NS),
+            BROKER_ADDR => Some(BROKER),
+            _ => None,
+        }
+    }
+
+    fn start_broker(&mut self) {
+        let now = self.now;
+        let seed = self.rng.random();
+        let Node::Broker {
+            machine,
+            disk,
+            generation,
+        } = &mut self.nodes[BROKER]
+        else {
+            unreachable!()
+        };
+        match MessageStore::open(disk.clone(), store_config(), now as i64) {
+            Ok((store, report)) => {
+                let config = BrokerConfig {
+                    broker_addr: BROKER_ADDR.into(),
+                    namesrv_addrs: vec![NS_ADDR.into()],
+                    flush_disk_type: self.cfg.flush,
+                    seed,
+                    ..BrokerConfig::default()
+                };
+                *machine = Some(Box::new(
+                    Broker::new(config, store, now).expect("valid broker config"),
+                ));
+                *generation += 1;
+                let line = format!(
+                    "t={now} broker up gen={generation} log_end={} truncated={}",
+                    report.log_end,
+                    report.truncated.is_some()
+                );
+                self.log(line);
+            }
+            Err(e) => {
+                let line = format!("t={now} broker recovery failed: {e}; retrying");
+                self.log(line);
+                self.push(now + 500, Ev::Restart);
+            }
+        }
+    }
+
+    /// Sends a frame over the simulated network (FIFO per link, with latency and faults).
+    fn transmit(&mut self, from: usize, to: usize, frame: Bytes) {
+        let partitioned = self.cut.contains(&from) || self.cut.contains(&to);
+        let touches_broker = from == BROKER || to == BROKER;
+        if partitioned && touches_broker {
+            return;
+        }
+        let (drop, dup) = if self.faults_on {
+            (self.cfg.faults.drop, self.cfg.faults.duplicate)
+        } else {
+            (0.0, 0.0)
+        };
+        if self.chance(drop) {
+            let line = format!("t={} drop {from}->{to} len={}", self.now, frame.len());
+            self.log(line);
+            return;
+        }
+        let copies = if self.chance(dup) { 2 } else { 1 };
+        for _ in 0..copies {
+            let latency = self.between(self.cfg.faults.latency_ms);
+            let free = self.link_free.get(&(from, to)).copied().unwrap_or(0);
+            let at = (self.now + latency).max(free);
+            self.link_free.insert((from, to), at);
+            self.push(
+                at,
+                Ev::Frame {
+                    from,
+                    to,
+                    frame: frame.clone(),
+                },
+            );
+        }
+    }
+
+    fn frame(cmd: &RemotingCommand, records: &[Bytes]) -> Bytes {
+        let mut out = BytesMut::new();
+        if records.is_empty() {
+            encode(cmd, &mut Vec::new(), &mut out).expect("machines only build encodable commands");
+        } else {
+            let body = records.iter().map(Bytes::len).sum::<usize>() + cmd.body.len();
+            rockfish_core::remoting::frame::encode_prefix(cmd, body, &mut Vec::new(), &mut out)
+                .expect("encodable");
+            out.extend_from_slice(&cmd.body);
+            for r in records {
+                out.extend_from_slice(r);
+            }
+        }
+        out.freeze()
+    }
+
+    fn server_conn(&mut self, server: usize, client: usize) -> ConnId {
+        if let Some(c) = self.conns.get(&(server, client)) {
+            return *c;
+        }
+        self.next_conn += 1;
+        let conn = ConnId(self.next_conn);
+        self.conns.insert((server, client), conn);
+        self.owners.insert((server, conn), client);
+        if server == BROKER
+            && let Node::Broker {
+                machine: Some(b), ..
+            } = &mut self.nodes[BROKER]
+        {
+            b.on_connect(
+                conn,
+                HostAddr::V4([10, 0, 1, client as u8], 40_000),
+                self.now,
+            );
+        }
+        conn
+    }
+
+    /// Drains a node's outputs and events, then arms its timer.
+    fn after(&mut self, node: usize) {
+        let mut outs = Vec::new();
+        let mut delivered = Vec::new();
+        let mut sent = Vec::new();
+        match &mut self.nodes[node] {
+            Node::NameServer(ns) => outs.extend(std::iter::from_fn(|| ns.poll_output())),
+            Node::Broker {
+                machine: Some(b), ..
+            } => outs.extend(std::iter::from_fn(|| b.poll_output())),
+            Node::Broker { machine: None, .. } => {}
+            Node::Producer(p) => {
+                outs.extend(std::iter::from_fn(|| p.poll_output()));
+                sent.extend(std::iter::from_fn(|| p.poll_event()));
+            }
+            Node::Consumer(c) => {
+                outs.extend(std::iter::from_fn(|| c.poll_output()));
+                delivered.extend(std::iter::from_fn(|| c.poll_event()));
+            }
+        }
+        for out in outs {
+            match out {
+                Output::SendTo { addr, cmd } => {
+                    if let Some(to) = Self::addr_node(&addr) {
+                        let f = Self::frame(&cmd, &[]);
+                        self.transmit(node, to, f);
+                    }
+                }
+                Output::Send { conn, cmd } => {
+                    if let Some(to) = self.owners.get(&(node, conn)).copied() {
+                        let f = Self::frame(&cmd, &[]);
+                        self.transmit(node, to, f);
+                    }
+                }
+                Output::SendRecords { conn, cmd, records } => {
+                    if let Some(to) = self.owners.get(&(node, conn)).copied() {
+                        let f = Self::frame(&cmd, &records);
+                        self.transmit(node, to, f);
+                    }
+                }
+                Output::Flush { upto } => {
+                    let Node::Broker { generation, .. } = &self.nodes[node] else {
+                        continue;
+                    };
+                    let generation = *generation;
+                    let at = self.now + self.between((1, 4));
+                    self.push(at, Ev::FlushDone { generation, upto });
+                }
+                Output::Close { .. } => {}
+            }
+        }
+        for ProducerEvent::Sent { id, result, .. } in sent {
+            if let Some(body) = self.sends.remove(&(node, id)) {
+                let status = result.as_ref().ok().map(|r| r.status);
+                let line = format!("t={} sent {body} {:?}", self.now, status);
+                self.log(line);
+                self.history.sent.insert(body, status);
+            }
+        }
+        let mut acked = false;
+        for e in delivered {
+            if let ConsumerEvent::Deliver { mq, msgs } = e {
+                for m in msgs {
+                    let body = String::from_utf8_lossy(&m.body()).into_owned();
+                    let line = format!(
+                        "t={} deliver c{} {body} q{}@{}",
+                        self.now,
+                        node,
+                        mq.queue_id,
+                        m.queue_offset()
+                    );
+                    self.log(line);
+                    self.history.delivered.push((node, body));
+                    if let Node::Consumer(c) = &mut self.nodes[node] {
+                        c.ack(&mq, m.queue_offset(), ConsumeResult::Success, self.now);
+                    }
+                    acked = true;
+                }
+            }
+        }
+        if acked {
+            // Acks may have produced more outputs and events.
+            return self.after(node);
+        }
+        let next = match &self.nodes[node] {
+            Node::NameServer(ns) => ns.poll_timeout(),
+            Node::Broker {
+                machine: Some(b), ..
+            } => b.poll_timeout(),
+            Node::Broker { machine: None, .. } => None,
+            Node::Producer(p) => p.poll_timeout(),
+            Node::Consumer(c) => c.poll_timeout(),
+        };
+        if let Some(t) = next {
+            let t = t.max(self.now + 1);
+            if self
+                .ticks
+                .get(&node)
+                .is_none_or(|cur| t < *cur || *cur <= self.now)
+            {
+                self.ticks.insert(node, t);
+                self.push(t, Ev::Tick { node });
+            }
+        }
+    }
+
+    fn deliver(&mut self, from: usize, to: usize, frame: Bytes) {
+        let mut buf = BytesMut::from(&frame[..]);
+        let cmd = match FrameDecoder::default().decode(&mut buf) {
+            Ok(Some(cmd)) => cmd,
+            other => {
+                let line = format!("t={} undecodable frame {from}->{to}: {other:?}", self.now);
+                self.log(line);
+                return;
+            }
+        };
+        let line = format!(
+            "t={} frame {from}->{to} code={} op={} resp={}",
+            self.now,
+            cmd.code,
+            cmd.opaque,
+            cmd.is_response()
+        );
+        self.log(line);
+        let now = self.now;
+        match to {
+            NS | BROKER if !cmd.is_response() || to == BROKER && from == NS => {
+                let conn = self.server_conn(to, from);
+                match &mut self.nodes[to] {
+                    Node::NameServer(ns) => ns.on_command(conn, cmd, now),
+                    Node::Broker {
+                        machine: Some(b), ..
+                    } => b.on_command(conn, cmd, now, now),
+                    _ => {}
+                }
+            }
+            _ => match &mut self.nodes[to] {
+                Node::Producer(p) => p.on_command(cmd, now),
+                Node::Consumer(c) => c.on_command(cmd, now),
+                Node::Broker {
+                    machine: Some(b), ..
+                } => b.on_command(ConnId(0), cmd, now, now),
+                _ => {}
+            },
+        }
+        self.after(to);
+    }
+
+    fn step(&mut self, ev: Ev) {
+        match ev {
+            Ev::Frame { from, to, frame } => self.deliver(from, to, frame),
+            Ev::Tick { node } => {
+                if self.ticks.get(&node) != Some(&self.now) {
+                    return;
+                }
+                self.ticks.remove(&node);
+                let now = self.now;
+                match &mut self.nodes[node] {
+                    Node::NameServer(ns) => ns.on_timeout(now),
+                    Node::Broker {
+                        machine: Some(b), ..
+                    } => b.on_timeout(now),
+                    Node::Broker { machine: None, .. } => {}
+                    Node::Producer(p) => p.on_timeout(now),
+                    Node::Consumer(c) => c.on_timeout(now),
+                }
+                self.after(node);
+                if node == BROKER && self.faults_on {
+                    self.maybe_faults();
+                }
+            }
+            Ev::Send { producer, n } => {
+                let body = format!("p{}-{n}", producer - 2);
+                let now = self.now;
+                if let Node::Producer(p) = &mut self.nodes[producer] {
+                    let id = p.send(Message::new(TOPIC, body.clone()), SendMode::Async, now);
+                    self.sends.insert((producer, id), body.clone());
+                    self.history.sent.entry(body).or_insert(None);
+                }
+                self.after(producer);
+            }
+            Ev::FlushDone { generation, upto } => {
+                let lying = self.cfg.bug_lying_flush;
+                let now = self.now;
+                if let Node::Broker {
+                    machine: Some(b),
+                    generation: g,
+                    ..
+                } = &mut self.nodes[BROKER]
+                    && *g == generation
+                {
+                    if lying {
+                        b.on_flushed(upto, now);
+                    } else {
+                        b.run_flush(upto, now);
+                    }
+                    self.after(BROKER);
+                }
+            }
+            Ev::Crash { power } => {
+                let Node::Broker { machine, disk, .. } = &mut self.nodes[BROKER] else {
+                    unreachable!()
+                };
+                if machine.take().is_none() {
+                    return;
+                }
+                if power {
+                    disk.power_loss();
+                    self.history.power_losses += 1;
+                } else {
+                    disk.crash();
+                }
+                self.history.crashes += 1;
+                let line = format!(
+                    "t={} broker {}",
+                    self.now,
+                    if power { "power loss" } else { "crash" }
+                );
+                self.log(line);
+                // Its connections die with it.
+                self.conns.retain(|(s, _), _| *s != BROKER);
+                self.owners.retain(|(s, _), _| *s != BROKER);
+                self.ticks.remove(&BROKER);
+                let now = self.now;
+                for n in 2..self.nodes.len() {
+                    if let Node::Producer(p) = &mut self.nodes[n] {
+                        p.on_peer_lost(BROKER_ADDR, now);
+                    }
+                    self.after(n);
+                }
+                let down = self.between(self.cfg.faults.down_ms);
+                self.push(self.now + down, Ev::Restart);
+            }
+            Ev::Restart => {
+                if matches!(self.nodes[BROKER], Node::Broker { machine: None, .. }) {
+                    self.start_broker();
+                    self.after(BROKER);
+                }
+            }
+            Ev::Cut { client } => {
+                if self.faults_on && self.cut.insert(client) {
+                    let line = format!("t={} cut {client} from the broker", self.now);
+                    self.log(line);
+                    let d = self.between(self.cfg.faults.partition_ms);
+                    self.push(self.now + d, Ev::Heal { client });
+                }
+            }
+            Ev::Heal { client } => {
+                if self.cut.remove(&client) {
+                    let line = format!("t={} heal {client}", self.now);
+                    self.log(line);
+                }
+            }
+            Ev::Liveness => {
+                self.faults_on = false;
+                self.cut.clear();
+                if let Node::Broker { disk, .. } = &self.nodes[BROKER] {
+                    disk.set_plan(FaultPlan::default());
+                }
+                let line = format!("t={} liveness phase: faults off", self.now);
+                self.log(line);
+                self.push(self.now, Ev::Restart);
+            }
+        }
+    }
+
+    /// Draws crashes and partitions once per broker tick, scaled to the time since the last.
+    fn maybe_faults(&mut self) {
+        let f = self.cfg.faults.clone();
+        // Broker ticks come at least every second or so; treat each as a one-second chance.
+        if self.chance(f.crash_per_sec) {
+            let power = self.chance(f.power_loss_share);
+            let at = self.now + self.between((0, 50));
+            self.push(at, Ev::Crash { power });
+        }
+        if self.chance(f.partition_per_sec) && self.nodes.len() > 2 {
+            let client = self.rng.random_range(2..self.nodes.len());
+            self.push(self.now, Ev::Cut { client });
+        }
+    }
+
+    /// Runs to the end of the liveness phase.
+    pub fn run(mut self) -> Outcome {
+        let end = self.cfg.safety_ms + self.cfg.liveness_ms;
+        while let Some(Reverse((at, _, ev))) = self.queue.pop() {
+            if at > end {
+                break;
+            }
+            self.now = at;
+            self.events += 1;
+            self.step(ev);
+        }
+        Outcome {
+            seed: self.cfg.seed,
+            digest: format!(
+                "{:08x}{:08x}",
+                self.crc.clone().finalize(),
+                self.events as u32
+            ),
+            events: self.events,
+            sim_ms: self.now,
+            history: self.history,
+            trace: self.trace,
+        }
+    }
+}
