@@ -73,8 +73,10 @@ enum Command {
 enum SimCmd {
     /// Runs a scenario over a range of seeds and prints a summary.
     Run {
-        /// smoke, broker-crash-sync, broker-crash-async, power-loss-torn, partitions
-        scenario: String,
+        /// Scenario files (scenarios/*.toml) or built-in names: smoke, broker-crash-sync,
+        /// broker-crash-async, power-loss-torn, partitions, disk-faults, swarm.
+        #[arg(required = true)]
+        scenarios: Vec<String>,
         /// A range like 0..1000.
         #[arg(long, default_value = "0..100")]
         seeds: String,
@@ -84,16 +86,28 @@ enum SimCmd {
         scenario: String,
         #[arg(long)]
         seed: u64,
+        /// Writes one line per event here.
         #[arg(long)]
         trace: Option<PathBuf>,
+    },
+    /// Reduces a failing seed's fault plan and workload to what still breaks the invariant,
+    /// and writes the result as a scenario file to replay.
+    Shrink {
+        scenario: String,
+        #[arg(long)]
+        seed: u64,
+        /// Where the shrunk scenario file goes.
+        #[arg(long, default_value = "shrunk.toml")]
+        out: PathBuf,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Simulations run thousands of broker lifetimes: only warnings by default.
+    // Simulations inject the disk failures the machines log as errors; the trace is where a
+    // simulated run speaks. RUST_LOG still turns logs on.
     let default_level = if matches!(cli.command, Command::Sim(_)) {
-        "warn"
+        "off"
     } else {
         "info"
     };
@@ -146,62 +160,95 @@ async fn wait_until_registered(namesrv: &str) {
     tracing::warn!("the broker has not registered with the name server yet");
 }
 
+/// A scenario by file path (anything ending in .toml) or built-in name.
+fn load_scenario(arg: &str) -> Result<rockfish_sim::ScenarioFile, String> {
+    use rockfish_sim::{SCENARIOS, ScenarioFile};
+    if arg.ends_with(".toml") {
+        let text = std::fs::read_to_string(arg).map_err(|e| format!("{arg}: {e}"))?;
+        return ScenarioFile::parse(&text).map_err(|e| format!("{arg}: {e}"));
+    }
+    ScenarioFile::built_in(arg).ok_or_else(|| {
+        format!(
+            "unknown scenario {arg:?}: give a .toml file or one of {}",
+            SCENARIOS.join(", ")
+        )
+    })
+}
+
 fn sim(cmd: SimCmd) -> Result<(), String> {
-    use rockfish_sim::{SCENARIOS, Sim, check, scenario};
-    let config = |name: &str, seed| {
-        scenario(name, seed)
-            .ok_or_else(|| format!("unknown scenario {name:?}; known: {}", SCENARIOS.join(", ")))
-    };
+    use rockfish_sim::{ScenarioFile, Sim, check, shrink};
     match cmd {
-        SimCmd::Run {
-            scenario: name,
-            seeds,
-        } => {
+        SimCmd::Run { scenarios, seeds } => {
             let (a, b) = seeds
                 .split_once("..")
                 .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+                .filter(|(a, b)| a < b)
                 .ok_or_else(|| format!("--seeds {seeds:?}: expected a range like 0..100"))?;
-            let started = std::time::Instant::now();
-            let (mut events, mut sim_ms, mut failures) = (0u64, 0u64, Vec::new());
-            for seed in a..b {
-                let cfg = config(&name, seed)?;
-                let out = Sim::new(cfg.clone()).run();
-                events += out.events;
-                sim_ms += out.sim_ms;
-                let report = check(&cfg, &out.history);
-                if !report.ok() {
-                    println!(
-                        "FAIL seed {seed}: {:?}",
-                        &report.violations[..report.violations.len().min(3)]
-                    );
-                    println!(
-                        "  replay: rockfish sim replay {name} --seed {seed} --trace trace-{seed}.txt"
-                    );
-                    failures.push(seed);
+            let files = scenarios
+                .iter()
+                .map(|s| load_scenario(s).map(|f| (s.clone(), f)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut rows = Vec::new();
+            let mut failed = Vec::new();
+            for (arg, file) in &files {
+                let started = std::time::Instant::now();
+                let (mut events, mut sim_ms, mut failures) = (0u64, 0u64, 0u64);
+                for seed in a..b {
+                    let cfg = file.config(seed);
+                    let out = Sim::new(cfg.clone()).run();
+                    events += out.events;
+                    sim_ms += out.sim_ms;
+                    let report = check(&cfg, &out.history);
+                    if let Some(v) = report.violations.first() {
+                        println!(
+                            "FAIL {} seed {seed}: invariant {} broken ({} violations), first: {v:?}",
+                            file.name,
+                            v.invariant(),
+                            report.violations.len()
+                        );
+                        println!(
+                            "  replay: rockfish sim replay {arg} --seed {seed} --trace trace-{seed}.txt"
+                        );
+                        println!("  shrink: rockfish sim shrink {arg} --seed {seed}");
+                        failures += 1;
+                        failed.push(format!("{}:{seed}", file.name));
+                    }
+                    if (seed - a + 1) % 100 == 0 {
+                        eprintln!("  {}: {} of {} seeds", file.name, seed - a + 1, b - a);
+                    }
                 }
-                if (seed - a + 1) % 100 == 0 {
-                    println!("  {} seeds done", seed - a + 1);
-                }
+                rows.push((
+                    file.name.clone(),
+                    b - a,
+                    events,
+                    sim_ms,
+                    started.elapsed().as_secs_f64(),
+                    failures,
+                ));
             }
             println!(
-                "{name}: {} seeds, {events} events, {:.0} simulated s in {:.1} s, {} failures",
-                b.saturating_sub(a),
-                sim_ms as f64 / 1000.0,
-                started.elapsed().as_secs_f64(),
-                failures.len()
+                "{:<20} {:>6} {:>12} {:>12} {:>8} {:>9}",
+                "scenario", "seeds", "events", "simulated s", "wall s", "failures"
             );
-            if failures.is_empty() {
+            for (name, n, events, sim_ms, wall, failures) in rows {
+                println!(
+                    "{name:<20} {n:>6} {events:>12} {:>12.0} {wall:>8.1} {failures:>9}",
+                    sim_ms as f64 / 1000.0
+                );
+            }
+            if failed.is_empty() {
                 Ok(())
             } else {
-                Err(format!("failing seeds: {failures:?}"))
+                Err(format!("failing seeds: {}", failed.join(" ")))
             }
         }
         SimCmd::Replay {
-            scenario: name,
+            scenario: arg,
             seed,
             trace,
         } => {
-            let cfg = config(&name, seed)?;
+            let file = load_scenario(&arg)?;
+            let cfg = file.config(seed);
             let out = Sim::new(cfg.clone()).run();
             let report = check(&cfg, &out.history);
             if let Some(path) = trace {
@@ -214,7 +261,8 @@ fn sim(cmd: SimCmd) -> Result<(), String> {
                 );
             }
             println!(
-                "{name} seed {seed}: digest {} events {} acked {} delivered {} duplicates {} crashes {} power losses {}",
+                "{} seed {seed}: digest {} events {} acked {} delivered {} duplicates {} crashes {} power losses {}",
+                file.name,
                 out.digest,
                 out.events,
                 report.acked,
@@ -227,10 +275,44 @@ fn sim(cmd: SimCmd) -> Result<(), String> {
                 Ok(())
             } else {
                 Err(format!(
-                    "violations: {:?}",
+                    "invariant {} broken: {:?}",
+                    report.violations[0].invariant(),
                     &report.violations[..report.violations.len().min(5)]
                 ))
             }
+        }
+        SimCmd::Shrink {
+            scenario: arg,
+            seed,
+            out,
+        } => {
+            let file = load_scenario(&arg)?;
+            let cfg = file.config(seed);
+            let shrunk = shrink(&cfg).ok_or_else(|| {
+                format!("{} seed {seed} does not fail: nothing to shrink", file.name)
+            })?;
+            let name = format!("{}-seed{seed}-shrunk", file.name);
+            let description = format!(
+                "{} seed {seed} shrunk in {} runs; still breaks {}. Kept: {}",
+                file.name,
+                shrunk.attempts,
+                shrunk.invariant,
+                if shrunk.steps.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    shrunk.steps.join(", ")
+                }
+            );
+            let text = ScenarioFile::exactly(&name, &description, &shrunk.config).to_toml();
+            std::fs::write(&out, &text).map_err(|e| format!("{}: {e}", out.display()))?;
+            println!("{description}");
+            println!("{text}");
+            println!(
+                "written to {}; replay: rockfish sim replay {} --seed {seed} --trace trace-{seed}.txt",
+                out.display(),
+                out.display()
+            );
+            Ok(())
         }
     }
 }

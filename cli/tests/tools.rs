@@ -279,12 +279,20 @@ fn tools_work_against_standalone_and_sigterm_is_clean() {
 
 #[test]
 fn sim_runs_and_replays_exactly() {
-    let out = run(&["sim", "run", "power-loss-torn", "--seeds", "0..20"]);
+    // A built-in name and a scenario file from scenarios/, one summary row each.
+    let smoke = format!("{}/../scenarios/smoke.toml", env!("CARGO_MANIFEST_DIR"));
+    let out = run(&["sim", "run", "power-loss-torn", &smoke, "--seeds", "0..20"]);
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        text.contains("20 seeds") && text.contains("0 failures"),
-        "{text}"
-    );
+    for name in ["power-loss-torn", "smoke"] {
+        let row: Vec<&str> = text
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no row for {name}: {text}"))
+            .split_whitespace()
+            .collect();
+        assert_eq!(row[1], "20", "{text}");
+        assert_eq!(row.last(), Some(&"0"), "no failures: {text}");
+    }
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.txt"), dir.path().join("b.txt"));
     let first = stdout(&[
@@ -325,4 +333,50 @@ fn sim_runs_and_replays_exactly() {
         !unknown.status.success()
             && String::from_utf8_lossy(&unknown.stderr).contains("unknown scenario")
     );
+}
+
+#[test]
+fn sim_shrink_writes_a_scenario_that_replays_the_failure() {
+    // A scenario with a deliberately lying flush, power losses and network noise.
+    let dir = tempfile::tempdir().unwrap();
+    let bugged = dir.path().join("bugged.toml");
+    let text = std::fs::read_to_string(format!(
+        "{}/../scenarios/power-loss-torn.toml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+    .replace("messages = 200", "messages = 60")
+    .replace("latency_ms = [1, 20]", "latency_ms = [1, 20]\ndrop = 0.01")
+        + "\n[bugs]\nlying_flush = true\n";
+    std::fs::write(&bugged, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["sim", "run", bugged.to_str().unwrap(), "--seeds", "0..30"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the lying flush is caught");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    let shrink_line = printed
+        .lines()
+        .find(|l| l.trim_start().starts_with("shrink: "))
+        .unwrap_or_else(|| panic!("a failure prints its shrink command: {printed}"));
+    let seed = shrink_line.split_whitespace().last().unwrap().to_string();
+    let shrunk = dir.path().join("shrunk.toml");
+    let text = stdout(&[
+        "sim",
+        "shrink",
+        bugged.to_str().unwrap(),
+        "--seed",
+        &seed,
+        "--out",
+        shrunk.to_str().unwrap(),
+    ]);
+    assert!(text.contains("acked-durable-not-lost"), "{text}");
+    let file = std::fs::read_to_string(&shrunk).unwrap();
+    assert!(file.contains("drop = 0.0"), "the noise is gone: {file}");
+    let replay = Command::new(BIN)
+        .args(["sim", "replay", shrunk.to_str().unwrap(), "--seed", &seed])
+        .output()
+        .unwrap();
+    assert!(!replay.status.success());
+    assert!(String::from_utf8_lossy(&replay.stderr).contains("acked-durable-not-lost"));
 }

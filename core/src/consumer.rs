@@ -122,6 +122,9 @@ pub enum ConsumeResult {
 
 #[derive(Debug, Default)]
 struct ProcessQueue {
+    /// Which incarnation of the queue this is: a queue dropped and assigned again is a new
+    /// one, and answers to the old one's pulls must not touch it.
+    id: u64,
     /// Next offset to pull; `None` until the starting offset is known.
     next_offset: Option<u64>,
     /// Pulled, not yet acknowledged.
@@ -160,7 +163,7 @@ enum Rpc {
     ConsumerIds { topic: String },
     QueryOffset { mq: MessageQueue },
     StartOffset { mq: MessageQueue },
-    Pull { mq: MessageQueue },
+    Pull { mq: MessageQueue, pq: u64 },
     Lock { broker: String },
     Other,
 }
@@ -176,6 +179,7 @@ pub struct Consumer {
     offsets: BTreeMap<MessageQueue, u64>,
     rpcs: BTreeMap<i32, (Rpc, u64)>,
     next_opaque: i32,
+    next_pq_id: u64,
     next_rebalance: u64,
     next_persist: u64,
     next_heartbeat: u64,
@@ -208,6 +212,7 @@ impl Consumer {
             offsets: local_offsets,
             rpcs: BTreeMap::new(),
             next_opaque: 0,
+            next_pq_id: 0,
             next_rebalance: now,
             next_persist: now + config.persist_offset_interval_ms,
             next_heartbeat: now,
@@ -474,7 +479,12 @@ impl Consumer {
                 continue;
             }
             changed = true;
-            self.queues.insert(mq.clone(), ProcessQueue::default());
+            self.next_pq_id += 1;
+            let pq = ProcessQueue {
+                id: self.next_pq_id,
+                ..ProcessQueue::default()
+            };
+            self.queues.insert(mq.clone(), pq);
             self.start_offset(mq, now);
         }
         if changed {
@@ -609,9 +619,9 @@ impl Consumer {
                 continue;
             }
             pq.pulling = true;
-            due.push((mq.clone(), offset, pq.committed));
+            due.push((mq.clone(), pq.id, offset, pq.committed));
         }
-        for (mq, offset, committed) in due {
+        for (mq, pq_id, offset, committed) in due {
             let Some(addr) = self.broker_addr(&mq.topic, &mq.broker_name) else {
                 if let Some(pq) = self.queues.get_mut(&mq) {
                     pq.pulling = false;
@@ -640,14 +650,19 @@ impl Consumer {
                 .with_ext("subscription", expr)
                 .with_ext("subVersion", 0)
                 .with_ext("expressionType", "TAG");
-            self.call(addr, cmd, Rpc::Pull { mq }, now + PULL_TIMEOUT_MS);
+            self.call(
+                addr,
+                cmd,
+                Rpc::Pull { mq, pq: pq_id },
+                now + PULL_TIMEOUT_MS,
+            );
         }
     }
 
     fn fail(&mut self, rpc: Rpc, now: u64) {
         match rpc {
-            Rpc::Pull { mq } => {
-                if let Some(pq) = self.queues.get_mut(&mq) {
+            Rpc::Pull { mq, pq: id } => {
+                if let Some(pq) = self.queues.get_mut(&mq).filter(|pq| pq.id == id) {
                     pq.pulling = false;
                     pq.not_before = now + EXCEPTION_DELAY_MS;
                 }
@@ -741,15 +756,18 @@ impl Consumer {
                     }
                 }
             }
-            Rpc::Pull { mq } => self.on_pull(mq, cmd, now),
+            Rpc::Pull { mq, pq } => self.on_pull(mq, pq, cmd, now),
             Rpc::Other => {}
         }
         self.pull_due(now);
     }
 
-    fn on_pull(&mut self, mq: MessageQueue, cmd: RemotingCommand, now: u64) {
+    fn on_pull(&mut self, mq: MessageQueue, id: u64, cmd: RemotingCommand, now: u64) {
         let filter = self.filters.get(&mq.topic).cloned();
-        let Some(pq) = self.queues.get_mut(&mq) else {
+        // A pull made for an earlier incarnation of the queue (dropped by a rebalance, then
+        // assigned again) says nothing about this one: applying its next offset would skip
+        // messages nobody consumed.
+        let Some(pq) = self.queues.get_mut(&mq).filter(|pq| pq.id == id) else {
             return;
         };
         pq.pulling = false;

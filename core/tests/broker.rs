@@ -149,29 +149,76 @@ impl H {
     }
 }
 
-#[test]
-fn registers_with_every_name_server_at_start_and_every_30_seconds() {
+fn two_namesrv_broker() -> Broker<MemDisk> {
     let cfg = BrokerConfig {
         namesrv_addrs: vec!["ns1:9876".into(), "ns2:9876".into()],
         ..BrokerConfig::default()
     };
-    let disk = MemDisk::new(1);
-    let (store, _) = MessageStore::open(disk, store_config(), 0).unwrap();
-    let mut b = Broker::new(cfg, store, 0).unwrap();
-    let regs = |b: &mut Broker<MemDisk>| -> Vec<String> {
-        std::iter::from_fn(|| b.poll_output())
-            .filter_map(|o| match o {
-                Output::SendTo { addr, cmd } if cmd.code == request::REGISTER_BROKER => Some(addr),
-                _ => None,
-            })
-            .collect()
-    };
-    assert_eq!(regs(&mut b), vec!["ns1:9876", "ns2:9876"]);
+    let (store, _) = MessageStore::open(MemDisk::new(1), store_config(), 0).unwrap();
+    Broker::new(cfg, store, 0).unwrap()
+}
+
+/// The REGISTER_BROKER requests the broker output: (name server, request).
+fn registrations(b: &mut Broker<MemDisk>) -> Vec<(String, RemotingCommand)> {
+    std::iter::from_fn(|| b.poll_output())
+        .filter_map(|o| match o {
+            Output::SendTo { addr, cmd } if cmd.code == request::REGISTER_BROKER => {
+                Some((addr, cmd))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn answer(b: &mut Broker<MemDisk>, req: &RemotingCommand, code: i32, now: u64) {
+    b.on_command(
+        ConnId(99),
+        RemotingCommand::response_to(req, code, None),
+        now,
+        now,
+    );
+}
+
+#[test]
+fn registers_with_every_name_server_at_start_and_every_30_seconds() {
+    let mut b = two_namesrv_broker();
+    let regs = registrations(&mut b);
+    let addrs: Vec<_> = regs.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(addrs, vec!["ns1:9876", "ns2:9876"]);
+    for (_, req) in &regs {
+        answer(&mut b, req, response::SUCCESS, 10);
+    }
     b.on_timeout(29_999);
-    assert!(regs(&mut b).is_empty());
+    assert!(registrations(&mut b).is_empty());
     b.on_timeout(30_000);
-    assert_eq!(regs(&mut b).len(), 2);
+    assert_eq!(registrations(&mut b).len(), 2);
     assert!(b.poll_timeout().unwrap() <= 60_000);
+}
+
+#[test]
+fn a_lost_or_refused_registration_is_retried_without_waiting_30_seconds() {
+    // Found by the simulator (partitions seed 186): the first REGISTER_BROKER was dropped and
+    // the cluster had no routes until the next periodic registration.
+    let mut b = two_namesrv_broker();
+    let regs = registrations(&mut b);
+    answer(&mut b, &regs[0].1, response::SUCCESS, 10); // ns2's answer is lost
+    assert!(b.poll_timeout().unwrap() <= rockfish_core::broker::REGISTER_RETRY_MS);
+    b.on_timeout(rockfish_core::broker::REGISTER_RETRY_MS - 1);
+    assert!(registrations(&mut b).is_empty());
+    b.on_timeout(rockfish_core::broker::REGISTER_RETRY_MS);
+    let again = registrations(&mut b);
+    assert_eq!(again.len(), 2, "registers again");
+    // A refusal counts as unanswered; only success ends the retries.
+    answer(&mut b, &again[0].1, response::SUCCESS, 5_010);
+    answer(&mut b, &again[1].1, response::SYSTEM_ERROR, 5_010);
+    b.on_timeout(5_000 + rockfish_core::broker::REGISTER_RETRY_MS);
+    let third = registrations(&mut b);
+    assert_eq!(third.len(), 2);
+    for (_, req) in &third {
+        answer(&mut b, req, response::SUCCESS, 10_010);
+    }
+    b.on_timeout(10_000 + rockfish_core::broker::REGISTER_RETRY_MS);
+    assert!(registrations(&mut b).is_empty(), "all answered: no retry");
 }
 
 #[test]

@@ -14,6 +14,19 @@ pub enum Violation {
     /// A send acknowledged as durable (SEND_OK under SYNC_FLUSH, or under ASYNC_FLUSH with no
     /// power loss) never reached the consumer group.
     AckedLost { body: String },
+    /// A message sent after the heal was not acknowledged, or not consumed, by the end.
+    NotConverged { body: String, acked: bool },
+}
+
+impl Violation {
+    /// The invariant broken, as scenario files name it.
+    pub fn invariant(&self) -> &'static str {
+        match self {
+            Violation::Phantom { .. } => "no-phantom",
+            Violation::AckedLost { .. } => "acked-durable-not-lost",
+            Violation::NotConverged { .. } => "liveness-converges",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -47,6 +60,14 @@ pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
     report.delivered_distinct = seen.len();
     let promised = cfg.flush == FlushDiskType::Sync || h.power_losses == 0;
     for (body, status) in &h.sent {
+        let after_heal = body.contains("-L");
+        let acked = *status == Some(SendStatus::SendOk);
+        if after_heal && (!acked || !seen.contains(body)) {
+            report.violations.push(Violation::NotConverged {
+                body: body.clone(),
+                acked,
+            });
+        }
         if *status == Some(SendStatus::SendOk) {
             report.acked += 1;
             if promised && !seen.contains(body) {
@@ -56,5 +77,8 @@ pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
             }
         }
     }
+    report
+        .violations
+        .retain(|v| cfg.invariants.iter().any(|i| i == v.invariant()));
     report
 }

@@ -5,7 +5,7 @@ use rockfish_core::broker::FlushDiskType;
 use rockfish_store::FaultPlan;
 
 /// Fault rates for the safety phase. All zero is a fault-free run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Faults {
     /// Probability a frame is lost.
     pub drop: f64,
@@ -43,7 +43,7 @@ impl Default for Faults {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SimConfig {
     pub seed: u64,
     pub flush: FlushDiskType,
@@ -52,6 +52,8 @@ pub struct SimConfig {
     /// Messages each producer sends, one every `send_interval_ms`.
     pub messages: usize,
     pub send_interval_ms: u64,
+    /// Messages each producer sends after the heal; every one must be acknowledged and consumed.
+    pub liveness_messages: usize,
     /// Faults fly for this long.
     pub safety_ms: u64,
     /// Then faults stop and the cluster must converge within this long.
@@ -59,6 +61,10 @@ pub struct SimConfig {
     pub faults: Faults,
     /// Test-only: a broken flush path that reports syncs it never made. A checker must catch it.
     pub bug_lying_flush: bool,
+    /// Test-only: a crashed broker never comes back. The liveness checker must catch it.
+    pub bug_no_restart: bool,
+    /// The invariants judged (names from `scenario::INVARIANTS`).
+    pub invariants: Vec<String>,
 }
 
 impl SimConfig {
@@ -71,62 +77,16 @@ impl SimConfig {
             consumers: 2,
             messages: 200,
             send_interval_ms: 20,
+            liveness_messages: 20,
             safety_ms: 10_000,
             liveness_ms: 60_000,
             faults: Faults::default(),
             bug_lying_flush: false,
+            bug_no_restart: false,
+            invariants: crate::scenario::INVARIANTS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
         }
     }
-}
-
-/// The built-in scenarios, by name.
-pub const SCENARIOS: &[&str] = &[
-    "smoke",
-    "broker-crash-sync",
-    "broker-crash-async",
-    "power-loss-torn",
-    "partitions",
-];
-
-/// A named scenario's configuration for `seed`; `None` for an unknown name.
-pub fn scenario(name: &str, seed: u64) -> Option<SimConfig> {
-    let base = SimConfig::smoke(seed);
-    let crashes = |flush, power_share| SimConfig {
-        flush,
-        faults: Faults {
-            latency_ms: (1, 20),
-            crash_per_sec: 0.15,
-            power_loss_share: power_share,
-            ..Faults::default()
-        },
-        ..base.clone()
-    };
-    Some(match name {
-        "smoke" => base,
-        "broker-crash-sync" => crashes(FlushDiskType::Sync, 0.0),
-        "broker-crash-async" => crashes(FlushDiskType::Async, 0.0),
-        "power-loss-torn" => SimConfig {
-            faults: Faults {
-                disk: FaultPlan {
-                    writeback: 0.3,
-                    torn_page: 0.5,
-                    read_bitflip: 0.0005,
-                    ..FaultPlan::default()
-                },
-                ..crashes(FlushDiskType::Sync, 1.0).faults
-            },
-            ..crashes(FlushDiskType::Sync, 1.0)
-        },
-        "partitions" => SimConfig {
-            faults: Faults {
-                drop: 0.01,
-                duplicate: 0.01,
-                latency_ms: (1, 50),
-                partition_per_sec: 0.2,
-                ..Faults::default()
-            },
-            ..base
-        },
-        _ => return None,
-    })
 }

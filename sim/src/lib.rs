@@ -14,8 +14,12 @@
 
 pub mod check;
 pub mod config;
+pub mod scenario;
+pub mod shrink;
 mod world;
 
 pub use check::{CheckReport, Violation, check};
-pub use config::{Faults, SCENARIOS, SimConfig, scenario};
+pub use config::{Faults, SimConfig};
+pub use scenario::{SCENARIOS, ScenarioError, ScenarioFile, scenario};
+pub use shrink::{Shrunk, shrink};
 pub use world::{History, Outcome, Sim};

@@ -26,6 +26,9 @@ const BROKER: usize = 1;
 const NS_ADDR: &str = "10.0.0.1:9876";
 const BROKER_ADDR: &str = "10.0.0.2:10911";
 const TOPIC: &str = "SimTopic";
+/// How long after the heal producers send again: time for a restarted broker to register and
+/// for clients to refresh routes (they poll the name server every 30 s at most).
+const LIVENESS_RESUME_MS: u64 = 5_000;
 
 enum Node {
     NameServer(NameServer),
@@ -58,6 +61,8 @@ enum Ev {
     },
     Crash {
         power: bool,
+        /// An operator's restart, not a fault: it happens in the liveness phase too.
+        operator: bool,
     },
     Restart,
     Cut {
@@ -191,6 +196,15 @@ impl Sim {
                 sim.push(at, Ev::Send { producer: 2 + p, n });
             }
         }
+        // After the heal, every producer sends again: all of it must be acknowledged and
+        // consumed before the run ends (the cluster converged).
+        let resume = sim.cfg.safety_ms + LIVENESS_RESUME_MS;
+        for p in 0..sim.cfg.producers {
+            for k in 0..sim.cfg.liveness_messages {
+                let n = sim.cfg.messages + k;
+                sim.push(resume + k as u64 * 50, Ev::Send { producer: 2 + p, n });
+            }
+        }
         sim.push(sim.cfg.safety_ms, Ev::Liveness);
         sim
     }
@@ -237,32 +251,38 @@ impl Sim {
         else {
             unreachable!()
         };
-        match MessageStore::open(disk.clone(), store_config(), now as i64) {
-            Ok((store, report)) => {
-                let config = BrokerConfig {
-                    broker_addr: BROKER_ADDR.into(),
-                    namesrv_addrs: vec![NS_ADDR.into()],
-                    flush_disk_type: self.cfg.flush,
-                    seed,
-                    ..BrokerConfig::default()
-                };
-                *machine = Some(Box::new(
-                    Broker::new(config, store, now).expect("valid broker config"),
-                ));
+        let config = BrokerConfig {
+            broker_addr: BROKER_ADDR.into(),
+            namesrv_addrs: vec![NS_ADDR.into()],
+            flush_disk_type: self.cfg.flush,
+            seed,
+            ..BrokerConfig::default()
+        };
+        // Recovery, then the broker's own start (it persists its topic table): either may
+        // meet a disk fault; the supervisor tries again.
+        let started = MessageStore::open(disk.clone(), store_config(), now as i64)
+            .map_err(|e| format!("recovery failed: {e}"))
+            .and_then(|(store, report)| {
+                Broker::new(config, store, now)
+                    .map(|b| (b, report))
+                    .map_err(|e| format!("start failed: {e}"))
+            });
+        let line = match started {
+            Ok((broker, report)) => {
+                *machine = Some(Box::new(broker));
                 *generation += 1;
-                let line = format!(
+                format!(
                     "t={now} broker up gen={generation} log_end={} truncated={}",
                     report.log_end,
                     report.truncated.is_some()
-                );
-                self.log(line);
+                )
             }
             Err(e) => {
-                let line = format!("t={now} broker recovery failed: {e}; retrying");
-                self.log(line);
                 self.push(now + 500, Ev::Restart);
+                format!("t={now} broker {e}; retrying")
             }
-        }
+        };
+        self.log(line);
     }
 
     /// Sends a frame over the simulated network (FIFO per link, with latency and faults).
@@ -453,13 +473,27 @@ impl Sim {
                 return;
             }
         };
-        let line = format!(
+        let mut line = format!(
             "t={} frame {from}->{to} code={} op={} resp={}",
             self.now,
             cmd.code,
             cmd.opaque,
             cmd.is_response()
         );
+        for k in [
+            "queueId",
+            "queueOffset",
+            "offset",
+            "commitOffset",
+            "nextBeginOffset",
+            "minOffset",
+            "maxOffset",
+            "remark",
+        ] {
+            if let Some(v) = cmd.ext(k) {
+                line.push_str(&format!(" {k}={v}"));
+            }
+        }
         self.log(line);
         let now = self.now;
         match to {
@@ -509,7 +543,11 @@ impl Sim {
                 }
             }
             Ev::Send { producer, n } => {
-                let body = format!("p{}-{n}", producer - 2);
+                let body = if n < self.cfg.messages {
+                    format!("p{}-{n}", producer - 2)
+                } else {
+                    format!("p{}-L{}", producer - 2, n - self.cfg.messages)
+                };
                 let now = self.now;
                 if let Node::Producer(p) = &mut self.nodes[producer] {
                     let id = p.send(Message::new(TOPIC, body.clone()), SendMode::Async, now);
@@ -536,7 +574,10 @@ impl Sim {
                     self.after(BROKER);
                 }
             }
-            Ev::Crash { power } => {
+            Ev::Crash { power, operator } => {
+                if !self.faults_on && !operator {
+                    return;
+                }
                 let Node::Broker { machine, disk, .. } = &mut self.nodes[BROKER] else {
                     unreachable!()
                 };
@@ -571,6 +612,9 @@ impl Sim {
                 self.push(self.now + down, Ev::Restart);
             }
             Ev::Restart => {
+                if self.cfg.bug_no_restart && self.history.crashes > 0 {
+                    return;
+                }
                 if matches!(self.nodes[BROKER], Node::Broker { machine: None, .. }) {
                     self.start_broker();
                     self.after(BROKER);
@@ -598,6 +642,25 @@ impl Sim {
                 }
                 let line = format!("t={} liveness phase: faults off", self.now);
                 self.log(line);
+                // A store that stopped accepting writes after a disk failure stays stopped
+                // until restarted: the operator (or supervisor) restarts it.
+                let stopped = match &self.nodes[BROKER] {
+                    Node::Broker {
+                        machine: Some(b), ..
+                    } => b.store().stopped().map(str::to_owned),
+                    _ => None,
+                };
+                if let Some(reason) = stopped {
+                    let line = format!("t={} operator restarts the broker: {reason}", self.now);
+                    self.log(line);
+                    self.push(
+                        self.now,
+                        Ev::Crash {
+                            power: false,
+                            operator: true,
+                        },
+                    );
+                }
                 self.push(self.now, Ev::Restart);
             }
         }
@@ -610,7 +673,13 @@ impl Sim {
         if self.chance(f.crash_per_sec) {
             let power = self.chance(f.power_loss_share);
             let at = self.now + self.between((0, 50));
-            self.push(at, Ev::Crash { power });
+            self.push(
+                at,
+                Ev::Crash {
+                    power,
+                    operator: false,
+                },
+            );
         }
         if self.chance(f.partition_per_sec) && self.nodes.len() > 2 {
             let client = self.rng.random_range(2..self.nodes.len());

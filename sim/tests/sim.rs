@@ -33,8 +33,11 @@ fn a_clean_run_delivers_everything() {
     let out = Sim::new(cfg.clone()).run();
     let report = check(&cfg, &out.history);
     assert!(report.ok(), "{:?}", report.violations);
-    assert_eq!(report.acked, 200, "every send acknowledged");
-    assert_eq!(report.delivered_distinct, 200, "every message consumed");
+    assert_eq!(
+        report.acked, 220,
+        "every send acknowledged (200, then 20 after the heal)"
+    );
+    assert_eq!(report.delivered_distinct, 220, "every message consumed");
     assert!(out.events > 1_000);
 }
 
@@ -122,4 +125,42 @@ fn the_phantom_checker_fires_on_invented_deliveries() {
     assert!(report.violations.contains(&Violation::Phantom {
         body: "never-sent".into()
     }));
+}
+
+#[test]
+fn a_broker_that_never_comes_back_is_caught_by_the_liveness_checker() {
+    // The broken component: the restart path. Messages sent after the heal are never
+    // acknowledged; the liveness checker must say the cluster did not converge.
+    let caught = (0..30u64).find(|&seed| {
+        let cfg = SimConfig {
+            bug_no_restart: true,
+            ..faulty(seed, FlushDiskType::Sync)
+        };
+        let out = Sim::new(cfg.clone()).run();
+        check(&cfg, &out.history)
+            .violations
+            .iter()
+            .any(|v| matches!(v, Violation::NotConverged { acked: false, .. }))
+    });
+    assert!(
+        caught.is_some(),
+        "30 seeds of a broker that stays down and the liveness checker never fired"
+    );
+}
+
+#[test]
+fn after_the_heal_everything_sent_is_acknowledged_and_consumed() {
+    let cfg = faulty(5, FlushDiskType::Async);
+    let out = Sim::new(cfg.clone()).run();
+    let report = check(&cfg, &out.history);
+    assert!(report.ok(), "{:?}", report.violations);
+    let after_heal = out
+        .history
+        .sent
+        .iter()
+        .filter(|(b, s)| {
+            b.contains("-L") && **s == Some(rockfish_core::producer::SendStatus::SendOk)
+        })
+        .count();
+    assert_eq!(after_heal, cfg.liveness_messages * cfg.producers);
 }

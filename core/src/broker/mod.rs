@@ -14,7 +14,7 @@ mod locks;
 mod pull;
 mod send;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use rand::SeedableRng;
@@ -35,6 +35,8 @@ pub use locks::LOCK_LEASE_MS;
 pub const DEFAULT_TOPIC: &str = "TBW102";
 /// Queues of the default topic (RocketMQ: defaultTopicQueueNums = 8).
 pub const DEFAULT_TOPIC_QUEUES: u32 = 8;
+/// How long a REGISTER_BROKER may go unanswered before the broker registers again.
+pub const REGISTER_RETRY_MS: u64 = 5_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlushDiskType {
@@ -155,6 +157,11 @@ pub struct Broker<D: Disk> {
     sync_waiters: VecDeque<SyncWaiter>,
     flush_in_flight: Option<u64>,
     next_register: u64,
+    /// REGISTER_BROKER requests not yet answered with success, by opaque, and when to stop
+    /// waiting and register again: a lost registration must not leave the broker without
+    /// routes for a whole register interval.
+    registrations_unanswered: BTreeSet<i32>,
+    register_retry_at: Option<u64>,
     next_flush: u64,
     next_checkpoint: u64,
     next_offset_persist: u64,
@@ -212,6 +219,8 @@ impl<D: Disk> Broker<D> {
             sync_waiters: VecDeque::new(),
             flush_in_flight: None,
             next_register: now,
+            registrations_unanswered: BTreeSet::new(),
+            register_retry_at: None,
             next_flush: now + config.flush_interval_ms,
             next_checkpoint: now + config.checkpoint_interval_ms,
             next_offset_persist: now + config.offset_persist_interval_ms,
@@ -248,7 +257,8 @@ impl<D: Disk> Broker<D> {
             .next_register
             .min(self.next_checkpoint)
             .min(self.next_offset_persist)
-            .min(self.next_client_scan);
+            .min(self.next_client_scan)
+            .min(self.register_retry_at.unwrap_or(u64::MAX));
         if self.config.flush_disk_type == FlushDiskType::Async {
             t = t.min(self.next_flush);
         }
@@ -289,7 +299,14 @@ impl<D: Disk> Broker<D> {
     /// A command arrived on `conn`; the driver read it off the socket at `received_at`.
     pub fn on_command(&mut self, conn: ConnId, cmd: RemotingCommand, received_at: u64, now: u64) {
         if cmd.is_response() {
-            return; // name server replies: nothing to act on yet
+            // Name server replies: a successful registration needs no retry.
+            if cmd.code == response::SUCCESS
+                && self.registrations_unanswered.remove(&cmd.opaque)
+                && self.registrations_unanswered.is_empty()
+            {
+                self.register_retry_at = None;
+            }
+            return;
         }
         let reply = match self.handle(conn, &cmd, received_at, now) {
             Ok(Some(reply)) => reply,
@@ -346,7 +363,7 @@ impl<D: Disk> Broker<D> {
 
     /// Time passed: periodic work and expired waits.
     pub fn on_timeout(&mut self, now: u64) {
-        if now >= self.next_register {
+        if now >= self.next_register || self.register_retry_at.is_some_and(|t| now >= t) {
             self.register_all(now);
         }
         if self.config.flush_disk_type == FlushDiskType::Async && now >= self.next_flush {
@@ -469,6 +486,8 @@ impl<D: Disk> Broker<D> {
     /// Registers with every name server (RocketMQ: every 30 s, and on topic changes).
     fn register_all(&mut self, now: u64) {
         self.next_register = now + self.config.register_interval_ms;
+        self.registrations_unanswered.clear();
+        self.register_retry_at = Some(now + REGISTER_RETRY_MS);
         let body = crate::protocol::RegisterBrokerBody {
             topic_config_serialize_wrapper: crate::protocol::TopicConfigSerializeWrapper {
                 topic_config_table: self.topics.topic_config_table.clone(),
@@ -479,6 +498,7 @@ impl<D: Disk> Broker<D> {
         let body = crate::protocol::to_body(&body);
         for addr in self.config.namesrv_addrs.clone() {
             let opaque = self.next_opaque();
+            self.registrations_unanswered.insert(opaque);
             let cmd = RemotingCommand::request(request::REGISTER_BROKER, opaque)
                 .with_ext("brokerAddr", &self.config.broker_addr)
                 .with_ext("brokerName", &self.config.broker_name)

@@ -1,0 +1,456 @@
+//! Scenario files (TOML): the bounds a scenario sets and the seed draws within (swarm
+//! testing). A knob is either a value (`drop = 0.01`) or a range the seed draws from
+//! (`drop = [0.0, 0.05]`). The built-in scenarios are the files in `scenarios/`, compiled in.
+
+use std::fmt;
+
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rockfish_core::broker::FlushDiskType;
+use rockfish_store::FaultPlan;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Faults, SimConfig};
+
+/// The built-in scenarios: (name, file text).
+const BUILT_IN: &[(&str, &str)] = &[
+    ("smoke", include_str!("../../scenarios/smoke.toml")),
+    (
+        "broker-crash-sync",
+        include_str!("../../scenarios/broker-crash-sync.toml"),
+    ),
+    (
+        "broker-crash-async",
+        include_str!("../../scenarios/broker-crash-async.toml"),
+    ),
+    (
+        "power-loss-torn",
+        include_str!("../../scenarios/power-loss-torn.toml"),
+    ),
+    (
+        "partitions",
+        include_str!("../../scenarios/partitions.toml"),
+    ),
+    (
+        "disk-faults",
+        include_str!("../../scenarios/disk-faults.toml"),
+    ),
+    ("swarm", include_str!("../../scenarios/swarm.toml")),
+];
+
+/// The names of the built-in scenarios.
+pub const SCENARIOS: &[&str] = &[
+    "smoke",
+    "broker-crash-sync",
+    "broker-crash-async",
+    "power-loss-torn",
+    "partitions",
+    "disk-faults",
+    "swarm",
+];
+
+/// A knob: one value, or an inclusive range the seed draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Bound<T> {
+    Value(T),
+    Range([T; 2]),
+}
+
+impl Bound<f64> {
+    fn draw(self, rng: &mut Xoshiro256PlusPlus) -> f64 {
+        match self {
+            Bound::Value(v) => v,
+            Bound::Range([lo, hi]) if hi > lo => rng.random_range(lo..=hi),
+            Bound::Range([lo, _]) => lo,
+        }
+    }
+}
+
+impl Bound<u64> {
+    fn draw(self, rng: &mut Xoshiro256PlusPlus) -> u64 {
+        match self {
+            Bound::Value(v) => v,
+            Bound::Range([lo, hi]) if hi > lo => rng.random_range(lo..=hi),
+            Bound::Range([lo, _]) => lo,
+        }
+    }
+}
+
+fn f(v: f64) -> Bound<f64> {
+    Bound::Value(v)
+}
+
+fn u(v: u64) -> Bound<u64> {
+    Bound::Value(v)
+}
+
+/// Invariants a scenario holds the run to; all of them unless the file narrows the list.
+pub const INVARIANTS: &[&str] = &["no-phantom", "acked-durable-not-lost", "liveness-converges"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub topology: Topology,
+    #[serde(default)]
+    pub workload: Workload,
+    #[serde(default)]
+    pub phases: Phases,
+    #[serde(default)]
+    pub faults: FaultBounds,
+    #[serde(default)]
+    pub disk: DiskBounds,
+    #[serde(default = "all_invariants")]
+    pub invariants: Vec<String>,
+    /// Deliberately broken components, for proving the checkers work. Never in a real scenario.
+    #[serde(default, skip_serializing_if = "Bugs::is_none")]
+    pub bugs: Bugs,
+}
+
+fn all_invariants() -> Vec<String> {
+    INVARIANTS.iter().map(|s| s.to_string()).collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Topology {
+    /// "SYNC_FLUSH" or "ASYNC_FLUSH", as in broker.conf.
+    pub flush: String,
+    pub producers: Bound<u64>,
+    pub consumers: Bound<u64>,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Topology {
+            flush: "SYNC_FLUSH".into(),
+            producers: u(1),
+            consumers: u(2),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Workload {
+    /// Messages each producer sends.
+    pub messages: Bound<u64>,
+    pub send_interval_ms: Bound<u64>,
+    /// Messages each producer sends after the heal; all must be acknowledged and consumed.
+    pub liveness_messages: u64,
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Workload {
+            messages: u(200),
+            send_interval_ms: u(20),
+            liveness_messages: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Phases {
+    /// Faults fly for this long.
+    pub safety_ms: u64,
+    /// Then faults stop and everything acknowledged must be consumed within this long.
+    pub liveness_ms: u64,
+}
+
+impl Default for Phases {
+    fn default() -> Self {
+        Phases {
+            safety_ms: 10_000,
+            liveness_ms: 60_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FaultBounds {
+    pub drop: Bound<f64>,
+    pub duplicate: Bound<f64>,
+    pub latency_ms: [u64; 2],
+    pub crash_per_sec: Bound<f64>,
+    pub power_loss_share: Bound<f64>,
+    pub down_ms: [u64; 2],
+    pub partition_per_sec: Bound<f64>,
+    pub partition_ms: [u64; 2],
+}
+
+impl Default for FaultBounds {
+    fn default() -> Self {
+        let d = Faults::default();
+        FaultBounds {
+            drop: f(0.0),
+            duplicate: f(0.0),
+            latency_ms: [d.latency_ms.0, d.latency_ms.1],
+            crash_per_sec: f(0.0),
+            power_loss_share: f(0.0),
+            down_ms: [d.down_ms.0, d.down_ms.1],
+            partition_per_sec: f(0.0),
+            partition_ms: [d.partition_ms.0, d.partition_ms.1],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiskBounds {
+    pub write_error: Bound<f64>,
+    pub sync_error: Bound<f64>,
+    pub read_bitflip: Bound<f64>,
+    pub writeback: Bound<f64>,
+    pub torn_page: Bound<f64>,
+    /// Bytes the disk holds; absent is unbounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u64>,
+}
+
+impl Default for DiskBounds {
+    fn default() -> Self {
+        DiskBounds {
+            write_error: f(0.0),
+            sync_error: f(0.0),
+            read_bitflip: f(0.0),
+            writeback: f(0.0),
+            torn_page: f(0.0),
+            capacity: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bugs {
+    /// Flushes reported done without syncing.
+    #[serde(default)]
+    pub lying_flush: bool,
+    /// A crashed broker never comes back.
+    #[serde(default)]
+    pub no_restart: bool,
+}
+
+impl Bugs {
+    fn is_none(&self) -> bool {
+        !self.lying_flush && !self.no_restart
+    }
+}
+
+/// A scenario file that could not be used, naming what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioError(pub String);
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+impl ScenarioFile {
+    /// Parses and validates a scenario file's text.
+    pub fn parse(text: &str) -> Result<ScenarioFile, ScenarioError> {
+        let file: ScenarioFile =
+            toml::from_str(text).map_err(|e| ScenarioError(format!("scenario file: {e}")))?;
+        file.validate()?;
+        Ok(file)
+    }
+
+    /// A built-in scenario by name.
+    pub fn built_in(name: &str) -> Option<ScenarioFile> {
+        let (_, text) = BUILT_IN.iter().find(|(n, _)| *n == name)?;
+        Some(ScenarioFile::parse(text).expect("built-in scenarios are valid (tested)"))
+    }
+
+    fn validate(&self) -> Result<(), ScenarioError> {
+        let err = |m: String| Err(ScenarioError(format!("scenario {:?}: {m}", self.name)));
+        if self.flush().is_none() {
+            return err(format!(
+                "topology.flush = {:?}: expected SYNC_FLUSH or ASYNC_FLUSH",
+                self.topology.flush
+            ));
+        }
+        for inv in &self.invariants {
+            if !INVARIANTS.contains(&inv.as_str()) {
+                return err(format!(
+                    "unknown invariant {inv:?}; known: {}",
+                    INVARIANTS.join(", ")
+                ));
+            }
+        }
+        let probabilities = [
+            ("faults.drop", self.faults.drop),
+            ("faults.duplicate", self.faults.duplicate),
+            ("faults.crash_per_sec", self.faults.crash_per_sec),
+            ("faults.power_loss_share", self.faults.power_loss_share),
+            ("faults.partition_per_sec", self.faults.partition_per_sec),
+            ("disk.write_error", self.disk.write_error),
+            ("disk.sync_error", self.disk.sync_error),
+            ("disk.read_bitflip", self.disk.read_bitflip),
+            ("disk.writeback", self.disk.writeback),
+            ("disk.torn_page", self.disk.torn_page),
+        ];
+        for (name, b) in probabilities {
+            let (lo, hi) = match b {
+                Bound::Value(v) => (v, v),
+                Bound::Range([lo, hi]) => (lo, hi),
+            };
+            if !(0.0..=1.0).contains(&lo) || !(0.0..=1.0).contains(&hi) || lo > hi {
+                return err(format!(
+                    "{name}: {b:?} is not a probability range in [0, 1]"
+                ));
+            }
+        }
+        for (name, [lo, hi]) in [
+            ("faults.latency_ms", self.faults.latency_ms),
+            ("faults.down_ms", self.faults.down_ms),
+            ("faults.partition_ms", self.faults.partition_ms),
+        ] {
+            if lo > hi {
+                return err(format!("{name}: [{lo}, {hi}] is an empty range"));
+            }
+        }
+        let counts = [
+            ("topology.producers", self.topology.producers, 1, 8),
+            ("topology.consumers", self.topology.consumers, 0, 8),
+            ("workload.messages", self.workload.messages, 0, 100_000),
+            (
+                "workload.send_interval_ms",
+                self.workload.send_interval_ms,
+                1,
+                60_000,
+            ),
+        ];
+        for (name, b, min, max) in counts {
+            let (lo, hi) = match b {
+                Bound::Value(v) => (v, v),
+                Bound::Range([lo, hi]) => (lo, hi),
+            };
+            if lo < min || hi > max || lo > hi {
+                return err(format!("{name}: {b:?} outside [{min}, {max}]"));
+            }
+        }
+        if self.workload.liveness_messages > 10_000 {
+            return err("workload.liveness_messages: at most 10000".into());
+        }
+        if self.phases.safety_ms == 0 || self.phases.liveness_ms == 0 {
+            return err("phases: safety_ms and liveness_ms must be positive".into());
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Option<FlushDiskType> {
+        match self.topology.flush.as_str() {
+            "SYNC_FLUSH" => Some(FlushDiskType::Sync),
+            "ASYNC_FLUSH" => Some(FlushDiskType::Async),
+            _ => None,
+        }
+    }
+
+    /// The run for `seed`: every range drawn by the seed (from its own stream, so the draws do
+    /// not shift the run's own randomness).
+    pub fn config(&self, seed: u64) -> SimConfig {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5ce7_a210_5ce7_a210);
+        let r = &mut rng;
+        let range = |[lo, hi]: [u64; 2]| (lo, hi);
+        SimConfig {
+            seed,
+            flush: self.flush().expect("validated"),
+            producers: self.topology.producers.draw(r) as usize,
+            consumers: self.topology.consumers.draw(r) as usize,
+            messages: self.workload.messages.draw(r) as usize,
+            send_interval_ms: self.workload.send_interval_ms.draw(r),
+            liveness_messages: self.workload.liveness_messages as usize,
+            safety_ms: self.phases.safety_ms,
+            liveness_ms: self.phases.liveness_ms,
+            faults: Faults {
+                drop: self.faults.drop.draw(r),
+                duplicate: self.faults.duplicate.draw(r),
+                latency_ms: range(self.faults.latency_ms),
+                crash_per_sec: self.faults.crash_per_sec.draw(r),
+                power_loss_share: self.faults.power_loss_share.draw(r),
+                down_ms: range(self.faults.down_ms),
+                partition_per_sec: self.faults.partition_per_sec.draw(r),
+                partition_ms: range(self.faults.partition_ms),
+                disk: FaultPlan {
+                    write_error: self.disk.write_error.draw(r),
+                    sync_error: self.disk.sync_error.draw(r),
+                    read_bitflip: self.disk.read_bitflip.draw(r),
+                    writeback: self.disk.writeback.draw(r),
+                    torn_page: self.disk.torn_page.draw(r),
+                    capacity: self.disk.capacity,
+                },
+            },
+            bug_lying_flush: self.bugs.lying_flush,
+            bug_no_restart: self.bugs.no_restart,
+            invariants: self.invariants.clone(),
+        }
+    }
+
+    /// A scenario file that gives exactly `cfg` (for any seed): what `shrink` writes out.
+    pub fn exactly(name: &str, description: &str, cfg: &SimConfig) -> ScenarioFile {
+        let d = &cfg.faults.disk;
+        ScenarioFile {
+            name: name.into(),
+            description: description.into(),
+            topology: Topology {
+                flush: match cfg.flush {
+                    FlushDiskType::Sync => "SYNC_FLUSH".into(),
+                    FlushDiskType::Async => "ASYNC_FLUSH".into(),
+                },
+                producers: u(cfg.producers as u64),
+                consumers: u(cfg.consumers as u64),
+            },
+            workload: Workload {
+                messages: u(cfg.messages as u64),
+                send_interval_ms: u(cfg.send_interval_ms),
+                liveness_messages: cfg.liveness_messages as u64,
+            },
+            phases: Phases {
+                safety_ms: cfg.safety_ms,
+                liveness_ms: cfg.liveness_ms,
+            },
+            faults: FaultBounds {
+                drop: f(cfg.faults.drop),
+                duplicate: f(cfg.faults.duplicate),
+                latency_ms: [cfg.faults.latency_ms.0, cfg.faults.latency_ms.1],
+                crash_per_sec: f(cfg.faults.crash_per_sec),
+                power_loss_share: f(cfg.faults.power_loss_share),
+                down_ms: [cfg.faults.down_ms.0, cfg.faults.down_ms.1],
+                partition_per_sec: f(cfg.faults.partition_per_sec),
+                partition_ms: [cfg.faults.partition_ms.0, cfg.faults.partition_ms.1],
+            },
+            disk: DiskBounds {
+                write_error: f(d.write_error),
+                sync_error: f(d.sync_error),
+                read_bitflip: f(d.read_bitflip),
+                writeback: f(d.writeback),
+                torn_page: f(d.torn_page),
+                capacity: d.capacity,
+            },
+            invariants: cfg.invariants.clone(),
+            bugs: Bugs {
+                lying_flush: cfg.bug_lying_flush,
+                no_restart: cfg.bug_no_restart,
+            },
+        }
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a scenario always serializes")
+    }
+}
+
+/// A named built-in scenario's configuration for `seed`; `None` for an unknown name.
+pub fn scenario(name: &str, seed: u64) -> Option<SimConfig> {
+    ScenarioFile::built_in(name).map(|s| s.config(seed))
+}

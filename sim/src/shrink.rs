@@ -1,0 +1,138 @@
+//! Shrinking a failing run: with the seed fixed, turn faults off and make the workload
+//! smaller one step at a time, keeping each step only if the same invariant still breaks.
+//! What remains is the smallest fault plan found that still fails: the faults that matter.
+
+use crate::check::check;
+use crate::config::SimConfig;
+use crate::world::Sim;
+
+/// The end of a shrink.
+#[derive(Debug, Clone)]
+pub struct Shrunk {
+    pub config: SimConfig,
+    /// The invariant that keeps breaking.
+    pub invariant: &'static str,
+    /// Runs made while shrinking.
+    pub attempts: u32,
+    /// What each kept step changed, in order.
+    pub steps: Vec<String>,
+}
+
+/// An upper bound on runs, so a shrink always ends.
+const MAX_ATTEMPTS: u32 = 400;
+
+/// The first invariant `cfg` breaks, if any.
+pub fn failing_invariant(cfg: &SimConfig) -> Option<&'static str> {
+    let out = Sim::new(cfg.clone()).run();
+    check(cfg, &out.history)
+        .violations
+        .first()
+        .map(|v| v.invariant())
+}
+
+type Step = (&'static str, fn(&mut SimConfig) -> bool);
+
+/// Candidate simplifications; each returns false when it changes nothing.
+const STEPS: &[Step] = &[
+    ("no dropped frames", |c| zero(&mut c.faults.drop)),
+    ("no duplicated frames", |c| zero(&mut c.faults.duplicate)),
+    ("no partitions", |c| zero(&mut c.faults.partition_per_sec)),
+    ("no crashes", |c| zero(&mut c.faults.crash_per_sec)),
+    ("no power losses", |c| zero(&mut c.faults.power_loss_share)),
+    ("no failed writes", |c| zero(&mut c.faults.disk.write_error)),
+    ("no failed syncs", |c| zero(&mut c.faults.disk.sync_error)),
+    ("no bit flips", |c| zero(&mut c.faults.disk.read_bitflip)),
+    ("no torn pages", |c| zero(&mut c.faults.disk.torn_page)),
+    ("every dirty page written back at power loss", |c| {
+        set(&mut c.faults.disk.writeback, 1.0)
+    }),
+    ("no disk capacity limit", |c| {
+        c.faults.disk.capacity.take().is_some()
+    }),
+    ("fixed latency", |c| {
+        let (lo, hi) = c.faults.latency_ms;
+        c.faults.latency_ms = (lo, lo);
+        hi != lo
+    }),
+    ("half the crash rate", |c| {
+        halve(&mut c.faults.crash_per_sec)
+    }),
+    ("half the partition rate", |c| {
+        halve(&mut c.faults.partition_per_sec)
+    }),
+    ("half the drop rate", |c| halve(&mut c.faults.drop)),
+    ("one producer", |c| {
+        std::mem::replace(&mut c.producers, 1) != 1
+    }),
+    ("fewer consumers", |c| {
+        if c.consumers > 1 {
+            c.consumers -= 1;
+            true
+        } else {
+            false
+        }
+    }),
+    ("half the messages", |c| {
+        if c.messages > 1 {
+            c.messages /= 2;
+            true
+        } else {
+            false
+        }
+    }),
+];
+
+fn zero(x: &mut f64) -> bool {
+    set(x, 0.0)
+}
+
+fn set(x: &mut f64, v: f64) -> bool {
+    let changed = *x != v;
+    *x = v;
+    changed
+}
+
+fn halve(x: &mut f64) -> bool {
+    if *x > 1e-4 {
+        *x /= 2.0;
+        true
+    } else {
+        false
+    }
+}
+
+/// Shrinks a failing `cfg` (same seed). `None` if `cfg` does not fail.
+pub fn shrink(cfg: &SimConfig) -> Option<Shrunk> {
+    let invariant = failing_invariant(cfg)?;
+    let mut best = cfg.clone();
+    let mut attempts = 1;
+    let mut steps = Vec::new();
+    // Repeat passes until one keeps nothing: a later step can make an earlier one possible.
+    loop {
+        let mut progressed = false;
+        for (what, step) in STEPS {
+            if attempts >= MAX_ATTEMPTS {
+                break;
+            }
+            let mut candidate = best.clone();
+            if !step(&mut candidate) {
+                continue;
+            }
+            attempts += 1;
+            if failing_invariant(&candidate) == Some(invariant) {
+                best = candidate;
+                steps.push(what.to_string());
+                progressed = true;
+            }
+        }
+        if !progressed || attempts >= MAX_ATTEMPTS {
+            break;
+        }
+    }
+    Some(Shrunk {
+        config: best,
+        invariant,
+        attempts,
+        steps,
+    })
+}
