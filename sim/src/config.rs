@@ -23,6 +23,8 @@ pub struct Faults {
     pub partition_per_sec: f64,
     /// How long a partition lasts, ms.
     pub partition_ms: (u64, u64),
+    /// Chance per second that a name server dies (and comes back with an empty route table).
+    pub namesrv_crash_per_sec: f64,
     /// The brokers' disk fault plan (torn pages and write-back at power loss, bit flips).
     pub disk: FaultPlan,
 }
@@ -38,6 +40,7 @@ impl Default for Faults {
             down_ms: (500, 3_000),
             partition_per_sec: 0.0,
             partition_ms: (500, 5_000),
+            namesrv_crash_per_sec: 0.0,
             disk: FaultPlan::default(),
         }
     }
@@ -47,6 +50,8 @@ impl Default for Faults {
 pub struct SimConfig {
     pub seed: u64,
     pub flush: FlushDiskType,
+    pub name_servers: usize,
+    pub brokers: usize,
     pub producers: usize,
     pub consumers: usize,
     /// Messages each producer sends, one every `send_interval_ms`.
@@ -73,13 +78,15 @@ impl SimConfig {
         SimConfig {
             seed,
             flush: FlushDiskType::Sync,
+            name_servers: 1,
+            brokers: 1,
             producers: 1,
             consumers: 2,
             messages: 200,
             send_interval_ms: 20,
             liveness_messages: 20,
             safety_ms: 10_000,
-            liveness_ms: 60_000,
+            liveness_ms: 100_000,
             faults: Faults::default(),
             bug_lying_flush: false,
             bug_no_restart: false,

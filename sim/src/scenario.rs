@@ -36,6 +36,11 @@ const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../../scenarios/disk-faults.toml"),
     ),
     ("swarm", include_str!("../../scenarios/swarm.toml")),
+    (
+        "namesrv-loss",
+        include_str!("../../scenarios/namesrv-loss.toml"),
+    ),
+    ("cluster", include_str!("../../scenarios/cluster.toml")),
 ];
 
 /// The names of the built-in scenarios.
@@ -47,6 +52,8 @@ pub const SCENARIOS: &[&str] = &[
     "partitions",
     "disk-faults",
     "swarm",
+    "namesrv-loss",
+    "cluster",
 ];
 
 /// A knob: one value, or an inclusive range the seed draws from.
@@ -120,6 +127,8 @@ fn all_invariants() -> Vec<String> {
 pub struct Topology {
     /// "SYNC_FLUSH" or "ASYNC_FLUSH", as in broker.conf.
     pub flush: String,
+    pub name_servers: Bound<u64>,
+    pub brokers: Bound<u64>,
     pub producers: Bound<u64>,
     pub consumers: Bound<u64>,
 }
@@ -128,6 +137,8 @@ impl Default for Topology {
     fn default() -> Self {
         Topology {
             flush: "SYNC_FLUSH".into(),
+            name_servers: u(1),
+            brokers: u(1),
             producers: u(1),
             consumers: u(2),
         }
@@ -167,7 +178,7 @@ impl Default for Phases {
     fn default() -> Self {
         Phases {
             safety_ms: 10_000,
-            liveness_ms: 60_000,
+            liveness_ms: 100_000,
         }
     }
 }
@@ -183,6 +194,7 @@ pub struct FaultBounds {
     pub down_ms: [u64; 2],
     pub partition_per_sec: Bound<f64>,
     pub partition_ms: [u64; 2],
+    pub namesrv_crash_per_sec: Bound<f64>,
 }
 
 impl Default for FaultBounds {
@@ -197,6 +209,7 @@ impl Default for FaultBounds {
             down_ms: [d.down_ms.0, d.down_ms.1],
             partition_per_sec: f(0.0),
             partition_ms: [d.partition_ms.0, d.partition_ms.1],
+            namesrv_crash_per_sec: f(0.0),
         }
     }
 }
@@ -293,6 +306,10 @@ impl ScenarioFile {
             ("faults.crash_per_sec", self.faults.crash_per_sec),
             ("faults.power_loss_share", self.faults.power_loss_share),
             ("faults.partition_per_sec", self.faults.partition_per_sec),
+            (
+                "faults.namesrv_crash_per_sec",
+                self.faults.namesrv_crash_per_sec,
+            ),
             ("disk.write_error", self.disk.write_error),
             ("disk.sync_error", self.disk.sync_error),
             ("disk.read_bitflip", self.disk.read_bitflip),
@@ -320,6 +337,8 @@ impl ScenarioFile {
             }
         }
         let counts = [
+            ("topology.name_servers", self.topology.name_servers, 1, 4),
+            ("topology.brokers", self.topology.brokers, 1, 4),
             ("topology.producers", self.topology.producers, 1, 8),
             ("topology.consumers", self.topology.consumers, 0, 8),
             ("workload.messages", self.workload.messages, 0, 100_000),
@@ -365,6 +384,8 @@ impl ScenarioFile {
         SimConfig {
             seed,
             flush: self.flush().expect("validated"),
+            name_servers: self.topology.name_servers.draw(r) as usize,
+            brokers: self.topology.brokers.draw(r) as usize,
             producers: self.topology.producers.draw(r) as usize,
             consumers: self.topology.consumers.draw(r) as usize,
             messages: self.workload.messages.draw(r) as usize,
@@ -381,6 +402,7 @@ impl ScenarioFile {
                 down_ms: range(self.faults.down_ms),
                 partition_per_sec: self.faults.partition_per_sec.draw(r),
                 partition_ms: range(self.faults.partition_ms),
+                namesrv_crash_per_sec: self.faults.namesrv_crash_per_sec.draw(r),
                 disk: FaultPlan {
                     write_error: self.disk.write_error.draw(r),
                     sync_error: self.disk.sync_error.draw(r),
@@ -407,6 +429,8 @@ impl ScenarioFile {
                     FlushDiskType::Sync => "SYNC_FLUSH".into(),
                     FlushDiskType::Async => "ASYNC_FLUSH".into(),
                 },
+                name_servers: u(cfg.name_servers as u64),
+                brokers: u(cfg.brokers as u64),
                 producers: u(cfg.producers as u64),
                 consumers: u(cfg.consumers as u64),
             },
@@ -428,6 +452,7 @@ impl ScenarioFile {
                 down_ms: [cfg.faults.down_ms.0, cfg.faults.down_ms.1],
                 partition_per_sec: f(cfg.faults.partition_per_sec),
                 partition_ms: [cfg.faults.partition_ms.0, cfg.faults.partition_ms.1],
+                namesrv_crash_per_sec: f(cfg.faults.namesrv_crash_per_sec),
             },
             disk: DiskBounds {
                 write_error: f(d.write_error),

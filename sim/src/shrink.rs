@@ -38,6 +38,9 @@ const STEPS: &[Step] = &[
     ("no duplicated frames", |c| zero(&mut c.faults.duplicate)),
     ("no partitions", |c| zero(&mut c.faults.partition_per_sec)),
     ("no crashes", |c| zero(&mut c.faults.crash_per_sec)),
+    ("no name server crashes", |c| {
+        zero(&mut c.faults.namesrv_crash_per_sec)
+    }),
     ("no power losses", |c| zero(&mut c.faults.power_loss_share)),
     ("no failed writes", |c| zero(&mut c.faults.disk.write_error)),
     ("no failed syncs", |c| zero(&mut c.faults.disk.sync_error)),
@@ -61,6 +64,17 @@ const STEPS: &[Step] = &[
         halve(&mut c.faults.partition_per_sec)
     }),
     ("half the drop rate", |c| halve(&mut c.faults.drop)),
+    ("one name server", |c| {
+        std::mem::replace(&mut c.name_servers, 1) != 1
+    }),
+    ("fewer brokers", |c| {
+        if c.brokers > 1 {
+            c.brokers -= 1;
+            true
+        } else {
+            false
+        }
+    }),
     ("one producer", |c| {
         std::mem::replace(&mut c.producers, 1) != 1
     }),

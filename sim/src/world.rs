@@ -21,14 +21,22 @@ use rockfish_store::{FaultPlan, IndexConfig, MemDisk, MessageStore, StoreConfig}
 
 use crate::config::SimConfig;
 
-const NS: usize = 0;
-const BROKER: usize = 1;
-const NS_ADDR: &str = "10.0.0.1:9876";
-const BROKER_ADDR: &str = "10.0.0.2:10911";
+/// Name server `i` listens here.
+fn ns_addr(i: usize) -> String {
+    format!("10.0.0.{}:9876", i + 1)
+}
+
+/// Broker `j` listens here.
+fn broker_addr(j: usize) -> String {
+    format!("10.0.1.{}:10911", j + 1)
+}
 const TOPIC: &str = "SimTopic";
-/// How long after the heal producers send again: time for a restarted broker to register and
-/// for clients to refresh routes (they poll the name server every 30 s at most).
-const LIVENESS_RESUME_MS: u64 = 5_000;
+/// How long after the heal producers send again: routes converge within one broker register
+/// interval (30 s, as RocketMQ's: a name server that came back empty learns a broker at its
+/// next registration), then a few seconds for clients to refresh. Consumers then need up to a
+/// route poll (30 s) and a rebalance (20 s) to reach a queue created after the heal: scenarios
+/// give the liveness phase 100 s.
+const LIVENESS_RESUME_MS: u64 = 35_000;
 
 enum Node {
     NameServer(NameServer),
@@ -56,15 +64,26 @@ enum Ev {
         n: usize,
     },
     FlushDone {
+        broker: usize,
         generation: u64,
         upto: u64,
     },
     Crash {
+        broker: usize,
         power: bool,
         /// An operator's restart, not a fault: it happens in the liveness phase too.
         operator: bool,
     },
-    Restart,
+    Restart {
+        broker: usize,
+    },
+    /// A name server dies (its route table with it) and comes back empty.
+    NsCrash {
+        ns: usize,
+    },
+    NsRestart {
+        ns: usize,
+    },
     Cut {
         client: usize,
     },
@@ -83,6 +102,7 @@ pub struct History {
     pub delivered: Vec<(usize, String)>,
     pub crashes: u32,
     pub power_losses: u32,
+    pub namesrv_crashes: u32,
 }
 
 /// The end of a run.
@@ -103,6 +123,13 @@ pub struct Sim {
     seq: u64,
     queue: BinaryHeap<Reverse<(u64, u64, Ev)>>,
     nodes: Vec<Node>,
+    /// Nodes `0..name_servers` are name servers, then `brokers` brokers, then producers, then
+    /// consumers.
+    name_servers: usize,
+    brokers: usize,
+    addrs: BTreeMap<String, usize>,
+    /// Name servers that are down: frames to and from them are lost.
+    down: BTreeSet<usize>,
     /// A server's connection id for each client (by node), per broker generation.
     conns: BTreeMap<(usize, usize), ConnId>,
     owners: BTreeMap<(usize, ConnId), usize>,
@@ -133,21 +160,32 @@ fn store_config() -> StoreConfig {
 impl Sim {
     pub fn new(cfg: SimConfig) -> Sim {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
-        let disk = MemDisk::with_plan(rng.random(), cfg.faults.disk.clone());
-        let mut nodes = vec![Node::NameServer(NameServer::new(
-            NameServerConfig::default(),
-            0,
-        ))];
-        nodes.push(Node::Broker {
-            machine: None,
-            disk,
-            generation: 0,
-        });
+        let name_servers = cfg.name_servers.max(1);
+        let brokers = cfg.brokers.max(1);
+        let ns_addrs: Vec<String> = (0..name_servers).map(ns_addr).collect();
+        let mut nodes = Vec::new();
+        let mut addrs = BTreeMap::new();
+        for (i, addr) in ns_addrs.iter().enumerate() {
+            nodes.push(Node::NameServer(NameServer::new(
+                NameServerConfig::default(),
+                0,
+            )));
+            addrs.insert(addr.clone(), i);
+        }
+        for j in 0..brokers {
+            let disk = MemDisk::with_plan(rng.random(), cfg.faults.disk.clone());
+            addrs.insert(broker_addr(j), nodes.len());
+            nodes.push(Node::Broker {
+                machine: None,
+                disk,
+                generation: 0,
+            });
+        }
         for i in 0..cfg.producers {
             let pc = ProducerConfig {
                 group: "SimProducers".into(),
                 client_id: format!("p{i}"),
-                namesrv_addrs: vec![NS_ADDR.into()],
+                namesrv_addrs: ns_addrs.clone(),
                 seed: rng.random(),
                 ..ProducerConfig::default()
             };
@@ -157,7 +195,7 @@ impl Sim {
             let cc = ConsumerConfig {
                 group: "SimConsumers".into(),
                 client_id: format!("c{i}"),
-                namesrv_addrs: vec![NS_ADDR.into()],
+                namesrv_addrs: ns_addrs.clone(),
                 subscriptions: BTreeMap::from([(TOPIC.to_string(), "*".to_string())]),
                 consume_from: ConsumeFrom::FirstOffset,
                 seed: rng.random(),
@@ -172,6 +210,10 @@ impl Sim {
             seq: 0,
             queue: BinaryHeap::new(),
             nodes,
+            name_servers,
+            brokers,
+            addrs,
+            down: BTreeSet::new(),
             conns: BTreeMap::new(),
             owners: BTreeMap::new(),
             next_conn: 0,
@@ -185,15 +227,24 @@ impl Sim {
             crc: crc32fast::Hasher::new(),
             events: 0,
         };
-        sim.start_broker();
+        for b in sim.broker_nodes() {
+            sim.start_broker(b);
+        }
         for node in 0..sim.nodes.len() {
             sim.after(node);
         }
         let first = 1_000;
+        let first_client = sim.first_client();
         for p in 0..sim.cfg.producers {
             for n in 0..sim.cfg.messages {
                 let at = first + n as u64 * sim.cfg.send_interval_ms;
-                sim.push(at, Ev::Send { producer: 2 + p, n });
+                sim.push(
+                    at,
+                    Ev::Send {
+                        producer: first_client + p,
+                        n,
+                    },
+                );
             }
         }
         // After the heal, every producer sends again: all of it must be acknowledged and
@@ -202,7 +253,13 @@ impl Sim {
         for p in 0..sim.cfg.producers {
             for k in 0..sim.cfg.liveness_messages {
                 let n = sim.cfg.messages + k;
-                sim.push(resume + k as u64 * 50, Ev::Send { producer: 2 + p, n });
+                sim.push(
+                    resume + k as u64 * 50,
+                    Ev::Send {
+                        producer: first_client + p,
+                        n,
+                    },
+                );
             }
         }
         sim.push(sim.cfg.safety_ms, Ev::Liveness);
@@ -232,28 +289,43 @@ impl Sim {
         }
     }
 
-    fn addr_node(addr: &str) -> Option<usize> {
-        match addr {
-            NS_ADDR => Some(NS),
-            BROKER_ADDR => Some(BROKER),
-            _ => None,
-        }
+    fn addr_node(&self, addr: &str) -> Option<usize> {
+        self.addrs.get(addr).copied()
     }
 
-    fn start_broker(&mut self) {
+    fn is_ns(&self, node: usize) -> bool {
+        node < self.name_servers
+    }
+
+    fn is_broker(&self, node: usize) -> bool {
+        (self.name_servers..self.first_client()).contains(&node)
+    }
+
+    fn first_client(&self) -> usize {
+        self.name_servers + self.brokers
+    }
+
+    fn broker_nodes(&self) -> std::ops::Range<usize> {
+        self.name_servers..self.first_client()
+    }
+
+    fn start_broker(&mut self, node: usize) {
         let now = self.now;
         let seed = self.rng.random();
+        let j = node - self.name_servers;
+        let namesrv_addrs = (0..self.name_servers).map(ns_addr).collect();
         let Node::Broker {
             machine,
             disk,
             generation,
-        } = &mut self.nodes[BROKER]
+        } = &mut self.nodes[node]
         else {
             unreachable!()
         };
         let config = BrokerConfig {
-            broker_addr: BROKER_ADDR.into(),
-            namesrv_addrs: vec![NS_ADDR.into()],
+            broker_addr: broker_addr(j),
+            broker_name: format!("broker-{j}"),
+            namesrv_addrs,
             flush_disk_type: self.cfg.flush,
             seed,
             ..BrokerConfig::default()
@@ -272,14 +344,14 @@ impl Sim {
                 *machine = Some(Box::new(broker));
                 *generation += 1;
                 format!(
-                    "t={now} broker up gen={generation} log_end={} truncated={}",
+                    "t={now} broker {node} up gen={generation} log_end={} truncated={}",
                     report.log_end,
                     report.truncated.is_some()
                 )
             }
             Err(e) => {
-                self.push(now + 500, Ev::Restart);
-                format!("t={now} broker {e}; retrying")
+                self.push(now + 500, Ev::Restart { broker: node });
+                format!("t={now} broker {node} {e}; retrying")
             }
         };
         self.log(line);
@@ -287,8 +359,11 @@ impl Sim {
 
     /// Sends a frame over the simulated network (FIFO per link, with latency and faults).
     fn transmit(&mut self, from: usize, to: usize, frame: Bytes) {
+        if self.down.contains(&from) || self.down.contains(&to) {
+            return;
+        }
         let partitioned = self.cut.contains(&from) || self.cut.contains(&to);
-        let touches_broker = from == BROKER || to == BROKER;
+        let touches_broker = self.is_broker(from) || self.is_broker(to);
         if partitioned && touches_broker {
             return;
         }
@@ -343,10 +418,9 @@ impl Sim {
         let conn = ConnId(self.next_conn);
         self.conns.insert((server, client), conn);
         self.owners.insert((server, conn), client);
-        if server == BROKER
-            && let Node::Broker {
-                machine: Some(b), ..
-            } = &mut self.nodes[BROKER]
+        if let Node::Broker {
+            machine: Some(b), ..
+        } = &mut self.nodes[server]
         {
             b.on_connect(
                 conn,
@@ -380,7 +454,7 @@ impl Sim {
         for out in outs {
             match out {
                 Output::SendTo { addr, cmd } => {
-                    if let Some(to) = Self::addr_node(&addr) {
+                    if let Some(to) = self.addr_node(&addr) {
                         let f = Self::frame(&cmd, &[]);
                         self.transmit(node, to, f);
                     }
@@ -403,7 +477,14 @@ impl Sim {
                     };
                     let generation = *generation;
                     let at = self.now + self.between((1, 4));
-                    self.push(at, Ev::FlushDone { generation, upto });
+                    self.push(
+                        at,
+                        Ev::FlushDone {
+                            broker: node,
+                            generation,
+                            upto,
+                        },
+                    );
                 }
                 Output::Close { .. } => {}
             }
@@ -464,6 +545,10 @@ impl Sim {
     }
 
     fn deliver(&mut self, from: usize, to: usize, frame: Bytes) {
+        // A frame in flight to or from a name server that died is lost with it.
+        if self.down.contains(&from) || self.down.contains(&to) {
+            return;
+        }
         let mut buf = BytesMut::from(&frame[..]);
         let cmd = match FrameDecoder::default().decode(&mut buf) {
             Ok(Some(cmd)) => cmd,
@@ -496,8 +581,9 @@ impl Sim {
         }
         self.log(line);
         let now = self.now;
+        let server = self.is_ns(to) || self.is_broker(to);
         match to {
-            NS | BROKER if !cmd.is_response() || to == BROKER && from == NS => {
+            _ if server && (!cmd.is_response() || self.is_broker(to) && self.is_ns(from)) => {
                 let conn = self.server_conn(to, from);
                 match &mut self.nodes[to] {
                     Node::NameServer(ns) => ns.on_command(conn, cmd, now),
@@ -538,15 +624,16 @@ impl Sim {
                     Node::Consumer(c) => c.on_timeout(now),
                 }
                 self.after(node);
-                if node == BROKER && self.faults_on {
-                    self.maybe_faults();
+                if self.is_broker(node) && self.faults_on {
+                    self.maybe_faults(node);
                 }
             }
             Ev::Send { producer, n } => {
+                let p = producer - self.first_client();
                 let body = if n < self.cfg.messages {
-                    format!("p{}-{n}", producer - 2)
+                    format!("p{p}-{n}")
                 } else {
-                    format!("p{}-L{}", producer - 2, n - self.cfg.messages)
+                    format!("p{p}-L{}", n - self.cfg.messages)
                 };
                 let now = self.now;
                 if let Node::Producer(p) = &mut self.nodes[producer] {
@@ -556,14 +643,18 @@ impl Sim {
                 }
                 self.after(producer);
             }
-            Ev::FlushDone { generation, upto } => {
+            Ev::FlushDone {
+                broker,
+                generation,
+                upto,
+            } => {
                 let lying = self.cfg.bug_lying_flush;
                 let now = self.now;
                 if let Node::Broker {
                     machine: Some(b),
                     generation: g,
                     ..
-                } = &mut self.nodes[BROKER]
+                } = &mut self.nodes[broker]
                     && *g == generation
                 {
                     if lying {
@@ -571,14 +662,18 @@ impl Sim {
                     } else {
                         b.run_flush(upto, now);
                     }
-                    self.after(BROKER);
+                    self.after(broker);
                 }
             }
-            Ev::Crash { power, operator } => {
+            Ev::Crash {
+                broker,
+                power,
+                operator,
+            } => {
                 if !self.faults_on && !operator {
                     return;
                 }
-                let Node::Broker { machine, disk, .. } = &mut self.nodes[BROKER] else {
+                let Node::Broker { machine, disk, .. } = &mut self.nodes[broker] else {
                     unreachable!()
                 };
                 if machine.take().is_none() {
@@ -592,32 +687,56 @@ impl Sim {
                 }
                 self.history.crashes += 1;
                 let line = format!(
-                    "t={} broker {}",
+                    "t={} broker {broker} {}",
                     self.now,
                     if power { "power loss" } else { "crash" }
                 );
                 self.log(line);
                 // Its connections die with it.
-                self.conns.retain(|(s, _), _| *s != BROKER);
-                self.owners.retain(|(s, _), _| *s != BROKER);
-                self.ticks.remove(&BROKER);
+                self.conns.retain(|(s, _), _| *s != broker);
+                self.owners.retain(|(s, _), _| *s != broker);
+                self.ticks.remove(&broker);
                 let now = self.now;
-                for n in 2..self.nodes.len() {
+                let addr = broker_addr(broker - self.name_servers);
+                for n in self.first_client()..self.nodes.len() {
                     if let Node::Producer(p) = &mut self.nodes[n] {
-                        p.on_peer_lost(BROKER_ADDR, now);
+                        p.on_peer_lost(&addr, now);
                     }
                     self.after(n);
                 }
                 let down = self.between(self.cfg.faults.down_ms);
-                self.push(self.now + down, Ev::Restart);
+                self.push(self.now + down, Ev::Restart { broker });
             }
-            Ev::Restart => {
+            Ev::Restart { broker } => {
                 if self.cfg.bug_no_restart && self.history.crashes > 0 {
                     return;
                 }
-                if matches!(self.nodes[BROKER], Node::Broker { machine: None, .. }) {
-                    self.start_broker();
-                    self.after(BROKER);
+                if matches!(self.nodes[broker], Node::Broker { machine: None, .. }) {
+                    self.start_broker(broker);
+                    self.after(broker);
+                }
+            }
+            Ev::NsCrash { ns } => {
+                if !self.faults_on || !self.down.insert(ns) {
+                    return;
+                }
+                self.history.namesrv_crashes += 1;
+                let line = format!("t={} name server {ns} down", self.now);
+                self.log(line);
+                self.conns.retain(|(s, _), _| *s != ns);
+                self.owners.retain(|(s, _), _| *s != ns);
+                self.ticks.remove(&ns);
+                let d = self.between(self.cfg.faults.down_ms);
+                self.push(self.now + d, Ev::NsRestart { ns });
+            }
+            Ev::NsRestart { ns } => {
+                if self.down.remove(&ns) {
+                    // It comes back with an empty route table: brokers fill it again.
+                    self.nodes[ns] =
+                        Node::NameServer(NameServer::new(NameServerConfig::default(), self.now));
+                    let line = format!("t={} name server {ns} up", self.now);
+                    self.log(line);
+                    self.after(ns);
                 }
             }
             Ev::Cut { client } => {
@@ -637,37 +756,45 @@ impl Sim {
             Ev::Liveness => {
                 self.faults_on = false;
                 self.cut.clear();
-                if let Node::Broker { disk, .. } = &self.nodes[BROKER] {
-                    disk.set_plan(FaultPlan::default());
-                }
                 let line = format!("t={} liveness phase: faults off", self.now);
                 self.log(line);
-                // A store that stopped accepting writes after a disk failure stays stopped
-                // until restarted: the operator (or supervisor) restarts it.
-                let stopped = match &self.nodes[BROKER] {
-                    Node::Broker {
-                        machine: Some(b), ..
-                    } => b.store().stopped().map(str::to_owned),
-                    _ => None,
-                };
-                if let Some(reason) = stopped {
-                    let line = format!("t={} operator restarts the broker: {reason}", self.now);
-                    self.log(line);
-                    self.push(
-                        self.now,
-                        Ev::Crash {
-                            power: false,
-                            operator: true,
-                        },
-                    );
+                for ns in std::mem::take(&mut self.down) {
+                    self.down.insert(ns);
+                    self.push(self.now, Ev::NsRestart { ns });
                 }
-                self.push(self.now, Ev::Restart);
+                for broker in self.broker_nodes() {
+                    if let Node::Broker { disk, .. } = &self.nodes[broker] {
+                        disk.set_plan(FaultPlan::default());
+                    }
+                    // A store that stopped accepting writes after a disk failure stays
+                    // stopped until restarted: the operator (or supervisor) restarts it.
+                    let stopped = match &self.nodes[broker] {
+                        Node::Broker {
+                            machine: Some(b), ..
+                        } => b.store().stopped().map(str::to_owned),
+                        _ => None,
+                    };
+                    if let Some(reason) = stopped {
+                        let line =
+                            format!("t={} operator restarts broker {broker}: {reason}", self.now);
+                        self.log(line);
+                        self.push(
+                            self.now,
+                            Ev::Crash {
+                                broker,
+                                power: false,
+                                operator: true,
+                            },
+                        );
+                    }
+                    self.push(self.now, Ev::Restart { broker });
+                }
             }
         }
     }
 
     /// Draws crashes and partitions once per broker tick, scaled to the time since the last.
-    fn maybe_faults(&mut self) {
+    fn maybe_faults(&mut self, broker: usize) {
         let f = self.cfg.faults.clone();
         // Broker ticks come at least every second or so; treat each as a one-second chance.
         if self.chance(f.crash_per_sec) {
@@ -676,14 +803,23 @@ impl Sim {
             self.push(
                 at,
                 Ev::Crash {
+                    broker,
                     power,
                     operator: false,
                 },
             );
         }
-        if self.chance(f.partition_per_sec) && self.nodes.len() > 2 {
-            let client = self.rng.random_range(2..self.nodes.len());
+        // Cluster-wide faults are drawn on the first broker's ticks only.
+        if broker != self.name_servers {
+            return;
+        }
+        if self.chance(f.partition_per_sec) && self.nodes.len() > self.first_client() {
+            let client = self.rng.random_range(self.first_client()..self.nodes.len());
             self.push(self.now, Ev::Cut { client });
+        }
+        if self.chance(f.namesrv_crash_per_sec) {
+            let ns = self.rng.random_range(0..self.name_servers);
+            self.push(self.now, Ev::NsCrash { ns });
         }
     }
 

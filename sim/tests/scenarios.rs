@@ -160,7 +160,9 @@ fn regression_seeds() {
     // swarm 1649: a consumer's queue was dropped by a rebalance and assigned again while a
     // pull for it was in flight; the stale answer set the new queue's next offset to 32, and
     // offsets 0..31 were never consumed (acknowledged SYNC_FLUSH sends lost to the group).
-    for (name, seed) in [("partitions", 186), ("swarm", 1649)] {
+    // swarm 1551: consumers reach a queue created after the heal only after a route poll and
+    // a rebalance; the liveness phase was too short to see it (not a machine bug: the bound).
+    for (name, seed) in [("partitions", 186), ("swarm", 1649), ("swarm", 1551)] {
         let cfg = ScenarioFile::built_in(name).unwrap().config(seed);
         let out = Sim::new(cfg.clone()).run();
         let report = check(&cfg, &out.history);
