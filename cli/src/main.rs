@@ -89,6 +89,9 @@ enum SimCmd {
         /// Writes one line per event here.
         #[arg(long)]
         trace: Option<PathBuf>,
+        /// Writes an HTML timeline here: nodes as lanes, frames as arrows, faults marked.
+        #[arg(long)]
+        html: Option<PathBuf>,
     },
     /// Reduces a failing seed's fault plan and workload to what still breaks the invariant,
     /// and writes the result as a scenario file to replay.
@@ -246,6 +249,7 @@ fn sim(cmd: SimCmd) -> Result<(), String> {
             scenario: arg,
             seed,
             trace,
+            html,
         } => {
             let file = load_scenario(&arg)?;
             let cfg = file.config(seed);
@@ -259,6 +263,12 @@ fn sim(cmd: SimCmd) -> Result<(), String> {
                     out.trace.len(),
                     path.display()
                 );
+            }
+            if let Some(path) = html {
+                let title = format!("{} seed {seed} (digest {})", file.name, out.digest);
+                let page = rockfish_sim::timeline::render(&title, &out.nodes, &out.trace);
+                std::fs::write(&path, page).map_err(|e| format!("{}: {e}", path.display()))?;
+                println!("timeline written to {}", path.display());
             }
             println!(
                 "{} seed {seed}: digest {} events {} acked {} delivered {} duplicates {} crashes {} power losses {}",

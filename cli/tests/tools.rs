@@ -295,6 +295,7 @@ fn sim_runs_and_replays_exactly() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a.txt"), dir.path().join("b.txt"));
+    let html = dir.path().join("t.html");
     let first = stdout(&[
         "sim",
         "replay",
@@ -303,7 +304,14 @@ fn sim_runs_and_replays_exactly() {
         "7",
         "--trace",
         a.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
     ]);
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("<svg") && page.contains("broker 1"),
+        "a timeline"
+    );
     let second = stdout(&[
         "sim",
         "replay",

@@ -16,6 +16,7 @@ pub mod check;
 pub mod config;
 pub mod scenario;
 pub mod shrink;
+pub mod timeline;
 mod world;
 
 pub use check::{CheckReport, Violation, check};

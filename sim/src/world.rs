@@ -49,9 +49,24 @@ enum Node {
     Consumer(Consumer),
 }
 
+/// The random streams (see `Sim::streams`).
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    /// Machine seeds, flush latency.
+    Main,
+    /// Drops, duplicates, latency.
+    Net,
+    /// Broker crashes and power losses.
+    Crash,
+    Partition,
+    Namesrv,
+}
+const STREAMS: usize = 5;
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Ev {
     Frame {
+        sent: u64,
         from: usize,
         to: usize,
         frame: Bytes,
@@ -114,11 +129,15 @@ pub struct Outcome {
     pub sim_ms: u64,
     pub history: History,
     pub trace: Vec<String>,
+    /// Node names by index, as the trace numbers them.
+    pub nodes: Vec<String>,
 }
 
 pub struct Sim {
     cfg: SimConfig,
-    rng: Xoshiro256PlusPlus,
+    /// One random stream per kind of decision, all from the seed: removing one kind of fault
+    /// (shrinking) does not shift the draws of the others.
+    streams: [Xoshiro256PlusPlus; STREAMS],
     now: u64,
     seq: u64,
     queue: BinaryHeap<Reverse<(u64, u64, Ev)>>,
@@ -160,6 +179,11 @@ fn store_config() -> StoreConfig {
 impl Sim {
     pub fn new(cfg: SimConfig) -> Sim {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
+        let streams = std::array::from_fn(|i| {
+            Xoshiro256PlusPlus::seed_from_u64(
+                cfg.seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1)),
+            )
+        });
         let name_servers = cfg.name_servers.max(1);
         let brokers = cfg.brokers.max(1);
         let ns_addrs: Vec<String> = (0..name_servers).map(ns_addr).collect();
@@ -205,7 +229,7 @@ impl Sim {
         }
         let mut sim = Sim {
             cfg,
-            rng,
+            streams,
             now: 0,
             seq: 0,
             queue: BinaryHeap::new(),
@@ -277,20 +301,33 @@ impl Sim {
         self.queue.push(Reverse((at, self.seq, ev)));
     }
 
-    fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && self.rng.random_bool(p.min(1.0))
+    fn stream(&mut self, s: Stream) -> &mut Xoshiro256PlusPlus {
+        &mut self.streams[s as usize]
     }
 
-    fn between(&mut self, (lo, hi): (u64, u64)) -> u64 {
-        if hi <= lo {
-            lo
-        } else {
-            self.rng.random_range(lo..=hi)
-        }
+    /// A coin with probability `p` from stream `s`. It always draws, so a rate set to zero
+    /// (as shrinking does) leaves the rest of that stream's draws where they were.
+    fn chance(&mut self, s: Stream, p: f64) -> bool {
+        let x: f64 = self.stream(s).random();
+        x < p
+    }
+
+    fn between(&mut self, s: Stream, (lo, hi): (u64, u64)) -> u64 {
+        let x: u64 = self.stream(s).random();
+        if hi <= lo { lo } else { lo + x % (hi - lo + 1) }
     }
 
     fn addr_node(&self, addr: &str) -> Option<usize> {
         self.addrs.get(addr).copied()
+    }
+
+    fn node_name(&self, n: usize) -> String {
+        match &self.nodes[n] {
+            Node::NameServer(_) => format!("namesrv {n}"),
+            Node::Broker { .. } => format!("broker {n}"),
+            Node::Producer(_) => format!("producer {n}"),
+            Node::Consumer(_) => format!("consumer {n}"),
+        }
     }
 
     fn is_ns(&self, node: usize) -> bool {
@@ -311,7 +348,7 @@ impl Sim {
 
     fn start_broker(&mut self, node: usize) {
         let now = self.now;
-        let seed = self.rng.random();
+        let seed = self.stream(Stream::Main).random();
         let j = node - self.name_servers;
         let namesrv_addrs = (0..self.name_servers).map(ns_addr).collect();
         let Node::Broker {
@@ -372,20 +409,21 @@ impl Sim {
         } else {
             (0.0, 0.0)
         };
-        if self.chance(drop) {
+        if self.chance(Stream::Net, drop) {
             let line = format!("t={} drop {from}->{to} len={}", self.now, frame.len());
             self.log(line);
             return;
         }
-        let copies = if self.chance(dup) { 2 } else { 1 };
+        let copies = if self.chance(Stream::Net, dup) { 2 } else { 1 };
         for _ in 0..copies {
-            let latency = self.between(self.cfg.faults.latency_ms);
+            let latency = self.between(Stream::Net, self.cfg.faults.latency_ms);
             let free = self.link_free.get(&(from, to)).copied().unwrap_or(0);
             let at = (self.now + latency).max(free);
             self.link_free.insert((from, to), at);
             self.push(
                 at,
                 Ev::Frame {
+                    sent: self.now,
                     from,
                     to,
                     frame: frame.clone(),
@@ -476,7 +514,7 @@ impl Sim {
                         continue;
                     };
                     let generation = *generation;
-                    let at = self.now + self.between((1, 4));
+                    let at = self.now + self.between(Stream::Main, (1, 4));
                     self.push(
                         at,
                         Ev::FlushDone {
@@ -544,7 +582,7 @@ impl Sim {
         }
     }
 
-    fn deliver(&mut self, from: usize, to: usize, frame: Bytes) {
+    fn deliver(&mut self, sent: u64, from: usize, to: usize, frame: Bytes) {
         // A frame in flight to or from a name server that died is lost with it.
         if self.down.contains(&from) || self.down.contains(&to) {
             return;
@@ -559,7 +597,7 @@ impl Sim {
             }
         };
         let mut line = format!(
-            "t={} frame {from}->{to} code={} op={} resp={}",
+            "t={} frame {from}->{to} code={} op={} resp={} sent={sent}",
             self.now,
             cmd.code,
             cmd.opaque,
@@ -607,7 +645,12 @@ impl Sim {
 
     fn step(&mut self, ev: Ev) {
         match ev {
-            Ev::Frame { from, to, frame } => self.deliver(from, to, frame),
+            Ev::Frame {
+                sent,
+                from,
+                to,
+                frame,
+            } => self.deliver(sent, from, to, frame),
             Ev::Tick { node } => {
                 if self.ticks.get(&node) != Some(&self.now) {
                     return;
@@ -704,7 +747,7 @@ impl Sim {
                     }
                     self.after(n);
                 }
-                let down = self.between(self.cfg.faults.down_ms);
+                let down = self.between(Stream::Crash, self.cfg.faults.down_ms);
                 self.push(self.now + down, Ev::Restart { broker });
             }
             Ev::Restart { broker } => {
@@ -726,7 +769,7 @@ impl Sim {
                 self.conns.retain(|(s, _), _| *s != ns);
                 self.owners.retain(|(s, _), _| *s != ns);
                 self.ticks.remove(&ns);
-                let d = self.between(self.cfg.faults.down_ms);
+                let d = self.between(Stream::Namesrv, self.cfg.faults.down_ms);
                 self.push(self.now + d, Ev::NsRestart { ns });
             }
             Ev::NsRestart { ns } => {
@@ -743,7 +786,7 @@ impl Sim {
                 if self.faults_on && self.cut.insert(client) {
                     let line = format!("t={} cut {client} from the broker", self.now);
                     self.log(line);
-                    let d = self.between(self.cfg.faults.partition_ms);
+                    let d = self.between(Stream::Partition, self.cfg.faults.partition_ms);
                     self.push(self.now + d, Ev::Heal { client });
                 }
             }
@@ -797,9 +840,9 @@ impl Sim {
     fn maybe_faults(&mut self, broker: usize) {
         let f = self.cfg.faults.clone();
         // Broker ticks come at least every second or so; treat each as a one-second chance.
-        if self.chance(f.crash_per_sec) {
-            let power = self.chance(f.power_loss_share);
-            let at = self.now + self.between((0, 50));
+        if self.chance(Stream::Crash, f.crash_per_sec) {
+            let power = self.chance(Stream::Crash, f.power_loss_share);
+            let at = self.now + self.between(Stream::Crash, (0, 50));
             self.push(
                 at,
                 Ev::Crash {
@@ -813,12 +856,14 @@ impl Sim {
         if broker != self.name_servers {
             return;
         }
-        if self.chance(f.partition_per_sec) && self.nodes.len() > self.first_client() {
-            let client = self.rng.random_range(self.first_client()..self.nodes.len());
+        let first = self.first_client();
+        if self.chance(Stream::Partition, f.partition_per_sec) && self.nodes.len() > first {
+            let n = (self.nodes.len() - first) as u64;
+            let client = first + self.between(Stream::Partition, (0, n - 1)) as usize;
             self.push(self.now, Ev::Cut { client });
         }
-        if self.chance(f.namesrv_crash_per_sec) {
-            let ns = self.rng.random_range(0..self.name_servers);
+        if self.chance(Stream::Namesrv, f.namesrv_crash_per_sec) {
+            let ns = self.between(Stream::Namesrv, (0, self.name_servers as u64 - 1)) as usize;
             self.push(self.now, Ev::NsCrash { ns });
         }
     }
@@ -843,6 +888,7 @@ impl Sim {
             ),
             events: self.events,
             sim_ms: self.now,
+            nodes: (0..self.nodes.len()).map(|n| self.node_name(n)).collect(),
             history: self.history,
             trace: self.trace,
         }

@@ -169,3 +169,33 @@ fn regression_seeds() {
         assert!(report.ok(), "{name} seed {seed}: {:?}", report.violations);
     }
 }
+
+#[test]
+fn the_timeline_draws_lanes_frames_and_faults() {
+    let file = ScenarioFile::built_in("cluster").unwrap();
+    let seed = (0..20)
+        .find(|&s| {
+            let out = Sim::new(file.config(s)).run();
+            out.history.crashes > 0 && out.trace.iter().any(|l| l.contains(" drop "))
+        })
+        .expect("a cluster seed with a crash and a drop");
+    let out = Sim::new(file.config(seed)).run();
+    let page = rockfish_sim::timeline::render("cluster", &out.nodes, &out.trace);
+    assert!(page.starts_with("<!doctype html>"));
+    for lane in &out.nodes {
+        assert!(page.contains(lane.as_str()), "lane {lane}");
+    }
+    assert_eq!(
+        out.nodes.len(),
+        8,
+        "2 name servers, 2 brokers, 2 producers, 2 consumers"
+    );
+    assert!(page.contains(r#"class="req""#) && page.contains(r#"class="resp""#));
+    assert!(page.contains(r#"class="fault""#), "the crash is marked");
+    assert!(page.contains(r#"class="drop""#), "the drop is marked");
+    assert!(page.contains(r#"class="deliver""#));
+    // Trace text is escaped, never markup.
+    let odd = vec!["t=5 broker 1 <script> crash".to_string()];
+    let page = rockfish_sim::timeline::render("x", &out.nodes, &odd);
+    assert!(!page.contains("<script>") && page.contains("&lt;script&gt;"));
+}
