@@ -23,6 +23,8 @@ pub struct Faults {
     pub partition_per_sec: f64,
     /// How long a partition lasts, ms.
     pub partition_ms: (u64, u64),
+    /// Each node's clock runs ahead of simulated time by a fixed amount drawn from this range.
+    pub clock_skew_ms: (u64, u64),
     /// Chance per second that a name server dies (and comes back with an empty route table).
     pub namesrv_crash_per_sec: f64,
     /// The brokers' disk fault plan (torn pages and write-back at power loss, bit flips).
@@ -41,6 +43,7 @@ impl Default for Faults {
             partition_per_sec: 0.0,
             partition_ms: (500, 5_000),
             namesrv_crash_per_sec: 0.0,
+            clock_skew_ms: (0, 0),
             disk: FaultPlan::default(),
         }
     }

@@ -41,6 +41,10 @@ const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../../scenarios/namesrv-loss.toml"),
     ),
     ("cluster", include_str!("../../scenarios/cluster.toml")),
+    (
+        "clock-skew",
+        include_str!("../../scenarios/clock-skew.toml"),
+    ),
 ];
 
 /// The names of the built-in scenarios.
@@ -54,6 +58,7 @@ pub const SCENARIOS: &[&str] = &[
     "swarm",
     "namesrv-loss",
     "cluster",
+    "clock-skew",
 ];
 
 /// A knob: one value, or an inclusive range the seed draws from.
@@ -195,6 +200,8 @@ pub struct FaultBounds {
     pub partition_per_sec: Bound<f64>,
     pub partition_ms: [u64; 2],
     pub namesrv_crash_per_sec: Bound<f64>,
+    /// Each node's clock runs ahead by a fixed skew drawn from this range, ms.
+    pub clock_skew_ms: [u64; 2],
 }
 
 impl Default for FaultBounds {
@@ -210,6 +217,7 @@ impl Default for FaultBounds {
             partition_per_sec: f(0.0),
             partition_ms: [d.partition_ms.0, d.partition_ms.1],
             namesrv_crash_per_sec: f(0.0),
+            clock_skew_ms: [0, 0],
         }
     }
 }
@@ -331,6 +339,7 @@ impl ScenarioFile {
             ("faults.latency_ms", self.faults.latency_ms),
             ("faults.down_ms", self.faults.down_ms),
             ("faults.partition_ms", self.faults.partition_ms),
+            ("faults.clock_skew_ms", self.faults.clock_skew_ms),
         ] {
             if lo > hi {
                 return err(format!("{name}: [{lo}, {hi}] is an empty range"));
@@ -403,6 +412,7 @@ impl ScenarioFile {
                 partition_per_sec: self.faults.partition_per_sec.draw(r),
                 partition_ms: range(self.faults.partition_ms),
                 namesrv_crash_per_sec: self.faults.namesrv_crash_per_sec.draw(r),
+                clock_skew_ms: range(self.faults.clock_skew_ms),
                 disk: FaultPlan {
                     write_error: self.disk.write_error.draw(r),
                     sync_error: self.disk.sync_error.draw(r),
@@ -453,6 +463,7 @@ impl ScenarioFile {
                 partition_per_sec: f(cfg.faults.partition_per_sec),
                 partition_ms: [cfg.faults.partition_ms.0, cfg.faults.partition_ms.1],
                 namesrv_crash_per_sec: f(cfg.faults.namesrv_crash_per_sec),
+                clock_skew_ms: [cfg.faults.clock_skew_ms.0, cfg.faults.clock_skew_ms.1],
             },
             disk: DiskBounds {
                 write_error: f(d.write_error),

@@ -52,6 +52,9 @@ const STEPS: &[Step] = &[
     ("no disk capacity limit", |c| {
         c.faults.disk.capacity.take().is_some()
     }),
+    ("no clock skew", |c| {
+        std::mem::take(&mut c.faults.clock_skew_ms) != (0, 0)
+    }),
     ("fixed latency", |c| {
         let (lo, hi) = c.faults.latency_ms;
         c.faults.latency_ms = (lo, lo);

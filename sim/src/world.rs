@@ -146,6 +146,8 @@ pub struct Sim {
     /// consumers.
     name_servers: usize,
     brokers: usize,
+    /// How far each node's clock runs ahead of simulated time.
+    skew: Vec<u64>,
     addrs: BTreeMap<String, usize>,
     /// Name servers that are down: frames to and from them are lost.
     down: BTreeSet<usize>,
@@ -186,13 +188,23 @@ impl Sim {
         });
         let name_servers = cfg.name_servers.max(1);
         let brokers = cfg.brokers.max(1);
+        // Each node's clock runs ahead of simulated time by a fixed skew, drawn once.
+        let total = name_servers + brokers + cfg.producers + cfg.consumers;
+        let mut skew_rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed ^ 0x5ce3_c10c_5ce3_c10c);
+        let (lo, hi) = cfg.faults.clock_skew_ms;
+        let skew: Vec<u64> = (0..total)
+            .map(|_| {
+                let x: u64 = skew_rng.random();
+                if hi <= lo { lo } else { lo + x % (hi - lo + 1) }
+            })
+            .collect();
         let ns_addrs: Vec<String> = (0..name_servers).map(ns_addr).collect();
         let mut nodes = Vec::new();
         let mut addrs = BTreeMap::new();
         for (i, addr) in ns_addrs.iter().enumerate() {
             nodes.push(Node::NameServer(NameServer::new(
                 NameServerConfig::default(),
-                0,
+                skew[i],
             )));
             addrs.insert(addr.clone(), i);
         }
@@ -213,7 +225,8 @@ impl Sim {
                 seed: rng.random(),
                 ..ProducerConfig::default()
             };
-            nodes.push(Node::Producer(Producer::new(pc, 0)));
+            let at = skew[nodes.len()];
+            nodes.push(Node::Producer(Producer::new(pc, at)));
         }
         for i in 0..cfg.consumers {
             let cc = ConsumerConfig {
@@ -225,7 +238,8 @@ impl Sim {
                 seed: rng.random(),
                 ..ConsumerConfig::default()
             };
-            nodes.push(Node::Consumer(Consumer::new(cc, BTreeMap::new(), 0)));
+            let at = skew[nodes.len()];
+            nodes.push(Node::Consumer(Consumer::new(cc, BTreeMap::new(), at)));
         }
         let mut sim = Sim {
             cfg,
@@ -236,6 +250,7 @@ impl Sim {
             nodes,
             name_servers,
             brokers,
+            skew,
             addrs,
             down: BTreeSet::new(),
             conns: BTreeMap::new(),
@@ -321,6 +336,11 @@ impl Sim {
         self.addrs.get(addr).copied()
     }
 
+    /// Node `n`'s clock: what its machine is told the time is.
+    fn local(&self, n: usize) -> u64 {
+        self.now + self.skew[n]
+    }
+
     fn node_name(&self, n: usize) -> String {
         match &self.nodes[n] {
             Node::NameServer(_) => format!("namesrv {n}"),
@@ -350,6 +370,7 @@ impl Sim {
         let now = self.now;
         let seed = self.stream(Stream::Main).random();
         let j = node - self.name_servers;
+        let skew = self.skew[node];
         let namesrv_addrs = (0..self.name_servers).map(ns_addr).collect();
         let Node::Broker {
             machine,
@@ -369,10 +390,11 @@ impl Sim {
         };
         // Recovery, then the broker's own start (it persists its topic table): either may
         // meet a disk fault; the supervisor tries again.
-        let started = MessageStore::open(disk.clone(), store_config(), now as i64)
+        let clock = now + skew;
+        let started = MessageStore::open(disk.clone(), store_config(), clock as i64)
             .map_err(|e| format!("recovery failed: {e}"))
             .and_then(|(store, report)| {
-                Broker::new(config, store, now)
+                Broker::new(config, store, clock)
                     .map(|b| (b, report))
                     .map_err(|e| format!("start failed: {e}"))
             });
@@ -456,15 +478,12 @@ impl Sim {
         let conn = ConnId(self.next_conn);
         self.conns.insert((server, client), conn);
         self.owners.insert((server, conn), client);
+        let clock = self.local(server);
         if let Node::Broker {
             machine: Some(b), ..
         } = &mut self.nodes[server]
         {
-            b.on_connect(
-                conn,
-                HostAddr::V4([10, 0, 1, client as u8], 40_000),
-                self.now,
-            );
+            b.on_connect(conn, HostAddr::V4([10, 0, 1, client as u8], 40_000), clock);
         }
         conn
     }
@@ -536,6 +555,7 @@ impl Sim {
             }
         }
         let mut acked = false;
+        let clock = self.local(node);
         for e in delivered {
             if let ConsumerEvent::Deliver { mq, msgs } = e {
                 for m in msgs {
@@ -550,7 +570,7 @@ impl Sim {
                     self.log(line);
                     self.history.delivered.push((node, body));
                     if let Node::Consumer(c) = &mut self.nodes[node] {
-                        c.ack(&mq, m.queue_offset(), ConsumeResult::Success, self.now);
+                        c.ack(&mq, m.queue_offset(), ConsumeResult::Success, clock);
                     }
                     acked = true;
                 }
@@ -570,7 +590,8 @@ impl Sim {
             Node::Consumer(c) => c.poll_timeout(),
         };
         if let Some(t) = next {
-            let t = t.max(self.now + 1);
+            // The machine's deadline is on its own clock.
+            let t = t.saturating_sub(self.skew[node]).max(self.now + 1);
             if self
                 .ticks
                 .get(&node)
@@ -618,7 +639,7 @@ impl Sim {
             }
         }
         self.log(line);
-        let now = self.now;
+        let now = self.local(to);
         let server = self.is_ns(to) || self.is_broker(to);
         match to {
             _ if server && (!cmd.is_response() || self.is_broker(to) && self.is_ns(from)) => {
@@ -656,7 +677,7 @@ impl Sim {
                     return;
                 }
                 self.ticks.remove(&node);
-                let now = self.now;
+                let now = self.local(node);
                 match &mut self.nodes[node] {
                     Node::NameServer(ns) => ns.on_timeout(now),
                     Node::Broker {
@@ -678,7 +699,7 @@ impl Sim {
                 } else {
                     format!("p{p}-L{}", n - self.cfg.messages)
                 };
-                let now = self.now;
+                let now = self.local(producer);
                 if let Node::Producer(p) = &mut self.nodes[producer] {
                     let id = p.send(Message::new(TOPIC, body.clone()), SendMode::Async, now);
                     self.sends.insert((producer, id), body.clone());
@@ -692,7 +713,7 @@ impl Sim {
                 upto,
             } => {
                 let lying = self.cfg.bug_lying_flush;
-                let now = self.now;
+                let now = self.local(broker);
                 if let Node::Broker {
                     machine: Some(b),
                     generation: g,
@@ -739,9 +760,9 @@ impl Sim {
                 self.conns.retain(|(s, _), _| *s != broker);
                 self.owners.retain(|(s, _), _| *s != broker);
                 self.ticks.remove(&broker);
-                let now = self.now;
                 let addr = broker_addr(broker - self.name_servers);
                 for n in self.first_client()..self.nodes.len() {
+                    let now = self.local(n);
                     if let Node::Producer(p) = &mut self.nodes[n] {
                         p.on_peer_lost(&addr, now);
                     }
@@ -775,8 +796,10 @@ impl Sim {
             Ev::NsRestart { ns } => {
                 if self.down.remove(&ns) {
                     // It comes back with an empty route table: brokers fill it again.
-                    self.nodes[ns] =
-                        Node::NameServer(NameServer::new(NameServerConfig::default(), self.now));
+                    self.nodes[ns] = Node::NameServer(NameServer::new(
+                        NameServerConfig::default(),
+                        self.local(ns),
+                    ));
                     let line = format!("t={} name server {ns} up", self.now);
                     self.log(line);
                     self.after(ns);

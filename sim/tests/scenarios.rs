@@ -199,3 +199,18 @@ fn the_timeline_draws_lanes_frames_and_faults() {
     let page = rockfish_sim::timeline::render("x", &out.nodes, &odd);
     assert!(!page.contains("<script>") && page.contains("&lt;script&gt;"));
 }
+
+#[test]
+fn clock_skew_reaches_the_machines() {
+    let file = ScenarioFile::built_in("clock-skew").unwrap();
+    let skewed = file.config(1);
+    assert!(skewed.faults.clock_skew_ms.1 >= 60_000);
+    let mut level = skewed.clone();
+    level.faults.clock_skew_ms = (0, 0);
+    let (a, b) = (Sim::new(skewed.clone()).run(), Sim::new(level).run());
+    assert_ne!(
+        a.digest, b.digest,
+        "skewed clocks change what the machines do"
+    );
+    assert!(check(&skewed, &a.history).ok());
+}
