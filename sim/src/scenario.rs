@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+use rand::distr::uniform::SampleUniform;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rockfish_core::broker::FlushDiskType;
@@ -69,18 +70,8 @@ pub enum Bound<T> {
     Range([T; 2]),
 }
 
-impl Bound<f64> {
-    fn draw(self, rng: &mut Xoshiro256PlusPlus) -> f64 {
-        match self {
-            Bound::Value(v) => v,
-            Bound::Range([lo, hi]) if hi > lo => rng.random_range(lo..=hi),
-            Bound::Range([lo, _]) => lo,
-        }
-    }
-}
-
-impl Bound<u64> {
-    fn draw(self, rng: &mut Xoshiro256PlusPlus) -> u64 {
+impl<T: SampleUniform + PartialOrd + Copy> Bound<T> {
+    fn draw(self, rng: &mut Xoshiro256PlusPlus) -> T {
         match self {
             Bound::Value(v) => v,
             Bound::Range([lo, hi]) if hi > lo => rng.random_range(lo..=hi),

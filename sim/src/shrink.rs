@@ -70,34 +70,23 @@ const STEPS: &[Step] = &[
     ("one name server", |c| {
         std::mem::replace(&mut c.name_servers, 1) != 1
     }),
-    ("fewer brokers", |c| {
-        if c.brokers > 1 {
-            c.brokers -= 1;
-            true
-        } else {
-            false
-        }
-    }),
+    ("fewer brokers", |c| fewer(&mut c.brokers, |n| n - 1)),
     ("one producer", |c| {
         std::mem::replace(&mut c.producers, 1) != 1
     }),
-    ("fewer consumers", |c| {
-        if c.consumers > 1 {
-            c.consumers -= 1;
-            true
-        } else {
-            false
-        }
-    }),
-    ("half the messages", |c| {
-        if c.messages > 1 {
-            c.messages /= 2;
-            true
-        } else {
-            false
-        }
-    }),
+    ("fewer consumers", |c| fewer(&mut c.consumers, |n| n - 1)),
+    ("half the messages", |c| fewer(&mut c.messages, |n| n / 2)),
 ];
+
+/// Makes a count smaller, never below 1.
+fn fewer(x: &mut usize, smaller: fn(usize) -> usize) -> bool {
+    if *x > 1 {
+        *x = smaller(*x);
+        true
+    } else {
+        false
+    }
+}
 
 fn zero(x: &mut f64) -> bool {
     set(x, 0.0)
