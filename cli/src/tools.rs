@@ -40,6 +40,17 @@ fn ok(resp: &RemotingCommand, what: &str) -> Result<(), String> {
     }
 }
 
+/// GET_MIN_OFFSET or GET_MAX_OFFSET of one queue; `None` if the broker sent no offset.
+async fn queue_offset(b: &Client, code: i32, topic: &str, q: u32) -> Result<Option<u64>, String> {
+    let cmd = RemotingCommand::request(code, 0)
+        .with_ext("topic", topic)
+        .with_ext("queueId", q);
+    Ok(call(b, cmd)
+        .await?
+        .ext("offset")
+        .and_then(|v| v.parse().ok()))
+}
+
 async fn route(ns: &Client, topic: &str) -> Result<TopicRouteData, String> {
     let resp = call(
         ns,
@@ -273,27 +284,10 @@ pub async fn admin(args: AdminArgs) -> Result<(), String> {
             for (name, addr, _, read) in masters(&r) {
                 let b = Client::connect(&addr).await.map_err(|e| e.to_string())?;
                 for q in 0..read {
-                    let min = call(
-                        &b,
-                        RemotingCommand::request(request::GET_MIN_OFFSET, 0)
-                            .with_ext("topic", &topic)
-                            .with_ext("queueId", q),
-                    )
-                    .await?;
-                    let max = call(
-                        &b,
-                        RemotingCommand::request(request::GET_MAX_OFFSET, 0)
-                            .with_ext("topic", &topic)
-                            .with_ext("queueId", q),
-                    )
-                    .await?;
-                    println!(
-                        "{:<20} {:>6} {:>16} {:>16}",
-                        name,
-                        q,
-                        min.ext("offset").unwrap_or("?"),
-                        max.ext("offset").unwrap_or("?")
-                    );
+                    let show = |o: Option<u64>| o.map_or("?".to_string(), |o| o.to_string());
+                    let min = show(queue_offset(&b, request::GET_MIN_OFFSET, &topic, q).await?);
+                    let max = show(queue_offset(&b, request::GET_MAX_OFFSET, &topic, q).await?);
+                    println!("{:<20} {:>6} {:>16} {:>16}", name, q, min, max);
                 }
             }
         }
@@ -374,14 +368,9 @@ pub async fn admin(args: AdminArgs) -> Result<(), String> {
             for (name, addr, _, read) in masters(&r) {
                 let b = Client::connect(&addr).await.map_err(|e| e.to_string())?;
                 for q in 0..read {
-                    let max = call(
-                        &b,
-                        RemotingCommand::request(request::GET_MAX_OFFSET, 0)
-                            .with_ext("topic", &topic)
-                            .with_ext("queueId", q),
-                    )
-                    .await?;
-                    let max: u64 = max.ext("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let max = queue_offset(&b, request::GET_MAX_OFFSET, &topic, q)
+                        .await?
+                        .unwrap_or(0);
                     let c = call(
                         &b,
                         RemotingCommand::request(request::QUERY_CONSUMER_OFFSET, 0)

@@ -4,8 +4,6 @@
 //! offset it was acked with, in order per queue, and none twice.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,51 +13,17 @@ use rockfish_core::remoting::RemotingCommand;
 use rockfish_core::remoting::codes::{request, response};
 use rockfish_net::Client;
 
-struct Standalone {
-    child: Child,
-    broker: String,
-}
+mod common;
 
-/// A failing test must not leave the server running.
-impl Drop for Standalone {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::Standalone;
 
 fn start(dir: &std::path::Path) -> Standalone {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rockfish"))
-        .args([
-            "standalone",
-            "--flush",
-            "sync",
-            "--namesrv-listen",
-            "127.0.0.1:0",
-            "--broker-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--segment-size", "1048576", "--data-dir"])
-        .arg(dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("rockfish starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    // "rockfish standalone: name server A, broker B, data D"
-    let broker = line
-        .split("broker ")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .unwrap_or_else(|| panic!("unexpected banner {line:?}"));
-    Standalone {
-        child,
-        broker: broker.trim().to_string(),
-    }
+    common::start(
+        dir,
+        &["--flush", "sync", "--segment-size", "1048576"],
+        "warn",
+        false,
+    )
 }
 
 fn send(queue: u32, key: &str) -> RemotingCommand {

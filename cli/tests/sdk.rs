@@ -3,8 +3,6 @@
 //! in order per key, and a restarted consumer resumes from its committed offset.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,54 +11,15 @@ use rockfish_net::sdk::{
     MessageModel, Producer, ProducerConfig, PullConsumer, PushConsumer,
 };
 
-struct Server {
-    child: Child,
-    namesrv: String,
-    _dir: tempfile::TempDir,
-}
+mod common;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::Standalone as Server;
 
 fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rockfish"))
-        .args([
-            "standalone",
-            "--namesrv-listen",
-            "127.0.0.1:0",
-            "--broker-listen",
-            "127.0.0.1:0",
-            "--segment-size",
-            "16777216",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let namesrv = line
-        .split("name server ")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .unwrap()
-        .trim()
-        .to_string();
-    Server {
-        child,
-        namesrv,
-        _dir: dir,
-    }
+    let mut s = common::start(dir.path(), &["--segment-size", "16777216"], "warn", false);
+    s.dir = Some(dir);
+    s
 }
 
 fn producer(ns: &str) -> Producer {

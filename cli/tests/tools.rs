@@ -4,59 +4,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_rockfish");
+mod common;
 
-struct Standalone {
-    child: Child,
-    namesrv: String,
-    stderr: std::process::ChildStderr,
-}
-
-/// A failing test must not leave the server running.
-impl Drop for Standalone {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{BIN, Standalone};
 
 fn start(dir: &Path) -> Standalone {
-    let mut child = Command::new(BIN)
-        .args([
-            "standalone",
-            "--namesrv-listen",
-            "127.0.0.1:0",
-            "--broker-listen",
-            "127.0.0.1:0",
-            "--segment-size",
-            "8388608",
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let namesrv = line
-        .split("name server ")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .unwrap()
-        .trim()
-        .to_string();
-    let stderr = child.stderr.take().unwrap();
-    Standalone {
-        child,
-        namesrv,
-        stderr,
-    }
+    common::start(dir, &["--segment-size", "8388608"], "info", true)
 }
 
 fn run(args: &[&str]) -> Output {
@@ -261,12 +216,12 @@ fn tools_work_against_standalone_and_sigterm_is_clean() {
     let status = s.child.wait().unwrap();
     assert!(status.success(), "SIGTERM exits cleanly: {status:?}");
     let mut log = String::new();
-    std::io::Read::read_to_string(&mut s.stderr, &mut log).unwrap();
+    std::io::Read::read_to_string(s.stderr.as_mut().unwrap(), &mut log).unwrap();
     assert!(log.contains("shutting down"), "{log}");
 
     let mut s = start(dir.path());
     let mut first = String::new();
-    let mut err = BufReader::new(&mut s.stderr);
+    let mut err = BufReader::new(s.stderr.as_mut().unwrap());
     while err.read_line(&mut first).unwrap() > 0 {
         if first.contains("store recovered") {
             break;

@@ -122,23 +122,19 @@ impl<D: Disk> Broker<D> {
         Ok(Self::body_response(cmd, to_body(&wrapper)))
     }
 
-    pub(super) fn max_offset(
+    /// GET_MAX_OFFSET and GET_MIN_OFFSET: one of a queue's logical offset bounds.
+    pub(super) fn queue_offset_bound(
         &mut self,
         cmd: &RemotingCommand,
+        max: bool,
     ) -> Result<RemotingCommand, FieldError> {
         let topic: String = cmd.ext_req("topic")?;
         let queue_id: u32 = cmd.ext_req("queueId")?;
-        let offset = self.store.max_offset(&topic, queue_id);
-        Ok(RemotingCommand::response_to(cmd, response::SUCCESS, None).with_ext("offset", offset))
-    }
-
-    pub(super) fn min_offset(
-        &mut self,
-        cmd: &RemotingCommand,
-    ) -> Result<RemotingCommand, FieldError> {
-        let topic: String = cmd.ext_req("topic")?;
-        let queue_id: u32 = cmd.ext_req("queueId")?;
-        let offset = self.store.min_offset(&topic, queue_id);
+        let offset = if max {
+            self.store.max_offset(&topic, queue_id)
+        } else {
+            self.store.min_offset(&topic, queue_id)
+        };
         Ok(RemotingCommand::response_to(cmd, response::SUCCESS, None).with_ext("offset", offset))
     }
 
