@@ -259,6 +259,11 @@ impl Consumer {
         self.queues.keys().cloned().collect()
     }
     /// Offsets as consumed so far (broadcasting: store these and pass them to `new`).
+    /// The topic's route as this consumer knows it.
+    pub fn route(&self, topic: &str) -> Option<&TopicRouteData> {
+        self.routes.get(topic)
+    }
+
     pub fn offsets(&self) -> &BTreeMap<MessageQueue, u64> {
         &self.offsets
     }

@@ -1,6 +1,8 @@
 //! Checkers over a run's history. Each judges one promise; each has a test with a
 //! deliberately broken component that it catches.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use rockfish_core::broker::FlushDiskType;
 use rockfish_core::producer::SendStatus;
 
@@ -16,6 +18,22 @@ pub enum Violation {
     AckedLost { body: String },
     /// A message sent after the heal was not acknowledged, or not consumed, by the end.
     NotConverged { body: String, acked: bool },
+    /// The orderly group consumed a queue's message before the one ahead of it.
+    OutOfOrder {
+        body: String,
+        broker: String,
+        queue: u32,
+        offset: u64,
+    },
+    /// A broadcasting consumer never consumed a message it was owed.
+    BroadcastLost { consumer: usize, body: String },
+    /// After the heal, a node's route for the topic still disagrees with the brokers hosting
+    /// it.
+    RoutesDiverged {
+        node: usize,
+        saw: Vec<String>,
+        hosting: Vec<String>,
+    },
 }
 
 impl Violation {
@@ -25,6 +43,9 @@ impl Violation {
             Violation::Phantom { .. } => "no-phantom",
             Violation::AckedLost { .. } => "acked-durable-not-lost",
             Violation::NotConverged { .. } => "liveness-converges",
+            Violation::OutOfOrder { .. } => "orderly-fifo",
+            Violation::BroadcastLost { .. } => "broadcast-at-least-once",
+            Violation::RoutesDiverged { .. } => "routes-converge",
         }
     }
 }
@@ -44,41 +65,114 @@ impl CheckReport {
     }
 }
 
+/// Whether a message was sent after the heal (such messages are owed unconditionally).
+fn after_heal(body: &str) -> bool {
+    body.contains("-L")
+}
+
 pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
     let mut report = CheckReport::default();
-    let mut seen = std::collections::BTreeSet::new();
-    for (_, body) in &h.delivered {
-        if !h.sent.contains_key(body) {
-            report
-                .violations
-                .push(Violation::Phantom { body: body.clone() });
+    let mut seen = BTreeSet::new();
+    // What the clustering group consumed, and what each broadcasting consumer consumed.
+    let mut group = BTreeSet::new();
+    let mut each: BTreeMap<usize, BTreeSet<&str>> = h
+        .broadcast_consumers
+        .iter()
+        .map(|c| (*c, BTreeSet::new()))
+        .collect();
+    for d in &h.delivered {
+        if !h.sent.contains_key(&d.body) {
+            report.violations.push(Violation::Phantom {
+                body: d.body.clone(),
+            });
         }
-        if !seen.insert(body.clone()) {
+        // A group gets each message once; a broadcasting consumer is a group of its own.
+        let receiver = if d.broadcast { d.consumer } else { usize::MAX };
+        if !seen.insert((receiver, d.body.as_str())) {
             report.duplicates += 1;
         }
+        if d.consumed {
+            if d.broadcast {
+                each.entry(d.consumer).or_default().insert(&d.body);
+            } else {
+                group.insert(d.body.as_str());
+            }
+        }
     }
-    report.delivered_distinct = seen.len();
+    report.delivered_distinct = h
+        .delivered
+        .iter()
+        .map(|d| d.body.as_str())
+        .collect::<BTreeSet<_>>()
+        .len();
     let promised = cfg.flush == FlushDiskType::Sync || h.power_losses == 0;
     for (body, status) in &h.sent {
-        let after_heal = body.contains("-L");
         let acked = *status == Some(SendStatus::SendOk);
-        if after_heal && (!acked || !seen.contains(body)) {
+        let owed = acked && (promised || after_heal(body));
+        if after_heal(body) && (!acked || (cfg.consumers > 0 && !group.contains(body.as_str()))) {
             report.violations.push(Violation::NotConverged {
                 body: body.clone(),
                 acked,
             });
         }
-        if *status == Some(SendStatus::SendOk) {
+        if acked {
             report.acked += 1;
-            if promised && !seen.contains(body) {
-                report
-                    .violations
-                    .push(Violation::AckedLost { body: body.clone() });
+        }
+        if acked && promised && cfg.consumers > 0 && !group.contains(body.as_str()) {
+            report
+                .violations
+                .push(Violation::AckedLost { body: body.clone() });
+        }
+        for (consumer, got) in &each {
+            if owed && !got.contains(body.as_str()) {
+                report.violations.push(Violation::BroadcastLost {
+                    consumer: *consumer,
+                    body: body.clone(),
+                });
             }
         }
     }
+    if cfg.orderly {
+        check_fifo(h, &mut report);
+    }
+    check_routes(h, &mut report);
     report
         .violations
         .retain(|v| cfg.invariants.iter().any(|i| i == v.invariant()));
     report
+}
+
+/// Orderly consumption is FIFO per queue: the group consumes a queue's message at offset `o`
+/// only once the one at `o - 1` has been consumed. Consuming again from an earlier offset
+/// (after a rebalance) is allowed; that is at-least-once, not disorder.
+fn check_fifo(h: &History, report: &mut CheckReport) {
+    let mut consumed: BTreeMap<(&str, u32), BTreeSet<u64>> = BTreeMap::new();
+    for d in h.delivered.iter().filter(|d| !d.broadcast && d.consumed) {
+        let queue = consumed.entry((&d.broker, d.queue)).or_default();
+        if d.offset > 0 && !queue.contains(&(d.offset - 1)) {
+            report.violations.push(Violation::OutOfOrder {
+                body: d.body.clone(),
+                broker: d.broker.clone(),
+                queue: d.queue,
+                offset: d.offset,
+            });
+        }
+        queue.insert(d.offset);
+    }
+}
+
+/// After the heal every live name server and client lists exactly the brokers that host the
+/// topic.
+fn check_routes(h: &History, report: &mut CheckReport) {
+    let mut hosting = h.hosting.clone();
+    hosting.sort();
+    for view in &h.routes {
+        if view.brokers != hosting {
+            report.violations.push(Violation::RoutesDiverged {
+                node: view.node,
+                saw: view.brokers.clone(),
+                hosting: hosting.clone(),
+            });
+        }
+    }
 }

@@ -3,6 +3,7 @@
 
 use rockfish_core::broker::FlushDiskType;
 use rockfish_store::FaultPlan;
+use serde::{Deserialize, Serialize};
 
 /// Fault rates for the safety phase. All zero is a fault-free run.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,6 +28,19 @@ pub struct Faults {
     pub clock_skew_ms: (u64, u64),
     /// Chance per second that a name server dies (and comes back with an empty route table).
     pub namesrv_crash_per_sec: f64,
+    /// Chance per second that one node stops hearing from (or stops reaching) every other.
+    pub one_way_per_sec: f64,
+    /// Chance per second that one node (any kind) is cut off from all others both ways.
+    pub isolate_per_sec: f64,
+    /// Chance per second of a swizzle: a few nodes' links clog one after another (frames are
+    /// held, not lost), then unclog in another order (FoundationDB's swizzle-clogging).
+    pub swizzle_per_sec: f64,
+    /// Chance per second that a node pauses (a stop-the-world GC, a stalled VM): it handles
+    /// nothing while its clock runs on.
+    pub pause_per_sec: f64,
+    pub pause_ms: (u64, u64),
+    /// Chance per second that a consumer leaves its group (and rejoins after `down_ms`).
+    pub churn_per_sec: f64,
     /// The brokers' disk fault plan (torn pages and write-back at power loss, bit flips).
     pub disk: FaultPlan,
 }
@@ -43,6 +57,12 @@ impl Default for Faults {
             partition_per_sec: 0.0,
             partition_ms: (500, 5_000),
             namesrv_crash_per_sec: 0.0,
+            one_way_per_sec: 0.0,
+            isolate_per_sec: 0.0,
+            swizzle_per_sec: 0.0,
+            pause_per_sec: 0.0,
+            pause_ms: (100, 3_000),
+            churn_per_sec: 0.0,
             clock_skew_ms: (0, 0),
             disk: FaultPlan::default(),
         }
@@ -56,7 +76,16 @@ pub struct SimConfig {
     pub name_servers: usize,
     pub brokers: usize,
     pub producers: usize,
+    /// Consumers of the clustering group.
     pub consumers: usize,
+    /// Consumers of a broadcasting group: each must get every message.
+    pub broadcast_consumers: usize,
+    /// The clustering group consumes orderly and producers send by sharding key.
+    pub orderly: bool,
+    /// Chance that the application answers a delivery with "reconsume later".
+    pub reconsume_share: f64,
+    /// Each message body is padded to at least this many bytes (to fill disks).
+    pub body_bytes: usize,
     /// Messages each producer sends, one every `send_interval_ms`.
     pub messages: usize,
     pub send_interval_ms: u64,
@@ -67,10 +96,7 @@ pub struct SimConfig {
     /// Then faults stop and the cluster must converge within this long.
     pub liveness_ms: u64,
     pub faults: Faults,
-    /// Test-only: a broken flush path that reports syncs it never made. A checker must catch it.
-    pub bug_lying_flush: bool,
-    /// Test-only: a crashed broker never comes back. The liveness checker must catch it.
-    pub bug_no_restart: bool,
+    pub bugs: Bugs,
     /// The invariants judged (names from `scenario::INVARIANTS`).
     pub invariants: Vec<String>,
 }
@@ -85,18 +111,45 @@ impl SimConfig {
             brokers: 1,
             producers: 1,
             consumers: 2,
+            broadcast_consumers: 0,
+            orderly: false,
+            reconsume_share: 0.0,
+            body_bytes: 0,
             messages: 200,
             send_interval_ms: 20,
             liveness_messages: 20,
             safety_ms: 10_000,
             liveness_ms: 100_000,
             faults: Faults::default(),
-            bug_lying_flush: false,
-            bug_no_restart: false,
+            bugs: Bugs::default(),
             invariants: crate::scenario::INVARIANTS
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
         }
+    }
+}
+
+/// Deliberately broken components, for proving the checkers work (each checker has a test
+/// that switches one on and must see it fire). Never in a real scenario.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Bugs {
+    /// Flushes reported done without syncing (SYNC_FLUSH acks before the data is durable).
+    pub lying_flush: bool,
+    /// A crashed broker never comes back.
+    pub no_restart: bool,
+    /// The orderly group's consumers consume concurrently: a message the application asked
+    /// to retry comes back after the ones behind it.
+    pub orderly_as_concurrent: bool,
+    /// The broadcasting group's consumers share queues as a clustering group does.
+    pub broadcast_as_clustering: bool,
+    /// Brokers register with the name servers once and never again.
+    pub register_once: bool,
+}
+
+impl Bugs {
+    pub fn is_none(&self) -> bool {
+        *self == Bugs::default()
     }
 }

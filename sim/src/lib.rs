@@ -20,7 +20,7 @@ pub mod timeline;
 mod world;
 
 pub use check::{CheckReport, Violation, check};
-pub use config::{Faults, SimConfig};
+pub use config::{Bugs, Faults, SimConfig};
 pub use scenario::{SCENARIOS, ScenarioError, ScenarioFile, scenario};
 pub use shrink::{Shrunk, shrink};
-pub use world::{History, Outcome, Sim};
+pub use world::{Delivery, History, Outcome, RouteView, Sim};

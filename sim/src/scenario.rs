@@ -11,7 +11,7 @@ use rockfish_core::broker::FlushDiskType;
 use rockfish_store::FaultPlan;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Faults, SimConfig};
+use crate::config::{Bugs, Faults, SimConfig};
 
 /// The built-in scenarios: (name, file text).
 const BUILT_IN: &[(&str, &str)] = &[
@@ -46,6 +46,16 @@ const BUILT_IN: &[(&str, &str)] = &[
         "clock-skew",
         include_str!("../../scenarios/clock-skew.toml"),
     ),
+    (
+        "consumer-churn",
+        include_str!("../../scenarios/consumer-churn.toml"),
+    ),
+    ("orderly", include_str!("../../scenarios/orderly.toml")),
+    (
+        "swizzle-clog",
+        include_str!("../../scenarios/swizzle-clog.toml"),
+    ),
+    ("disk-full", include_str!("../../scenarios/disk-full.toml")),
 ];
 
 /// The names of the built-in scenarios.
@@ -60,6 +70,10 @@ pub const SCENARIOS: &[&str] = &[
     "namesrv-loss",
     "cluster",
     "clock-skew",
+    "consumer-churn",
+    "orderly",
+    "swizzle-clog",
+    "disk-full",
 ];
 
 /// A knob: one value, or an inclusive range the seed draws from.
@@ -89,7 +103,14 @@ fn u(v: u64) -> Bound<u64> {
 }
 
 /// Invariants a scenario holds the run to; all of them unless the file narrows the list.
-pub const INVARIANTS: &[&str] = &["no-phantom", "acked-durable-not-lost", "liveness-converges"];
+pub const INVARIANTS: &[&str] = &[
+    "no-phantom",
+    "acked-durable-not-lost",
+    "liveness-converges",
+    "orderly-fifo",
+    "broadcast-at-least-once",
+    "routes-converge",
+];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -126,7 +147,10 @@ pub struct Topology {
     pub name_servers: Bound<u64>,
     pub brokers: Bound<u64>,
     pub producers: Bound<u64>,
+    /// The clustering group's consumers.
     pub consumers: Bound<u64>,
+    /// A broadcasting group's consumers.
+    pub broadcast_consumers: Bound<u64>,
 }
 
 impl Default for Topology {
@@ -137,6 +161,7 @@ impl Default for Topology {
             brokers: u(1),
             producers: u(1),
             consumers: u(2),
+            broadcast_consumers: u(0),
         }
     }
 }
@@ -149,6 +174,12 @@ pub struct Workload {
     pub send_interval_ms: Bound<u64>,
     /// Messages each producer sends after the heal; all must be acknowledged and consumed.
     pub liveness_messages: u64,
+    /// The clustering group consumes orderly; producers send by sharding key.
+    pub orderly: bool,
+    /// Chance the application asks for a delivery to be retried.
+    pub reconsume_share: Bound<f64>,
+    /// Bodies are padded to this many bytes.
+    pub body_bytes: u64,
 }
 
 impl Default for Workload {
@@ -157,6 +188,9 @@ impl Default for Workload {
             messages: u(200),
             send_interval_ms: u(20),
             liveness_messages: 20,
+            orderly: false,
+            reconsume_share: f(0.0),
+            body_bytes: 0,
         }
     }
 }
@@ -191,6 +225,12 @@ pub struct FaultBounds {
     pub partition_per_sec: Bound<f64>,
     pub partition_ms: [u64; 2],
     pub namesrv_crash_per_sec: Bound<f64>,
+    pub one_way_per_sec: Bound<f64>,
+    pub isolate_per_sec: Bound<f64>,
+    pub swizzle_per_sec: Bound<f64>,
+    pub pause_per_sec: Bound<f64>,
+    pub pause_ms: [u64; 2],
+    pub churn_per_sec: Bound<f64>,
     /// Each node's clock runs ahead by a fixed skew drawn from this range, ms.
     pub clock_skew_ms: [u64; 2],
 }
@@ -208,6 +248,12 @@ impl Default for FaultBounds {
             partition_per_sec: f(0.0),
             partition_ms: [d.partition_ms.0, d.partition_ms.1],
             namesrv_crash_per_sec: f(0.0),
+            one_way_per_sec: f(0.0),
+            isolate_per_sec: f(0.0),
+            swizzle_per_sec: f(0.0),
+            pause_per_sec: f(0.0),
+            pause_ms: [d.pause_ms.0, d.pause_ms.1],
+            churn_per_sec: f(0.0),
             clock_skew_ms: [0, 0],
         }
     }
@@ -236,23 +282,6 @@ impl Default for DiskBounds {
             torn_page: f(0.0),
             capacity: None,
         }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Bugs {
-    /// Flushes reported done without syncing.
-    #[serde(default)]
-    pub lying_flush: bool,
-    /// A crashed broker never comes back.
-    #[serde(default)]
-    pub no_restart: bool,
-}
-
-impl Bugs {
-    fn is_none(&self) -> bool {
-        !self.lying_flush && !self.no_restart
     }
 }
 
@@ -309,6 +338,12 @@ impl ScenarioFile {
                 "faults.namesrv_crash_per_sec",
                 self.faults.namesrv_crash_per_sec,
             ),
+            ("faults.one_way_per_sec", self.faults.one_way_per_sec),
+            ("faults.isolate_per_sec", self.faults.isolate_per_sec),
+            ("faults.swizzle_per_sec", self.faults.swizzle_per_sec),
+            ("faults.pause_per_sec", self.faults.pause_per_sec),
+            ("faults.churn_per_sec", self.faults.churn_per_sec),
+            ("workload.reconsume_share", self.workload.reconsume_share),
             ("disk.write_error", self.disk.write_error),
             ("disk.sync_error", self.disk.sync_error),
             ("disk.read_bitflip", self.disk.read_bitflip),
@@ -331,6 +366,7 @@ impl ScenarioFile {
             ("faults.down_ms", self.faults.down_ms),
             ("faults.partition_ms", self.faults.partition_ms),
             ("faults.clock_skew_ms", self.faults.clock_skew_ms),
+            ("faults.pause_ms", self.faults.pause_ms),
         ] {
             if lo > hi {
                 return err(format!("{name}: [{lo}, {hi}] is an empty range"));
@@ -341,6 +377,12 @@ impl ScenarioFile {
             ("topology.brokers", self.topology.brokers, 1, 4),
             ("topology.producers", self.topology.producers, 1, 8),
             ("topology.consumers", self.topology.consumers, 0, 8),
+            (
+                "topology.broadcast_consumers",
+                self.topology.broadcast_consumers,
+                0,
+                8,
+            ),
             ("workload.messages", self.workload.messages, 0, 100_000),
             (
                 "workload.send_interval_ms",
@@ -357,6 +399,9 @@ impl ScenarioFile {
             if lo < min || hi > max || lo > hi {
                 return err(format!("{name}: {b:?} outside [{min}, {max}]"));
             }
+        }
+        if self.workload.body_bytes > 1 << 20 {
+            return err("workload.body_bytes: at most 1048576".into());
         }
         if self.workload.liveness_messages > 10_000 {
             return err("workload.liveness_messages: at most 10000".into());
@@ -388,6 +433,10 @@ impl ScenarioFile {
             brokers: self.topology.brokers.draw(r) as usize,
             producers: self.topology.producers.draw(r) as usize,
             consumers: self.topology.consumers.draw(r) as usize,
+            broadcast_consumers: self.topology.broadcast_consumers.draw(r) as usize,
+            orderly: self.workload.orderly,
+            reconsume_share: self.workload.reconsume_share.draw(r),
+            body_bytes: self.workload.body_bytes as usize,
             messages: self.workload.messages.draw(r) as usize,
             send_interval_ms: self.workload.send_interval_ms.draw(r),
             liveness_messages: self.workload.liveness_messages as usize,
@@ -403,6 +452,12 @@ impl ScenarioFile {
                 partition_per_sec: self.faults.partition_per_sec.draw(r),
                 partition_ms: range(self.faults.partition_ms),
                 namesrv_crash_per_sec: self.faults.namesrv_crash_per_sec.draw(r),
+                one_way_per_sec: self.faults.one_way_per_sec.draw(r),
+                isolate_per_sec: self.faults.isolate_per_sec.draw(r),
+                swizzle_per_sec: self.faults.swizzle_per_sec.draw(r),
+                pause_per_sec: self.faults.pause_per_sec.draw(r),
+                pause_ms: range(self.faults.pause_ms),
+                churn_per_sec: self.faults.churn_per_sec.draw(r),
                 clock_skew_ms: range(self.faults.clock_skew_ms),
                 disk: FaultPlan {
                     write_error: self.disk.write_error.draw(r),
@@ -413,8 +468,7 @@ impl ScenarioFile {
                     capacity: self.disk.capacity,
                 },
             },
-            bug_lying_flush: self.bugs.lying_flush,
-            bug_no_restart: self.bugs.no_restart,
+            bugs: self.bugs.clone(),
             invariants: self.invariants.clone(),
         }
     }
@@ -434,11 +488,15 @@ impl ScenarioFile {
                 brokers: u(cfg.brokers as u64),
                 producers: u(cfg.producers as u64),
                 consumers: u(cfg.consumers as u64),
+                broadcast_consumers: u(cfg.broadcast_consumers as u64),
             },
             workload: Workload {
                 messages: u(cfg.messages as u64),
                 send_interval_ms: u(cfg.send_interval_ms),
                 liveness_messages: cfg.liveness_messages as u64,
+                orderly: cfg.orderly,
+                reconsume_share: f(cfg.reconsume_share),
+                body_bytes: cfg.body_bytes as u64,
             },
             phases: Phases {
                 safety_ms: cfg.safety_ms,
@@ -454,6 +512,12 @@ impl ScenarioFile {
                 partition_per_sec: f(cfg.faults.partition_per_sec),
                 partition_ms: [cfg.faults.partition_ms.0, cfg.faults.partition_ms.1],
                 namesrv_crash_per_sec: f(cfg.faults.namesrv_crash_per_sec),
+                one_way_per_sec: f(cfg.faults.one_way_per_sec),
+                isolate_per_sec: f(cfg.faults.isolate_per_sec),
+                swizzle_per_sec: f(cfg.faults.swizzle_per_sec),
+                pause_per_sec: f(cfg.faults.pause_per_sec),
+                pause_ms: [cfg.faults.pause_ms.0, cfg.faults.pause_ms.1],
+                churn_per_sec: f(cfg.faults.churn_per_sec),
                 clock_skew_ms: [cfg.faults.clock_skew_ms.0, cfg.faults.clock_skew_ms.1],
             },
             disk: DiskBounds {
@@ -465,10 +529,7 @@ impl ScenarioFile {
                 capacity: d.capacity,
             },
             invariants: cfg.invariants.clone(),
-            bugs: Bugs {
-                lying_flush: cfg.bug_lying_flush,
-                no_restart: cfg.bug_no_restart,
-            },
+            bugs: cfg.bugs.clone(),
         }
     }
 

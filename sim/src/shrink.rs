@@ -37,6 +37,16 @@ const STEPS: &[Step] = &[
     ("no dropped frames", |c| zero(&mut c.faults.drop)),
     ("no duplicated frames", |c| zero(&mut c.faults.duplicate)),
     ("no partitions", |c| zero(&mut c.faults.partition_per_sec)),
+    ("no one-way partitions", |c| {
+        zero(&mut c.faults.one_way_per_sec)
+    }),
+    ("no isolated nodes", |c| zero(&mut c.faults.isolate_per_sec)),
+    ("no swizzle-clogging", |c| {
+        zero(&mut c.faults.swizzle_per_sec)
+    }),
+    ("no pauses", |c| zero(&mut c.faults.pause_per_sec)),
+    ("no consumer churn", |c| zero(&mut c.faults.churn_per_sec)),
+    ("no reconsume requests", |c| zero(&mut c.reconsume_share)),
     ("no crashes", |c| zero(&mut c.faults.crash_per_sec)),
     ("no name server crashes", |c| {
         zero(&mut c.faults.namesrv_crash_per_sec)
@@ -75,6 +85,9 @@ const STEPS: &[Step] = &[
         std::mem::replace(&mut c.producers, 1) != 1
     }),
     ("fewer consumers", |c| fewer(&mut c.consumers, |n| n - 1)),
+    ("fewer broadcast consumers", |c| {
+        fewer(&mut c.broadcast_consumers, |n| n - 1)
+    }),
     ("half the messages", |c| fewer(&mut c.messages, |n| n / 2)),
 ];
 

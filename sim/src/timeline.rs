@@ -124,14 +124,18 @@ pub fn render(title: &str, nodes: &[String], trace: &[String]) -> String {
                     y(n) - 8.0
                 );
             }
-            Some("broker") | Some("name") | Some("cut") | Some("heal") | Some("operator") => {
-                let node = node_after(line, "broker")
+            Some("broker") | Some("name") | Some("fault") | Some("recover") | Some("operator") => {
+                // "fault <kind> <node> ..." and "recover <kind> <node> ...".
+                let kind_node = words
+                    .get(3)
+                    .filter(|_| matches!(words.get(1), Some(&"fault") | Some(&"recover")))
+                    .and_then(|w| w.parse::<usize>().ok());
+                let node = kind_node
+                    .or_else(|| node_after(line, "broker"))
                     .or_else(|| node_after(line, "server"))
-                    .or_else(|| node_after(line, "cut"))
-                    .or_else(|| node_after(line, "heal"))
                     .filter(|n| *n < nodes.len());
                 let Some(n) = node else { continue };
-                let class = if line.contains(" up") || line.contains("heal") {
+                let class = if line.contains(" up") || words.get(1) == Some(&"recover") {
                     "up"
                 } else {
                     "fault"
@@ -174,7 +178,7 @@ body {{ font: 13px sans-serif; margin: 12px; }}
 .phase {{ stroke: #2a2; stroke-dasharray: 4 3; }}
 </style></head><body>
 <h3>{t}</h3>
-<p>Lanes are nodes; blue arrows requests, grey responses; red ✕ a dropped frame; red bars crashes, power losses, cuts and name servers down; green bars restarts and heals; purple dots deliveries to the application. Hover for the trace line.</p>
+<p>Lanes are nodes; blue arrows requests, grey responses; red ✕ a dropped frame; red bars faults (crashes, power losses, partitions, clogs, pauses, consumers leaving, name servers down); green bars recoveries; purple dots deliveries to the application. Hover for the trace line.</p>
 {note}<div style="overflow-x: scroll"><svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">
 <defs><marker id="a" markerWidth="6" markerHeight="6" refX="5" refY="3" orient="auto"><path d="M0,0 L6,3 L0,6 z" fill="#666"/></marker></defs>
 {svg}

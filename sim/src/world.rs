@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rockfish_core::broker::{Broker, BrokerConfig};
 use rockfish_core::consumer::{
-    ConsumeFrom, ConsumeResult, Consumer, ConsumerConfig, ConsumerEvent,
+    ConsumeFrom, ConsumeResult, Consumer, ConsumerConfig, ConsumerEvent, MessageModel,
 };
 use rockfish_core::machine::{ConnId, Output};
 use rockfish_core::namesrv::{NameServer, NameServerConfig};
@@ -58,10 +58,43 @@ enum Stream {
     Net,
     /// Broker crashes and power losses.
     Crash,
+    /// Client-broker cuts.
     Partition,
     Namesrv,
+    /// The application's answers (consumed, or reconsume later).
+    App,
+    /// Consumers leaving and joining.
+    Churn,
+    Pause,
+    OneWay,
+    Isolate,
+    Swizzle,
 }
-const STREAMS: usize = 5;
+const STREAMS: usize = 11;
+
+/// A partition: frames from `a` to `b` are lost (and from `b` to `a` if `both_ways`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Cut {
+    id: u64,
+    a: BTreeSet<usize>,
+    b: BTreeSet<usize>,
+    both_ways: bool,
+}
+
+impl Cut {
+    fn blocks(&self, from: usize, to: usize) -> bool {
+        (self.a.contains(&from) && self.b.contains(&to))
+            || (self.both_ways && self.b.contains(&from) && self.a.contains(&to))
+    }
+}
+
+/// A clogged node: frames to and from it sent in `[from, until)` are held until `until`.
+#[derive(Debug, Clone, Copy)]
+struct Clog {
+    node: usize,
+    from: u64,
+    until: u64,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Ev {
@@ -99,13 +132,66 @@ enum Ev {
     NsRestart {
         ns: usize,
     },
+    /// A partition starts (`what` and `node` say what it is, for the trace) and heals after
+    /// `ms`.
     Cut {
-        client: usize,
+        cut: Cut,
+        what: &'static str,
+        node: usize,
+        ms: u64,
     },
     Heal {
-        client: usize,
+        id: u64,
+        node: usize,
+    },
+    Pause {
+        node: usize,
+        ms: u64,
+    },
+    /// A consumer shuts down and leaves its group.
+    Leave {
+        consumer: usize,
+    },
+    Join {
+        consumer: usize,
     },
     Liveness,
+}
+
+/// One message handed to a consumer's application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub consumer: usize,
+    /// Of the broadcasting group (else the clustering one).
+    pub broadcast: bool,
+    pub body: String,
+    pub broker: String,
+    pub queue: u32,
+    pub offset: u64,
+    /// The application consumed it (else it asked for it again later).
+    pub consumed: bool,
+}
+
+impl Delivery {
+    /// A delivery of a body from nowhere in particular (for tests of the checkers).
+    pub fn of(consumer: usize, body: &str) -> Delivery {
+        Delivery {
+            consumer,
+            broadcast: false,
+            body: body.into(),
+            broker: String::new(),
+            queue: 0,
+            offset: 0,
+            consumed: true,
+        }
+    }
+}
+
+/// Which brokers a node's view of the topic's route lists, at the end of the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteView {
+    pub node: usize,
+    pub brokers: Vec<String>,
 }
 
 /// What happened, for the checkers.
@@ -113,8 +199,14 @@ enum Ev {
 pub struct History {
     /// body -> (acknowledged status, if any)
     pub sent: BTreeMap<String, Option<SendStatus>>,
-    /// (consumer node, body) in delivery order.
-    pub delivered: Vec<(usize, String)>,
+    /// In delivery order.
+    pub delivered: Vec<Delivery>,
+    /// The broadcasting group's consumers (nodes).
+    pub broadcast_consumers: Vec<usize>,
+    /// The brokers that host the topic at the end of the run.
+    pub hosting: Vec<String>,
+    /// Every live name server's and client's view of the topic's route at the end.
+    pub routes: Vec<RouteView>,
     pub crashes: u32,
     pub power_losses: u32,
     pub namesrv_crashes: u32,
@@ -157,13 +249,44 @@ pub struct Sim {
     next_conn: u64,
     link_free: BTreeMap<(usize, usize), u64>,
     ticks: BTreeMap<usize, u64>,
-    cut: BTreeSet<usize>,
+    cuts: Vec<Cut>,
+    next_cut: u64,
+    clogs: Vec<Clog>,
+    /// Paused nodes, until when.
+    paused: BTreeMap<usize, u64>,
+    /// Consumers that left their group.
+    left: BTreeSet<usize>,
     faults_on: bool,
     sends: BTreeMap<(usize, SendId), String>,
     history: History,
     trace: Vec<String>,
     crc: crc32fast::Hasher,
     events: u64,
+}
+
+fn consumer_config(cfg: &SimConfig, i: usize, broadcast: bool, seed: u64) -> ConsumerConfig {
+    let (group, model, orderly) = if broadcast {
+        let model = if cfg.bugs.broadcast_as_clustering {
+            MessageModel::Clustering
+        } else {
+            MessageModel::Broadcasting
+        };
+        ("SimBroadcast", model, false)
+    } else {
+        let orderly = cfg.orderly && !cfg.bugs.orderly_as_concurrent;
+        ("SimConsumers", MessageModel::Clustering, orderly)
+    };
+    ConsumerConfig {
+        group: group.into(),
+        client_id: format!("c{i}"),
+        namesrv_addrs: (0..cfg.name_servers.max(1)).map(ns_addr).collect(),
+        subscriptions: BTreeMap::from([(TOPIC.to_string(), "*".to_string())]),
+        model,
+        orderly,
+        consume_from: ConsumeFrom::FirstOffset,
+        seed,
+        ..ConsumerConfig::default()
+    }
 }
 
 fn store_config() -> StoreConfig {
@@ -189,7 +312,8 @@ impl Sim {
         let name_servers = cfg.name_servers.max(1);
         let brokers = cfg.brokers.max(1);
         // Each node's clock runs ahead of simulated time by a fixed skew, drawn once.
-        let total = name_servers + brokers + cfg.producers + cfg.consumers;
+        let total =
+            name_servers + brokers + cfg.producers + cfg.consumers + cfg.broadcast_consumers;
         let mut skew_rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed ^ 0x5ce3_c10c_5ce3_c10c);
         let (lo, hi) = cfg.faults.clock_skew_ms;
         let skew: Vec<u64> = (0..total)
@@ -228,16 +352,13 @@ impl Sim {
             let at = skew[nodes.len()];
             nodes.push(Node::Producer(Producer::new(pc, at)));
         }
-        for i in 0..cfg.consumers {
-            let cc = ConsumerConfig {
-                group: "SimConsumers".into(),
-                client_id: format!("c{i}"),
-                namesrv_addrs: ns_addrs.clone(),
-                subscriptions: BTreeMap::from([(TOPIC.to_string(), "*".to_string())]),
-                consume_from: ConsumeFrom::FirstOffset,
-                seed: rng.random(),
-                ..ConsumerConfig::default()
-            };
+        let mut broadcast_consumers = Vec::new();
+        for i in 0..cfg.consumers + cfg.broadcast_consumers {
+            let broadcast = i >= cfg.consumers;
+            if broadcast {
+                broadcast_consumers.push(nodes.len());
+            }
+            let cc = consumer_config(&cfg, i, broadcast, rng.random());
             let at = skew[nodes.len()];
             nodes.push(Node::Consumer(Consumer::new(cc, BTreeMap::new(), at)));
         }
@@ -258,10 +379,17 @@ impl Sim {
             next_conn: 0,
             link_free: BTreeMap::new(),
             ticks: BTreeMap::new(),
-            cut: BTreeSet::new(),
+            cuts: Vec::new(),
+            next_cut: 0,
+            clogs: Vec::new(),
+            paused: BTreeMap::new(),
+            left: BTreeSet::new(),
             faults_on: true,
             sends: BTreeMap::new(),
-            history: History::default(),
+            history: History {
+                broadcast_consumers,
+                ..History::default()
+            },
             trace: Vec::new(),
             crc: crc32fast::Hasher::new(),
             events: 0,
@@ -380,7 +508,7 @@ impl Sim {
         else {
             unreachable!()
         };
-        let config = BrokerConfig {
+        let mut config = BrokerConfig {
             broker_addr: broker_addr(j),
             broker_name: format!("broker-{j}"),
             namesrv_addrs,
@@ -388,6 +516,9 @@ impl Sim {
             seed,
             ..BrokerConfig::default()
         };
+        if self.cfg.bugs.register_once {
+            config.register_interval_ms = 1 << 40;
+        }
         // Recovery, then the broker's own start (it persists its topic table): either may
         // meet a disk fault; the supervisor tries again.
         let clock = now + skew;
@@ -418,14 +549,21 @@ impl Sim {
 
     /// Sends a frame over the simulated network (FIFO per link, with latency and faults).
     fn transmit(&mut self, from: usize, to: usize, frame: Bytes) {
-        if self.down.contains(&from) || self.down.contains(&to) {
+        if self.down.contains(&from) || self.down.contains(&to) || self.left.contains(&to) {
             return;
         }
-        let partitioned = self.cut.contains(&from) || self.cut.contains(&to);
-        let touches_broker = self.is_broker(from) || self.is_broker(to);
-        if partitioned && touches_broker {
+        if self.cuts.iter().any(|c| c.blocks(from, to)) {
             return;
         }
+        // A clogged link holds what is sent until the clog clears.
+        let now = self.now;
+        let held = self
+            .clogs
+            .iter()
+            .filter(|c| (c.node == from || c.node == to) && c.from <= now && now < c.until)
+            .map(|c| c.until)
+            .max()
+            .unwrap_or(0);
         let (drop, dup) = if self.faults_on {
             (self.cfg.faults.drop, self.cfg.faults.duplicate)
         } else {
@@ -440,7 +578,7 @@ impl Sim {
         for _ in 0..copies {
             let latency = self.between(Stream::Net, self.cfg.faults.latency_ms);
             let free = self.link_free.get(&(from, to)).copied().unwrap_or(0);
-            let at = (self.now + latency).max(free);
+            let at = (self.now + latency).max(free).max(held);
             self.link_free.insert((from, to), at);
             self.push(
                 at,
@@ -490,6 +628,10 @@ impl Sim {
 
     /// Drains a node's outputs and events, then arms its timer.
     fn after(&mut self, node: usize) {
+        // A consumer that left is a process that exited: nothing runs there.
+        if self.left.contains(&node) {
+            return;
+        }
         let mut outs = Vec::new();
         let mut delivered = Vec::new();
         let mut sent = Vec::new();
@@ -556,21 +698,41 @@ impl Sim {
         }
         let mut acked = false;
         let clock = self.local(node);
+        let broadcast = self.history.broadcast_consumers.contains(&node);
         for e in delivered {
             if let ConsumerEvent::Deliver { mq, msgs } = e {
                 for m in msgs {
-                    let body = String::from_utf8_lossy(&m.body()).into_owned();
+                    let payload = m.body();
+                    let name = payload.split(|b| *b == b'#').next().unwrap_or_default();
+                    let body = String::from_utf8_lossy(name).into_owned();
+                    // The application consumes it, or now and then asks for it again later.
+                    let consumed = !self.chance(Stream::App, self.cfg.reconsume_share);
                     let line = format!(
-                        "t={} deliver c{} {body} q{}@{}",
+                        "t={} deliver c{} {body} {}/q{}@{}{}",
                         self.now,
                         node,
+                        mq.broker_name,
                         mq.queue_id,
-                        m.queue_offset()
+                        m.queue_offset(),
+                        if consumed { "" } else { " later" }
                     );
                     self.log(line);
-                    self.history.delivered.push((node, body));
+                    self.history.delivered.push(Delivery {
+                        consumer: node,
+                        broadcast,
+                        body,
+                        broker: mq.broker_name.clone(),
+                        queue: mq.queue_id,
+                        offset: m.queue_offset(),
+                        consumed,
+                    });
+                    let result = if consumed {
+                        ConsumeResult::Success
+                    } else {
+                        ConsumeResult::ReconsumeLater
+                    };
                     if let Node::Consumer(c) = &mut self.nodes[node] {
-                        c.ack(&mq, m.queue_offset(), ConsumeResult::Success, clock);
+                        c.ack(&mq, m.queue_offset(), result, clock);
                     }
                     acked = true;
                 }
@@ -604,8 +766,9 @@ impl Sim {
     }
 
     fn deliver(&mut self, sent: u64, from: usize, to: usize, frame: Bytes) {
-        // A frame in flight to or from a name server that died is lost with it.
-        if self.down.contains(&from) || self.down.contains(&to) {
+        // A frame in flight to or from a name server that died (or to a consumer that left) is
+        // lost with it.
+        if self.down.contains(&from) || self.down.contains(&to) || self.left.contains(&to) {
             return;
         }
         let mut buf = BytesMut::from(&frame[..]);
@@ -632,11 +795,13 @@ impl Sim {
             "nextBeginOffset",
             "minOffset",
             "maxOffset",
-            "remark",
         ] {
             if let Some(v) = cmd.ext(k) {
                 line.push_str(&format!(" {k}={v}"));
             }
+        }
+        if let Some(remark) = &cmd.remark {
+            line.push_str(&format!(" remark={remark:?}"));
         }
         self.log(line);
         let now = self.local(to);
@@ -664,7 +829,36 @@ impl Sim {
         self.after(to);
     }
 
+    /// The node an event happens on, if it is one a pause holds back.
+    fn target(ev: &Ev) -> Option<usize> {
+        match ev {
+            Ev::Frame { to, .. } => Some(*to),
+            Ev::Tick { node } => Some(*node),
+            Ev::Send { producer, .. } => Some(*producer),
+            Ev::FlushDone { broker, .. } => Some(*broker),
+            _ => None,
+        }
+    }
+
     fn step(&mut self, ev: Ev) {
+        // A paused node handles nothing until it resumes: its events wait, in order.
+        if let Some(node) = Self::target(&ev)
+            && let Some(until) = self.paused.get(&node).copied()
+        {
+            if until > self.now {
+                if let Ev::Tick { node } = ev {
+                    if self.ticks.get(&node) != Some(&self.now) {
+                        return;
+                    }
+                    self.ticks.insert(node, until);
+                }
+                self.push(until, ev);
+                return;
+            }
+            self.paused.remove(&node);
+            let line = format!("t={} recover resume {node}", self.now);
+            self.log(line);
+        }
         match ev {
             Ev::Frame {
                 sent,
@@ -700,8 +894,21 @@ impl Sim {
                     format!("p{p}-L{}", n - self.cfg.messages)
                 };
                 let now = self.local(producer);
+                let orderly = self.cfg.orderly;
+                // Padding after a '#' fills the disk; the part before it names the message.
+                let mut payload = body.clone().into_bytes();
+                if payload.len() < self.cfg.body_bytes {
+                    payload.push(b'#');
+                    payload.resize(self.cfg.body_bytes, b'.');
+                }
                 if let Node::Producer(p) = &mut self.nodes[producer] {
-                    let id = p.send(Message::new(TOPIC, body.clone()), SendMode::Async, now);
+                    let msg = Message::new(TOPIC, payload);
+                    let id = if orderly {
+                        // Messages of one sharding key go to one queue, in order.
+                        p.send_ordered(msg, &format!("k{}", n % 8), SendMode::Async, now)
+                    } else {
+                        p.send(msg, SendMode::Async, now)
+                    };
                     self.sends.insert((producer, id), body.clone());
                     self.history.sent.entry(body).or_insert(None);
                 }
@@ -712,7 +919,7 @@ impl Sim {
                 generation,
                 upto,
             } => {
-                let lying = self.cfg.bug_lying_flush;
+                let lying = self.cfg.bugs.lying_flush;
                 let now = self.local(broker);
                 if let Node::Broker {
                     machine: Some(b),
@@ -772,7 +979,7 @@ impl Sim {
                 self.push(self.now + down, Ev::Restart { broker });
             }
             Ev::Restart { broker } => {
-                if self.cfg.bug_no_restart && self.history.crashes > 0 {
+                if self.cfg.bugs.no_restart && self.history.crashes > 0 {
                     return;
                 }
                 if matches!(self.nodes[broker], Node::Broker { machine: None, .. }) {
@@ -805,23 +1012,84 @@ impl Sim {
                     self.after(ns);
                 }
             }
-            Ev::Cut { client } => {
-                if self.faults_on && self.cut.insert(client) {
-                    let line = format!("t={} cut {client} from the broker", self.now);
+            Ev::Cut {
+                cut,
+                what,
+                node,
+                ms,
+            } => {
+                if self.faults_on {
+                    let line = format!("t={} fault {what} {node} for {ms}ms", self.now);
                     self.log(line);
-                    let d = self.between(Stream::Partition, self.cfg.faults.partition_ms);
-                    self.push(self.now + d, Ev::Heal { client });
+                    self.push(self.now + ms, Ev::Heal { id: cut.id, node });
+                    self.cuts.push(cut);
                 }
             }
-            Ev::Heal { client } => {
-                if self.cut.remove(&client) {
-                    let line = format!("t={} heal {client}", self.now);
+            Ev::Heal { id, node } => {
+                let before = self.cuts.len();
+                self.cuts.retain(|c| c.id != id);
+                if self.cuts.len() < before {
+                    let line = format!("t={} recover heal {node}", self.now);
                     self.log(line);
                 }
+            }
+            Ev::Pause { node, ms } => {
+                if self.faults_on && !self.paused.contains_key(&node) {
+                    let line = format!("t={} fault pause {node} for {ms}ms", self.now);
+                    self.log(line);
+                    self.paused.insert(node, self.now + ms);
+                }
+            }
+            Ev::Leave { consumer } => {
+                if !self.faults_on || !self.left.insert(consumer) {
+                    return;
+                }
+                let line = format!("t={} fault leave {consumer}", self.now);
+                self.log(line);
+                let now = self.local(consumer);
+                if let Node::Consumer(c) = &mut self.nodes[consumer] {
+                    c.shutdown(now);
+                }
+                // Its goodbyes go out, then its connections close.
+                self.left.remove(&consumer);
+                self.after(consumer);
+                self.left.insert(consumer);
+                self.ticks.remove(&consumer);
+                self.disconnect(consumer);
+                let d = self.between(Stream::Churn, self.cfg.faults.down_ms);
+                self.push(self.now + d, Ev::Join { consumer });
+            }
+            Ev::Join { consumer } => {
+                if !self.left.remove(&consumer) {
+                    return;
+                }
+                let line = format!("t={} recover join {consumer}", self.now);
+                self.log(line);
+                let i = consumer - self.first_client() - self.cfg.producers;
+                let broadcast = self.history.broadcast_consumers.contains(&consumer);
+                let seed = self.stream(Stream::Churn).random();
+                let cc = consumer_config(&self.cfg, i, broadcast, seed);
+                let now = self.local(consumer);
+                if let Node::Consumer(c) = &mut self.nodes[consumer] {
+                    // A broadcasting consumer starts from the offsets it kept.
+                    let kept = if broadcast {
+                        c.offsets().clone()
+                    } else {
+                        BTreeMap::new()
+                    };
+                    *c = Consumer::new(cc, kept, now);
+                }
+                self.after(consumer);
             }
             Ev::Liveness => {
                 self.faults_on = false;
-                self.cut.clear();
+                self.cuts.clear();
+                for c in &mut self.clogs {
+                    c.until = c.until.min(self.now);
+                }
+                for consumer in self.left.clone() {
+                    self.push(self.now, Ev::Join { consumer });
+                }
                 let line = format!("t={} liveness phase: faults off", self.now);
                 self.log(line);
                 for ns in std::mem::take(&mut self.down) {
@@ -880,15 +1148,211 @@ impl Sim {
             return;
         }
         let first = self.first_client();
-        if self.chance(Stream::Partition, f.partition_per_sec) && self.nodes.len() > first {
-            let n = (self.nodes.len() - first) as u64;
-            let client = first + self.between(Stream::Partition, (0, n - 1)) as usize;
-            self.push(self.now, Ev::Cut { client });
+        let total = self.nodes.len();
+        if self.chance(Stream::Partition, f.partition_per_sec) && total > first {
+            let client = first + self.below(Stream::Partition, total - first);
+            let ms = self.between(Stream::Partition, f.partition_ms);
+            let cut = Cut {
+                id: self.cut_id(),
+                a: BTreeSet::from([client]),
+                b: self.broker_nodes().collect(),
+                both_ways: true,
+            };
+            self.push(
+                self.now,
+                Ev::Cut {
+                    cut,
+                    what: "cut-from-brokers",
+                    node: client,
+                    ms,
+                },
+            );
+        }
+        if self.chance(Stream::OneWay, f.one_way_per_sec) {
+            let node = self.below(Stream::OneWay, total);
+            let deaf = self.chance(Stream::OneWay, 0.5);
+            let ms = self.between(Stream::OneWay, f.partition_ms);
+            let others: BTreeSet<usize> = (0..total).filter(|n| *n != node).collect();
+            let me = BTreeSet::from([node]);
+            // Deaf: it hears nothing but is heard; mute: the other way round.
+            let (a, b, what) = if deaf {
+                (others, me, "one-way-deaf")
+            } else {
+                (me, others, "one-way-mute")
+            };
+            let id = self.cut_id();
+            let cut = Cut {
+                id,
+                a,
+                b,
+                both_ways: false,
+            };
+            self.push(
+                self.now,
+                Ev::Cut {
+                    cut,
+                    what,
+                    node,
+                    ms,
+                },
+            );
+        }
+        if self.chance(Stream::Isolate, f.isolate_per_sec) {
+            let node = self.below(Stream::Isolate, total);
+            let ms = self.between(Stream::Isolate, f.partition_ms);
+            let cut = Cut {
+                id: self.cut_id(),
+                a: BTreeSet::from([node]),
+                b: (0..total).filter(|n| *n != node).collect(),
+                both_ways: true,
+            };
+            self.push(
+                self.now,
+                Ev::Cut {
+                    cut,
+                    what: "isolate",
+                    node,
+                    ms,
+                },
+            );
+        }
+        if self.chance(Stream::Swizzle, f.swizzle_per_sec) {
+            self.swizzle();
+        }
+        if self.chance(Stream::Pause, f.pause_per_sec) {
+            let node = self.below(Stream::Pause, total);
+            let ms = self.between(Stream::Pause, f.pause_ms);
+            self.push(self.now, Ev::Pause { node, ms });
+        }
+        if self.chance(Stream::Churn, f.churn_per_sec) {
+            let consumers = self.cfg.consumers + self.cfg.broadcast_consumers;
+            if consumers > 0 {
+                let consumer = total - consumers + self.below(Stream::Churn, consumers);
+                self.push(self.now, Ev::Leave { consumer });
+            }
         }
         if self.chance(Stream::Namesrv, f.namesrv_crash_per_sec) {
             let ns = self.between(Stream::Namesrv, (0, self.name_servers as u64 - 1)) as usize;
             self.push(self.now, Ev::NsCrash { ns });
         }
+    }
+
+    /// A uniform draw in `0..n` (`n > 0`).
+    fn below(&mut self, s: Stream, n: usize) -> usize {
+        self.between(s, (0, n as u64 - 1)) as usize
+    }
+
+    fn cut_id(&mut self) -> u64 {
+        self.next_cut += 1;
+        self.next_cut
+    }
+
+    /// FoundationDB's swizzle-clogging: a random handful of nodes clog one after another, stay
+    /// clogged a while, then unclog one after another in a different random order.
+    fn swizzle(&mut self) {
+        let total = self.nodes.len();
+        let mut order: Vec<usize> = (0..total).collect();
+        for i in (1..total).rev() {
+            let j = self.below(Stream::Swizzle, i + 1);
+            order.swap(i, j);
+        }
+        let k = 1 + self.below(Stream::Swizzle, total.div_ceil(2));
+        order.truncate(k);
+        let step = self.between(Stream::Swizzle, (50, 500));
+        let hold = self.between(Stream::Swizzle, self.cfg.faults.partition_ms);
+        let mut unclog = order.clone();
+        for i in (1..k).rev() {
+            let j = self.below(Stream::Swizzle, i + 1);
+            unclog.swap(i, j);
+        }
+        let start = self.now;
+        let all_clogged = start + k as u64 * step;
+        for (i, node) in order.iter().enumerate() {
+            let from = start + i as u64 * step;
+            let pos = unclog.iter().position(|n| n == node).expect("same nodes");
+            let until = all_clogged + hold + pos as u64 * step;
+            self.clogs.push(Clog {
+                node: *node,
+                from,
+                until,
+            });
+            let line = format!("t={} fault clog {node} from {from} until {until}", self.now);
+            self.log(line);
+        }
+        let now = self.now;
+        self.clogs.retain(|c| c.until > now);
+    }
+
+    /// Closes every connection a client had to the servers, as its process exiting would.
+    fn disconnect(&mut self, client: usize) {
+        let conns: Vec<(usize, ConnId)> = self
+            .conns
+            .iter()
+            .filter(|((_, c), _)| *c == client)
+            .map(|((s, _), conn)| (*s, *conn))
+            .collect();
+        for (server, conn) in conns {
+            self.conns.remove(&(server, client));
+            self.owners.remove(&(server, conn));
+            let now = self.local(server);
+            match &mut self.nodes[server] {
+                Node::NameServer(ns) => ns.on_disconnect(conn, now),
+                Node::Broker {
+                    machine: Some(b), ..
+                } => b.on_disconnect(conn, now),
+                _ => {}
+            }
+            self.after(server);
+        }
+    }
+
+    /// Every live node's view of the topic's route, and which brokers host the topic.
+    fn record_routes(&mut self) {
+        let mut views = Vec::new();
+        let mut hosting = Vec::new();
+        for (n, node) in self.nodes.iter().enumerate() {
+            let brokers: Option<BTreeSet<String>> = match node {
+                Node::NameServer(ns) if !self.down.contains(&n) => Some(
+                    ns.route(TOPIC)
+                        .map(|r| r.broker_datas.into_iter().map(|b| b.broker_name).collect())
+                        .unwrap_or_default(),
+                ),
+                Node::Broker {
+                    machine: Some(b), ..
+                } => {
+                    if b.topic(TOPIC).is_some() {
+                        hosting.push(b.config().broker_name.clone());
+                    }
+                    None
+                }
+                Node::Producer(p) => Some(
+                    p.queues(TOPIC)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|q| q.broker_name.clone())
+                        .collect(),
+                ),
+                Node::Consumer(c) if !self.left.contains(&n) => Some(
+                    c.route(TOPIC)
+                        .map(|r| {
+                            r.broker_datas
+                                .iter()
+                                .map(|b| b.broker_name.clone())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                ),
+                _ => None,
+            };
+            if let Some(brokers) = brokers {
+                views.push(RouteView {
+                    node: n,
+                    brokers: brokers.into_iter().collect(),
+                });
+            }
+        }
+        self.history.hosting = hosting;
+        self.history.routes = views;
     }
 
     /// Runs to the end of the liveness phase.
@@ -902,6 +1366,7 @@ impl Sim {
             self.events += 1;
             self.step(ev);
         }
+        self.record_routes();
         Outcome {
             seed: self.cfg.seed,
             digest: format!(

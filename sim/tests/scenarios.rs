@@ -2,7 +2,7 @@
 //! digest; bad files are refused with a reason; shrinking reduces a failing fault plan to the
 //! faults that matter, and the shrunk file replays the same failure.
 
-use rockfish_sim::{SCENARIOS, ScenarioFile, Sim, check, shrink};
+use rockfish_sim::{Delivery, SCENARIOS, ScenarioFile, Sim, check, shrink};
 
 /// SIM_SCENARIO_SEEDS widens the sweep (CI sets it; 8 by default).
 fn seeds() -> u64 {
@@ -106,7 +106,7 @@ fn narrowing_the_invariants_narrows_the_check() {
     file.invariants = vec!["acked-durable-not-lost".into()];
     let cfg = file.config(2);
     let mut out = Sim::new(cfg.clone()).run();
-    out.history.delivered.push((3, "never-sent".into()));
+    out.history.delivered.push(Delivery::of(3, "never-sent"));
     assert!(check(&cfg, &out.history).ok(), "no-phantom is not judged");
     let all = ScenarioFile::built_in("smoke").unwrap().config(2);
     assert!(!check(&all, &out.history).ok());

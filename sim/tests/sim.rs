@@ -2,7 +2,7 @@
 //! keep every promise, and a deliberately broken flush path is caught.
 
 use rockfish_core::broker::FlushDiskType;
-use rockfish_sim::{Faults, Sim, SimConfig, Violation, check};
+use rockfish_sim::{Bugs, Delivery, Faults, Sim, SimConfig, Violation, check};
 use rockfish_store::FaultPlan;
 
 fn faulty(seed: u64, flush: FlushDiskType) -> SimConfig {
@@ -100,7 +100,10 @@ fn a_flush_that_lies_is_caught() {
     // loss then loses sends that were acknowledged as durable; the checker must say so.
     let caught = (0..30u64).find(|&seed| {
         let cfg = SimConfig {
-            bug_lying_flush: true,
+            bugs: Bugs {
+                lying_flush: true,
+                ..Bugs::default()
+            },
             ..faulty(seed, FlushDiskType::Sync)
         };
         let out = Sim::new(cfg.clone()).run();
@@ -120,7 +123,7 @@ fn a_flush_that_lies_is_caught() {
 fn the_phantom_checker_fires_on_invented_deliveries() {
     let cfg = SimConfig::smoke(2);
     let mut out = Sim::new(cfg.clone()).run();
-    out.history.delivered.push((3, "never-sent".into()));
+    out.history.delivered.push(Delivery::of(3, "never-sent"));
     let report = check(&cfg, &out.history);
     assert!(report.violations.contains(&Violation::Phantom {
         body: "never-sent".into()
@@ -133,7 +136,10 @@ fn a_broker_that_never_comes_back_is_caught_by_the_liveness_checker() {
     // acknowledged; the liveness checker must say the cluster did not converge.
     let caught = (0..30u64).find(|&seed| {
         let cfg = SimConfig {
-            bug_no_restart: true,
+            bugs: Bugs {
+                no_restart: true,
+                ..Bugs::default()
+            },
             ..faulty(seed, FlushDiskType::Sync)
         };
         let out = Sim::new(cfg.clone()).run();
