@@ -7,11 +7,14 @@
 //! Must never: use tokio, madsim, sockets, threads, the wall clock (`SystemTime::now`,
 //! `Instant::now`), global randomness, or the file system other than through
 //! `rockfish_store::Disk`. Every input carries `now`; every effect is an output the driver drains.
+//! The one seeded exception is `buggify`: fault sites compiled in only for simulated builds and
+//! inert until a simulator arms its thread.
 //!
 //! Status: the remoting codec (`remoting`), protocol bodies (`protocol`) and the `NameServer`
 //! machine are here; the broker and client machines follow.
 
 pub mod broker;
+pub mod buggify;
 pub mod consumer;
 pub mod machine;
 pub mod message;

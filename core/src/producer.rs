@@ -598,10 +598,12 @@ impl Producer {
             None => {
                 self.fault(broker, ISOLATION_LATENCY, now);
                 match cmd.code {
-                    // What RocketMQ's producer retries on another broker.
+                    // What RocketMQ 5's producer retries on another broker (its
+                    // retryResponseCodes; SYSTEM_BUSY is flow control, so try elsewhere).
                     response::TOPIC_NOT_EXIST
                     | response::SERVICE_NOT_AVAILABLE
                     | response::SYSTEM_ERROR
+                    | response::SYSTEM_BUSY
                     | response::NO_PERMISSION => self.retry_or_fail(id, err(), now),
                     _ => self.finish(id, Err(err())),
                 }

@@ -215,18 +215,23 @@ fn retries_stop_after_two_and_some_codes_are_final() {
             ..
         }]
     ));
-    // SYSTEM_BUSY is not retried, as with RocketMQ's producer.
+    // SYSTEM_BUSY is retried (RocketMQ 5's retryResponseCodes); MESSAGE_ILLEGAL is final.
     p.send(Message::new("T", "x"), SendMode::Sync, 200);
     let (_, c) = outputs(&mut p).remove(0);
     p.on_command(
         RemotingCommand::response_to(&c, response::SYSTEM_BUSY, None),
         210,
     );
+    let (_, c) = outputs(&mut p).remove(0);
+    p.on_command(
+        RemotingCommand::response_to(&c, response::MESSAGE_ILLEGAL, None),
+        220,
+    );
     assert!(matches!(
         &events(&mut p)[..],
         [ProducerEvent::Sent {
-            result: Err(SendError::Broker { code: 2, .. }),
-            attempts: 1,
+            result: Err(SendError::Broker { code: 13, .. }),
+            attempts: 2,
             ..
         }]
     ));

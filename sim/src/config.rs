@@ -41,6 +41,8 @@ pub struct Faults {
     pub pause_ms: (u64, u64),
     /// Chance per second that a consumer leaves its group (and rejoins after `down_ms`).
     pub churn_per_sec: f64,
+    /// Arm the machines' own fault sites (`rockfish_core::buggify`).
+    pub buggify: bool,
     /// The brokers' disk fault plan (torn pages and write-back at power loss, bit flips).
     pub disk: FaultPlan,
 }
@@ -63,6 +65,7 @@ impl Default for Faults {
             pause_per_sec: 0.0,
             pause_ms: (100, 3_000),
             churn_per_sec: 0.0,
+            buggify: false,
             clock_skew_ms: (0, 0),
             disk: FaultPlan::default(),
         }

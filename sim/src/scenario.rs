@@ -231,6 +231,8 @@ pub struct FaultBounds {
     pub pause_per_sec: Bound<f64>,
     pub pause_ms: [u64; 2],
     pub churn_per_sec: Bound<f64>,
+    /// Arm the fault sites inside the machines (busy replies, short reads, late timers).
+    pub buggify: bool,
     /// Each node's clock runs ahead by a fixed skew drawn from this range, ms.
     pub clock_skew_ms: [u64; 2],
 }
@@ -254,6 +256,7 @@ impl Default for FaultBounds {
             pause_per_sec: f(0.0),
             pause_ms: [d.pause_ms.0, d.pause_ms.1],
             churn_per_sec: f(0.0),
+            buggify: true,
             clock_skew_ms: [0, 0],
         }
     }
@@ -458,6 +461,7 @@ impl ScenarioFile {
                 pause_per_sec: self.faults.pause_per_sec.draw(r),
                 pause_ms: range(self.faults.pause_ms),
                 churn_per_sec: self.faults.churn_per_sec.draw(r),
+                buggify: self.faults.buggify,
                 clock_skew_ms: range(self.faults.clock_skew_ms),
                 disk: FaultPlan {
                     write_error: self.disk.write_error.draw(r),
@@ -518,6 +522,7 @@ impl ScenarioFile {
                 pause_per_sec: f(cfg.faults.pause_per_sec),
                 pause_ms: [cfg.faults.pause_ms.0, cfg.faults.pause_ms.1],
                 churn_per_sec: f(cfg.faults.churn_per_sec),
+                buggify: cfg.faults.buggify,
                 clock_skew_ms: [cfg.faults.clock_skew_ms.0, cfg.faults.clock_skew_ms.1],
             },
             disk: DiskBounds {

@@ -46,6 +46,9 @@ const STEPS: &[Step] = &[
     }),
     ("no pauses", |c| zero(&mut c.faults.pause_per_sec)),
     ("no consumer churn", |c| zero(&mut c.faults.churn_per_sec)),
+    ("no buggify sites", |c| {
+        std::mem::take(&mut c.faults.buggify)
+    }),
     ("no reconsume requests", |c| zero(&mut c.reconsume_share)),
     ("no crashes", |c| zero(&mut c.faults.crash_per_sec)),
     ("no name server crashes", |c| {

@@ -262,6 +262,31 @@ pub struct Sim {
     trace: Vec<String>,
     crc: crc32fast::Hasher,
     events: u64,
+    /// Keeps this thread's buggify sites armed for the safety phase (one run at a time per
+    /// thread).
+    _sites: Sites,
+    /// How often the sites fired.
+    buggify_fired: u64,
+}
+
+/// Arms the machines' fault sites on this thread for one run; disarms them when dropped.
+struct Sites;
+
+impl Sites {
+    fn arm(cfg: &SimConfig) -> Sites {
+        if cfg.faults.buggify {
+            rockfish_core::buggify::arm(cfg.seed ^ 0xb06f_1fb0_6f1f);
+        } else {
+            rockfish_core::buggify::disarm();
+        }
+        Sites
+    }
+}
+
+impl Drop for Sites {
+    fn drop(&mut self) {
+        rockfish_core::buggify::disarm();
+    }
 }
 
 fn consumer_config(cfg: &SimConfig, i: usize, broadcast: bool, seed: u64) -> ConsumerConfig {
@@ -303,6 +328,7 @@ fn store_config() -> StoreConfig {
 
 impl Sim {
     pub fn new(cfg: SimConfig) -> Sim {
+        let sites = Sites::arm(&cfg);
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
         let streams = std::array::from_fn(|i| {
             Xoshiro256PlusPlus::seed_from_u64(
@@ -393,6 +419,8 @@ impl Sim {
             trace: Vec::new(),
             crc: crc32fast::Hasher::new(),
             events: 0,
+            _sites: sites,
+            buggify_fired: 0,
         };
         for b in sim.broker_nodes() {
             sim.start_broker(b);
@@ -1083,6 +1111,8 @@ impl Sim {
             }
             Ev::Liveness => {
                 self.faults_on = false;
+                // The machines' own fault sites stop with the other faults.
+                self.buggify_fired += rockfish_core::buggify::disarm();
                 self.cuts.clear();
                 for c in &mut self.clogs {
                     c.until = c.until.min(self.now);
@@ -1367,6 +1397,9 @@ impl Sim {
             self.step(ev);
         }
         self.record_routes();
+        let fired = self.buggify_fired + rockfish_core::buggify::disarm();
+        let line = format!("t={} end: buggify sites fired {fired} times", self.now);
+        self.log(line);
         Outcome {
             seed: self.cfg.seed,
             digest: format!(

@@ -364,7 +364,14 @@ impl<D: Disk> Broker<D> {
     /// Time passed: periodic work and expired waits.
     pub fn on_timeout(&mut self, now: u64) {
         if now >= self.next_register || self.register_retry_at.is_some_and(|t| now >= t) {
-            self.register_all(now);
+            if crate::buggify!("broker.register.late") {
+                // A registration round runs late (a slow disk, a long pause).
+                let later = now + self.config.register_interval_ms / 2;
+                self.next_register = later;
+                self.register_retry_at = self.register_retry_at.map(|_| later);
+            } else {
+                self.register_all(now);
+            }
         }
         if self.config.flush_disk_type == FlushDiskType::Async && now >= self.next_flush {
             self.next_flush = now + self.config.flush_interval_ms;

@@ -42,9 +42,13 @@ impl<D: Disk> Broker<D> {
         let topic: String = cmd.ext_req("topic")?;
         let queue_id: u32 = cmd.ext_req("queueId")?;
         let offset: u64 = cmd.ext_req::<i64>("queueOffset")?.max(0) as u64;
-        let max_msgs: usize = cmd
-            .ext_req::<i64>("maxMsgNums")?
-            .clamp(1, self.config.max_pull_messages as i64) as usize;
+        let mut max_msgs: usize =
+            cmd.ext_req::<i64>("maxMsgNums")?
+                .clamp(1, self.config.max_pull_messages as i64) as usize;
+        if crate::buggify!("broker.pull.short") {
+            // A short read: the consumer must page through with nextBeginOffset.
+            max_msgs = 1;
+        }
         let sys_flag: i32 = cmd.ext_opt("sysFlag")?.unwrap_or(0);
         let commit_offset: i64 = cmd.ext_opt("commitOffset")?.unwrap_or(-1);
         let suspend_ms: u64 = cmd

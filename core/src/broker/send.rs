@@ -97,7 +97,7 @@ impl<D: Disk> Broker<D> {
         };
         // Flow control: a send that sat in the driver's queue too long is refused before work.
         let waited = now.saturating_sub(received_at);
-        if waited > self.config.max_wait_in_queue_ms {
+        if waited > self.config.max_wait_in_queue_ms || crate::buggify!("broker.send.busy") {
             return refuse(
                 response::SYSTEM_BUSY,
                 format!(
