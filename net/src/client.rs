@@ -49,14 +49,15 @@ impl Client {
             .map_err(|_| err("timed out".into()))?
             .map_err(|e| err(e.to_string()))?;
         let _ = stream.set_nodelay(true);
-        let (mut rd, mut wr) = stream.into_split();
+        let (mut rd, mut wr) = crate::conn::split(stream);
         let (tx, mut rx) = mpsc::unbounded_channel::<BytesMut>();
         tokio::spawn(async move {
             while let Some(mut buf) = rx.recv().await {
                 while let Ok(more) = rx.try_recv() {
                     buf.extend_from_slice(&more);
                 }
-                if wr.write_all(&buf).await.is_err() {
+                // A flush is free on a real socket; madsim's stream sends on flush.
+                if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
                     break;
                 }
             }

@@ -9,10 +9,32 @@ use bytes::{Buf, Bytes, BytesMut};
 use rockfish_core::machine::ConnId;
 use rockfish_core::remoting::{FrameDecoder, RemotingCommand};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::now_ms;
+
+/// A connection's halves. Real sockets split without a lock; madsim's simulated stream
+/// splits through tokio's generic splitter.
+#[cfg(not(madsim))]
+pub(crate) type ReadHalf = tokio::net::tcp::OwnedReadHalf;
+#[cfg(not(madsim))]
+pub(crate) type WriteHalf = tokio::net::tcp::OwnedWriteHalf;
+#[cfg(madsim)]
+pub(crate) type ReadHalf = tokio::io::ReadHalf<TcpStream>;
+#[cfg(madsim)]
+pub(crate) type WriteHalf = tokio::io::WriteHalf<TcpStream>;
+
+pub(crate) fn split(stream: TcpStream) -> (ReadHalf, WriteHalf) {
+    #[cfg(not(madsim))]
+    {
+        stream.into_split()
+    }
+    #[cfg(madsim)]
+    {
+        tokio::io::split(stream)
+    }
+}
 
 /// A connection with more than this queued for writing is too slow to keep.
 pub const MAX_QUEUED_BYTES: usize = 64 << 20;
@@ -85,7 +107,7 @@ impl ConnWriter {
 
 pub(crate) async fn read_loop(
     conn: ConnId,
-    mut rd: OwnedReadHalf,
+    mut rd: ReadHalf,
     max_frame: usize,
     events: mpsc::Sender<ConnEvent>,
 ) {
@@ -123,7 +145,7 @@ pub(crate) async fn read_loop(
 }
 
 pub(crate) async fn write_loop(
-    mut wr: OwnedWriteHalf,
+    mut wr: WriteHalf,
     mut rx: mpsc::UnboundedReceiver<WriteItem>,
     queued: Arc<AtomicUsize>,
 ) {
@@ -169,6 +191,10 @@ pub(crate) async fn write_loop(
             while at < pending.len() && pending[at].is_empty() {
                 at += 1;
             }
+        }
+        // A flush is free on a real socket; madsim's stream sends on flush.
+        if wr.flush().await.is_err() {
+            return;
         }
         pending.clear();
         queued.fetch_sub(total, Ordering::Relaxed);

@@ -11,8 +11,8 @@ use rockfish_core::broker::Broker;
 use rockfish_core::machine::{ConnId, Machine, Output};
 use rockfish_core::namesrv::NameServer;
 use rockfish_core::remoting::frame::{DEFAULT_MAX_FRAME, encode, encode_prefix};
-use rockfish_store::MmapDisk;
 use rockfish_store::record::HostAddr;
+use rockfish_store::{Disk, MemDisk, MmapDisk};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
@@ -31,10 +31,7 @@ pub trait Durable: Machine {
 
 impl Durable for NameServer {
     fn flush_job(&self, upto: u64) -> Result<FlushJob, String> {
-        Ok(FlushJob {
-            upto,
-            ranges: Vec::new(),
-        })
+        Ok(FlushJob::nothing(upto))
     }
     fn flushed(&mut self, _upto: u64, _now: u64) {}
     fn flush_failed(&mut self, _reason: String, _now: u64) {}
@@ -51,7 +48,39 @@ impl Durable for Broker<MmapDisk> {
                 .map_err(|e| e.to_string())?;
             ranges.push((handle, off, len));
         }
-        Ok(FlushJob { upto, ranges })
+        Ok(FlushJob {
+            upto,
+            sync: Box::new(move || {
+                for (handle, off, len) in &ranges {
+                    handle.sync(*off, *len).map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }),
+        })
+    }
+    fn flushed(&mut self, upto: u64, now: u64) {
+        self.on_flushed(upto, now)
+    }
+    fn flush_failed(&mut self, reason: String, now: u64) {
+        self.on_flush_failed(reason, now)
+    }
+}
+
+/// A broker over the simulated disk (the madsim tier, and tests): syncs go to `MemDisk`,
+/// whose fault plan may fail them.
+impl Durable for Broker<MemDisk> {
+    fn flush_job(&self, upto: u64) -> Result<FlushJob, String> {
+        let ranges = self.flush_ranges(upto);
+        let mut disk = self.store().disk().clone();
+        Ok(FlushJob {
+            upto,
+            sync: Box::new(move || {
+                for (file, off, len) in ranges {
+                    disk.sync(file, off, len).map_err(|e| e.to_string())?;
+                }
+                Ok(())
+            }),
+        })
     }
     fn flushed(&mut self, upto: u64, now: u64) {
         self.on_flushed(upto, now)
@@ -145,7 +174,7 @@ impl Conns {
     fn adopt(&mut self, stream: TcpStream) -> ConnId {
         let conn = self.next_id();
         let _ = stream.set_nodelay(true);
-        let (rd, wr) = stream.into_split();
+        let (rd, wr) = crate::conn::split(stream);
         let (writer, rx, queued) = ConnWriter::new();
         tokio::spawn(write_loop(wr, rx, queued));
         let reader = tokio::spawn(read_loop(conn, rd, self.max_frame, self.events.clone()));
@@ -170,7 +199,7 @@ impl Conns {
             match tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(&target)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
-                    let (rd, wr) = stream.into_split();
+                    let (rd, wr) = crate::conn::split(stream);
                     tokio::spawn(write_loop(wr, rx, queued));
                     read_loop(conn, rd, max_frame, events).await;
                 }
@@ -310,7 +339,7 @@ async fn run<M: Durable>(
 fn drain<M: Durable>(
     machine: &mut M,
     conns: &mut Conns,
-    flusher: &std::sync::mpsc::Sender<FlushJob>,
+    flusher: &mpsc::UnboundedSender<FlushJob>,
     stage: &mut Stage,
 ) {
     while let Some(out) = machine.poll_output() {

@@ -1,39 +1,50 @@
-//! The flush thread: msyncs commit log ranges off the machine's task, so appends never wait
-//! for the disk. Results come back to the machine as events.
+//! The flusher: syncs commit log ranges off the machine's task, so appends never wait for
+//! the disk. Results come back to the machine as events.
 
-use std::sync::mpsc as std_mpsc;
-
-use rockfish_store::MmapSyncHandle;
 use tokio::sync::mpsc;
 
-/// Ranges to make durable, and the offset that is durable once they are.
+/// The work that makes `upto` durable, run on the flusher.
 pub struct FlushJob {
     pub upto: u64,
-    pub ranges: Vec<(MmapSyncHandle, u64, u64)>,
+    pub sync: Box<dyn FnOnce() -> Result<(), String> + Send>,
+}
+
+impl FlushJob {
+    /// Nothing to sync: `upto` is durable as soon as the flusher gets to it.
+    pub fn nothing(upto: u64) -> FlushJob {
+        FlushJob {
+            upto,
+            sync: Box::new(|| Ok(())),
+        }
+    }
 }
 
 /// What a flush came to.
 pub type FlushResult = (u64, Result<(), String>);
 
-/// Starts the flush thread. Jobs run one after another, in order.
-pub fn spawn_flusher(done: mpsc::UnboundedSender<FlushResult>) -> std_mpsc::Sender<FlushJob> {
-    let (tx, rx) = std_mpsc::channel::<FlushJob>();
+/// Starts the flusher. Jobs run one after another, in order. On real disks it is a thread
+/// (an msync blocks); under madsim it is a task of the simulated node, so the run stays a
+/// function of the seed.
+pub fn spawn_flusher(done: mpsc::UnboundedSender<FlushResult>) -> mpsc::UnboundedSender<FlushJob> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<FlushJob>();
+    #[cfg(not(madsim))]
     std::thread::Builder::new()
         .name("rockfish-flush".into())
         .spawn(move || {
-            for job in rx {
-                let mut result = Ok(());
-                for (handle, off, len) in &job.ranges {
-                    if let Err(e) = handle.sync(*off, *len) {
-                        result = Err(e.to_string());
-                        break;
-                    }
-                }
-                if done.send((job.upto, result)).is_err() {
+            while let Some(job) = rx.blocking_recv() {
+                if done.send((job.upto, (job.sync)())).is_err() {
                     break;
                 }
             }
         })
         .expect("spawning the flush thread");
+    #[cfg(madsim)]
+    tokio::spawn(async move {
+        while let Some(job) = rx.recv().await {
+            if done.send((job.upto, (job.sync)())).is_err() {
+                break;
+            }
+        }
+    });
     tx
 }

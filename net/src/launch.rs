@@ -4,9 +4,9 @@ use std::path::Path;
 
 use rockfish_core::broker::{Broker, BrokerConfig};
 use rockfish_core::namesrv::{NameServer, NameServerConfig};
-use rockfish_store::{MessageStore, MmapDisk, StoreConfig};
+use rockfish_store::{Disk, MessageStore, MmapDisk, StoreConfig};
 
-use crate::driver::{Server, ServerHandle};
+use crate::driver::{Durable, Server, ServerHandle};
 use crate::now_ms;
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +60,29 @@ pub async fn start_broker(
         config.broker_addr = format!("{ip}:{}", bound.port());
     }
     let disk = MmapDisk::open_root(data_dir).map_err(|e| store_err(e.to_string()))?;
+    serve_broker(listener, config, store_config, disk).map_err(|error| store_err(error.to_string()))
+}
+
+/// A store that could not be opened, or a broker that could not start on it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct StartError(pub String);
+
+/// Opens (and recovers) the store on `disk`, then serves the broker on `listener`: the part
+/// of a broker start shared by real disks and the simulated one (the madsim tier).
+pub fn serve_broker<D: Disk>(
+    listener: tokio::net::TcpListener,
+    config: BrokerConfig,
+    store_config: StoreConfig,
+    disk: D,
+) -> Result<ServerHandle<Broker<D>>, StartError>
+where
+    Broker<D>: Durable + Send + 'static,
+{
+    let store_err = |e: String| StartError(e);
+    let bound = listener
+        .local_addr()
+        .map_err(|e| store_err(e.to_string()))?;
     let (store, report) = MessageStore::open(disk, store_config, now_ms() as i64)
         .map_err(|e| store_err(e.to_string()))?;
     if report.truncated.is_some()

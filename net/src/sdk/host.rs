@@ -100,7 +100,7 @@ impl Peers {
             match tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(&target)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
-                    let (rd, wr) = stream.into_split();
+                    let (rd, wr) = crate::conn::split(stream);
                     tokio::spawn(write_loop(wr, rx, queued));
                     read_loop(
                         conn,
