@@ -258,12 +258,12 @@ impl Consumer {
     pub fn assigned(&self) -> Vec<MessageQueue> {
         self.queues.keys().cloned().collect()
     }
-    /// Offsets as consumed so far (broadcasting: store these and pass them to `new`).
     /// The topic's route as this consumer knows it.
     pub fn route(&self, topic: &str) -> Option<&TopicRouteData> {
         self.routes.get(topic)
     }
 
+    /// Offsets as consumed so far (broadcasting: store these and pass them to `new`).
     pub fn offsets(&self) -> &BTreeMap<MessageQueue, u64> {
         &self.offsets
     }

@@ -36,6 +36,43 @@ pub(crate) fn split(stream: TcpStream) -> (ReadHalf, WriteHalf) {
     }
 }
 
+/// Serves a connected socket: its writer runs on a task of its own, its reader here.
+pub(crate) async fn serve(
+    conn: ConnId,
+    stream: TcpStream,
+    max_frame: usize,
+    rx: mpsc::UnboundedReceiver<WriteItem>,
+    queued: Arc<AtomicUsize>,
+    events: mpsc::Sender<ConnEvent>,
+) {
+    let _ = stream.set_nodelay(true);
+    let (rd, wr) = split(stream);
+    tokio::spawn(write_loop(wr, rx, queued));
+    read_loop(conn, rd, max_frame, events).await;
+}
+
+/// Dials `target` (3 s to connect) and serves the connection; a failed dial is reported as
+/// the connection closing, so the machine learns of it the same way.
+pub(crate) async fn dial(
+    conn: ConnId,
+    target: String,
+    max_frame: usize,
+    rx: mpsc::UnboundedReceiver<WriteItem>,
+    queued: Arc<AtomicUsize>,
+    events: mpsc::Sender<ConnEvent>,
+) {
+    let connect = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        TcpStream::connect(&target),
+    );
+    let reason = match connect.await {
+        Ok(Ok(stream)) => return serve(conn, stream, max_frame, rx, queued, events).await,
+        Ok(Err(e)) => format!("connect to {target}: {e}"),
+        Err(_) => format!("connect to {target}: timed out"),
+    };
+    let _ = events.send(ConnEvent::Closed { conn, reason }).await;
+}
+
 /// A connection with more than this queued for writing is too slow to keep.
 pub const MAX_QUEUED_BYTES: usize = 64 << 20;
 

@@ -12,12 +12,12 @@ use rockfish_core::machine::{ConnId, Machine, Output};
 use rockfish_core::namesrv::NameServer;
 use rockfish_core::remoting::frame::{DEFAULT_MAX_FRAME, encode, encode_prefix};
 use rockfish_store::record::HostAddr;
-use rockfish_store::{Disk, MemDisk, MmapDisk};
+use rockfish_store::{Disk, FileId, MemDisk, MmapDisk};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
-use crate::conn::{ConnEvent, ConnWriter, WriteItem, read_loop, write_loop};
+use crate::conn::{ConnEvent, ConnWriter, WriteItem, dial, serve};
 use crate::flush::{FlushJob, spawn_flusher};
 use crate::now_ms;
 
@@ -37,50 +37,48 @@ impl Durable for NameServer {
     fn flush_failed(&mut self, _reason: String, _now: u64) {}
 }
 
-impl Durable for Broker<MmapDisk> {
-    fn flush_job(&self, upto: u64) -> Result<FlushJob, String> {
-        let mut ranges = Vec::new();
-        for (file, off, len) in self.flush_ranges(upto) {
-            let handle = self
-                .store()
-                .disk()
-                .sync_handle(file)
-                .map_err(|e| e.to_string())?;
-            ranges.push((handle, off, len));
-        }
-        Ok(FlushJob {
-            upto,
-            sync: Box::new(move || {
-                for (handle, off, len) in &ranges {
-                    handle.sync(*off, *len).map_err(|e| e.to_string())?;
-                }
-                Ok(())
-            }),
-        })
-    }
-    fn flushed(&mut self, upto: u64, now: u64) {
-        self.on_flushed(upto, now)
-    }
-    fn flush_failed(&mut self, reason: String, now: u64) {
-        self.on_flush_failed(reason, now)
+/// A disk whose synced ranges can be made durable off the machine's task.
+pub trait OffTaskSync: Disk {
+    /// The work that syncs `ranges`, to run on the flusher.
+    fn sync_job(&self, ranges: Vec<(FileId, u64, u64)>) -> Result<SyncWork, String>;
+}
+
+/// What the flusher runs for one flush.
+pub type SyncWork = Box<dyn FnOnce() -> Result<(), String> + Send>;
+
+impl OffTaskSync for MmapDisk {
+    fn sync_job(&self, ranges: Vec<(FileId, u64, u64)>) -> Result<SyncWork, String> {
+        let handles = ranges
+            .into_iter()
+            .map(|(file, off, len)| Ok((self.sync_handle(file)?, off, len)))
+            .collect::<Result<Vec<_>, rockfish_store::DiskError>>()
+            .map_err(|e| e.to_string())?;
+        Ok(Box::new(move || {
+            for (handle, off, len) in &handles {
+                handle.sync(*off, *len).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }))
     }
 }
 
-/// A broker over the simulated disk (the madsim tier, and tests): syncs go to `MemDisk`,
-/// whose fault plan may fail them.
-impl Durable for Broker<MemDisk> {
+/// The simulated disk (the madsim tier, and tests): its fault plan may fail the sync.
+impl OffTaskSync for MemDisk {
+    fn sync_job(&self, ranges: Vec<(FileId, u64, u64)>) -> Result<SyncWork, String> {
+        let mut disk = self.clone();
+        Ok(Box::new(move || {
+            for (file, off, len) in ranges {
+                disk.sync(file, off, len).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }))
+    }
+}
+
+impl<D: OffTaskSync> Durable for Broker<D> {
     fn flush_job(&self, upto: u64) -> Result<FlushJob, String> {
-        let ranges = self.flush_ranges(upto);
-        let mut disk = self.store().disk().clone();
-        Ok(FlushJob {
-            upto,
-            sync: Box::new(move || {
-                for (file, off, len) in ranges {
-                    disk.sync(file, off, len).map_err(|e| e.to_string())?;
-                }
-                Ok(())
-            }),
-        })
+        let sync = self.store().disk().sync_job(self.flush_ranges(upto))?;
+        Ok(FlushJob { upto, sync })
     }
     fn flushed(&mut self, upto: u64, now: u64) {
         self.on_flushed(upto, now)
@@ -173,11 +171,9 @@ impl Conns {
 
     fn adopt(&mut self, stream: TcpStream) -> ConnId {
         let conn = self.next_id();
-        let _ = stream.set_nodelay(true);
-        let (rd, wr) = crate::conn::split(stream);
         let (writer, rx, queued) = ConnWriter::new();
-        tokio::spawn(write_loop(wr, rx, queued));
-        let reader = tokio::spawn(read_loop(conn, rd, self.max_frame, self.events.clone()));
+        let events = self.events.clone();
+        let reader = tokio::spawn(serve(conn, stream, self.max_frame, rx, queued, events));
         self.writers.insert(conn, writer);
         self.readers.insert(conn, reader.abort_handle());
         conn
@@ -193,34 +189,8 @@ impl Conns {
         self.writers.insert(conn, writer);
         self.outbound.insert(addr.to_string(), conn);
         let events = self.events.clone();
-        let max_frame = self.max_frame;
         let target = addr.to_string();
-        let task = tokio::spawn(async move {
-            match tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(&target)).await {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    let (rd, wr) = crate::conn::split(stream);
-                    tokio::spawn(write_loop(wr, rx, queued));
-                    read_loop(conn, rd, max_frame, events).await;
-                }
-                Ok(Err(e)) => {
-                    let _ = events
-                        .send(ConnEvent::Closed {
-                            conn,
-                            reason: format!("connect to {target}: {e}"),
-                        })
-                        .await;
-                }
-                Err(_) => {
-                    let _ = events
-                        .send(ConnEvent::Closed {
-                            conn,
-                            reason: format!("connect to {target}: timed out"),
-                        })
-                        .await;
-                }
-            }
-        });
+        let task = tokio::spawn(dial(conn, target, self.max_frame, rx, queued, events));
         self.readers.insert(conn, task.abort_handle());
         conn
     }

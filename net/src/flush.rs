@@ -6,7 +6,7 @@ use tokio::sync::mpsc;
 /// The work that makes `upto` durable, run on the flusher.
 pub struct FlushJob {
     pub upto: u64,
-    pub sync: Box<dyn FnOnce() -> Result<(), String> + Send>,
+    pub sync: crate::driver::SyncWork,
 }
 
 impl FlushJob {

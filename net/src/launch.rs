@@ -79,12 +79,11 @@ pub fn serve_broker<D: Disk>(
 where
     Broker<D>: Durable + Send + 'static,
 {
-    let store_err = |e: String| StartError(e);
     let bound = listener
         .local_addr()
-        .map_err(|e| store_err(e.to_string()))?;
+        .map_err(|e| StartError(e.to_string()))?;
     let (store, report) = MessageStore::open(disk, store_config, now_ms() as i64)
-        .map_err(|e| store_err(e.to_string()))?;
+        .map_err(|e| StartError(e.to_string()))?;
     if report.truncated.is_some()
         || !report.file_repairs.is_empty()
         || !report.rebuilt_queues.is_empty()
@@ -97,7 +96,7 @@ where
             "store recovered"
         );
     }
-    let broker = Broker::new(config, store, now_ms()).map_err(|e| store_err(e.to_string()))?;
+    let broker = Broker::new(config, store, now_ms()).map_err(|e| StartError(e.to_string()))?;
     let server = Server::from_listener(listener, broker);
     tracing::info!(addr = %bound, "broker listening");
     Ok(server.spawn())

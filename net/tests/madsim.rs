@@ -47,7 +47,7 @@ async fn acknowledged_sends_survive_kills_restarts_and_clogged_links() {
     let net = NetSim::current();
     let seed = handle.seed();
 
-    let ns = handle
+    let _namesrv = handle
         .create_node()
         .name("namesrv")
         .ip("10.0.0.1".parse().unwrap())
@@ -179,7 +179,6 @@ async fn acknowledged_sends_survive_kills_restarts_and_clogged_links() {
         acked.lock().unwrap().len(),
         consumed.lock().unwrap().len()
     );
-    let _ = ns;
 
     let acked = acked.lock().unwrap().clone();
     let consumed = consumed.lock().unwrap().clone();

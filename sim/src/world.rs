@@ -73,7 +73,7 @@ enum Stream {
 const STREAMS: usize = 11;
 
 /// A partition: frames from `a` to `b` are lost (and from `b` to `a` if `both_ways`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone)]
 struct Cut {
     id: u64,
     a: BTreeSet<usize>,
@@ -131,14 +131,6 @@ enum Ev {
     },
     NsRestart {
         ns: usize,
-    },
-    /// A partition starts (`what` and `node` say what it is, for the trace) and heals after
-    /// `ms`.
-    Cut {
-        cut: Cut,
-        what: &'static str,
-        node: usize,
-        ms: u64,
     },
     Heal {
         id: u64,
@@ -1040,19 +1032,6 @@ impl Sim {
                     self.after(ns);
                 }
             }
-            Ev::Cut {
-                cut,
-                what,
-                node,
-                ms,
-            } => {
-                if self.faults_on {
-                    let line = format!("t={} fault {what} {node} for {ms}ms", self.now);
-                    self.log(line);
-                    self.push(self.now + ms, Ev::Heal { id: cut.id, node });
-                    self.cuts.push(cut);
-                }
-            }
             Ev::Heal { id, node } => {
                 let before = self.cuts.len();
                 self.cuts.retain(|c| c.id != id);
@@ -1069,7 +1048,7 @@ impl Sim {
                 }
             }
             Ev::Leave { consumer } => {
-                if !self.faults_on || !self.left.insert(consumer) {
+                if !self.faults_on || self.left.contains(&consumer) {
                     return;
                 }
                 let line = format!("t={} fault leave {consumer}", self.now);
@@ -1079,7 +1058,6 @@ impl Sim {
                     c.shutdown(now);
                 }
                 // Its goodbyes go out, then its connections close.
-                self.left.remove(&consumer);
                 self.after(consumer);
                 self.left.insert(consumer);
                 self.ticks.remove(&consumer);
@@ -1182,20 +1160,14 @@ impl Sim {
         if self.chance(Stream::Partition, f.partition_per_sec) && total > first {
             let client = first + self.below(Stream::Partition, total - first);
             let ms = self.between(Stream::Partition, f.partition_ms);
-            let cut = Cut {
-                id: self.cut_id(),
-                a: BTreeSet::from([client]),
-                b: self.broker_nodes().collect(),
-                both_ways: true,
-            };
-            self.push(
-                self.now,
-                Ev::Cut {
-                    cut,
-                    what: "cut-from-brokers",
-                    node: client,
-                    ms,
-                },
+            let brokers = self.broker_nodes().collect();
+            self.partition(
+                "cut-from-brokers",
+                client,
+                [client].into(),
+                brokers,
+                true,
+                ms,
             );
         }
         if self.chance(Stream::OneWay, f.one_way_per_sec) {
@@ -1205,46 +1177,17 @@ impl Sim {
             let others: BTreeSet<usize> = (0..total).filter(|n| *n != node).collect();
             let me = BTreeSet::from([node]);
             // Deaf: it hears nothing but is heard; mute: the other way round.
-            let (a, b, what) = if deaf {
-                (others, me, "one-way-deaf")
+            if deaf {
+                self.partition("one-way-deaf", node, others, me, false, ms);
             } else {
-                (me, others, "one-way-mute")
-            };
-            let id = self.cut_id();
-            let cut = Cut {
-                id,
-                a,
-                b,
-                both_ways: false,
-            };
-            self.push(
-                self.now,
-                Ev::Cut {
-                    cut,
-                    what,
-                    node,
-                    ms,
-                },
-            );
+                self.partition("one-way-mute", node, me, others, false, ms);
+            }
         }
         if self.chance(Stream::Isolate, f.isolate_per_sec) {
             let node = self.below(Stream::Isolate, total);
             let ms = self.between(Stream::Isolate, f.partition_ms);
-            let cut = Cut {
-                id: self.cut_id(),
-                a: BTreeSet::from([node]),
-                b: (0..total).filter(|n| *n != node).collect(),
-                both_ways: true,
-            };
-            self.push(
-                self.now,
-                Ev::Cut {
-                    cut,
-                    what: "isolate",
-                    node,
-                    ms,
-                },
-            );
+            let others = (0..total).filter(|n| *n != node).collect();
+            self.partition("isolate", node, [node].into(), others, true, ms);
         }
         if self.chance(Stream::Swizzle, f.swizzle_per_sec) {
             self.swizzle();
@@ -1272,9 +1215,28 @@ impl Sim {
         self.between(s, (0, n as u64 - 1)) as usize
     }
 
-    fn cut_id(&mut self) -> u64 {
+    /// Starts a partition now (frames from `a` to `b` lost, and back if `both_ways`) that
+    /// heals after `ms`; `what` and `node` name it in the trace.
+    fn partition(
+        &mut self,
+        what: &str,
+        node: usize,
+        a: BTreeSet<usize>,
+        b: BTreeSet<usize>,
+        both_ways: bool,
+        ms: u64,
+    ) {
         self.next_cut += 1;
-        self.next_cut
+        let id = self.next_cut;
+        let line = format!("t={} fault {what} {node} for {ms}ms", self.now);
+        self.log(line);
+        self.push(self.now + ms, Ev::Heal { id, node });
+        self.cuts.push(Cut {
+            id,
+            a,
+            b,
+            both_ways,
+        });
     }
 
     /// FoundationDB's swizzle-clogging: a random handful of nodes clog one after another, stay

@@ -10,10 +10,9 @@ use rockfish_core::consumer::{Consumer, ConsumerEvent};
 use rockfish_core::machine::{ConnId, Output};
 use rockfish_core::producer::{Producer, ProducerEvent};
 use rockfish_core::remoting::{RemotingCommand, encode};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::conn::{ConnEvent, ConnWriter, WriteItem, read_loop, write_loop};
+use crate::conn::{ConnEvent, ConnWriter, WriteItem, dial};
 use crate::now_ms;
 
 /// What the host needs of a client machine.
@@ -96,38 +95,8 @@ impl Peers {
             .insert(addr.to_string(), (conn, writer.clone()));
         self.addr_of.insert(conn, addr.to_string());
         let (events, target) = (self.events.clone(), addr.to_string());
-        let task = tokio::spawn(async move {
-            match tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(&target)).await {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    let (rd, wr) = crate::conn::split(stream);
-                    tokio::spawn(write_loop(wr, rx, queued));
-                    read_loop(
-                        conn,
-                        rd,
-                        rockfish_core::remoting::frame::DEFAULT_MAX_FRAME,
-                        events,
-                    )
-                    .await;
-                }
-                Ok(Err(e)) => {
-                    let _ = events
-                        .send(ConnEvent::Closed {
-                            conn,
-                            reason: format!("connect {target}: {e}"),
-                        })
-                        .await;
-                }
-                Err(_) => {
-                    let _ = events
-                        .send(ConnEvent::Closed {
-                            conn,
-                            reason: format!("connect {target}: timed out"),
-                        })
-                        .await;
-                }
-            }
-        });
+        let max_frame = rockfish_core::remoting::frame::DEFAULT_MAX_FRAME;
+        let task = tokio::spawn(dial(conn, target, max_frame, rx, queued, events));
         self.tasks.push(task.abort_handle());
         writer
     }
