@@ -93,6 +93,10 @@ pub struct TopicConfigTable {
 #[serde(rename_all = "camelCase")]
 pub struct ConsumerOffsetTable {
     pub offset_table: BTreeMap<String, BTreeMap<u32, u64>>,
+    /// rockfish's own field (RocketMQ tools ignore it): the offset journal's queue offset this
+    /// file covers; loading replays the journal from there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_offset: Option<u64>,
 }
 
 impl ConsumerOffsetTable {

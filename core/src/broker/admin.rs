@@ -7,7 +7,7 @@ use rockfish_store::config::TopicConfig;
 use rockfish_store::message_store::validate_topic;
 use rockfish_store::{Boundary, Disk};
 
-use super::Broker;
+use super::{Broker, SyncWaiter};
 use crate::machine::{ConnId, Output};
 use crate::protocol::{TopicConfigSerializeWrapper, to_body};
 use crate::remoting::codes::response;
@@ -38,19 +38,36 @@ impl<D: Disk> Broker<D> {
         ))
     }
 
+    /// An answered commit survives a process crash (its journal record is in the page cache
+    /// before the answer) and, under SYNC_FLUSH, a power loss (the answer waits for the flush).
     pub(super) fn update_consumer_offset(
         &mut self,
+        conn: ConnId,
         cmd: &RemotingCommand,
-    ) -> Result<RemotingCommand, FieldError> {
+        now: u64,
+    ) -> Result<Option<RemotingCommand>, FieldError> {
         let group: String = cmd.ext_req("consumerGroup")?;
         let topic: String = cmd.ext_req("topic")?;
         let queue_id: u32 = cmd.ext_req("queueId")?;
         let offset: i64 = cmd.ext_req("commitOffset")?;
-        if offset >= 0 {
-            self.offsets.set(&topic, &group, queue_id, offset as u64);
-            self.offsets_dirty = true;
+        let ok = RemotingCommand::response_to(cmd, response::SUCCESS, None);
+        if offset < 0 {
+            return Ok(Some(ok));
         }
-        Ok(RemotingCommand::response_to(cmd, response::SUCCESS, None))
+        match self.commit_offset(&topic, &group, queue_id, offset as u64, now) {
+            Some(end) if self.offset_commit_waits() && !cmd.is_oneway() => {
+                self.sync_waiters.push_back(SyncWaiter {
+                    conn,
+                    response: ok,
+                    end,
+                    deadline: now + self.config.sync_flush_timeout_ms,
+                    timeout_code: response::SYSTEM_ERROR,
+                });
+                self.request_flush();
+                Ok(None)
+            }
+            _ => Ok(Some(ok)),
+        }
     }
 
     pub(super) fn all_consumer_offsets(
@@ -71,6 +88,13 @@ impl<D: Disk> Broker<D> {
                 cmd,
                 response::SYSTEM_ERROR,
                 Some(e.to_string()),
+            ));
+        }
+        if topic == super::OFFSET_JOURNAL_TOPIC {
+            return Ok(RemotingCommand::response_to(
+                cmd,
+                response::NO_PERMISSION,
+                Some(format!("the topic[{topic}] is a system topic")),
             ));
         }
         let read: u32 = cmd

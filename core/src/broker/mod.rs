@@ -11,6 +11,7 @@
 mod admin;
 mod clients;
 mod locks;
+mod offsets;
 mod pull;
 mod send;
 
@@ -29,6 +30,7 @@ use crate::remoting::{FieldError, RemotingCommand};
 
 pub use clients::{ConsumerData, HeartbeatData, SubscriptionData};
 pub use locks::LOCK_LEASE_MS;
+pub use offsets::OFFSET_JOURNAL_TOPIC;
 
 /// RocketMQ's default topic ("TBW102"): its route is how clients reach a broker for a topic
 /// that does not exist yet.
@@ -124,6 +126,8 @@ struct SyncWaiter {
     response: RemotingCommand,
     end: u64,
     deadline: u64,
+    /// The answer's code if the flush does not finish in time.
+    timeout_code: i32,
 }
 
 /// A pull held until a message arrives or the deadline passes.
@@ -194,8 +198,12 @@ impl<D: Disk> Broker<D> {
                 .topic_config_table
                 .insert(DEFAULT_TOPIC.to_string(), tbw);
         }
-        let offsets: ConsumerOffsetTable =
-            config::load(store.disk(), config::CONSUMER_OFFSETS_FILE)?.unwrap_or_default();
+        let (offsets, replayed) = offsets::load(&store)?;
+        if replayed > 0 {
+            tracing::info!(replayed, "consumer offsets: journal records applied past the snapshot");
+        }
+        // Anchor the snapshot at the journal's recovered end before any new record lands.
+        config::save(store.disk_mut(), config::CONSUMER_OFFSETS_FILE, &offsets)?;
         // A fresh store still needs its config files to exist for operators to find.
         if store
             .disk()
@@ -340,7 +348,7 @@ impl<D: Disk> Broker<D> {
             request::UNREGISTER_CLIENT => self.unregister_client(cmd, now).map(Some),
             request::GET_CONSUMER_LIST_BY_GROUP => self.consumer_list(cmd).map(Some),
             request::QUERY_CONSUMER_OFFSET => self.query_consumer_offset(cmd).map(Some),
-            request::UPDATE_CONSUMER_OFFSET => self.update_consumer_offset(cmd).map(Some),
+            request::UPDATE_CONSUMER_OFFSET => self.update_consumer_offset(conn, cmd, now),
             request::UPDATE_AND_CREATE_TOPIC => self.update_topic(cmd, now).map(Some),
             request::DELETE_TOPIC_IN_BROKER => self.delete_topic(cmd, now).map(Some),
             request::GET_ALL_TOPIC_CONFIG => self.all_topic_config(cmd).map(Some),
@@ -476,7 +484,7 @@ impl<D: Disk> Broker<D> {
         while self.sync_waiters.front().is_some_and(|w| w.deadline <= now) {
             let w = self.sync_waiters.pop_front().expect("checked");
             let mut r = w.response;
-            r.code = response::FLUSH_DISK_TIMEOUT;
+            r.code = w.timeout_code;
             r.remark = Some("flush disk timeout: stored, not yet known durable".into());
             self.outputs.push_back(Output::Send {
                 conn: w.conn,
@@ -516,20 +524,6 @@ impl<D: Disk> Broker<D> {
                 .with_ext("bodyCrc32", crc32fast::hash(&body) as i32)
                 .with_body(body.clone());
             self.outputs.push_back(Output::SendTo { addr, cmd });
-        }
-    }
-
-    fn persist_offsets(&mut self) {
-        if !self.offsets_dirty {
-            return;
-        }
-        match config::save(
-            self.store.disk_mut(),
-            config::CONSUMER_OFFSETS_FILE,
-            &self.offsets,
-        ) {
-            Ok(()) => self.offsets_dirty = false,
-            Err(e) => tracing::error!(error = %e, "persisting consumer offsets failed; will retry"),
         }
     }
 

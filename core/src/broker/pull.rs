@@ -98,9 +98,8 @@ impl<D: Disk> Broker<D> {
         // Only a pull's first run commits: a held pull woken later carries a stale offset
         // that must not rewind what the consumer committed since (as RocketMQ does).
         if run == PullRun::First && sys_flag & FLAG_COMMIT_OFFSET != 0 && commit_offset >= 0 {
-            self.offsets
-                .set(&topic, &group, queue_id, commit_offset as u64);
-            self.offsets_dirty = true;
+            // Journaled; the pull's answer does not wait for it (it is no commit answer).
+            self.commit_offset(&topic, &group, queue_id, commit_offset as u64, now);
         }
 
         let got = match self.store.get(

@@ -124,6 +124,13 @@ impl<D: Disk> Broker<D> {
         if let Err(e) = validate_topic(h.topic) {
             return refuse(response::SYSTEM_ERROR, e.to_string());
         }
+        if h.topic == super::OFFSET_JOURNAL_TOPIC {
+            // As Apache refuses sends to its system topics.
+            return refuse(
+                response::NO_PERMISSION,
+                format!("the topic[{}] is a system topic, sending is forbidden", h.topic),
+            );
+        }
         let topic = match self.topic_for_send(&h, now) {
             Some(t) => t,
             None => {
@@ -238,6 +245,7 @@ impl<D: Disk> Broker<D> {
                         response: resp,
                         end: put.end,
                         deadline,
+                        timeout_code: response::FLUSH_DISK_TIMEOUT,
                     });
                 }
                 self.request_flush();

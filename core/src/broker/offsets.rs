@@ -1,0 +1,170 @@
+//! Consumer offsets that survive a crash.
+//!
+//! Apache RocketMQ keeps offsets in memory and writes `consumerOffset.json` every 5 s, so a
+//! crash rewinds every group by up to 5 s. rockfish journals each change as a small record of
+//! the commit log, in the hidden system topic [`OFFSET_JOURNAL_TOPIC`]: the record reaches the
+//! page cache before the commit is answered (a process crash keeps it) and rides the same
+//! group commit as messages (under SYNC_FLUSH an answered UPDATE_CONSUMER_OFFSET waits for it,
+//! so a power loss keeps it too). `consumerOffset.json` stays RocketMQ's shape and becomes a
+//! compaction of the journal: it records the journal offset it covers, and loading replays
+//! the journal from there.
+
+use rockfish_store::config::{self, ConsumerOffsetTable};
+use rockfish_store::record::StoreMessage;
+use rockfish_store::{Disk, MessageStore, StoreResult};
+
+use super::{Broker, FlushDiskType};
+
+/// The journal's topic: one queue, never routed, never registered, refused to producers.
+pub const OFFSET_JOURNAL_TOPIC: &str = "rmq_sys_ROCKFISH_OFFSET_JOURNAL";
+
+/// Journal records read per step while replaying.
+const REPLAY_BATCH: usize = 1024;
+
+/// One journal record's body: `topic@group queueId offset`. Topic and group names never hold
+/// spaces (both are validated as `[%|a-zA-Z0-9_-]`), so the split is unambiguous.
+fn encode_entry(topic: &str, group: &str, queue_id: u32, offset: u64) -> String {
+    format!("{topic}@{group} {queue_id} {offset}")
+}
+
+fn decode_entry(body: &[u8]) -> Option<(&str, u32, u64)> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut parts = text.split(' ');
+    let key = parts.next()?;
+    let queue_id = parts.next()?.parse().ok()?;
+    let offset = parts.next()?.parse().ok()?;
+    if parts.next().is_some() || !key.contains('@') {
+        return None;
+    }
+    Some((key, queue_id, offset))
+}
+
+/// Loads `consumerOffset.json` and replays the journal past the offset it covers. Returns the
+/// table and how many journal records were applied.
+pub(super) fn load<D: Disk>(store: &MessageStore<D>) -> StoreResult<(ConsumerOffsetTable, u64)> {
+    let mut table: ConsumerOffsetTable =
+        config::load(store.disk(), config::CONSUMER_OFFSETS_FILE)?.unwrap_or_default();
+    let max = store.max_offset(OFFSET_JOURNAL_TOPIC, 0);
+    let mut at = table
+        .journal_offset
+        .unwrap_or(0)
+        .max(store.min_offset(OFFSET_JOURNAL_TOPIC, 0));
+    let mut applied = 0;
+    while at < max {
+        let got = store.get(
+            OFFSET_JOURNAL_TOPIC,
+            0,
+            at,
+            REPLAY_BATCH,
+            usize::MAX,
+            &|_| true,
+        )?;
+        if got.messages.is_empty() || got.next_offset <= at {
+            break;
+        }
+        for rec in &got.messages {
+            match decode_entry(&rec.body()) {
+                Some((key, queue_id, offset)) => {
+                    table
+                        .offset_table
+                        .entry(key.to_string())
+                        .or_default()
+                        .insert(queue_id, offset);
+                    applied += 1;
+                }
+                None => tracing::warn!(
+                    queue_offset = rec.queue_offset(),
+                    "skipping an unreadable consumer offset journal record"
+                ),
+            }
+        }
+        at = got.next_offset;
+    }
+    // The snapshot may cover more of the journal than recovery kept (a power loss cut its
+    // tail): new records would then reuse offsets the snapshot claims to cover. Re-anchor it.
+    table.journal_offset = Some(max);
+    Ok((table, applied))
+}
+
+impl<D: Disk> Broker<D> {
+    /// Records a consumer offset commit. Returns the commit log offset the journal record
+    /// ends at (durable once flushed) if the offset changed and was journaled.
+    pub(super) fn commit_offset(
+        &mut self,
+        topic: &str,
+        group: &str,
+        queue_id: u32,
+        offset: u64,
+        now: u64,
+    ) -> Option<u64> {
+        if self.offsets.get(topic, group, queue_id) == Some(offset) {
+            return None;
+        }
+        self.offsets.set(topic, group, queue_id, offset);
+        self.offsets_dirty = true;
+        let body = encode_entry(topic, group, queue_id, offset);
+        let msg = StoreMessage {
+            topic: OFFSET_JOURNAL_TOPIC,
+            queue_id: 0,
+            flag: 0,
+            sys_flag: 0,
+            born_timestamp: now as i64,
+            born_host: self.store_host,
+            store_host: self.store_host,
+            reconsume_times: 0,
+            prepared_transaction_offset: 0,
+            body: body.as_bytes(),
+            properties: b"",
+        };
+        match self.store.put(&msg, now as i64) {
+            Ok(put) => {
+                if self.offset_commit_waits() {
+                    // SYNC_FLUSH brokers flush on demand only: this record must not wait for
+                    // the next send to become durable.
+                    self.request_flush();
+                }
+                Some(put.end)
+            }
+            Err(e) => {
+                // Kept in memory and in the next snapshot; only a crash before that loses it.
+                tracing::warn!(error = %e, topic, group, queue_id, offset, "journaling a consumer offset failed");
+                None
+            }
+        }
+    }
+
+    /// Whether an answered offset commit must wait for its journal record to be durable.
+    pub(super) fn offset_commit_waits(&self) -> bool {
+        self.config.flush_disk_type == FlushDiskType::Sync
+    }
+
+    /// Writes the compacted table, stamped with the journal offset it covers.
+    pub(super) fn persist_offsets(&mut self) {
+        if !self.offsets_dirty {
+            return;
+        }
+        self.offsets.journal_offset = Some(self.store.max_offset(OFFSET_JOURNAL_TOPIC, 0));
+        match config::save(
+            self.store.disk_mut(),
+            config::CONSUMER_OFFSETS_FILE,
+            &self.offsets,
+        ) {
+            Ok(()) => self.offsets_dirty = false,
+            Err(e) => tracing::error!(error = %e, "persisting consumer offsets failed; will retry"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_garbage_is_refused() {
+        let body = encode_entry("%RETRY%g", "g-1", 3, 42);
+        assert_eq!(decode_entry(body.as_bytes()), Some(("%RETRY%g@g-1", 3, 42)));
+        for bad in ["", "t@g", "t@g 1", "t@g x 1", "t@g 1 2 3", "tg 1 2", "t@g 1 -2"] {
+            assert_eq!(decode_entry(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
+}
