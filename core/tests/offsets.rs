@@ -78,7 +78,11 @@ fn answered_commits_survive_a_process_crash() {
         b.on_command(C, update(q, 100 + q as u64, q as i32), 1_000, 1_000);
     }
     let (acked, _) = answers(&mut b);
-    assert_eq!(acked.len(), 8, "every commit answered at once under ASYNC_FLUSH");
+    assert_eq!(
+        acked.len(),
+        8,
+        "every commit answered at once under ASYNC_FLUSH"
+    );
     // A kill -9 well inside the 5 s persist interval: the page cache survives, memory does not.
     drop(b);
     disk.crash();
@@ -123,7 +127,10 @@ fn sync_flush_answers_a_commit_once_durable_and_a_power_loss_keeps_it() {
     let mut b = start(&disk, FlushDiskType::Sync, 0);
     b.on_command(C, update(3, 55, 1), 100, 100);
     let (acked, flushes) = answers(&mut b);
-    assert!(acked.is_empty(), "answered before the journal record was durable");
+    assert!(
+        acked.is_empty(),
+        "answered before the journal record was durable"
+    );
     assert_eq!(flushes.len(), 1);
     b.run_flush(flushes[0], 101);
     let (acked, _) = answers(&mut b);
@@ -141,7 +148,11 @@ fn unchanged_commits_write_nothing_and_the_snapshot_compacts_the_journal() {
     b.on_command(C, update(0, 5, 1), 10, 10);
     b.on_command(C, update(0, 5, 2), 11, 11);
     answers(&mut b);
-    assert_eq!(b.store().max_offset(OFFSET_JOURNAL_TOPIC, 0), 1, "one record for one change");
+    assert_eq!(
+        b.store().max_offset(OFFSET_JOURNAL_TOPIC, 0),
+        1,
+        "one record for one change"
+    );
     // The periodic snapshot covers the journal; records after it are replayed on top.
     b.on_timeout(6_000);
     b.on_command(C, update(0, 9, 3), 6_001, 6_001);
@@ -156,7 +167,10 @@ fn unchanged_commits_write_nothing_and_the_snapshot_compacts_the_journal() {
             .unwrap(),
     )
     .unwrap();
-    assert!(snapshot.contains("\"offsetTable\""), "RocketMQ's shape: {snapshot}");
+    assert!(
+        snapshot.contains("\"offsetTable\""),
+        "RocketMQ's shape: {snapshot}"
+    );
 }
 
 #[test]
@@ -174,7 +188,11 @@ fn a_snapshot_past_a_cut_journal_is_reanchored() {
     drop(b);
     disk.power_loss();
     let mut b = start(&disk, FlushDiskType::Async, 7_000);
-    assert_eq!(query(&mut b, 0, 7_000), Some(4), "the snapshot itself was durable");
+    assert_eq!(
+        query(&mut b, 0, 7_000),
+        Some(4),
+        "the snapshot itself was durable"
+    );
     b.on_command(C, update(0, 42, 50), 7_001, 7_001);
     answers(&mut b);
     drop(b);
@@ -201,9 +219,8 @@ fn the_journal_topic_is_not_for_producers() {
     b.on_command(C, send, 1, 1);
     let out: Vec<_> = std::iter::from_fn(|| b.poll_output()).collect();
     assert!(
-        out.iter().any(
-            |o| matches!(o, Output::Send { cmd, .. } if cmd.code == response::NO_PERMISSION)
-        ),
+        out.iter()
+            .any(|o| matches!(o, Output::Send { cmd, .. } if cmd.code == response::NO_PERMISSION)),
         "{out:?}"
     );
     assert_eq!(b.store().max_offset(OFFSET_JOURNAL_TOPIC, 0), 0);

@@ -415,6 +415,45 @@ impl IndexService {
         }))
     }
 
+    /// Syncs every changed file and describes the index as it stood when the commit log
+    /// ended at `c`: the last file that began below `c`, counting only entries of records
+    /// below `c` (entries are in log order). Later entries stay in the file; recovery cuts
+    /// them and re-indexes from `c`. `None` when no file began below `c` (recovery then
+    /// rebuilds the index).
+    pub fn sync_for_checkpoint<D: Disk>(
+        &mut self,
+        disk: &mut D,
+        c: u64,
+    ) -> StoreResult<Option<IndexCheckpoint>> {
+        self.sync(disk)?;
+        let cfg = self.config;
+        let Some(f) = self.files.iter().rev().find(|f| f.start < c) else {
+            return Ok(None);
+        };
+        let count = f.header.index_count.max(1) as u32;
+        let phy_at = |n: u32| -> StoreResult<u64> {
+            // Stable reads: a transient bit flip must not move a durable barrier.
+            let b = stable_read_at(disk, f.file, cfg.entry_pos(n) + 4, 8)?;
+            Ok(u64::from_be_bytes(b[..].try_into().expect("8 bytes")))
+        };
+        // First entry number in [1, count) whose record is at or past `c`.
+        let (mut lo, mut hi) = (1u32, count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if phy_at(mid)? < c {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let mut header = f.header;
+        header.index_count = lo as i32;
+        Ok(Some(IndexCheckpoint {
+            file_start: f.start,
+            header,
+        }))
+    }
+
     pub fn file_count(&self) -> usize {
         self.files.len()
     }

@@ -164,6 +164,38 @@ pub struct MessageStore<D: Disk> {
     metas: Vec<Meta>,
     /// Byte ranges of index keys within records' properties (reused, no allocation).
     keys: Vec<(usize, usize)>,
+    /// The commit log offset of the last checkpoint written.
+    checkpointed: u64,
+}
+
+/// How many of a queue's entries describe records below commit log offset `c` (entries are
+/// in log order): the queue's mark in a checkpoint at `c`. Reads one entry when the whole
+/// queue is below `c`, else binary-searches.
+fn entries_below<D: Disk>(disk: &D, cq: &ConsumeQueue, c: u64) -> StoreResult<u64> {
+    let (min, max) = (cq.min_offset(), cq.max_offset());
+    if max <= min {
+        return Ok(max);
+    }
+    let below = |i: u64| -> StoreResult<bool> {
+        // Stable reads: a transient bit flip must not move a durable barrier.
+        Ok(cq
+            .get_stable(disk, i)?
+            .is_some_and(|e| e.offset + e.size as u64 <= c))
+    };
+    if below(max - 1)? {
+        return Ok(max);
+    }
+    // The first entry at or past `c` is in [min, max - 1].
+    let (mut lo, mut hi) = (min, max - 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if below(mid)? {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
 }
 
 #[derive(Clone, Copy)]
@@ -352,6 +384,7 @@ impl<D: Disk> MessageStore<D> {
             queue_offsets: Vec::new(),
             metas: Vec::new(),
             keys: Vec::new(),
+            checkpointed: c,
         };
         store.log.set_positions(scan_from, scan_from);
         let mut redispatched = 0u64;
@@ -435,7 +468,7 @@ impl<D: Disk> MessageStore<D> {
                 });
             }
         }
-        store.checkpoint_inner(now, false)?;
+        store.checkpoint_inner(now, false, true)?;
         Ok((store, report))
     }
 
@@ -627,19 +660,27 @@ impl<D: Disk> MessageStore<D> {
         self.log.sync(&mut self.disk, upto)
     }
 
-    /// Syncs everything and records a checkpoint at the current write position. Call it
+    /// Records a checkpoint at the commit log's flushed offset C: syncs the consume queues
+    /// and the index and writes, for each, how much of it describes records below C. The log
+    /// itself is not synced here (the flusher does that, off the machine's task), so a
+    /// checkpoint advances under any load: it never waits for appends to pause. Call it
     /// periodically (RocketMQ: every second) to bound the work recovery redoes.
     pub fn checkpoint(&mut self, now: i64) -> StoreResult<()> {
-        self.checkpoint_inner(now, false)
+        self.checkpoint_inner(now, false, false)
     }
 
-    fn checkpoint_inner(&mut self, now: i64, clean: bool) -> StoreResult<()> {
+    /// The offset the last checkpoint recorded (recovery starts there).
+    pub fn checkpointed(&self) -> u64 {
+        self.checkpointed
+    }
+
+    fn checkpoint_inner(&mut self, now: i64, clean: bool, sync_log: bool) -> StoreResult<()> {
         if let Some(reason) = self.stopped() {
             return Err(StoreError::Stopped {
                 reason: reason.to_string(),
             });
         }
-        let result = self.write_checkpoint(now, clean);
+        let result = self.write_checkpoint(now, clean, sync_log);
         if let Err(e) = &result {
             // After a failed sync the kernel may have dropped the dirty pages, and a later
             // sync would "succeed" without them: no checkpoint can be trusted past this point.
@@ -648,19 +689,22 @@ impl<D: Disk> MessageStore<D> {
         result
     }
 
-    fn write_checkpoint(&mut self, now: i64, clean: bool) -> StoreResult<()> {
-        let offset = self.log.write_pos();
-        self.log.sync(&mut self.disk, offset)?;
+    fn write_checkpoint(&mut self, now: i64, clean: bool, sync_log: bool) -> StoreResult<()> {
+        if sync_log {
+            let upto = self.log.write_pos();
+            self.log.sync(&mut self.disk, upto)?;
+        }
+        let offset = self.log.flushed();
         let mut marks = Vec::with_capacity(self.queues.len());
         for cq in self.queues.iter_mut() {
             cq.sync(&mut self.disk)?;
             marks.push(QueueMark {
                 topic: cq.topic().to_string(),
                 queue_id: cq.queue_id(),
-                max_offset: cq.max_offset(),
+                max_offset: entries_below(&self.disk, cq, offset)?,
             });
         }
-        let index = self.index.sync(&mut self.disk)?;
+        let index = self.index.sync_for_checkpoint(&mut self.disk, offset)?;
         let cp = Checkpoint {
             clean_shutdown: clean,
             offset,
@@ -669,13 +713,14 @@ impl<D: Disk> MessageStore<D> {
             queues: marks,
         };
         cp.store(&mut self.disk)?;
+        self.checkpointed = offset;
         Ok(())
     }
 
     /// Syncs everything, marks the checkpoint clean and hands the disk back. A store that
     /// stopped after a disk failure cannot shut down cleanly: drop it (`crash`) and recover.
     pub fn shutdown(mut self, now: i64) -> StoreResult<D> {
-        self.checkpoint_inner(now, true)?;
+        self.checkpoint_inner(now, true, true)?;
         self.close_all();
         Ok(self.disk)
     }

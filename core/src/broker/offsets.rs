@@ -163,7 +163,15 @@ mod tests {
     fn entries_round_trip_and_garbage_is_refused() {
         let body = encode_entry("%RETRY%g", "g-1", 3, 42);
         assert_eq!(decode_entry(body.as_bytes()), Some(("%RETRY%g@g-1", 3, 42)));
-        for bad in ["", "t@g", "t@g 1", "t@g x 1", "t@g 1 2 3", "tg 1 2", "t@g 1 -2"] {
+        for bad in [
+            "",
+            "t@g",
+            "t@g 1",
+            "t@g x 1",
+            "t@g 1 2 3",
+            "tg 1 2",
+            "t@g 1 -2",
+        ] {
             assert_eq!(decode_entry(bad.as_bytes()), None, "{bad:?}");
         }
     }

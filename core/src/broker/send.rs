@@ -128,7 +128,10 @@ impl<D: Disk> Broker<D> {
             // As Apache refuses sends to its system topics.
             return refuse(
                 response::NO_PERMISSION,
-                format!("the topic[{}] is a system topic, sending is forbidden", h.topic),
+                format!(
+                    "the topic[{}] is a system topic, sending is forbidden",
+                    h.topic
+                ),
             );
         }
         let topic = match self.topic_for_send(&h, now) {
