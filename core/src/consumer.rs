@@ -35,6 +35,12 @@ const RPC_TIMEOUT_MS: u64 = 3_000;
 /// A client trusts its queue lock this long after the broker granted it.
 pub const LOCK_TRUST_MS: u64 = 30_000;
 const LOCK_RENEW_MS: u64 = 20_000;
+// Timing rules safety depends on, checked at compile time: a consumer trusts a lock only
+// while the broker still holds it for it (trust plus one RPC inside the broker's lease), a
+// renewal lands before trust runs out, and a held pull is answered before the client gives up.
+const _: () = assert!(LOCK_TRUST_MS + RPC_TIMEOUT_MS < crate::broker::LOCK_LEASE_MS);
+const _: () = assert!(LOCK_RENEW_MS + RPC_TIMEOUT_MS < LOCK_TRUST_MS);
+const _: () = assert!(SUSPEND_MS < PULL_TIMEOUT_MS);
 /// An orderly consumer that asked to reconsume waits this long (SUSPEND_CURRENT_QUEUE_A_MOMENT).
 const ORDERLY_SUSPEND_MS: u64 = 1_000;
 /// A concurrent consumer's reconsume-later comes back after this long. (RocketMQ sends it back

@@ -96,3 +96,78 @@ fn a_checkpoint_advances_under_steady_async_flush_load() {
         assert_eq!(hits.len(), 1, "key k{i} indexed exactly once");
     }
 }
+
+#[test]
+fn bad_configs_are_refused_naming_the_key() {
+    use rockfish_core::broker::BrokerError;
+    let bad_broker = [
+        BrokerConfig {
+            max_pull_messages: 0,
+            ..BrokerConfig::default()
+        },
+        BrokerConfig {
+            flush_interval_ms: 0,
+            ..BrokerConfig::default()
+        },
+        BrokerConfig {
+            default_topic_queues: 0,
+            ..BrokerConfig::default()
+        },
+        BrokerConfig {
+            broker_name: "a b".into(),
+            ..BrokerConfig::default()
+        },
+        BrokerConfig {
+            namesrv_addrs: vec!["nowhere".into()],
+            ..BrokerConfig::default()
+        },
+        BrokerConfig {
+            client_expire_ms: 10_000,
+            ..BrokerConfig::default()
+        },
+    ];
+    for cfg in bad_broker {
+        let disk = MemDisk::new(1);
+        let (store, _) = MessageStore::open(disk, store_config(), 0).unwrap();
+        match Broker::new(cfg.clone(), store, 0) {
+            Err(BrokerError::Config(why)) => assert!(!why.is_empty()),
+            Err(e) => panic!("{cfg:?}: wrong error {e}"),
+            Ok(_) => panic!("{cfg:?} was accepted"),
+        }
+    }
+    let bad_store = [
+        // Over 2 GiB: the blank marker's length no longer fits RocketMQ's int.
+        StoreConfig {
+            commitlog_segment_size: 5 << 30,
+            ..store_config()
+        },
+        StoreConfig {
+            commitlog_segment_size: 1024,
+            ..store_config()
+        },
+        StoreConfig {
+            consume_queue_entries: 0,
+            ..store_config()
+        },
+        StoreConfig {
+            index: IndexConfig {
+                hash_slots: 0,
+                max_entries: 1000,
+            },
+            ..store_config()
+        },
+        StoreConfig {
+            max_message_size: 0,
+            ..store_config()
+        },
+    ];
+    for cfg in bad_store {
+        let err = MessageStore::open(MemDisk::new(1), cfg.clone(), 0)
+            .err()
+            .unwrap_or_else(|| panic!("{cfg:?} was accepted"));
+        assert!(
+            matches!(err, rockfish_store::StoreError::Invalid { .. }),
+            "{err}"
+        );
+    }
+}

@@ -60,6 +60,56 @@ impl Default for StoreConfig {
     }
 }
 
+/// The largest commit log segment: the end-of-segment blank marker's length and every record
+/// position inside a segment are Java ints in RocketMQ's layout.
+pub const MAX_COMMITLOG_SEGMENT: u64 = i32::MAX as u64;
+/// The smallest commit log segment accepted.
+pub const MIN_COMMITLOG_SEGMENT: u64 = 64 * 1024;
+
+impl StoreConfig {
+    /// Refuses a geometry the store cannot keep, naming the key and the rule.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        let seg = self.commitlog_segment_size;
+        if !(MIN_COMMITLOG_SEGMENT..=MAX_COMMITLOG_SEGMENT).contains(&seg) {
+            problems.push(format!(
+                "mapedFileSizeCommitLog={seg}: must be {MIN_COMMITLOG_SEGMENT}..={MAX_COMMITLOG_SEGMENT}"
+            ));
+        }
+        // A body too large for a segment is refused at put time, naming both sizes.
+        if self.max_message_size == 0 {
+            problems.push("maxMessageSize=0: must be above 0".into());
+        }
+        if self.consume_queue_entries == 0 || self.consume_queue_entries > (1 << 26) {
+            problems.push(format!(
+                "mapedFileSizeConsumeQueue: {} entries per file; must be 1..={}",
+                self.consume_queue_entries,
+                1u64 << 26
+            ));
+        }
+        let ix = self.index;
+        if ix.hash_slots == 0
+            || ix.max_entries < 2 * crate::index::MAX_KEYS_PER_RECORD as u32
+            || ix.max_entries > 100_000_000
+        {
+            problems.push(format!(
+                "index geometry: maxHashSlotNum={} maxIndexNum={}: slots must be above 0 and entries {}..=100000000",
+                ix.hash_slots,
+                ix.max_entries,
+                2 * crate::index::MAX_KEYS_PER_RECORD
+            ));
+        }
+        if self.delay_levels_ms.is_empty() || self.delay_levels_ms.iter().any(|&d| d <= 0) {
+            problems.push("messageDelayLevel: at least one level, each above 0".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
 /// Parses RocketMQ's messageDelayLevel string ("1s 5s 1m 2h 1d").
 pub fn parse_delay_levels(s: &str) -> Result<Vec<i64>, String> {
     s.split_whitespace()
@@ -225,6 +275,9 @@ pub fn validate_topic(topic: &str) -> StoreResult<()> {
 impl<D: Disk> MessageStore<D> {
     /// Opens (or creates) a store on `disk` and recovers it. `now` stamps the checkpoint.
     pub fn open(mut disk: D, config: StoreConfig, now: i64) -> StoreResult<(Self, RecoveryReport)> {
+        config
+            .validate()
+            .map_err(|what| StoreError::Invalid { what })?;
         let mut report = RecoveryReport::default();
         let checkpoint = match Checkpoint::load(&disk) {
             Ok(cp) => cp,

@@ -105,6 +105,103 @@ impl Default for BrokerConfig {
     }
 }
 
+impl BrokerConfig {
+    /// Refuses a configuration the broker cannot run safely, naming the key (RocketMQ's
+    /// broker.conf name where there is one) and the rule.
+    pub fn validate(&self) -> Result<(), String> {
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 127
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"%|_-.".contains(&b))
+        };
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, what: String| {
+            if !ok {
+                problems.push(what)
+            }
+        };
+        check(
+            name_ok(&self.cluster_name),
+            format!(
+                "brokerClusterName {:?}: use [a-zA-Z0-9_.%|-], 1 to 127 characters",
+                self.cluster_name
+            ),
+        );
+        check(
+            name_ok(&self.broker_name),
+            format!(
+                "brokerName {:?}: use [a-zA-Z0-9_.%|-], 1 to 127 characters",
+                self.broker_name
+            ),
+        );
+        check(
+            parse_host(&self.broker_addr).is_some(),
+            format!("broker address {:?}: expected ipv4:port", self.broker_addr),
+        );
+        for ns in &self.namesrv_addrs {
+            let ok = ns
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            check(ok, format!("namesrvAddr {ns:?}: expected host:port"));
+        }
+        check(
+            (1..=1024).contains(&self.default_topic_queues),
+            format!(
+                "defaultTopicQueueNums={}: must be 1..=1024",
+                self.default_topic_queues
+            ),
+        );
+        for (key, v) in [
+            ("syncFlushTimeout", self.sync_flush_timeout_ms),
+            ("flushIntervalCommitLog", self.flush_interval_ms),
+            ("checkpoint interval", self.checkpoint_interval_ms),
+            (
+                "flushConsumerOffsetInterval",
+                self.offset_persist_interval_ms,
+            ),
+            ("long polling max suspend", self.max_suspend_ms),
+            ("waitTimeMillsInSendQueue", self.max_wait_in_queue_ms),
+        ] {
+            check(v > 0, format!("{key}={v}: must be above 0 ms"));
+        }
+        check(
+            self.register_interval_ms >= 1_000,
+            format!(
+                "registerNameServerPeriod={}: must be at least 1000 ms",
+                self.register_interval_ms
+            ),
+        );
+        // Consumers heartbeat every 30 s: expiring them sooner drops live members.
+        check(
+            self.client_expire_ms > 30_000,
+            format!(
+                "client expiry {} ms: must exceed the 30 s client heartbeat",
+                self.client_expire_ms
+            ),
+        );
+        check(
+            self.max_pull_messages >= 1,
+            format!(
+                "maxTransferCountOnMessageInMemory={}: must be at least 1",
+                self.max_pull_messages
+            ),
+        );
+        check(
+            self.max_pull_bytes >= 1,
+            format!(
+                "maxTransferBytesOnMessageInMemory={}: must be at least 1",
+                self.max_pull_bytes
+            ),
+        );
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
 /// Parses "a.b.c.d:port" into the store's host form.
 pub fn parse_host(addr: &str) -> Option<HostAddr> {
     let (ip, port) = addr.rsplit_once(':')?;
@@ -144,6 +241,8 @@ pub enum BrokerError {
     Store(#[from] StoreError),
     #[error("invalid broker address {0:?}: expected ip:port")]
     BadAddr(String),
+    #[error("invalid broker configuration: {0}")]
+    Config(String),
 }
 
 pub struct Broker<D: Disk> {
@@ -183,6 +282,7 @@ impl<D: Disk> Broker<D> {
         mut store: MessageStore<D>,
         now: u64,
     ) -> Result<Self, BrokerError> {
+        config.validate().map_err(BrokerError::Config)?;
         let store_host = parse_host(&config.broker_addr)
             .ok_or_else(|| BrokerError::BadAddr(config.broker_addr.clone()))?;
         let mut topics: TopicConfigTable =
