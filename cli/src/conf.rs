@@ -13,6 +13,9 @@ pub struct BrokerConf {
     pub broker: BrokerConfig,
     pub store: StoreConfig,
     pub listen_port: u16,
+    /// The address the broker binds (Apache 5's `bindAddress`); default 0.0.0.0, all
+    /// interfaces, as Apache brokers do.
+    pub bind_address: String,
     pub data_dir: PathBuf,
 }
 
@@ -56,6 +59,7 @@ pub fn parse(text: &str) -> Result<BrokerConf, String> {
     let mut broker = BrokerConfig::default();
     let mut store = StoreConfig::default();
     let mut listen_port = 10911u16;
+    let mut bind_address = "0.0.0.0".to_string();
     let mut ip: Option<String> = None;
     let mut data_dir = default_store_root();
     for (n, raw) in text.lines().enumerate() {
@@ -83,6 +87,12 @@ pub fn parse(text: &str) -> Result<BrokerConf, String> {
                     .collect()
             }
             "listenPort" => listen_port = parse_num(key, v)?,
+            "bindAddress" => {
+                bind_address = v
+                    .parse::<std::net::IpAddr>()
+                    .map_err(|_| format!("broker.conf: bindAddress={v:?}: expected an IP address"))?
+                    .to_string()
+            }
             "brokerIP1" => ip = Some(v.to_string()),
             "storePathRootDir" => data_dir = PathBuf::from(expand_home(v)),
             "storePathCommitLog" => {
@@ -149,10 +159,15 @@ pub fn parse(text: &str) -> Result<BrokerConf, String> {
     }
     let ip = ip.unwrap_or_else(|| "127.0.0.1".into());
     broker.broker_addr = format!("{ip}:{listen_port}");
+    broker
+        .validate()
+        .map_err(|e| format!("broker.conf: {e}"))?;
+    store.validate().map_err(|e| format!("broker.conf: {e}"))?;
     Ok(BrokerConf {
         broker,
         store,
         listen_port,
+        bind_address,
         data_dir,
     })
 }
@@ -187,6 +202,9 @@ mod tests {
         assert!(!conf.broker.auto_create_topic);
         assert_eq!(conf.store.commitlog_segment_size, 1 << 20);
         assert_eq!(conf.data_dir, PathBuf::from("/tmp/rf"));
+        assert_eq!(conf.bind_address, "0.0.0.0");
+        let conf = parse("bindAddress=127.0.0.1\n").unwrap();
+        assert_eq!(conf.bind_address, "127.0.0.1");
     }
 
     #[test]
@@ -201,5 +219,11 @@ mod tests {
         assert!(e.contains("line 1"), "{e}");
         let e = parse("autoCreateTopicEnable=yes\n").unwrap_err();
         assert!(e.contains("autoCreateTopicEnable"), "{e}");
+        let e = parse("bindAddress=everywhere\n").unwrap_err();
+        assert!(e.contains("bindAddress"), "{e}");
+        let e = parse("flushIntervalCommitLog=0\n").unwrap_err();
+        assert!(e.contains("flushIntervalCommitLog"), "{e}");
+        let e = parse("mapedFileSizeCommitLog=5368709120\n").unwrap_err();
+        assert!(e.contains("mapedFileSizeCommitLog"), "{e}");
     }
 }

@@ -46,7 +46,8 @@ enum Command {
         #[arg(long, default_value_t = 1 << 30)]
         segment_size: u64,
     },
-    /// A name server.
+    /// A name server (all interfaces by default, as Apache's; `--listen 127.0.0.1:9876` for
+    /// loopback only).
     Namesrv {
         #[arg(long, default_value = "0.0.0.0:9876")]
         listen: String,
@@ -404,7 +405,10 @@ async fn run(command: Command) -> Result<(), String> {
             let text = std::fs::read_to_string(&config)
                 .map_err(|e| format!("{}: {e}", config.display()))?;
             let conf = conf::parse(&text)?;
-            let listen = format!("0.0.0.0:{}", conf.listen_port);
+            let listen = match conf.bind_address.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]:{}", conf.listen_port),
+                _ => format!("{}:{}", conf.bind_address, conf.listen_port),
+            };
             let b = start_broker(
                 &listen,
                 conf.broker.clone(),

@@ -89,6 +89,8 @@ where
         || !report.rebuilt_queues.is_empty()
     {
         tracing::warn!(?report, "recovery repaired the store");
+    } else if report.checkpoint.is_none() && report.log_end == 0 {
+        tracing::info!("new store created");
     } else {
         tracing::info!(
             clean = report.clean_shutdown,
