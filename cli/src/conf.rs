@@ -159,9 +159,7 @@ pub fn parse(text: &str) -> Result<BrokerConf, String> {
     }
     let ip = ip.unwrap_or_else(|| "127.0.0.1".into());
     broker.broker_addr = format!("{ip}:{listen_port}");
-    broker
-        .validate()
-        .map_err(|e| format!("broker.conf: {e}"))?;
+    broker.validate().map_err(|e| format!("broker.conf: {e}"))?;
     store.validate().map_err(|e| format!("broker.conf: {e}"))?;
     Ok(BrokerConf {
         broker,

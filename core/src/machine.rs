@@ -34,6 +34,13 @@ pub enum Output {
     /// Make the commit log durable below `upto`; answer with `on_flushed` or
     /// `on_flush_failed`.
     Flush { upto: u64 },
+    /// Replace each small file (a path under the store's root) atomically and durably, off
+    /// the machine's task and after every earlier `Flush` and `Persist`; answer with
+    /// `on_persisted(token, ..)`. Config files and checkpoints: no request waits on a disk.
+    Persist {
+        token: u64,
+        files: Vec<(String, Bytes)>,
+    },
 }
 
 /// The inputs and outputs every machine shares, so one driver loop runs any of them.

@@ -68,8 +68,10 @@ fn a_checkpoint_advances_under_steady_async_flush_load() {
         b.on_command(P, send(sent), now, now);
         sent += 1;
         while let Some(o) = b.poll_output() {
-            if let Output::Flush { upto } = o {
-                flushes.push_back((now + 40, upto));
+            match o {
+                Output::Flush { upto } => flushes.push_back((now + 40, upto)),
+                Output::Persist { token, files } => b.run_persist(token, files, now),
+                _ => {}
             }
         }
     }

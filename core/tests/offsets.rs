@@ -64,6 +64,7 @@ fn answers(b: &mut Broker<MemDisk>) -> (Vec<i32>, Vec<u64>) {
                 acked.push(cmd.opaque);
             }
             Output::Flush { upto } => flushes.push(upto),
+            Output::Persist { token, files } => b.run_persist(token, files, 0),
             _ => {}
         }
     }

@@ -18,29 +18,38 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::conn::{ConnEvent, ConnWriter, WriteItem, dial, serve};
-use crate::flush::{FlushJob, spawn_flusher};
+use crate::flush::{FlushDone, FlushJob, spawn_flusher};
 use crate::now_ms;
 
-/// A machine whose flush requests can be run on the flush thread.
+/// A machine whose flush and persist requests can be run on the flush thread.
 pub trait Durable: Machine {
     /// The ranges to sync for `Output::Flush { upto }`.
     fn flush_job(&self, upto: u64) -> Result<FlushJob, String>;
     fn flushed(&mut self, upto: u64, now: u64);
     fn flush_failed(&mut self, reason: String, now: u64);
+    /// The writes for `Output::Persist { token, files }`.
+    fn persist_job(&self, token: u64, files: Vec<(String, Bytes)>) -> Result<FlushJob, String>;
+    fn persisted(&mut self, token: u64, result: Result<(), String>, now: u64);
 }
 
 impl Durable for NameServer {
     fn flush_job(&self, upto: u64) -> Result<FlushJob, String> {
-        Ok(FlushJob::nothing(upto))
+        Ok(FlushJob::nothing(FlushDone::Flush(upto)))
     }
     fn flushed(&mut self, _upto: u64, _now: u64) {}
     fn flush_failed(&mut self, _reason: String, _now: u64) {}
+    fn persist_job(&self, token: u64, _files: Vec<(String, Bytes)>) -> Result<FlushJob, String> {
+        Ok(FlushJob::nothing(FlushDone::Persist(token)))
+    }
+    fn persisted(&mut self, _token: u64, _result: Result<(), String>, _now: u64) {}
 }
 
 /// A disk whose synced ranges can be made durable off the machine's task.
 pub trait OffTaskSync: Disk {
     /// The work that syncs `ranges`, to run on the flusher.
     fn sync_job(&self, ranges: Vec<(FileId, u64, u64)>) -> Result<SyncWork, String>;
+    /// The work that replaces each small file atomically and durably, in order.
+    fn write_job(&self, files: Vec<(String, Bytes)>) -> Result<SyncWork, String>;
 }
 
 /// What the flusher runs for one flush.
@@ -60,6 +69,19 @@ impl OffTaskSync for MmapDisk {
             Ok(())
         }))
     }
+    fn write_job(&self, files: Vec<(String, Bytes)>) -> Result<SyncWork, String> {
+        let jobs = files
+            .into_iter()
+            .map(|(path, data)| self.atomic_write_job(&path, data))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        Ok(Box::new(move || {
+            for job in jobs {
+                job().map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }))
+    }
 }
 
 /// The simulated disk (the madsim tier, and tests): its fault plan may fail the sync.
@@ -73,18 +95,41 @@ impl OffTaskSync for MemDisk {
             Ok(())
         }))
     }
+    fn write_job(&self, files: Vec<(String, Bytes)>) -> Result<SyncWork, String> {
+        let mut disk = self.clone();
+        Ok(Box::new(move || {
+            for (path, data) in files {
+                disk.write_file_atomic(&path, &data)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }))
+    }
 }
 
 impl<D: OffTaskSync> Durable for Broker<D> {
     fn flush_job(&self, upto: u64) -> Result<FlushJob, String> {
         let sync = self.store().disk().sync_job(self.flush_ranges(upto))?;
-        Ok(FlushJob { upto, sync })
+        Ok(FlushJob {
+            done: FlushDone::Flush(upto),
+            sync,
+        })
     }
     fn flushed(&mut self, upto: u64, now: u64) {
         self.on_flushed(upto, now)
     }
     fn flush_failed(&mut self, reason: String, now: u64) {
         self.on_flush_failed(reason, now)
+    }
+    fn persist_job(&self, token: u64, files: Vec<(String, Bytes)>) -> Result<FlushJob, String> {
+        let sync = self.store().disk().write_job(files)?;
+        Ok(FlushJob {
+            done: FlushDone::Persist(token),
+            sync,
+        })
+    }
+    fn persisted(&mut self, token: u64, result: Result<(), String>, now: u64) {
+        self.on_persisted(token, result, now)
     }
 }
 
@@ -295,9 +340,10 @@ async fn run<M: Durable>(
                     machine.on_disconnect(conn, now_ms());
                 }
             },
-            Some((upto, result)) = flush_rx.recv() => match result {
-                Ok(()) => machine.flushed(upto, now_ms()),
-                Err(e) => machine.flush_failed(e, now_ms()),
+            Some((done, result)) = flush_rx.recv() => match (done, result) {
+                (FlushDone::Flush(upto), Ok(())) => machine.flushed(upto, now_ms()),
+                (FlushDone::Flush(_), Err(e)) => machine.flush_failed(e, now_ms()),
+                (FlushDone::Persist(token), result) => machine.persisted(token, result, now_ms()),
             },
             _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
         }
@@ -351,6 +397,14 @@ fn drain<M: Durable>(
                     }
                 }
                 Err(e) => machine.flush_failed(e, now_ms()),
+            },
+            Output::Persist { token, files } => match machine.persist_job(token, files) {
+                Ok(job) => {
+                    if flusher.send(job).is_err() {
+                        machine.persisted(token, Err("the flush thread is gone".into()), now_ms());
+                    }
+                }
+                Err(e) => machine.persisted(token, Err(e), now_ms()),
             },
         }
     }

@@ -3,24 +3,33 @@
 
 use tokio::sync::mpsc;
 
-/// The work that makes `upto` durable, run on the flusher.
+/// What a job on the flusher was for, handed back with its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushDone {
+    /// `Output::Flush { upto }`.
+    Flush(u64),
+    /// `Output::Persist { token, .. }`.
+    Persist(u64),
+}
+
+/// Work run on the flusher: a commit log flush or a persist of small files.
 pub struct FlushJob {
-    pub upto: u64,
+    pub done: FlushDone,
     pub sync: crate::driver::SyncWork,
 }
 
 impl FlushJob {
-    /// Nothing to sync: `upto` is durable as soon as the flusher gets to it.
-    pub fn nothing(upto: u64) -> FlushJob {
+    /// Nothing to sync: done as soon as the flusher gets to it.
+    pub fn nothing(done: FlushDone) -> FlushJob {
         FlushJob {
-            upto,
+            done,
             sync: Box::new(|| Ok(())),
         }
     }
 }
 
-/// What a flush came to.
-pub type FlushResult = (u64, Result<(), String>);
+/// What a job came to.
+pub type FlushResult = (FlushDone, Result<(), String>);
 
 /// Starts the flusher. Jobs run one after another, in order. On real disks it is a thread
 /// (an msync blocks); under madsim it is a task of the simulated node, so the run stays a
@@ -32,7 +41,7 @@ pub fn spawn_flusher(done: mpsc::UnboundedSender<FlushResult>) -> mpsc::Unbounde
         .name("rockfish-flush".into())
         .spawn(move || {
             while let Some(job) = rx.blocking_recv() {
-                if done.send((job.upto, (job.sync)())).is_err() {
+                if done.send((job.done, (job.sync)())).is_err() {
                     break;
                 }
             }
@@ -41,7 +50,7 @@ pub fn spawn_flusher(done: mpsc::UnboundedSender<FlushResult>) -> mpsc::Unbounde
     #[cfg(madsim)]
     tokio::spawn(async move {
         while let Some(job) = rx.recv().await {
-            if done.send((job.upto, (job.sync)())).is_err() {
+            if done.send((job.done, (job.sync)())).is_err() {
                 break;
             }
         }

@@ -116,6 +116,12 @@ enum Ev {
         generation: u64,
         upto: u64,
     },
+    PersistDone {
+        broker: usize,
+        generation: u64,
+        token: u64,
+        files: Vec<(String, Bytes)>,
+    },
     Crash {
         broker: usize,
         power: bool,
@@ -705,6 +711,22 @@ impl Sim {
                         },
                     );
                 }
+                Output::Persist { token, files } => {
+                    let Node::Broker { generation, .. } = &self.nodes[node] else {
+                        continue;
+                    };
+                    let generation = *generation;
+                    let at = self.now + self.between(Stream::Main, (1, 4));
+                    self.push(
+                        at,
+                        Ev::PersistDone {
+                            broker: node,
+                            generation,
+                            token,
+                            files,
+                        },
+                    );
+                }
                 Output::Close { .. } => {}
             }
         }
@@ -855,7 +877,7 @@ impl Sim {
             Ev::Frame { to, .. } => Some(*to),
             Ev::Tick { node } => Some(*node),
             Ev::Send { producer, .. } => Some(*producer),
-            Ev::FlushDone { broker, .. } => Some(*broker),
+            Ev::FlushDone { broker, .. } | Ev::PersistDone { broker, .. } => Some(*broker),
             _ => None,
         }
     }
@@ -953,6 +975,24 @@ impl Sim {
                     } else {
                         b.run_flush(upto, now);
                     }
+                    self.after(broker);
+                }
+            }
+            Ev::PersistDone {
+                broker,
+                generation,
+                token,
+                files,
+            } => {
+                let now = self.local(broker);
+                if let Node::Broker {
+                    machine: Some(b),
+                    generation: g,
+                    ..
+                } = &mut self.nodes[broker]
+                    && *g == generation
+                {
+                    b.run_persist(token, files, now);
                     self.after(broker);
                 }
             }

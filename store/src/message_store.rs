@@ -743,6 +743,48 @@ impl<D: Disk> MessageStore<D> {
     }
 
     fn write_checkpoint(&mut self, now: i64, clean: bool, sync_log: bool) -> StoreResult<()> {
+        let cp = self.prepare_checkpoint_inner(now, clean, sync_log)?;
+        cp.store(&mut self.disk)?;
+        self.checkpointed = cp.offset;
+        Ok(())
+    }
+
+    /// Syncs the consume queues and the index and returns the checkpoint at the flushed
+    /// offset, for the caller to write off its task (the checkpoint file's atomic replace
+    /// fsyncs twice); `checkpoint_written` records it once it is durable. `None` when the
+    /// flushed offset has not moved since the last checkpoint. A failed sync stops the store.
+    pub fn prepare_checkpoint(&mut self, now: i64) -> StoreResult<Option<Checkpoint>> {
+        if let Some(reason) = self.stopped() {
+            return Err(StoreError::Stopped {
+                reason: reason.to_string(),
+            });
+        }
+        if self.log.flushed() <= self.checkpointed {
+            return Ok(None);
+        }
+        let result = self.prepare_checkpoint_inner(now, false, false);
+        if let Err(e) = &result {
+            self.stopped = Some(format!("checkpoint failed: {e}"));
+        }
+        result.map(Some)
+    }
+
+    /// A checkpoint from `prepare_checkpoint` is durable.
+    pub fn checkpoint_written(&mut self, offset: u64) {
+        self.checkpointed = self.checkpointed.max(offset);
+    }
+
+    /// Writing a prepared checkpoint failed: as with any failed sync, the store stops.
+    pub fn checkpoint_failed(&mut self, reason: &str) {
+        self.stopped = Some(format!("checkpoint failed: {reason}"));
+    }
+
+    fn prepare_checkpoint_inner(
+        &mut self,
+        now: i64,
+        clean: bool,
+        sync_log: bool,
+    ) -> StoreResult<Checkpoint> {
         if sync_log {
             let upto = self.log.write_pos();
             self.log.sync(&mut self.disk, upto)?;
@@ -758,16 +800,13 @@ impl<D: Disk> MessageStore<D> {
             });
         }
         let index = self.index.sync_for_checkpoint(&mut self.disk, offset)?;
-        let cp = Checkpoint {
+        Ok(Checkpoint {
             clean_shutdown: clean,
             offset,
             timestamp: now,
             index,
             queues: marks,
-        };
-        cp.store(&mut self.disk)?;
-        self.checkpointed = offset;
-        Ok(())
+        })
     }
 
     /// Syncs everything, marks the checkpoint clean and hands the disk back. A store that

@@ -12,6 +12,7 @@ mod admin;
 mod clients;
 mod locks;
 mod offsets;
+mod persist;
 mod pull;
 mod send;
 
@@ -272,6 +273,9 @@ pub struct Broker<D: Disk> {
     next_opaque: i32,
     rng: Xoshiro256PlusPlus,
     outputs: VecDeque<Output>,
+    persists: persist::PersistTable,
+    /// topics.json changed since the last write was started.
+    topics_dirty: bool,
 }
 
 impl<D: Disk> Broker<D> {
@@ -339,6 +343,8 @@ impl<D: Disk> Broker<D> {
             next_opaque: 1,
             rng,
             outputs: VecDeque::new(),
+            persists: persist::PersistTable::default(),
+            topics_dirty: false,
             config,
         };
         broker.register_all(now);
@@ -494,12 +500,9 @@ impl<D: Disk> Broker<D> {
             self.next_checkpoint = now + self.config.checkpoint_interval_ms;
             // The checkpoint sits at the flushed offset, so it advances under steady load
             // (appends never pause for it); nothing new flushed, nothing to record.
-            if self.store.stopped().is_none()
-                && self.store.flushed() > self.store.checkpointed()
-                && let Err(e) = self.store.checkpoint(now as i64)
-            {
-                tracing::error!(error = %e, "checkpoint failed; the store stops taking writes");
-            }
+            self.start_checkpoint(now);
+            // A config write that failed is retried here.
+            self.write_topics();
         }
         if now >= self.next_offset_persist {
             self.next_offset_persist = now + self.config.offset_persist_interval_ms;
@@ -633,15 +636,14 @@ impl<D: Disk> Broker<D> {
     fn persist_topics(&mut self, now: u64) {
         self.topics.data_version.timestamp = now as i64;
         self.topics.data_version.counter += 1;
-        if let Err(e) = config::save(self.store.disk_mut(), config::TOPICS_FILE, &self.topics) {
-            tracing::error!(error = %e, "persisting topics failed");
-        }
+        self.topics_dirty = true;
+        self.write_topics();
         self.register_all(now);
     }
 
     /// Flushes, checkpoints and persists offsets; hands back the store's disk.
     pub fn shutdown(mut self, now: u64) -> Result<D, StoreError> {
-        self.persist_offsets();
+        self.save_configs_inline()?;
         self.store.shutdown(now as i64)
     }
 

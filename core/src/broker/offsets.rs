@@ -138,19 +138,26 @@ impl<D: Disk> Broker<D> {
         self.config.flush_disk_type == FlushDiskType::Sync
     }
 
-    /// Writes the compacted table, stamped with the journal offset it covers.
+    /// Writes the compacted table, stamped with the journal offset it covers, off the task.
     pub(super) fn persist_offsets(&mut self) {
-        if !self.offsets_dirty {
+        if !self.offsets_dirty
+            || self
+                .persists
+                .in_flight(super::persist::PersistKind::Offsets)
+        {
             return;
         }
         self.offsets.journal_offset = Some(self.store.max_offset(OFFSET_JOURNAL_TOPIC, 0));
-        match config::save(
-            self.store.disk_mut(),
-            config::CONSUMER_OFFSETS_FILE,
-            &self.offsets,
-        ) {
-            Ok(()) => self.offsets_dirty = false,
-            Err(e) => tracing::error!(error = %e, "persisting consumer offsets failed; will retry"),
+        match serde_json::to_vec_pretty(&self.offsets) {
+            Ok(data) => {
+                self.offsets_dirty = false;
+                self.persist(
+                    super::persist::PersistKind::Offsets,
+                    config::CONSUMER_OFFSETS_FILE,
+                    data,
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "encoding consumer offsets failed"),
         }
     }
 }

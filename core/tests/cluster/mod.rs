@@ -158,6 +158,7 @@ impl Cluster {
                     Output::SendRecords { .. }
                     | Output::SendTo { .. }
                     | Output::Flush { .. }
+                    | Output::Persist { .. }
                     | Output::Close { .. } => {}
                 }
             }
@@ -179,6 +180,9 @@ impl Cluster {
                     }
                     Output::SendTo { addr, cmd } => self.route_to_server("broker", &addr, cmd),
                     Output::Flush { upto } => self.broker.run_flush(upto, self.now),
+                    Output::Persist { token, files } => {
+                        self.broker.run_persist(token, files, self.now)
+                    }
                     Output::Close { .. } => {}
                 }
             }

@@ -85,6 +85,28 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Write a temporary file, sync it, rename it over `full`, sync the directory: after a crash
+/// at any point the file holds its old content or `data`.
+fn atomic_replace(path: &str, full: &Path, data: &[u8]) -> DiskResult<()> {
+    let parent = full.parent().unwrap_or(Path::new(".")).to_path_buf();
+    fs::create_dir_all(&parent).map_err(|e| io_err(path, "create dir", e))?;
+    let tmp = full.with_file_name(format!(
+        "{}.tmp",
+        full.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
+    let write = || -> io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, full)?;
+        sync_dir(&parent)
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        io_err(path, "atomic write", e)
+    })
+}
+
 #[cfg(target_os = "linux")]
 fn preallocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -198,6 +220,18 @@ impl MmapDisk {
     }
 
     /// A handle that can msync this file from another thread.
+    /// The work that replaces small file `path` with `data` atomically and durably, to run
+    /// off the machine's task (the same steps as `write_file_atomic`).
+    pub fn atomic_write_job(
+        &self,
+        path: &str,
+        data: Bytes,
+    ) -> DiskResult<impl FnOnce() -> DiskResult<()> + Send + use<>> {
+        let full = self.full(path)?;
+        let path = path.to_string();
+        Ok(move || atomic_replace(&path, &full, &data))
+    }
+
     pub fn sync_handle(&self, file: FileId) -> DiskResult<MmapSyncHandle> {
         let f = self.get(file)?;
         Ok(MmapSyncHandle {
@@ -391,22 +425,6 @@ impl Disk for MmapDisk {
 
     fn write_file_atomic(&mut self, path: &str, data: &[u8]) -> DiskResult<()> {
         let full = self.full(path)?;
-        let parent = full.parent().unwrap_or(&self.root).to_path_buf();
-        fs::create_dir_all(&parent).map_err(|e| io_err(path, "create dir", e))?;
-        let tmp = full.with_file_name(format!(
-            "{}.tmp",
-            full.file_name().and_then(|n| n.to_str()).unwrap_or("file")
-        ));
-        let write = || -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(data)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &full)?;
-            sync_dir(&parent)
-        };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            io_err(path, "atomic write", e)
-        })
+        atomic_replace(path, &full, data)
     }
 }

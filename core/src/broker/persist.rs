@@ -1,0 +1,137 @@
+//! Durable writes of config files and checkpoints, off the machine's task: the broker emits
+//! `Output::Persist` and learns the result from `on_persisted`. One write of each kind is in
+//! flight at a time, so files are replaced in the order their contents were decided.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use rockfish_store::checkpoint::CHECKPOINT_FILE;
+use rockfish_store::config;
+use rockfish_store::{Disk, StoreError};
+
+use super::Broker;
+use crate::machine::Output;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PersistKind {
+    /// A checkpoint at this commit log offset.
+    Checkpoint(u64),
+    Topics,
+    Offsets,
+}
+
+impl PersistKind {
+    fn same(self, other: PersistKind) -> bool {
+        std::mem::discriminant(&self) == std::mem::discriminant(&other)
+    }
+}
+
+#[derive(Default)]
+pub(super) struct PersistTable {
+    in_flight: BTreeMap<u64, PersistKind>,
+    next_token: u64,
+}
+
+impl PersistTable {
+    pub(super) fn in_flight(&self, kind: PersistKind) -> bool {
+        self.in_flight.values().any(|k| k.same(kind))
+    }
+}
+
+impl<D: Disk> Broker<D> {
+    pub(super) fn persist(&mut self, kind: PersistKind, path: &str, data: Vec<u8>) {
+        let token = self.persists.next_token;
+        self.persists.next_token += 1;
+        self.persists.in_flight.insert(token, kind);
+        self.outputs.push_back(Output::Persist {
+            token,
+            files: vec![(path.to_string(), Bytes::from(data))],
+        });
+    }
+
+    /// Starts a checkpoint at the flushed offset if it moved and none is being written.
+    pub(super) fn start_checkpoint(&mut self, now: u64) {
+        if self.store.stopped().is_some() || self.persists.in_flight(PersistKind::Checkpoint(0)) {
+            return;
+        }
+        match self.store.prepare_checkpoint(now as i64) {
+            Ok(Some(cp)) => self.persist(
+                PersistKind::Checkpoint(cp.offset),
+                CHECKPOINT_FILE,
+                cp.encode(),
+            ),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "checkpoint failed; the store stops taking writes")
+            }
+        }
+    }
+
+    /// Starts writing topics.json if it changed and no write of it is running.
+    pub(super) fn write_topics(&mut self) {
+        if !self.topics_dirty || self.persists.in_flight(PersistKind::Topics) {
+            return;
+        }
+        match serde_json::to_vec_pretty(&self.topics) {
+            Ok(data) => {
+                self.topics_dirty = false;
+                self.persist(PersistKind::Topics, config::TOPICS_FILE, data);
+            }
+            Err(e) => tracing::error!(error = %e, "encoding topics failed"),
+        }
+    }
+
+    /// A `Persist` output finished.
+    pub fn on_persisted(&mut self, token: u64, result: Result<(), String>, _now: u64) {
+        let Some(kind) = self.persists.in_flight.remove(&token) else {
+            return;
+        };
+        match (kind, result) {
+            (PersistKind::Checkpoint(offset), Ok(())) => self.store.checkpoint_written(offset),
+            (PersistKind::Checkpoint(_), Err(e)) => {
+                // As after any failed sync: nothing written after it can be trusted.
+                tracing::error!(error = %e, "writing the checkpoint failed; the store stops taking writes");
+                self.store.checkpoint_failed(&e);
+            }
+            (PersistKind::Topics, Ok(())) => self.write_topics(),
+            (PersistKind::Topics, Err(e)) => {
+                tracing::error!(error = %e, "writing topics.json failed; will retry");
+                self.topics_dirty = true;
+            }
+            (PersistKind::Offsets, Ok(())) => {}
+            (PersistKind::Offsets, Err(e)) => {
+                tracing::error!(error = %e, "writing consumerOffset.json failed; will retry");
+                self.offsets_dirty = true;
+            }
+        }
+    }
+
+    /// Runs a `Persist` output inline on the store's disk (the simulator and simple drivers).
+    pub fn run_persist(&mut self, token: u64, files: Vec<(String, Bytes)>, now: u64) {
+        let mut result = Ok(());
+        for (path, data) in files {
+            if let Err(e) = self.store.disk_mut().write_file_atomic(&path, &data) {
+                result = Err(e.to_string());
+                break;
+            }
+        }
+        self.on_persisted(token, result, now);
+    }
+
+    /// Shutdown: the config files are written before the disk is handed back.
+    pub(super) fn save_configs_inline(&mut self) -> Result<(), StoreError> {
+        self.offsets.journal_offset = Some(
+            self.store
+                .max_offset(super::offsets::OFFSET_JOURNAL_TOPIC, 0),
+        );
+        config::save(
+            self.store.disk_mut(),
+            config::CONSUMER_OFFSETS_FILE,
+            &self.offsets,
+        )?;
+        config::save(self.store.disk_mut(), config::TOPICS_FILE, &self.topics)?;
+        self.offsets_dirty = false;
+        self.topics_dirty = false;
+        Ok(())
+    }
+}
