@@ -169,8 +169,9 @@ fn boolean(value: &Value) -> Result<bool, Error> {
         },
         Value::String(s) => match s.trim() {
             t if t.eq_ignore_ascii_case("true") || t == "1" => Some(true),
-            t if t.eq_ignore_ascii_case("false") || t == "0" || t.is_empty() => Some(false),
-            t if t == "null" => Some(false),
+            t if t.eq_ignore_ascii_case("false") || t == "0" || t.is_empty() || t == "null" => {
+                Some(false)
+            }
             _ => None,
         },
         _ => None,
