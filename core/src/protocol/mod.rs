@@ -1,7 +1,12 @@
 //! Bodies of protocol messages, in the JSON shapes Apache RocketMQ 5.x uses (field names as Java
-//! serializes them). Broker-id keys are written quoted ("0"), as Apache answers clients of
-//! 4.9.4 and later; [`lenient`] reads the bare-key form older name servers send as well. Every
-//! body is read through [`lenient::decode_body`].
+//! serializes them). Every body is read through [`lenient::decode_body`].
+//!
+//! Broker-id keys are written quoted ("0") to every client, whatever its version. Apache's
+//! name server writes fastjson's bare keys (`{0:"..."}`, not JSON) to clients older than
+//! V4_9_4 (401); rockfish does not emulate that: every SDK seen reads quoted keys (Java's
+//! fastjson, ali-ons (sends version 121) with its JSON5-style parser, rocketmq-client-cpp,
+//! rocketmq-client-rust), while the bare form breaks any strict JSON parser. Rockfish's own
+//! clients read both forms.
 
 pub mod heartbeat;
 pub mod lenient;
