@@ -154,7 +154,7 @@ async fn wait_until_registered(namesrv: &str) {
         let cmd = RemotingCommand::request(request::GET_BROKER_CLUSTER_INFO, 0);
         if let Ok(r) = client.request(cmd, std::time::Duration::from_secs(1)).await {
             let info: Option<rockfish_core::protocol::ClusterInfo> =
-                serde_json::from_slice(&r.body).ok();
+                rockfish_core::protocol::decode_body(&r.body).ok();
             if info.is_some_and(|i| !i.broker_addr_table.is_empty()) {
                 return;
             }

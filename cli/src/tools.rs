@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::{Args, Subcommand};
-use rockfish_core::message::{parse_offset_msg_id, split_records};
-use rockfish_core::protocol::{ClusterInfo, TopicList, TopicRouteData};
+use rockfish_core::message::{MessageExt as DecodedMessage, decode_messages, parse_offset_msg_id};
+use rockfish_core::protocol::{ClusterInfo, TopicList, TopicRouteData, decode_body};
 use rockfish_core::remoting::RemotingCommand;
 use rockfish_core::remoting::codes::{request, response};
 use rockfish_net::Client;
@@ -17,7 +17,6 @@ use rockfish_net::sdk::{
     ConsumeFrom, ConsumeResult, ConsumerConfig, ConsumerConfigExt, Message, MessageExt, Producer,
     ProducerConfig, PullConsumer, PushConsumer,
 };
-use rockfish_store::StoredRecord;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -58,7 +57,7 @@ async fn route(ns: &Client, topic: &str) -> Result<TopicRouteData, String> {
     )
     .await?;
     ok(&resp, &format!("route of {topic}"))?;
-    serde_json::from_slice(&resp.body).map_err(|e| format!("route of {topic}: bad body: {e}"))
+    decode_body(&resp.body).map_err(|e| format!("route of {topic}: bad body: {e}"))
 }
 
 /// (broker name, master address, write queues, read queues) for each broker serving a topic.
@@ -157,7 +156,7 @@ enum AdminCmd {
     },
 }
 
-fn print_message(rec: &StoredRecord) {
+fn print_message(rec: &DecodedMessage) {
     let props: BTreeMap<String, String> = rockfish_store::record::properties(rec.properties())
         .filter(|(k, _)| *k != b"__CRC32#")
         .map(|(k, v)| {
@@ -186,7 +185,7 @@ async fn cluster_info(ns: &Client) -> Result<ClusterInfo, String> {
     )
     .await?;
     ok(&resp, "cluster info")?;
-    serde_json::from_slice(&resp.body).map_err(|e| format!("cluster info: bad body: {e}"))
+    decode_body(&resp.body).map_err(|e| format!("cluster info: bad body: {e}"))
 }
 
 async fn cluster_masters(ns: &Client, cluster: &str) -> Result<Vec<String>, String> {
@@ -263,7 +262,7 @@ pub async fn admin(args: AdminArgs) -> Result<(), String> {
             )
             .await?;
             ok(&resp, "topic list")?;
-            let list: TopicList = serde_json::from_slice(&resp.body).map_err(|e| e.to_string())?;
+            let list: TopicList = decode_body(&resp.body).map_err(|e| e.to_string())?;
             for t in list.topic_list {
                 println!("{t}");
             }
@@ -331,7 +330,7 @@ pub async fn admin(args: AdminArgs) -> Result<(), String> {
             )
             .await?;
             ok(&resp, "query by id")?;
-            for rec in split_records(resp.body).map_err(|e| e.to_string())? {
+            for rec in decode_messages(&resp.body).map_err(|(_, e)| e.to_string())? {
                 print_message(&rec);
             }
         }
@@ -348,7 +347,7 @@ pub async fn admin(args: AdminArgs) -> Result<(), String> {
                     .with_ext("endTimestamp", i64::MAX);
                 let resp = call(&b, cmd).await?;
                 if resp.code == response::SUCCESS {
-                    for rec in split_records(resp.body).map_err(|e| e.to_string())? {
+                    for rec in decode_messages(&resp.body).map_err(|(_, e)| e.to_string())? {
                         found += 1;
                         print_message(&rec);
                     }

@@ -13,21 +13,24 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use rockfish_store::StoredRecord;
 
+use crate::broker::{ConsumerData, ConsumerIdList, HeartbeatData, SubscriptionData};
 use crate::machine::Output;
-use crate::message::{TagFilter, split_records};
+use crate::message::{MessageExt, TagFilter, decode_messages};
+use crate::protocol::heartbeat::{ConsumeFromWhere, ConsumeType};
 use crate::protocol::{
-    LockBatchRequestBody, LockBatchResponseBody, MessageQueue, TopicRouteData, perm, to_body,
+    LockBatchRequestBody, LockBatchResponseBody, MessageQueue, TopicRouteData, decode_body, perm,
+    to_body,
 };
 use crate::rebalance::{AllocateStrategy, Averagely};
 use crate::remoting::RemotingCommand;
 use crate::remoting::codes::{request, response};
 
 const FLOW_CONTROL_DELAY_MS: u64 = 50;
+/// A queue whose pull answer held a record that does not decode pulls again after this long.
+const UNDECODABLE_DELAY_MS: u64 = 30_000;
 const EXCEPTION_DELAY_MS: u64 = 3_000;
 const SUSPEND_MS: u64 = 15_000;
 const PULL_TIMEOUT_MS: u64 = 30_000;
@@ -47,11 +50,7 @@ const ORDERLY_SUSPEND_MS: u64 = 1_000;
 /// to the broker's retry topic with a delay level; that needs the broker's delay service.)
 const RECONSUME_DELAY_MS: u64 = 1_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageModel {
-    Clustering,
-    Broadcasting,
-}
+pub use crate::protocol::heartbeat::MessageModel;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConsumeFrom {
@@ -113,7 +112,7 @@ pub enum ConsumerEvent {
     /// Consume these (acknowledge each with `ack`).
     Deliver {
         mq: MessageQueue,
-        msgs: Vec<StoredRecord>,
+        msgs: Vec<MessageExt>,
     },
     /// The queue set changed.
     Rebalanced { assigned: Vec<MessageQueue> },
@@ -134,7 +133,7 @@ struct ProcessQueue {
     /// Next offset to pull; `None` until the starting offset is known.
     next_offset: Option<u64>,
     /// Pulled, not yet acknowledged.
-    msgs: BTreeMap<u64, StoredRecord>,
+    msgs: BTreeMap<u64, MessageExt>,
     /// Delivered to the application, not yet acknowledged.
     delivered: BTreeSet<u64>,
     bytes: usize,
@@ -413,28 +412,40 @@ impl Consumer {
     }
 
     fn heartbeat(&mut self, now: u64) {
-        let model = match self.config.model {
-            MessageModel::Clustering => "CLUSTERING",
-            MessageModel::Broadcasting => "BROADCASTING",
-        };
-        let subs: Vec<serde_json::Value> = self
+        let subscription_data_set = self
             .topics()
             .iter()
             .map(|t| {
-                let expr = self.config.subscriptions.get(t).cloned().unwrap_or_else(|| "*".into());
+                let expr = self
+                    .config
+                    .subscriptions
+                    .get(t)
+                    .cloned()
+                    .unwrap_or_else(|| "*".into());
                 let f = TagFilter::parse(&expr);
-                serde_json::json!({"topic": t, "subString": expr, "tagsSet": f.tags, "codeSet": f.codes, "subVersion": now, "classFilterMode": false, "expressionType": "TAG"})
+                SubscriptionData {
+                    topic: t.clone(),
+                    sub_string: expr,
+                    tags_set: f.tags,
+                    code_set: f.codes,
+                    sub_version: now as i64,
+                    class_filter_mode: false,
+                    expression_type: Some("TAG".into()),
+                }
             })
             .collect();
-        let body = serde_json::json!({
-            "clientID": self.config.client_id,
-            "producerDataSet": [],
-            "consumerDataSet": [{
-                "groupName": self.config.group, "consumeType": "CONSUME_PASSIVELY", "messageModel": model,
-                "consumeFromWhere": "CONSUME_FROM_LAST_OFFSET", "subscriptionDataSet": subs, "unitMode": false,
+        let body = to_body(&HeartbeatData {
+            client_id: self.config.client_id.clone(),
+            producer_data_set: Vec::new(),
+            consumer_data_set: vec![ConsumerData {
+                group_name: self.config.group.clone(),
+                consume_type: Some(ConsumeType::ConsumePassively),
+                message_model: Some(self.config.model),
+                consume_from_where: Some(ConsumeFromWhere::ConsumeFromLastOffset),
+                subscription_data_set,
+                unit_mode: false,
             }],
         });
-        let body = Bytes::from(serde_json::to_vec(&body).expect("heartbeat serializes"));
         let brokers: BTreeSet<String> = self
             .routes
             .values()
@@ -708,7 +719,7 @@ impl Consumer {
         match rpc {
             Rpc::Route { topic } => {
                 if cmd.code == response::SUCCESS
-                    && let Ok(route) = serde_json::from_slice::<TopicRouteData>(&cmd.body)
+                    && let Ok(route) = decode_body::<TopicRouteData>(&cmd.body)
                 {
                     let first = !self.routes.contains_key(&topic);
                     self.routes.insert(topic, route);
@@ -722,11 +733,9 @@ impl Consumer {
                 if cmd.code != response::SUCCESS {
                     return;
                 }
-                let ids: Vec<String> = serde_json::from_slice::<serde_json::Value>(&cmd.body)
-                    .ok()
-                    .and_then(|v| serde_json::from_value(v["consumerIdList"].clone()).ok())
+                let mut ids = decode_body::<ConsumerIdList>(&cmd.body)
+                    .map(|l| l.consumer_id_list)
                     .unwrap_or_default();
-                let mut ids = ids;
                 ids.sort();
                 self.members.insert(topic.clone(), ids.clone());
                 let all = self.all_queues(&topic);
@@ -755,7 +764,7 @@ impl Consumer {
             },
             Rpc::Lock { broker } => {
                 let granted: BTreeSet<MessageQueue> =
-                    serde_json::from_slice::<LockBatchResponseBody>(&cmd.body)
+                    decode_body::<LockBatchResponseBody>(&cmd.body)
                         .map(|b| b.lock_ok_mq_set)
                         .unwrap_or_default();
                 for (mq, pq) in self
@@ -792,7 +801,14 @@ impl Consumer {
             .map(|o| o.max(0) as u64);
         match cmd.code {
             response::SUCCESS => {
-                let records = split_records(cmd.body.clone()).unwrap_or_default();
+                // A record that does not decode stops the queue where it lies: what decoded
+                // before it is kept, the pull offset moves only past those, and the queue
+                // waits before pulling (the same bytes) again. Never skipped silently.
+                let (records, failure) = match decode_messages(&cmd.body) {
+                    Ok(records) => (records, None),
+                    Err((records, e)) => (records, Some(e)),
+                };
+                let decoded_to = records.last().map(|r| r.queue_offset() + 1);
                 for rec in records {
                     // Tag codes can collide: check the tag itself, as RocketMQ's client does.
                     let wanted = filter.as_ref().is_none_or(|f| {
@@ -807,8 +823,22 @@ impl Consumer {
                         pq.msgs.insert(rec.queue_offset(), rec);
                     }
                 }
-                if let Some(n) = next {
-                    pq.next_offset = Some(n);
+                match failure {
+                    None => {
+                        if let Some(n) = next {
+                            pq.next_offset = Some(n);
+                        }
+                    }
+                    Some(e) => {
+                        tracing::error!(
+                            queue = %mq, error = %e, next_offset = ?pq.next_offset.max(decoded_to),
+                            "pulled a record that does not decode; the queue stops here and retries later"
+                        );
+                        if decoded_to > pq.next_offset {
+                            pq.next_offset = decoded_to;
+                        }
+                        pq.not_before = now + UNDECODABLE_DELAY_MS;
+                    }
                 }
                 self.deliver(&mq, now);
             }
@@ -860,7 +890,7 @@ impl Consumer {
             pending.len()
         };
         for chunk in pending[..limit].chunks(batch) {
-            let msgs: Vec<StoredRecord> = chunk.iter().map(|o| pq.msgs[o].clone()).collect();
+            let msgs: Vec<MessageExt> = chunk.iter().map(|o| pq.msgs[o].clone()).collect();
             pq.delivered.extend(chunk.iter().copied());
             self.events.push_back(ConsumerEvent::Deliver {
                 mq: mq.clone(),

@@ -1,6 +1,10 @@
 //! Message-level protocol facts: the 16-byte offset message id, the client's batch body
 //! encoding (MessageDecoder.encodeMessages), properties strings, and tag subscriptions.
 
+pub mod decoder;
+
+pub use decoder::{DecodeError, MessageExt, decode_messages};
+
 use std::collections::BTreeSet;
 
 use bytes::{Buf, Bytes};
@@ -208,7 +212,9 @@ impl TagFilter {
     }
 }
 
-/// Splits a pull (or query) body into its stored records, validating each.
+/// Splits a pull (or query) body into its stored records, validating each with the store's
+/// strict parser: only what rockfish itself writes passes (`__CRC32#` required). For checks
+/// of rockfish's own answers; clients read answers with [`decode_messages`].
 pub fn split_records(
     mut body: Bytes,
 ) -> Result<Vec<rockfish_store::StoredRecord>, rockfish_store::record::RecordError> {

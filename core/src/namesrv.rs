@@ -12,7 +12,7 @@ use bytes::Bytes;
 use crate::machine::{ConnId, Output};
 use crate::protocol::{
     BrokerData, ClusterInfo, DataVersion, KvTable, MASTER_ID, QueueData, RegisterBrokerBody,
-    TopicConfig, TopicList, TopicRouteData, to_body,
+    TopicConfig, TopicList, TopicRouteData, request_body, to_body,
 };
 use crate::remoting::codes::{request, response};
 use crate::remoting::{FieldError, RemotingCommand};
@@ -281,11 +281,7 @@ impl NameServer {
         let body: RegisterBrokerBody = if cmd.body.is_empty() {
             RegisterBrokerBody::default()
         } else {
-            serde_json::from_slice(&cmd.body).map_err(|e| FieldError::Invalid {
-                field: "body",
-                value: e.to_string(),
-                ty: "RegisterBrokerBody JSON",
-            })?
+            request_body(cmd, "RegisterBrokerBody JSON")?
         };
 
         self.cluster_addr_table
@@ -295,11 +291,7 @@ impl NameServer {
         let data = self
             .broker_addr_table
             .entry(name.clone())
-            .or_insert_with(|| BrokerData {
-                cluster: cluster.clone(),
-                broker_name: name.clone(),
-                broker_addrs: BTreeMap::new(),
-            });
+            .or_insert_with(|| BrokerData::new(&cluster, &name, BTreeMap::new()));
         // The same address under another id is that broker changing role: keep one.
         data.broker_addrs
             .retain(|other_id, a| !(*a == addr && *other_id != id));
@@ -416,6 +408,7 @@ impl NameServer {
             queue_datas,
             broker_datas,
             filter_server_table: BTreeMap::new(),
+            topic_queue_mapping_by_broker: None,
         })
     }
 

@@ -17,7 +17,7 @@ use rockfish_store::record::java_string_hash;
 
 use crate::machine::Output;
 use crate::message::{properties_string, uniq_key};
-use crate::protocol::{MessageQueue, TopicRouteData, perm};
+use crate::protocol::{MessageQueue, TopicRouteData, decode_body, perm};
 use crate::remoting::RemotingCommand;
 use crate::remoting::codes::{request, response};
 
@@ -531,7 +531,7 @@ impl Producer {
         now: u64,
     ) {
         let route: Option<TopicRouteData> = (cmd.code == response::SUCCESS)
-            .then(|| serde_json::from_slice(&cmd.body).ok())
+            .then(|| decode_body(&cmd.body).ok())
             .flatten();
         let target = default_for.clone().unwrap_or_else(|| topic.clone());
         match route {

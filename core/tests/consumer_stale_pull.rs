@@ -64,12 +64,12 @@ fn a_stale_pull_does_not_move_a_reassigned_queue() {
             perm: 6,
             topic_sys_flag: 0,
         }],
-        broker_datas: vec![BrokerData {
-            cluster: "C".into(),
-            broker_name: "b".into(),
-            broker_addrs: BTreeMap::from([(0, BROKER.to_string())]),
-        }],
-        filter_server_table: BTreeMap::new(),
+        broker_datas: vec![BrokerData::new(
+            "C",
+            "b",
+            BTreeMap::from([(0, BROKER.to_string())]),
+        )],
+        ..TopicRouteData::default()
     };
     c.on_command(
         answer(&route, response::SUCCESS).with_body(to_body(&data)),

@@ -401,3 +401,61 @@ fn refusals_are_responses_never_panics() {
     assert!(ns.poll_output().is_none());
     assert_eq!(ns.live_brokers().count(), 0, "nothing half-registered");
 }
+
+/// A RocketMQ 5 client's view of a route, strict as rocketmq-client-rust 1.0's serde types:
+/// every field below is required there.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct Strict5xRoute {
+    #[serde(rename = "queueDatas")]
+    queue_datas: Vec<Strict5xQueue>,
+    #[serde(rename = "brokerDatas")]
+    broker_datas: Vec<Strict5xBroker>,
+    #[serde(rename = "filterServerTable")]
+    filter_server_table: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct Strict5xQueue {
+    #[serde(rename = "brokerName")]
+    broker_name: String,
+    #[serde(rename = "readQueueNums")]
+    read_queue_nums: u32,
+    #[serde(rename = "writeQueueNums")]
+    write_queue_nums: u32,
+    perm: u32,
+    #[serde(rename = "topicSysFlag")]
+    topic_sys_flag: u32,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct Strict5xBroker {
+    cluster: String,
+    #[serde(rename = "brokerName")]
+    broker_name: String,
+    #[serde(rename = "brokerAddrs")]
+    broker_addrs: BTreeMap<u64, String>,
+    #[serde(rename = "zoneName")]
+    zone_name: Option<String>,
+    #[serde(rename = "enableActingMaster")]
+    enable_acting_master: bool,
+}
+
+#[test]
+fn routes_carry_rocketmq_5_fields() {
+    let mut ns = NameServer::new(NameServerConfig::default(), 0);
+    call(
+        &mut ns,
+        BROKER,
+        register("broker-a", "10.0.0.1:10911", 0, &[("TopicA", 4)], 1),
+        0,
+    );
+    let r = route(&mut ns, "TopicA", 1);
+    let strict: Strict5xRoute = serde_json::from_slice(&r.body)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&r.body)));
+    assert!(!strict.broker_datas[0].enable_acting_master);
+    assert_eq!(strict.broker_datas[0].broker_addrs[&0], "10.0.0.1:10911");
+    assert_eq!(strict.queue_datas[0].topic_sys_flag, 0);
+}

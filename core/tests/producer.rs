@@ -24,10 +24,8 @@ fn route(brokers: &[(&str, &str, u32)]) -> TopicRouteData {
             .collect(),
         broker_datas: brokers
             .iter()
-            .map(|(name, addr, _)| BrokerData {
-                cluster: "c".into(),
-                broker_name: name.to_string(),
-                broker_addrs: BTreeMap::from([(0, addr.to_string())]),
+            .map(|(name, addr, _)| {
+                BrokerData::new("c", name, BTreeMap::from([(0, addr.to_string())]))
             })
             .collect(),
         ..TopicRouteData::default()

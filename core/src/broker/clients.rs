@@ -11,65 +11,62 @@ use serde::{Deserialize, Serialize};
 use super::Broker;
 use crate::machine::{ConnId, Output};
 use crate::message::TagFilter;
-use crate::protocol::to_body;
+use crate::protocol::heartbeat::{ConsumeFromWhere, ConsumeType, MessageModel};
+use crate::protocol::{request_body, to_body};
 use crate::remoting::codes::{request, response};
 use crate::remoting::{FieldError, RemotingCommand};
 
+/// A subscription in a heartbeat. Every field may be absent (rocketmq-client-cpp leaves out
+/// the sets and the filter mode, and sends `subVersion` as a string): bodies are read leniently.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct SubscriptionData {
     pub topic: String,
-    #[serde(default)]
     pub sub_string: String,
-    #[serde(default)]
     pub tags_set: BTreeSet<String>,
-    #[serde(default)]
     pub code_set: BTreeSet<i64>,
-    #[serde(default)]
     pub sub_version: i64,
-    #[serde(default)]
     pub class_filter_mode: bool,
-    #[serde(default)]
     pub expression_type: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct ConsumerData {
     pub group_name: String,
-    #[serde(default)]
-    pub consume_type: Option<String>,
-    #[serde(default)]
-    pub message_model: Option<String>,
-    #[serde(default)]
-    pub consume_from_where: Option<String>,
-    #[serde(default)]
+    pub consume_type: Option<ConsumeType>,
+    pub message_model: Option<MessageModel>,
+    pub consume_from_where: Option<ConsumeFromWhere>,
     pub subscription_data_set: Vec<SubscriptionData>,
-    #[serde(default)]
     pub unit_mode: bool,
 }
 
+impl ConsumerData {
+    /// Clustering unless the client says broadcasting (Apache's default model).
+    pub fn is_broadcasting(&self) -> bool {
+        self.message_model == Some(MessageModel::Broadcasting)
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct ProducerData {
     pub group_name: String,
 }
 
 /// HEART_BEAT's body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct HeartbeatData {
     #[serde(rename = "clientID")]
     pub client_id: String,
-    #[serde(default)]
     pub producer_data_set: Vec<ProducerData>,
-    #[serde(default)]
     pub consumer_data_set: Vec<ConsumerData>,
 }
 
 /// GET_CONSUMER_LIST_BY_GROUP's body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct ConsumerIdList {
     pub consumer_id_list: Vec<String>,
 }
@@ -99,7 +96,7 @@ impl ClientTable {
         let mut changed = Vec::new();
         for c in &data.consumer_data_set {
             let group = self.consumers.entry(c.group_name.clone()).or_default();
-            group.clustering = c.message_model.as_deref() != Some("BROADCASTING");
+            group.clustering = !c.is_broadcasting();
             let fresh = match group.clients.insert(
                 data.client_id.clone(),
                 Client {
@@ -211,17 +208,12 @@ impl<D: Disk> Broker<D> {
         cmd: &RemotingCommand,
         now: u64,
     ) -> Result<RemotingCommand, FieldError> {
-        let data: HeartbeatData =
-            serde_json::from_slice(&cmd.body).map_err(|e| FieldError::Invalid {
-                field: "body",
-                value: e.to_string(),
-                ty: "HeartbeatData JSON",
-            })?;
+        let data: HeartbeatData = request_body(cmd, "HeartbeatData JSON")?;
         let changed = self.clients.heartbeat(conn, &data, now);
         // Clustering consumers also consume their group's retry topic: make sure it exists.
         let mut created = false;
         for c in &data.consumer_data_set {
-            if c.message_model.as_deref() == Some("BROADCASTING") {
+            if c.is_broadcasting() {
                 continue;
             }
             let retry = format!("%RETRY%{}", c.group_name);

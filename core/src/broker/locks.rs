@@ -79,11 +79,7 @@ impl LockTable {
 }
 
 fn body(cmd: &RemotingCommand) -> Result<LockBatchRequestBody, FieldError> {
-    serde_json::from_slice(&cmd.body).map_err(|e| FieldError::Invalid {
-        field: "body",
-        value: e.to_string(),
-        ty: "LockBatchRequestBody JSON",
-    })
+    crate::protocol::request_body(cmd, "LockBatchRequestBody JSON")
 }
 
 impl<D: Disk> Broker<D> {

@@ -29,7 +29,7 @@ use crate::machine::{ConnId, Output};
 use crate::remoting::codes::{request, response};
 use crate::remoting::{FieldError, RemotingCommand};
 
-pub use clients::{ConsumerData, HeartbeatData, SubscriptionData};
+pub use clients::{ConsumerData, ConsumerIdList, HeartbeatData, ProducerData, SubscriptionData};
 pub use locks::LOCK_LEASE_MS;
 pub use offsets::OFFSET_JOURNAL_TOPIC;
 

@@ -1,5 +1,17 @@
-//! Bodies of protocol messages, in the JSON shapes Apache RocketMQ uses (field names as Java
-//! serializes them). Broker-id keys are quoted strings ("0"): every SDK seen parses that.
+//! Bodies of protocol messages, in the JSON shapes Apache RocketMQ 5.x uses (field names as Java
+//! serializes them). Every body is read through [`lenient::decode_body`].
+//!
+//! Broker-id keys are written quoted ("0") to every client, whatever its version. Apache's
+//! name server writes fastjson's bare keys (`{0:"..."}`, not JSON) to clients older than
+//! V4_9_4 (401); rockfish does not emulate that: every SDK seen reads quoted keys (Java's
+//! fastjson, ali-ons (sends version 121) with its JSON5-style parser, rocketmq-client-cpp,
+//! rocketmq-client-rust), while the bare form breaks any strict JSON parser. Rockfish's own
+//! clients read both forms.
+
+pub mod heartbeat;
+pub mod lenient;
+
+pub use lenient::{decode_body, request_body};
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,27 +37,41 @@ pub mod perm {
 /// The master's broker id.
 pub const MASTER_ID: u64 = 0;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct QueueData {
     pub broker_name: String,
     pub read_queue_nums: u32,
     pub write_queue_nums: u32,
     pub perm: u32,
-    #[serde(default)]
     pub topic_sys_flag: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// A broker group in a route. `enableActingMaster` and `zoneName` are RocketMQ 5's fields;
+/// 5.x SDKs (rocketmq-client-rust) require the first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct BrokerData {
     pub cluster: String,
     pub broker_name: String,
     /// Broker id to address; id 0 is the master.
     pub broker_addrs: BTreeMap<u64, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone_name: Option<String>,
+    pub enable_acting_master: bool,
 }
 
 impl BrokerData {
+    pub fn new(cluster: &str, broker_name: &str, broker_addrs: BTreeMap<u64, String>) -> Self {
+        BrokerData {
+            cluster: cluster.to_string(),
+            broker_name: broker_name.to_string(),
+            broker_addrs,
+            zone_name: None,
+            enable_acting_master: false,
+        }
+    }
+
     pub fn master_addr(&self) -> Option<&str> {
         self.broker_addrs.get(&MASTER_ID).map(String::as_str)
     }
@@ -53,19 +79,20 @@ impl BrokerData {
 
 /// GET_ROUTEINFO_BY_TOPIC's body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct TopicRouteData {
-    #[serde(default)]
     pub order_topic_conf: Option<String>,
     pub queue_datas: Vec<QueueData>,
     pub broker_datas: Vec<BrokerData>,
-    #[serde(default)]
     pub filter_server_table: BTreeMap<String, Vec<String>>,
+    /// RocketMQ 5's static-topic mappings (absent unless a topic is static; kept opaque).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic_queue_mapping_by_broker: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 /// GET_BROKER_CLUSTER_INFO's body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct ClusterInfo {
     pub broker_addr_table: BTreeMap<String, BrokerData>,
     pub cluster_addr_table: BTreeMap<String, BTreeSet<String>>,
@@ -73,7 +100,7 @@ pub struct ClusterInfo {
 
 /// GET_ALL_TOPIC_LIST_FROM_NAMESERVER's body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct TopicList {
     pub topic_list: BTreeSet<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -102,6 +129,7 @@ pub struct RegisterBrokerBody {
 
 /// A KV table body (REGISTER_BROKER's response carries the ORDER_TOPIC_CONFIG namespace).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct KvTable {
     pub table: BTreeMap<String, String>,
 }
@@ -113,8 +141,8 @@ pub fn to_body<T: Serialize>(value: &T) -> bytes::Bytes {
 
 /// A message queue, as clients name it. Ordered as Java's `MessageQueue.compareTo`: topic,
 /// then broker name, then queue id (rebalance sorts by this).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct MessageQueue {
     pub topic: String,
     pub broker_name: String,
@@ -134,19 +162,17 @@ impl std::fmt::Display for MessageQueue {
 
 /// LOCK_BATCH_MQ's and UNLOCK_BATCH_MQ's body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct LockBatchRequestBody {
     pub consumer_group: String,
     pub client_id: String,
-    #[serde(default)]
     pub only_this_broker: bool,
-    #[serde(default)]
     pub mq_set: BTreeSet<MessageQueue>,
 }
 
 /// LOCK_BATCH_MQ's response body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct LockBatchResponseBody {
     #[serde(rename = "lockOKMQSet")]
     pub lock_ok_mq_set: BTreeSet<MessageQueue>,

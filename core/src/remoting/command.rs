@@ -73,6 +73,11 @@ impl LanguageCode {
     }
 }
 
+/// The version every request carries: Apache's `MQVersion.Version.V4_9_8.ordinal()`, what the
+/// Java 4.9.8 client sends. Servers branch on it: Apache's name server answers routes with
+/// quoted broker-id keys only to clients of V4_9_4 (401) or later.
+pub const CURRENT_VERSION: i32 = 409;
+
 /// Flag bit 0: this is a response.
 pub const FLAG_RESPONSE: i32 = 1;
 /// Flag bit 1: a oneway request (no response expected).
@@ -111,7 +116,7 @@ impl RemotingCommand {
         RemotingCommand {
             code,
             language: LanguageCode::Java,
-            version: 0,
+            version: CURRENT_VERSION,
             opaque,
             flag: 0,
             remark: None,

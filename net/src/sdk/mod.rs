@@ -31,14 +31,14 @@ use std::time::Duration;
 use bytes::Bytes;
 pub use rockfish_core::consumer::{ConsumeFrom, ConsumeResult, ConsumerConfig, MessageModel};
 use rockfish_core::consumer::{Consumer, ConsumerEvent};
-use rockfish_core::message::split_records;
+// Core's decoded message; `MessageExt` here is the SDK's builder trait.
+use rockfish_core::message::{MessageExt as DecodedMessage, decode_messages};
 pub use rockfish_core::producer::{Message, ProducerConfig, SendError, SendResult, SendStatus};
 use rockfish_core::producer::{ProducerEvent, SendId, SendMode};
 pub use rockfish_core::protocol::MessageQueue;
 use rockfish_core::protocol::TopicRouteData;
 use rockfish_core::remoting::RemotingCommand;
 use rockfish_core::remoting::codes::{request, response};
-use rockfish_store::StoredRecord;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -185,15 +185,15 @@ impl Producer {
     }
 }
 
-/// A received message: the stored record, with RocketMQ's accessors.
+/// A received message: the decoded record, with RocketMQ's accessors.
 #[derive(Debug, Clone)]
 pub struct ReceivedMessage {
-    record: StoredRecord,
+    record: DecodedMessage,
     queue: MessageQueue,
 }
 
 impl ReceivedMessage {
-    pub fn new(record: StoredRecord, queue: MessageQueue) -> Self {
+    pub fn new(record: DecodedMessage, queue: MessageQueue) -> Self {
         ReceivedMessage { record, queue }
     }
     pub fn topic(&self) -> &str {
@@ -234,7 +234,7 @@ impl ReceivedMessage {
     pub fn reconsume_times(&self) -> i32 {
         self.record.reconsume_times()
     }
-    pub fn record(&self) -> &StoredRecord {
+    pub fn record(&self) -> &DecodedMessage {
         &self.record
     }
 }
@@ -348,7 +348,7 @@ impl PushConsumer {
             .unwrap_or_default();
         let machine = Consumer::new(config, local, crate::now_ms());
         let (calls, rx) = mpsc::unbounded_channel::<Call<Consumer>>();
-        let (work_tx, work_rx) = mpsc::unbounded_channel::<(MessageQueue, Vec<StoredRecord>)>();
+        let (work_tx, work_rx) = mpsc::unbounded_channel::<(MessageQueue, Vec<DecodedMessage>)>();
         let task = tokio::spawn(host::run(machine, rx, move |e| {
             if let ConsumerEvent::Deliver { mq, msgs } = e {
                 let _ = work_tx.send((mq, msgs));
@@ -475,7 +475,7 @@ impl PullConsumer {
                 r.remark.unwrap_or_default()
             ));
         }
-        serde_json::from_slice(&r.body).map_err(|e| e.to_string())
+        rockfish_core::protocol::decode_body(&r.body).map_err(|e| e.to_string())
     }
 
     async fn broker(&self, topic: &str, broker: &str) -> Result<Arc<Client>, String> {
@@ -538,8 +538,8 @@ impl PullConsumer {
         let r = b.request(cmd, TIMEOUT).await.map_err(|e| e.to_string())?;
         let num = |k: &str| r.ext(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         let messages = if r.code == response::SUCCESS {
-            split_records(r.body.clone())
-                .map_err(|e| e.to_string())?
+            decode_messages(&r.body)
+                .map_err(|(_, e)| e.to_string())?
                 .into_iter()
                 .map(|rec| ReceivedMessage::new(rec, mq.clone()))
                 .collect()

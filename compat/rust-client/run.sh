@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Starts `rockfish standalone` on free loopback ports and runs rocketmq-client-rust 1.0 (a
+# third-party SDK from crates.io, RocketMQ 5's route shape) against it: its producer sends,
+# its push consumer (clustering) must receive every message.
+# The crate lives outside rockfish's workspace (own Cargo.lock, own target dir); its first
+# build takes ~20 minutes on 2 cores, so CI does not run it (see README.md here).
+# Usage: compat/rust-client/run.sh path/to/rockfish
+set -euo pipefail
+bin=${1:?usage: run.sh path/to/rockfish}
+here=$(cd "$(dirname "$0")" && pwd)
+CARGO_TARGET_DIR="$here/target" timeout 2400 cargo build --locked --quiet --manifest-path "$here/Cargo.toml"
+client="$here/target/debug/rockfish-compat-rust-client"
+work=$(mktemp -d)
+log=$work/rockfish.log
+mkdir -p "$work/data"
+"$bin" standalone --namesrv-listen 127.0.0.1:0 --broker-listen 127.0.0.1:0 --segment-size 67108864 --data-dir "$work/data" >"$log" 2>&1 &
+pid=$!
+cleanup() {
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+for _ in $(seq 1 100); do
+  grep -q "rockfish standalone:" "$log" && break
+  sleep 0.1
+done
+namesrv=$(sed -n 's/.*name server \([^,]*\),.*/\1/p' "$log" | head -n1)
+[ -n "$namesrv" ] || { echo "standalone did not start:"; cat "$log"; exit 1; }
+topic=RustClientTopic$(date +%s)
+timeout 30 "$bin" admin -n "$namesrv" updateTopic -t "$topic" -r 4 -w 4 >/dev/null
+if RUST_LOG=warn timeout 120 "$client" "$namesrv" "$topic" RustClientGroup 20 >"$work/client.out" 2>&1; then
+  grep -E '^(sent|received)' "$work/client.out"
+  echo "rust-client compat: 1 passed, 0 failed"
+else
+  echo "rust-client compat: FAILED"
+  sed 's/\x1b\[[0-9;]*m//g' "$work/client.out" | grep -vE '^\s*$' | tail -n 30
+  echo "--- rockfish log (last 20 lines)"
+  tail -n 20 "$log"
+  exit 1
+fi

@@ -1,0 +1,152 @@
+//! The consumer reads what any RocketMQ broker serves (Apache 4.x records carry no
+//! `__CRC32#`), and a record it cannot decode stops its queue there: the offset does not move
+//! past it and nothing after it is delivered. Before, the whole batch was dropped silently and
+//! the offset moved on (a consumer skipped ~185k messages against Apache 4.9.8).
+
+use std::collections::BTreeMap;
+
+use rockfish_core::consumer::{ConsumeFrom, Consumer, ConsumerConfig, ConsumerEvent};
+use rockfish_core::machine::Output;
+use rockfish_core::message::properties_string;
+use rockfish_core::protocol::{BrokerData, QueueData, TopicRouteData, to_body};
+use rockfish_core::remoting::RemotingCommand;
+use rockfish_core::remoting::codes::{request, response};
+
+mod support;
+use support::Apache;
+
+const NS: &str = "ns:9876";
+const BROKER: &str = "b:10911";
+
+fn requests(c: &mut Consumer) -> Vec<RemotingCommand> {
+    std::iter::from_fn(|| c.poll_output())
+        .filter_map(|o| match o {
+            Output::SendTo { cmd, .. } => Some(cmd),
+            _ => None,
+        })
+        .collect()
+}
+
+fn answer(req: &RemotingCommand, code: i32) -> RemotingCommand {
+    RemotingCommand::response_to(req, code, None)
+}
+
+fn find(reqs: &[RemotingCommand], code: i32) -> Option<RemotingCommand> {
+    reqs.iter().find(|r| r.code == code).cloned()
+}
+
+/// A consumer alone in its group on one queue, with its first pull (offset 0) outstanding.
+fn pulling() -> (Consumer, RemotingCommand) {
+    let config = ConsumerConfig {
+        group: "G".into(),
+        client_id: "c1".into(),
+        namesrv_addrs: vec![NS.into()],
+        subscriptions: BTreeMap::from([("T".to_string(), "*".to_string())]),
+        consume_from: ConsumeFrom::FirstOffset,
+        ..ConsumerConfig::default()
+    };
+    let mut c = Consumer::new(config, BTreeMap::new(), 0);
+    c.on_timeout(0);
+    let route = find(&requests(&mut c), request::GET_ROUTEINFO_BY_TOPIC).expect("asks the route");
+    // Apache's name server, to a client older than V4_9_4, writes broker ids as bare keys.
+    let mut data = TopicRouteData {
+        queue_datas: vec![QueueData {
+            broker_name: "b".into(),
+            read_queue_nums: 1,
+            write_queue_nums: 1,
+            perm: 6,
+            topic_sys_flag: 0,
+        }],
+        broker_datas: vec![BrokerData::new(
+            "C",
+            "b",
+            BTreeMap::from([(0, BROKER.to_string())]),
+        )],
+        ..TopicRouteData::default()
+    };
+    data.broker_datas[0].enable_acting_master = false;
+    let body = String::from_utf8(to_body(&data).to_vec())
+        .unwrap()
+        .replace("\"0\":", "0:");
+    assert!(body.contains("{0:\""), "{body}");
+    c.on_command(answer(&route, response::SUCCESS).with_body(body), 0);
+    c.on_timeout(1);
+    let reqs = requests(&mut c);
+    let ids = find(&reqs, request::GET_CONSUMER_LIST_BY_GROUP).expect("asks the members");
+    let members = serde_json::json!({ "consumerIdList": ["c1"] });
+    c.on_command(
+        answer(&ids, response::SUCCESS).with_body(serde_json::to_vec(&members).unwrap()),
+        1,
+    );
+    let query = find(&requests(&mut c), request::QUERY_CONSUMER_OFFSET).expect("asks the offset");
+    c.on_command(answer(&query, response::SUCCESS).with_ext("offset", 0), 1);
+    let pull = find(&requests(&mut c), request::PULL_MESSAGE).expect("pulls");
+    assert_eq!(pull.ext("queueOffset"), Some("0"));
+    (c, pull)
+}
+
+fn delivered(c: &mut Consumer) -> Vec<(u64, Vec<u8>)> {
+    std::iter::from_fn(|| c.poll_event())
+        .filter_map(|e| match e {
+            ConsumerEvent::Deliver { msgs, .. } => Some(msgs),
+            _ => None,
+        })
+        .flatten()
+        .map(|m| (m.queue_offset(), m.body().to_vec()))
+        .collect()
+}
+
+#[test]
+fn apache_4x_records_without_crc_property_are_delivered() {
+    let (mut c, pull) = pulling();
+    let p = properties_string([("TAGS", "TagA"), ("UNIQ_KEY", "U0")]);
+    let mut body = Apache::new("T", b"m0", &p, 0).encode();
+    body.extend(Apache::new("T", b"m1", &p, 1).encode());
+    c.on_command(
+        answer(&pull, response::SUCCESS)
+            .with_ext("nextBeginOffset", 2)
+            .with_body(body),
+        2,
+    );
+    assert_eq!(
+        delivered(&mut c),
+        vec![(0, b"m0".to_vec()), (1, b"m1".to_vec())]
+    );
+    c.on_timeout(3);
+    let next = find(&requests(&mut c), request::PULL_MESSAGE).expect("pulls on");
+    assert_eq!(next.ext("queueOffset"), Some("2"));
+}
+
+#[test]
+fn a_corrupt_record_stops_the_queue_without_moving_past_it() {
+    let (mut c, pull) = pulling();
+    let p = properties_string([("TAGS", "TagA")]);
+    let mut body = Apache::new("T", b"m0", &p, 0).encode();
+    let mut bad = Apache::new("T", b"m1", &p, 1).encode();
+    let body_at = bad.len() - 2 - p.len() - 2 - 2;
+    bad[body_at] ^= 0x40; // the body no longer matches its CRC
+    body.extend(bad);
+    body.extend(Apache::new("T", b"m2", &p, 2).encode());
+    c.on_command(
+        answer(&pull, response::SUCCESS)
+            .with_ext("nextBeginOffset", 3)
+            .with_body(body),
+        2,
+    );
+    // What decoded before the corrupt record is delivered; nothing after it.
+    assert_eq!(delivered(&mut c), vec![(0, b"m0".to_vec())]);
+    c.on_timeout(3);
+    assert!(
+        find(&requests(&mut c), request::PULL_MESSAGE).is_none(),
+        "the queue waits before pulling the same bytes again"
+    );
+    // Well after the retry delay (and the other timers that fire meanwhile).
+    c.on_timeout(60_000);
+    let again = find(&requests(&mut c), request::PULL_MESSAGE).expect("pulls again later");
+    assert_eq!(
+        again.ext("queueOffset"),
+        Some("1"),
+        "the offset stops at the corrupt record, not the broker's nextBeginOffset"
+    );
+    assert!(c.offsets().values().all(|&o| o <= 1), "{:?}", c.offsets());
+}
