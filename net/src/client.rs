@@ -69,22 +69,26 @@ impl Client {
             let decoder = FrameDecoder::default();
             let mut buf = BytesMut::with_capacity(64 * 1024);
             loop {
-                while let Ok(Some(cmd)) = decoder.decode(&mut buf) {
-                    if cmd.is_response() {
-                        let waiter = reader_pending
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&cmd.opaque);
-                        if let Some(w) = waiter {
-                            let _ = w.send(cmd);
-                        }
-                    } else {
-                        let _ = req_tx.send(cmd);
+                let cmd = match decoder.decode(&mut buf) {
+                    Ok(Some(cmd)) => cmd,
+                    Ok(None) => match rd.read_buf(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => continue,
+                    },
+                    // Refused (over a limit): that frame is skipped, the stream goes on.
+                    Err(e) if !e.is_fatal() => continue,
+                    Err(_) => break,
+                };
+                if cmd.is_response() {
+                    let waiter = reader_pending
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&cmd.opaque);
+                    if let Some(w) = waiter {
+                        let _ = w.send(cmd);
                     }
-                }
-                match rd.read_buf(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
+                } else {
+                    let _ = req_tx.send(cmd);
                 }
             }
             // Dropping the waiters wakes every pending request with `Closed`.
