@@ -156,6 +156,33 @@ impl Client {
         self.write(&cmd)
     }
 
+    /// Writes a whole pre-encoded request frame whose opaque is `opaque` (take one from
+    /// [`Client::next_opaque`]) and waits for its response (tests of hostile traffic).
+    pub async fn request_frame(
+        &self,
+        opaque: i32,
+        frame: &[u8],
+        timeout: Duration,
+    ) -> Result<RemotingCommand, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(opaque, tx);
+        self.write_raw(frame)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => {
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&opaque);
+                Err(ClientError::Timeout(timeout))
+            }
+        }
+    }
+
     /// Writes raw bytes (tests of malformed traffic).
     pub fn write_raw(&self, bytes: &[u8]) -> Result<(), ClientError> {
         self.tx
