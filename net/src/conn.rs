@@ -81,6 +81,9 @@ pub const MAX_QUEUED_BYTES: usize = 64 << 20;
 /// never by what a length prefix announces.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// A reader yields to its worker's other tasks after decoding a frame larger than this.
+const YIELD_AFTER: usize = 64 * 1024;
+
 /// What a connection tells the machine task. Commands travel by value: boxing them would
 /// cost an allocation per message, which is what the inline header arena exists to avoid.
 #[allow(clippy::large_enum_variant)]
@@ -166,7 +169,12 @@ pub(crate) async fn read_loop(
     let decoder = FrameDecoder::new(max_frame);
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let reason = loop {
-        match decoder.decode(&mut buf) {
+        let before = buf.len();
+        let decoded = decoder.decode(&mut buf);
+        // After a large frame, let the task its event woke (the machine's, parked on this
+        // worker and not stealable there) run before decoding the next one.
+        let large = before - buf.len() > YIELD_AFTER;
+        match decoded {
             Ok(Some(cmd)) => {
                 let ev = ConnEvent::Command {
                     conn,
@@ -175,6 +183,9 @@ pub(crate) async fn read_loop(
                 };
                 if events.send(ev).await.is_err() {
                     return; // the machine task is gone
+                }
+                if large {
+                    tokio::task::yield_now().await;
                 }
                 continue;
             }
@@ -186,6 +197,9 @@ pub(crate) async fn read_loop(
                     && events.send(ConnEvent::Answer { conn, cmd }).await.is_err()
                 {
                     return;
+                }
+                if large {
+                    tokio::task::yield_now().await;
                 }
                 continue;
             }

@@ -396,8 +396,8 @@ async fn a_driver_closed_connection_releases_its_held_pulls_and_group() {
         .unwrap();
     assert_eq!(notice.code, request::NOTIFY_CONSUMER_IDS_CHANGED);
     // A big message on queue 1; A holds a pull on queue 0.
-    let big = "x".repeat(32 << 10);
-    let r = producer.request(send("TopicA", 1, &big), T).await.unwrap();
+    let big = send("TopicA", 1, "big").with_body(vec![b'x'; 32 << 10]);
+    let r = producer.request(big, T).await.unwrap();
     assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
     let a = std::sync::Arc::new(a);
     let held = {
