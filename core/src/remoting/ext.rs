@@ -134,11 +134,12 @@ impl ExtFields {
         if n <= DEDUP_IN_PLACE {
             // Pairwise, in place: keep a field unless a later one has the same key.
             let mut keep = [true; DEDUP_IN_PLACE];
-            for i in 0..n {
-                for j in i + 1..n {
+            for (i, kept) in keep.iter_mut().enumerate().take(n) {
+                let key = self.key_bytes(&self.spans[i]);
+                for later in &self.spans[i + 1..] {
                     comparisons += 1;
-                    if self.key_bytes(&self.spans[i]) == self.key_bytes(&self.spans[j]) {
-                        keep[i] = false;
+                    if key == self.key_bytes(later) {
+                        *kept = false;
                         break;
                     }
                 }
