@@ -10,6 +10,12 @@
 //!   `\u0001` escapes, and of arrays nested to just under the depth limit; each refused after
 //!   one scan.
 //! - `binary_16MiB_keys`: the same in RocketMQ's binary header.
+//!
+//! Measured on the shared 2-core CI box at a load average of ~9 (so several times slower
+//! than an idle core): send_v2 6.7 µs, keys_1024_served 0.9 ms, keys_100k_refused 15.5 ms
+//! (was 35 s before decoding went linear), json_16MiB_keys 167 ms, json_16MiB_escapes
+//! 152 ms, json_16MiB_nesting 191 ms, binary_16MiB_keys 0.65 µs (refused on its fixed
+//! fields). The worst case costs about what receiving its 16 MiB does, on the reader task.
 
 use std::hint::black_box;
 
