@@ -411,3 +411,33 @@ fn name_server_caps_connections_brokers_topics_and_kv() {
     assert_eq!(ns_call(&mut ns, del).code, response::SUCCESS);
     assert_eq!(ns_call(&mut ns, put("c")).code, response::SUCCESS);
 }
+
+#[test]
+fn batches_past_the_message_count_are_refused() {
+    use rockfish_core::message::{BatchItem, MAX_BATCH_MESSAGES, encode_batch};
+    let mut h = H::new(BrokerLimits::default(), FlushDiskType::Async);
+    let batch = |n: usize| {
+        let items: Vec<BatchItem> = (0..n)
+            .map(|_| BatchItem {
+                flag: 0,
+                body: Bytes::from_static(b"m"),
+                properties: Bytes::new(),
+            })
+            .collect();
+        encode_batch(&items)
+    };
+    let send = |h: &mut H, n: usize| {
+        let cmd = h
+            .req(request::SEND_BATCH_MESSAGE)
+            .with_ext("a", "PG")
+            .with_ext("b", "TopicB")
+            .with_ext("e", 0)
+            .with_body(batch(n));
+        h.call(ConnId(1), cmd).unwrap()
+    };
+    let r = send(&mut h, MAX_BATCH_MESSAGES + 1);
+    assert_eq!(r.code, response::MESSAGE_ILLEGAL, "{:?}", r.remark);
+    assert!(r.remark.unwrap().contains("more than"));
+    assert_eq!(h.b.store().max_offset("TopicB", 0), 0, "nothing stored");
+    assert_eq!(send(&mut h, 100).code, response::SUCCESS);
+}
