@@ -70,6 +70,11 @@ pub fn parse_offset_msg_id(id: &str) -> Option<(HostAddr, u64)> {
     Some((host, offset))
 }
 
+/// Most messages in one batch send. Each costs the broker's task an append and a dispatch,
+/// so a batch of tiny messages is bounded by count, not only by the frame's size (Java's
+/// producer caps a batch at 4 MiB: this is 400-byte messages at that size).
+pub const MAX_BATCH_MESSAGES: usize = 10_000;
+
 /// One message of a client batch body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchItem {
@@ -92,6 +97,8 @@ pub enum BatchError {
     Negative { index: usize },
     #[error("empty batch")]
     Empty,
+    #[error("batch of more than {max} messages")]
+    TooMany { max: usize },
 }
 
 /// Splits a batch body: per message `i32 totalSize | i32 magic | i32 bodyCRC | i32 flag |
@@ -100,6 +107,11 @@ pub fn decode_batch(mut b: Bytes) -> Result<Vec<BatchItem>, BatchError> {
     let mut out = Vec::new();
     while b.has_remaining() {
         let index = out.len();
+        if index == MAX_BATCH_MESSAGES {
+            return Err(BatchError::TooMany {
+                max: MAX_BATCH_MESSAGES,
+            });
+        }
         if b.remaining() < 20 {
             return Err(BatchError::Truncated { index });
         }

@@ -26,6 +26,8 @@ pub struct NameServerConfig {
     pub broker_expire_ms: u64,
     /// How often to look for silent brokers (RocketMQ: 10 s).
     pub scan_interval_ms: u64,
+    /// Caps on what outside input can grow.
+    pub limits: NameServerLimits,
 }
 
 impl Default for NameServerConfig {
@@ -33,6 +35,33 @@ impl Default for NameServerConfig {
         NameServerConfig {
             broker_expire_ms: 120_000,
             scan_interval_ms: 10_000,
+            limits: NameServerLimits::default(),
+        }
+    }
+}
+
+/// The name server's caps. Past one a request is refused with an error naming it (a
+/// registration that would add a broker or topics, a KV entry), and a connection over the
+/// cap is closed as it is accepted. Far above a real cluster, far below exhausting a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameServerLimits {
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Broker addresses registered at once.
+    pub max_brokers: usize,
+    /// Topics in the route table (all brokers together).
+    pub max_topics: usize,
+    /// KV config entries (all namespaces together).
+    pub max_kv_entries: usize,
+}
+
+impl Default for NameServerLimits {
+    fn default() -> Self {
+        NameServerLimits {
+            max_connections: 10_000,
+            max_brokers: 1_024,
+            max_topics: 200_000,
+            max_kv_entries: 10_000,
         }
     }
 }
@@ -54,6 +83,8 @@ pub struct NameServer {
     /// broker address -> liveness.
     broker_live_table: BTreeMap<String, BrokerLive>,
     kv: BTreeMap<String, BTreeMap<String, String>>,
+    kv_entries: usize,
+    conns: BTreeSet<ConnId>,
     next_scan: u64,
     outputs: VecDeque<Output>,
 }
@@ -68,6 +99,8 @@ impl NameServer {
             cluster_addr_table: BTreeMap::new(),
             broker_live_table: BTreeMap::new(),
             kv: BTreeMap::new(),
+            kv_entries: 0,
+            conns: BTreeSet::new(),
             next_scan,
             outputs: VecDeque::new(),
         }
@@ -105,8 +138,27 @@ impl NameServer {
         }
     }
 
+    /// A connection opened: past the cap it is closed at once.
+    pub fn on_connect(&mut self, conn: ConnId, _now: u64) {
+        if self.conns.len() < self.config.limits.max_connections {
+            self.conns.insert(conn);
+            return;
+        }
+        let max = self.config.limits.max_connections;
+        tracing::warn!(
+            conn = conn.0,
+            max,
+            "too many connections; closing the new one"
+        );
+        self.outputs.push_back(Output::Close {
+            conn,
+            reason: format!("too many connections (limit {max})"),
+        });
+    }
+
     /// A connection closed: brokers registered over it are gone (RocketMQ does the same).
     pub fn on_disconnect(&mut self, conn: ConnId, _now: u64) {
+        self.conns.remove(&conn);
         let gone: Vec<String> = self
             .broker_live_table
             .iter()
@@ -225,6 +277,18 @@ impl NameServer {
                 let ns: String = cmd.ext_req("namespace")?;
                 let key: String = cmd.ext_req("key")?;
                 let value: String = cmd.ext_req("value")?;
+                let fresh = self.kv.get(&ns).is_none_or(|t| !t.contains_key(&key));
+                if fresh && self.kv_entries >= self.config.limits.max_kv_entries {
+                    return Ok(RemotingCommand::response_to(
+                        cmd,
+                        response::SYSTEM_ERROR,
+                        Some(format!(
+                            "KV config full: {} entries (limit)",
+                            self.config.limits.max_kv_entries
+                        )),
+                    ));
+                }
+                self.kv_entries += usize::from(fresh);
                 self.kv.entry(ns).or_default().insert(key, value);
                 Ok(ok(Bytes::new()))
             }
@@ -245,7 +309,12 @@ impl NameServer {
                 let ns: String = cmd.ext_req("namespace")?;
                 let key: String = cmd.ext_req("key")?;
                 if let Some(t) = self.kv.get_mut(&ns) {
-                    t.remove(&key);
+                    if t.remove(&key).is_some() {
+                        self.kv_entries -= 1;
+                    }
+                    if t.is_empty() {
+                        self.kv.remove(&ns);
+                    }
                 }
                 Ok(ok(Bytes::new()))
             }
@@ -284,6 +353,14 @@ impl NameServer {
             request_body(cmd, "RegisterBrokerBody JSON")?
         };
 
+        if let Err(why) = self.admit_registration(&addr, &body) {
+            tracing::warn!(broker = %addr, %why, "registration refused");
+            return Ok(RemotingCommand::response_to(
+                cmd,
+                response::SYSTEM_ERROR,
+                Some(why),
+            ));
+        }
         self.cluster_addr_table
             .entry(cluster.clone())
             .or_default()
@@ -333,6 +410,32 @@ impl NameServer {
         }
         let table = self.kv.get(ORDER_TOPIC_CONFIG).cloned().unwrap_or_default();
         Ok(resp.with_body(to_body(&KvTable { table })))
+    }
+
+    /// Whether a registration fits the caps: a new broker address within `max_brokers`, and
+    /// the topics it brings within `max_topics`.
+    fn admit_registration(&self, addr: &str, body: &RegisterBrokerBody) -> Result<(), String> {
+        let limits = &self.config.limits;
+        if !self.broker_live_table.contains_key(addr)
+            && self.broker_live_table.len() >= limits.max_brokers
+        {
+            return Err(format!(
+                "{} brokers are registered (limit)",
+                limits.max_brokers
+            ));
+        }
+        let topics = &body.topic_config_serialize_wrapper.topic_config_table;
+        let new = topics
+            .keys()
+            .filter(|t| !self.topic_queue_table.contains_key(*t))
+            .count();
+        if self.topic_queue_table.len() + new > limits.max_topics {
+            return Err(format!(
+                "registration would bring the route table past {} topics (limit)",
+                limits.max_topics
+            ));
+        }
+        Ok(())
     }
 
     /// A master's full topic table replaces what it registered before.
@@ -433,7 +536,9 @@ impl NameServer {
 }
 
 impl crate::machine::Machine for NameServer {
-    fn on_connect(&mut self, _conn: ConnId, _peer: rockfish_store::record::HostAddr, _now: u64) {}
+    fn on_connect(&mut self, conn: ConnId, _peer: rockfish_store::record::HostAddr, now: u64) {
+        NameServer::on_connect(self, conn, now)
+    }
     fn on_disconnect(&mut self, conn: ConnId, now: u64) {
         NameServer::on_disconnect(self, conn, now)
     }

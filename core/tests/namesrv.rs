@@ -151,6 +151,7 @@ fn configurable_expiry() {
     let cfg = NameServerConfig {
         broker_expire_ms: 3_000,
         scan_interval_ms: 1_000,
+        ..NameServerConfig::default()
     };
     let mut ns = NameServer::new(cfg, 0);
     call(

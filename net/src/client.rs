@@ -69,22 +69,26 @@ impl Client {
             let decoder = FrameDecoder::default();
             let mut buf = BytesMut::with_capacity(64 * 1024);
             loop {
-                while let Ok(Some(cmd)) = decoder.decode(&mut buf) {
-                    if cmd.is_response() {
-                        let waiter = reader_pending
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&cmd.opaque);
-                        if let Some(w) = waiter {
-                            let _ = w.send(cmd);
-                        }
-                    } else {
-                        let _ = req_tx.send(cmd);
+                let cmd = match decoder.decode(&mut buf) {
+                    Ok(Some(cmd)) => cmd,
+                    Ok(None) => match rd.read_buf(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => continue,
+                    },
+                    // Refused (over a limit): that frame is skipped, the stream goes on.
+                    Err(e) if !e.is_fatal() => continue,
+                    Err(_) => break,
+                };
+                if cmd.is_response() {
+                    let waiter = reader_pending
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&cmd.opaque);
+                    if let Some(w) = waiter {
+                        let _ = w.send(cmd);
                     }
-                }
-                match rd.read_buf(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
+                } else {
+                    let _ = req_tx.send(cmd);
                 }
             }
             // Dropping the waiters wakes every pending request with `Closed`.
@@ -150,6 +154,33 @@ impl Client {
         cmd.opaque = self.next_opaque();
         cmd.flag |= FLAG_ONEWAY;
         self.write(&cmd)
+    }
+
+    /// Writes a whole pre-encoded request frame whose opaque is `opaque` (take one from
+    /// [`Client::next_opaque`]) and waits for its response (tests of hostile traffic).
+    pub async fn request_frame(
+        &self,
+        opaque: i32,
+        frame: &[u8],
+        timeout: Duration,
+    ) -> Result<RemotingCommand, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(opaque, tx);
+        self.write_raw(frame)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => {
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&opaque);
+                Err(ClientError::Timeout(timeout))
+            }
+        }
     }
 
     /// Writes raw bytes (tests of malformed traffic).

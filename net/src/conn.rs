@@ -73,8 +73,16 @@ pub(crate) async fn dial(
     let _ = events.send(ConnEvent::Closed { conn, reason }).await;
 }
 
-/// A connection with more than this queued for writing is too slow to keep.
+/// A connection with more than this queued for writing is too slow to keep (the default of
+/// `Server::max_queued_bytes`).
 pub const MAX_QUEUED_BYTES: usize = 64 << 20;
+
+/// How much the read buffer grows by when it runs out of room: it grows as bytes arrive,
+/// never by what a length prefix announces.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A reader yields to its worker's other tasks after decoding a frame larger than this.
+const YIELD_AFTER: usize = 64 * 1024;
 
 /// What a connection tells the machine task. Commands travel by value: boxing them would
 /// cost an allocation per message, which is what the inline header arena exists to avoid.
@@ -88,6 +96,11 @@ pub(crate) enum ConnEvent {
     Closed {
         conn: ConnId,
         reason: String,
+    },
+    /// A request refused by the codec (over a limit): the answer to write back.
+    Answer {
+        conn: ConnId,
+        cmd: RemotingCommand,
     },
 }
 
@@ -112,10 +125,14 @@ impl WriteItem {
 pub(crate) struct ConnWriter {
     tx: mpsc::UnboundedSender<WriteItem>,
     queued: Arc<AtomicUsize>,
+    max_queued: usize,
 }
 
 impl ConnWriter {
-    pub fn new() -> (
+    /// A writer that refuses frames once more than `max_queued` bytes wait to be written.
+    pub fn new(
+        max_queued: usize,
+    ) -> (
         ConnWriter,
         mpsc::UnboundedReceiver<WriteItem>,
         Arc<AtomicUsize>,
@@ -126,6 +143,7 @@ impl ConnWriter {
             ConnWriter {
                 tx,
                 queued: queued.clone(),
+                max_queued,
             },
             rx,
             queued,
@@ -135,7 +153,7 @@ impl ConnWriter {
     /// Queues a frame. Returns false if the connection is gone or too far behind.
     pub fn send(&self, item: WriteItem) -> bool {
         let len = item.len();
-        if self.queued.fetch_add(len, Ordering::Relaxed) + len > MAX_QUEUED_BYTES {
+        if self.queued.fetch_add(len, Ordering::Relaxed) + len > self.max_queued {
             return false;
         }
         self.tx.send(item).is_ok()
@@ -149,9 +167,14 @@ pub(crate) async fn read_loop(
     events: mpsc::Sender<ConnEvent>,
 ) {
     let decoder = FrameDecoder::new(max_frame);
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let reason = loop {
-        match decoder.decode(&mut buf) {
+        let before = buf.len();
+        let decoded = decoder.decode(&mut buf);
+        // After a large frame, let the task its event woke (the machine's, parked on this
+        // worker and not stealable there) run before decoding the next one.
+        let large = before - buf.len() > YIELD_AFTER;
+        match decoded {
             Ok(Some(cmd)) => {
                 let ev = ConnEvent::Command {
                     conn,
@@ -161,16 +184,34 @@ pub(crate) async fn read_loop(
                 if events.send(ev).await.is_err() {
                     return; // the machine task is gone
                 }
+                if large {
+                    tokio::task::yield_now().await;
+                }
                 continue;
             }
             Ok(None) => {}
+            Err(e) if !e.is_fatal() => {
+                // Well framed but over a limit: answered (if a request), not served.
+                tracing::warn!(conn = conn.0, error = %e, "refused a command");
+                if let Some(cmd) = e.response()
+                    && events.send(ConnEvent::Answer { conn, cmd }).await.is_err()
+                {
+                    return;
+                }
+                if large {
+                    tokio::task::yield_now().await;
+                }
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(conn = conn.0, error = %e, "malformed frame; closing the connection");
                 break format!("malformed frame: {e}");
             }
         }
+        // Grow by a chunk when full (geometrically, as BytesMut does): a frame's memory
+        // follows the bytes that actually arrived.
         if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(64 * 1024);
+            buf.reserve(READ_CHUNK);
         }
         match rd.read_buf(&mut buf).await {
             Ok(0) => break "closed by peer".to_string(),

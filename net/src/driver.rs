@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
-use crate::conn::{ConnEvent, ConnWriter, WriteItem, dial, serve};
+use crate::conn::{ConnEvent, ConnWriter, MAX_QUEUED_BYTES, WriteItem, dial, serve};
 use crate::flush::{FlushDone, FlushJob, spawn_flusher};
 use crate::now_ms;
 
@@ -145,6 +145,7 @@ pub struct Server<M> {
     machine: M,
     listener: TcpListener,
     max_frame: usize,
+    max_queued: usize,
 }
 
 /// A running server: stop it to get the machine back (to shut it down cleanly).
@@ -168,11 +169,7 @@ impl<M> ServerHandle<M> {
 impl<M: Durable + Send + 'static> Server<M> {
     pub async fn bind(addr: &str, machine: M) -> std::io::Result<Server<M>> {
         let listener = TcpListener::bind(addr).await?;
-        Ok(Server {
-            machine,
-            listener,
-            max_frame: DEFAULT_MAX_FRAME,
-        })
+        Ok(Server::from_listener(listener, machine))
     }
 
     /// Serves on an already bound listener.
@@ -181,7 +178,15 @@ impl<M: Durable + Send + 'static> Server<M> {
             machine,
             listener,
             max_frame: DEFAULT_MAX_FRAME,
+            max_queued: MAX_QUEUED_BYTES,
         }
+    }
+
+    /// Bytes a connection may have waiting to be written before it is closed as too slow
+    /// (default [`MAX_QUEUED_BYTES`]).
+    pub fn max_queued_bytes(mut self, bytes: usize) -> Self {
+        self.max_queued = bytes;
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -194,7 +199,8 @@ impl<M: Durable + Send + 'static> Server<M> {
             .local_addr()
             .expect("bound listener has an address");
         let (stop, stopped) = watch::channel(false);
-        let join = tokio::spawn(run(self.machine, self.listener, self.max_frame, stopped));
+        let limits = (self.max_frame, self.max_queued);
+        let join = tokio::spawn(run(self.machine, self.listener, limits, stopped));
         ServerHandle { stop, join, addr }
     }
 }
@@ -206,6 +212,7 @@ struct Conns {
     next: u64,
     events: mpsc::Sender<ConnEvent>,
     max_frame: usize,
+    max_queued: usize,
 }
 
 impl Conns {
@@ -216,7 +223,7 @@ impl Conns {
 
     fn adopt(&mut self, stream: TcpStream) -> ConnId {
         let conn = self.next_id();
-        let (writer, rx, queued) = ConnWriter::new();
+        let (writer, rx, queued) = ConnWriter::new(self.max_queued);
         let events = self.events.clone();
         let reader = tokio::spawn(serve(conn, stream, self.max_frame, rx, queued, events));
         self.writers.insert(conn, writer);
@@ -230,7 +237,7 @@ impl Conns {
             return *conn;
         }
         let conn = self.next_id();
-        let (writer, rx, queued) = ConnWriter::new();
+        let (writer, rx, queued) = ConnWriter::new(self.max_queued);
         self.writers.insert(conn, writer);
         self.outbound.insert(addr.to_string(), conn);
         let events = self.events.clone();
@@ -240,23 +247,35 @@ impl Conns {
         conn
     }
 
-    fn close(&mut self, conn: ConnId) {
-        self.writers.remove(&conn);
+    fn is_open(&self, conn: ConnId) -> bool {
+        self.writers.contains_key(&conn)
+    }
+
+    /// Forgets a connection. True if it was open: the caller then tells the machine, so
+    /// every close (by the peer, a read error, the machine's `Close`, a slow writer) reaches
+    /// it exactly once. Its reader is aborted, so no event of it follows.
+    #[must_use]
+    fn close(&mut self, conn: ConnId) -> bool {
+        let open = self.writers.remove(&conn).is_some();
         if let Some(r) = self.readers.remove(&conn) {
             r.abort();
         }
         self.outbound.retain(|_, c| *c != conn);
+        open
     }
 
-    fn send(&mut self, conn: ConnId, parts: WriteItem) {
+    /// Queues a frame. True if this closed the connection (too far behind on writes).
+    #[must_use]
+    fn send(&mut self, conn: ConnId, parts: WriteItem) -> bool {
         let ok = self.writers.get(&conn).is_some_and(|w| w.send(parts));
-        if !ok && self.writers.contains_key(&conn) {
+        if !ok && self.is_open(conn) {
             tracing::warn!(
                 conn = conn.0,
                 "connection too far behind on writes; closing it"
             );
-            self.close(conn);
+            return self.close(conn);
         }
+        false
     }
 }
 
@@ -299,7 +318,7 @@ fn frame(cmd: &rockfish_core::remoting::RemotingCommand, stage: &mut Stage) -> O
 async fn run<M: Durable>(
     mut machine: M,
     listener: TcpListener,
-    max_frame: usize,
+    (max_frame, max_queued): (usize, usize),
     mut stop: watch::Receiver<bool>,
 ) -> M {
     let (ev_tx, mut ev_rx) = mpsc::channel::<ConnEvent>(8192);
@@ -312,6 +331,7 @@ async fn run<M: Durable>(
         next: 0,
         events: ev_tx,
         max_frame,
+        max_queued,
     };
     let mut stage = Stage::new();
     loop {
@@ -333,11 +353,25 @@ async fn run<M: Durable>(
                 Err(e) => tracing::warn!(error = %e, "accept failed"),
             },
             Some(ev) = ev_rx.recv() => match ev {
-                ConnEvent::Command { conn, cmd, received_at } => machine.on_command(conn, cmd, received_at, now_ms()),
+                // A command read before its connection was closed here is not served: the
+                // machine has already forgotten the connection (a held pull would linger).
+                ConnEvent::Command { conn, cmd, received_at } => {
+                    if conns.is_open(conn) {
+                        machine.on_command(conn, cmd, received_at, now_ms());
+                    }
+                }
+                ConnEvent::Answer { conn, cmd } => {
+                    if let Some(f) = frame(&cmd, &mut stage)
+                        && conns.send(conn, WriteItem::One(f))
+                    {
+                        machine.on_disconnect(conn, now_ms());
+                    }
+                }
                 ConnEvent::Closed { conn, reason } => {
                     tracing::debug!(conn = conn.0, %reason, "connection closed");
-                    conns.close(conn);
-                    machine.on_disconnect(conn, now_ms());
+                    if conns.close(conn) {
+                        machine.on_disconnect(conn, now_ms());
+                    }
                 }
             },
             Some((done, result)) = flush_rx.recv() => match (done, result) {
@@ -352,6 +386,9 @@ async fn run<M: Durable>(
     machine
 }
 
+/// Carries out the machine's outputs. A connection closed on the way (the machine's
+/// `Close`, or a writer too far behind) is reported back to the machine at once, and its
+/// outputs (rebalance notices, answers) are drained in the same loop.
 fn drain<M: Durable>(
     machine: &mut M,
     conns: &mut Conns,
@@ -359,12 +396,11 @@ fn drain<M: Durable>(
     stage: &mut Stage,
 ) {
     while let Some(out) = machine.poll_output() {
-        match out {
-            Output::Send { conn, cmd } => {
-                if let Some(f) = frame(&cmd, stage) {
-                    conns.send(conn, WriteItem::One(f));
-                }
-            }
+        let closed = match out {
+            Output::Send { conn, cmd } => match frame(&cmd, stage) {
+                Some(f) => conns.send(conn, WriteItem::One(f)).then_some(conn),
+                None => None,
+            },
             Output::SendRecords { conn, cmd, records } => {
                 let body_len = cmd.body.len() + records.iter().map(Bytes::len).sum::<usize>();
                 stage.room();
@@ -378,34 +414,48 @@ fn drain<M: Durable>(
                     parts.push(cmd.body.clone());
                 }
                 parts.extend(records);
-                conns.send(conn, WriteItem::Many(parts));
+                conns.send(conn, WriteItem::Many(parts)).then_some(conn)
             }
             Output::SendTo { addr, cmd } => {
                 let conn = conns.outbound(&addr);
-                if let Some(f) = frame(&cmd, stage) {
-                    conns.send(conn, WriteItem::One(f));
+                match frame(&cmd, stage) {
+                    Some(f) => conns.send(conn, WriteItem::One(f)).then_some(conn),
+                    None => None,
                 }
             }
             Output::Close { conn, reason } => {
                 tracing::info!(conn = conn.0, %reason, "closing connection");
-                conns.close(conn);
+                conns.close(conn).then_some(conn)
             }
-            Output::Flush { upto } => match machine.flush_job(upto) {
-                Ok(job) => {
-                    if flusher.send(job).is_err() {
-                        machine.flush_failed("the flush thread is gone".into(), now_ms());
+            Output::Flush { upto } => {
+                match machine.flush_job(upto) {
+                    Ok(job) => {
+                        if flusher.send(job).is_err() {
+                            machine.flush_failed("the flush thread is gone".into(), now_ms());
+                        }
                     }
+                    Err(e) => machine.flush_failed(e, now_ms()),
                 }
-                Err(e) => machine.flush_failed(e, now_ms()),
-            },
-            Output::Persist { token, files } => match machine.persist_job(token, files) {
-                Ok(job) => {
-                    if flusher.send(job).is_err() {
-                        machine.persisted(token, Err("the flush thread is gone".into()), now_ms());
+                None
+            }
+            Output::Persist { token, files } => {
+                match machine.persist_job(token, files) {
+                    Ok(job) => {
+                        if flusher.send(job).is_err() {
+                            machine.persisted(
+                                token,
+                                Err("the flush thread is gone".into()),
+                                now_ms(),
+                            );
+                        }
                     }
+                    Err(e) => machine.persisted(token, Err(e), now_ms()),
                 }
-                Err(e) => machine.persisted(token, Err(e), now_ms()),
-            },
+                None
+            }
+        };
+        if let Some(conn) = closed {
+            machine.on_disconnect(conn, now_ms());
         }
     }
 }

@@ -256,3 +256,180 @@ async fn sync_flush_acks_after_the_flush_thread() {
         "every acked send is durable"
     );
 }
+
+/// A request frame with `keys` extFields in a JSON header, as fastjson writes it.
+fn many_keys_frame(code: i32, opaque: i32, keys: usize, body: &[u8]) -> Vec<u8> {
+    let ext = (0..keys)
+        .map(|i| format!("\"k{i}\":\"v\""))
+        .collect::<Vec<_>>()
+        .join(",");
+    let header = format!(
+        r#"{{"code":{code},"extFields":{{{ext}}},"flag":0,"language":"JAVA","opaque":{opaque},"serializeTypeCurrentRPC":"JSON","version":401}}"#
+    );
+    let mut f = Vec::new();
+    f.extend_from_slice(&((4 + header.len() + body.len()) as u32).to_be_bytes());
+    f.extend_from_slice(&(header.len() as u32).to_be_bytes());
+    f.extend_from_slice(header.as_bytes());
+    f.extend_from_slice(body);
+    f
+}
+
+/// The 100k-key header (1.2 MB, once 35 s of CPU during which no connection was answered)
+/// sent again and again to a name server and a broker: other connections are answered
+/// meanwhile, the bad one gets a refusal naming the limit, and its connection stays usable.
+/// (A current-thread runtime: a decode that hogged the thread would starve everyone.)
+#[tokio::test]
+async fn a_hundred_thousand_key_header_stalls_no_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = start_namesrv("127.0.0.1:0", NameServerConfig::default())
+        .await
+        .unwrap();
+    let cfg = BrokerConfig {
+        broker_addr: "127.0.0.1:0".into(),
+        namesrv_addrs: vec![ns.local_addr().to_string()],
+        ..BrokerConfig::default()
+    };
+    let broker = start_broker("127.0.0.1:0", cfg, store_config(), dir.path())
+        .await
+        .unwrap();
+    for (addr, code) in [
+        (ns.local_addr().to_string(), request::GET_ROUTEINFO_BY_TOPIC),
+        (broker.local_addr().to_string(), request::SEND_MESSAGE_V2),
+    ] {
+        let bad = Client::connect(&addr).await.unwrap();
+        let good = Client::connect(&addr).await.unwrap();
+        // Ten of them queued back to back (12 MB), then one whose answer we wait for.
+        for _ in 0..10 {
+            let f = many_keys_frame(code, bad.next_opaque(), 100_000, b"body");
+            bad.write_raw(&f).unwrap();
+        }
+        let opaque = bad.next_opaque();
+        let f = many_keys_frame(code, opaque, 100_000, b"body");
+        let answer = tokio::spawn(async move {
+            let r = bad.request_frame(opaque, &f, T).await;
+            (bad, r)
+        });
+        // Meanwhile another connection is served.
+        for i in 0..20 {
+            let probe = if code == request::SEND_MESSAGE_V2 {
+                send("TopicA", 0, &format!("probe{i}"))
+            } else {
+                RemotingCommand::request(request::GET_BROKER_CLUSTER_INFO, 0)
+            };
+            let r = good.request(probe, T).await.unwrap();
+            assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+        }
+        let (bad, r) = answer.await.unwrap();
+        let r = r.expect("the bad frame is answered");
+        let want = if code == request::SEND_MESSAGE_V2 {
+            response::MESSAGE_ILLEGAL
+        } else {
+            response::SYSTEM_ERROR
+        };
+        assert_eq!((r.code, r.opaque), (want, opaque), "{:?}", r.remark);
+        let remark = r.remark.unwrap_or_default();
+        assert!(remark.contains("exceeds the limit"), "{remark}");
+        // The refused frames left the connection usable.
+        let r = bad
+            .request(
+                RemotingCommand::request(request::GET_BROKER_CLUSTER_INFO, 0),
+                T,
+            )
+            .await
+            .unwrap();
+        assert_ne!(r.opaque, opaque);
+    }
+    broker.stop().await;
+    ns.stop().await;
+}
+
+/// A connection the driver closes itself (here: too far behind on writes) reaches the
+/// machine like any other close: its held pull is released and its group membership
+/// dropped, with a rebalance notice to the others at once (not after the 120 s expiry).
+#[tokio::test]
+async fn a_driver_closed_connection_releases_its_held_pulls_and_group() {
+    use rockfish_core::broker::Broker;
+    use rockfish_net::Server;
+    use rockfish_store::{MessageStore, MmapDisk};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = BrokerConfig {
+        broker_addr: "127.0.0.1:0".into(),
+        namesrv_addrs: vec![],
+        ..BrokerConfig::default()
+    };
+    let disk = MmapDisk::open_root(dir.path()).unwrap();
+    let (store, _) = MessageStore::open(disk, store_config(), 0).unwrap();
+    let broker = Broker::new(cfg, store, rockfish_net::now_ms()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // A response over 16 KiB is more than a connection may have queued: it is closed.
+    let server = Server::from_listener(listener, broker)
+        .max_queued_bytes(16 << 10)
+        .spawn();
+    let addr = server.local_addr().to_string();
+    let heartbeat = |client: &str| {
+        let body = serde_json::json!({
+            "clientID": client,
+            "producerDataSet": [],
+            "consumerDataSet": [{
+                "groupName": "CG", "consumeType": "CONSUME_PASSIVELY",
+                "messageModel": "CLUSTERING", "consumeFromWhere": "CONSUME_FROM_LAST_OFFSET",
+                "unitMode": false,
+                "subscriptionDataSet": [{"topic": "TopicA", "subString": "*", "tagsSet": [],
+                    "codeSet": [], "subVersion": 1, "classFilterMode": false,
+                    "expressionType": "TAG"}]
+            }]
+        });
+        RemotingCommand::request(request::HEART_BEAT, 0)
+            .with_body(serde_json::to_vec(&body).unwrap())
+    };
+    let producer = Client::connect(&addr).await.unwrap();
+    let a = Client::connect(&addr).await.unwrap();
+    let b = Client::connect(&addr).await.unwrap();
+    let mut b_notices = b.server_requests.lock().unwrap().take().unwrap();
+    for (c, id) in [(&a, "A"), (&b, "B")] {
+        assert_eq!(c.request(heartbeat(id), T).await.unwrap().code, 0);
+    }
+    let notice = tokio::time::timeout(T, b_notices.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(notice.code, request::NOTIFY_CONSUMER_IDS_CHANGED);
+    // A big message on queue 1; A holds a pull on queue 0.
+    let big = send("TopicA", 1, "big").with_body(vec![b'x'; 32 << 10]);
+    let r = producer.request(big, T).await.unwrap();
+    assert_eq!(r.code, response::SUCCESS, "{:?}", r.remark);
+    let a = std::sync::Arc::new(a);
+    let held = {
+        let a = a.clone();
+        tokio::spawn(async move { a.request(pull("TopicA", 0, 0, 30_000), T).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!held.is_finished(), "the pull is held");
+    // Pulling the big message overflows A's write queue: the driver closes A.
+    let r = a.request(pull("TopicA", 1, 0, 0), T).await;
+    assert!(r.is_err(), "A was closed: {r:?}");
+    assert!(held.await.unwrap().is_err(), "A's held pull died with it");
+    // B hears at once that the group changed, and A is gone from it.
+    let notice = tokio::time::timeout(T, b_notices.recv())
+        .await
+        .expect("a rebalance notice after the close")
+        .unwrap();
+    assert_eq!(notice.code, request::NOTIFY_CONSUMER_IDS_CHANGED);
+    let list = b
+        .request(
+            RemotingCommand::request(request::GET_CONSUMER_LIST_BY_GROUP, 0)
+                .with_ext("consumerGroup", "CG"),
+            T,
+        )
+        .await
+        .unwrap();
+    let ids: serde_json::Value = serde_json::from_slice(&list.body).unwrap();
+    assert_eq!(ids["consumerIdList"], serde_json::json!(["B"]));
+    let machine = server.stop().await;
+    assert_eq!(
+        machine.held_pulls(),
+        0,
+        "the dead connection's pull is released"
+    );
+}

@@ -50,6 +50,17 @@ impl<D: Disk> Broker<D> {
         let topic: String = cmd.ext_req("topic")?;
         let queue_id: u32 = cmd.ext_req("queueId")?;
         let offset: i64 = cmd.ext_req("commitOffset")?;
+        if offset >= 0 && !self.offsets_admit(&topic, &group, queue_id) {
+            return Ok(Some(RemotingCommand::response_to(
+                cmd,
+                response::SYSTEM_ERROR,
+                Some(format!(
+                    "offset of {topic}@{group} queue {queue_id} not kept: the offset table is full (limits: {} topic@group entries, {} queues each)",
+                    self.config.limits.max_offset_entries,
+                    super::limits::MAX_QUEUES_PER_OFFSET_ENTRY
+                )),
+            )));
+        }
         let ok = RemotingCommand::response_to(cmd, response::SUCCESS, None);
         if offset < 0 {
             return Ok(Some(ok));
@@ -95,6 +106,16 @@ impl<D: Disk> Broker<D> {
                 cmd,
                 response::NO_PERMISSION,
                 Some(format!("the topic[{topic}] is a system topic")),
+            ));
+        }
+        if self.topics_full() && self.topic(&topic).is_none() {
+            return Ok(RemotingCommand::response_to(
+                cmd,
+                response::SYSTEM_ERROR,
+                Some(format!(
+                    "topic[{topic}] not created: the broker holds {} topics (limit)",
+                    self.config.limits.max_topics
+                )),
             ));
         }
         let read: u32 = cmd

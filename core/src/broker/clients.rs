@@ -175,6 +175,57 @@ impl ClientTable {
         changed
     }
 
+    /// Whether `data` fits the caps: no new group past `max_groups`, no new client in a
+    /// group past `max_clients_per_group`.
+    pub(super) fn admits(
+        &self,
+        data: &HeartbeatData,
+        limits: &super::BrokerLimits,
+    ) -> Result<(), String> {
+        let id = &data.client_id;
+        let mut new_consumer_groups = 0;
+        for c in &data.consumer_data_set {
+            match self.consumers.get(&c.group_name) {
+                None => new_consumer_groups += 1,
+                Some(g) if !g.clients.contains_key(id) => {
+                    if g.clients.len() >= limits.max_clients_per_group {
+                        return Err(format!(
+                            "consumer group {} has {} clients (limit)",
+                            c.group_name, limits.max_clients_per_group
+                        ));
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        if self.consumers.len() + new_consumer_groups > limits.max_groups {
+            return Err(format!(
+                "the broker knows {} consumer groups (limit)",
+                limits.max_groups
+            ));
+        }
+        let mut new_producer_groups = 0;
+        for p in &data.producer_data_set {
+            match self.producers.get(&p.group_name) {
+                None => new_producer_groups += 1,
+                Some(g) if !g.contains_key(id) && g.len() >= limits.max_clients_per_group => {
+                    return Err(format!(
+                        "producer group {} has {} clients (limit)",
+                        p.group_name, limits.max_clients_per_group
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        if self.producers.len() + new_producer_groups > limits.max_groups {
+            return Err(format!(
+                "the broker knows {} producer groups (limit)",
+                limits.max_groups
+            ));
+        }
+        Ok(())
+    }
+
     pub(super) fn remove_conn(&mut self, conn: ConnId) -> Vec<String> {
         self.retain(|c| c.conn != conn)
     }
@@ -209,6 +260,13 @@ impl<D: Disk> Broker<D> {
         now: u64,
     ) -> Result<RemotingCommand, FieldError> {
         let data: HeartbeatData = request_body(cmd, "HeartbeatData JSON")?;
+        if let Err(why) = self.admit_heartbeat(&data) {
+            return Ok(RemotingCommand::response_to(
+                cmd,
+                response::SYSTEM_ERROR,
+                Some(why),
+            ));
+        }
         let changed = self.clients.heartbeat(conn, &data, now);
         // Clustering consumers also consume their group's retry topic: make sure it exists.
         let mut created = false;
@@ -231,6 +289,40 @@ impl<D: Disk> Broker<D> {
             self.notify_group(&group, now);
         }
         Ok(RemotingCommand::response_to(cmd, response::SUCCESS, None))
+    }
+
+    /// Validates a heartbeat before any of it is applied: group names by Apache's rule, a
+    /// clustering group's retry topic a valid topic (and room for it), and the caps.
+    fn admit_heartbeat(&self, data: &HeartbeatData) -> Result<(), String> {
+        let limits = &self.config.limits;
+        let mut new_topics = 0;
+        for c in &data.consumer_data_set {
+            super::validate_group(&c.group_name)?;
+            if c.subscription_data_set.len() > limits.max_subscriptions {
+                return Err(format!(
+                    "consumer group {} subscribes to {} topics (limit {})",
+                    c.group_name,
+                    c.subscription_data_set.len(),
+                    limits.max_subscriptions
+                ));
+            }
+            if !c.is_broadcasting() {
+                let retry = super::limits::retry_topic(&c.group_name)?;
+                if self.topic(&retry).is_none() {
+                    new_topics += 1;
+                }
+            }
+        }
+        for p in &data.producer_data_set {
+            super::validate_group(&p.group_name)?;
+        }
+        if new_topics > 0 && self.topics.topic_config_table.len() + new_topics > limits.max_topics {
+            return Err(format!(
+                "retry topics not created: the broker holds {} topics (limit)",
+                limits.max_topics
+            ));
+        }
+        self.clients.admits(data, limits)
     }
 
     pub(super) fn unregister_client(

@@ -10,6 +10,7 @@
 
 mod admin;
 mod clients;
+mod limits;
 mod locks;
 mod offsets;
 mod persist;
@@ -30,6 +31,7 @@ use crate::remoting::codes::{request, response};
 use crate::remoting::{FieldError, RemotingCommand};
 
 pub use clients::{ConsumerData, ConsumerIdList, HeartbeatData, ProducerData, SubscriptionData};
+pub use limits::{BrokerLimits, MAX_GROUP_LEN, validate_group};
 pub use locks::LOCK_LEASE_MS;
 pub use offsets::OFFSET_JOURNAL_TOPIC;
 
@@ -77,6 +79,8 @@ pub struct BrokerConfig {
     /// Most messages returned by one pull (RocketMQ: 32 in memory).
     pub max_pull_messages: usize,
     pub seed: u64,
+    /// Caps on what outside input can grow (see `BrokerLimits`).
+    pub limits: BrokerLimits,
 }
 
 impl Default for BrokerConfig {
@@ -102,6 +106,7 @@ impl Default for BrokerConfig {
             max_pull_bytes: 256 * 1024,
             max_pull_messages: 32,
             seed: 0,
+            limits: BrokerLimits::default(),
         }
     }
 }
@@ -258,6 +263,7 @@ pub struct Broker<D: Disk> {
     peers: BTreeMap<ConnId, HostAddr>,
     /// topic -> queue id -> held pulls (looked up by `&str`: a send's wake-up allocates nothing).
     pending_pulls: BTreeMap<String, BTreeMap<u32, Vec<PendingPull>>>,
+    held_count: limits::HeldPullCount,
     sync_waiters: VecDeque<SyncWaiter>,
     flush_in_flight: Option<u64>,
     next_register: u64,
@@ -331,6 +337,7 @@ impl<D: Disk> Broker<D> {
             locks: locks::LockTable::default(),
             peers: BTreeMap::new(),
             pending_pulls: BTreeMap::new(),
+            held_count: limits::HeldPullCount::default(),
             sync_waiters: VecDeque::new(),
             flush_in_flight: None,
             next_register: now,
@@ -394,7 +401,9 @@ impl<D: Disk> Broker<D> {
     }
 
     pub fn on_connect(&mut self, conn: ConnId, peer: HostAddr, _now: u64) {
-        self.peers.insert(conn, peer);
+        if self.admit_connection(conn) {
+            self.peers.insert(conn, peer);
+        }
     }
 
     pub fn on_disconnect(&mut self, conn: ConnId, now: u64) {
@@ -406,6 +415,7 @@ impl<D: Disk> Broker<D> {
             queues.retain(|_, v| !v.is_empty());
         }
         self.pending_pulls.retain(|_, q| !q.is_empty());
+        self.held_count.conn_gone(conn);
         self.sync_waiters.retain(|w| w.conn != conn);
         let changed = self.clients.remove_conn(conn);
         for group in changed {

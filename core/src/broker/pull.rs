@@ -97,7 +97,11 @@ impl<D: Disk> Broker<D> {
         };
         // Only a pull's first run commits: a held pull woken later carries a stale offset
         // that must not rewind what the consumer committed since (as RocketMQ does).
-        if run == PullRun::First && sys_flag & FLAG_COMMIT_OFFSET != 0 && commit_offset >= 0 {
+        if run == PullRun::First
+            && sys_flag & FLAG_COMMIT_OFFSET != 0
+            && commit_offset >= 0
+            && self.offsets_admit(&topic, &group, queue_id)
+        {
             // Journaled; the pull's answer does not wait for it (it is no commit answer).
             self.commit_offset(&topic, &group, queue_id, commit_offset as u64, now);
         }
@@ -143,6 +147,17 @@ impl<D: Disk> Broker<D> {
             && sys_flag & FLAG_SUSPEND != 0
             && suspend_ms > 0
         {
+            if !self.held_count.admits(conn, &self.config.limits) {
+                return refuse(
+                    response::SYSTEM_BUSY,
+                    format!(
+                        "too many held pulls (limits: {} in all, {} per connection)",
+                        self.config.limits.max_held_pulls,
+                        self.config.limits.max_held_pulls_per_conn
+                    ),
+                );
+            }
+            self.held_count.held(conn);
             let wait = if self.config.long_polling {
                 suspend_ms.min(self.config.max_suspend_ms)
             } else {
@@ -189,6 +204,7 @@ impl<D: Disk> Broker<D> {
             return;
         };
         for p in pulls {
+            self.held_count.released(p.conn);
             // Re-run with suspension allowed: a pull whose filter rejects the new message
             // goes back to waiting with its original deadline.
             let deadline = p.deadline;
@@ -234,6 +250,7 @@ impl<D: Disk> Broker<D> {
         }
         self.pending_pulls.retain(|_, q| !q.is_empty());
         for p in due {
+            self.held_count.released(p.conn);
             match self.pull_message(p.conn, &p.request, now, PullRun::Deadline) {
                 Ok(Some(resp)) => self.reply(p.conn, &p.request, resp),
                 Ok(None) => {}

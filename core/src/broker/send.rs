@@ -120,6 +120,18 @@ impl<D: Disk> Broker<D> {
                 format!("the message store is not writable: {reason}"),
             );
         }
+        if self.config.flush_disk_type == FlushDiskType::Sync
+            && !cmd.is_oneway()
+            && self.sync_waiters_full()
+        {
+            return refuse(
+                response::SYSTEM_BUSY,
+                format!(
+                    "[PCBUSY_CLEAN_QUEUE]broker busy: {} sends wait for their flush (limit)",
+                    self.sync_waiters.len()
+                ),
+            );
+        }
         let h = SendHeader::parse(cmd)?;
         if let Err(e) = validate_topic(h.topic) {
             return refuse(response::SYSTEM_ERROR, e.to_string());
@@ -131,6 +143,15 @@ impl<D: Disk> Broker<D> {
                 format!(
                     "the topic[{}] is a system topic, sending is forbidden",
                     h.topic
+                ),
+            );
+        }
+        if self.topics_full() && !self.topics.topic_config_table.contains_key(h.topic) {
+            return refuse(
+                response::SYSTEM_ERROR,
+                format!(
+                    "topic[{}] not created: the broker holds {} topics (limit)",
+                    h.topic, self.config.limits.max_topics
                 ),
             );
         }

@@ -13,6 +13,15 @@ const FIELDS: usize = 16;
 /// (key start, key end, value start, value end) in the arena.
 type Span = [u32; 4];
 
+/// Value start of a decoded field that is absent (JSON null or a non-scalar): it takes part
+/// in resolving duplicates (a later null hides an earlier value, as in a Java map) and is
+/// dropped by `finish_decode`.
+const ABSENT: u32 = u32::MAX;
+
+/// Up to this many decoded fields are deduplicated pairwise in place (no allocation: a
+/// request header has about 15); more are sorted once.
+const DEDUP_IN_PLACE: usize = 32;
+
 #[derive(Clone, Default)]
 pub struct ExtFields {
     arena: SmallVec<[u8; ARENA]>,
@@ -84,6 +93,91 @@ impl ExtFields {
             }
             None => false,
         }
+    }
+
+    /// Appends a decoded field without looking for an earlier one of the same key (which
+    /// would make decoding quadratic in the key count): `finish_decode` resolves duplicates
+    /// once, at the end.
+    pub(crate) fn push_with(
+        &mut self,
+        key: &str,
+        value: impl FnOnce(&mut dyn fmt::Write) -> fmt::Result,
+    ) {
+        let k0 = self.arena.len() as u32;
+        self.arena.extend_from_slice(key.as_bytes());
+        let k1 = self.arena.len() as u32;
+        let _ = value(&mut ArenaWriter(&mut self.arena));
+        let v1 = self.arena.len() as u32;
+        self.spans.push([k0, k1, k1, v1]);
+    }
+
+    /// Marks the field pushed last as absent (its value was null or not a scalar).
+    pub(crate) fn mark_last_absent(&mut self) {
+        if let Some(s) = self.spans.last_mut() {
+            self.arena.truncate(s[2] as usize);
+            s[2] = ABSENT;
+            s[3] = ABSENT;
+        }
+    }
+
+    fn key_bytes(&self, s: &Span) -> &[u8] {
+        &self.arena[s[0] as usize..s[1] as usize]
+    }
+
+    /// Resolves the fields pushed by decoding: of a key given more than once the last one
+    /// wins (as fastjson into a Java HashMap), and absent ones go. Returns the key
+    /// comparisons made (the work counter the codec's property tests bound): at most
+    /// `DEDUP_IN_PLACE²/2` for small headers, `n·log₂n` and a little for large ones.
+    pub(crate) fn finish_decode(&mut self) -> u64 {
+        let n = self.spans.len();
+        let mut comparisons = 0u64;
+        if n <= DEDUP_IN_PLACE {
+            // Pairwise, in place: keep a field unless a later one has the same key.
+            let mut keep = [true; DEDUP_IN_PLACE];
+            for (i, kept) in keep.iter_mut().enumerate().take(n) {
+                let key = self.key_bytes(&self.spans[i]);
+                for later in &self.spans[i + 1..] {
+                    comparisons += 1;
+                    if key == self.key_bytes(later) {
+                        *kept = false;
+                        break;
+                    }
+                }
+            }
+            let mut at = 0;
+            self.spans.retain(|s| {
+                let k = keep[at] && s[2] != ABSENT;
+                at += 1;
+                k
+            });
+        } else {
+            // Sort positions by (key, position): the last of each run of equal keys wins.
+            let mut order: Vec<u32> = (0..n as u32).collect();
+            order.sort_unstable_by(|&a, &b| {
+                comparisons += 1;
+                self.key_bytes(&self.spans[a as usize])
+                    .cmp(self.key_bytes(&self.spans[b as usize]))
+                    .then(a.cmp(&b))
+            });
+            let mut keep = vec![false; n];
+            for w in 0..n {
+                let last_of_run = w + 1 == n || {
+                    comparisons += 1;
+                    self.key_bytes(&self.spans[order[w] as usize])
+                        != self.key_bytes(&self.spans[order[w + 1] as usize])
+                };
+                if last_of_run {
+                    keep[order[w] as usize] = true;
+                }
+            }
+            let mut at = 0;
+            self.spans.retain(|s| {
+                let k = keep[at] && s[2] != ABSENT;
+                at += 1;
+                k
+            });
+        }
+        comparisons
     }
 
     pub fn len(&self) -> usize {

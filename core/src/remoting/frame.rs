@@ -9,15 +9,19 @@
 //! i32 ext length, then (i16 key length, key, i32 value length, value)*`.
 //!
 //! Decoding is total: any byte sequence yields a command, "need more bytes", or an error
-//! value naming what is wrong. Nothing here panics on input.
+//! value naming what is wrong. Nothing here panics on input. It is linear in the frame's
+//! size and bounded by [`limits`](super::limits): a header over a limit is refused with an
+//! answer, not decoded in full.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use super::codes::{request, response};
 use super::command::{LanguageCode, RemotingCommand, SerializeType};
 use super::ext::ExtFields;
+use super::limits::{MAX_EXT_FIELDS, MAX_EXT_KEY_LEN, MAX_EXT_VALUE_LEN, MAX_HEADER_BYTES};
 
 /// Default largest frame accepted (Apache's default is 16 MiB too).
-pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
+pub const DEFAULT_MAX_FRAME: usize = super::limits::MAX_FRAME;
 /// Header length lives in 24 bits.
 pub const MAX_HEADER_LEN: usize = (1 << 24) - 1;
 
@@ -37,6 +41,53 @@ pub enum FrameError {
     BadBinary(&'static str),
     #[error("header of {0} bytes does not fit the 24-bit length field")]
     HeaderTooLarge(usize),
+    /// A well-framed command whose header breaks a limit: the stream is intact, the command
+    /// is not served; a request is answered with [`FrameError::response`].
+    #[error("refused a command (code {}): {}", .0.code, .0.reason)]
+    Refused(Box<Refused>),
+}
+
+/// What is known of a refused command: enough to answer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub code: i32,
+    pub opaque: i32,
+    pub flag: i32,
+    pub version: i32,
+    pub serialize_type: SerializeType,
+    pub reason: String,
+}
+
+impl FrameError {
+    /// Whether the connection's framing is lost (it must be closed). A refused command
+    /// leaves the stream intact.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, FrameError::Refused(_))
+    }
+
+    /// The answer to a refused request: an error with the reason as its remark (a send is
+    /// MESSAGE_ILLEGAL, which producers do not retry; anything else SYSTEM_ERROR). None for
+    /// fatal errors, responses and oneway requests.
+    pub fn response(&self) -> Option<RemotingCommand> {
+        let FrameError::Refused(r) = self else {
+            return None;
+        };
+        let mut shape = RemotingCommand::request(r.code, r.opaque);
+        shape.flag = r.flag;
+        shape.version = r.version;
+        shape.serialize_type = r.serialize_type;
+        if shape.is_response() || shape.is_oneway() {
+            return None;
+        }
+        let code = match r.code {
+            request::SEND_MESSAGE | request::SEND_MESSAGE_V2 | request::SEND_BATCH_MESSAGE => {
+                response::MESSAGE_ILLEGAL
+            }
+            _ => response::SYSTEM_ERROR,
+        };
+        let remark = format!("request refused: {}", r.reason);
+        Some(RemotingCommand::response_to(&shape, code, Some(remark)))
+    }
 }
 
 /// Splits a byte stream into commands. Keeps no state between frames beyond its limit.
@@ -58,8 +109,11 @@ impl FrameDecoder {
         FrameDecoder { max_frame }
     }
 
-    /// Takes one frame off the front of `buf`: `Ok(None)` if it is not all there yet. On
-    /// error the stream is unusable (framing is lost) and the connection must be closed.
+    /// Takes one frame off the front of `buf`: `Ok(None)` if it is not all there yet. On a
+    /// fatal error ([`FrameError::is_fatal`]) the stream is unusable (framing is lost) and the
+    /// connection must be closed; a refused command was taken off and the stream goes on.
+    /// Reserves nothing for an announced length: the caller grows `buf` as bytes arrive, so
+    /// a peer announcing 16 MiB and sending 4 bytes costs 4 bytes.
     pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<RemotingCommand>, FrameError> {
         if buf.len() < 4 {
             return Ok(None);
@@ -75,7 +129,6 @@ impl FrameDecoder {
             return Err(FrameError::TooShort(len));
         }
         if buf.len() < 4 + len {
-            buf.reserve(4 + len - buf.len());
             return Ok(None);
         }
         buf.advance(4);
@@ -85,36 +138,64 @@ impl FrameDecoder {
 }
 
 /// Decodes one frame (without its leading length field).
-pub fn decode_frame(mut frame: Bytes) -> Result<RemotingCommand, FrameError> {
+pub fn decode_frame(frame: Bytes) -> Result<RemotingCommand, FrameError> {
+    decode_frame_counted(frame).0
+}
+
+/// [`decode_frame`], and the work it did: bytes scanned plus key comparisons resolving
+/// duplicate header keys. Linear in the frame's size (the codec's property tests hold it to
+/// that, so no header shape can make decoding slow).
+pub fn decode_frame_counted(mut frame: Bytes) -> (Result<RemotingCommand, FrameError>, u64) {
     if frame.len() < 4 {
-        return Err(FrameError::TooShort(frame.len()));
+        return (Err(FrameError::TooShort(frame.len())), 0);
     }
     let mark = frame.get_u32();
     let ser = (mark >> 24) as u8;
     let header_len = (mark & 0x00FF_FFFF) as usize;
     if header_len > frame.len() {
-        return Err(FrameError::BadHeaderLength {
+        let e = FrameError::BadHeaderLength {
             header: header_len,
             available: frame.len(),
-        });
+        };
+        return (Err(e), 4);
     }
     let header = frame.split_to(header_len);
     let body = frame;
-    let mut cmd = match ser {
-        0 => decode_json(&header)?,
-        1 => decode_binary(header)?,
-        other => return Err(FrameError::UnknownSerializeType(other)),
+    let too_big = (header_len > MAX_HEADER_BYTES)
+        .then(|| format!("header of {header_len} bytes exceeds the limit of {MAX_HEADER_BYTES}"));
+    let (decoded, work) = match ser {
+        0 => decode_json(&header, too_big),
+        1 => decode_binary(header, too_big),
+        other => (Err(FrameError::UnknownSerializeType(other)), 0),
     };
-    cmd.body = body;
-    Ok(cmd)
+    let decoded = decoded.and_then(|(mut cmd, refused)| match refused {
+        Some(reason) => Err(FrameError::Refused(Box::new(Refused {
+            code: cmd.code,
+            opaque: cmd.opaque,
+            flag: cmd.flag,
+            version: cmd.version,
+            serialize_type: cmd.serialize_type,
+            reason,
+        }))),
+        None => {
+            cmd.body = body;
+            Ok(cmd)
+        }
+    });
+    (decoded, 4 + work)
 }
 
-fn decode_json(header: &[u8]) -> Result<RemotingCommand, FrameError> {
+/// A decoded header and the limit it broke, if any; and the work done.
+type HeaderResult = (Result<(RemotingCommand, Option<String>), FrameError>, u64);
+
+fn decode_json(header: &[u8], too_big: Option<String>) -> HeaderResult {
     let mut cmd = RemotingCommand::request(0, 0);
     cmd.language = LanguageCode::Other;
-    super::json::decode_header(header, &mut cmd).map_err(FrameError::BadJson)?;
     cmd.serialize_type = SerializeType::Json;
-    Ok(cmd)
+    match super::json::decode_header(header, &mut cmd, too_big) {
+        Ok(d) => (Ok((cmd, d.refused)), d.work),
+        Err(e) => (Err(FrameError::BadJson(e)), header.len() as u64),
+    }
 }
 
 fn take_str<'b>(b: &mut &'b [u8], len: usize, what: &'static str) -> Result<&'b str, FrameError> {
@@ -126,9 +207,23 @@ fn take_str<'b>(b: &mut &'b [u8], len: usize, what: &'static str) -> Result<&'b 
     std::str::from_utf8(s).map_err(|_| FrameError::BadBinary("a string is not UTF-8"))
 }
 
-fn decode_binary(header: Bytes) -> Result<RemotingCommand, FrameError> {
+fn decode_binary(header: Bytes, too_big: Option<String>) -> HeaderResult {
+    let work = header.len() as u64;
+    match binary_header(&header, too_big) {
+        Ok((mut cmd, refused)) => {
+            let comparisons = cmd.ext_fields.finish_decode();
+            (Ok((cmd, refused)), work + comparisons)
+        }
+        Err(e) => (Err(e), work),
+    }
+}
+
+fn binary_header(
+    header: &[u8],
+    mut refused: Option<String>,
+) -> Result<(RemotingCommand, Option<String>), FrameError> {
     const FIXED: usize = 2 + 1 + 2 + 4 + 4 + 4;
-    let mut b: &[u8] = &header;
+    let mut b: &[u8] = header;
     if b.remaining() < FIXED {
         return Err(FrameError::BadBinary("shorter than the fixed fields"));
     }
@@ -137,22 +232,41 @@ fn decode_binary(header: Bytes) -> Result<RemotingCommand, FrameError> {
     let version = b.get_i16() as i32;
     let opaque = b.get_i32();
     let flag = b.get_i32();
-    let remark_len = b.get_i32();
-    let remark = if remark_len > 0 {
-        Some(take_str(&mut b, remark_len as usize, "remark runs past the header")?.to_string())
-    } else {
-        None
+    let mut cmd = RemotingCommand {
+        code,
+        language,
+        version,
+        opaque,
+        flag,
+        remark: None,
+        ext_fields: ExtFields::new(),
+        serialize_type: SerializeType::RocketMq,
+        body: Bytes::new(),
     };
+    if refused.is_some() {
+        // Over the header limit: the fixed fields are all an answer needs.
+        return Ok((cmd, refused));
+    }
+    let remark_len = b.get_i32();
+    if remark_len > 0 {
+        let remark = take_str(&mut b, remark_len as usize, "remark runs past the header")?;
+        // Cut at MAX_REMARK_LEN (on a char boundary): it is only ever shown.
+        let cut = (0..=remark.len().min(super::limits::MAX_REMARK_LEN))
+            .rev()
+            .find(|&n| remark.is_char_boundary(n))
+            .unwrap_or(0);
+        cmd.remark = Some(remark[..cut].to_string());
+    }
     if b.remaining() < 4 {
         return Err(FrameError::BadBinary("no ext fields length"));
     }
     let ext_len = b.get_i32();
-    let mut ext_fields = ExtFields::new();
     if ext_len > 0 {
         if b.remaining() < ext_len as usize {
             return Err(FrameError::BadBinary("ext fields run past the header"));
         }
         let mut ext = &b[..ext_len as usize];
+        let mut count = 0usize;
         while ext.has_remaining() {
             if ext.remaining() < 2 {
                 return Err(FrameError::BadBinary("truncated ext key length"));
@@ -170,20 +284,29 @@ fn decode_binary(header: Bytes) -> Result<RemotingCommand, FrameError> {
                 return Err(FrameError::BadBinary("negative ext value length"));
             }
             let value = take_str(&mut ext, vlen as usize, "ext value runs past the fields")?;
-            ext_fields.insert_with(key, |w| w.write_str(value));
+            count += 1;
+            if refused.is_none() {
+                refused = if count > MAX_EXT_FIELDS {
+                    Some(format!("more than {MAX_EXT_FIELDS} extFields"))
+                } else if key.len() > MAX_EXT_KEY_LEN {
+                    Some(format!(
+                        "a header key is longer than {MAX_EXT_KEY_LEN} bytes"
+                    ))
+                } else if value.len() > MAX_EXT_VALUE_LEN {
+                    Some(format!(
+                        "extFields value of {key:?} is longer than {MAX_EXT_VALUE_LEN} bytes"
+                    ))
+                } else {
+                    None
+                };
+            }
+            // Past a limit the fields are still checked for framing, but not kept.
+            if refused.is_none() {
+                cmd.ext_fields.push_with(key, |w| w.write_str(value));
+            }
         }
     }
-    Ok(RemotingCommand {
-        code,
-        language,
-        version,
-        opaque,
-        flag,
-        remark,
-        ext_fields,
-        serialize_type: SerializeType::RocketMq,
-        body: Bytes::new(),
-    })
+    Ok((cmd, refused))
 }
 
 /// Writes `s` as a JSON string literal.

@@ -1,20 +1,41 @@
 //! A JSON reader for remoting headers, written for the hot path: strings are unescaped
 //! straight into the command's `ExtFields` arena, so decoding a request allocates nothing.
 //! Total on any input: every malformed byte sequence is an error message, never a panic;
-//! nesting is bounded.
+//! nesting is bounded. Linear in the header's length: each byte is looked at a bounded
+//! number of times, and duplicate keys are resolved once at the end (see `limits`).
 
 use smallvec::SmallVec;
 
 use super::command::{LanguageCode, RemotingCommand};
 use super::ext::ExtFields;
-
-const MAX_DEPTH: usize = 32;
+use super::limits::{
+    MAX_EXT_FIELDS, MAX_EXT_KEY_LEN, MAX_EXT_VALUE_LEN, MAX_JSON_DEPTH, MAX_NUMBER_LEN,
+    MAX_REMARK_LEN,
+};
 
 type Key = SmallVec<[u8; 64]>;
 
 struct Reader<'a> {
     b: &'a [u8],
     i: usize,
+    /// The first limit the header broke: it is answered with this, not served. From then on
+    /// nothing more is stored, but the scan goes on for the code, opaque and flag.
+    over: Option<String>,
+}
+
+/// Appends `s` to `buf` up to `cap` bytes in all; false if something was cut.
+fn push_capped<const N: usize>(buf: &mut SmallVec<[u8; N]>, s: &str, cap: usize) -> bool {
+    let room = cap.saturating_sub(buf.len());
+    buf.extend_from_slice(&s.as_bytes()[..s.len().min(room)]);
+    s.len() <= room
+}
+
+/// What decoding a JSON header found beyond the fields it filled in.
+pub(super) struct Decoded {
+    /// The limit the header broke, if any: the request is answered with it, not served.
+    pub refused: Option<String>,
+    /// Work done: bytes scanned plus key comparisons resolving duplicates.
+    pub work: u64,
 }
 
 /// A scalar as the header holds it: string contents are written by `string_into`.
@@ -120,9 +141,56 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Skips a string (the opening quote next) without unescaping it: one tight scan, its
+    /// escapes and UTF-8 still checked, for what nobody reads.
+    fn skip_string(&mut self) -> Result<(), String> {
+        self.eat(b'"')?;
+        let start = self.i;
+        loop {
+            let rest = &self.b[self.i..];
+            let n = rest
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                .ok_or("unterminated string")?;
+            self.i += n;
+            match self.b[self.i] {
+                b'"' => {
+                    std::str::from_utf8(&self.b[start..self.i])
+                        .map_err(|_| "a string is not UTF-8")?;
+                    self.i += 1;
+                    return Ok(());
+                }
+                b'\\' => {
+                    let esc = *self.b.get(self.i + 1).ok_or("truncated escape")?;
+                    self.i += 2;
+                    match esc {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {}
+                        b'u' => {
+                            self.hex4()?;
+                        }
+                        other => return Err(format!("bad escape '\\{}'", other as char)),
+                    }
+                }
+                _ => return Err("control character in a string".into()),
+            }
+        }
+    }
+
+    /// Notes the first limit broken.
+    fn refuse(&mut self, why: impl FnOnce() -> String) {
+        if self.over.is_none() {
+            self.over = Some(why());
+        }
+    }
+
+    /// A key, kept up to `MAX_EXT_KEY_LEN` bytes; a longer one is a broken limit.
     fn key(&mut self) -> Result<Key, String> {
         let mut k = Key::new();
-        self.string_into(&mut |s| k.extend_from_slice(s.as_bytes()))?;
+        let mut cut = false;
+        self.string_into(&mut |s| cut |= !push_capped(&mut k, s, MAX_EXT_KEY_LEN))?;
+        if cut {
+            self.refuse(|| format!("a header key is longer than {MAX_EXT_KEY_LEN} bytes"));
+        }
         Ok(k)
     }
 
@@ -140,6 +208,11 @@ impl<'a> Reader<'a> {
         while let Some(b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') = self.b.get(self.i) {
             self.i += 1;
         }
+        if self.i - start > MAX_NUMBER_LEN {
+            return Err(format!(
+                "number at byte {start} is longer than {MAX_NUMBER_LEN} characters"
+            ));
+        }
         let s = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| "bad number")?;
         if s.is_empty() || s.parse::<f64>().is_err() {
             return Err(format!("bad number at byte {start}"));
@@ -149,11 +222,11 @@ impl<'a> Reader<'a> {
 
     /// Skips any value, bounded in depth.
     fn skip(&mut self, depth: usize) -> Result<(), String> {
-        if depth > MAX_DEPTH {
+        if depth > MAX_JSON_DEPTH {
             return Err("nesting too deep".into());
         }
         match self.peek().ok_or("unexpected end")? {
-            b'"' => self.string_into(&mut |_| {}),
+            b'"' => self.skip_string(),
             b'{' => {
                 self.i += 1;
                 if self.peek() == Some(b'}') {
@@ -161,7 +234,7 @@ impl<'a> Reader<'a> {
                     return Ok(());
                 }
                 loop {
-                    self.string_into(&mut |_| {})?;
+                    self.skip_string()?;
                     self.eat(b':')?;
                     self.skip(depth + 1)?;
                     match self.peek() {
@@ -214,7 +287,10 @@ impl<'a> Reader<'a> {
     /// An integer field; strings holding integers are accepted, as SDKs send both.
     fn int(&mut self, field: &str) -> Result<i32, String> {
         let mut text: SmallVec<[u8; 24]> = SmallVec::new();
-        let s = self.scalar(&mut |s| text.extend_from_slice(s.as_bytes()))?;
+        // Past 64 bytes it is no integer anyway: what is kept then fails to parse.
+        let s = self.scalar(&mut |s| {
+            push_capped(&mut text, s, MAX_NUMBER_LEN + 1);
+        })?;
         let bad = || format!("{field} is not a 32-bit integer");
         match s {
             Scalar::Null => Ok(0),
@@ -238,34 +314,61 @@ impl<'a> Reader<'a> {
             return Ok(());
         }
         loop {
-            let key = self.key()?;
-            let key = std::str::from_utf8(&key).map_err(|_| "a key is not UTF-8")?;
+            let key = if self.over.is_some() {
+                self.skip_string()?;
+                Key::new()
+            } else {
+                self.key()?
+            };
             self.eat(b':')?;
-            let mut err = None;
-            let mut kind = Scalar::Other;
-            ext.insert_with(key, |w| {
-                match self.scalar(&mut |s| {
-                    let _ = w.write_str(s);
-                }) {
-                    Ok(Scalar::Number(n)) => {
-                        let _ = w.write_str(n);
-                        kind = Scalar::Number(n);
-                    }
-                    Ok(Scalar::Bool(b)) => {
-                        let _ = w.write_str(if b { "true" } else { "false" });
-                        kind = Scalar::Bool(b);
-                    }
-                    Ok(other) => kind = other,
-                    Err(e) => err = Some(e),
-                }
-                Ok(())
-            });
-            if let Some(e) = err {
-                return Err(e);
+            if self.over.is_none() && ext.len() >= MAX_EXT_FIELDS {
+                self.refuse(|| format!("more than {MAX_EXT_FIELDS} extFields"));
             }
-            // null and non-scalars mean "absent", as Java's maps would hold nothing useful.
-            if matches!(kind, Scalar::Null | Scalar::Other) {
-                ext.remove(key);
+            if self.over.is_some() {
+                // Over a limit: scan on, keep nothing.
+                self.skip(1)?;
+            } else {
+                let key = std::str::from_utf8(&key).map_err(|_| "a key is not UTF-8")?;
+                let mut err = None;
+                let mut kind = Scalar::Other;
+                let mut written = 0usize;
+                ext.push_with(key, |w| {
+                    let mut put = |s: &str| {
+                        let room = MAX_EXT_VALUE_LEN.saturating_sub(written);
+                        let n = s.len().min(room);
+                        // Cut at a char boundary: the arena holds UTF-8 only.
+                        let n = (0..=n).rev().find(|&n| s.is_char_boundary(n)).unwrap_or(0);
+                        let _ = w.write_str(&s[..n]);
+                        written += s.len();
+                    };
+                    match self.scalar(&mut put) {
+                        Ok(Scalar::Number(n)) => {
+                            put(n);
+                            kind = Scalar::Number(n);
+                        }
+                        Ok(Scalar::Bool(b)) => {
+                            put(if b { "true" } else { "false" });
+                            kind = Scalar::Bool(b);
+                        }
+                        Ok(other) => kind = other,
+                        Err(e) => err = Some(e),
+                    }
+                    Ok(())
+                });
+                if let Some(e) = err {
+                    return Err(e);
+                }
+                if written > MAX_EXT_VALUE_LEN {
+                    self.refuse(|| {
+                        format!(
+                            "extFields value of {key:?} is longer than {MAX_EXT_VALUE_LEN} bytes"
+                        )
+                    });
+                }
+                // null and non-scalars mean "absent", as Java's maps would hold nothing useful.
+                if matches!(kind, Scalar::Null | Scalar::Other) {
+                    ext.mark_last_absent();
+                }
             }
             match self.peek() {
                 Some(b',') => self.i += 1,
@@ -279,9 +382,18 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Fills `cmd` from a JSON header.
-pub(super) fn decode_header(input: &[u8], cmd: &mut RemotingCommand) -> Result<(), String> {
-    let mut r = Reader { b: input, i: 0 };
+/// Fills `cmd` from a JSON header. `refused` is a limit already known broken (the header's
+/// size): then only the code, opaque and flag are read. Errors are malformed input.
+pub(super) fn decode_header(
+    input: &[u8],
+    cmd: &mut RemotingCommand,
+    refused: Option<String>,
+) -> Result<Decoded, String> {
+    let mut r = Reader {
+        b: input,
+        i: 0,
+        over: refused,
+    };
     if r.peek() != Some(b'{') {
         return Err("header is not a JSON object".into());
     }
@@ -299,7 +411,9 @@ pub(super) fn decode_header(input: &[u8], cmd: &mut RemotingCommand) -> Result<(
                 b"flag" => cmd.flag = r.int("flag")?,
                 b"language" => {
                     let mut name: SmallVec<[u8; 16]> = SmallVec::new();
-                    cmd.language = match r.scalar(&mut |s| name.extend_from_slice(s.as_bytes()))? {
+                    cmd.language = match r.scalar(&mut |s| {
+                        push_capped(&mut name, s, 16);
+                    })? {
                         Scalar::Str => {
                             LanguageCode::from_name(std::str::from_utf8(&name).unwrap_or(""))
                         }
@@ -307,9 +421,19 @@ pub(super) fn decode_header(input: &[u8], cmd: &mut RemotingCommand) -> Result<(
                         _ => LanguageCode::Other,
                     };
                 }
+                b"remark" if r.over.is_some() => r.skip(1)?,
                 b"remark" => {
+                    // Cut at MAX_REMARK_LEN (on a char boundary): it is only ever shown.
                     let mut text = String::new();
-                    cmd.remark = match r.scalar(&mut |s| text.push_str(s))? {
+                    let mut put = |s: &str| {
+                        let room = MAX_REMARK_LEN.saturating_sub(text.len());
+                        let n = (0..=s.len().min(room))
+                            .rev()
+                            .find(|&n| s.is_char_boundary(n))
+                            .unwrap_or(0);
+                        text.push_str(&s[..n]);
+                    };
+                    cmd.remark = match r.scalar(&mut put)? {
                         Scalar::Str => Some(text),
                         Scalar::Number(n) => Some(n.to_string()),
                         Scalar::Bool(b) => Some(b.to_string()),
@@ -332,5 +456,9 @@ pub(super) fn decode_header(input: &[u8], cmd: &mut RemotingCommand) -> Result<(
     if r.peek().is_some() {
         return Err(format!("trailing bytes after the header at byte {}", r.i));
     }
-    Ok(())
+    let comparisons = cmd.ext_fields.finish_decode();
+    Ok(Decoded {
+        refused: r.over,
+        work: r.i as u64 + comparisons,
+    })
 }

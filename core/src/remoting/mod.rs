@@ -5,7 +5,11 @@ pub mod command;
 pub mod ext;
 pub mod frame;
 mod json;
+pub mod limits;
 
 pub use command::{FieldError, LanguageCode, RemotingCommand, SerializeType};
 pub use ext::ExtFields;
-pub use frame::{FrameDecoder, FrameError, decode_frame, encode, encode_header, encode_prefix};
+pub use frame::{
+    FrameDecoder, FrameError, Refused, decode_frame, decode_frame_counted, encode, encode_header,
+    encode_prefix,
+};

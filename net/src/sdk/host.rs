@@ -76,9 +76,9 @@ pub type Call<M> = Box<dyn FnOnce(&mut M, u64) + Send>;
 struct Peers {
     by_addr: HashMap<String, (ConnId, ConnWriter)>,
     addr_of: HashMap<ConnId, String>,
-    /// Each connection's dial-and-read task, aborted at shutdown so sockets close fully (a
-    /// broker must see the close to drop the consumer's held pulls).
-    tasks: Vec<tokio::task::AbortHandle>,
+    /// Each connection's dial-and-read task, aborted when it is lost and at shutdown so
+    /// sockets close fully (a broker must see the close to drop the consumer's held pulls).
+    tasks: HashMap<ConnId, tokio::task::AbortHandle>,
     next: u64,
     events: mpsc::Sender<ConnEvent>,
 }
@@ -90,21 +90,37 @@ impl Peers {
         }
         self.next += 1;
         let conn = ConnId(self.next);
-        let (writer, rx, queued) = ConnWriter::new();
+        let (writer, rx, queued) = ConnWriter::new(crate::conn::MAX_QUEUED_BYTES);
         self.by_addr
             .insert(addr.to_string(), (conn, writer.clone()));
         self.addr_of.insert(conn, addr.to_string());
         let (events, target) = (self.events.clone(), addr.to_string());
         let max_frame = rockfish_core::remoting::frame::DEFAULT_MAX_FRAME;
         let task = tokio::spawn(dial(conn, target, max_frame, rx, queued, events));
-        self.tasks.push(task.abort_handle());
+        self.tasks.insert(conn, task.abort_handle());
         writer
     }
 
+    /// Forgets a connection and stops its task. The peer's address if it was open: the
+    /// machine hears of each lost peer once, whoever noticed first (a read error, the
+    /// peer's close, a writer too far behind).
     fn lost(&mut self, conn: ConnId) -> Option<String> {
         let addr = self.addr_of.remove(&conn)?;
         self.by_addr.remove(&addr);
+        if let Some(t) = self.tasks.remove(&conn) {
+            t.abort();
+        }
         Some(addr)
+    }
+
+    /// Queues a frame for `addr`. The lost peer's address if this closed its connection.
+    fn send(&mut self, addr: &str, frame: bytes::Bytes) -> Option<String> {
+        if self.writer(addr).send(WriteItem::One(frame)) {
+            return None;
+        }
+        tracing::warn!(%addr, "connection too far behind on writes; closing it");
+        let conn = self.by_addr.get(addr).map(|(c, _)| *c)?;
+        self.lost(conn)
     }
 }
 
@@ -118,7 +134,7 @@ pub async fn run<M: ClientMachine>(
     let mut peers = Peers {
         by_addr: HashMap::new(),
         addr_of: HashMap::new(),
-        tasks: Vec::new(),
+        tasks: HashMap::new(),
         next: 0,
         events: ev_tx,
     };
@@ -132,9 +148,9 @@ pub async fn run<M: ClientMachine>(
             if let Output::SendTo { addr, cmd } = out {
                 let mut buf = BytesMut::new();
                 if encode(&cmd, &mut scratch, &mut buf).is_ok()
-                    && !peers.writer(&addr).send(WriteItem::One(buf.freeze()))
+                    && let Some(lost) = peers.send(&addr, buf.freeze())
                 {
-                    machine.on_peer_lost(&addr, now);
+                    machine.on_peer_lost(&lost, now);
                 }
             }
         }
@@ -150,7 +166,14 @@ pub async fn run<M: ClientMachine>(
                 None => break,
             },
             Some(ev) = ev_rx.recv() => match ev {
-                ConnEvent::Command { cmd, .. } => machine.on_command(cmd, now_ms()),
+                // Only from a connection still open: a lost peer's late frames are not served.
+                ConnEvent::Command { conn, cmd, .. } => {
+                    if peers.addr_of.contains_key(&conn) {
+                        machine.on_command(cmd, now_ms());
+                    }
+                }
+                // A client answers no requests; a refused one (over a limit) is only logged.
+                ConnEvent::Answer { .. } => {}
                 ConnEvent::Closed { conn, reason } => {
                     tracing::debug!(%reason, "client connection closed");
                     if let Some(addr) = peers.lost(conn) {
@@ -171,7 +194,7 @@ pub async fn run<M: ClientMachine>(
         }
     }
     // Dropping the writers ends the write loops once their queues are written out.
-    let tasks = std::mem::take(&mut peers.tasks);
+    let tasks: Vec<_> = std::mem::take(&mut peers.tasks).into_values().collect();
     drop(peers);
     tokio::time::sleep(Duration::from_millis(50)).await;
     for t in tasks {
