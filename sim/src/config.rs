@@ -89,6 +89,8 @@ pub struct SimConfig {
     pub reconsume_share: f64,
     /// Each message body is padded to at least this many bytes (to fill disks).
     pub body_bytes: usize,
+    /// The topic exists before the run, and consumers start once brokers have registered.
+    pub topic_created: bool,
     /// Messages each producer sends, one every `send_interval_ms`.
     pub messages: usize,
     pub send_interval_ms: u64,
@@ -118,6 +120,7 @@ impl SimConfig {
             orderly: false,
             reconsume_share: 0.0,
             body_bytes: 0,
+            topic_created: false,
             messages: 200,
             send_interval_ms: 20,
             liveness_messages: 20,
