@@ -227,7 +227,10 @@ fn check_vanished(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
         if now == Some(&d.body) || !judged.insert(slot) {
             continue;
         }
-        if cfg.flush == FlushDiskType::Async && power_lost(h, &d.broker, d.at, u64::MAX) {
+        // It was served some time after it was sent and arrived by `d.at` (a response in
+        // flight outlives the broker), so any power loss after the send may have taken it.
+        let stored_from = h.sent_at.get(&d.body).copied().unwrap_or(0);
+        if cfg.flush == FlushDiskType::Async && power_lost(h, &d.broker, stored_from, u64::MAX) {
             continue;
         }
         report.violations.push(Violation::Vanished {
@@ -244,18 +247,20 @@ fn check_vanished(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
 /// one message there must never be served another (RocketMQ #8239). ASYNC_FLUSH may reuse an
 /// offset only after a power loss of that broker between the two deliveries.
 fn check_offset_reuse(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
-    let mut first: BTreeMap<(&str, &str, u32, u64), (&str, u64)> = BTreeMap::new();
+    let mut first: BTreeMap<(&str, &str, u32, u64), &str> = BTreeMap::new();
     for d in &h.delivered {
         let key = (d.broker.as_str(), d.topic.as_str(), d.queue, d.offset);
-        let Some((body, at)) = first.get(&key).copied() else {
-            first.insert(key, (d.body.as_str(), d.at));
+        let Some(body) = first.get(&key).copied() else {
+            first.insert(key, d.body.as_str());
             continue;
         };
         if body == d.body {
             continue;
         }
+        // The first message was stored after it was sent; the second served by `d.at`.
+        let stored_from = h.sent_at.get(body).copied().unwrap_or(0);
         let allowed =
-            cfg.flush == FlushDiskType::Async && power_lost(h, &d.broker, at, d.at);
+            cfg.flush == FlushDiskType::Async && power_lost(h, &d.broker, stored_from, d.at);
         if !allowed {
             report.violations.push(Violation::OffsetReused {
                 broker: d.broker.clone(),
@@ -267,6 +272,6 @@ fn check_offset_reuse(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
             });
         }
         // The slot's message from now on is the later one.
-        first.insert(key, (d.body.as_str(), d.at));
+        first.insert(key, d.body.as_str());
     }
 }

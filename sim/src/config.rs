@@ -152,6 +152,9 @@ pub struct Bugs {
     pub broadcast_as_clustering: bool,
     /// Brokers register with the name servers once and never again.
     pub register_once: bool,
+    /// SYNC_FLUSH brokers serve pulls past the flushed offset (RocketMQ #8239): a consumer
+    /// sees messages a power loss can still take.
+    pub serve_unflushed: bool,
 }
 
 impl Bugs {

@@ -213,6 +213,8 @@ pub type StoreSlot = (String, String, u32, u64);
 pub struct History {
     /// body -> (acknowledged status, if any)
     pub sent: BTreeMap<String, Option<SendStatus>>,
+    /// body -> when the producer first sent it (no broker held it earlier).
+    pub sent_at: BTreeMap<String, u64>,
     /// In delivery order.
     pub delivered: Vec<Delivery>,
     /// The broadcasting group's consumers (nodes).
@@ -301,6 +303,10 @@ impl Sites {
         } else {
             rockfish_core::buggify::disarm();
         }
+        rockfish_core::buggify::clear_bugs();
+        if cfg.bugs.serve_unflushed {
+            rockfish_core::buggify::set_bug("broker.serve-unflushed");
+        }
         Sites
     }
 }
@@ -308,6 +314,7 @@ impl Sites {
 impl Drop for Sites {
     fn drop(&mut self) {
         rockfish_core::buggify::disarm();
+        rockfish_core::buggify::clear_bugs();
     }
 }
 
@@ -981,6 +988,7 @@ impl Sim {
                         p.send(msg, SendMode::Async, now)
                     };
                     self.sends.insert((producer, id), body.clone());
+                    self.history.sent_at.entry(body.clone()).or_insert(self.now);
                     self.history.sent.entry(body).or_insert(None);
                 }
                 self.after(producer);

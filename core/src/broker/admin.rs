@@ -131,7 +131,17 @@ impl<D: Disk> Broker<D> {
         let topic: String = cmd.ext_req("topic")?;
         let queue_id: u32 = cmd.ext_req("queueId")?;
         let offset = if max {
-            self.store.max_offset(&topic, queue_id)
+            // What consumers may be served, as pulls report it.
+            match self.visible_max_offset(&topic, queue_id) {
+                Ok(offset) => offset,
+                Err(e) => {
+                    return Ok(RemotingCommand::response_to(
+                        cmd,
+                        response::SYSTEM_ERROR,
+                        Some(format!("store error: {e}")),
+                    ));
+                }
+            }
         } else {
             self.store.min_offset(&topic, queue_id)
         };
@@ -153,6 +163,7 @@ impl<D: Disk> Broker<D> {
             match self
                 .store
                 .offset_by_time(&topic, queue_id, timestamp, boundary)
+                .and_then(|o| Ok(o.min(self.visible_max_offset(&topic, queue_id)?)))
             {
                 Ok(offset) => RemotingCommand::response_to(cmd, response::SUCCESS, None)
                     .with_ext("offset", offset),

@@ -437,7 +437,7 @@ impl<D: Disk> Broker<D> {
     }
 
     /// A flush finished: everything below `upto` is durable. Acks the sends it covers.
-    pub fn on_flushed(&mut self, upto: u64, _now: u64) {
+    pub fn on_flushed(&mut self, upto: u64, now: u64) {
         self.flush_in_flight = None;
         self.store.commit_log_mut().on_flushed(upto);
         let durable = self.store.flushed();
@@ -451,6 +451,7 @@ impl<D: Disk> Broker<D> {
         if !self.sync_waiters.is_empty() {
             self.request_flush();
         }
+        self.wake_durable_pulls(now);
     }
 
     /// A flush failed: the store stops taking writes, and every waiting send gets an error

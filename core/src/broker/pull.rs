@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use rockfish_store::{Disk, GetStatus};
+use rockfish_store::{Disk, GetStatus, StoreResult};
 
-use super::{Broker, PendingPull};
+use super::{Broker, FlushDiskType, PendingPull};
 use crate::machine::{ConnId, Output};
 use crate::message::TagFilter;
 use crate::protocol::perm;
@@ -103,14 +103,17 @@ impl<D: Disk> Broker<D> {
             self.offsets_dirty = true;
         }
 
-        let got = match self.store.get(
-            &topic,
-            queue_id,
-            offset,
-            max_msgs,
-            self.config.max_pull_bytes,
-            &|c| filter.matches_code(c),
-        ) {
+        let got = match self.visible_max_offset(&topic, queue_id).and_then(|visible| {
+            self.store.get_below(
+                &topic,
+                queue_id,
+                offset,
+                max_msgs,
+                self.config.max_pull_bytes,
+                &|c| filter.matches_code(c),
+                visible,
+            )
+        }) {
             Ok(got) => got,
             Err(e) => return refuse(response::SYSTEM_ERROR, format!("store error: {e}")),
         };
@@ -178,6 +181,52 @@ impl<D: Disk> Broker<D> {
             return Ok(None);
         }
         Ok(Some(resp))
+    }
+
+    /// Whether a message is visible to consumers once appended (ASYNC_FLUSH), rather than
+    /// once durable (SYNC_FLUSH).
+    pub(super) fn visible_on_append(&self) -> bool {
+        self.config.flush_disk_type == FlushDiskType::Async
+            || crate::buggify::bug("broker.serve-unflushed")
+    }
+
+    /// The queue offset below which consumers are served, the max offset pulls and
+    /// GET_MAX_OFFSET report. ASYNC_FLUSH: everything appended. SYNC_FLUSH: only what is
+    /// durable, so a message a consumer has seen never vanishes in a power loss and its queue
+    /// offset is never reused for another message (RocketMQ #8239, fixed in Apache PR #8240).
+    pub(super) fn visible_max_offset(&self, topic: &str, queue_id: u32) -> StoreResult<u64> {
+        if self.visible_on_append() {
+            return Ok(self.store.max_offset(topic, queue_id));
+        }
+        self.store
+            .max_offset_upto(topic, queue_id, self.store.flushed())
+    }
+
+    /// A flush made more of the log durable: under SYNC_FLUSH that is when messages become
+    /// visible, so held pulls whose queue now holds something at their offset get another try.
+    pub(super) fn wake_durable_pulls(&mut self, now: u64) {
+        if self.visible_on_append() {
+            return; // woken on append instead
+        }
+        let mut due = Vec::new();
+        for (topic, queues) in &self.pending_pulls {
+            for (queue_id, pulls) in queues {
+                let woken = match self.visible_max_offset(topic, *queue_id) {
+                    Ok(visible) => pulls.iter().any(|p| {
+                        p.request
+                            .ext_req::<i64>("queueOffset")
+                            .map_or(true, |o| (o.max(0) as u64) < visible)
+                    }),
+                    Err(_) => true, // answered with the error
+                };
+                if woken {
+                    due.push((topic.clone(), *queue_id));
+                }
+            }
+        }
+        for (topic, queue_id) in due {
+            self.wake_pulls(&topic, queue_id, now);
+        }
     }
 
     /// A message arrived at (topic, queue): held pulls there get another try.
