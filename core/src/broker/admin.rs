@@ -40,6 +40,7 @@ impl<D: Disk> Broker<D> {
 
     pub(super) fn update_consumer_offset(
         &mut self,
+        conn: ConnId,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, FieldError> {
         let group: String = cmd.ext_req("consumerGroup")?;
@@ -47,10 +48,56 @@ impl<D: Disk> Broker<D> {
         let queue_id: u32 = cmd.ext_req("queueId")?;
         let offset: i64 = cmd.ext_req("commitOffset")?;
         if offset >= 0 {
-            self.offsets.set(&topic, &group, queue_id, offset as u64);
-            self.offsets_dirty = true;
+            self.commit_offset(conn, &topic, &group, queue_id, offset as u64);
         }
         Ok(RemotingCommand::response_to(cmd, response::SUCCESS, None))
+    }
+
+    /// How far a consumer is trusted on a queue after this start (`recovery::OffsetFences`).
+    pub(super) fn offset_limit(
+        &self,
+        conn: ConnId,
+        topic: &str,
+        group: &str,
+        queue_id: u32,
+    ) -> Option<u64> {
+        self.fences.limit(
+            topic,
+            queue_id,
+            conn,
+            group,
+            self.clients.broadcasting(group),
+            self.store.min_offset(topic, queue_id),
+        )
+    }
+
+    /// Stores a consumer's committed offset, unless it points past what that consumer may
+    /// have seen since recovery (`recovery::OffsetFences`): a stale offset from before a
+    /// power loss is ignored, never stored.
+    pub(super) fn commit_offset(
+        &mut self,
+        conn: ConnId,
+        topic: &str,
+        group: &str,
+        queue_id: u32,
+        offset: u64,
+    ) {
+        if let Some(limit) = self.offset_limit(conn, topic, group, queue_id) {
+            if offset > limit {
+                tracing::warn!(
+                    topic,
+                    group,
+                    queue_id,
+                    offset,
+                    limit,
+                    "ignored a commit past what recovery kept of the queue"
+                );
+                return;
+            }
+            self.fences.committed(topic, queue_id, group, offset);
+        }
+        self.offsets.set(topic, group, queue_id, offset);
+        self.offsets_dirty = true;
     }
 
     pub(super) fn all_consumer_offsets(

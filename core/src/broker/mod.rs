@@ -12,6 +12,7 @@ mod admin;
 mod clients;
 mod locks;
 mod pull;
+mod recovery;
 mod send;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -29,6 +30,7 @@ use crate::remoting::{FieldError, RemotingCommand};
 
 pub use clients::{ConsumerData, HeartbeatData, SubscriptionData};
 pub use locks::LOCK_LEASE_MS;
+pub use recovery::{OffsetCorrection, correct_consumer_offsets};
 
 /// RocketMQ's default topic ("TBW102"): its route is how clients reach a broker for a topic
 /// that does not exist yet.
@@ -149,6 +151,8 @@ pub struct Broker<D: Disk> {
     topics: TopicConfigTable,
     offsets: ConsumerOffsetTable,
     offsets_dirty: bool,
+    /// Consumer offsets that may point past what recovery kept (ASYNC_FLUSH).
+    fences: recovery::OffsetFences,
     clients: clients::ClientTable,
     locks: locks::LockTable,
     peers: BTreeMap<ConnId, HostAddr>,
@@ -194,8 +198,10 @@ impl<D: Disk> Broker<D> {
                 .topic_config_table
                 .insert(DEFAULT_TOPIC.to_string(), tbw);
         }
-        let offsets: ConsumerOffsetTable =
+        let mut offsets: ConsumerOffsetTable =
             config::load(store.disk(), config::CONSUMER_OFFSETS_FILE)?.unwrap_or_default();
+        let offsets_dirty = !correct_consumer_offsets(&mut offsets, &store).is_empty();
+        let fences = recovery::fences_for(config.flush_disk_type, &store, &offsets);
         // A fresh store still needs its config files to exist for operators to find.
         if store
             .disk()
@@ -211,7 +217,8 @@ impl<D: Disk> Broker<D> {
             store,
             topics,
             offsets,
-            offsets_dirty: false,
+            offsets_dirty,
+            fences,
             clients: clients::ClientTable::default(),
             locks: locks::LockTable::default(),
             peers: BTreeMap::new(),
@@ -282,6 +289,7 @@ impl<D: Disk> Broker<D> {
 
     pub fn on_disconnect(&mut self, conn: ConnId, now: u64) {
         self.peers.remove(&conn);
+        self.fences.forget(conn);
         for queues in self.pending_pulls.values_mut() {
             for pulls in queues.values_mut() {
                 pulls.retain(|p| p.conn != conn);
@@ -340,7 +348,7 @@ impl<D: Disk> Broker<D> {
             request::UNREGISTER_CLIENT => self.unregister_client(cmd, now).map(Some),
             request::GET_CONSUMER_LIST_BY_GROUP => self.consumer_list(cmd).map(Some),
             request::QUERY_CONSUMER_OFFSET => self.query_consumer_offset(cmd).map(Some),
-            request::UPDATE_CONSUMER_OFFSET => self.update_consumer_offset(cmd).map(Some),
+            request::UPDATE_CONSUMER_OFFSET => self.update_consumer_offset(conn, cmd).map(Some),
             request::UPDATE_AND_CREATE_TOPIC => self.update_topic(cmd, now).map(Some),
             request::DELETE_TOPIC_IN_BROKER => self.delete_topic(cmd, now).map(Some),
             request::GET_ALL_TOPIC_CONFIG => self.all_topic_config(cmd).map(Some),

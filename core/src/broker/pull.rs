@@ -97,10 +97,30 @@ impl<D: Disk> Broker<D> {
         };
         // Only a pull's first run commits: a held pull woken later carries a stale offset
         // that must not rewind what the consumer committed since (as RocketMQ does).
+        // A consumer that lived through a restart may pull from past what recovery kept: it
+        // goes back to what its group is known to have consumed, or it could skip what is
+        // stored there now (`recovery::OffsetFences`).
+        if let Some(limit) = self.offset_limit(conn, &topic, &group, queue_id)
+            && offset > limit
+        {
+            tracing::warn!(
+                topic,
+                group,
+                queue_id,
+                offset,
+                limit,
+                "pull from past what the group is known to have consumed since recovery: offset moved"
+            );
+            return Ok(Some(
+                RemotingCommand::response_to(cmd, response::PULL_OFFSET_MOVED, None)
+                    .with_ext("nextBeginOffset", limit)
+                    .with_ext("minOffset", self.store.min_offset(&topic, queue_id))
+                    .with_ext("maxOffset", self.store.max_offset(&topic, queue_id))
+                    .with_ext("suggestWhichBrokerId", 0),
+            ));
+        }
         if run == PullRun::First && sys_flag & FLAG_COMMIT_OFFSET != 0 && commit_offset >= 0 {
-            self.offsets
-                .set(&topic, &group, queue_id, commit_offset as u64);
-            self.offsets_dirty = true;
+            self.commit_offset(conn, &topic, &group, queue_id, commit_offset as u64);
         }
 
         let got = match self.visible_max_offset(&topic, queue_id).and_then(|visible| {
@@ -164,6 +184,8 @@ impl<D: Disk> Broker<D> {
                 });
             return Ok(None);
         }
+        self.fences
+            .served(&topic, queue_id, conn, &group, got.next_offset);
         let resp = RemotingCommand::response_to(cmd, code, None)
             .with_ext("nextBeginOffset", got.next_offset)
             .with_ext("minOffset", got.min_offset)
