@@ -827,10 +827,13 @@ impl<D: Disk> MessageStore<D> {
         let mut scanned = 0usize;
         let mut missing = 0usize;
         'outer: while next < max && messages.len() < max_count && scanned < MAX_FILTER_SCAN {
+            // Never past `max`: with a `below` bound, entries past it exist but are not served.
             let entries = cq.read(
                 &self.disk,
                 next,
-                (MAX_FILTER_SCAN - scanned).min(max_count.max(32)),
+                (MAX_FILTER_SCAN - scanned)
+                    .min(max_count.max(32))
+                    .min(usize::try_from(max - next).unwrap_or(usize::MAX)),
             )?;
             if entries.is_empty() {
                 break;

@@ -237,6 +237,11 @@ impl<D: Disk> Broker<D> {
             outputs: VecDeque::new(),
             config,
         };
+        if broker.offsets_dirty {
+            // Corrected offsets are written before anyone is answered: another power loss
+            // must not bring back offsets of a history recovery has already rewritten.
+            broker.persist_offsets();
+        }
         broker.register_all(now);
         Ok(broker)
     }
