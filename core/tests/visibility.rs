@@ -133,12 +133,7 @@ impl H {
             })
             .collect();
         let ext = |k| resp.ext(k).unwrap().parse::<u64>().unwrap();
-        (
-            resp.code,
-            bodies,
-            ext("nextBeginOffset"),
-            ext("maxOffset"),
-        )
+        (resp.code, bodies, ext("nextBeginOffset"), ext("maxOffset"))
     }
     fn max_offset(&mut self) -> u64 {
         let cmd = self
@@ -238,12 +233,19 @@ fn after_an_async_power_loss_no_offset_past_the_recovered_end_skips_a_message() 
 
     let mut h = H::start(FlushDiskType::Async, disk, 10_000);
     assert_eq!(h.max_offset(), 3, "three messages survived");
-    assert_eq!(h.committed(), 3, "the committed offset is corrected to the recovered end");
+    assert_eq!(
+        h.committed(),
+        3,
+        "the committed offset is corrected to the recovered end"
+    );
     h.send("new3");
     // The consumer comes back with the offsets it remembers: moved back, not served past
     // new3; its stale commit is ignored.
     let (code, bodies, next, _) = h.pull(8);
-    assert_eq!((code, bodies, next), (response::PULL_OFFSET_MOVED, vec![], 3));
+    assert_eq!(
+        (code, bodies, next),
+        (response::PULL_OFFSET_MOVED, vec![], 3)
+    );
     h.commit(C, 8);
     assert_eq!(h.committed(), 3);
     assert_eq!(h.pull(3).1, vec!["new3".to_string()]);

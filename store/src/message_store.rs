@@ -733,7 +733,15 @@ impl<D: Disk> MessageStore<D> {
         max_bytes: usize,
         filter: &dyn Fn(i64) -> bool,
     ) -> StoreResult<GetResult> {
-        self.get_below(topic, queue_id, offset, max_count, max_bytes, filter, u64::MAX)
+        self.get_below(
+            topic,
+            queue_id,
+            offset,
+            max_count,
+            max_bytes,
+            filter,
+            u64::MAX,
+        )
     }
 
     /// The queue's max offset counting only entries whose records end at or below the commit
@@ -801,7 +809,10 @@ impl<D: Disk> MessageStore<D> {
                 max_offset: 0,
             });
         };
-        let (min, max) = (cq.min_offset(), cq.max_offset().min(below).max(cq.min_offset()));
+        let (min, max) = (
+            cq.min_offset(),
+            cq.max_offset().min(below).max(cq.min_offset()),
+        );
         let result = |status, next_offset, messages| GetResult {
             status,
             messages,

@@ -123,17 +123,19 @@ impl<D: Disk> Broker<D> {
             self.commit_offset(conn, &topic, &group, queue_id, commit_offset as u64);
         }
 
-        let got = match self.visible_max_offset(&topic, queue_id).and_then(|visible| {
-            self.store.get_below(
-                &topic,
-                queue_id,
-                offset,
-                max_msgs,
-                self.config.max_pull_bytes,
-                &|c| filter.matches_code(c),
-                visible,
-            )
-        }) {
+        let got = match self
+            .visible_max_offset(&topic, queue_id)
+            .and_then(|visible| {
+                self.store.get_below(
+                    &topic,
+                    queue_id,
+                    offset,
+                    max_msgs,
+                    self.config.max_pull_bytes,
+                    &|c| filter.matches_code(c),
+                    visible,
+                )
+            }) {
             Ok(got) => got,
             Err(e) => return refuse(response::SYSTEM_ERROR, format!("store error: {e}")),
         };

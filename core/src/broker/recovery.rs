@@ -292,7 +292,11 @@ mod tests {
         offsets.set("T", "G", 0, 9);
         let mut fences = OffsetFences::at_recovered_end(&store, &offsets);
         let (a, b) = (ConnId(1), ConnId(2));
-        assert_eq!(fences.limit("T", 0, a, "G", false, 0), Some(9), "what G committed");
+        assert_eq!(
+            fences.limit("T", 0, a, "G", false, 0),
+            Some(9),
+            "what G committed"
+        );
         assert_eq!(
             fences.limit("T", 1, a, "G", false, 0),
             Some(0),
@@ -303,18 +307,30 @@ mod tests {
             Some(12),
             "broadcasting, nothing committed: the recovered end"
         );
-        assert_eq!(fences.limit("New", 0, a, "G", false, 0), None, "queues created later");
+        assert_eq!(
+            fences.limit("New", 0, a, "G", false, 0),
+            None,
+            "queues created later"
+        );
         // `a` came back at 9 and was served up to 20; it commits 18.
         fences.served("T", 0, a, "G", 20);
         assert_eq!(fences.limit("T", 0, a, "G", false, 0), Some(20));
-        assert_eq!(fences.limit("T", 0, b, "G", false, 0), Some(9), "per connection");
+        assert_eq!(
+            fences.limit("T", 0, b, "G", false, 0),
+            Some(9),
+            "per connection"
+        );
         fences.committed("T", 0, "G", 18);
         assert_eq!(
             fences.limit("T", 0, b, "G", false, 0),
             Some(18),
             "a rebalance hands the queue on at the committed offset"
         );
-        assert_eq!(fences.limit("T", 0, b, "Other", true, 0), Some(12), "per group");
+        assert_eq!(
+            fences.limit("T", 0, b, "Other", true, 0),
+            Some(12),
+            "per group"
+        );
         fences.forget(a);
         assert_eq!(fences.limit("T", 0, a, "G", false, 0), Some(18));
     }
