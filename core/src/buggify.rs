@@ -101,6 +101,58 @@ macro_rules! buggify {
     };
 }
 
+/// Deliberately broken machines, for proving the simulator's checkers: a named bug the
+/// simulator switches on for one run (and off when it ends) makes a machine take a path it
+/// must never take (`bug("broker.serve-unflushed")`). Like the sites, compiled only with the
+/// `buggify` feature and inert until set on this thread.
+#[cfg(feature = "buggify")]
+mod bugs {
+    use std::cell::RefCell;
+    use std::collections::BTreeSet;
+
+    thread_local! {
+        static ON: RefCell<BTreeSet<&'static str>> = const { RefCell::new(BTreeSet::new()) };
+    }
+
+    pub fn set(name: &'static str) {
+        ON.with(|b| b.borrow_mut().insert(name));
+    }
+
+    pub fn clear() {
+        ON.with(|b| b.borrow_mut().clear());
+    }
+
+    pub fn on(name: &'static str) -> bool {
+        ON.with(|b| b.borrow().contains(name))
+    }
+}
+
+/// Switches a deliberate bug on for this thread (until [`clear_bugs`]).
+#[cfg(feature = "buggify")]
+pub fn set_bug(name: &'static str) {
+    bugs::set(name)
+}
+
+/// Switches every deliberate bug off on this thread.
+#[cfg(feature = "buggify")]
+pub fn clear_bugs() {
+    bugs::clear()
+}
+
+/// Whether the named deliberate bug is on. Always false unless built for simulation and set.
+#[inline]
+pub fn bug(name: &'static str) -> bool {
+    #[cfg(feature = "buggify")]
+    {
+        bugs::on(name)
+    }
+    #[cfg(not(feature = "buggify"))]
+    {
+        let _ = name;
+        false
+    }
+}
+
 #[cfg(all(test, feature = "buggify"))]
 mod tests {
     use super::*;

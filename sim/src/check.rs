@@ -34,6 +34,26 @@ pub enum Violation {
         saw: Vec<String>,
         hosting: Vec<String>,
     },
+    /// A delivered message is no longer stored at its queue offset at the end of the run,
+    /// where the flush promise says it cannot vanish (SYNC_FLUSH: never; ASYNC_FLUSH: unless
+    /// its broker lost power after the delivery). `now` is what the slot holds instead.
+    Vanished {
+        body: String,
+        broker: String,
+        queue: u32,
+        offset: u64,
+        now: Option<String>,
+    },
+    /// One queue offset was delivered as two different messages (ASYNC_FLUSH allows it only
+    /// across a power loss of the broker between the two deliveries).
+    OffsetReused {
+        broker: String,
+        topic: String,
+        queue: u32,
+        offset: u64,
+        first: String,
+        second: String,
+    },
 }
 
 impl Violation {
@@ -46,6 +66,8 @@ impl Violation {
             Violation::OutOfOrder { .. } => "orderly-fifo",
             Violation::BroadcastLost { .. } => "broadcast-at-least-once",
             Violation::RoutesDiverged { .. } => "routes-converge",
+            Violation::Vanished { .. } => "delivered-not-vanished",
+            Violation::OffsetReused { .. } => "one-offset-one-message",
         }
     }
 }
@@ -106,8 +128,12 @@ pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
         .collect::<BTreeSet<_>>()
         .len();
     let promised = cfg.flush == FlushDiskType::Sync || h.power_losses == 0;
+    // A message still stored at the end was kept, whatever the flush promise: if it was
+    // acknowledged, the group owes it (a consumer offset past it must not skip it).
+    let kept: BTreeSet<&str> = h.stored.values().map(String::as_str).collect();
     for (body, status) in &h.sent {
         let acked = *status == Some(SendStatus::SendOk);
+        let promised = promised || kept.contains(body.as_str());
         let owed = acked && (promised || after_heal(body));
         if after_heal(body) && (!acked || (cfg.consumers > 0 && !group.contains(body.as_str()))) {
             report.violations.push(Violation::NotConverged {
@@ -136,6 +162,8 @@ pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
         check_fifo(h, &mut report);
     }
     check_routes(h, &mut report);
+    check_vanished(cfg, h, &mut report);
+    check_offset_reuse(cfg, h, &mut report);
     report
         .violations
         .retain(|v| cfg.invariants.iter().any(|i| i == v.invariant()));
@@ -174,5 +202,76 @@ fn check_routes(h: &History, report: &mut CheckReport) {
                 hosting: hosting.clone(),
             });
         }
+    }
+}
+
+/// Whether `broker` lost power in `(from, to]`.
+fn power_lost(h: &History, broker: &str, from: u64, to: u64) -> bool {
+    h.crash_log
+        .iter()
+        .any(|c| c.power && c.broker == broker && c.at > from && c.at <= to)
+}
+
+/// A delivered message must still be stored at its queue offset at the end: under SYNC_FLUSH
+/// a consumer is only served what is durable; under ASYNC_FLUSH only a power loss after the
+/// delivery may take it (a process crash keeps the page cache). Judged against the final
+/// stores of the brokers running at the end.
+fn check_vanished(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
+    let mut judged = BTreeSet::new();
+    for d in &h.delivered {
+        if !h.stored_brokers.contains(&d.broker) || !h.stored_topics.contains(&d.topic) {
+            continue;
+        }
+        let slot = (d.broker.clone(), d.topic.clone(), d.queue, d.offset);
+        let now = h.stored.get(&slot);
+        if now == Some(&d.body) || !judged.insert(slot) {
+            continue;
+        }
+        // It was served some time after it was sent and arrived by `d.at` (a response in
+        // flight outlives the broker), so any power loss after the send may have taken it.
+        let stored_from = h.sent_at.get(&d.body).copied().unwrap_or(0);
+        if cfg.flush == FlushDiskType::Async && power_lost(h, &d.broker, stored_from, u64::MAX) {
+            continue;
+        }
+        report.violations.push(Violation::Vanished {
+            body: d.body.clone(),
+            broker: d.broker.clone(),
+            queue: d.queue,
+            offset: d.offset,
+            now: now.cloned(),
+        });
+    }
+}
+
+/// One (broker, topic, queue, offset) is one message for the whole run: a consumer that saw
+/// one message there must never be served another (RocketMQ #8239). ASYNC_FLUSH may reuse an
+/// offset only after a power loss of that broker between the two deliveries.
+fn check_offset_reuse(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
+    let mut first: BTreeMap<(&str, &str, u32, u64), &str> = BTreeMap::new();
+    for d in &h.delivered {
+        let key = (d.broker.as_str(), d.topic.as_str(), d.queue, d.offset);
+        let Some(body) = first.get(&key).copied() else {
+            first.insert(key, d.body.as_str());
+            continue;
+        };
+        if body == d.body {
+            continue;
+        }
+        // The first message was stored after it was sent; the second served by `d.at`.
+        let stored_from = h.sent_at.get(body).copied().unwrap_or(0);
+        let allowed =
+            cfg.flush == FlushDiskType::Async && power_lost(h, &d.broker, stored_from, d.at);
+        if !allowed {
+            report.violations.push(Violation::OffsetReused {
+                broker: d.broker.clone(),
+                topic: d.topic.clone(),
+                queue: d.queue,
+                offset: d.offset,
+                first: body.to_string(),
+                second: d.body.clone(),
+            });
+        }
+        // The slot's message from now on is the later one.
+        first.insert(key, d.body.as_str());
     }
 }

@@ -89,6 +89,8 @@ pub struct SimConfig {
     pub reconsume_share: f64,
     /// Each message body is padded to at least this many bytes (to fill disks).
     pub body_bytes: usize,
+    /// The topic exists before the run, and consumers start once brokers have registered.
+    pub topic_created: bool,
     /// Messages each producer sends, one every `send_interval_ms`.
     pub messages: usize,
     pub send_interval_ms: u64,
@@ -118,6 +120,7 @@ impl SimConfig {
             orderly: false,
             reconsume_share: 0.0,
             body_bytes: 0,
+            topic_created: false,
             messages: 200,
             send_interval_ms: 20,
             liveness_messages: 20,
@@ -149,6 +152,9 @@ pub struct Bugs {
     pub broadcast_as_clustering: bool,
     /// Brokers register with the name servers once and never again.
     pub register_once: bool,
+    /// SYNC_FLUSH brokers serve pulls past the flushed offset (RocketMQ #8239): a consumer
+    /// sees messages a power loss can still take.
+    pub serve_unflushed: bool,
 }
 
 impl Bugs {

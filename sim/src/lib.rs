@@ -23,4 +23,4 @@ pub use check::{CheckReport, Violation, check};
 pub use config::{Bugs, Faults, SimConfig};
 pub use scenario::{SCENARIOS, ScenarioError, ScenarioFile, scenario};
 pub use shrink::{Shrunk, shrink};
-pub use world::{Delivery, History, Outcome, RouteView, Sim};
+pub use world::{CrashRecord, Delivery, History, Outcome, RouteView, Sim, StoreSlot};

@@ -56,6 +56,14 @@ const BUILT_IN: &[(&str, &str)] = &[
         include_str!("../../scenarios/swizzle-clog.toml"),
     ),
     ("disk-full", include_str!("../../scenarios/disk-full.toml")),
+    (
+        "consume-power-loss",
+        include_str!("../../scenarios/consume-power-loss.toml"),
+    ),
+    (
+        "consume-power-loss-async",
+        include_str!("../../scenarios/consume-power-loss-async.toml"),
+    ),
 ];
 
 /// The names of the built-in scenarios.
@@ -74,6 +82,8 @@ pub const SCENARIOS: &[&str] = &[
     "orderly",
     "swizzle-clog",
     "disk-full",
+    "consume-power-loss",
+    "consume-power-loss-async",
 ];
 
 /// A knob: one value, or an inclusive range the seed draws from.
@@ -110,6 +120,8 @@ pub const INVARIANTS: &[&str] = &[
     "orderly-fifo",
     "broadcast-at-least-once",
     "routes-converge",
+    "delivered-not-vanished",
+    "one-offset-one-message",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -180,6 +192,10 @@ pub struct Workload {
     pub reconsume_share: Bound<f64>,
     /// Bodies are padded to this many bytes.
     pub body_bytes: u64,
+    /// The topic exists on every broker before the run starts, and consumers start once the
+    /// brokers have registered: they consume while the safety phase's faults fly (else they
+    /// learn the route only at their first route refresh, 30 s in).
+    pub topic_created: bool,
 }
 
 impl Default for Workload {
@@ -191,6 +207,7 @@ impl Default for Workload {
             orderly: false,
             reconsume_share: f(0.0),
             body_bytes: 0,
+            topic_created: false,
         }
     }
 }
@@ -440,6 +457,7 @@ impl ScenarioFile {
             orderly: self.workload.orderly,
             reconsume_share: self.workload.reconsume_share.draw(r),
             body_bytes: self.workload.body_bytes as usize,
+            topic_created: self.workload.topic_created,
             messages: self.workload.messages.draw(r) as usize,
             send_interval_ms: self.workload.send_interval_ms.draw(r),
             liveness_messages: self.workload.liveness_messages as usize,
@@ -501,6 +519,7 @@ impl ScenarioFile {
                 orderly: cfg.orderly,
                 reconsume_share: f(cfg.reconsume_share),
                 body_bytes: cfg.body_bytes as u64,
+                topic_created: cfg.topic_created,
             },
             phases: Phases {
                 safety_ms: cfg.safety_ms,

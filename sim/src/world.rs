@@ -16,6 +16,7 @@ use rockfish_core::producer::{
     Message, Producer, ProducerConfig, ProducerEvent, SendId, SendMode, SendStatus,
 };
 use rockfish_core::remoting::{FrameDecoder, RemotingCommand, encode};
+use rockfish_store::config::{self, TopicConfig, TopicConfigTable};
 use rockfish_store::record::HostAddr;
 use rockfish_store::{FaultPlan, IndexConfig, MemDisk, MessageStore, StoreConfig};
 
@@ -37,6 +38,9 @@ const TOPIC: &str = "SimTopic";
 /// route poll (30 s) and a rebalance (20 s) to reach a queue created after the heal: scenarios
 /// give the liveness phase 100 s.
 const LIVENESS_RESUME_MS: u64 = 35_000;
+/// With `topic_created`, consumers start this long after the brokers (which register the
+/// topic at once), so their first route query finds it.
+const CONSUMERS_START_MS: u64 = 200;
 
 enum Node {
     NameServer(NameServer),
@@ -159,11 +163,15 @@ enum Ev {
 /// One message handed to a consumer's application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
+    /// Simulated time of the delivery, ms.
+    pub at: u64,
     pub consumer: usize,
     /// Of the broadcasting group (else the clustering one).
     pub broadcast: bool,
     pub body: String,
     pub broker: String,
+    /// The topic it was pulled from (the retry topic for a message consumed again).
+    pub topic: String,
     pub queue: u32,
     pub offset: u64,
     /// The application consumed it (else it asked for it again later).
@@ -174,10 +182,12 @@ impl Delivery {
     /// A delivery of a body from nowhere in particular (for tests of the checkers).
     pub fn of(consumer: usize, body: &str) -> Delivery {
         Delivery {
+            at: 0,
             consumer,
             broadcast: false,
             body: body.into(),
             broker: String::new(),
+            topic: TOPIC.into(),
             queue: 0,
             offset: 0,
             consumed: true,
@@ -192,11 +202,25 @@ pub struct RouteView {
     pub brokers: Vec<String>,
 }
 
+/// A broker crash or power loss.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrashRecord {
+    pub at: u64,
+    /// The broker's name (as deliveries name it).
+    pub broker: String,
+    pub power: bool,
+}
+
+/// Where a message is stored at the end of a run: (broker, topic, queue id, queue offset).
+pub type StoreSlot = (String, String, u32, u64);
+
 /// What happened, for the checkers.
 #[derive(Debug, Clone, Default)]
 pub struct History {
     /// body -> (acknowledged status, if any)
     pub sent: BTreeMap<String, Option<SendStatus>>,
+    /// body -> when the producer first sent it (no broker held it earlier).
+    pub sent_at: BTreeMap<String, u64>,
     /// In delivery order.
     pub delivered: Vec<Delivery>,
     /// The broadcasting group's consumers (nodes).
@@ -208,6 +232,14 @@ pub struct History {
     pub crashes: u32,
     pub power_losses: u32,
     pub namesrv_crashes: u32,
+    /// Every broker crash and power loss, in time order.
+    pub crash_log: Vec<CrashRecord>,
+    /// The topic's messages in each running broker's store at the end of the run: slot -> body.
+    pub stored: BTreeMap<StoreSlot, String>,
+    /// The brokers whose stores `stored` covers (a broker down at the end is not judged).
+    pub stored_brokers: BTreeSet<String>,
+    /// The topics `stored` covers.
+    pub stored_topics: BTreeSet<String>,
 }
 
 /// The end of a run.
@@ -277,6 +309,10 @@ impl Sites {
         } else {
             rockfish_core::buggify::disarm();
         }
+        rockfish_core::buggify::clear_bugs();
+        if cfg.bugs.serve_unflushed {
+            rockfish_core::buggify::set_bug("broker.serve-unflushed");
+        }
         Sites
     }
 }
@@ -284,6 +320,7 @@ impl Sites {
 impl Drop for Sites {
     fn drop(&mut self) {
         rockfish_core::buggify::disarm();
+        rockfish_core::buggify::clear_bugs();
     }
 }
 
@@ -420,6 +457,25 @@ impl Sim {
             _sites: sites,
             buggify_fired: 0,
         };
+        if sim.cfg.topic_created {
+            // The operator created the topic before the run: brokers register it at start,
+            // and consumers start a moment later, once the name servers know it.
+            let mut table = TopicConfigTable::default();
+            table
+                .topic_config_table
+                .insert(TOPIC.to_string(), TopicConfig::new(TOPIC, 4));
+            for b in sim.broker_nodes() {
+                if let Node::Broker { disk, .. } = &mut sim.nodes[b] {
+                    config::save(disk, config::TOPICS_FILE, &table)
+                        .expect("a fresh MemDisk takes a small file");
+                }
+            }
+            let consumers = sim.cfg.consumers + sim.cfg.broadcast_consumers;
+            for c in sim.nodes.len() - consumers..sim.nodes.len() {
+                sim.left.insert(c);
+                sim.push(CONSUMERS_START_MS, Ev::Join { consumer: c });
+            }
+        }
         for b in sim.broker_nodes() {
             sim.start_broker(b);
         }
@@ -760,10 +816,12 @@ impl Sim {
                     );
                     self.log(line);
                     self.history.delivered.push(Delivery {
+                        at: self.now,
                         consumer: node,
                         broadcast,
                         body,
                         broker: mq.broker_name.clone(),
+                        topic: mq.topic.clone(),
                         queue: mq.queue_id,
                         offset: m.queue_offset(),
                         consumed,
@@ -952,6 +1010,7 @@ impl Sim {
                         p.send(msg, SendMode::Async, now)
                     };
                     self.sends.insert((producer, id), body.clone());
+                    self.history.sent_at.entry(body.clone()).or_insert(self.now);
                     self.history.sent.entry(body).or_insert(None);
                 }
                 self.after(producer);
@@ -1017,6 +1076,11 @@ impl Sim {
                     disk.crash();
                 }
                 self.history.crashes += 1;
+                self.history.crash_log.push(CrashRecord {
+                    at: self.now,
+                    broker: format!("broker-{}", broker - self.name_servers),
+                    power,
+                });
                 let line = format!(
                     "t={} broker {broker} {}",
                     self.now,
@@ -1387,6 +1451,46 @@ impl Sim {
         self.history.routes = views;
     }
 
+    /// What each running broker holds of the topic at the end, queue offset by queue offset.
+    fn record_stored(&mut self) {
+        self.history.stored_topics.insert(TOPIC.to_string());
+        for node in self.broker_nodes() {
+            let Node::Broker {
+                machine: Some(b), ..
+            } = &self.nodes[node]
+            else {
+                continue;
+            };
+            let name = b.config().broker_name.clone();
+            let store = b.store();
+            let queues: Vec<u32> = store
+                .queue_ids()
+                .filter(|(t, _)| *t == TOPIC)
+                .map(|(_, q)| q)
+                .collect();
+            for q in queues {
+                let mut offset = store.min_offset(TOPIC, q);
+                while offset < store.max_offset(TOPIC, q) {
+                    let Ok(got) = store.get(TOPIC, q, offset, 256, usize::MAX, &|_| true) else {
+                        break;
+                    };
+                    for m in &got.messages {
+                        let payload = m.body();
+                        let body = payload.split(|b| *b == b'#').next().unwrap_or_default();
+                        let body = String::from_utf8_lossy(body).into_owned();
+                        let slot = (name.clone(), TOPIC.to_string(), q, m.queue_offset());
+                        self.history.stored.insert(slot, body);
+                    }
+                    if got.next_offset <= offset {
+                        break;
+                    }
+                    offset = got.next_offset;
+                }
+            }
+            self.history.stored_brokers.insert(name);
+        }
+    }
+
     /// Runs to the end of the liveness phase.
     pub fn run(mut self) -> Outcome {
         let end = self.cfg.safety_ms + self.cfg.liveness_ms;
@@ -1399,6 +1503,7 @@ impl Sim {
             self.step(ev);
         }
         self.record_routes();
+        self.record_stored();
         let fired = self.buggify_fired + rockfish_core::buggify::disarm();
         let line = format!("t={} end: buggify sites fired {fired} times", self.now);
         self.log(line);

@@ -214,3 +214,32 @@ fn clock_skew_reaches_the_machines() {
     );
     assert!(check(&skewed, &a.history).ok());
 }
+
+#[test]
+fn consume_power_loss_consumers_consume_while_the_broker_loses_power() {
+    // The topic exists before the run, so consumers consume during the safety phase, between
+    // and after power losses, not only once faults stop.
+    let file = ScenarioFile::built_in("consume-power-loss").unwrap();
+    let mut judged = 0;
+    for seed in 0..6 {
+        let cfg = file.config(seed);
+        let out = Sim::new(cfg.clone()).run();
+        let h = &out.history;
+        let Some(first) = h.crash_log.iter().find(|c| c.power) else {
+            continue;
+        };
+        judged += 1;
+        let during = h
+            .delivered
+            .iter()
+            .filter(|d| d.at > first.at && d.at < cfg.safety_ms)
+            .count();
+        assert!(
+            during > 0,
+            "seed {seed}: no delivery between the first power loss ({}) and the end of the \
+             safety phase",
+            first.at
+        );
+    }
+    assert!(judged >= 3, "power losses happened in most seeds");
+}

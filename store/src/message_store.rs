@@ -870,6 +870,73 @@ impl<D: Disk> MessageStore<D> {
         max_bytes: usize,
         filter: &dyn Fn(i64) -> bool,
     ) -> StoreResult<GetResult> {
+        self.get_below(
+            topic,
+            queue_id,
+            offset,
+            max_count,
+            max_bytes,
+            filter,
+            u64::MAX,
+        )
+    }
+
+    /// The queue's max offset counting only entries whose records end at or below the commit
+    /// log offset `upto` (with `upto = flushed()`: the durable part of the queue). Entries are
+    /// in commit log order, so this is a boundary: found from the end, galloping then
+    /// bisecting, in O(log n) entry reads for n entries past `upto` and one read when none.
+    pub fn max_offset_upto(&self, topic: &str, queue_id: u32, upto: u64) -> StoreResult<u64> {
+        let Some(cq) = self.queue(topic, queue_id) else {
+            return Ok(0);
+        };
+        let (min, max) = (cq.min_offset(), cq.max_offset());
+        let within = |logical: u64| -> StoreResult<bool> {
+            Ok(cq
+                .get(&self.disk, logical)?
+                .is_some_and(|e| e.offset + e.size as u64 <= upto))
+        };
+        if max <= min || within(max - 1)? {
+            return Ok(max);
+        }
+        // `beyond` is past `upto`; find an entry within it, doubling the step back.
+        let (mut inside, mut beyond) = (None, max - 1);
+        let mut step = 1;
+        while beyond > min {
+            let probe = beyond.saturating_sub(step).max(min);
+            if within(probe)? {
+                inside = Some(probe);
+                break;
+            }
+            beyond = probe;
+            step *= 2;
+        }
+        let Some(mut inside) = inside else {
+            return Ok(min);
+        };
+        while beyond - inside > 1 {
+            let mid = inside + (beyond - inside) / 2;
+            if within(mid)? {
+                inside = mid;
+            } else {
+                beyond = mid;
+            }
+        }
+        Ok(beyond)
+    }
+
+    /// `get`, serving only queue offsets below `below` (at most the queue's max): the max
+    /// offset it reports is the lower of the two, so `nextBeginOffset` never passes it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn get_below(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        max_count: usize,
+        max_bytes: usize,
+        filter: &dyn Fn(i64) -> bool,
+        below: u64,
+    ) -> StoreResult<GetResult> {
         let Some(cq) = self.queue(topic, queue_id) else {
             return Ok(GetResult {
                 status: GetStatus::NoMatchedLogicQueue,
@@ -879,7 +946,10 @@ impl<D: Disk> MessageStore<D> {
                 max_offset: 0,
             });
         };
-        let (min, max) = (cq.min_offset(), cq.max_offset());
+        let (min, max) = (
+            cq.min_offset(),
+            cq.max_offset().min(below).max(cq.min_offset()),
+        );
         let result = |status, next_offset, messages| GetResult {
             status,
             messages,
@@ -905,10 +975,13 @@ impl<D: Disk> MessageStore<D> {
         let mut scanned = 0usize;
         let mut missing = 0usize;
         'outer: while next < max && messages.len() < max_count && scanned < MAX_FILTER_SCAN {
+            // Never past `max`: with a `below` bound, entries past it exist but are not served.
             let entries = cq.read(
                 &self.disk,
                 next,
-                (MAX_FILTER_SCAN - scanned).min(max_count.max(32)),
+                (MAX_FILTER_SCAN - scanned)
+                    .min(max_count.max(32))
+                    .min(usize::try_from(max - next).unwrap_or(usize::MAX)),
             )?;
             if entries.is_empty() {
                 break;

@@ -62,7 +62,7 @@ impl<D: Disk> Broker<D> {
             )));
         }
         let ok = RemotingCommand::response_to(cmd, response::SUCCESS, None);
-        if offset < 0 {
+        if offset < 0 || !self.admit_commit(conn, &topic, &group, queue_id, offset as u64) {
             return Ok(Some(ok));
         }
         match self.commit_offset(&topic, &group, queue_id, offset as u64, now) {
@@ -79,6 +79,54 @@ impl<D: Disk> Broker<D> {
             }
             _ => Ok(Some(ok)),
         }
+    }
+
+    /// How far a consumer is trusted on a queue after this start (`recovery::OffsetFences`).
+    pub(super) fn offset_limit(
+        &self,
+        conn: ConnId,
+        topic: &str,
+        group: &str,
+        queue_id: u32,
+    ) -> Option<u64> {
+        self.fences.limit(
+            topic,
+            queue_id,
+            conn,
+            group,
+            self.clients.broadcasting(group),
+            self.store.min_offset(topic, queue_id),
+        )
+    }
+
+    /// Stores a consumer's committed offset, unless it points past what that consumer may
+    /// have seen since recovery (`recovery::OffsetFences`): a stale offset from before a
+    /// power loss is ignored, never stored.
+    /// Whether a commit may be kept: after an unclean restart a consumer is held to what its
+    /// group is known to have consumed (`recovery::OffsetFences`).
+    pub(super) fn admit_commit(
+        &mut self,
+        conn: ConnId,
+        topic: &str,
+        group: &str,
+        queue_id: u32,
+        offset: u64,
+    ) -> bool {
+        if let Some(limit) = self.offset_limit(conn, topic, group, queue_id) {
+            if offset > limit {
+                tracing::warn!(
+                    topic,
+                    group,
+                    queue_id,
+                    offset,
+                    limit,
+                    "ignored a commit past what recovery kept of the queue"
+                );
+                return false;
+            }
+            self.fences.committed(topic, queue_id, group, offset);
+        }
+        true
     }
 
     pub(super) fn all_consumer_offsets(
@@ -176,7 +224,17 @@ impl<D: Disk> Broker<D> {
         let topic: String = cmd.ext_req("topic")?;
         let queue_id: u32 = cmd.ext_req("queueId")?;
         let offset = if max {
-            self.store.max_offset(&topic, queue_id)
+            // What consumers may be served, as pulls report it.
+            match self.visible_max_offset(&topic, queue_id) {
+                Ok(offset) => offset,
+                Err(e) => {
+                    return Ok(RemotingCommand::response_to(
+                        cmd,
+                        response::SYSTEM_ERROR,
+                        Some(format!("store error: {e}")),
+                    ));
+                }
+            }
         } else {
             self.store.min_offset(&topic, queue_id)
         };
@@ -198,6 +256,7 @@ impl<D: Disk> Broker<D> {
             match self
                 .store
                 .offset_by_time(&topic, queue_id, timestamp, boundary)
+                .and_then(|o| Ok(o.min(self.visible_max_offset(&topic, queue_id)?)))
             {
                 Ok(offset) => RemotingCommand::response_to(cmd, response::SUCCESS, None)
                     .with_ext("offset", offset),

@@ -234,6 +234,11 @@ impl ClientTable {
         self.retain(|c| now.saturating_sub(c.last_seen) <= expire_ms)
     }
 
+    /// Whether `group` consumes in broadcasting mode (its offsets live in each client).
+    pub(super) fn broadcasting(&self, group: &str) -> bool {
+        self.consumers.get(group).is_some_and(|g| !g.clustering)
+    }
+
     pub(super) fn subscription(&self, group: &str, topic: &str) -> Option<TagFilter> {
         self.consumers.get(group)?.subscriptions.get(topic).cloned()
     }

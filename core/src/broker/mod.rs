@@ -15,6 +15,7 @@ mod locks;
 mod offsets;
 mod persist;
 mod pull;
+mod recovery;
 mod send;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -34,6 +35,7 @@ pub use clients::{ConsumerData, ConsumerIdList, HeartbeatData, ProducerData, Sub
 pub use limits::{BrokerLimits, MAX_GROUP_LEN, validate_group};
 pub use locks::LOCK_LEASE_MS;
 pub use offsets::OFFSET_JOURNAL_TOPIC;
+pub use recovery::{OffsetCorrection, correct_consumer_offsets};
 
 /// RocketMQ's default topic ("TBW102"): its route is how clients reach a broker for a topic
 /// that does not exist yet.
@@ -258,6 +260,8 @@ pub struct Broker<D: Disk> {
     topics: TopicConfigTable,
     offsets: ConsumerOffsetTable,
     offsets_dirty: bool,
+    /// Consumer offsets that may point past what recovery kept (ASYNC_FLUSH).
+    fences: recovery::OffsetFences,
     clients: clients::ClientTable,
     locks: locks::LockTable,
     peers: BTreeMap<ConnId, HostAddr>,
@@ -308,15 +312,20 @@ impl<D: Disk> Broker<D> {
                 .topic_config_table
                 .insert(DEFAULT_TOPIC.to_string(), tbw);
         }
-        let (offsets, replayed) = offsets::load(&store)?;
+        let (mut offsets, replayed) = offsets::load(&store)?;
         if replayed > 0 {
             tracing::info!(
                 replayed,
                 "consumer offsets: journal records applied past the snapshot"
             );
         }
-        // Anchor the snapshot at the journal's recovered end before any new record lands.
+        correct_consumer_offsets(&mut offsets, &store);
+        let fences = recovery::fences_for(config.flush_disk_type, &store, &offsets);
+        // Anchor the snapshot at the journal's recovered end before any new record lands, with
+        // the corrections: another power loss must not bring back offsets of a history
+        // recovery has already rewritten.
         config::save(store.disk_mut(), config::CONSUMER_OFFSETS_FILE, &offsets)?;
+        let offsets_dirty = false;
         // A fresh store still needs its config files to exist for operators to find.
         if store
             .disk()
@@ -332,7 +341,8 @@ impl<D: Disk> Broker<D> {
             store,
             topics,
             offsets,
-            offsets_dirty: false,
+            offsets_dirty,
+            fences,
             clients: clients::ClientTable::default(),
             locks: locks::LockTable::default(),
             peers: BTreeMap::new(),
@@ -408,6 +418,7 @@ impl<D: Disk> Broker<D> {
 
     pub fn on_disconnect(&mut self, conn: ConnId, now: u64) {
         self.peers.remove(&conn);
+        self.fences.forget(conn);
         for queues in self.pending_pulls.values_mut() {
             for pulls in queues.values_mut() {
                 pulls.retain(|p| p.conn != conn);
@@ -561,7 +572,7 @@ impl<D: Disk> Broker<D> {
     }
 
     /// A flush finished: everything below `upto` is durable. Acks the sends it covers.
-    pub fn on_flushed(&mut self, upto: u64, _now: u64) {
+    pub fn on_flushed(&mut self, upto: u64, now: u64) {
         self.flush_in_flight = None;
         self.store.commit_log_mut().on_flushed(upto);
         let durable = self.store.flushed();
@@ -575,6 +586,7 @@ impl<D: Disk> Broker<D> {
         if !self.sync_waiters.is_empty() {
             self.request_flush();
         }
+        self.wake_durable_pulls(now);
     }
 
     /// A flush failed: the store stops taking writes, and every waiting send gets an error

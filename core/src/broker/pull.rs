@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use rockfish_store::{Disk, GetStatus};
+use rockfish_store::{Disk, GetStatus, StoreResult};
 
-use super::{Broker, PendingPull};
+use super::{Broker, FlushDiskType, PendingPull};
 use crate::machine::{ConnId, Output};
 use crate::message::TagFilter;
 use crate::protocol::perm;
@@ -97,23 +97,51 @@ impl<D: Disk> Broker<D> {
         };
         // Only a pull's first run commits: a held pull woken later carries a stale offset
         // that must not rewind what the consumer committed since (as RocketMQ does).
+        // A consumer that lived through a restart may pull from past what recovery kept: it
+        // goes back to what its group is known to have consumed, or it could skip what is
+        // stored there now (`recovery::OffsetFences`).
+        if let Some(limit) = self.offset_limit(conn, &topic, &group, queue_id)
+            && offset > limit
+        {
+            tracing::warn!(
+                topic,
+                group,
+                queue_id,
+                offset,
+                limit,
+                "pull from past what the group is known to have consumed since recovery: offset moved"
+            );
+            return Ok(Some(
+                RemotingCommand::response_to(cmd, response::PULL_OFFSET_MOVED, None)
+                    .with_ext("nextBeginOffset", limit)
+                    .with_ext("minOffset", self.store.min_offset(&topic, queue_id))
+                    .with_ext("maxOffset", self.store.max_offset(&topic, queue_id))
+                    .with_ext("suggestWhichBrokerId", 0),
+            ));
+        }
         if run == PullRun::First
             && sys_flag & FLAG_COMMIT_OFFSET != 0
             && commit_offset >= 0
             && self.offsets_admit(&topic, &group, queue_id)
+            && self.admit_commit(conn, &topic, &group, queue_id, commit_offset as u64)
         {
             // Journaled; the pull's answer does not wait for it (it is no commit answer).
             self.commit_offset(&topic, &group, queue_id, commit_offset as u64, now);
         }
 
-        let got = match self.store.get(
-            &topic,
-            queue_id,
-            offset,
-            max_msgs,
-            self.config.max_pull_bytes,
-            &|c| filter.matches_code(c),
-        ) {
+        let got = match self
+            .visible_max_offset(&topic, queue_id)
+            .and_then(|visible| {
+                self.store.get_below(
+                    &topic,
+                    queue_id,
+                    offset,
+                    max_msgs,
+                    self.config.max_pull_bytes,
+                    &|c| filter.matches_code(c),
+                    visible,
+                )
+            }) {
             Ok(got) => got,
             Err(e) => return refuse(response::SYSTEM_ERROR, format!("store error: {e}")),
         };
@@ -175,6 +203,8 @@ impl<D: Disk> Broker<D> {
                 });
             return Ok(None);
         }
+        self.fences
+            .served(&topic, queue_id, conn, &group, got.next_offset);
         let resp = RemotingCommand::response_to(cmd, code, None)
             .with_ext("nextBeginOffset", got.next_offset)
             .with_ext("minOffset", got.min_offset)
@@ -192,6 +222,52 @@ impl<D: Disk> Broker<D> {
             return Ok(None);
         }
         Ok(Some(resp))
+    }
+
+    /// Whether a message is visible to consumers once appended (ASYNC_FLUSH), rather than
+    /// once durable (SYNC_FLUSH).
+    pub(super) fn visible_on_append(&self) -> bool {
+        self.config.flush_disk_type == FlushDiskType::Async
+            || crate::buggify::bug("broker.serve-unflushed")
+    }
+
+    /// The queue offset below which consumers are served, the max offset pulls and
+    /// GET_MAX_OFFSET report. ASYNC_FLUSH: everything appended. SYNC_FLUSH: only what is
+    /// durable, so a message a consumer has seen never vanishes in a power loss and its queue
+    /// offset is never reused for another message (RocketMQ #8239, fixed in Apache PR #8240).
+    pub(super) fn visible_max_offset(&self, topic: &str, queue_id: u32) -> StoreResult<u64> {
+        if self.visible_on_append() {
+            return Ok(self.store.max_offset(topic, queue_id));
+        }
+        self.store
+            .max_offset_upto(topic, queue_id, self.store.flushed())
+    }
+
+    /// A flush made more of the log durable: under SYNC_FLUSH that is when messages become
+    /// visible, so held pulls whose queue now holds something at their offset get another try.
+    pub(super) fn wake_durable_pulls(&mut self, now: u64) {
+        if self.visible_on_append() {
+            return; // woken on append instead
+        }
+        let mut due = Vec::new();
+        for (topic, queues) in &self.pending_pulls {
+            for (queue_id, pulls) in queues {
+                let woken = match self.visible_max_offset(topic, *queue_id) {
+                    Ok(visible) => pulls.iter().any(|p| {
+                        p.request
+                            .ext_req::<i64>("queueOffset")
+                            .map_or(true, |o| (o.max(0) as u64) < visible)
+                    }),
+                    Err(_) => true, // answered with the error
+                };
+                if woken {
+                    due.push((topic.clone(), *queue_id));
+                }
+            }
+        }
+        for (topic, queue_id) in due {
+            self.wake_pulls(&topic, queue_id, now);
+        }
     }
 
     /// A message arrived at (topic, queue): held pulls there get another try.

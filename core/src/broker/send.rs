@@ -258,7 +258,9 @@ impl<D: Disk> Broker<D> {
             .with_ext("queueOffset", put.first.queue_offset)
             .with_ext("MSG_REGION", "DefaultRegion")
             .with_ext("TRACE_ON", "true");
-        self.wake_pulls(h.topic, queue_id, now);
+        if self.visible_on_append() {
+            self.wake_pulls(h.topic, queue_id, now);
+        }
         match self.config.flush_disk_type {
             FlushDiskType::Async => Ok(Some(resp)),
             FlushDiskType::Sync => {

@@ -1,0 +1,255 @@
+//! What consumers are served, and from where, around flushes and recoveries (RocketMQ #8239):
+//! under SYNC_FLUSH only durable messages, with pulls, their offsets and GET_MAX_OFFSET
+//! agreeing and held pulls woken by the flush; under ASYNC_FLUSH, after a power loss, no
+//! committed or remembered consumer offset past the recovered end skips what is stored there.
+
+use bytes::Bytes;
+use rockfish_core::broker::{Broker, BrokerConfig, FlushDiskType};
+use rockfish_core::machine::{ConnId, Output};
+use rockfish_core::message::properties_string;
+use rockfish_core::remoting::RemotingCommand;
+use rockfish_core::remoting::codes::{request, response};
+use rockfish_store::record::{HostAddr, StoredRecord};
+use rockfish_store::{IndexConfig, MemDisk, MessageStore, StoreConfig};
+
+const P: ConnId = ConnId(1);
+const C: ConnId = ConnId(2);
+
+fn store_config() -> StoreConfig {
+    StoreConfig {
+        commitlog_segment_size: 1 << 20,
+        consume_queue_entries: 1000,
+        index: IndexConfig {
+            hash_slots: 101,
+            max_entries: 1000,
+        },
+        ..StoreConfig::default()
+    }
+}
+
+struct H {
+    b: Broker<MemDisk>,
+    opaque: i32,
+}
+
+impl H {
+    fn start(flush: FlushDiskType, disk: MemDisk, now: u64) -> H {
+        let (store, _) = MessageStore::open(disk, store_config(), now as i64).unwrap();
+        let config = BrokerConfig {
+            flush_disk_type: flush,
+            namesrv_addrs: vec![],
+            ..BrokerConfig::default()
+        };
+        let mut b = Broker::new(config, store, now).unwrap();
+        b.on_connect(P, HostAddr::V4([10, 0, 0, 9], 5555), now);
+        b.on_connect(C, HostAddr::V4([10, 0, 0, 8], 6666), now);
+        let mut h = H { b, opaque: 0 };
+        h.drain();
+        h
+    }
+    fn drain(&mut self) -> Vec<Output> {
+        std::iter::from_fn(|| self.b.poll_output()).collect()
+    }
+    fn req(&mut self, code: i32) -> RemotingCommand {
+        self.opaque += 1;
+        RemotingCommand::request(code, self.opaque)
+    }
+    fn call(&mut self, conn: ConnId, cmd: RemotingCommand) -> Vec<Output> {
+        self.b.on_command(conn, cmd, 0, 0);
+        self.drain()
+    }
+    /// The one response to `opaque` on `conn` among `out`, with its records.
+    fn response(out: &[Output], conn: ConnId, opaque: i32) -> Option<(RemotingCommand, usize)> {
+        out.iter().find_map(|o| match o {
+            Output::Send { conn: c, cmd } if *c == conn && cmd.opaque == opaque => {
+                Some((cmd.clone(), 0))
+            }
+            Output::SendRecords {
+                conn: c,
+                cmd,
+                records,
+            } if *c == conn && cmd.opaque == opaque => Some((cmd.clone(), records.len())),
+            _ => None,
+        })
+    }
+    fn one(&mut self, conn: ConnId, cmd: RemotingCommand) -> (RemotingCommand, Vec<Bytes>) {
+        let opaque = cmd.opaque;
+        let out = self.call(conn, cmd);
+        out.into_iter()
+            .find_map(|o| match o {
+                Output::Send { conn: c, cmd } if c == conn && cmd.opaque == opaque => {
+                    Some((cmd, vec![]))
+                }
+                Output::SendRecords {
+                    conn: c,
+                    cmd,
+                    records,
+                } if c == conn && cmd.opaque == opaque => Some((cmd, records)),
+                _ => None,
+            })
+            .expect("a response")
+    }
+    /// Sends one message to TopicA's queue 0; returns the outputs.
+    fn send(&mut self, body: &str) -> Vec<Output> {
+        let props = String::from_utf8(properties_string([("UNIQ_KEY", body)])).unwrap();
+        let cmd = self
+            .req(request::SEND_MESSAGE_V2)
+            .with_ext("a", "PG")
+            .with_ext("b", "TopicA")
+            .with_ext("c", "TBW102")
+            .with_ext("d", 4)
+            .with_ext("e", 0)
+            .with_ext("f", 0)
+            .with_ext("g", 1_700_000_000_000i64)
+            .with_ext("h", 0)
+            .with_ext("i", props)
+            .with_ext("j", 0)
+            .with_ext("k", false)
+            .with_body(Bytes::copy_from_slice(body.as_bytes()));
+        self.call(P, cmd)
+    }
+    fn pull_cmd(&mut self, offset: u64, sys_flag: i32) -> RemotingCommand {
+        self.req(request::PULL_MESSAGE)
+            .with_ext("consumerGroup", "CG")
+            .with_ext("topic", "TopicA")
+            .with_ext("queueId", 0)
+            .with_ext("queueOffset", offset)
+            .with_ext("maxMsgNums", 32)
+            .with_ext("sysFlag", sys_flag)
+            .with_ext("commitOffset", 0)
+            .with_ext("suspendTimeoutMillis", 15_000)
+            .with_ext("subscription", "*")
+            .with_ext("subVersion", 0)
+    }
+    /// A pull that is answered at once (subscription flag only): code, bodies, next, max.
+    fn pull(&mut self, offset: u64) -> (i32, Vec<String>, u64, u64) {
+        let cmd = self.pull_cmd(offset, 4);
+        let (resp, records) = self.one(C, cmd);
+        let bodies = records
+            .into_iter()
+            .map(|b| {
+                let r = StoredRecord::parse(b, None).unwrap();
+                String::from_utf8(r.body().to_vec()).unwrap()
+            })
+            .collect();
+        let ext = |k| resp.ext(k).unwrap().parse::<u64>().unwrap();
+        (resp.code, bodies, ext("nextBeginOffset"), ext("maxOffset"))
+    }
+    fn max_offset(&mut self) -> u64 {
+        let cmd = self
+            .req(request::GET_MAX_OFFSET)
+            .with_ext("topic", "TopicA")
+            .with_ext("queueId", 0);
+        self.one(C, cmd).0.ext("offset").unwrap().parse().unwrap()
+    }
+    fn commit(&mut self, conn: ConnId, offset: u64) {
+        let cmd = self
+            .req(request::UPDATE_CONSUMER_OFFSET)
+            .with_ext("consumerGroup", "CG")
+            .with_ext("topic", "TopicA")
+            .with_ext("queueId", 0)
+            .with_ext("commitOffset", offset);
+        assert_eq!(self.one(conn, cmd).0.code, response::SUCCESS);
+    }
+    fn committed(&mut self) -> u64 {
+        let cmd = self
+            .req(request::QUERY_CONSUMER_OFFSET)
+            .with_ext("consumerGroup", "CG")
+            .with_ext("topic", "TopicA")
+            .with_ext("queueId", 0);
+        self.one(C, cmd).0.ext("offset").unwrap().parse().unwrap()
+    }
+}
+
+fn flush_of(out: &[Output]) -> Option<u64> {
+    out.iter().find_map(|o| match o {
+        Output::Flush { upto } => Some(*upto),
+        _ => None,
+    })
+}
+
+#[test]
+fn sync_flush_serves_only_durable_messages_and_wakes_held_pulls_on_flush() {
+    let mut h = H::start(FlushDiskType::Sync, MemDisk::new(1), 0);
+    let first = flush_of(&h.send("m0")).expect("a flush for the first send");
+    assert!(
+        flush_of(&h.send("m1")).is_none(),
+        "one flush in flight; m1 waits"
+    );
+    // Nothing is durable: nothing is served, and every offset says so.
+    assert_eq!(h.pull(0), (response::PULL_NOT_FOUND, vec![], 0, 0));
+    assert_eq!(h.max_offset(), 0);
+    // A long poll is held; the flush that makes m0 durable wakes it with m0 alone.
+    let held = h.pull_cmd(0, 2 | 4);
+    assert!(h.call(C, held.clone()).is_empty());
+    h.b.run_flush(first, 1);
+    let out = h.drain();
+    let (resp, records) = H::response(&out, C, held.opaque).expect("woken by the flush");
+    assert_eq!((resp.code, records), (response::SUCCESS, 1));
+    assert_eq!(resp.ext("nextBeginOffset"), Some("1"));
+    assert_eq!(resp.ext("maxOffset"), Some("1"));
+    assert_eq!(h.max_offset(), 1);
+    assert_eq!(
+        h.pull(0),
+        (response::SUCCESS, vec!["m0".to_string()], 1, 1),
+        "m1 is appended but not durable: not served, not counted"
+    );
+    assert_eq!(h.pull(1), (response::PULL_NOT_FOUND, vec![], 1, 1));
+    let second = flush_of(&out).expect("the next flush for m1");
+    h.b.run_flush(second, 2);
+    h.drain();
+    assert_eq!(
+        h.pull(0),
+        (response::SUCCESS, vec!["m0".into(), "m1".into()], 2, 2)
+    );
+}
+
+#[test]
+fn async_flush_serves_on_append() {
+    let mut h = H::start(FlushDiskType::Async, MemDisk::new(1), 0);
+    h.send("m0");
+    assert_eq!(h.pull(0), (response::SUCCESS, vec!["m0".to_string()], 1, 1));
+    assert_eq!(h.max_offset(), 1);
+}
+
+#[test]
+fn after_an_async_power_loss_no_offset_past_the_recovered_end_skips_a_message() {
+    let disk = MemDisk::new(1);
+    let mut h = H::start(FlushDiskType::Async, disk.clone(), 0);
+    for i in 0..3 {
+        h.send(&format!("old{i}"));
+    }
+    h.b.store_mut().sync().unwrap();
+    for i in 3..8 {
+        h.send(&format!("old{i}"));
+    }
+    // The consumer was served all 8 and committed 6; the offsets are persisted, the last
+    // five messages are not.
+    assert_eq!(h.pull(0).1.len(), 8);
+    h.commit(C, 6);
+    h.b.on_timeout(5_000);
+    h.drain();
+    disk.power_loss();
+
+    let mut h = H::start(FlushDiskType::Async, disk, 10_000);
+    assert_eq!(h.max_offset(), 3, "three messages survived");
+    assert_eq!(
+        h.committed(),
+        3,
+        "the committed offset is corrected to the recovered end"
+    );
+    h.send("new3");
+    // The consumer comes back with the offsets it remembers: moved back, not served past
+    // new3; its stale commit is ignored.
+    let (code, bodies, next, _) = h.pull(8);
+    assert_eq!(
+        (code, bodies, next),
+        (response::PULL_OFFSET_MOVED, vec![], 3)
+    );
+    h.commit(C, 8);
+    assert_eq!(h.committed(), 3);
+    assert_eq!(h.pull(3).1, vec!["new3".to_string()]);
+    // Once served from there, it is trusted as far as it was served.
+    h.commit(C, 4);
+    assert_eq!(h.committed(), 4);
+}
