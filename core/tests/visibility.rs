@@ -47,8 +47,16 @@ impl H {
         h.drain();
         h
     }
+    /// Drains outputs; config and checkpoint writes (`Persist`) are carried out at once.
     fn drain(&mut self) -> Vec<Output> {
-        std::iter::from_fn(|| self.b.poll_output()).collect()
+        let mut out = Vec::new();
+        while let Some(o) = self.b.poll_output() {
+            match o {
+                Output::Persist { token, files } => self.b.run_persist(token, files, 0),
+                o => out.push(o),
+            }
+        }
+        out
     }
     fn req(&mut self, code: i32) -> RemotingCommand {
         self.opaque += 1;
