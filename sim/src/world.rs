@@ -674,6 +674,17 @@ impl Sim {
         }
     }
 
+    /// A broker's disk work (a flush or a persist) completes after a simulated latency, as
+    /// long as the broker is not restarted meanwhile (the event carries its generation).
+    fn disk_done(&mut self, node: usize, ev: impl FnOnce(usize, u64) -> Ev) {
+        let Node::Broker { generation, .. } = &self.nodes[node] else {
+            return;
+        };
+        let generation = *generation;
+        let at = self.now + self.between(Stream::Main, (1, 4));
+        self.push(at, ev(node, generation));
+    }
+
     fn frame(cmd: &RemotingCommand, records: &[Bytes]) -> Bytes {
         let mut out = BytesMut::new();
         if records.is_empty() {
@@ -753,35 +764,19 @@ impl Sim {
                     }
                 }
                 Output::Flush { upto } => {
-                    let Node::Broker { generation, .. } = &self.nodes[node] else {
-                        continue;
-                    };
-                    let generation = *generation;
-                    let at = self.now + self.between(Stream::Main, (1, 4));
-                    self.push(
-                        at,
-                        Ev::FlushDone {
-                            broker: node,
-                            generation,
-                            upto,
-                        },
-                    );
+                    self.disk_done(node, |broker, generation| Ev::FlushDone {
+                        broker,
+                        generation,
+                        upto,
+                    })
                 }
                 Output::Persist { token, files } => {
-                    let Node::Broker { generation, .. } = &self.nodes[node] else {
-                        continue;
-                    };
-                    let generation = *generation;
-                    let at = self.now + self.between(Stream::Main, (1, 4));
-                    self.push(
-                        at,
-                        Ev::PersistDone {
-                            broker: node,
-                            generation,
-                            token,
-                            files,
-                        },
-                    );
+                    self.disk_done(node, |broker, generation| Ev::PersistDone {
+                        broker,
+                        generation,
+                        token,
+                        files,
+                    })
                 }
                 Output::Close { .. } => {}
             }

@@ -138,6 +138,11 @@ impl<D: Disk> Broker<D> {
         self.config.flush_disk_type == FlushDiskType::Sync
     }
 
+    /// Marks the table with the journal offset it covers (everything below is applied).
+    pub(super) fn stamp_offsets(&mut self) {
+        self.offsets.journal_offset = Some(self.store.max_offset(OFFSET_JOURNAL_TOPIC, 0));
+    }
+
     /// Writes the compacted table, stamped with the journal offset it covers, off the task.
     pub(super) fn persist_offsets(&mut self) {
         if !self.offsets_dirty
@@ -147,7 +152,7 @@ impl<D: Disk> Broker<D> {
         {
             return;
         }
-        self.offsets.journal_offset = Some(self.store.max_offset(OFFSET_JOURNAL_TOPIC, 0));
+        self.stamp_offsets();
         match serde_json::to_vec_pretty(&self.offsets) {
             Ok(data) => {
                 self.offsets_dirty = false;

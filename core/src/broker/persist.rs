@@ -120,10 +120,7 @@ impl<D: Disk> Broker<D> {
 
     /// Shutdown: the config files are written before the disk is handed back.
     pub(super) fn save_configs_inline(&mut self) -> Result<(), StoreError> {
-        self.offsets.journal_offset = Some(
-            self.store
-                .max_offset(super::offsets::OFFSET_JOURNAL_TOPIC, 0),
-        );
+        self.stamp_offsets();
         config::save(
             self.store.disk_mut(),
             config::CONSUMER_OFFSETS_FILE,
