@@ -188,6 +188,20 @@ fn sync_flush_waiters_past_the_cap_are_answered_busy() {
         2,
         "refused before storing"
     );
+    // An answered offset commit waits for its flush too: the same cap answers it.
+    let commit = RemotingCommand::request(request::UPDATE_CONSUMER_OFFSET, 9_001)
+        .with_ext("consumerGroup", "g")
+        .with_ext("topic", "TopicA")
+        .with_ext("queueId", 0)
+        .with_ext("commitOffset", 1);
+    h.b.on_command(ConnId(2), commit, 0, 0);
+    let busy: Vec<_> = std::iter::from_fn(|| h.b.poll_output())
+        .filter_map(|o| match o {
+            Output::Send { cmd, .. } if cmd.opaque == 9_001 => Some(cmd.code),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(busy, vec![response::SYSTEM_BUSY]);
     let upto = h.b.store().write_pos();
     h.b.run_flush(upto, 1);
     h.drain();

@@ -61,6 +61,17 @@ impl<D: Disk> Broker<D> {
                 )),
             )));
         }
+        if self.offset_commit_waits() && !cmd.is_oneway() && self.sync_waiters_full() {
+            // An answered SYNC_FLUSH commit waits for its flush: the same cap as sends.
+            return Ok(Some(RemotingCommand::response_to(
+                cmd,
+                response::SYSTEM_BUSY,
+                Some(format!(
+                    "broker busy: {} answers wait for their flush (limit)",
+                    self.sync_waiters.len()
+                )),
+            )));
+        }
         let ok = RemotingCommand::response_to(cmd, response::SUCCESS, None);
         if offset < 0 || !self.admit_commit(conn, &topic, &group, queue_id, offset as u64) {
             return Ok(Some(ok));
