@@ -83,6 +83,9 @@ pub fn parse_delay_levels(s: &str) -> Result<Vec<i64>, String> {
 /// What recovery found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
+    /// A new store: no checkpoint, no commit log, no consume queues were found, so nothing
+    /// was recovered.
+    pub fresh: bool,
     /// The checkpoint's offset, if one was readable.
     pub checkpoint: Option<u64>,
     pub clean_shutdown: bool,
@@ -164,7 +167,12 @@ pub struct MessageStore<D: Disk> {
     metas: Vec<Meta>,
     /// Byte ranges of index keys within records' properties (reused, no allocation).
     keys: Vec<(usize, usize)>,
+    /// When a refused put was last logged: refusals repeat per send, logs need not.
+    refusal_logged_at: Option<i64>,
 }
+
+/// Refused puts are logged at most this often.
+const REFUSAL_LOG_INTERVAL_MS: i64 = 1_000;
 
 #[derive(Clone, Copy)]
 struct Meta {
@@ -212,6 +220,11 @@ impl<D: Disk> MessageStore<D> {
             config.max_message_size,
         )?;
         report.file_repairs.extend(removed);
+        report.fresh = checkpoint.is_none()
+            && report.checkpoint_problem.is_none()
+            && log.segments_end() == 0
+            && disk.list(CONSUMEQUEUE_DIR)?.is_empty()
+            && IndexService::list(&disk)?.is_empty();
         let log_min = log.min_offset();
         let c = match &checkpoint {
             Some(cp) => {
@@ -352,6 +365,7 @@ impl<D: Disk> MessageStore<D> {
             queue_offsets: Vec::new(),
             metas: Vec::new(),
             keys: Vec::new(),
+            refusal_logged_at: None,
         };
         store.log.set_positions(scan_from, scan_from);
         let mut redispatched = 0u64;
@@ -510,50 +524,70 @@ impl<D: Disk> MessageStore<D> {
             metas,
             keys,
             stopped,
-            ..
+            refusal_logged_at,
         } = self;
-        // Queue offsets, and every file dispatch will write created before the records go in,
-        // so a full disk refuses the put cleanly instead of leaving records no queue knows.
-        queue_offsets.clear();
-        if one_queue {
-            let cq =
-                queues.get_or_create(first.topic, first.queue_id, config.consume_queue_entries);
-            let base = cq.max_offset();
-            let mut next = base;
-            for msg in msgs {
-                queue_offsets.push(if is_unqueued(msg.sys_flag) { 0 } else { next });
-                next += !is_unqueued(msg.sys_flag) as u64;
-            }
-            if next > base {
-                cq.prepare_range(disk, base, next)?;
-            }
-        } else {
-            for (i, msg) in msgs.iter().enumerate() {
-                if is_unqueued(msg.sys_flag) {
-                    queue_offsets.push(0);
-                    continue;
-                }
-                let earlier = msgs[..i]
-                    .iter()
-                    .filter(|m| {
-                        !is_unqueued(m.sys_flag)
-                            && m.queue_id == msg.queue_id
-                            && m.topic == msg.topic
-                    })
-                    .count() as u64;
+        // Queue offsets, and every file dispatch will write created (and its space reserved)
+        // before the records go in, so a full disk or a queue file that cannot be made
+        // refuses the put cleanly instead of leaving records no queue knows.
+        let prepared = (|| -> StoreResult<()> {
+            queue_offsets.clear();
+            if one_queue {
                 let cq =
-                    queues.get_or_create(msg.topic, msg.queue_id, config.consume_queue_entries);
-                let offset = cq.max_offset() + earlier;
-                cq.prepare_range(disk, offset, offset + 1)?;
-                queue_offsets.push(offset);
+                    queues.get_or_create(first.topic, first.queue_id, config.consume_queue_entries);
+                let base = cq.max_offset();
+                let mut next = base;
+                for msg in msgs {
+                    queue_offsets.push(if is_unqueued(msg.sys_flag) { 0 } else { next });
+                    next += !is_unqueued(msg.sys_flag) as u64;
+                }
+                if next > base {
+                    cq.prepare_range(disk, base, next)?;
+                }
+            } else {
+                for (i, msg) in msgs.iter().enumerate() {
+                    if is_unqueued(msg.sys_flag) {
+                        queue_offsets.push(0);
+                        continue;
+                    }
+                    let earlier = msgs[..i]
+                        .iter()
+                        .filter(|m| {
+                            !is_unqueued(m.sys_flag)
+                                && m.queue_id == msg.queue_id
+                                && m.topic == msg.topic
+                        })
+                        .count() as u64;
+                    let cq =
+                        queues.get_or_create(msg.topic, msg.queue_id, config.consume_queue_entries);
+                    let offset = cq.max_offset() + earlier;
+                    cq.prepare_range(disk, offset, offset + 1)?;
+                    queue_offsets.push(offset);
+                }
             }
-        }
-        if !keys.is_empty() {
-            let room = (config.index.max_entries as usize - 1).min(keys.len());
-            index.prepare(disk, log.write_pos(), now, room)?;
+            if !keys.is_empty() {
+                let room = (config.index.max_entries as usize - 1).min(keys.len());
+                index.prepare(disk, log.write_pos(), now, room)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = prepared {
+            if refusal_logged_at.is_none_or(|t| now - t >= REFUSAL_LOG_INTERVAL_MS) {
+                *refusal_logged_at = Some(now);
+                tracing::warn!(topic = first.topic, queue_id = first.queue_id, error = %e,
+                    "put refused: its consume queue or index cannot take it");
+            }
+            return Err(e);
         }
         appended.clear();
-        log.append(disk, msgs, queue_offsets, now, appended)?;
+        if let Err(e) = log.append(disk, msgs, queue_offsets, now, appended) {
+            if matches!(e, StoreError::Disk(crate::disk::DiskError::Full { .. }))
+                && refusal_logged_at.is_none_or(|t| now - t >= REFUSAL_LOG_INTERVAL_MS)
+            {
+                *refusal_logged_at = Some(now);
+                tracing::warn!(error = %e, "put refused: the commit log cannot take it");
+            }
+            return Err(e);
+        }
         let dispatched = (|| -> StoreResult<()> {
             let entry = |i: usize| CqEntry {
                 offset: appended[i].offset,
@@ -661,6 +695,9 @@ impl<D: Disk> MessageStore<D> {
             });
         }
         let index = self.index.sync(&mut self.disk)?;
+        // Queue files are created without an fsync each: their existence is made durable
+        // here, before a checkpoint can count on them.
+        self.disk.sync_created()?;
         let cp = Checkpoint {
             clean_shutdown: clean,
             offset,
