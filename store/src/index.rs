@@ -291,11 +291,14 @@ impl IndexService {
             return Ok(());
         };
         let count = active.header.index_count.max(1) as u32;
-        active.reserve(disk, &cfg, count)?;
         let slots_end = cfg.entry_pos(0);
         disk.zero_range(active.file, HEADER_SIZE, slots_end - HEADER_SIZE)?;
         let tail = cfg.entry_pos(count);
         disk.zero_range(active.file, tail, cfg.file_size() - tail)?;
+        // Zeroed ranges may be holes now: reserve what is written from here on.
+        active.fixed_reserved = false;
+        active.entries_reserved = 0;
+        active.reserve(disk, &cfg, count)?;
         // Entries are in order, so the last one per slot wins, as it did when written.
         let entries = stable_read_at(
             disk,

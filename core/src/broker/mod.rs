@@ -35,6 +35,8 @@ pub use locks::LOCK_LEASE_MS;
 pub const DEFAULT_TOPIC: &str = "TBW102";
 /// Queues of the default topic (RocketMQ: defaultTopicQueueNums = 8).
 pub const DEFAULT_TOPIC_QUEUES: u32 = 8;
+/// Auto-created topics are persisted and registered at most this long after the first.
+pub const TOPICS_PERSIST_DELAY_MS: u64 = 500;
 /// How long a REGISTER_BROKER may go unanswered before the broker registers again.
 pub const REGISTER_RETRY_MS: u64 = 5_000;
 
@@ -166,6 +168,8 @@ pub struct Broker<D: Disk> {
     next_checkpoint: u64,
     next_offset_persist: u64,
     next_client_scan: u64,
+    /// Set while auto-created topics wait to be persisted and registered (coalesced).
+    topics_persist_at: Option<u64>,
     next_opaque: i32,
     rng: Xoshiro256PlusPlus,
     outputs: VecDeque<Output>,
@@ -225,6 +229,7 @@ impl<D: Disk> Broker<D> {
             next_checkpoint: now + config.checkpoint_interval_ms,
             next_offset_persist: now + config.offset_persist_interval_ms,
             next_client_scan: now + 10_000,
+            topics_persist_at: None,
             next_opaque: 1,
             rng,
             outputs: VecDeque::new(),
@@ -258,6 +263,7 @@ impl<D: Disk> Broker<D> {
             .min(self.next_checkpoint)
             .min(self.next_offset_persist)
             .min(self.next_client_scan)
+            .min(self.topics_persist_at.unwrap_or(u64::MAX))
             .min(self.register_retry_at.unwrap_or(u64::MAX));
         if self.config.flush_disk_type == FlushDiskType::Async {
             t = t.min(self.next_flush);
@@ -389,6 +395,9 @@ impl<D: Disk> Broker<D> {
             {
                 tracing::error!(error = %e, "checkpoint failed; the store stops taking writes");
             }
+        }
+        if self.topics_persist_at.is_some_and(|t| now >= t) {
+            self.persist_topics(now);
         }
         if now >= self.next_offset_persist {
             self.next_offset_persist = now + self.config.offset_persist_interval_ms;
@@ -533,7 +542,19 @@ impl<D: Disk> Broker<D> {
         }
     }
 
+    /// Topics were auto-created (by a send or a heartbeat): persisted and registered within
+    /// `TOPICS_PERSIST_DELAY_MS`, together with every other topic created meanwhile, so
+    /// that creating thousands of topics costs a few writes and registrations, not one
+    /// fsync and one full re-registration each.
+    fn topics_created(&mut self, now: u64) {
+        self.topics.data_version.timestamp = now as i64;
+        self.topics.data_version.counter += 1;
+        self.topics_persist_at
+            .get_or_insert(now + TOPICS_PERSIST_DELAY_MS);
+    }
+
     fn persist_topics(&mut self, now: u64) {
+        self.topics_persist_at = None;
         self.topics.data_version.timestamp = now as i64;
         self.topics.data_version.counter += 1;
         if let Err(e) = config::save(self.store.disk_mut(), config::TOPICS_FILE, &self.topics) {
@@ -545,6 +566,9 @@ impl<D: Disk> Broker<D> {
     /// Flushes, checkpoints and persists offsets; hands back the store's disk.
     pub fn shutdown(mut self, now: u64) -> Result<D, StoreError> {
         self.persist_offsets();
+        if self.topics_persist_at.is_some() {
+            config::save(self.store.disk_mut(), config::TOPICS_FILE, &self.topics)?;
+        }
         self.store.shutdown(now as i64)
     }
 

@@ -18,6 +18,7 @@
 //! `Send + Sync` handle that msyncs ranges of one file without touching the writer.
 
 use std::cell::{Cell, RefCell};
+use std::ffi::CString;
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -43,6 +44,8 @@ struct Mapping {
 
 struct MmapFile {
     path: String,
+    /// The full path, ready for open(2): reopening allocates nothing (the put path reserves).
+    cpath: CString,
     size: u64,
     /// `None` until first accessed, and again once evicted.
     mapping: RefCell<Option<Mapping>>,
@@ -257,6 +260,24 @@ impl MmapDisk {
         }
     }
 
+    /// Reopens an open file's descriptor for the length of a call, allocating nothing.
+    fn reopen(f: &MmapFile) -> DiskResult<File> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: a NUL-terminated path; the descriptor returned is owned by the `File`.
+        let fd = unsafe { libc::open(f.cpath.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.kind() {
+                io::ErrorKind::NotFound => DiskError::NotFound {
+                    path: f.path.clone(),
+                },
+                _ => io_err(&f.path, "open", e),
+            });
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
     /// Opens `path` for reading and writing; the descriptor lives only as long as the call.
     fn open_file(&self, path: &str) -> DiskResult<File> {
         let full = self.full(path)?;
@@ -300,7 +321,7 @@ impl MmapDisk {
         f.referenced.set(true);
         if f.size > 0 && f.mapping.borrow().is_none() {
             self.make_room(file.0 as usize);
-            let fd = self.open_file(&f.path)?;
+            let fd = Self::reopen(f)?;
             // SAFETY: the file is ours alone under the store root; it is never truncated
             // below `size` while mapped (see the module docs).
             let map = Arc::new(
@@ -322,13 +343,20 @@ impl MmapDisk {
         Ok((f, f.mapping.borrow()))
     }
 
-    fn add(&mut self, path: &str, size: u64) -> FileId {
-        self.insert(MmapFile {
+    fn add(&mut self, path: &str, size: u64) -> DiskResult<FileId> {
+        use std::os::unix::ffi::OsStrExt;
+        let full = self.full(path)?;
+        let cpath = CString::new(full.as_os_str().as_bytes()).map_err(|_| DiskError::BadPath {
             path: path.to_string(),
+            why: "NUL in the path",
+        })?;
+        Ok(self.insert(MmapFile {
+            path: path.to_string(),
+            cpath,
             size,
             mapping: RefCell::new(None),
             referenced: Cell::new(false),
-        })
+        }))
     }
 
     /// Creates the file sparse at `size`; `durable` makes its existence durable now.
@@ -370,7 +398,7 @@ impl MmapDisk {
             let _ = fs::remove_file(&full);
             return Err(io_err(path, "create", e));
         }
-        Ok(self.add(path, size))
+        self.add(path, size)
     }
 
     /// A handle that can msync this file from another thread.
@@ -410,7 +438,7 @@ impl Disk for MmapDisk {
         if len == 0 {
             return Ok(());
         }
-        let fd = self.open_file(&f.path)?;
+        let fd = Self::reopen(f)?;
         allocate(&fd, offset, len).map_err(|e| match io_err(&f.path, "reserve", e) {
             DiskError::Full { path, .. } => DiskError::Full { path, needed: len },
             other => other,
@@ -431,7 +459,7 @@ impl Disk for MmapDisk {
     fn open(&mut self, path: &str) -> DiskResult<FileId> {
         let file = self.open_file(path)?;
         let size = file.metadata().map_err(|e| io_err(path, "stat", e))?.len();
-        Ok(self.add(path, size))
+        self.add(path, size)
     }
 
     fn size(&self, file: FileId) -> DiskResult<u64> {
@@ -543,7 +571,7 @@ impl Disk for MmapDisk {
         if len == 0 {
             return Ok(());
         }
-        let fd = self.open_file(&f.path)?;
+        let fd = Self::reopen(f)?;
         let punched = punch_hole(&fd, offset, len).map_err(|e| io_err(&f.path, "zero", e))?;
         if !punched {
             let (_, mapping) = self.mapping(file)?;
