@@ -164,9 +164,9 @@ impl CommitLog {
         let (file, at) = if total + END_FILE_MIN_BLANK_LENGTH > remaining {
             // RocketMQ's end-of-segment blank: the rest of this segment holds no record.
             let marker = record::blank_marker(remaining as u32);
-            let (file, at) =
-                self.segments
-                    .for_write(disk, self.write_pos, marker.len() as u64)?;
+            let (file, at) = self
+                .segments
+                .for_write(disk, self.write_pos, marker.len() as u64)?;
             disk.write_at(file, at, &marker)?;
             self.write_pos += remaining;
             let (file, at) = self.segments.for_write(disk, self.write_pos, total)?;

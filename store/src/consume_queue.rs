@@ -213,11 +213,8 @@ impl ConsumeQueue {
         let mut at = from;
         while at < to {
             let seg_end = ((at / per_file + 1) * per_file).min(to);
-            self.segments.for_write(
-                disk,
-                at * CQ_ENTRY_SIZE,
-                (seg_end - at) * CQ_ENTRY_SIZE,
-            )?;
+            self.segments
+                .for_write(disk, at * CQ_ENTRY_SIZE, (seg_end - at) * CQ_ENTRY_SIZE)?;
             at = seg_end;
         }
         Ok(())
@@ -356,12 +353,7 @@ fn scan_entries<D: Disk>(
     let mut at = from;
     while at < per_file {
         let n = LOAD_STEP_ENTRIES.min(per_file - at);
-        let bytes = stable_read_at(
-            disk,
-            file,
-            at * CQ_ENTRY_SIZE,
-            (n * CQ_ENTRY_SIZE) as usize,
-        )?;
+        let bytes = stable_read_at(disk, file, at * CQ_ENTRY_SIZE, (n * CQ_ENTRY_SIZE) as usize)?;
         if let Some(i) = bytes
             .chunks_exact(CQ_ENTRY_SIZE as usize)
             .position(|b| CqEntry::decode(b).is_written() == find_written)

@@ -192,7 +192,8 @@ impl SegmentQueue {
         let first = self.segments.first().map(|s| s.start);
         let idx = match first {
             Some(first)
-                if offset >= first && ((offset - first) / self.size) < self.segments.len() as u64 =>
+                if offset >= first
+                    && ((offset - first) / self.size) < self.segments.len() as u64 =>
             {
                 ((offset - first) / self.size) as usize
             }

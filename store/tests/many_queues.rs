@@ -58,16 +58,27 @@ fn more_queues_than_the_mapping_cap_work_and_recover() {
     for round in 0..2 {
         let mut batch = one_per_queue(50, 4);
         for (i, s) in batch.iter_mut().enumerate() {
-            put_all(&mut store, std::slice::from_mut(s), 2_000 + (round * 1000 + i) as i64)
-                .unwrap();
-            assert!(store.disk().mapped() <= CAP, "mapped {}", store.disk().mapped());
+            put_all(
+                &mut store,
+                std::slice::from_mut(s),
+                2_000 + (round * 1000 + i) as i64,
+            )
+            .unwrap();
+            assert!(
+                store.disk().mapped() <= CAP,
+                "mapped {}",
+                store.disk().mapped()
+            );
         }
         sent.extend(batch);
     }
     // Reads of queues that are not mapped map them again (and stay under the cap).
     verify(&store, &sent);
     assert!(store.disk().mapped() <= CAP);
-    assert!(store.disk().maps_made() > 200, "queues were evicted and remapped");
+    assert!(
+        store.disk().maps_made() > 200,
+        "queues were evicted and remapped"
+    );
     store.checkpoint(9_000).unwrap();
     // A crash, and recovery with the same cap: it never needs every queue mapped at once.
     let disk = store.crash();
@@ -109,7 +120,10 @@ fn a_new_store_is_small_and_is_not_a_recovery() {
     put_all(&mut store, &mut m, 2_000).unwrap();
     store.checkpoint(3_000).unwrap();
     let used = disk_used(dir.path());
-    assert!(used < 64 << 20, "a store holding one message occupies {used} bytes");
+    assert!(
+        used < 64 << 20,
+        "a store holding one message occupies {used} bytes"
+    );
     let disk = store.shutdown(4_000).unwrap();
     let (store, report) = MessageStore::open(disk, StoreConfig::default(), 5_000).unwrap();
     assert!(!report.fresh, "a reopened store is a recovery: {report:?}");
@@ -130,7 +144,13 @@ fn a_full_disk_while_a_queue_file_grows_refuses_cleanly() {
     });
     let mut refused = None;
     for i in 1..1_000 {
-        let mut m = vec![Sent::new("TopicA", 0, vec![1; 16], &format!("k{i}"), "TagA")];
+        let mut m = vec![Sent::new(
+            "TopicA",
+            0,
+            vec![1; 16],
+            &format!("k{i}"),
+            "TagA",
+        )];
         let (pos, max) = (store.write_pos(), store.max_offset("TopicA", 0));
         match put_all(&mut store, &mut m, 2_000 + i) {
             Ok(()) => sent.extend(m),
@@ -138,7 +158,10 @@ fn a_full_disk_while_a_queue_file_grows_refuses_cleanly() {
                 // Nothing of the refused put was stored, and the store goes on.
                 assert_eq!(store.write_pos(), pos);
                 assert_eq!(store.max_offset("TopicA", 0), max);
-                assert!(store.stopped().is_none(), "a full disk does not stop the store");
+                assert!(
+                    store.stopped().is_none(),
+                    "a full disk does not stop the store"
+                );
                 refused = Some(e);
                 break;
             }
@@ -150,7 +173,11 @@ fn a_full_disk_while_a_queue_file_grows_refuses_cleanly() {
         }
         other => panic!("expected the queue file's growth to hit the full disk: {other:?}"),
     }
-    assert!(sent.len() > 100, "the reserved page was used: {}", sent.len());
+    assert!(
+        sent.len() > 100,
+        "the reserved page was used: {}",
+        sent.len()
+    );
     verify(&store, &sent);
     // Space comes back: the same queue goes on at the next offset.
     disk.set_plan(FaultPlan::default());
@@ -180,7 +207,11 @@ fn queue_files_exist_durably_once_a_checkpoint_covers_them() {
     drop(store.crash());
     disk.power_loss();
     let paths = disk.paths();
-    assert!(paths.iter().any(|p| p.starts_with("consumequeue/TopicA/0/")));
+    assert!(
+        paths
+            .iter()
+            .any(|p| p.starts_with("consumequeue/TopicA/0/"))
+    );
     assert!(!paths.iter().any(|p| p.starts_with("consumequeue/TopicB/")));
     let (store, _) = MessageStore::open(disk, small_config(), 5_000).unwrap();
     verify(&store, &a);

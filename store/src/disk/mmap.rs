@@ -18,8 +18,8 @@
 //! `Send + Sync` handle that msyncs ranges of one file without touching the writer.
 
 use std::cell::{Cell, RefCell};
-use std::ffi::CString;
 use std::collections::BTreeSet;
+use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -316,7 +316,10 @@ impl MmapDisk {
     }
 
     /// The file's mapping, made now if it has none. Marks the file recently used.
-    fn mapping(&self, file: FileId) -> DiskResult<(&MmapFile, std::cell::Ref<'_, Option<Mapping>>)> {
+    fn mapping(
+        &self,
+        file: FileId,
+    ) -> DiskResult<(&MmapFile, std::cell::Ref<'_, Option<Mapping>>)> {
         let f = self.get(file)?;
         f.referenced.set(true);
         if f.size > 0 && f.mapping.borrow().is_none() {
