@@ -84,7 +84,9 @@ where
         .map_err(|e| StartError(e.to_string()))?;
     let (store, report) = MessageStore::open(disk, store_config, now_ms() as i64)
         .map_err(|e| StartError(e.to_string()))?;
-    if report.truncated.is_some()
+    if report.fresh {
+        tracing::info!("store created (a new data directory, nothing to recover)");
+    } else if report.truncated.is_some()
         || !report.file_repairs.is_empty()
         || !report.rebuilt_queues.is_empty()
     {
