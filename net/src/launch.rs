@@ -59,7 +59,10 @@ pub async fn start_broker(
         let ip = config.broker_addr.trim_end_matches(":0").to_string();
         config.broker_addr = format!("{ip}:{}", bound.port());
     }
-    let disk = MmapDisk::open_root(data_dir).map_err(|e| store_err(e.to_string()))?;
+    let mut disk = MmapDisk::open_root(data_dir).map_err(|e| store_err(e.to_string()))?;
+    if let Some(max) = store_config.max_mapped_files {
+        disk.set_max_mapped(max);
+    }
     serve_broker(listener, config, store_config, disk).map_err(|error| store_err(error.to_string()))
 }
 

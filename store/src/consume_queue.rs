@@ -276,6 +276,21 @@ impl ConsumeQueue {
         Ok(())
     }
 
+    /// The byte ranges `sync` would make durable, appended to `out`.
+    pub(crate) fn unsynced_ranges(&self, out: &mut Vec<(crate::disk::FileId, u64, u64)>) {
+        if self.flushed < self.max {
+            out.extend(
+                self.segments
+                    .ranges(self.flushed * CQ_ENTRY_SIZE, self.max * CQ_ENTRY_SIZE),
+            );
+        }
+    }
+
+    /// The ranges from `unsynced_ranges` were made durable.
+    pub(crate) fn on_synced(&mut self) {
+        self.flushed = self.max;
+    }
+
     /// Makes every entry durable.
     pub fn sync<D: Disk>(&mut self, disk: &mut D) -> StoreResult<()> {
         if self.flushed < self.max {

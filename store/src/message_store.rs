@@ -43,6 +43,10 @@ pub struct StoreConfig {
     pub index: IndexConfig,
     /// Delay level n (1-based) waits `delay_levels_ms[n - 1]`.
     pub delay_levels_ms: Vec<i64>,
+    /// For the disk, not the store: how many files `MmapDisk` keeps mapped at once (idle
+    /// ones are unmapped, and mapped again on demand). `None`: what `vm.max_map_count`
+    /// leaves room for.
+    pub max_mapped_files: Option<usize>,
 }
 
 impl Default for StoreConfig {
@@ -56,6 +60,7 @@ impl Default for StoreConfig {
                 "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h",
             )
             .expect("default levels parse"),
+            max_mapped_files: None,
         }
     }
 }
@@ -686,8 +691,15 @@ impl<D: Disk> MessageStore<D> {
         let offset = self.log.write_pos();
         self.log.sync(&mut self.disk, offset)?;
         let mut marks = Vec::with_capacity(self.queues.len());
+        // All queues in one go: with thousands of topics a sync per queue file would be a
+        // journal commit each.
+        let mut ranges = Vec::new();
+        for cq in self.queues.iter() {
+            cq.unsynced_ranges(&mut ranges);
+        }
+        self.disk.sync_ranges(&ranges)?;
         for cq in self.queues.iter_mut() {
-            cq.sync(&mut self.disk)?;
+            cq.on_synced();
             marks.push(QueueMark {
                 topic: cq.topic().to_string(),
                 queue_id: cq.queue_id(),

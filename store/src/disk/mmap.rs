@@ -30,6 +30,9 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use super::{Disk, DiskError, DiskResult, FileId, check_bounds, check_path};
 
+/// Past this many files, syncing them one by one (a journal commit each) costs more than
+/// syncing the whole filesystem once.
+const BULK_SYNC_FILES: usize = 64;
 /// Mappings kept when `vm.max_map_count` cannot be read.
 pub const DEFAULT_MAX_MAPPED_FILES: usize = 32_768;
 /// Of the kernel's `vm.max_map_count`, what is left to the allocator, thread stacks,
@@ -404,6 +407,30 @@ impl MmapDisk {
         self.add(path, size)
     }
 
+    /// syncfs(2): every dirty page (mapped ones included) and all metadata of the
+    /// filesystem holding the root, in one journal commit instead of one per file.
+    fn sync_filesystem(&self) -> DiskResult<()> {
+        let root = File::open(&self.root)
+            .map_err(|e| io_err(&self.root.display().to_string(), "open root", e))?;
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: plain syscall on a valid descriptor.
+            if unsafe { libc::syncfs(root.as_raw_fd()) } != 0 {
+                let e = io::Error::last_os_error();
+                return Err(io_err(&self.root.display().to_string(), "syncfs", e));
+            }
+            Ok(())
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            // SAFETY: sync(2) takes no arguments and cannot fail.
+            unsafe { libc::sync() };
+            drop(root);
+            Ok(())
+        }
+    }
+
     /// A handle that can msync this file from another thread.
     pub fn sync_handle(&self, file: FileId) -> DiskResult<MmapSyncHandle> {
         let (f, mapping) = self.mapping(file)?;
@@ -424,6 +451,11 @@ impl Disk for MmapDisk {
     }
 
     fn sync_created(&mut self) -> DiskResult<()> {
+        if self.unsynced_dirs.len() > BULK_SYNC_FILES {
+            self.sync_filesystem()?;
+            self.unsynced_dirs.clear();
+            return Ok(());
+        }
         // Deepest first does not matter: each fsync covers one directory's entries.
         while let Some(dir) = self.unsynced_dirs.pop_last() {
             if let Err(e) = sync_dir(&dir) {
@@ -566,6 +598,20 @@ impl Disk for MmapDisk {
                 .map_err(|e| io_err(&f.path, "sync", e))?;
         }
         Ok(())
+    }
+
+    fn sync_ranges(&mut self, ranges: &[(FileId, u64, u64)]) -> DiskResult<()> {
+        if ranges.len() <= BULK_SYNC_FILES {
+            for &(file, offset, len) in ranges {
+                self.sync(file, offset, len)?;
+            }
+            return Ok(());
+        }
+        for &(file, offset, len) in ranges {
+            let f = self.get(file)?;
+            check_bounds(&f.path, "sync", offset, len, f.size)?;
+        }
+        self.sync_filesystem()
     }
 
     fn zero_range(&mut self, file: FileId, offset: u64, len: u64) -> DiskResult<()> {

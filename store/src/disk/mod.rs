@@ -90,6 +90,14 @@ pub trait Disk {
     /// Makes `[offset, offset + len)` durable. On failure the range's durability is unknown:
     /// some of it may be lost at power loss even if a later sync succeeds (fsyncgate).
     fn sync(&mut self, file: FileId, offset: u64, len: u64) -> DiskResult<()>;
+    /// `sync` of many ranges at once (a checkpoint of thousands of consume queues). An
+    /// implementation may make more than these ranges durable, as one cheaper operation.
+    fn sync_ranges(&mut self, ranges: &[(FileId, u64, u64)]) -> DiskResult<()> {
+        for &(file, offset, len) in ranges {
+            self.sync(file, offset, len)?;
+        }
+        Ok(())
+    }
     /// Durably zeroes `[offset, offset + len)`; used to erase a torn tail at recovery so that
     /// stale records can never resurface after a later power loss. The range may lose its
     /// reservation (a punched hole): reserve again before writing there.
