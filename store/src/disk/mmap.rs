@@ -30,6 +30,9 @@ use memmap2::{MmapOptions, MmapRaw};
 
 use super::{Disk, DiskError, DiskResult, FileId, check_bounds, check_path};
 
+/// Files read in long sequential runs (consumers catching up on the commit log) keep the
+/// kernel's readahead; every other file is mapped without it.
+const SEQUENTIAL_PREFIX: &str = "commitlog/";
 /// Past this many files, syncing them one by one (a journal commit each) costs more than
 /// syncing the whole filesystem once.
 const BULK_SYNC_FILES: usize = 64;
@@ -337,6 +340,13 @@ impl MmapDisk {
                     .map_err(|e| io_err(&f.path, "mmap", e))?,
             );
             drop(fd);
+            if !f.path.starts_with(SEQUENTIAL_PREFIX) {
+                // A first write into a page of a sparse file faults it in; with readahead
+                // the kernel zero-fills a whole window (up to megabytes) per new queue file.
+                // Queue and index files are touched a page at a time: no readahead.
+                map.advise(memmap2::Advice::Random)
+                    .map_err(|e| io_err(&f.path, "madvise", e))?;
+            }
             let whole = Bytes::from_owner(MapSlice {
                 map: map.clone(),
                 offset: 0,
