@@ -9,7 +9,7 @@ use std::path::Path;
 
 use common::{Sent, put_all, small_config, verify};
 use rockfish_store::{
-    Disk, DiskError, FaultPlan, MemDisk, MessageStore, MmapDisk, StoreConfig, StoreError,
+    DiskError, FaultPlan, MemDisk, MessageStore, MmapDisk, StoreConfig, StoreError,
 };
 
 /// Bytes the files under `dir` occupy on disk (what `du` counts), not their sizes.
