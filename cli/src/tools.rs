@@ -534,7 +534,8 @@ enum BenchMode {
         #[arg(short = 'd', long, default_value_t = 10)]
         seconds: u64,
         /// Send round-robin across this many topics (`<topic>-0` .. `<topic>-<N-1>` when
-        /// more than one), auto-created by a warm-up of `--warmup` sends each before the
+        /// more than one; four sends to each in turn, so each of its queues gets one),
+        /// auto-created by a warm-up of `--warmup` sends each before the
         /// measurement.
         #[arg(long, default_value_t = 1)]
         topics: usize,
@@ -666,7 +667,8 @@ async fn warm_up(
                 if i >= total {
                     return last_error;
                 }
-                let topic = &names[(i as usize) % names.len()];
+                // A topic's sends in a row: they spread over its queues (see the bench loop).
+                let topic = &names[(i as usize / per_topic) % names.len()];
                 if let Err(e) = producer.send(Message::new(topic, "warm-up")).await {
                     failed.fetch_add(1, Ordering::Relaxed);
                     last_error = Some(format!("{topic}: {e}"));
@@ -736,7 +738,10 @@ pub async fn bench(args: BenchArgs) -> Result<(), String> {
                 );
                 tasks.push(tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
-                        let i = next.fetch_add(1, Ordering::Relaxed) as usize % names.len();
+                        // Runs of four sends per topic: the producer's queue counter is shared
+                        // by all topics, so one send per topic in turn would keep each topic
+                        // on one queue whenever the topic count is a multiple of four.
+                        let i = (next.fetch_add(1, Ordering::Relaxed) / 4) as usize % names.len();
                         let topic = &names[i];
                         let t0 = Instant::now();
                         let n = batch.max(1);
