@@ -198,6 +198,27 @@ impl<D: Disk> Broker<D> {
                 .topic_config_table
                 .insert(DEFAULT_TOPIC.to_string(), tbw);
         }
+        // Auto-created topics are persisted a moment after their creation (coalesced): one
+        // that a crash kept out of topics.json still has its queues in the store.
+        let mut restored: BTreeMap<String, u32> = BTreeMap::new();
+        for (topic, queue_id) in store.queue_ids() {
+            if !topics.topic_config_table.contains_key(topic) {
+                let n = restored.entry(topic.to_string()).or_insert(0);
+                *n = (*n).max(queue_id.saturating_add(1));
+            }
+        }
+        let restored_any = !restored.is_empty();
+        for (topic, n) in restored {
+            let queues = if topic.starts_with("%RETRY%") {
+                n
+            } else {
+                n.max(config.default_topic_queues)
+            };
+            tracing::info!(%topic, queues, "topic restored from its consume queues");
+            topics
+                .topic_config_table
+                .insert(topic.clone(), TopicConfig::new(&topic, queues));
+        }
         let offsets: ConsumerOffsetTable =
             config::load(store.disk(), config::CONSUMER_OFFSETS_FILE)?.unwrap_or_default();
         // A fresh store still needs its config files to exist for operators to find.
@@ -235,6 +256,9 @@ impl<D: Disk> Broker<D> {
             outputs: VecDeque::new(),
             config,
         };
+        if restored_any {
+            broker.topics_created(now);
+        }
         broker.register_all(now);
         Ok(broker)
     }
