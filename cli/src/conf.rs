@@ -139,6 +139,8 @@ pub fn parse(text: &str) -> Result<BrokerConf, String> {
                 store.consume_queue_entries = (bytes / 20).max(1);
             }
             "maxMessageSize" => store.max_message_size = parse_num(key, v)?,
+            // rockfish's own: files kept mapped at once (default: from vm.max_map_count).
+            "maxMappedFiles" => store.max_mapped_files = Some(parse_num(key, v)?),
             "flushIntervalCommitLog" => broker.flush_interval_ms = parse_num(key, v)?,
             "syncFlushTimeout" => broker.sync_flush_timeout_ms = parse_num(key, v)?,
             "waitTimeMillsInSendQueue" => broker.max_wait_in_queue_ms = parse_num(key, v)?,

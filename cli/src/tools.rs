@@ -532,6 +532,15 @@ enum BenchMode {
         batch: usize,
         #[arg(short = 'd', long, default_value_t = 10)]
         seconds: u64,
+        /// Send round-robin across this many topics (`<topic>-0` .. `<topic>-<N-1>` when
+        /// more than one; four sends to each in turn, so each of its queues gets one),
+        /// auto-created by a warm-up of `--warmup` sends each before the
+        /// measurement.
+        #[arg(long, default_value_t = 1)]
+        topics: usize,
+        /// Warm-up sends per topic (a topic's queues are made by its first sends).
+        #[arg(long, default_value_t = 4)]
+        warmup: usize,
     },
     /// Push consumers in one group consuming the topic from its start.
     Consume {
@@ -630,6 +639,60 @@ async fn report(stats: Arc<Stats>, seconds: u64, what: &str) {
     );
 }
 
+/// Sends `per_topic` small messages to every topic, `inflight` at a time, and reports how
+/// long creating them took. A topic whose sends all fail is an error.
+async fn warm_up(
+    producer: &Arc<Producer>,
+    names: &Arc<Vec<String>>,
+    per_topic: usize,
+    inflight: usize,
+) -> Result<(), String> {
+    let start = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let total = (names.len() * per_topic) as u64;
+    let mut tasks = Vec::new();
+    for _ in 0..inflight {
+        let (producer, names, next, failed) = (
+            producer.clone(),
+            names.clone(),
+            next.clone(),
+            failed.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut last_error = None;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    return last_error;
+                }
+                // A topic's sends in a row: they spread over its queues (see the bench loop).
+                let topic = &names[(i as usize / per_topic) % names.len()];
+                if let Err(e) = producer.send(Message::new(topic, "warm-up")).await {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    last_error = Some(format!("{topic}: {e}"));
+                }
+            }
+        }));
+    }
+    let mut last_error = None;
+    for t in tasks {
+        if let Ok(Some(e)) = t.await {
+            last_error = Some(e);
+        }
+    }
+    let failed = failed.load(Ordering::Relaxed);
+    println!(
+        "warm-up: {} topics, {total} sends in {:.1}s, {failed} failed",
+        names.len(),
+        start.elapsed().as_secs_f64()
+    );
+    match last_error {
+        Some(e) if failed == total => Err(format!("warm-up sends all failed: {e}")),
+        _ => Ok(()),
+    }
+}
+
 fn bench_producer(namesrv: &str) -> Arc<Producer> {
     Arc::new(Producer::start(ProducerConfig {
         group: "bench-producer".into(),
@@ -647,35 +710,46 @@ pub async fn bench(args: BenchArgs) -> Result<(), String> {
             inflight,
             batch,
             seconds,
+            topics,
+            warmup,
         } => {
             let producer = bench_producer(&namesrv);
-            // Create the topic (and learn its route) before measuring.
-            producer
-                .send(Message::new(&topic, "warm-up"))
-                .await
-                .map_err(|e| format!("first send: {e}"))?;
+            let names: Arc<Vec<String>> = Arc::new(if topics <= 1 {
+                vec![topic.clone()]
+            } else {
+                (0..topics).map(|i| format!("{topic}-{i}")).collect()
+            });
+            // Create the topics (and learn their routes) before measuring.
+            warm_up(&producer, &names, warmup.max(1), inflight.max(1)).await?;
             let stats = Stats::new();
             let stop = Arc::new(AtomicBool::new(false));
             let body = Bytes::from(vec![b'x'; size]);
+            let next = Arc::new(AtomicU64::new(0));
             let mut tasks = Vec::new();
             for _ in 0..inflight.max(1) {
-                let (producer, stats, stop, body, topic) = (
+                let (producer, stats, stop, body, names, next) = (
                     producer.clone(),
                     stats.clone(),
                     stop.clone(),
                     body.clone(),
-                    topic.clone(),
+                    names.clone(),
+                    next.clone(),
                 );
                 tasks.push(tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
+                        // Runs of four sends per topic: the producer's queue counter is shared
+                        // by all topics, so one send per topic in turn would keep each topic
+                        // on one queue whenever the topic count is a multiple of four.
+                        let i = (next.fetch_add(1, Ordering::Relaxed) / 4) as usize % names.len();
+                        let topic = &names[i];
                         let t0 = Instant::now();
                         let n = batch.max(1);
                         let result = if n == 1 {
-                            producer.send(Message::new(&topic, body.clone())).await
+                            producer.send(Message::new(topic, body.clone())).await
                         } else {
                             producer
                                 .send_batch(
-                                    (0..n).map(|_| Message::new(&topic, body.clone())).collect(),
+                                    (0..n).map(|_| Message::new(topic, body.clone())).collect(),
                                 )
                                 .await
                         };

@@ -209,6 +209,13 @@ fn tools_work_against_standalone_and_sigterm_is_clean() {
         bench.contains("produce total:") && bench.contains("p999"),
         "{bench}"
     );
+    let many = stdout(&[
+        "bench", "produce", "-n", &ns, "-t", "Many", "--topics", "20", "--warmup", "1", "-d", "1",
+    ]);
+    assert!(
+        many.contains("warm-up: 20 topics, 20 sends") && many.contains("0 failed"),
+        "{many}"
+    );
     let bench = stdout(&["bench", "consume", "-n", &ns, "-t", "BenchTopic", "-d", "1"]);
     assert!(bench.contains("consume total:"), "{bench}");
 
@@ -218,6 +225,11 @@ fn tools_work_against_standalone_and_sigterm_is_clean() {
     let mut log = String::new();
     std::io::Read::read_to_string(s.stderr.as_mut().unwrap(), &mut log).unwrap();
     assert!(log.contains("shutting down"), "{log}");
+    // A new data directory is created, not recovered.
+    assert!(
+        log.contains("store created") && !log.contains("store recovered"),
+        "{log}"
+    );
 
     let mut s = start(dir.path());
     let mut first = String::new();

@@ -866,3 +866,57 @@ fn a_woken_long_poll_does_not_rewind_a_newer_commit() {
         .with_ext("queueId", 0);
     assert_eq!(h.one(C, q).0.ext("offset"), Some("1"));
 }
+
+#[test]
+fn auto_created_topics_are_persisted_and_registered_together() {
+    // One fsync of topics.json and one full registration per new topic made 10,000 topics a
+    // sync storm: creations within TOPICS_PERSIST_DELAY_MS share one of each.
+    let mut h = H::new(BrokerConfig {
+        namesrv_addrs: vec!["ns1:9876".into()],
+        ..BrokerConfig::default()
+    });
+    fn h_topics(disk: &MemDisk) -> String {
+        use rockfish_store::Disk;
+        String::from_utf8(
+            disk.read_file("config/topics.json")
+                .unwrap()
+                .unwrap_or_default(),
+        )
+        .unwrap()
+    }
+    let mut registrations = 0;
+    for i in 0..100 {
+        h.now = i;
+        let r = h.send_cmd(&format!("Auto{i}"), 0, "x", "T");
+        let out = h.call(P, r);
+        registrations += out
+            .iter()
+            .filter(
+                |o| matches!(o, Output::SendTo { cmd, .. } if cmd.code == request::REGISTER_BROKER),
+            )
+            .count();
+    }
+    assert_eq!(registrations, 0, "no registration per created topic");
+    assert!(!h_topics(&h.disk).contains("Auto0"), "not yet persisted");
+    let due = h.b.poll_timeout().unwrap();
+    assert!(
+        due <= rockfish_core::broker::TOPICS_PERSIST_DELAY_MS,
+        "{due}"
+    );
+    h.b.on_timeout(due);
+    let regs = registrations_of(&mut h.b);
+    assert_eq!(regs.len(), 1, "one registration for all of them");
+    let body = String::from_utf8(regs[0].body.to_vec()).unwrap();
+    assert!(body.contains("Auto0") && body.contains("Auto99"));
+    let saved = h_topics(&h.disk);
+    assert!(saved.contains("Auto0") && saved.contains("Auto99"));
+    h.b.on_timeout(due + 1);
+    assert!(
+        registrations_of(&mut h.b).is_empty(),
+        "nothing more to register"
+    );
+}
+
+fn registrations_of(b: &mut Broker<MemDisk>) -> Vec<RemotingCommand> {
+    registrations(b).into_iter().map(|(_, cmd)| cmd).collect()
+}

@@ -59,7 +59,10 @@ pub async fn start_broker(
         let ip = config.broker_addr.trim_end_matches(":0").to_string();
         config.broker_addr = format!("{ip}:{}", bound.port());
     }
-    let disk = MmapDisk::open_root(data_dir).map_err(|e| store_err(e.to_string()))?;
+    let mut disk = MmapDisk::open_root(data_dir).map_err(|e| store_err(e.to_string()))?;
+    if let Some(max) = store_config.max_mapped_files {
+        disk.set_max_mapped(max);
+    }
     serve_broker(listener, config, store_config, disk).map_err(|error| store_err(error.to_string()))
 }
 
@@ -84,7 +87,9 @@ where
         .map_err(|e| StartError(e.to_string()))?;
     let (store, report) = MessageStore::open(disk, store_config, now_ms() as i64)
         .map_err(|e| StartError(e.to_string()))?;
-    if report.truncated.is_some()
+    if report.fresh {
+        tracing::info!("store created (a new data directory, nothing to recover)");
+    } else if report.truncated.is_some()
         || !report.file_repairs.is_empty()
         || !report.rebuilt_queues.is_empty()
     {

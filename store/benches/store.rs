@@ -6,7 +6,7 @@
 //!   every put also writes an index entry.
 //! - `append_<size>/raw_1` and `/raw_32`: the baseline. The same records, encoded once up front,
 //!   memcpyed with `Disk::write_at` into the same kind of files (`MmapDisk::create`: 256 MiB,
-//!   `posix_fallocate`d, synced, mmapped), one record or 32 records per write, rolling to a new
+//!   reserved whole at creation, synced, mmapped), one record or 32 records per write, rolling to a new
 //!   file exactly where the commit log does (a record never spans files; an 8-byte blank marker
 //!   ends each file). Per iteration it writes the same bytes as its append variant.
 //! - `read_1KiB/get32`: `MessageStore::get` of 32 messages from a queue of 200,000, walking it
@@ -150,6 +150,10 @@ impl RawRig {
                     .disk
                     .create(&path, SEGMENT_SIZE)
                     .expect("create a segment");
+                // The old way, reserved whole up front: the baseline stays what it was.
+                self.disk
+                    .reserve(file, 0, SEGMENT_SIZE)
+                    .expect("reserve a segment");
                 self.file = Some(file);
                 self.at = 0;
                 file

@@ -11,7 +11,7 @@
 use crate::disk::{Disk, DiskError, FileId, stable_read_at};
 use crate::error::{StoreError, StoreResult};
 use crate::record::{self, END_FILE_MIN_BLANK_LENGTH, Peek, StoreMessage, StoredRecord};
-use crate::segments::SegmentQueue;
+use crate::segments::{Allocation, SegmentQueue};
 
 pub const COMMITLOG_DIR: &str = "commitlog";
 
@@ -51,7 +51,12 @@ impl CommitLog {
             segment_size > 1024,
             "commit log segments must hold more than a record header"
         );
-        let (segments, notes) = SegmentQueue::load(disk, COMMITLOG_DIR.to_string(), segment_size)?;
+        let (segments, notes) = SegmentQueue::load(
+            disk,
+            COMMITLOG_DIR.to_string(),
+            segment_size,
+            Allocation::COMMIT_LOG,
+        )?;
         let start = segments.first_start().unwrap_or(0);
         let log = CommitLog {
             segments,
@@ -153,15 +158,23 @@ impl CommitLog {
         out: &mut Vec<Appended>,
     ) -> StoreResult<()> {
         let size = self.segments.size;
-        let (mut file, mut at) = self.segments.for_write(disk, self.write_pos)?;
+        // Space is reserved before any byte is written: a full disk refuses the whole batch.
+        let (_, at) = self.segments.for_write(disk, self.write_pos, 0)?;
         let remaining = size - at;
-        if total + END_FILE_MIN_BLANK_LENGTH > remaining {
+        let (file, at) = if total + END_FILE_MIN_BLANK_LENGTH > remaining {
             // RocketMQ's end-of-segment blank: the rest of this segment holds no record.
-            disk.write_at(file, at, &record::blank_marker(remaining as u32))?;
+            let marker = record::blank_marker(remaining as u32);
+            let (file, at) = self
+                .segments
+                .for_write(disk, self.write_pos, marker.len() as u64)?;
+            disk.write_at(file, at, &marker)?;
             self.write_pos += remaining;
-            (file, at) = self.segments.for_write(disk, self.write_pos)?;
+            let (file, at) = self.segments.for_write(disk, self.write_pos, total)?;
             debug_assert_eq!(at, 0);
-        }
+            (file, at)
+        } else {
+            self.segments.for_write(disk, self.write_pos, total)?
+        };
         let first = out.len();
         let mut pos = self.write_pos;
         for (msg, queue_offset) in batch.iter().zip(queue_offsets) {
@@ -428,6 +441,8 @@ impl CommitLog {
         const CHUNK: u64 = 1 << 20;
         let ranges: Vec<_> = self.segments.ranges(from, to).collect();
         for (file, off, len) in ranges {
+            // After a power loss the blocks may be holes again: reserve before rewriting.
+            disk.reserve(file, off, len)?;
             let mut at = off;
             while at < off + len {
                 let n = CHUNK.min(off + len - at);

@@ -10,10 +10,13 @@ use bytes::Bytes;
 use crate::commitlog::CommitLog;
 use crate::disk::{Disk, stable_read_at};
 use crate::error::{StoreError, StoreResult};
-use crate::segments::SegmentQueue;
+use crate::segments::{Allocation, SegmentQueue};
 
 pub const CONSUMEQUEUE_DIR: &str = "consumequeue";
 pub const CQ_ENTRY_SIZE: u64 = 20;
+/// Entries read per step when loading: a queue is scanned up to its first unwritten entry,
+/// not read whole (most of a new queue's file is a hole).
+const LOAD_STEP_ENTRIES: u64 = 3276;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CqEntry {
@@ -94,6 +97,7 @@ impl ConsumeQueue {
             segments: SegmentQueue::new(
                 Self::dir(topic, queue_id),
                 entries_per_file * CQ_ENTRY_SIZE,
+                Allocation::CONSUME_QUEUE,
             ),
             min: 0,
             max: 0,
@@ -113,6 +117,7 @@ impl ConsumeQueue {
             disk,
             Self::dir(topic, queue_id),
             entries_per_file * CQ_ENTRY_SIZE,
+            Allocation::CONSUME_QUEUE,
         )?;
         let mut q = ConsumeQueue {
             topic: topic.to_string(),
@@ -125,30 +130,27 @@ impl ConsumeQueue {
         let Some(first) = q.segments.first_start() else {
             return Ok(q);
         };
+        let per_file = q.segments.size / CQ_ENTRY_SIZE;
         q.min = first / CQ_ENTRY_SIZE;
         // Within the first segment the queue may start late (retention, or a rebuild that
         // began mid-queue): skip unwritten entries there.
         let first_seg = q.segments.segments[0].file;
-        let bytes = stable_read_at(disk, first_seg, 0, q.segments.size as usize)?;
-        if let Some(i) = bytes
-            .chunks_exact(20)
-            .position(|b| CqEntry::decode(b).is_written())
-        {
-            q.min += i as u64;
+        let skip = scan_entries(disk, first_seg, 0, per_file, true)?;
+        if skip < per_file {
+            q.min += skip;
         }
         let last = q.segments.segments.last().expect("non-empty").clone();
-        let bytes = stable_read_at(disk, last.file, 0, q.segments.size as usize)?;
-        let skip = if q.segments.segments.len() == 1 {
+        let from = if q.segments.segments.len() == 1 {
             q.min - first / CQ_ENTRY_SIZE
         } else {
             0
-        } as usize;
-        let written = bytes
-            .chunks_exact(20)
-            .skip(skip)
-            .take_while(|b| CqEntry::decode(b).is_written())
-            .count();
-        q.max = last.start / CQ_ENTRY_SIZE + (skip + written) as u64;
+        };
+        let written_end = if from >= per_file {
+            from
+        } else {
+            scan_entries(disk, last.file, from, per_file, false)?
+        };
+        q.max = last.start / CQ_ENTRY_SIZE + written_end;
         q.min = q.min.min(q.max);
         q.flushed = q.max;
         Ok(q)
@@ -189,7 +191,9 @@ impl ConsumeQueue {
         if logical < self.min {
             return Ok(());
         }
-        let (file, at) = self.segments.for_write(disk, logical * CQ_ENTRY_SIZE)?;
+        let (file, at) = self
+            .segments
+            .for_write(disk, logical * CQ_ENTRY_SIZE, CQ_ENTRY_SIZE)?;
         disk.write_at(file, at, &entry.encode())?;
         if logical == self.max {
             self.max += 1;
@@ -198,8 +202,9 @@ impl ConsumeQueue {
         Ok(())
     }
 
-    /// Makes sure the segments for entries `[from, to)` exist, so that later `put`s of them
-    /// cannot fail for lack of space. `from` must be at most `max_offset()`.
+    /// Makes sure the segments for entries `[from, to)` exist and their space is reserved,
+    /// so that later `put`s of them cannot fail for lack of space. `from` must be at most
+    /// `max_offset()`.
     pub fn prepare_range<D: Disk>(&mut self, disk: &mut D, from: u64, to: u64) -> StoreResult<()> {
         if from < self.min || from > self.max || to <= from {
             return Ok(());
@@ -207,8 +212,10 @@ impl ConsumeQueue {
         let per_file = self.segments.size / CQ_ENTRY_SIZE;
         let mut at = from;
         while at < to {
-            self.segments.for_write(disk, at * CQ_ENTRY_SIZE)?;
-            at = (at / per_file + 1) * per_file;
+            let seg_end = ((at / per_file + 1) * per_file).min(to);
+            self.segments
+                .for_write(disk, at * CQ_ENTRY_SIZE, (seg_end - at) * CQ_ENTRY_SIZE)?;
+            at = seg_end;
         }
         Ok(())
     }
@@ -267,6 +274,21 @@ impl ConsumeQueue {
             self.max = 0;
         }
         Ok(())
+    }
+
+    /// The byte ranges `sync` would make durable, appended to `out`.
+    pub(crate) fn unsynced_ranges(&self, out: &mut Vec<(crate::disk::FileId, u64, u64)>) {
+        if self.flushed < self.max {
+            out.extend(
+                self.segments
+                    .ranges(self.flushed * CQ_ENTRY_SIZE, self.max * CQ_ENTRY_SIZE),
+            );
+        }
+    }
+
+    /// The ranges from `unsynced_ranges` were made durable.
+    pub(crate) fn on_synced(&mut self) {
+        self.flushed = self.max;
     }
 
     /// Makes every entry durable.
@@ -331,6 +353,31 @@ impl ConsumeQueue {
     pub(crate) fn close<D: Disk>(&mut self, disk: &mut D) {
         self.segments.close_all(disk);
     }
+}
+
+/// Scans entries `[from, per_file)` of one segment file in steps, each read until stable, for
+/// the first entry that is unwritten (`find_written == false`) or written (`true`). Returns
+/// its index, or `per_file` if there is none.
+fn scan_entries<D: Disk>(
+    disk: &D,
+    file: crate::disk::FileId,
+    from: u64,
+    per_file: u64,
+    find_written: bool,
+) -> StoreResult<u64> {
+    let mut at = from;
+    while at < per_file {
+        let n = LOAD_STEP_ENTRIES.min(per_file - at);
+        let bytes = stable_read_at(disk, file, at * CQ_ENTRY_SIZE, (n * CQ_ENTRY_SIZE) as usize)?;
+        if let Some(i) = bytes
+            .chunks_exact(CQ_ENTRY_SIZE as usize)
+            .position(|b| CqEntry::decode(b).is_written() == find_written)
+        {
+            return Ok(at + i as u64);
+        }
+        at += n;
+    }
+    Ok(per_file)
 }
 
 /// Every consume queue, by topic then queue id (sorted: iteration order is stable). Looks up

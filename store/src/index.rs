@@ -97,6 +97,49 @@ struct IndexFile {
     file: FileId,
     header: IndexHeader,
     dirty: bool,
+    /// Header and slots (written anywhere) reserved in this process.
+    fixed_reserved: bool,
+    /// Entries `[.., entries_reserved)` reserved in this process.
+    entries_reserved: u32,
+}
+
+/// Entries reserved ahead of the last one written: at least this many bytes' worth...
+const MIN_ENTRIES_AHEAD: u64 = 64 << 10;
+/// ...and, as the file fills, about as many as it holds, up to this many bytes' worth.
+const MAX_ENTRIES_AHEAD: u64 = 16 << 20;
+
+impl IndexFile {
+    fn new(start: u64, file: FileId, header: IndexHeader, dirty: bool) -> Self {
+        IndexFile {
+            start,
+            file,
+            header,
+            dirty,
+            fixed_reserved: false,
+            entries_reserved: 0,
+        }
+    }
+
+    /// Reserves the header and slots, and entries up to `upto` (exclusive) with room
+    /// ahead, so that the writes that follow cannot fail for lack of space. The file is
+    /// sparse: an index holding a thousand keys occupies its slots and a little more, not
+    /// its full size.
+    fn reserve<D: Disk>(&mut self, disk: &mut D, cfg: &IndexConfig, upto: u32) -> StoreResult<()> {
+        if !self.fixed_reserved {
+            disk.reserve(self.file, 0, cfg.entry_pos(0))?;
+            self.fixed_reserved = true;
+        }
+        if upto <= self.entries_reserved {
+            return Ok(());
+        }
+        let ahead = (upto as u64 * ENTRY_SIZE).clamp(MIN_ENTRIES_AHEAD, MAX_ENTRIES_AHEAD);
+        let target = (upto as u64 + ahead / ENTRY_SIZE).min(cfg.max_entries as u64 + 1) as u32;
+        let from = cfg.entry_pos(self.entries_reserved);
+        let to = cfg.entry_pos(target).min(cfg.file_size());
+        disk.reserve(self.file, from, to - from)?;
+        self.entries_reserved = target;
+        Ok(())
+    }
 }
 
 /// Where the active index file stood at a checkpoint: everything it held then is durable.
@@ -232,12 +275,7 @@ impl IndexService {
                 }
                 h
             };
-            self.files.push(IndexFile {
-                start,
-                file,
-                header,
-                dirty: false,
-            });
+            self.files.push(IndexFile::new(start, file, header, false));
         }
         if !clean {
             self.reset_active(disk)?;
@@ -257,6 +295,10 @@ impl IndexService {
         disk.zero_range(active.file, HEADER_SIZE, slots_end - HEADER_SIZE)?;
         let tail = cfg.entry_pos(count);
         disk.zero_range(active.file, tail, cfg.file_size() - tail)?;
+        // Zeroed ranges may be holes now: reserve what is written from here on.
+        active.fixed_reserved = false;
+        active.entries_reserved = 0;
+        active.reserve(disk, &cfg, count)?;
         // Entries are in order, so the last one per slot wins, as it did when written.
         let entries = stable_read_at(
             disk,
@@ -290,7 +332,8 @@ impl IndexService {
             Some(f) => f.header.index_count as u64 + keys as u64 <= cfg.max_entries as u64,
         };
         if room {
-            return Ok(());
+            let f = self.files.last_mut().expect("room in the last file");
+            return f.reserve(disk, &cfg, f.header.index_count as u32 + keys as u32);
         }
         // The full file stays dirty; the next checkpoint syncs it (puts never sync).
         let file = disk.create(&Self::path(phy), cfg.file_size())?;
@@ -302,13 +345,11 @@ impl IndexService {
             hash_slot_count: cfg.hash_slots as i32,
             index_count: 1,
         };
-        self.files.push(IndexFile {
-            start: phy,
-            file,
-            header,
-            dirty: true,
-        });
-        Ok(())
+        // Kept even if its space cannot be reserved now: the next prepare retries the
+        // reservation, instead of creating and removing a file for every refused put.
+        self.files.push(IndexFile::new(phy, file, header, true));
+        let f = self.files.last_mut().expect("just pushed");
+        f.reserve(disk, &cfg, 1 + keys as u32)
     }
 
     /// Indexes `topic#key` for the record at `phy`.

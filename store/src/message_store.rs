@@ -43,6 +43,10 @@ pub struct StoreConfig {
     pub index: IndexConfig,
     /// Delay level n (1-based) waits `delay_levels_ms[n - 1]`.
     pub delay_levels_ms: Vec<i64>,
+    /// For the disk, not the store: how many files `MmapDisk` keeps mapped at once (idle
+    /// ones are unmapped, and mapped again on demand). `None`: what `vm.max_map_count`
+    /// leaves room for.
+    pub max_mapped_files: Option<usize>,
 }
 
 impl Default for StoreConfig {
@@ -56,6 +60,7 @@ impl Default for StoreConfig {
                 "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h",
             )
             .expect("default levels parse"),
+            max_mapped_files: None,
         }
     }
 }
@@ -133,6 +138,9 @@ pub fn parse_delay_levels(s: &str) -> Result<Vec<i64>, String> {
 /// What recovery found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
+    /// A new store: no checkpoint, no commit log, no consume queues were found, so nothing
+    /// was recovered.
+    pub fresh: bool,
     /// The checkpoint's offset, if one was readable.
     pub checkpoint: Option<u64>,
     pub clean_shutdown: bool,
@@ -216,6 +224,8 @@ pub struct MessageStore<D: Disk> {
     keys: Vec<(usize, usize)>,
     /// The commit log offset of the last checkpoint written.
     checkpointed: u64,
+    /// When a refused put was last logged: refusals repeat per send, logs need not.
+    refusal_logged_at: Option<i64>,
 }
 
 /// How many of a queue's entries describe records below commit log offset `c` (entries are
@@ -247,6 +257,9 @@ fn entries_below<D: Disk>(disk: &D, cq: &ConsumeQueue, c: u64) -> StoreResult<u6
     }
     Ok(lo)
 }
+
+/// Refused puts are logged at most this often.
+const REFUSAL_LOG_INTERVAL_MS: i64 = 1_000;
 
 #[derive(Clone, Copy)]
 struct Meta {
@@ -297,6 +310,11 @@ impl<D: Disk> MessageStore<D> {
             config.max_message_size,
         )?;
         report.file_repairs.extend(removed);
+        report.fresh = checkpoint.is_none()
+            && report.checkpoint_problem.is_none()
+            && log.segments_end() == 0
+            && disk.list(CONSUMEQUEUE_DIR)?.is_empty()
+            && IndexService::list(&disk)?.is_empty();
         let log_min = log.min_offset();
         let c = match &checkpoint {
             Some(cp) => {
@@ -438,6 +456,7 @@ impl<D: Disk> MessageStore<D> {
             metas: Vec::new(),
             keys: Vec::new(),
             checkpointed: c,
+            refusal_logged_at: None,
         };
         store.log.set_positions(scan_from, scan_from);
         let mut redispatched = 0u64;
@@ -596,50 +615,71 @@ impl<D: Disk> MessageStore<D> {
             metas,
             keys,
             stopped,
+            refusal_logged_at,
             ..
         } = self;
-        // Queue offsets, and every file dispatch will write created before the records go in,
-        // so a full disk refuses the put cleanly instead of leaving records no queue knows.
-        queue_offsets.clear();
-        if one_queue {
-            let cq =
-                queues.get_or_create(first.topic, first.queue_id, config.consume_queue_entries);
-            let base = cq.max_offset();
-            let mut next = base;
-            for msg in msgs {
-                queue_offsets.push(if is_unqueued(msg.sys_flag) { 0 } else { next });
-                next += !is_unqueued(msg.sys_flag) as u64;
-            }
-            if next > base {
-                cq.prepare_range(disk, base, next)?;
-            }
-        } else {
-            for (i, msg) in msgs.iter().enumerate() {
-                if is_unqueued(msg.sys_flag) {
-                    queue_offsets.push(0);
-                    continue;
-                }
-                let earlier = msgs[..i]
-                    .iter()
-                    .filter(|m| {
-                        !is_unqueued(m.sys_flag)
-                            && m.queue_id == msg.queue_id
-                            && m.topic == msg.topic
-                    })
-                    .count() as u64;
+        // Queue offsets, and every file dispatch will write created (and its space reserved)
+        // before the records go in, so a full disk or a queue file that cannot be made
+        // refuses the put cleanly instead of leaving records no queue knows.
+        let prepared = (|| -> StoreResult<()> {
+            queue_offsets.clear();
+            if one_queue {
                 let cq =
-                    queues.get_or_create(msg.topic, msg.queue_id, config.consume_queue_entries);
-                let offset = cq.max_offset() + earlier;
-                cq.prepare_range(disk, offset, offset + 1)?;
-                queue_offsets.push(offset);
+                    queues.get_or_create(first.topic, first.queue_id, config.consume_queue_entries);
+                let base = cq.max_offset();
+                let mut next = base;
+                for msg in msgs {
+                    queue_offsets.push(if is_unqueued(msg.sys_flag) { 0 } else { next });
+                    next += !is_unqueued(msg.sys_flag) as u64;
+                }
+                if next > base {
+                    cq.prepare_range(disk, base, next)?;
+                }
+            } else {
+                for (i, msg) in msgs.iter().enumerate() {
+                    if is_unqueued(msg.sys_flag) {
+                        queue_offsets.push(0);
+                        continue;
+                    }
+                    let earlier = msgs[..i]
+                        .iter()
+                        .filter(|m| {
+                            !is_unqueued(m.sys_flag)
+                                && m.queue_id == msg.queue_id
+                                && m.topic == msg.topic
+                        })
+                        .count() as u64;
+                    let cq =
+                        queues.get_or_create(msg.topic, msg.queue_id, config.consume_queue_entries);
+                    let offset = cq.max_offset() + earlier;
+                    cq.prepare_range(disk, offset, offset + 1)?;
+                    queue_offsets.push(offset);
+                }
             }
-        }
-        if !keys.is_empty() {
-            let room = (config.index.max_entries as usize - 1).min(keys.len());
-            index.prepare(disk, log.write_pos(), now, room)?;
+            if !keys.is_empty() {
+                let room = (config.index.max_entries as usize - 1).min(keys.len());
+                index.prepare(disk, log.write_pos(), now, room)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = prepared {
+            if refusal_logged_at.is_none_or(|t| now - t >= REFUSAL_LOG_INTERVAL_MS) {
+                *refusal_logged_at = Some(now);
+                tracing::warn!(topic = first.topic, queue_id = first.queue_id, error = %e,
+                    "put refused: its consume queue or index cannot take it");
+            }
+            return Err(e);
         }
         appended.clear();
-        log.append(disk, msgs, queue_offsets, now, appended)?;
+        if let Err(e) = log.append(disk, msgs, queue_offsets, now, appended) {
+            if matches!(e, StoreError::Disk(crate::disk::DiskError::Full { .. }))
+                && refusal_logged_at.is_none_or(|t| now - t >= REFUSAL_LOG_INTERVAL_MS)
+            {
+                *refusal_logged_at = Some(now);
+                tracing::warn!(error = %e, "put refused: the commit log cannot take it");
+            }
+            return Err(e);
+        }
         let dispatched = (|| -> StoreResult<()> {
             let entry = |i: usize| CqEntry {
                 offset: appended[i].offset,
@@ -791,8 +831,15 @@ impl<D: Disk> MessageStore<D> {
         }
         let offset = self.log.flushed();
         let mut marks = Vec::with_capacity(self.queues.len());
+        // All queues in one go: with thousands of topics a sync per queue file would be a
+        // journal commit each.
+        let mut ranges = Vec::new();
+        for cq in self.queues.iter() {
+            cq.unsynced_ranges(&mut ranges);
+        }
+        self.disk.sync_ranges(&ranges)?;
         for cq in self.queues.iter_mut() {
-            cq.sync(&mut self.disk)?;
+            cq.on_synced();
             marks.push(QueueMark {
                 topic: cq.topic().to_string(),
                 queue_id: cq.queue_id(),
@@ -800,6 +847,9 @@ impl<D: Disk> MessageStore<D> {
             });
         }
         let index = self.index.sync_for_checkpoint(&mut self.disk, offset)?;
+        // Queue files are created without an fsync each: their existence is made durable
+        // here, before a checkpoint can count on them.
+        self.disk.sync_created()?;
         Ok(Checkpoint {
             clean_shutdown: clean,
             offset,

@@ -1,5 +1,10 @@
 //! A directory of fixed-size segment files named by their 20-digit start offset (RocketMQ's
 //! MappedFileQueue): the commit log and every consume queue are one of these.
+//!
+//! Segments are created sparse and their space is reserved in chunks just ahead of the
+//! writes (`Disk::reserve`), growing with what the segment already holds: a queue with ten
+//! entries occupies a page, not its full 6 MB, and a full disk is an error before a write,
+//! never a SIGBUS during one.
 
 use crate::disk::{Disk, DiskError, FileId};
 use crate::error::{StoreError, StoreResult, offset_name, parse_offset_name};
@@ -8,6 +13,46 @@ use crate::error::{StoreError, StoreResult, offset_name, parse_offset_name};
 pub(crate) struct Segment {
     pub start: u64,
     pub file: FileId,
+    /// Bytes `[lo, hi)` of the file known reserved by this process (a reopened segment
+    /// starts with none known: reserving again is cheap).
+    reserved: (u64, u64),
+}
+
+impl Segment {
+    fn new(start: u64, file: FileId) -> Self {
+        Segment {
+            start,
+            file,
+            reserved: (0, 0),
+        }
+    }
+}
+
+/// Reservation granularity, and how far ahead of a write space is reserved.
+const PAGE: u64 = 4096;
+
+/// How a segment queue reserves space and makes its files.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Allocation {
+    /// Reserve at least this far past a write...
+    pub min_ahead: u64,
+    /// ...and, as the segment fills, as far ahead as it holds, up to this.
+    pub max_ahead: u64,
+    /// Files whose existence may wait for `Disk::sync_created` (derived data only).
+    pub unsynced_create: bool,
+}
+
+impl Allocation {
+    pub const COMMIT_LOG: Allocation = Allocation {
+        min_ahead: 1 << 20,
+        max_ahead: 16 << 20,
+        unsynced_create: false,
+    };
+    pub const CONSUME_QUEUE: Allocation = Allocation {
+        min_ahead: 2 << 10,
+        max_ahead: 1 << 20,
+        unsynced_create: true,
+    };
 }
 
 /// Invariant: segments are sorted, contiguous (`start[i+1] == start[i] + size`) and each
@@ -17,6 +62,7 @@ pub(crate) struct SegmentQueue {
     pub dir: String,
     pub size: u64,
     pub segments: Vec<Segment>,
+    pub allocation: Allocation,
 }
 
 /// What loading found beyond plain segments.
@@ -29,12 +75,13 @@ pub(crate) struct LoadNotes {
 }
 
 impl SegmentQueue {
-    pub fn new(dir: String, size: u64) -> Self {
+    pub fn new(dir: String, size: u64, allocation: Allocation) -> Self {
         assert!(size > 0, "segment size must be positive");
         SegmentQueue {
             dir,
             size,
             segments: Vec::new(),
+            allocation,
         }
     }
 
@@ -45,8 +92,13 @@ impl SegmentQueue {
     /// Opens every segment in `dir`, checking names, sizes and contiguity. A last segment of
     /// the wrong size is a crash during its creation and is removed; anything else wrong is
     /// an error naming the file.
-    pub fn load<D: Disk>(disk: &mut D, dir: String, size: u64) -> StoreResult<(Self, LoadNotes)> {
-        let mut q = SegmentQueue::new(dir, size);
+    pub fn load<D: Disk>(
+        disk: &mut D,
+        dir: String,
+        size: u64,
+        allocation: Allocation,
+    ) -> StoreResult<(Self, LoadNotes)> {
+        let mut q = SegmentQueue::new(dir, size, allocation);
         let mut notes = LoadNotes::default();
         let names: Vec<String> = disk
             .list(&q.dir)?
@@ -102,7 +154,7 @@ impl SegmentQueue {
                     .push(format!("{path}: was {actual} bytes, restored to {size}"));
                 file = disk.open(&path)?;
             }
-            q.segments.push(Segment { start, file });
+            q.segments.push(Segment::new(start, file));
         }
         Ok((q, notes))
     }
@@ -128,24 +180,51 @@ impl SegmentQueue {
         Some((seg, offset - seg.start))
     }
 
-    /// The segment that byte `offset` must be written to, created (zero-filled) if `offset`
-    /// is exactly at the end of the queue or the queue is empty.
-    pub fn for_write<D: Disk>(&mut self, disk: &mut D, offset: u64) -> StoreResult<(FileId, u64)> {
-        if let Some((seg, at)) = self.locate(offset) {
-            return Ok((seg.file, at));
-        }
-        let start = offset - offset % self.size;
-        match self.end() {
-            Some(end) if end != start => {
-                return Err(StoreError::Invalid {
-                    what: format!("{}: write at {offset} leaves a gap after {end}", self.dir),
-                });
+    /// The segment that bytes `[offset, offset + len)` must be written to (they must lie in
+    /// one segment), created if `offset` is exactly at the end of the queue or the queue is
+    /// empty, with the range reserved (and some room after it, see [`Allocation`]).
+    pub fn for_write<D: Disk>(
+        &mut self,
+        disk: &mut D,
+        offset: u64,
+        len: u64,
+    ) -> StoreResult<(FileId, u64)> {
+        let first = self.segments.first().map(|s| s.start);
+        let idx = match first {
+            Some(first)
+                if offset >= first
+                    && ((offset - first) / self.size) < self.segments.len() as u64 =>
+            {
+                ((offset - first) / self.size) as usize
             }
-            _ => {}
-        }
-        let file = disk.create(&self.path_of(start), self.size)?;
-        self.segments.push(Segment { start, file });
-        Ok((file, offset - start))
+            _ => {
+                let start = offset - offset % self.size;
+                match self.end() {
+                    Some(end) if end != start => {
+                        return Err(StoreError::Invalid {
+                            what: format!(
+                                "{}: write at {offset} leaves a gap after {end}",
+                                self.dir
+                            ),
+                        });
+                    }
+                    _ => {}
+                }
+                let path = self.path_of(start);
+                let file = if self.allocation.unsynced_create {
+                    disk.create_unsynced(&path, self.size)?
+                } else {
+                    disk.create(&path, self.size)?
+                };
+                self.segments.push(Segment::new(start, file));
+                self.segments.len() - 1
+            }
+        };
+        let (size, allocation) = (self.size, self.allocation);
+        let seg = &mut self.segments[idx];
+        let at = offset - seg.start;
+        reserve(disk, seg, at, len, size, allocation)?;
+        Ok((seg.file, at))
     }
 
     /// Byte ranges `(file, offset in file, len)` covering `[from, to)`.
@@ -178,9 +257,16 @@ impl SegmentQueue {
             disk.remove(&path)?;
             removed.push(path);
         }
-        if let Some((seg, at)) = self.locate(offset) {
-            let (file, at) = (seg.file, at);
-            disk.zero_range(file, at, self.size - at)?;
+        let size = self.size;
+        if let Some(seg) = self
+            .segments
+            .iter_mut()
+            .find(|s| s.start <= offset && offset < s.start + size)
+        {
+            let at = offset - seg.start;
+            disk.zero_range(seg.file, at, size - at)?;
+            // The zeroed range may be a hole now: reserve afresh when writing there.
+            seg.reserved = (0, 0);
         }
         Ok(removed)
     }
@@ -190,4 +276,34 @@ impl SegmentQueue {
             disk.close(seg.file);
         }
     }
+}
+
+/// Makes sure `[at, at + len)` of `seg` is reserved, reserving ahead as the segment fills
+/// (at least `min_ahead`, at most `max_ahead`, about as much as it already holds): a few
+/// `reserve` calls over a segment's life, none on most writes.
+fn reserve<D: Disk>(
+    disk: &mut D,
+    seg: &mut Segment,
+    at: u64,
+    len: u64,
+    size: u64,
+    allocation: Allocation,
+) -> StoreResult<()> {
+    let end = at + len;
+    let (lo, hi) = seg.reserved;
+    if len == 0 || (at >= lo && end <= hi) {
+        return Ok(());
+    }
+    let ahead = end.clamp(allocation.min_ahead, allocation.max_ahead);
+    let new_hi = (end + ahead).div_ceil(PAGE).saturating_mul(PAGE).min(size);
+    // Extend the known window when the write continues it; otherwise start a new one.
+    let (from, new_lo) = if at >= lo && at <= hi && hi > lo {
+        (hi, lo)
+    } else {
+        let from = at - at % PAGE;
+        (from, from)
+    };
+    disk.reserve(seg.file, from, new_hi - from)?;
+    seg.reserved = (new_lo, new_hi);
+    Ok(())
 }

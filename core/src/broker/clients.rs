@@ -288,7 +288,7 @@ impl<D: Disk> Broker<D> {
             }
         }
         if created {
-            self.persist_topics(now);
+            self.topics_created(now);
         }
         for group in changed {
             self.notify_group(&group, now);

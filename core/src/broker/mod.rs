@@ -42,6 +42,8 @@ pub use recovery::{OffsetCorrection, correct_consumer_offsets};
 pub const DEFAULT_TOPIC: &str = "TBW102";
 /// Queues of the default topic (RocketMQ: defaultTopicQueueNums = 8).
 pub const DEFAULT_TOPIC_QUEUES: u32 = 8;
+/// Auto-created topics are persisted and registered at most this long after the first.
+pub const TOPICS_PERSIST_DELAY_MS: u64 = 500;
 /// How long a REGISTER_BROKER may go unanswered before the broker registers again.
 pub const REGISTER_RETRY_MS: u64 = 5_000;
 
@@ -280,6 +282,8 @@ pub struct Broker<D: Disk> {
     next_checkpoint: u64,
     next_offset_persist: u64,
     next_client_scan: u64,
+    /// Set while auto-created topics wait to be persisted and registered (coalesced).
+    topics_persist_at: Option<u64>,
     next_opaque: i32,
     rng: Xoshiro256PlusPlus,
     outputs: VecDeque<Output>,
@@ -311,6 +315,28 @@ impl<D: Disk> Broker<D> {
             topics
                 .topic_config_table
                 .insert(DEFAULT_TOPIC.to_string(), tbw);
+        }
+        // Auto-created topics are persisted a moment after their creation (coalesced): one
+        // that a crash kept out of topics.json still has its queues in the store.
+        let mut restored: BTreeMap<String, u32> = BTreeMap::new();
+        for (topic, queue_id) in store.queue_ids() {
+            // The offset journal is the broker's own, never a topic clients see.
+            if topic != OFFSET_JOURNAL_TOPIC && !topics.topic_config_table.contains_key(topic) {
+                let n = restored.entry(topic.to_string()).or_insert(0);
+                *n = (*n).max(queue_id.saturating_add(1));
+            }
+        }
+        let restored_any = !restored.is_empty();
+        for (topic, n) in restored {
+            let queues = if topic.starts_with("%RETRY%") {
+                n
+            } else {
+                n.max(config.default_topic_queues)
+            };
+            tracing::info!(%topic, queues, "topic restored from its consume queues");
+            topics
+                .topic_config_table
+                .insert(topic.clone(), TopicConfig::new(&topic, queues));
         }
         let (mut offsets, replayed) = offsets::load(&store)?;
         if replayed > 0 {
@@ -357,6 +383,7 @@ impl<D: Disk> Broker<D> {
             next_checkpoint: now + config.checkpoint_interval_ms,
             next_offset_persist: now + config.offset_persist_interval_ms,
             next_client_scan: now + 10_000,
+            topics_persist_at: None,
             next_opaque: 1,
             rng,
             outputs: VecDeque::new(),
@@ -364,6 +391,9 @@ impl<D: Disk> Broker<D> {
             topics_dirty: false,
             config,
         };
+        if restored_any {
+            broker.topics_created(now);
+        }
         broker.register_all(now);
         Ok(broker)
     }
@@ -392,6 +422,7 @@ impl<D: Disk> Broker<D> {
             .min(self.next_checkpoint)
             .min(self.next_offset_persist)
             .min(self.next_client_scan)
+            .min(self.topics_persist_at.unwrap_or(u64::MAX))
             .min(self.register_retry_at.unwrap_or(u64::MAX));
         if self.config.flush_disk_type == FlushDiskType::Async {
             t = t.min(self.next_flush);
@@ -525,6 +556,9 @@ impl<D: Disk> Broker<D> {
             // A config write that failed is retried here.
             self.write_topics();
         }
+        if self.topics_persist_at.is_some_and(|t| now >= t) {
+            self.persist_topics(now);
+        }
         if now >= self.next_offset_persist {
             self.next_offset_persist = now + self.config.offset_persist_interval_ms;
             self.persist_offsets();
@@ -655,7 +689,19 @@ impl<D: Disk> Broker<D> {
         }
     }
 
+    /// Topics were auto-created (by a send or a heartbeat): persisted and registered within
+    /// `TOPICS_PERSIST_DELAY_MS`, together with every other topic created meanwhile, so
+    /// that creating thousands of topics costs a few writes and registrations, not one
+    /// fsync and one full re-registration each.
+    fn topics_created(&mut self, now: u64) {
+        self.topics.data_version.timestamp = now as i64;
+        self.topics.data_version.counter += 1;
+        self.topics_persist_at
+            .get_or_insert(now + TOPICS_PERSIST_DELAY_MS);
+    }
+
     fn persist_topics(&mut self, now: u64) {
+        self.topics_persist_at = None;
         self.topics.data_version.timestamp = now as i64;
         self.topics.data_version.counter += 1;
         self.topics_dirty = true;

@@ -315,7 +315,7 @@ impl<D: Disk> Broker<D> {
             .topic_config_table
             .insert(h.topic.to_string(), t);
         tracing::info!(topic = %h.topic, queues, "auto-created topic");
-        self.persist_topics(now);
+        self.topics_created(now);
         Some(send)
     }
 }

@@ -37,7 +37,7 @@ pub struct FaultPlan {
     /// At power loss, probability that a dirty page not written back whole was torn
     /// (a random subset of its 512-byte sectors reached the media).
     pub torn_page: f64,
-    /// Total bytes the disk holds; creating files beyond it fails with `DiskError::Full`.
+    /// Total bytes the disk holds; reserving space beyond it fails with `DiskError::Full`.
     pub capacity: Option<u64>,
 }
 
@@ -57,14 +57,20 @@ struct MemFile {
     volatile: Vec<u8>,
     durable: Vec<u8>,
     dirty: BTreeSet<usize>,
+    /// Reserved byte ranges, sorted, disjoint and not touching: what the file occupies.
+    reserved: Vec<(u64, u64)>,
+    /// False while a file from `create_unsynced` may still vanish at power loss.
+    durable_existence: bool,
 }
 
 impl MemFile {
-    fn zeroed(size: usize) -> Self {
+    fn zeroed(size: usize, durable_existence: bool) -> Self {
         MemFile {
             volatile: vec![0; size],
             durable: vec![0; size],
             dirty: BTreeSet::new(),
+            reserved: Vec::new(),
+            durable_existence,
         }
     }
     fn whole(data: &[u8]) -> Self {
@@ -72,7 +78,65 @@ impl MemFile {
             volatile: data.to_vec(),
             durable: data.to_vec(),
             dirty: BTreeSet::new(),
+            reserved: if data.is_empty() {
+                Vec::new()
+            } else {
+                vec![(0, data.len() as u64)]
+            },
+            durable_existence: true,
         }
+    }
+    fn reserved_bytes(&self) -> u64 {
+        self.reserved.iter().map(|(lo, hi)| hi - lo).sum()
+    }
+    /// Whether `[lo, hi)` lies inside reserved space.
+    fn is_reserved(&self, lo: u64, hi: u64) -> bool {
+        lo == hi
+            || self
+                .reserved
+                .iter()
+                .any(|&(rlo, rhi)| rlo <= lo && hi <= rhi)
+    }
+    /// Bytes of `[lo, hi)` not yet reserved.
+    fn unreserved_in(&self, lo: u64, hi: u64) -> u64 {
+        let overlap: u64 = self
+            .reserved
+            .iter()
+            .map(|&(rlo, rhi)| rhi.min(hi).saturating_sub(rlo.max(lo)))
+            .sum();
+        (hi - lo) - overlap
+    }
+    fn add_reserved(&mut self, lo: u64, hi: u64) {
+        if lo >= hi {
+            return;
+        }
+        let (mut lo, mut hi) = (lo, hi);
+        self.reserved.retain(|&(rlo, rhi)| {
+            if rhi < lo || rlo > hi {
+                return true;
+            }
+            lo = lo.min(rlo);
+            hi = hi.max(rhi);
+            false
+        });
+        let at = self.reserved.partition_point(|&(rlo, _)| rlo < lo);
+        self.reserved.insert(at, (lo, hi));
+    }
+    fn remove_reserved(&mut self, lo: u64, hi: u64) {
+        let mut out = Vec::with_capacity(self.reserved.len() + 1);
+        for &(rlo, rhi) in &self.reserved {
+            if rhi <= lo || rlo >= hi {
+                out.push((rlo, rhi));
+                continue;
+            }
+            if rlo < lo {
+                out.push((rlo, lo));
+            }
+            if rhi > hi {
+                out.push((hi, rhi));
+            }
+        }
+        self.reserved = out;
     }
     fn pages(offset: u64, len: u64) -> std::ops::Range<usize> {
         if len == 0 {
@@ -103,8 +167,9 @@ struct MemState {
 }
 
 impl MemState {
+    /// Bytes reserved across all files: what a real disk would have allocated.
     fn used(&self) -> u64 {
-        self.files.values().map(|f| f.volatile.len() as u64).sum()
+        self.files.values().map(MemFile::reserved_bytes).sum()
     }
     fn chance(&mut self, p: f64) -> bool {
         p > 0.0 && self.rng.random_bool(p.min(1.0))
@@ -167,6 +232,26 @@ impl MemDisk {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn create_file(
+        &mut self,
+        path: &str,
+        size: u64,
+        durable_existence: bool,
+    ) -> DiskResult<FileId> {
+        check_path(path)?;
+        let mut s = self.lock();
+        if s.files.contains_key(path) {
+            return Err(DiskError::AlreadyExists { path: path.into() });
+        }
+        let size = usize::try_from(size).map_err(|_| DiskError::Full {
+            path: path.into(),
+            needed: size,
+        })?;
+        s.files
+            .insert(path.to_string(), MemFile::zeroed(size, durable_existence));
+        Ok(s.new_handle(path))
+    }
+
     pub fn set_plan(&self, plan: FaultPlan) {
         self.lock().plan = plan;
     }
@@ -202,6 +287,7 @@ impl MemDisk {
         let s = &mut *s;
         s.handles.clear();
         s.stats.power_losses += 1;
+        s.files.retain(|_, f| f.durable_existence);
         for file in s.files.values_mut() {
             let dirty = std::mem::take(&mut file.dirty);
             for page in dirty {
@@ -263,6 +349,16 @@ impl MemDisk {
         self.lock().files.remove(path).is_some()
     }
 
+    /// Bytes reserved by every file together (what a real disk would have allocated).
+    pub fn used_bytes(&self) -> u64 {
+        self.lock().used()
+    }
+
+    /// Bytes reserved by one file, if it exists.
+    pub fn reserved_bytes(&self, path: &str) -> Option<u64> {
+        self.lock().files.get(path).map(MemFile::reserved_bytes)
+    }
+
     /// Paths of every file, sorted.
     pub fn paths(&self) -> Vec<String> {
         self.lock().files.keys().cloned().collect()
@@ -276,18 +372,32 @@ impl MemDisk {
 
 impl Disk for MemDisk {
     fn create(&mut self, path: &str, size: u64) -> DiskResult<FileId> {
-        check_path(path)?;
-        let mut s = self.lock();
-        if s.files.contains_key(path) {
-            return Err(DiskError::AlreadyExists { path: path.into() });
+        self.create_file(path, size, true)
+    }
+
+    fn create_unsynced(&mut self, path: &str, size: u64) -> DiskResult<FileId> {
+        self.create_file(path, size, false)
+    }
+
+    fn sync_created(&mut self) -> DiskResult<()> {
+        for f in self.lock().files.values_mut() {
+            f.durable_existence = true;
         }
-        s.reserve(path, size, 0)?;
-        let size = usize::try_from(size).map_err(|_| DiskError::Full {
-            path: path.into(),
-            needed: size,
-        })?;
-        s.files.insert(path.to_string(), MemFile::zeroed(size));
-        Ok(s.new_handle(path))
+        Ok(())
+    }
+
+    fn reserve(&mut self, file: FileId, offset: u64, len: u64) -> DiskResult<()> {
+        let mut s = self.lock();
+        let path = s.handle(file)?.to_string();
+        let f = &s.files[&path];
+        check_bounds(&path, "reserve", offset, len, f.volatile.len() as u64)?;
+        let needed = f.unreserved_in(offset, offset + len);
+        if needed > 0 {
+            s.reserve(&path, needed, 0)?;
+            let f = s.files.get_mut(&path).expect("handle checked");
+            f.add_reserved(offset, offset + len);
+        }
+        Ok(())
     }
 
     fn grow(&mut self, path: &str, size: u64) -> DiskResult<()> {
@@ -300,7 +410,6 @@ impl Disk for MemDisk {
         if size <= cur {
             return Ok(());
         }
-        s.reserve(path, size - cur, 0)?;
         let f = s.files.get_mut(path).expect("checked");
         f.volatile.resize(size as usize, 0);
         f.durable.resize(size as usize, 0);
@@ -360,6 +469,17 @@ impl Disk for MemDisk {
         let path = s.handle(file)?.to_string();
         let len = s.files[&path].volatile.len() as u64;
         check_bounds(&path, "write", offset, data.len() as u64, len)?;
+        if !s.files[&path].is_reserved(offset, offset + data.len() as u64) {
+            // On MmapDisk this write could raise SIGBUS on a full disk: a bug in the caller.
+            return Err(DiskError::Io {
+                path,
+                op: "write",
+                detail: format!(
+                    "{} bytes at {offset} outside reserved space (reserve before writing)",
+                    data.len()
+                ),
+            });
+        }
         s.stats.writes += 1;
         let fail = if s.fail_writes > 0 {
             s.fail_writes -= 1;
@@ -452,6 +572,8 @@ impl Disk for MemDisk {
         let r = offset as usize..(offset + len) as usize;
         f.volatile[r.clone()].fill(0);
         f.durable[r].fill(0);
+        // A punched hole: the range is no longer reserved.
+        f.remove_reserved(offset, offset + len);
         Ok(())
     }
 

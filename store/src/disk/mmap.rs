@@ -1,37 +1,75 @@
 //! `MmapDisk`: segment files memory-mapped with memmap2, for real runs.
 //!
 //! Appends are memcpys into the shared mapping (page-cache speed); reads hand out `Bytes`
-//! that point into the mapping (no copy). Files are preallocated with `posix_fallocate` so
-//! that a full disk shows up as an error from `create`, never as SIGBUS in the middle of a
-//! write. Files are never shrunk while mapped (a torn tail is zeroed instead), so a `Bytes`
-//! handed out earlier can never point past the end of its file.
+//! that point into the mapping (no copy). Files are created sparse at their full size and
+//! the store reserves their space in chunks ahead of its writes ([`Disk::reserve`]:
+//! `fallocate`), so a full disk shows up as an error from `reserve`, never as SIGBUS in the
+//! middle of a write, and a file costs disk in proportion to what it holds. Files are never
+//! shrunk while mapped (a torn tail is punched out instead), so a `Bytes` handed out earlier
+//! can never point past the end of its file.
+//!
+//! No descriptor is held between calls: a file is opened, mapped and closed again (a mapping
+//! outlives its descriptor), so ten thousand topics do not run into the open-files limit.
+//! Mappings are made lazily, on first access, and at most [`MmapDisk::max_mapped`] are kept:
+//! past that the least recently used one (a clock sweep) is unmapped and remapped on its next
+//! access, so mappings stay under the kernel's `vm.max_map_count`.
 //!
 //! Durability can be driven from another thread: [`MmapDisk::sync_handle`] gives a
 //! `Send + Sync` handle that msyncs ranges of one file without touching the writer.
 
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
+use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use memmap2::MmapRaw;
+use memmap2::{MmapOptions, MmapRaw};
 
 use super::{Disk, DiskError, DiskResult, FileId, check_bounds, check_path};
 
-struct MmapFile {
-    path: String,
-    file: File,
-    map: Option<Arc<MmapRaw>>,
+/// Files read in long sequential runs (consumers catching up on the commit log) keep the
+/// kernel's readahead; every other file is mapped without it.
+const SEQUENTIAL_PREFIX: &str = "commitlog/";
+/// Past this many files, syncing them one by one (a journal commit each) costs more than
+/// syncing the whole filesystem once.
+const BULK_SYNC_FILES: usize = 64;
+/// Mappings kept when `vm.max_map_count` cannot be read.
+pub const DEFAULT_MAX_MAPPED_FILES: usize = 32_768;
+/// Of the kernel's `vm.max_map_count`, what is left to the allocator, thread stacks,
+/// libraries and mappings still held by `Bytes` in flight.
+const MAP_COUNT_HEADROOM: usize = 16_384;
+
+struct Mapping {
+    map: Arc<MmapRaw>,
     /// The whole mapping as `Bytes`: reads are refcounted slices of it, no allocation.
     whole: Bytes,
-    size: u64,
 }
 
-/// Segment files under one root directory, each mapped whole.
+struct MmapFile {
+    path: String,
+    /// The full path, ready for open(2): reopening allocates nothing (the put path reserves).
+    cpath: CString,
+    size: u64,
+    /// `None` until first accessed, and again once evicted.
+    mapping: RefCell<Option<Mapping>>,
+    /// The clock's reference bit: set on every access, cleared as the hand passes.
+    referenced: Cell<bool>,
+}
+
+/// Segment files under one root directory, each mapped whole while in use.
 pub struct MmapDisk {
     root: PathBuf,
     files: Vec<Option<MmapFile>>,
+    free: Vec<u32>,
+    max_mapped: usize,
+    mapped: Cell<usize>,
+    hand: Cell<usize>,
+    remaps: Cell<u64>,
+    /// Directories holding files from `create_unsynced` whose entries are not yet durable.
+    unsynced_dirs: BTreeSet<PathBuf>,
 }
 
 /// Makes ranges of one mapped file durable from any thread.
@@ -107,35 +145,45 @@ fn atomic_replace(path: &str, full: &Path, data: &[u8]) -> DiskResult<()> {
     })
 }
 
+/// Allocates the blocks of `[offset, offset + len)` without changing the file's size.
+/// Filesystems without fallocate keep the file sparse (as before reservations existed).
 #[cfg(target_os = "linux")]
-fn preallocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
+fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    // SAFETY: plain syscall on a valid descriptor.
+    // SAFETY: plain syscall on a valid descriptor. fallocate(2) itself, not glibc's
+    // posix_fallocate, whose fallback writes zeros into every block.
     let rc = unsafe {
-        libc::posix_fallocate(file.as_raw_fd(), offset as libc::off_t, len as libc::off_t)
+        libc::fallocate(
+            file.as_raw_fd(),
+            libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
     };
-    match rc {
-        0 => Ok(()),
-        // Filesystems without fallocate: fall back to a sparse file.
-        libc::EOPNOTSUPP | libc::EINVAL => file.set_len(offset + len),
-        e => Err(io::Error::from_raw_os_error(e)),
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EOPNOTSUPP) => Ok(()),
+        _ => Err(e),
     }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn preallocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    file.set_len(offset + len)
+fn allocate(_: &File, _: u64, _: u64) -> io::Result<()> {
+    Ok(())
 }
 
-/// Zeroes a range by deallocating it and reserving it again: metadata only, however large.
+/// Zeroes a range by deallocating it: metadata only, however large. `false` if the
+/// filesystem cannot punch holes.
 #[cfg(target_os = "linux")]
-fn punch_and_reserve(file: &File, offset: u64, len: u64) -> io::Result<bool> {
+fn punch_hole(file: &File, offset: u64, len: u64) -> io::Result<bool> {
     use std::os::fd::AsRawFd;
-    let fd = file.as_raw_fd();
-    // SAFETY: plain syscalls on a valid descriptor.
+    // SAFETY: plain syscall on a valid descriptor.
     let rc = unsafe {
         libc::fallocate(
-            fd,
+            file.as_raw_fd(),
             libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
             offset as libc::off_t,
             len as libc::off_t,
@@ -148,17 +196,27 @@ fn punch_and_reserve(file: &File, offset: u64, len: u64) -> io::Result<bool> {
             _ => Err(e),
         };
     }
-    preallocate(file, offset, len)?;
     Ok(true)
 }
 
 #[cfg(not(target_os = "linux"))]
-fn punch_and_reserve(_: &File, _: u64, _: u64) -> io::Result<bool> {
+fn punch_hole(_: &File, _: u64, _: u64) -> io::Result<bool> {
     Ok(false)
 }
 
+/// Half of what is left of `vm.max_map_count` after the headroom, on Linux.
+fn default_max_mapped() -> usize {
+    fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .map_or(DEFAULT_MAX_MAPPED_FILES, |n| {
+            n.saturating_sub(MAP_COUNT_HEADROOM).max(1024)
+        })
+}
+
 impl MmapDisk {
-    /// A disk rooted at `root`, which is created if missing.
+    /// A disk rooted at `root`, which is created if missing. Keeps at most as many mappings
+    /// as `vm.max_map_count` leaves room for (see [`MmapDisk::set_max_mapped`]).
     pub fn open_root(root: impl Into<PathBuf>) -> DiskResult<Self> {
         let root = root.into();
         fs::create_dir_all(&root)
@@ -166,11 +224,38 @@ impl MmapDisk {
         Ok(MmapDisk {
             root,
             files: Vec::new(),
+            free: Vec::new(),
+            max_mapped: default_max_mapped(),
+            mapped: Cell::new(0),
+            hand: Cell::new(0),
+            remaps: Cell::new(0),
+            unsynced_dirs: BTreeSet::new(),
         })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The most files kept mapped at once.
+    pub fn max_mapped(&self) -> usize {
+        self.max_mapped
+    }
+
+    /// Caps the files kept mapped at once (at least 1); the least recently used are unmapped
+    /// first. Takes effect at the next mapping.
+    pub fn set_max_mapped(&mut self, max: usize) {
+        self.max_mapped = max.max(1);
+    }
+
+    /// Files mapped right now.
+    pub fn mapped(&self) -> usize {
+        self.mapped.get()
+    }
+
+    /// How many times a file was mapped (first access, or again after eviction).
+    pub fn maps_made(&self) -> u64 {
+        self.remaps.get()
     }
 
     fn full(&self, path: &str) -> DiskResult<PathBuf> {
@@ -186,40 +271,198 @@ impl MmapDisk {
     }
 
     fn insert(&mut self, f: MmapFile) -> FileId {
-        if let Some(i) = self.files.iter().position(Option::is_none) {
-            self.files[i] = Some(f);
-            return FileId(i as u32);
+        if let Some(i) = self.free.pop() {
+            self.files[i as usize] = Some(f);
+            return FileId(i);
         }
         self.files.push(Some(f));
         FileId(self.files.len() as u32 - 1)
     }
 
-    fn map(path: &str, file: File, size: u64) -> DiskResult<MmapFile> {
-        if size == 0 {
-            return Ok(MmapFile {
-                path: path.to_string(),
-                file,
-                map: None,
-                whole: Bytes::new(),
-                size,
-            });
+    fn release(&mut self, i: usize) {
+        if let Some(f) = self.files.get_mut(i).and_then(Option::take) {
+            if f.mapping.borrow().is_some() {
+                self.mapped.set(self.mapped.get() - 1);
+            }
+            self.free.push(i as u32);
         }
-        let map = Arc::new(MmapRaw::map_raw(&file).map_err(|e| io_err(path, "mmap", e))?);
-        let whole = Bytes::from_owner(MapSlice {
-            map: map.clone(),
-            offset: 0,
-            len: map.len(),
-        });
-        Ok(MmapFile {
-            path: path.to_string(),
-            file,
-            map: Some(map),
-            whole,
-            size,
-        })
     }
 
-    /// A handle that can msync this file from another thread.
+    /// Reopens an open file's descriptor for the length of a call, allocating nothing.
+    fn reopen(f: &MmapFile) -> DiskResult<File> {
+        use std::os::fd::FromRawFd;
+        // SAFETY: a NUL-terminated path; the descriptor returned is owned by the `File`.
+        let fd = unsafe { libc::open(f.cpath.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.kind() {
+                io::ErrorKind::NotFound => DiskError::NotFound {
+                    path: f.path.clone(),
+                },
+                _ => io_err(&f.path, "open", e),
+            });
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        Ok(unsafe { File::from_raw_fd(fd) })
+    }
+
+    /// Opens `path` for reading and writing; the descriptor lives only as long as the call.
+    fn open_file(&self, path: &str) -> DiskResult<File> {
+        let full = self.full(path)?;
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&full)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => DiskError::NotFound { path: path.into() },
+                _ => io_err(path, "open", e),
+            })
+    }
+
+    /// Unmaps the least recently used mapping while the cap is reached (a clock sweep:
+    /// amortized constant time, and nothing to update on the hot path but one bit).
+    fn make_room(&self, keep: usize) {
+        let n = self.files.len();
+        let mut steps = 0;
+        while self.mapped.get() >= self.max_mapped && steps < 2 * n + 1 {
+            steps += 1;
+            let i = self.hand.get() % n.max(1);
+            self.hand.set(i + 1);
+            let Some(f) = self.files.get(i).and_then(Option::as_ref) else {
+                continue;
+            };
+            if i == keep || f.mapping.borrow().is_none() {
+                continue;
+            }
+            if f.referenced.replace(false) {
+                continue;
+            }
+            // Dirty pages stay in the page cache: unmapping loses nothing.
+            *f.mapping.borrow_mut() = None;
+            self.mapped.set(self.mapped.get() - 1);
+        }
+    }
+
+    /// The file's mapping, made now if it has none. Marks the file recently used.
+    fn mapping(
+        &self,
+        file: FileId,
+    ) -> DiskResult<(&MmapFile, std::cell::Ref<'_, Option<Mapping>>)> {
+        let f = self.get(file)?;
+        f.referenced.set(true);
+        if f.size > 0 && f.mapping.borrow().is_none() {
+            self.make_room(file.0 as usize);
+            let fd = Self::reopen(f)?;
+            // SAFETY: the file is ours alone under the store root; it is never truncated
+            // below `size` while mapped (see the module docs).
+            let map = Arc::new(
+                MmapOptions::new()
+                    .len(f.size as usize)
+                    .map_raw(&fd)
+                    .map_err(|e| io_err(&f.path, "mmap", e))?,
+            );
+            drop(fd);
+            if !f.path.starts_with(SEQUENTIAL_PREFIX) {
+                // A first write into a page of a sparse file faults it in; with readahead
+                // the kernel zero-fills a whole window (up to megabytes) per new queue file.
+                // Queue and index files are touched a page at a time: no readahead.
+                map.advise(memmap2::Advice::Random)
+                    .map_err(|e| io_err(&f.path, "madvise", e))?;
+            }
+            let whole = Bytes::from_owner(MapSlice {
+                map: map.clone(),
+                offset: 0,
+                len: f.size as usize,
+            });
+            *f.mapping.borrow_mut() = Some(Mapping { map, whole });
+            self.mapped.set(self.mapped.get() + 1);
+            self.remaps.set(self.remaps.get() + 1);
+        }
+        Ok((f, f.mapping.borrow()))
+    }
+
+    fn add(&mut self, path: &str, size: u64) -> DiskResult<FileId> {
+        use std::os::unix::ffi::OsStrExt;
+        let full = self.full(path)?;
+        let cpath = CString::new(full.as_os_str().as_bytes()).map_err(|_| DiskError::BadPath {
+            path: path.to_string(),
+            why: "NUL in the path",
+        })?;
+        Ok(self.insert(MmapFile {
+            path: path.to_string(),
+            cpath,
+            size,
+            mapping: RefCell::new(None),
+            referenced: Cell::new(false),
+        }))
+    }
+
+    /// Creates the file sparse at `size`; `durable` makes its existence durable now.
+    fn create_file(&mut self, path: &str, size: u64, durable: bool) -> DiskResult<FileId> {
+        let full = self.full(path)?;
+        let parent = full.parent().unwrap_or(&self.root).to_path_buf();
+        if !parent.is_dir() {
+            fs::create_dir_all(&parent).map_err(|e| io_err(path, "create dir", e))?;
+            // New directories need their own entries made durable too.
+            let mut dir = parent.as_path();
+            while dir != self.root {
+                let Some(up) = dir.parent() else { break };
+                self.unsynced_dirs.insert(up.to_path_buf());
+                dir = up;
+            }
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&full)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::AlreadyExists => DiskError::AlreadyExists { path: path.into() },
+                _ => io_err(path, "create", e),
+            })?;
+        let made = file.set_len(size).and_then(|_| {
+            if durable {
+                file.sync_all()?;
+                for dir in std::mem::take(&mut self.unsynced_dirs).iter().rev() {
+                    sync_dir(dir)?;
+                }
+                sync_dir(&parent)
+            } else {
+                self.unsynced_dirs.insert(parent.clone());
+                Ok(())
+            }
+        });
+        if let Err(e) = made {
+            let _ = fs::remove_file(&full);
+            return Err(io_err(path, "create", e));
+        }
+        self.add(path, size)
+    }
+
+    /// syncfs(2): every dirty page (mapped ones included) and all metadata of the
+    /// filesystem holding the root, in one journal commit instead of one per file.
+    fn sync_filesystem(&self) -> DiskResult<()> {
+        let root = File::open(&self.root)
+            .map_err(|e| io_err(&self.root.display().to_string(), "open root", e))?;
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: plain syscall on a valid descriptor.
+            if unsafe { libc::syncfs(root.as_raw_fd()) } != 0 {
+                let e = io::Error::last_os_error();
+                return Err(io_err(&self.root.display().to_string(), "syncfs", e));
+            }
+            Ok(())
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            // SAFETY: sync(2) takes no arguments and cannot fail.
+            unsafe { libc::sync() };
+            drop(root);
+            Ok(())
+        }
+    }
+
     /// The work that replaces small file `path` with `data` atomically and durably, to run
     /// off the machine's task (the same steps as `write_file_atomic`).
     pub fn atomic_write_job(
@@ -232,10 +475,11 @@ impl MmapDisk {
         Ok(move || atomic_replace(&path, &full, &data))
     }
 
+    /// A handle that can msync this file from another thread.
     pub fn sync_handle(&self, file: FileId) -> DiskResult<MmapSyncHandle> {
-        let f = self.get(file)?;
+        let (f, mapping) = self.mapping(file)?;
         Ok(MmapSyncHandle {
-            map: f.map.clone(),
+            map: mapping.as_ref().map(|m| m.map.clone()),
             path: f.path.clone(),
         })
     }
@@ -243,64 +487,58 @@ impl MmapDisk {
 
 impl Disk for MmapDisk {
     fn create(&mut self, path: &str, size: u64) -> DiskResult<FileId> {
-        let full = self.full(path)?;
-        let parent = full.parent().unwrap_or(&self.root).to_path_buf();
-        fs::create_dir_all(&parent).map_err(|e| io_err(path, "create dir", e))?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&full)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::AlreadyExists => DiskError::AlreadyExists { path: path.into() },
-                _ => io_err(path, "create", e),
-            })?;
-        let reserved = preallocate(&file, 0, size)
-            .and_then(|_| file.sync_all())
-            .and_then(|_| sync_dir(&parent));
-        if let Err(e) = reserved {
-            let _ = fs::remove_file(&full);
-            return Err(match io_err(path, "preallocate", e) {
-                DiskError::Full { path, .. } => DiskError::Full { path, needed: size },
-                other => other,
-            });
+        self.create_file(path, size, true)
+    }
+
+    fn create_unsynced(&mut self, path: &str, size: u64) -> DiskResult<FileId> {
+        self.create_file(path, size, false)
+    }
+
+    fn sync_created(&mut self) -> DiskResult<()> {
+        if self.unsynced_dirs.len() > BULK_SYNC_FILES {
+            self.sync_filesystem()?;
+            self.unsynced_dirs.clear();
+            return Ok(());
         }
-        let f = Self::map(path, file, size)?;
-        Ok(self.insert(f))
+        // Deepest first does not matter: each fsync covers one directory's entries.
+        while let Some(dir) = self.unsynced_dirs.pop_last() {
+            if let Err(e) = sync_dir(&dir) {
+                let shown = dir.display().to_string();
+                self.unsynced_dirs.insert(dir);
+                return Err(io_err(&shown, "sync dir", e));
+            }
+        }
+        Ok(())
+    }
+
+    fn reserve(&mut self, file: FileId, offset: u64, len: u64) -> DiskResult<()> {
+        let f = self.get(file)?;
+        check_bounds(&f.path, "reserve", offset, len, f.size)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let fd = Self::reopen(f)?;
+        allocate(&fd, offset, len).map_err(|e| match io_err(&f.path, "reserve", e) {
+            DiskError::Full { path, .. } => DiskError::Full { path, needed: len },
+            other => other,
+        })
     }
 
     fn grow(&mut self, path: &str, size: u64) -> DiskResult<()> {
-        let full = self.full(path)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&full)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => DiskError::NotFound { path: path.into() },
-                _ => io_err(path, "open", e),
-            })?;
+        let file = self.open_file(path)?;
         let cur = file.metadata().map_err(|e| io_err(path, "stat", e))?.len();
         if size <= cur {
             return Ok(());
         }
-        preallocate(&file, cur, size - cur)
+        file.set_len(size)
             .and_then(|_| file.sync_all())
             .map_err(|e| io_err(path, "grow", e))
     }
 
     fn open(&mut self, path: &str) -> DiskResult<FileId> {
-        let full = self.full(path)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&full)
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => DiskError::NotFound { path: path.into() },
-                _ => io_err(path, "open", e),
-            })?;
+        let file = self.open_file(path)?;
         let size = file.metadata().map_err(|e| io_err(path, "stat", e))?.len();
-        let f = Self::map(path, file, size)?;
-        Ok(self.insert(f))
+        self.add(path, size)
     }
 
     fn size(&self, file: FileId) -> DiskResult<u64> {
@@ -308,17 +546,16 @@ impl Disk for MmapDisk {
     }
 
     fn close(&mut self, file: FileId) {
-        if let Some(slot) = self.files.get_mut(file.0 as usize) {
-            *slot = None;
-        }
+        self.release(file.0 as usize);
     }
 
     fn remove(&mut self, path: &str) -> DiskResult<()> {
         let full = self.full(path)?;
-        for slot in self.files.iter_mut() {
-            if slot.as_ref().is_some_and(|f| f.path == path) {
-                *slot = None;
-            }
+        let stale: Vec<usize> = (0..self.files.len())
+            .filter(|&i| self.files[i].as_ref().is_some_and(|f| f.path == path))
+            .collect();
+        for i in stale {
+            self.release(i);
         }
         fs::remove_file(&full).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => DiskError::NotFound { path: path.into() },
@@ -364,7 +601,8 @@ impl Disk for MmapDisk {
         if data.is_empty() {
             return Ok(());
         }
-        let map = f.map.as_ref().expect("non-empty file is mapped");
+        let (_, mapping) = self.mapping(file)?;
+        let map = &mapping.as_ref().expect("non-empty file is mapped").map;
         // SAFETY: bounds checked above; the mapping is shared and writable and outlives this
         // call. Readers only look below the store's write position, which this range is not
         // (or, during recovery, no reader exists yet).
@@ -381,17 +619,43 @@ impl Disk for MmapDisk {
     fn read_at(&self, file: FileId, offset: u64, len: usize) -> DiskResult<Bytes> {
         let f = self.get(file)?;
         check_bounds(&f.path, "read", offset, len as u64, f.size)?;
-        Ok(f.whole.slice(offset as usize..offset as usize + len))
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let (_, mapping) = self.mapping(file)?;
+        let whole = &mapping.as_ref().expect("non-empty file is mapped").whole;
+        Ok(whole.slice(offset as usize..offset as usize + len))
     }
 
     fn sync(&mut self, file: FileId, offset: u64, len: u64) -> DiskResult<()> {
         let f = self.get(file)?;
         check_bounds(&f.path, "sync", offset, len, f.size)?;
-        if let Some(map) = &f.map {
-            map.flush_range(offset as usize, len as usize)
+        if len == 0 {
+            return Ok(());
+        }
+        // An unmapped file may still have dirty pages in the page cache: map it to msync
+        // them (a descriptor's fdatasync would flush the whole file, not the range).
+        let (_, mapping) = self.mapping(file)?;
+        if let Some(m) = mapping.as_ref() {
+            m.map
+                .flush_range(offset as usize, len as usize)
                 .map_err(|e| io_err(&f.path, "sync", e))?;
         }
         Ok(())
+    }
+
+    fn sync_ranges(&mut self, ranges: &[(FileId, u64, u64)]) -> DiskResult<()> {
+        if ranges.len() <= BULK_SYNC_FILES {
+            for &(file, offset, len) in ranges {
+                self.sync(file, offset, len)?;
+            }
+            return Ok(());
+        }
+        for &(file, offset, len) in ranges {
+            let f = self.get(file)?;
+            check_bounds(&f.path, "sync", offset, len, f.size)?;
+        }
+        self.sync_filesystem()
     }
 
     fn zero_range(&mut self, file: FileId, offset: u64, len: u64) -> DiskResult<()> {
@@ -400,18 +664,20 @@ impl Disk for MmapDisk {
         if len == 0 {
             return Ok(());
         }
-        let punched =
-            punch_and_reserve(&f.file, offset, len).map_err(|e| io_err(&f.path, "zero", e))?;
+        let fd = Self::reopen(f)?;
+        let punched = punch_hole(&fd, offset, len).map_err(|e| io_err(&f.path, "zero", e))?;
         if !punched {
-            let map = f.map.as_ref().expect("non-empty file is mapped");
-            // SAFETY: bounds checked; only recovery zeroes, before any reader exists.
+            let (_, mapping) = self.mapping(file)?;
+            let map = &mapping.as_ref().expect("non-empty file is mapped").map;
+            // SAFETY: bounds checked; only recovery zeroes, before any reader exists. Without
+            // hole punching there is no fallocate either: the file was never sparse-reserved.
             unsafe {
                 std::ptr::write_bytes(map.as_mut_ptr().add(offset as usize), 0, len as usize)
             };
             map.flush_range(offset as usize, len as usize)
                 .map_err(|e| io_err(&f.path, "zero", e))?;
         }
-        f.file.sync_data().map_err(|e| io_err(&f.path, "zero", e))
+        fd.sync_data().map_err(|e| io_err(&f.path, "zero", e))
     }
 
     fn read_file(&self, path: &str) -> DiskResult<Option<Vec<u8>>> {

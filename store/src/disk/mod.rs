@@ -1,6 +1,6 @@
 //! The `Disk` trait: the only way the store touches storage.
 //!
-//! Files are fixed-size, preallocated segment files addressed by a `/`-separated path relative
+//! Files are fixed-size, sparse segment files, reserved in chunks as they fill, addressed by a `/`-separated path relative
 //! to the store root, plus small whole files (config, checkpoint) replaced atomically. Writes
 //! land in a volatile layer (the page cache); only `sync` makes a range durable. Two
 //! implementations: [`MmapDisk`](crate::MmapDisk) for real runs and [`MemDisk`](crate::MemDisk)
@@ -48,12 +48,26 @@ pub type DiskResult<T> = Result<T, DiskError>;
 
 /// Storage as the store sees it. Implementations must be deterministic given their inputs
 /// (MemDisk) or as durable as the OS allows (MmapDisk); see each method for the contract.
+///
+/// Space is reserved explicitly: a file is created at its full size but sparse, and a write
+/// may only touch bytes that [`Disk::reserve`] covered first. On `MmapDisk` a write through
+/// the mapping into unreserved space would raise SIGBUS on a full disk; reserving first turns
+/// a full disk into an error the caller can answer. `MemDisk` refuses such writes outright.
 pub trait Disk {
-    /// Creates a zero-filled file of exactly `size` bytes, with its space reserved (so that
-    /// later writes into it cannot fail for lack of space) and its existence durable.
-    /// Missing parent directories are created.
+    /// Creates a zero-filled file of exactly `size` bytes with no space reserved yet, its
+    /// existence durable. Missing parent directories are created.
     fn create(&mut self, path: &str, size: u64) -> DiskResult<FileId>;
-    /// Extends an existing, closed file to `size` bytes: zero-filled, space reserved, durable.
+    /// `create`, except that the file's existence becomes durable only at the next
+    /// [`Disk::sync_created`]: for derived files made on the put path (consume queues), where
+    /// an fsync of the file and its directory per new file would stall every producer.
+    fn create_unsynced(&mut self, path: &str, size: u64) -> DiskResult<FileId>;
+    /// Makes the existence of every file created by `create_unsynced` so far durable.
+    fn sync_created(&mut self) -> DiskResult<()>;
+    /// Reserves space for `[offset, offset + len)` of an open file, so that writes there
+    /// cannot fail for lack of space. Reserving reserved space again is cheap and harmless.
+    /// Fails with [`DiskError::Full`] when the disk cannot hold it; nothing is changed then.
+    fn reserve(&mut self, file: FileId, offset: u64, len: u64) -> DiskResult<()>;
+    /// Extends an existing, closed file to `size` bytes: zero-filled, unreserved, durable.
     /// Used to restore a segment that was cut short by hand or by a crash mid-creation.
     fn grow(&mut self, path: &str, size: u64) -> DiskResult<()>;
     /// Opens an existing file.
@@ -67,7 +81,8 @@ pub trait Disk {
     /// Names (not paths) of the entries directly inside `dir`, files and directories alike,
     /// sorted. A missing directory lists as empty.
     fn list(&self, dir: &str) -> DiskResult<Vec<String>>;
-    /// Copies `data` into the file at `offset` (volatile until synced).
+    /// Copies `data` into the file at `offset` (volatile until synced). The range must have
+    /// been reserved (see the trait docs).
     fn write_at(&mut self, file: FileId, offset: u64, data: &[u8]) -> DiskResult<()>;
     /// Reads `len` bytes at `offset`. On `MmapDisk` the result points into the mapping
     /// (no copy); the caller must verify checksums where corruption matters.
@@ -75,8 +90,17 @@ pub trait Disk {
     /// Makes `[offset, offset + len)` durable. On failure the range's durability is unknown:
     /// some of it may be lost at power loss even if a later sync succeeds (fsyncgate).
     fn sync(&mut self, file: FileId, offset: u64, len: u64) -> DiskResult<()>;
+    /// `sync` of many ranges at once (a checkpoint of thousands of consume queues). An
+    /// implementation may make more than these ranges durable, as one cheaper operation.
+    fn sync_ranges(&mut self, ranges: &[(FileId, u64, u64)]) -> DiskResult<()> {
+        for &(file, offset, len) in ranges {
+            self.sync(file, offset, len)?;
+        }
+        Ok(())
+    }
     /// Durably zeroes `[offset, offset + len)`; used to erase a torn tail at recovery so that
-    /// stale records can never resurface after a later power loss.
+    /// stale records can never resurface after a later power loss. The range may lose its
+    /// reservation (a punched hole): reserve again before writing there.
     fn zero_range(&mut self, file: FileId, offset: u64, len: u64) -> DiskResult<()>;
     /// Reads a whole small file; `Ok(None)` if it does not exist.
     fn read_file(&self, path: &str) -> DiskResult<Option<Vec<u8>>>;
