@@ -200,6 +200,7 @@ fn queue_files_exist_durably_once_a_checkpoint_covers_them() {
     let (mut store, _) = MessageStore::open(disk.clone(), small_config(), 1_000).unwrap();
     let mut a = vec![Sent::new("TopicA", 0, vec![1; 16], "a", "TagA")];
     put_all(&mut store, &mut a, 2_000).unwrap();
+    store.sync().unwrap();
     store.checkpoint(3_000).unwrap();
     // Created after the checkpoint and never synced: may vanish at power loss.
     let mut b = vec![Sent::new("TopicB", 1, vec![2; 16], "b", "TagA")];

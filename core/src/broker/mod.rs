@@ -42,7 +42,8 @@ pub use recovery::{OffsetCorrection, correct_consumer_offsets};
 pub const DEFAULT_TOPIC: &str = "TBW102";
 /// Queues of the default topic (RocketMQ: defaultTopicQueueNums = 8).
 pub const DEFAULT_TOPIC_QUEUES: u32 = 8;
-/// Auto-created topics are persisted and registered at most this long after the first.
+/// Auto-created topics are persisted and registered at once, then at most once per this
+/// interval while more keep being created (the rest wait for the interval's end, together).
 pub const TOPICS_PERSIST_DELAY_MS: u64 = 500;
 /// How long a REGISTER_BROKER may go unanswered before the broker registers again.
 pub const REGISTER_RETRY_MS: u64 = 5_000;
@@ -284,6 +285,8 @@ pub struct Broker<D: Disk> {
     next_client_scan: u64,
     /// Set while auto-created topics wait to be persisted and registered (coalesced).
     topics_persist_at: Option<u64>,
+    /// When auto-created topics were last persisted and registered.
+    topics_persisted_at: Option<u64>,
     next_opaque: i32,
     rng: Xoshiro256PlusPlus,
     outputs: VecDeque<Output>,
@@ -384,6 +387,7 @@ impl<D: Disk> Broker<D> {
             next_offset_persist: now + config.offset_persist_interval_ms,
             next_client_scan: now + 10_000,
             topics_persist_at: None,
+            topics_persisted_at: None,
             next_opaque: 1,
             rng,
             outputs: VecDeque::new(),
@@ -689,19 +693,30 @@ impl<D: Disk> Broker<D> {
         }
     }
 
-    /// Topics were auto-created (by a send or a heartbeat): persisted and registered within
-    /// `TOPICS_PERSIST_DELAY_MS`, together with every other topic created meanwhile, so
-    /// that creating thousands of topics costs a few writes and registrations, not one
-    /// fsync and one full re-registration each.
+    /// Topics were auto-created (by a send or a heartbeat): persisted and registered at once
+    /// when none were for `TOPICS_PERSIST_DELAY_MS` (a client that creates one topic finds
+    /// its route right away), else at the end of that interval together with every other
+    /// topic created meanwhile, so that creating thousands of topics costs a few writes and
+    /// registrations, not one write and one full re-registration each.
     fn topics_created(&mut self, now: u64) {
         self.topics.data_version.timestamp = now as i64;
         self.topics.data_version.counter += 1;
-        self.topics_persist_at
-            .get_or_insert(now + TOPICS_PERSIST_DELAY_MS);
+        if self.topics_persist_at.is_some() {
+            return;
+        }
+        let quiet_from = self
+            .topics_persisted_at
+            .map_or(now, |t| t + TOPICS_PERSIST_DELAY_MS);
+        if now >= quiet_from {
+            self.persist_topics(now);
+        } else {
+            self.topics_persist_at = Some(quiet_from);
+        }
     }
 
     fn persist_topics(&mut self, now: u64) {
         self.topics_persist_at = None;
+        self.topics_persisted_at = Some(now);
         self.topics.data_version.timestamp = now as i64;
         self.topics.data_version.counter += 1;
         self.topics_dirty = true;
