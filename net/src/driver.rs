@@ -57,6 +57,9 @@ pub type SyncWork = Box<dyn FnOnce() -> Result<(), String> + Send>;
 
 impl OffTaskSync for MmapDisk {
     fn sync_job(&self, ranges: Vec<(FileId, u64, u64)>) -> Result<SyncWork, String> {
+        if let Some(bulk) = self.bulk_sync_job(&ranges).map_err(|e| e.to_string())? {
+            return Ok(Box::new(move || bulk().map_err(|e| e.to_string())));
+        }
         let handles = ranges
             .into_iter()
             .map(|(file, off, len)| Ok((self.sync_handle(file)?, off, len)))
@@ -122,10 +125,20 @@ impl<D: OffTaskSync> Durable for Broker<D> {
         self.on_flush_failed(reason, now)
     }
     fn persist_job(&self, token: u64, files: Vec<(String, Bytes)>) -> Result<FlushJob, String> {
-        let sync = self.store().disk().write_job(files)?;
+        let disk = self.store().disk();
+        let ranges = self.persist_ranges(token);
+        let first = (!ranges.is_empty())
+            .then(|| disk.sync_job(ranges))
+            .transpose()?;
+        let write = disk.write_job(files)?;
         Ok(FlushJob {
             done: FlushDone::Persist(token),
-            sync,
+            sync: Box::new(move || {
+                if let Some(first) = first {
+                    first()?;
+                }
+                write()
+            }),
         })
     }
     fn persisted(&mut self, token: u64, result: Result<(), String>, now: u64) {

@@ -82,7 +82,11 @@ pub struct ConsumeQueue {
     segments: SegmentQueue,
     min: u64,
     max: u64,
+    /// Entries below this are durable.
     flushed: u64,
+    /// Entries below this are being made durable by a prepared checkpoint (off the writer's
+    /// task); they count as durable once it is written.
+    syncing_to: u64,
 }
 
 impl ConsumeQueue {
@@ -102,6 +106,7 @@ impl ConsumeQueue {
             min: 0,
             max: 0,
             flushed: 0,
+            syncing_to: 0,
         }
     }
 
@@ -126,6 +131,7 @@ impl ConsumeQueue {
             min: 0,
             max: 0,
             flushed: 0,
+            syncing_to: 0,
         };
         let Some(first) = q.segments.first_start() else {
             return Ok(q);
@@ -153,6 +159,7 @@ impl ConsumeQueue {
         q.max = last.start / CQ_ENTRY_SIZE + written_end;
         q.min = q.min.min(q.max);
         q.flushed = q.max;
+        q.syncing_to = q.max;
         Ok(q)
     }
 
@@ -178,7 +185,7 @@ impl ConsumeQueue {
         if self.min == self.max && logical != self.max {
             self.min = logical;
             self.max = logical;
-            self.flushed = self.flushed.min(logical);
+            self.unflush(logical);
         }
         if logical > self.max {
             return Err(StoreError::Invalid {
@@ -198,7 +205,7 @@ impl ConsumeQueue {
         if logical == self.max {
             self.max += 1;
         }
-        self.flushed = self.flushed.min(logical);
+        self.unflush(logical);
         Ok(())
     }
 
@@ -268,7 +275,7 @@ impl ConsumeQueue {
         let logical = logical.clamp(self.min, self.max);
         self.segments.truncate(disk, logical * CQ_ENTRY_SIZE)?;
         self.max = logical;
-        self.flushed = self.flushed.min(logical);
+        self.unflush(logical);
         if self.max == self.min && self.segments.segments.is_empty() {
             self.min = 0;
             self.max = 0;
@@ -276,19 +283,31 @@ impl ConsumeQueue {
         Ok(())
     }
 
-    /// The byte ranges `sync` would make durable, appended to `out`.
-    pub(crate) fn unsynced_ranges(&self, out: &mut Vec<(crate::disk::FileId, u64, u64)>) {
-        if self.flushed < self.max {
-            out.extend(
-                self.segments
-                    .ranges(self.flushed * CQ_ENTRY_SIZE, self.max * CQ_ENTRY_SIZE),
-            );
+    /// Entries from `logical` on changed: they are not durable (nor being made so) anymore.
+    fn unflush(&mut self, logical: u64) {
+        self.flushed = self.flushed.min(logical);
+        self.syncing_to = self.syncing_to.min(logical);
+    }
+
+    /// A checkpoint is being prepared: the entries written so far are to be made durable
+    /// before it is written (`pending_ranges`), and count as durable once it is (`on_synced`).
+    pub(crate) fn prepare_sync(&mut self) {
+        self.syncing_to = self.max;
+    }
+
+    /// The byte ranges the prepared checkpoint needs durable, appended to `out`.
+    pub(crate) fn pending_ranges(&self, out: &mut Vec<(crate::disk::FileId, u64, u64)>) {
+        if self.flushed < self.syncing_to {
+            out.extend(self.segments.ranges(
+                self.flushed * CQ_ENTRY_SIZE,
+                self.syncing_to * CQ_ENTRY_SIZE,
+            ));
         }
     }
 
-    /// The ranges from `unsynced_ranges` were made durable.
+    /// The ranges from `pending_ranges` were made durable.
     pub(crate) fn on_synced(&mut self) {
-        self.flushed = self.max;
+        self.flushed = self.flushed.max(self.syncing_to.min(self.max));
     }
 
     /// Makes every entry durable.

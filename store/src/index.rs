@@ -97,6 +97,8 @@ struct IndexFile {
     file: FileId,
     header: IndexHeader,
     dirty: bool,
+    /// Being made durable by a prepared checkpoint (off the writer's task).
+    syncing: bool,
     /// Header and slots (written anywhere) reserved in this process.
     fixed_reserved: bool,
     /// Entries `[.., entries_reserved)` reserved in this process.
@@ -115,6 +117,7 @@ impl IndexFile {
             file,
             header,
             dirty,
+            syncing: false,
             fixed_reserved: false,
             entries_reserved: 0,
         }
@@ -446,9 +449,10 @@ impl IndexService {
     /// Syncs every changed file. Returns the active file's state for the checkpoint.
     pub fn sync<D: Disk>(&mut self, disk: &mut D) -> StoreResult<Option<IndexCheckpoint>> {
         let size = self.config.file_size();
-        for f in self.files.iter_mut().filter(|f| f.dirty) {
+        for f in self.files.iter_mut().filter(|f| f.dirty || f.syncing) {
             disk.sync(f.file, 0, size)?;
             f.dirty = false;
+            f.syncing = false;
         }
         Ok(self.files.last().map(|f| IndexCheckpoint {
             file_start: f.start,
@@ -467,6 +471,43 @@ impl IndexService {
         c: u64,
     ) -> StoreResult<Option<IndexCheckpoint>> {
         self.sync(disk)?;
+        self.checkpoint_mark(disk, c)
+    }
+
+    /// `sync_for_checkpoint` without the sync: the changed files are to be made durable
+    /// before the checkpoint is written (`pending_ranges`, then `on_synced`).
+    pub fn prepare_checkpoint<D: Disk>(
+        &mut self,
+        disk: &D,
+        c: u64,
+    ) -> StoreResult<Option<IndexCheckpoint>> {
+        for f in self.files.iter_mut().filter(|f| f.dirty) {
+            f.dirty = false;
+            f.syncing = true;
+        }
+        self.checkpoint_mark(disk, c)
+    }
+
+    /// The ranges the prepared checkpoint needs durable, appended to `out`.
+    pub(crate) fn pending_ranges(&self, out: &mut Vec<(FileId, u64, u64)>) {
+        let size = self.config.file_size();
+        out.extend(
+            self.files
+                .iter()
+                .filter(|f| f.syncing)
+                .map(|f| (f.file, 0, size)),
+        );
+    }
+
+    /// The ranges from `pending_ranges` were made durable.
+    pub(crate) fn on_synced(&mut self) {
+        for f in &mut self.files {
+            f.syncing = false;
+        }
+    }
+
+    /// The index as it stood when the commit log ended at `c` (see `sync_for_checkpoint`).
+    fn checkpoint_mark<D: Disk>(&self, disk: &D, c: u64) -> StoreResult<Option<IndexCheckpoint>> {
         let cfg = self.config;
         let Some(f) = self.files.iter().rev().find(|f| f.start < c) else {
             return Ok(None);

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::checkpoint::{Checkpoint, QueueMark};
 use crate::commitlog::{Appended, CommitLog, ScanStop};
 use crate::consume_queue::{Boundary, CONSUMEQUEUE_DIR, ConsumeQueue, CqEntry, QueueTable};
-use crate::disk::Disk;
+use crate::disk::{Disk, FileId};
 use crate::error::{StoreError, StoreResult};
 use crate::index::{IndexConfig, IndexService, MAX_KEYS_PER_RECORD};
 use crate::record::{self, StoreMessage, StoredRecord};
@@ -784,15 +784,19 @@ impl<D: Disk> MessageStore<D> {
 
     fn write_checkpoint(&mut self, now: i64, clean: bool, sync_log: bool) -> StoreResult<()> {
         let cp = self.prepare_checkpoint_inner(now, clean, sync_log)?;
+        self.sync_checkpoint_ranges()?;
         cp.store(&mut self.disk)?;
-        self.checkpointed = cp.offset;
+        self.checkpoint_written(cp.offset);
         Ok(())
     }
 
-    /// Syncs the consume queues and the index and returns the checkpoint at the flushed
-    /// offset, for the caller to write off its task (the checkpoint file's atomic replace
-    /// fsyncs twice); `checkpoint_written` records it once it is durable. `None` when the
-    /// flushed offset has not moved since the last checkpoint. A failed sync stops the store.
+    /// Returns the checkpoint at the flushed offset, for the caller to write off its task:
+    /// first the consume queue and index ranges it covers are made durable
+    /// (`checkpoint_ranges`, or `sync_checkpoint_ranges` inline), then its file is replaced
+    /// (an atomic replace fsyncs twice); `checkpoint_written` records it once it is durable.
+    /// With thousands of queues those syncs are one filesystem sync taking a hundred
+    /// milliseconds and more: never on the task that takes puts. `None` when the flushed
+    /// offset has not moved since the last checkpoint. A failed sync stops the store.
     pub fn prepare_checkpoint(&mut self, now: i64) -> StoreResult<Option<Checkpoint>> {
         if let Some(reason) = self.stopped() {
             return Err(StoreError::Stopped {
@@ -809,8 +813,28 @@ impl<D: Disk> MessageStore<D> {
         result.map(Some)
     }
 
-    /// A checkpoint from `prepare_checkpoint` is durable.
+    /// The byte ranges the prepared checkpoint needs durable before its file is written,
+    /// appended to `out` (consume queue entries and index files written before it).
+    pub fn checkpoint_ranges(&self, out: &mut Vec<(FileId, u64, u64)>) {
+        for cq in self.queues.iter() {
+            cq.pending_ranges(out);
+        }
+        self.index.pending_ranges(out);
+    }
+
+    /// Makes the prepared checkpoint's ranges durable inline (the simulator, shutdown).
+    pub fn sync_checkpoint_ranges(&mut self) -> StoreResult<()> {
+        let mut ranges = Vec::new();
+        self.checkpoint_ranges(&mut ranges);
+        Ok(self.disk.sync_ranges(&ranges)?)
+    }
+
+    /// A checkpoint from `prepare_checkpoint` is durable, and with it its ranges.
     pub fn checkpoint_written(&mut self, offset: u64) {
+        for cq in self.queues.iter_mut() {
+            cq.on_synced();
+        }
+        self.index.on_synced();
         self.checkpointed = self.checkpointed.max(offset);
     }
 
@@ -831,24 +855,18 @@ impl<D: Disk> MessageStore<D> {
         }
         let offset = self.log.flushed();
         let mut marks = Vec::with_capacity(self.queues.len());
-        // All queues in one go: with thousands of topics a sync per queue file would be a
-        // journal commit each.
-        let mut ranges = Vec::new();
-        for cq in self.queues.iter() {
-            cq.unsynced_ranges(&mut ranges);
-        }
-        self.disk.sync_ranges(&ranges)?;
         for cq in self.queues.iter_mut() {
-            cq.on_synced();
+            cq.prepare_sync();
             marks.push(QueueMark {
                 topic: cq.topic().to_string(),
                 queue_id: cq.queue_id(),
                 max_offset: entries_below(&self.disk, cq, offset)?,
             });
         }
-        let index = self.index.sync_for_checkpoint(&mut self.disk, offset)?;
+        let index = self.index.prepare_checkpoint(&self.disk, offset)?;
         // Queue files are created without an fsync each: their existence is made durable
-        // here, before a checkpoint can count on them.
+        // here, before a checkpoint can count on them (nothing to do unless queues were
+        // created since the last checkpoint).
         self.disk.sync_created()?;
         Ok(Checkpoint {
             clean_shutdown: clean,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use rockfish_store::checkpoint::CHECKPOINT_FILE;
 use rockfish_store::config;
-use rockfish_store::{Disk, StoreError};
+use rockfish_store::{Disk, FileId, StoreError};
 
 use super::Broker;
 use crate::machine::Output;
@@ -106,9 +106,26 @@ impl<D: Disk> Broker<D> {
         }
     }
 
+    /// What must be durable before the files of `Output::Persist { token, .. }` are written:
+    /// for a checkpoint, the consume queue and index ranges it covers (empty otherwise).
+    /// A driver resolves them when it takes the output, and syncs them off the machine's task.
+    pub fn persist_ranges(&self, token: u64) -> Vec<(FileId, u64, u64)> {
+        let mut ranges = Vec::new();
+        if let Some(PersistKind::Checkpoint(_)) = self.persists.in_flight.get(&token) {
+            self.store.checkpoint_ranges(&mut ranges);
+        }
+        ranges
+    }
+
     /// Runs a `Persist` output inline on the store's disk (the simulator and simple drivers).
     pub fn run_persist(&mut self, token: u64, files: Vec<(String, Bytes)>, now: u64) {
         let mut result = Ok(());
+        if let Some(PersistKind::Checkpoint(_)) = self.persists.in_flight.get(&token)
+            && let Err(e) = self.store.sync_checkpoint_ranges()
+        {
+            self.on_persisted(token, Err(e.to_string()), now);
+            return;
+        }
         for (path, data) in files {
             if let Err(e) = self.store.disk_mut().write_file_atomic(&path, &data) {
                 result = Err(e.to_string());

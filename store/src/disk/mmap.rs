@@ -204,6 +204,29 @@ fn punch_hole(_: &File, _: u64, _: u64) -> io::Result<bool> {
     Ok(false)
 }
 
+/// Makes everything written to the filesystem holding `root` durable (syncfs(2)).
+fn sync_filesystem_at(root: &Path) -> DiskResult<()> {
+    let shown = || root.display().to_string();
+    let dir = File::open(root).map_err(|e| io_err(&shown(), "open root", e))?;
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: plain syscall on a valid descriptor.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+            let e = io::Error::last_os_error();
+            return Err(io_err(&shown(), "syncfs", e));
+        }
+        Ok(())
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        // SAFETY: sync(2) takes no arguments and cannot fail.
+        unsafe { libc::sync() };
+        drop(dir);
+        Ok(())
+    }
+}
+
 /// Half of what is left of `vm.max_map_count` after the headroom, on Linux.
 fn default_max_mapped() -> usize {
     fs::read_to_string("/proc/sys/vm/max_map_count")
@@ -442,25 +465,24 @@ impl MmapDisk {
     /// syncfs(2): every dirty page (mapped ones included) and all metadata of the
     /// filesystem holding the root, in one journal commit instead of one per file.
     fn sync_filesystem(&self) -> DiskResult<()> {
-        let root = File::open(&self.root)
-            .map_err(|e| io_err(&self.root.display().to_string(), "open root", e))?;
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            // SAFETY: plain syscall on a valid descriptor.
-            if unsafe { libc::syncfs(root.as_raw_fd()) } != 0 {
-                let e = io::Error::last_os_error();
-                return Err(io_err(&self.root.display().to_string(), "syncfs", e));
-            }
-            Ok(())
+        sync_filesystem_at(&self.root)
+    }
+
+    /// For more ranges than a sync each is worth (see `sync_ranges`): the work that makes
+    /// them durable as one filesystem sync, to run on another thread. `None` for few ranges.
+    pub fn bulk_sync_job(
+        &self,
+        ranges: &[(FileId, u64, u64)],
+    ) -> DiskResult<Option<impl FnOnce() -> DiskResult<()> + Send + use<>>> {
+        if ranges.len() <= BULK_SYNC_FILES {
+            return Ok(None);
         }
-        #[cfg(not(target_os = "linux"))]
-        {
-            // SAFETY: sync(2) takes no arguments and cannot fail.
-            unsafe { libc::sync() };
-            drop(root);
-            Ok(())
+        for &(file, offset, len) in ranges {
+            let f = self.get(file)?;
+            check_bounds(&f.path, "sync", offset, len, f.size)?;
         }
+        let root = self.root.clone();
+        Ok(Some(move || sync_filesystem_at(&root)))
     }
 
     /// The work that replaces small file `path` with `data` atomically and durably, to run
