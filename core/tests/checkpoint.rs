@@ -173,3 +173,75 @@ fn bad_configs_are_refused_naming_the_key() {
         );
     }
 }
+
+/// With thousands of queues a checkpoint's syncs are one filesystem sync of a hundred
+/// milliseconds and more: the machine only names them (`persist_ranges`), the driver makes
+/// them durable before the checkpoint file, and the queues count as durable only then.
+#[test]
+fn checkpoint_syncs_are_the_drivers_not_the_machines() {
+    let disk = MemDisk::new(11);
+    let (store, _) = MessageStore::open(disk.clone(), store_config(), 0).unwrap();
+    let mut b = Broker::new(BrokerConfig::default(), store, 0).unwrap();
+    b.on_connect(P, HostAddr::V4([10, 0, 0, 9], 5555), 0);
+    let sent = 40u32;
+    for i in 0..sent {
+        b.on_command(P, send(i), 10, 10);
+    }
+    let mut checkpoint = None;
+    let mut now = 10;
+    while checkpoint.is_none() {
+        now = b.poll_timeout().expect("timers are armed").max(now);
+        b.on_timeout(now);
+        while let Some(o) = b.poll_output() {
+            match o {
+                Output::Flush { upto } => b.run_flush(upto, now),
+                Output::Persist { token, files } if files[0].0 == "checkpoint" => {
+                    checkpoint = Some((token, files))
+                }
+                Output::Persist { token, files } => b.run_persist(token, files, now),
+                _ => {}
+            }
+        }
+    }
+    let (token, files) = checkpoint.unwrap();
+    let queue_files: Vec<String> = disk
+        .paths()
+        .into_iter()
+        .filter(|p| p.starts_with("consumequeue/Steady/"))
+        .collect();
+    assert_eq!(queue_files.len(), 4);
+    let durable_entries = |disk: &MemDisk| -> usize {
+        queue_files
+            .iter()
+            .map(|p| {
+                disk.durable_bytes(p)
+                    .unwrap_or_default()
+                    .chunks(20)
+                    .take_while(|e| e.iter().any(|&b| b != 0))
+                    .count()
+            })
+            .sum()
+    };
+    assert_eq!(
+        durable_entries(&disk),
+        0,
+        "the machine synced queue files itself"
+    );
+    assert!(!b.persist_ranges(token).is_empty());
+    let before = Checkpoint::load(&disk).unwrap().map_or(0, |cp| cp.offset);
+    assert!(
+        before < b.store().write_pos(),
+        "the new checkpoint is not written yet"
+    );
+    b.run_persist(token, files, now);
+    assert_eq!(durable_entries(&disk), sent as usize);
+    let cp = Checkpoint::load(&disk).unwrap().expect("written");
+    assert_eq!(cp.offset, b.store().write_pos());
+    // Power loss right after: recovery trusts the checkpoint and every message is there.
+    drop(b);
+    disk.power_loss();
+    let (store, report) = MessageStore::open(disk.clone(), store_config(), 20_000).unwrap();
+    assert_eq!(report.scanned_from, cp.offset);
+    let total: u64 = (0..4).map(|q| store.max_offset("Steady", q)).sum();
+    assert_eq!(total, sent as u64);
+}
