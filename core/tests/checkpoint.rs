@@ -245,3 +245,57 @@ fn checkpoint_syncs_are_the_drivers_not_the_machines() {
     let total: u64 = (0..4).map(|q| store.max_offset("Steady", q)).sum();
     assert_eq!(total, sent as u64);
 }
+
+/// Syncing every queue each second cleans each one's last page, and the next write to each
+/// then faults: with many queues written, checkpoints space out, bounded in time and bytes.
+#[test]
+fn checkpoints_space_out_when_many_queues_were_written() {
+    use rockfish_core::broker::{BULK_CHECKPOINT_INTERVAL_MS, CHEAP_CHECKPOINT_QUEUES};
+    let disk = MemDisk::new(13);
+    let (store, _) = MessageStore::open(disk.clone(), store_config(), 0).unwrap();
+    let mut b = Broker::new(BrokerConfig::default(), store, 0).unwrap();
+    b.on_connect(P, HostAddr::V4([10, 0, 0, 9], 5555), 0);
+    let topics = CHEAP_CHECKPOINT_QUEUES as u32 + 36;
+    let mut checkpoints = Vec::new();
+    let mut now = 0;
+    while now < 3 * BULK_CHECKPOINT_INTERVAL_MS {
+        now += 100;
+        // A message to every topic each second: every queue is written between checkpoints.
+        if now % 1_000 == 0 {
+            for t in 0..topics {
+                let mut cmd = send(t);
+                cmd.ext_fields.insert("b", &format!("Many{t}"));
+                b.on_command(P, cmd, now, now);
+            }
+        }
+        if b.poll_timeout().is_some_and(|t| t <= now) {
+            b.on_timeout(now);
+        }
+        while let Some(o) = b.poll_output() {
+            match o {
+                Output::Flush { upto } => b.run_flush(upto, now),
+                Output::Persist { token, files } => {
+                    if files[0].0 == "checkpoint" {
+                        checkpoints.push(now);
+                    }
+                    b.run_persist(token, files, now)
+                }
+                _ => {}
+            }
+        }
+    }
+    assert!(
+        (2..=3).contains(&checkpoints.len()),
+        "checkpoints at {checkpoints:?}"
+    );
+    for pair in checkpoints.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= BULK_CHECKPOINT_INTERVAL_MS,
+            "{checkpoints:?}"
+        );
+        assert!(
+            pair[1] - pair[0] <= BULK_CHECKPOINT_INTERVAL_MS + 1_000,
+            "{checkpoints:?}"
+        );
+    }
+}

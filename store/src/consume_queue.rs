@@ -289,6 +289,11 @@ impl ConsumeQueue {
         self.syncing_to = self.syncing_to.min(logical);
     }
 
+    /// Entries written and not yet durable.
+    pub(crate) fn has_unsynced(&self) -> bool {
+        self.flushed < self.max
+    }
+
     /// A checkpoint is being prepared: the entries written so far are to be made durable
     /// before it is written (`pending_ranges`), and count as durable once it is (`on_synced`).
     pub(crate) fn prepare_sync(&mut self) {

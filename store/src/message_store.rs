@@ -813,6 +813,13 @@ impl<D: Disk> MessageStore<D> {
         result.map(Some)
     }
 
+    /// How many consume queues hold entries not yet durable: what the next checkpoint
+    /// must sync (and, once synced, what the next write to each of them pays: a clean page
+    /// of a mapped file faults on its next write).
+    pub fn unsynced_queues(&self) -> usize {
+        self.queues.iter().filter(|cq| cq.has_unsynced()).count()
+    }
+
     /// The byte ranges the prepared checkpoint needs durable before its file is written,
     /// appended to `out` (consume queue entries and index files written before it).
     pub fn checkpoint_ranges(&self, out: &mut Vec<(FileId, u64, u64)>) {

@@ -14,6 +14,7 @@ mod limits;
 mod locks;
 mod offsets;
 mod persist;
+pub use persist::{BULK_CHECKPOINT_BYTES, BULK_CHECKPOINT_INTERVAL_MS, CHEAP_CHECKPOINT_QUEUES};
 mod pull;
 mod recovery;
 mod send;
@@ -281,6 +282,8 @@ pub struct Broker<D: Disk> {
     register_retry_at: Option<u64>,
     next_flush: u64,
     next_checkpoint: u64,
+    /// When the last checkpoint was started.
+    last_checkpoint_at: u64,
     next_offset_persist: u64,
     next_client_scan: u64,
     /// Set while auto-created topics wait to be persisted and registered (coalesced).
@@ -384,6 +387,7 @@ impl<D: Disk> Broker<D> {
             register_retry_at: None,
             next_flush: now + config.flush_interval_ms,
             next_checkpoint: now + config.checkpoint_interval_ms,
+            last_checkpoint_at: now,
             next_offset_persist: now + config.offset_persist_interval_ms,
             next_client_scan: now + 10_000,
             topics_persist_at: None,
