@@ -264,7 +264,7 @@ fn checkpoints_space_out_when_many_queues_were_written() {
         if now % 1_000 == 0 {
             for t in 0..topics {
                 let mut cmd = send(t);
-                cmd.ext_fields.insert("b", &format!("Many{t}"));
+                cmd.ext_fields.insert("b", format!("Many{t}"));
                 b.on_command(P, cmd, now, now);
             }
         }
