@@ -228,6 +228,10 @@ fn checkpoint_syncs_are_the_drivers_not_the_machines() {
         "the machine synced queue files itself"
     );
     assert!(!b.persist_ranges(token).is_empty());
+    assert!(
+        !b.persist_created(token).is_empty(),
+        "the new queue files' existence is the driver's to sync too"
+    );
     let before = Checkpoint::load(&disk).unwrap().map_or(0, |cp| cp.offset);
     assert!(
         before < b.store().write_pos(),

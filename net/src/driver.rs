@@ -12,7 +12,7 @@ use rockfish_core::machine::{ConnId, Machine, Output};
 use rockfish_core::namesrv::NameServer;
 use rockfish_core::remoting::frame::{DEFAULT_MAX_FRAME, encode, encode_prefix};
 use rockfish_store::record::HostAddr;
-use rockfish_store::{Disk, FileId, MemDisk, MmapDisk};
+use rockfish_store::{CreatedSet, Disk, FileId, MemDisk, MmapDisk};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
@@ -50,12 +50,18 @@ pub trait OffTaskSync: Disk {
     fn sync_job(&self, ranges: Vec<(FileId, u64, u64)>) -> Result<SyncWork, String>;
     /// The work that replaces each small file atomically and durably, in order.
     fn write_job(&self, files: Vec<(String, Bytes)>) -> Result<SyncWork, String>;
+    /// The work that makes the existence of newly created files durable.
+    fn created_job(&self, set: CreatedSet) -> SyncWork;
 }
 
 /// What the flusher runs for one flush.
 pub type SyncWork = Box<dyn FnOnce() -> Result<(), String> + Send>;
 
 impl OffTaskSync for MmapDisk {
+    fn created_job(&self, set: CreatedSet) -> SyncWork {
+        let job = MmapDisk::created_job(self.root(), &set);
+        Box::new(move || job().map_err(|e| e.to_string()))
+    }
     fn sync_job(&self, ranges: Vec<(FileId, u64, u64)>) -> Result<SyncWork, String> {
         if let Some(bulk) = self.bulk_sync_job(&ranges).map_err(|e| e.to_string())? {
             return Ok(Box::new(move || bulk().map_err(|e| e.to_string())));
@@ -89,6 +95,10 @@ impl OffTaskSync for MmapDisk {
 
 /// The simulated disk (the madsim tier, and tests): its fault plan may fail the sync.
 impl OffTaskSync for MemDisk {
+    fn created_job(&self, set: CreatedSet) -> SyncWork {
+        let mut disk = self.clone();
+        Box::new(move || disk.sync_created_set(&set).map_err(|e| e.to_string()))
+    }
     fn sync_job(&self, ranges: Vec<(FileId, u64, u64)>) -> Result<SyncWork, String> {
         let mut disk = self.clone();
         Ok(Box::new(move || {
@@ -126,15 +136,18 @@ impl<D: OffTaskSync> Durable for Broker<D> {
     }
     fn persist_job(&self, token: u64, files: Vec<(String, Bytes)>) -> Result<FlushJob, String> {
         let disk = self.store().disk();
+        let created = self.persist_created(token);
+        let created = (!created.is_empty()).then(|| disk.created_job(created));
         let ranges = self.persist_ranges(token);
-        let first = (!ranges.is_empty())
+        let ranges = (!ranges.is_empty())
             .then(|| disk.sync_job(ranges))
             .transpose()?;
         let write = disk.write_job(files)?;
         Ok(FlushJob {
             done: FlushDone::Persist(token),
             sync: Box::new(move || {
-                if let Some(first) = first {
+                // What the checkpoint counts on first, then the checkpoint.
+                for first in [created, ranges].into_iter().flatten() {
                     first()?;
                 }
                 write()

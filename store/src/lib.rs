@@ -29,7 +29,7 @@ pub use commitlog::{Appended, CommitLog, ScanStop};
 pub use consume_queue::{Boundary, ConsumeQueue, CqEntry};
 pub use disk::mem::{DiskStats, FaultPlan, MemDisk};
 pub use disk::mmap::{MmapDisk, MmapSyncHandle};
-pub use disk::{Disk, DiskError, FileId};
+pub use disk::{CreatedSet, Disk, DiskError, FileId};
 pub use error::{StoreError, StoreResult};
 pub use index::{IndexConfig, IndexService};
 pub use message_store::{

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::checkpoint::{Checkpoint, QueueMark};
 use crate::commitlog::{Appended, CommitLog, ScanStop};
 use crate::consume_queue::{Boundary, CONSUMEQUEUE_DIR, ConsumeQueue, CqEntry, QueueTable};
-use crate::disk::{Disk, FileId};
+use crate::disk::{CreatedSet, Disk, FileId};
 use crate::error::{StoreError, StoreResult};
 use crate::index::{IndexConfig, IndexService, MAX_KEYS_PER_RECORD};
 use crate::record::{self, StoreMessage, StoredRecord};
@@ -226,6 +226,9 @@ pub struct MessageStore<D: Disk> {
     checkpointed: u64,
     /// When a refused put was last logged: refusals repeat per send, logs need not.
     refusal_logged_at: Option<i64>,
+    /// Queue files created since the last checkpoint was written, whose existence that
+    /// checkpoint's driver makes durable with its ranges.
+    pending_created: CreatedSet,
 }
 
 /// How many of a queue's entries describe records below commit log offset `c` (entries are
@@ -457,6 +460,7 @@ impl<D: Disk> MessageStore<D> {
             keys: Vec::new(),
             checkpointed: c,
             refusal_logged_at: None,
+            pending_created: CreatedSet::default(),
         };
         store.log.set_positions(scan_from, scan_from);
         let mut redispatched = 0u64;
@@ -829,10 +833,18 @@ impl<D: Disk> MessageStore<D> {
         self.index.pending_ranges(out);
     }
 
-    /// Makes the prepared checkpoint's ranges durable inline (the simulator, shutdown).
+    /// The files whose existence the prepared checkpoint needs durable (queue files created
+    /// since the last one), beside its ranges.
+    pub fn checkpoint_created(&self) -> &CreatedSet {
+        &self.pending_created
+    }
+
+    /// Makes the prepared checkpoint's ranges and created files durable inline (the
+    /// simulator, shutdown).
     pub fn sync_checkpoint_ranges(&mut self) -> StoreResult<()> {
         let mut ranges = Vec::new();
         self.checkpoint_ranges(&mut ranges);
+        self.disk.sync_created_set(&self.pending_created)?;
         Ok(self.disk.sync_ranges(&ranges)?)
     }
 
@@ -842,6 +854,7 @@ impl<D: Disk> MessageStore<D> {
             cq.on_synced();
         }
         self.index.on_synced();
+        self.pending_created.clear();
         self.checkpointed = self.checkpointed.max(offset);
     }
 
@@ -871,10 +884,10 @@ impl<D: Disk> MessageStore<D> {
             });
         }
         let index = self.index.prepare_checkpoint(&self.disk, offset)?;
-        // Queue files are created without an fsync each: their existence is made durable
-        // here, before a checkpoint can count on them (nothing to do unless queues were
-        // created since the last checkpoint).
-        self.disk.sync_created()?;
+        // Queue files are created without an fsync each: their existence is made durable with
+        // the ranges, before the checkpoint can count on them.
+        let created = self.disk.take_created();
+        self.pending_created.extend(created);
         Ok(Checkpoint {
             clean_shutdown: clean,
             offset,

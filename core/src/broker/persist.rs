@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use rockfish_store::checkpoint::CHECKPOINT_FILE;
 use rockfish_store::config;
-use rockfish_store::{Disk, FileId, StoreError};
+use rockfish_store::{CreatedSet, Disk, FileId, StoreError};
 
 use super::Broker;
 use crate::machine::Output;
@@ -139,6 +139,15 @@ impl<D: Disk> Broker<D> {
             self.store.checkpoint_ranges(&mut ranges);
         }
         ranges
+    }
+
+    /// Beside `persist_ranges`: the files whose existence a checkpoint needs durable (queue
+    /// files created since the last one); empty for other writes.
+    pub fn persist_created(&self, token: u64) -> CreatedSet {
+        match self.persists.in_flight.get(&token) {
+            Some(PersistKind::Checkpoint(_)) => self.store.checkpoint_created().clone(),
+            _ => CreatedSet::default(),
+        }
     }
 
     /// Runs a `Persist` output inline on the store's disk (the simulator and simple drivers).

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
-use super::{Disk, DiskError, DiskResult, FileId, check_bounds, check_path};
+use super::{CreatedSet, Disk, DiskError, DiskResult, FileId, check_bounds, check_path};
 
 /// Granularity of dirty tracking and of write-back at power loss.
 pub const PAGE_SIZE: usize = 4096;
@@ -379,9 +379,24 @@ impl Disk for MemDisk {
         self.create_file(path, size, false)
     }
 
-    fn sync_created(&mut self) -> DiskResult<()> {
-        for f in self.lock().files.values_mut() {
-            f.durable_existence = true;
+    fn take_created(&mut self) -> CreatedSet {
+        CreatedSet(
+            self.lock()
+                .files
+                .iter()
+                .filter(|(_, f)| !f.durable_existence)
+                .map(|(path, _)| path.into())
+                .collect(),
+        )
+    }
+
+    fn sync_created_set(&mut self, set: &CreatedSet) -> DiskResult<()> {
+        let mut s = self.lock();
+        for path in &set.0 {
+            // A file removed since it was taken has nothing left to make durable.
+            if let Some(f) = path.to_str().and_then(|p| s.files.get_mut(p)) {
+                f.durable_existence = true;
+            }
         }
         Ok(())
     }

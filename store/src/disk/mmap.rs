@@ -28,7 +28,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use memmap2::{MmapOptions, MmapRaw};
 
-use super::{Disk, DiskError, DiskResult, FileId, check_bounds, check_path};
+use super::{CreatedSet, Disk, DiskError, DiskResult, FileId, check_bounds, check_path};
 
 /// Files read in long sequential runs (consumers catching up on the commit log) keep the
 /// kernel's readahead; every other file is mapped without it.
@@ -485,6 +485,25 @@ impl MmapDisk {
         Ok(Some(move || sync_filesystem_at(&root)))
     }
 
+    /// The work that makes a `CreatedSet` durable, to run on another thread: an fsync of each
+    /// directory, or one filesystem sync past `BULK_SYNC_FILES` of them.
+    pub fn created_job(
+        root: &Path,
+        set: &CreatedSet,
+    ) -> impl FnOnce() -> DiskResult<()> + Send + use<> {
+        let root = root.to_path_buf();
+        let dirs = set.0.clone();
+        move || {
+            if dirs.len() > BULK_SYNC_FILES {
+                return sync_filesystem_at(&root);
+            }
+            for dir in &dirs {
+                sync_dir(dir).map_err(|e| io_err(&dir.display().to_string(), "sync dir", e))?;
+            }
+            Ok(())
+        }
+    }
+
     /// The work that replaces small file `path` with `data` atomically and durably, to run
     /// off the machine's task (the same steps as `write_file_atomic`).
     pub fn atomic_write_job(
@@ -516,21 +535,16 @@ impl Disk for MmapDisk {
         self.create_file(path, size, false)
     }
 
-    fn sync_created(&mut self) -> DiskResult<()> {
-        if self.unsynced_dirs.len() > BULK_SYNC_FILES {
-            self.sync_filesystem()?;
-            self.unsynced_dirs.clear();
-            return Ok(());
-        }
-        // Deepest first does not matter: each fsync covers one directory's entries.
-        while let Some(dir) = self.unsynced_dirs.pop_last() {
-            if let Err(e) = sync_dir(&dir) {
-                let shown = dir.display().to_string();
-                self.unsynced_dirs.insert(dir);
-                return Err(io_err(&shown, "sync dir", e));
-            }
-        }
-        Ok(())
+    fn take_created(&mut self) -> CreatedSet {
+        CreatedSet(
+            std::mem::take(&mut self.unsynced_dirs)
+                .into_iter()
+                .collect(),
+        )
+    }
+
+    fn sync_created_set(&mut self, set: &CreatedSet) -> DiskResult<()> {
+        Self::created_job(&self.root, set)()
     }
 
     fn reserve(&mut self, file: FileId, offset: u64, len: u64) -> DiskResult<()> {

@@ -53,6 +53,29 @@ pub type DiskResult<T> = Result<T, DiskError>;
 /// may only touch bytes that [`Disk::reserve`] covered first. On `MmapDisk` a write through
 /// the mapping into unreserved space would raise SIGBUS on a full disk; reserving first turns
 /// a full disk into an error the caller can answer. `MemDisk` refuses such writes outright.
+/// Files (or, for `MmapDisk`, directories) whose existence is not durable yet: taken from a
+/// disk by `Disk::take_created`, made durable by `Disk::sync_created_set` or a driver's job.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreatedSet(pub(crate) Vec<std::path::PathBuf>);
+
+impl CreatedSet {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    /// Adds another set (a taken set not synced yet stays the taker's).
+    pub fn extend(&mut self, other: CreatedSet) {
+        self.0.extend(other.0);
+        self.0.sort();
+        self.0.dedup();
+    }
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 pub trait Disk {
     /// Creates a zero-filled file of exactly `size` bytes with no space reserved yet, its
     /// existence durable. Missing parent directories are created.
@@ -62,7 +85,15 @@ pub trait Disk {
     /// an fsync of the file and its directory per new file would stall every producer.
     fn create_unsynced(&mut self, path: &str, size: u64) -> DiskResult<FileId>;
     /// Makes the existence of every file created by `create_unsynced` so far durable.
-    fn sync_created(&mut self) -> DiskResult<()>;
+    fn sync_created(&mut self) -> DiskResult<()> {
+        let set = self.take_created();
+        self.sync_created_set(&set)
+    }
+    /// Takes what `sync_created` would make durable now, for `sync_created_set` to do later
+    /// (a checkpoint's driver, off the writer's task). Once taken, it is the taker's to sync.
+    fn take_created(&mut self) -> CreatedSet;
+    /// Makes the existence of the files in a set from `take_created` durable.
+    fn sync_created_set(&mut self, set: &CreatedSet) -> DiskResult<()>;
     /// Reserves space for `[offset, offset + len)` of an open file, so that writes there
     /// cannot fail for lack of space. Reserving reserved space again is cheap and harmless.
     /// Fails with [`DiskError::Full`] when the disk cannot hold it; nothing is changed then.
