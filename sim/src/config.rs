@@ -91,6 +91,8 @@ pub struct SimConfig {
     pub body_bytes: usize,
     /// The topic exists before the run, and consumers start once brokers have registered.
     pub topic_created: bool,
+    /// Queues of the topic created before the run (more than 64 make checkpoints space out).
+    pub topic_queues: u32,
     /// Messages each producer sends, one every `send_interval_ms`.
     pub messages: usize,
     pub send_interval_ms: u64,
@@ -121,6 +123,7 @@ impl SimConfig {
             reconsume_share: 0.0,
             body_bytes: 0,
             topic_created: false,
+            topic_queues: 4,
             messages: 200,
             send_interval_ms: 20,
             liveness_messages: 20,

@@ -64,6 +64,10 @@ const BUILT_IN: &[(&str, &str)] = &[
         "consume-power-loss-async",
         include_str!("../../scenarios/consume-power-loss-async.toml"),
     ),
+    (
+        "many-queues-power-loss",
+        include_str!("../../scenarios/many-queues-power-loss.toml"),
+    ),
 ];
 
 /// The names of the built-in scenarios.
@@ -84,6 +88,7 @@ pub const SCENARIOS: &[&str] = &[
     "disk-full",
     "consume-power-loss",
     "consume-power-loss-async",
+    "many-queues-power-loss",
 ];
 
 /// A knob: one value, or an inclusive range the seed draws from.
@@ -196,6 +201,8 @@ pub struct Workload {
     /// brokers have registered: they consume while the safety phase's faults fly (else they
     /// learn the route only at their first route refresh, 30 s in).
     pub topic_created: bool,
+    /// Queues of that topic: past 64, checkpoints space out (the broker's many-queues path).
+    pub topic_queues: u32,
 }
 
 impl Default for Workload {
@@ -208,6 +215,7 @@ impl Default for Workload {
             reconsume_share: f(0.0),
             body_bytes: 0,
             topic_created: false,
+            topic_queues: 4,
         }
     }
 }
@@ -458,6 +466,7 @@ impl ScenarioFile {
             reconsume_share: self.workload.reconsume_share.draw(r),
             body_bytes: self.workload.body_bytes as usize,
             topic_created: self.workload.topic_created,
+            topic_queues: self.workload.topic_queues,
             messages: self.workload.messages.draw(r) as usize,
             send_interval_ms: self.workload.send_interval_ms.draw(r),
             liveness_messages: self.workload.liveness_messages as usize,
@@ -520,6 +529,7 @@ impl ScenarioFile {
                 reconsume_share: f(cfg.reconsume_share),
                 body_bytes: cfg.body_bytes as u64,
                 topic_created: cfg.topic_created,
+                topic_queues: cfg.topic_queues,
             },
             phases: Phases {
                 safety_ms: cfg.safety_ms,

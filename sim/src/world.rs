@@ -461,9 +461,10 @@ impl Sim {
             // The operator created the topic before the run: brokers register it at start,
             // and consumers start a moment later, once the name servers know it.
             let mut table = TopicConfigTable::default();
-            table
-                .topic_config_table
-                .insert(TOPIC.to_string(), TopicConfig::new(TOPIC, 4));
+            table.topic_config_table.insert(
+                TOPIC.to_string(),
+                TopicConfig::new(TOPIC, sim.cfg.topic_queues),
+            );
             for b in sim.broker_nodes() {
                 if let Node::Broker { disk, .. } = &mut sim.nodes[b] {
                     config::save(disk, config::TOPICS_FILE, &table)
