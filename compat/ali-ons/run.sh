@@ -8,15 +8,6 @@ cd "$here"
 if [ ! -d node_modules/ali-ons ]; then
   timeout 300 npm install --no-audit --no-fund --loglevel=error
 fi
-data=$(mktemp -d)
-log=$(mktemp)
-"$bin" standalone --namesrv-listen 127.0.0.1:0 --broker-listen 127.0.0.1:0 --segment-size 67108864 --data-dir "$data" >"$log" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data" "$log"' EXIT
-for _ in $(seq 1 100); do
-  grep -q "rockfish standalone:" "$log" && break
-  sleep 0.1
-done
-namesrv=$(sed -n 's/.*name server \([^,]*\),.*/\1/p' "$log" | head -n1)
-[ -n "$namesrv" ] || { echo "standalone did not start:"; cat "$log"; exit 1; }
+# shellcheck source=../standalone.sh
+source "$here/../standalone.sh"
 NAMESRV=$namesrv timeout 90 node test.js

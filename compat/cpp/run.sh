@@ -12,23 +12,9 @@ python=${PYTHON:-python3}
 if ! "$python" -c 'import rocketmq.client' 2>/dev/null; then
   timeout 300 "$python" -m pip install --quiet --disable-pip-version-check 'rocketmq-python-cvs==2.1.0.3'
 fi
-work=$(mktemp -d)
-log=$work/rockfish.log
-mkdir -p "$work/data" "$work/sdk-logs"
-"$bin" standalone --namesrv-listen 127.0.0.1:0 --broker-listen 127.0.0.1:0 --segment-size 67108864 --data-dir "$work/data" >"$log" 2>&1 &
-pid=$!
-cleanup() {
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-for _ in $(seq 1 100); do
-  grep -q "rockfish standalone:" "$log" && break
-  sleep 0.1
-done
-namesrv=$(sed -n 's/.*name server \([^,]*\),.*/\1/p' "$log" | head -n1)
-[ -n "$namesrv" ] || { echo "standalone did not start:"; cat "$log"; exit 1; }
+# shellcheck source=../standalone.sh
+source "$here/../standalone.sh"
+mkdir -p "$work/sdk-logs"
 export NAMESRV=$namesrv CPP_LOG_DIR=$work/sdk-logs
 
 fail() {

@@ -14,23 +14,8 @@ target=${RUST_CLIENT_TARGET:-$here/target}
 CARGO_TARGET_DIR="$target" CARGO_PROFILE_DEV_DEBUG=0 CARGO_INCREMENTAL=0 \
   timeout 1800 cargo build --locked --quiet --manifest-path "$here/Cargo.toml"
 client="$target/debug/rockfish-compat-rust-client"
-work=$(mktemp -d)
-log=$work/rockfish.log
-mkdir -p "$work/data"
-"$bin" standalone --namesrv-listen 127.0.0.1:0 --broker-listen 127.0.0.1:0 --segment-size 67108864 --data-dir "$work/data" >"$log" 2>&1 &
-pid=$!
-cleanup() {
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-for _ in $(seq 1 100); do
-  grep -q "rockfish standalone:" "$log" && break
-  sleep 0.1
-done
-namesrv=$(sed -n 's/.*name server \([^,]*\),.*/\1/p' "$log" | head -n1)
-[ -n "$namesrv" ] || { echo "standalone did not start:"; cat "$log"; exit 1; }
+# shellcheck source=../standalone.sh
+source "$here/../standalone.sh"
 topic=RustClientTopic$(date +%s)
 timeout 30 "$bin" admin -n "$namesrv" updateTopic -t "$topic" -r 4 -w 4 >/dev/null
 if RUST_LOG=warn timeout 120 "$client" "$namesrv" "$topic" RustClientGroup 20 >"$work/client.out" 2>&1; then
