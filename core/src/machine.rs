@@ -37,8 +37,8 @@ pub enum Output {
     /// Replace each small file (a path under the store's root) atomically and durably, off
     /// the machine's task and after every earlier `Flush` and `Persist`; answer with
     /// `on_persisted(token, ..)`. Config files and checkpoints: no request waits on a disk.
-    /// A broker's checkpoint first needs the ranges `Broker::persist_ranges(token)` names
-    /// made durable (resolved when the output is taken, synced with the files).
+    /// A broker's checkpoint first needs what `Broker::persist_syncs(token)` names made
+    /// durable (resolved when the output is taken, synced before the files).
     Persist {
         token: u64,
         files: Vec<(String, Bytes)>,

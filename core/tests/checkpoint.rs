@@ -175,7 +175,7 @@ fn bad_configs_are_refused_naming_the_key() {
 }
 
 /// With thousands of queues a checkpoint's syncs are one filesystem sync of a hundred
-/// milliseconds and more: the machine only names them (`persist_ranges`), the driver makes
+/// milliseconds and more: the machine only names them (`persist_syncs`), the driver makes
 /// them durable before the checkpoint file, and the queues count as durable only then.
 #[test]
 fn checkpoint_syncs_are_the_drivers_not_the_machines() {
@@ -227,9 +227,10 @@ fn checkpoint_syncs_are_the_drivers_not_the_machines() {
         0,
         "the machine synced queue files itself"
     );
-    assert!(!b.persist_ranges(token).is_empty());
+    let syncs = b.persist_syncs(token);
+    assert!(!syncs.ranges.is_empty());
     assert!(
-        !b.persist_created(token).is_empty(),
+        !syncs.created.is_empty(),
         "the new queue files' existence is the driver's to sync too"
     );
     let before = Checkpoint::load(&disk).unwrap().map_or(0, |cp| cp.offset);

@@ -136,9 +136,9 @@ impl<D: OffTaskSync> Durable for Broker<D> {
     }
     fn persist_job(&self, token: u64, files: Vec<(String, Bytes)>) -> Result<FlushJob, String> {
         let disk = self.store().disk();
-        let created = self.persist_created(token);
-        let created = (!created.is_empty()).then(|| disk.created_job(created));
-        let ranges = self.persist_ranges(token);
+        let syncs = self.persist_syncs(token);
+        let created = (!syncs.created.is_empty()).then(|| disk.created_job(syncs.created));
+        let ranges = syncs.ranges;
         let ranges = (!ranges.is_empty())
             .then(|| disk.sync_job(ranges))
             .transpose()?;

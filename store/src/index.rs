@@ -460,22 +460,9 @@ impl IndexService {
         }))
     }
 
-    /// Syncs every changed file and describes the index as it stood when the commit log
-    /// ended at `c`: the last file that began below `c`, counting only entries of records
-    /// below `c` (entries are in log order). Later entries stay in the file; recovery cuts
-    /// them and re-indexes from `c`. `None` when no file began below `c` (recovery then
-    /// rebuilds the index).
-    pub fn sync_for_checkpoint<D: Disk>(
-        &mut self,
-        disk: &mut D,
-        c: u64,
-    ) -> StoreResult<Option<IndexCheckpoint>> {
-        self.sync(disk)?;
-        self.checkpoint_mark(disk, c)
-    }
-
-    /// `sync_for_checkpoint` without the sync: the changed files are to be made durable
-    /// before the checkpoint is written (`pending_ranges`, then `on_synced`).
+    /// Describes the index as it stood when the commit log ended at `c` (see
+    /// `checkpoint_mark`) for a checkpoint; the changed files are to be made durable before
+    /// the checkpoint is written (`pending_ranges`, then `on_synced`).
     pub fn prepare_checkpoint<D: Disk>(
         &mut self,
         disk: &D,
@@ -506,7 +493,10 @@ impl IndexService {
         }
     }
 
-    /// The index as it stood when the commit log ended at `c` (see `sync_for_checkpoint`).
+    /// The index as it stood when the commit log ended at `c`: the last file that began below
+    /// `c`, counting only entries of records below `c` (entries are in log order). Later
+    /// entries stay in the file; recovery cuts them and re-indexes from `c`. `None` when no
+    /// file began below `c` (recovery then rebuilds the index).
     fn checkpoint_mark<D: Disk>(&self, disk: &D, c: u64) -> StoreResult<Option<IndexCheckpoint>> {
         let cfg = self.config;
         let Some(f) = self.files.iter().rev().find(|f| f.start < c) else {

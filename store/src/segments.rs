@@ -38,7 +38,7 @@ pub(crate) struct Allocation {
     pub min_ahead: u64,
     /// ...and, as the segment fills, as far ahead as it holds, up to this.
     pub max_ahead: u64,
-    /// Files whose existence may wait for `Disk::sync_created` (derived data only).
+    /// Files whose existence may wait for `Disk::take_created` (derived data only).
     pub unsynced_create: bool,
 }
 

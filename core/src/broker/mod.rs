@@ -14,7 +14,9 @@ mod limits;
 mod locks;
 mod offsets;
 mod persist;
-pub use persist::{BULK_CHECKPOINT_BYTES, BULK_CHECKPOINT_INTERVAL_MS, CHEAP_CHECKPOINT_QUEUES};
+pub use persist::{
+    BULK_CHECKPOINT_BYTES, BULK_CHECKPOINT_INTERVAL_MS, CHEAP_CHECKPOINT_QUEUES, PersistSyncs,
+};
 mod pull;
 mod recovery;
 mod send;
@@ -400,7 +402,9 @@ impl<D: Disk> Broker<D> {
             config,
         };
         if restored_any {
-            broker.topics_created(now);
+            // Saved now; the registration below carries them.
+            broker.topics_dirty = true;
+            broker.write_topics();
         }
         broker.register_all(now);
         Ok(broker)

@@ -21,6 +21,13 @@ pub const BULK_CHECKPOINT_INTERVAL_MS: u64 = 10_000;
 /// ...and at most this many bytes of it.
 pub const BULK_CHECKPOINT_BYTES: u64 = 256 << 20;
 
+/// See `Broker::persist_syncs`.
+#[derive(Debug, Default)]
+pub struct PersistSyncs {
+    pub ranges: Vec<(FileId, u64, u64)>,
+    pub created: CreatedSet,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum PersistKind {
     /// A checkpoint at this commit log offset.
@@ -77,13 +84,15 @@ impl<D: Disk> Broker<D> {
         {
             return;
         }
-        self.last_checkpoint_at = now;
         match self.store.prepare_checkpoint(now as i64) {
-            Ok(Some(cp)) => self.persist(
-                PersistKind::Checkpoint(cp.offset),
-                CHECKPOINT_FILE,
-                cp.encode(),
-            ),
+            Ok(Some(cp)) => {
+                self.last_checkpoint_at = now;
+                self.persist(
+                    PersistKind::Checkpoint(cp.offset),
+                    CHECKPOINT_FILE,
+                    cp.encode(),
+                )
+            }
             Ok(None) => {}
             Err(e) => {
                 tracing::error!(error = %e, "checkpoint failed; the store stops taking writes")
@@ -131,23 +140,16 @@ impl<D: Disk> Broker<D> {
     }
 
     /// What must be durable before the files of `Output::Persist { token, .. }` are written:
-    /// for a checkpoint, the consume queue and index ranges it covers (empty otherwise).
-    /// A driver resolves them when it takes the output, and syncs them off the machine's task.
-    pub fn persist_ranges(&self, token: u64) -> Vec<(FileId, u64, u64)> {
-        let mut ranges = Vec::new();
+    /// for a checkpoint, the consume queue and index ranges it covers and the queue files
+    /// created since the last one (nothing for other writes). A driver resolves them when it
+    /// takes the output, and syncs them off the machine's task.
+    pub fn persist_syncs(&self, token: u64) -> PersistSyncs {
+        let mut syncs = PersistSyncs::default();
         if let Some(PersistKind::Checkpoint(_)) = self.persists.in_flight.get(&token) {
-            self.store.checkpoint_ranges(&mut ranges);
+            self.store.checkpoint_ranges(&mut syncs.ranges);
+            syncs.created = self.store.checkpoint_created().clone();
         }
-        ranges
-    }
-
-    /// Beside `persist_ranges`: the files whose existence a checkpoint needs durable (queue
-    /// files created since the last one); empty for other writes.
-    pub fn persist_created(&self, token: u64) -> CreatedSet {
-        match self.persists.in_flight.get(&token) {
-            Some(PersistKind::Checkpoint(_)) => self.store.checkpoint_created().clone(),
-            _ => CreatedSet::default(),
-        }
+        syncs
     }
 
     /// Runs a `Persist` output inline on the store's disk (the simulator and simple drivers).

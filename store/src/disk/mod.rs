@@ -81,16 +81,12 @@ pub trait Disk {
     /// existence durable. Missing parent directories are created.
     fn create(&mut self, path: &str, size: u64) -> DiskResult<FileId>;
     /// `create`, except that the file's existence becomes durable only at the next
-    /// [`Disk::sync_created`]: for derived files made on the put path (consume queues), where
+    /// [`Disk::sync_created_set`] of a later [`Disk::take_created`]: for derived files made on the put path (consume queues), where
     /// an fsync of the file and its directory per new file would stall every producer.
     fn create_unsynced(&mut self, path: &str, size: u64) -> DiskResult<FileId>;
-    /// Makes the existence of every file created by `create_unsynced` so far durable.
-    fn sync_created(&mut self) -> DiskResult<()> {
-        let set = self.take_created();
-        self.sync_created_set(&set)
-    }
-    /// Takes what `sync_created` would make durable now, for `sync_created_set` to do later
-    /// (a checkpoint's driver, off the writer's task). Once taken, it is the taker's to sync.
+    /// Takes the files created by `create_unsynced` so far, whose existence is not durable
+    /// yet, for `sync_created_set` to make durable later (a checkpoint's driver, off the
+    /// writer's task). Once taken, they are the taker's to sync.
     fn take_created(&mut self) -> CreatedSet;
     /// Makes the existence of the files in a set from `take_created` durable.
     fn sync_created_set(&mut self, set: &CreatedSet) -> DiskResult<()>;
