@@ -123,30 +123,8 @@ impl Client {
         timeout: Duration,
     ) -> Result<RemotingCommand, ClientError> {
         cmd.opaque = self.next_opaque();
-        let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(cmd.opaque, tx);
         let opaque = cmd.opaque;
-        if let Err(e) = self.write(&cmd) {
-            self.pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&opaque);
-            return Err(e);
-        }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(_)) => Err(ClientError::Closed),
-            Err(_) => {
-                self.pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&opaque);
-                Err(ClientError::Timeout(timeout))
-            }
-        }
+        self.exchange(opaque, timeout, || self.write(&cmd)).await
     }
 
     /// Sends a oneway request.
@@ -164,20 +142,37 @@ impl Client {
         frame: &[u8],
         timeout: Duration,
     ) -> Result<RemotingCommand, ClientError> {
+        self.exchange(opaque, timeout, || self.write_raw(frame)).await
+    }
+
+    /// Registers `opaque` for its response, writes, and waits; the registration never
+    /// outlives a failed write or a timeout.
+    async fn exchange(
+        &self,
+        opaque: i32,
+        timeout: Duration,
+        write: impl FnOnce() -> Result<(), ClientError>,
+    ) -> Result<RemotingCommand, ClientError> {
+        let forget = || {
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&opaque);
+        };
         let (tx, rx) = oneshot::channel();
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(opaque, tx);
-        self.write_raw(frame)?;
+        if let Err(e) = write() {
+            forget();
+            return Err(e);
+        }
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(_)) => Err(ClientError::Closed),
             Err(_) => {
-                self.pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&opaque);
+                forget();
                 Err(ClientError::Timeout(timeout))
             }
         }
