@@ -142,7 +142,8 @@ impl Client {
         frame: &[u8],
         timeout: Duration,
     ) -> Result<RemotingCommand, ClientError> {
-        self.exchange(opaque, timeout, || self.write_raw(frame)).await
+        self.exchange(opaque, timeout, || self.write_raw(frame))
+            .await
     }
 
     /// Registers `opaque` for its response, writes, and waits; the registration never
