@@ -27,6 +27,7 @@ use crate::protocol::{
 use crate::rebalance::{AllocateStrategy, Averagely};
 use crate::remoting::RemotingCommand;
 use crate::remoting::codes::{request, response};
+use crate::rpc_table::RpcTable;
 
 const FLOW_CONTROL_DELAY_MS: u64 = 50;
 /// A queue whose pull answer held a record that does not decode pulls again after this long.
@@ -182,7 +183,7 @@ pub struct Consumer {
     queues: BTreeMap<MessageQueue, ProcessQueue>,
     /// Broadcasting offsets (and the last known clustering ones), for the application to keep.
     offsets: BTreeMap<MessageQueue, u64>,
-    rpcs: BTreeMap<i32, (Rpc, u64)>,
+    rpcs: RpcTable<Rpc>,
     next_opaque: i32,
     next_pq_id: u64,
     next_rebalance: u64,
@@ -215,7 +216,7 @@ impl Consumer {
             members: BTreeMap::new(),
             queues: BTreeMap::new(),
             offsets: local_offsets,
-            rpcs: BTreeMap::new(),
+            rpcs: RpcTable::default(),
             next_opaque: 0,
             next_pq_id: 0,
             next_rebalance: now,
@@ -245,8 +246,8 @@ impl Consumer {
         if self.config.orderly {
             t = t.min(self.next_lock);
         }
-        for (_, deadline) in self.rpcs.values() {
-            t = t.min(*deadline);
+        if let Some(deadline) = self.rpcs.next_deadline() {
+            t = t.min(deadline);
         }
         for pq in self.queues.values() {
             if !pq.pulling && pq.next_offset.is_some() && pq.not_before > 0 {
@@ -287,7 +288,7 @@ impl Consumer {
     }
 
     fn call(&mut self, addr: String, cmd: RemotingCommand, rpc: Rpc, deadline: u64) {
-        self.rpcs.insert(cmd.opaque, (rpc, deadline));
+        self.rpcs.insert(cmd.opaque, rpc, deadline);
         self.outputs.push_back(Output::SendTo { addr, cmd });
     }
 
@@ -354,16 +355,8 @@ impl Consumer {
         if self.stopped {
             return;
         }
-        let expired: Vec<i32> = self
-            .rpcs
-            .iter()
-            .filter(|(_, (_, d))| *d <= now)
-            .map(|(o, _)| *o)
-            .collect();
-        for opaque in expired {
-            if let Some((rpc, _)) = self.rpcs.remove(&opaque) {
-                self.fail(rpc, now);
-            }
+        for (_, rpc) in self.rpcs.take_expired(now) {
+            self.fail(rpc, now);
         }
         if now >= self.next_route {
             self.next_route = now + self.config.route_refresh_ms;
@@ -710,7 +703,7 @@ impl Consumer {
             }
             return;
         }
-        let Some((rpc, _)) = self.rpcs.remove(&cmd.opaque) else {
+        let Some(rpc) = self.rpcs.remove(cmd.opaque) else {
             return;
         };
         if self.stopped {

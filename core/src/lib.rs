@@ -23,5 +23,6 @@ pub mod producer;
 pub mod protocol;
 pub mod rebalance;
 pub mod remoting;
+pub mod rpc_table;
 
 pub use rockfish_store::record;

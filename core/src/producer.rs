@@ -20,6 +20,7 @@ use crate::message::{properties_string, uniq_key};
 use crate::protocol::{MessageQueue, TopicRouteData, decode_body, perm};
 use crate::remoting::RemotingCommand;
 use crate::remoting::codes::{request, response};
+use crate::rpc_table::RpcTable;
 
 /// RocketMQ's latency-fault table: a send that took at least `LATENCY_MAX[i]` ms makes its
 /// broker unavailable for `NOT_AVAILABLE[i]` ms.
@@ -169,11 +170,6 @@ enum Rpc {
     },
 }
 
-struct InFlight {
-    rpc: Rpc,
-    deadline: u64,
-}
-
 pub struct Producer {
     config: ProducerConfig,
     rng: Xoshiro256PlusPlus,
@@ -181,7 +177,7 @@ pub struct Producer {
     /// Sends waiting for their topic's route.
     waiting: BTreeMap<String, Vec<SendId>>,
     sends: BTreeMap<SendId, PendingSend>,
-    rpcs: BTreeMap<i32, InFlight>,
+    rpcs: RpcTable<Rpc>,
     faults: BTreeMap<String, u64>,
     next_queue: u32,
     next_id: u64,
@@ -203,7 +199,7 @@ impl Producer {
             routes: BTreeMap::new(),
             waiting: BTreeMap::new(),
             sends: BTreeMap::new(),
-            rpcs: BTreeMap::new(),
+            rpcs: RpcTable::default(),
             faults: BTreeMap::new(),
             next_queue,
             next_id: 0,
@@ -224,7 +220,7 @@ impl Producer {
         self.events.pop_front()
     }
     pub fn poll_timeout(&self) -> Option<u64> {
-        let rpc = self.rpcs.values().map(|r| r.deadline).min();
+        let rpc = self.rpcs.next_deadline();
         Some(
             rpc.map_or(self.next_refresh, |d| d.min(self.next_refresh))
                 .min(self.next_heartbeat),
@@ -339,14 +335,12 @@ impl Producer {
         let addr = self.config.namesrv_addrs[ns].clone();
         self.rpcs.insert(
             opaque,
-            InFlight {
-                rpc: Rpc::Route {
-                    topic: topic.to_string(),
-                    default_for,
-                    ns,
-                },
-                deadline: now + self.config.send_timeout_ms,
+            Rpc::Route {
+                topic: topic.to_string(),
+                default_for,
+                ns,
             },
+            now + self.config.send_timeout_ms,
         );
         self.outputs.push_back(Output::SendTo { addr, cmd });
     }
@@ -457,14 +451,12 @@ impl Producer {
         let deadline = (s.started + self.config.send_timeout_ms).max(now);
         self.rpcs.insert(
             opaque,
-            InFlight {
-                rpc: Rpc::Send {
-                    id,
-                    broker: mq.broker_name.clone(),
-                    sent_at: now,
-                },
-                deadline,
+            Rpc::Send {
+                id,
+                broker: mq.broker_name.clone(),
+                sent_at: now,
             },
+            deadline,
         );
         self.outputs.push_back(Output::SendTo { addr, cmd });
     }
@@ -508,10 +500,10 @@ impl Producer {
         if !cmd.is_response() {
             return; // brokers' check-back requests arrive with transactions
         }
-        let Some(inflight) = self.rpcs.remove(&cmd.opaque) else {
+        let Some(rpc) = self.rpcs.remove(cmd.opaque) else {
             return;
         };
-        match inflight.rpc {
+        match rpc {
             Rpc::Route {
                 topic, default_for, ..
             } => self.on_route(topic, default_for, cmd, now),
@@ -616,7 +608,7 @@ impl Producer {
         let lost: Vec<i32> = self
             .rpcs
             .iter()
-            .filter(|(_, r)| match &r.rpc {
+            .filter(|(_, r)| match r {
                 Rpc::Send { broker, .. } => self
                     .routes
                     .values()
@@ -627,7 +619,7 @@ impl Producer {
                     .get(*ns)
                     .is_some_and(|a| a == addr),
             })
-            .map(|(o, _)| *o)
+            .map(|(o, _)| o)
             .collect();
         for opaque in lost {
             self.expire(opaque, now);
@@ -635,10 +627,14 @@ impl Producer {
     }
 
     fn expire(&mut self, opaque: i32, now: u64) {
-        let Some(inflight) = self.rpcs.remove(&opaque) else {
+        let Some(rpc) = self.rpcs.remove(opaque) else {
             return;
         };
-        match inflight.rpc {
+        self.on_expired(rpc, now);
+    }
+
+    fn on_expired(&mut self, rpc: Rpc, now: u64) {
+        match rpc {
             Rpc::Route {
                 topic,
                 default_for,
@@ -671,14 +667,8 @@ impl Producer {
 
     /// Time passed: expired requests, route refresh, heartbeats.
     pub fn on_timeout(&mut self, now: u64) {
-        let expired: Vec<i32> = self
-            .rpcs
-            .iter()
-            .filter(|(_, r)| r.deadline <= now)
-            .map(|(o, _)| *o)
-            .collect();
-        for opaque in expired {
-            self.expire(opaque, now);
+        for (_, rpc) in self.rpcs.take_expired(now) {
+            self.on_expired(rpc, now);
         }
         if now >= self.next_refresh {
             self.next_refresh = now + self.config.route_refresh_ms;
