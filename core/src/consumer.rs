@@ -986,3 +986,25 @@ impl Consumer {
         self.stopped = true;
     }
 }
+
+impl crate::machine::ClientMachine for Consumer {
+    type Event = ConsumerEvent;
+    fn on_command(&mut self, cmd: RemotingCommand, now: u64) {
+        Consumer::on_command(self, cmd, now)
+    }
+    fn on_timeout(&mut self, now: u64) {
+        Consumer::on_timeout(self, now)
+    }
+    fn on_peer_lost(&mut self, _addr: &str, _now: u64) {
+        // Pulls and RPCs time out and are retried by the machine.
+    }
+    fn poll_output(&mut self) -> Option<Output> {
+        Consumer::poll_output(self)
+    }
+    fn poll_timeout(&self) -> Option<u64> {
+        Consumer::poll_timeout(self)
+    }
+    fn poll_event(&mut self) -> Option<ConsumerEvent> {
+        Consumer::poll_event(self)
+    }
+}

@@ -1,9 +1,29 @@
-//! What every machine shares: connection handles and the outputs a driver drains.
+//! The one contract every machine is run by, and the outputs a driver drains.
 //!
-//! A machine never touches I/O. The driver tells it what happened (a frame arrived on a
-//! connection, a connection opened or closed, a flush finished, time passed) and then drains
-//! `poll_output()` and arms a timer for `poll_timeout()`. Times are milliseconds on the
-//! driver's clock.
+//! Two shapes share it: servers ([`Machine`]: the name server and the broker, which accept
+//! connections) and clients ([`ClientMachine`]: the producer and the consumer, which address
+//! peers). Every driver runs them by the same rules: the real one (net/src/driver.rs,
+//! net/src/sdk/host.rs), the simulator (sim/src/world.rs) and the machine tests
+//! (core/tests/cluster).
+//!
+//! # The calling contract
+//! - **Inputs carry `now`**, milliseconds on the driver's clock. `now` never goes backwards
+//!   from one call to the next on one machine (a simulated node's clock may drift, but never
+//!   back). A machine never reads a clock.
+//! - **After every input, drain:** the driver calls `poll_output()` until it returns `None`
+//!   (clients: then `poll_event()` until `None`), then arms one timer for `poll_timeout()`.
+//!   Outputs are carried out in the order polled.
+//! - **`on_timeout(now)`** is called once `now` reaches the last `poll_timeout()`; calling it
+//!   early is harmless (the machine does what is due and no more).
+//! - **Every output kind is carried out or refused loudly.** A driver that cannot do what an
+//!   output asks (a client host given `Flush`) logs an error and, in debug builds and the
+//!   simulator, panics: nothing is dropped silently.
+//! - **`Close { conn }` implies `on_disconnect(conn)`:** the driver closes the connection and
+//!   calls `on_disconnect` before its next poll, exactly as when the peer closed it. The
+//!   peer's side sees the connection lost (a client: `on_peer_lost(addr)`).
+//! - **`Flush` is answered** by `on_flushed` or `on_flush_failed`, and **`Persist`** by
+//!   `on_persisted`, each exactly once, in the order asked; only a machine that emits them
+//!   receives them.
 
 use bytes::Bytes;
 
@@ -45,13 +65,68 @@ pub enum Output {
     },
 }
 
-/// The inputs and outputs every machine shares, so one driver loop runs any of them.
+impl Output {
+    /// The output's kind, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Output::Send { .. } => "Send",
+            Output::SendRecords { .. } => "SendRecords",
+            Output::SendTo { .. } => "SendTo",
+            Output::Close { .. } => "Close",
+            Output::Flush { .. } => "Flush",
+            Output::Persist { .. } => "Persist",
+        }
+    }
+}
+
+/// A server machine (name server, broker): connections come to it. Run by the contract in
+/// the module docs.
 pub trait Machine {
     fn on_connect(&mut self, conn: ConnId, peer: rockfish_store::record::HostAddr, now: u64);
+    /// The connection is gone (the peer closed it, or the machine's own `Close`).
     fn on_disconnect(&mut self, conn: ConnId, now: u64);
     /// `received_at`: when the driver read the command off the wire (for flow control).
     fn on_command(&mut self, conn: ConnId, cmd: RemotingCommand, received_at: u64, now: u64);
     fn on_timeout(&mut self, now: u64);
+    /// The commit log is durable below `upto` (answers `Output::Flush`).
+    fn on_flushed(&mut self, upto: u64, now: u64) {
+        refuse_input(&format!("on_flushed({upto}) at {now}"));
+    }
+    /// A flush failed (answers `Output::Flush`).
+    fn on_flush_failed(&mut self, reason: String, now: u64) {
+        refuse_input(&format!("on_flush_failed({reason}) at {now}"));
+    }
+    /// A persist finished (answers `Output::Persist { token }`).
+    fn on_persisted(&mut self, token: u64, result: Result<(), String>, now: u64) {
+        refuse_input(&format!("on_persisted({token}, {result:?}) at {now}"));
+    }
     fn poll_output(&mut self) -> Option<Output>;
     fn poll_timeout(&self) -> Option<u64>;
+}
+
+/// A client machine (producer, consumer): it addresses peers by `Output::SendTo` and gets
+/// their responses back by opaque; it emits no other output. Its results come out as
+/// events. Run by the contract in the module docs.
+pub trait ClientMachine {
+    type Event;
+    /// A response (or a request from a broker) arrived from a peer.
+    fn on_command(&mut self, cmd: RemotingCommand, now: u64);
+    fn on_timeout(&mut self, now: u64);
+    /// The connection to `addr` failed or closed: what waits on it may fail now.
+    fn on_peer_lost(&mut self, addr: &str, now: u64);
+    fn poll_output(&mut self) -> Option<Output>;
+    fn poll_timeout(&self) -> Option<u64>;
+    fn poll_event(&mut self) -> Option<Self::Event>;
+}
+
+/// A driver was handed an output it cannot carry out, or a machine an input it never asked
+/// for: a bug in the driver or the machine. Loud in debug builds and the simulator; an error
+/// in the log of a release build, which keeps serving.
+pub fn refuse(what: &str) {
+    tracing::error!(what, "broken machine contract");
+    debug_assert!(false, "broken machine contract: {what}");
+}
+
+fn refuse_input(what: &str) {
+    refuse(&format!("input the machine never asked for: {what}"));
 }

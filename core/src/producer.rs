@@ -759,3 +759,25 @@ fn publish_info(topic: &str, route: &TopicRouteData) -> PublishInfo {
     }
     PublishInfo { queues, brokers }
 }
+
+impl crate::machine::ClientMachine for Producer {
+    type Event = ProducerEvent;
+    fn on_command(&mut self, cmd: RemotingCommand, now: u64) {
+        Producer::on_command(self, cmd, now)
+    }
+    fn on_timeout(&mut self, now: u64) {
+        Producer::on_timeout(self, now)
+    }
+    fn on_peer_lost(&mut self, addr: &str, now: u64) {
+        Producer::on_peer_lost(self, addr, now)
+    }
+    fn poll_output(&mut self) -> Option<Output> {
+        Producer::poll_output(self)
+    }
+    fn poll_timeout(&self) -> Option<u64> {
+        Producer::poll_timeout(self)
+    }
+    fn poll_event(&mut self) -> Option<ProducerEvent> {
+        Producer::poll_event(self)
+    }
+}

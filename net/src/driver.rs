@@ -21,27 +21,24 @@ use crate::conn::{ConnEvent, ConnWriter, MAX_QUEUED_BYTES, WriteItem, dial, serv
 use crate::flush::{FlushDone, FlushJob, spawn_flusher};
 use crate::now_ms;
 
-/// A machine whose flush and persist requests can be run on the flush thread.
+/// A machine whose flush and persist requests can be run on the flush thread: how to build
+/// the work. Their answers are `Machine::on_flushed`, `on_flush_failed` and `on_persisted`.
 pub trait Durable: Machine {
     /// The ranges to sync for `Output::Flush { upto }`.
     fn flush_job(&self, upto: u64) -> Result<FlushJob, String>;
-    fn flushed(&mut self, upto: u64, now: u64);
-    fn flush_failed(&mut self, reason: String, now: u64);
     /// The writes for `Output::Persist { token, files }`.
     fn persist_job(&self, token: u64, files: Vec<(String, Bytes)>) -> Result<FlushJob, String>;
-    fn persisted(&mut self, token: u64, result: Result<(), String>, now: u64);
 }
 
+/// The name server keeps no disk state: it never asks for a flush or a persist, and one
+/// asked for is refused (and answered as failed, which `Machine` refuses loudly).
 impl Durable for NameServer {
     fn flush_job(&self, upto: u64) -> Result<FlushJob, String> {
-        Ok(FlushJob::nothing(FlushDone::Flush(upto)))
+        Err(format!("the name server asked for a flush to {upto}"))
     }
-    fn flushed(&mut self, _upto: u64, _now: u64) {}
-    fn flush_failed(&mut self, _reason: String, _now: u64) {}
     fn persist_job(&self, token: u64, _files: Vec<(String, Bytes)>) -> Result<FlushJob, String> {
-        Ok(FlushJob::nothing(FlushDone::Persist(token)))
+        Err(format!("the name server asked for persist {token}"))
     }
-    fn persisted(&mut self, _token: u64, _result: Result<(), String>, _now: u64) {}
 }
 
 /// A disk whose synced ranges can be made durable off the machine's task.
@@ -128,12 +125,6 @@ impl<D: OffTaskSync> Durable for Broker<D> {
             sync,
         })
     }
-    fn flushed(&mut self, upto: u64, now: u64) {
-        self.on_flushed(upto, now)
-    }
-    fn flush_failed(&mut self, reason: String, now: u64) {
-        self.on_flush_failed(reason, now)
-    }
     fn persist_job(&self, token: u64, files: Vec<(String, Bytes)>) -> Result<FlushJob, String> {
         let disk = self.store().disk();
         let syncs = self.persist_syncs(token);
@@ -153,9 +144,6 @@ impl<D: OffTaskSync> Durable for Broker<D> {
                 write()
             }),
         })
-    }
-    fn persisted(&mut self, token: u64, result: Result<(), String>, now: u64) {
-        self.on_persisted(token, result, now)
     }
 }
 
@@ -401,9 +389,9 @@ async fn run<M: Durable>(
                 }
             },
             Some((done, result)) = flush_rx.recv() => match (done, result) {
-                (FlushDone::Flush(upto), Ok(())) => machine.flushed(upto, now_ms()),
-                (FlushDone::Flush(_), Err(e)) => machine.flush_failed(e, now_ms()),
-                (FlushDone::Persist(token), result) => machine.persisted(token, result, now_ms()),
+                (FlushDone::Flush(upto), Ok(())) => machine.on_flushed(upto, now_ms()),
+                (FlushDone::Flush(_), Err(e)) => machine.on_flush_failed(e, now_ms()),
+                (FlushDone::Persist(token), result) => machine.on_persisted(token, result, now_ms()),
             },
             _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
         }
@@ -457,10 +445,10 @@ fn drain<M: Durable>(
                 match machine.flush_job(upto) {
                     Ok(job) => {
                         if flusher.send(job).is_err() {
-                            machine.flush_failed("the flush thread is gone".into(), now_ms());
+                            machine.on_flush_failed("the flush thread is gone".into(), now_ms());
                         }
                     }
-                    Err(e) => machine.flush_failed(e, now_ms()),
+                    Err(e) => machine.on_flush_failed(e, now_ms()),
                 }
                 None
             }
@@ -468,14 +456,14 @@ fn drain<M: Durable>(
                 match machine.persist_job(token, files) {
                     Ok(job) => {
                         if flusher.send(job).is_err() {
-                            machine.persisted(
+                            machine.on_persisted(
                                 token,
                                 Err("the flush thread is gone".into()),
                                 now_ms(),
                             );
                         }
                     }
-                    Err(e) => machine.persisted(token, Err(e), now_ms()),
+                    Err(e) => machine.on_persisted(token, Err(e), now_ms()),
                 }
                 None
             }

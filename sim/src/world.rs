@@ -10,7 +10,7 @@ use rockfish_core::broker::{Broker, BrokerConfig};
 use rockfish_core::consumer::{
     ConsumeFrom, ConsumeResult, Consumer, ConsumerConfig, ConsumerEvent, MessageModel,
 };
-use rockfish_core::machine::{ConnId, Output};
+use rockfish_core::machine::{ClientMachine, ConnId, Output};
 use rockfish_core::namesrv::{NameServer, NameServerConfig};
 use rockfish_core::producer::{
     Message, Producer, ProducerConfig, ProducerEvent, SendId, SendMode, SendStatus,
@@ -779,7 +779,7 @@ impl Sim {
                         files,
                     })
                 }
-                Output::Close { .. } => {}
+                Output::Close { conn, reason } => self.close(node, conn, &reason),
             }
         }
         for ProducerEvent::Sent { id, result, .. } in sent {
@@ -1373,6 +1373,40 @@ impl Sim {
         }
         let now = self.now;
         self.clogs.retain(|c| c.until > now);
+    }
+
+    /// A server closed one of its connections (`Output::Close`). As the real driver does, the
+    /// server is told `on_disconnect` at once and the client loses its peer.
+    fn close(&mut self, server: usize, conn: ConnId, reason: &str) {
+        let Some(client) = self.owners.remove(&(server, conn)) else {
+            return;
+        };
+        self.conns.remove(&(server, client));
+        let line = format!("t={} {server} closes {client}: {reason}", self.now);
+        self.log(line);
+        let now = self.local(server);
+        match &mut self.nodes[server] {
+            Node::NameServer(ns) => ns.on_disconnect(conn, now),
+            Node::Broker {
+                machine: Some(b), ..
+            } => b.on_disconnect(conn, now),
+            _ => {}
+        }
+        self.after(server);
+        let addr = self
+            .addrs
+            .iter()
+            .find(|(_, n)| **n == server)
+            .map(|(a, _)| a.clone());
+        let now = self.local(client);
+        if let Some(addr) = addr {
+            match &mut self.nodes[client] {
+                Node::Producer(p) => ClientMachine::on_peer_lost(p, &addr, now),
+                Node::Consumer(c) => ClientMachine::on_peer_lost(c, &addr, now),
+                _ => {}
+            }
+        }
+        self.after(client);
     }
 
     /// Closes every connection a client had to the servers, as its process exiting would.

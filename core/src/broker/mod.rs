@@ -756,6 +756,15 @@ impl<D: Disk> crate::machine::Machine for Broker<D> {
     fn on_timeout(&mut self, now: u64) {
         Broker::on_timeout(self, now)
     }
+    fn on_flushed(&mut self, upto: u64, now: u64) {
+        Broker::on_flushed(self, upto, now)
+    }
+    fn on_flush_failed(&mut self, reason: String, now: u64) {
+        Broker::on_flush_failed(self, reason, now)
+    }
+    fn on_persisted(&mut self, token: u64, result: Result<(), String>, now: u64) {
+        Broker::on_persisted(self, token, result, now)
+    }
     fn poll_output(&mut self) -> Option<Output> {
         Broker::poll_output(self)
     }

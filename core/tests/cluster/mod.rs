@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use bytes::BytesMut;
 use rockfish_core::broker::{Broker, BrokerConfig};
 use rockfish_core::consumer::{Consumer, ConsumerEvent};
-use rockfish_core::machine::{ConnId, Output};
+use rockfish_core::machine::{ClientMachine, ConnId, Output};
 use rockfish_core::namesrv::{NameServer, NameServerConfig};
 use rockfish_core::producer::{Producer, ProducerEvent};
 use rockfish_core::remoting::RemotingCommand;
@@ -121,6 +121,26 @@ impl Cluster {
         self.pump();
     }
 
+    /// A server closed a connection (`Output::Close`): as the driver does, it is told
+    /// `on_disconnect` at once, and the client loses its peer.
+    fn close(&mut self, server: &'static str, conn: ConnId) {
+        let Some(client) = self.owners.remove(&conn) else {
+            return;
+        };
+        self.conns.remove(&(client.clone(), server));
+        let now = self.now;
+        if server == BROKER {
+            self.broker.on_disconnect(conn, now);
+        } else {
+            self.ns.on_disconnect(conn, now);
+        }
+        match self.clients.get_mut(&client) {
+            Some(Client::Producer(p)) => ClientMachine::on_peer_lost(p, server, now),
+            Some(Client::Consumer(c)) => ClientMachine::on_peer_lost(c, server, now),
+            None => {}
+        }
+    }
+
     fn route_to_server(&mut self, from: &str, addr: &str, cmd: RemotingCommand) {
         if self.dead.iter().any(|d| d == from) {
             return;
@@ -155,11 +175,8 @@ impl Cluster {
                 moved = true;
                 match o {
                     Output::Send { conn, cmd } => self.route_to_client(conn, cmd),
-                    Output::SendRecords { .. }
-                    | Output::SendTo { .. }
-                    | Output::Flush { .. }
-                    | Output::Persist { .. }
-                    | Output::Close { .. } => {}
+                    Output::Close { conn, .. } => self.close(NS, conn),
+                    other => panic!("the name server emitted {}", other.kind()),
                 }
             }
             while let Some(o) = self.broker.poll_output() {
@@ -183,7 +200,7 @@ impl Cluster {
                     Output::Persist { token, files } => {
                         self.broker.run_persist(token, files, self.now)
                     }
-                    Output::Close { .. } => {}
+                    Output::Close { conn, .. } => self.close(BROKER, conn),
                 }
             }
             let names: Vec<String> = self.clients.keys().cloned().collect();
@@ -210,8 +227,9 @@ impl Cluster {
                 }
                 for o in outs {
                     moved = true;
-                    if let Output::SendTo { addr, cmd } = o {
-                        self.route_to_server(&name, &addr, cmd);
+                    match o {
+                        Output::SendTo { addr, cmd } => self.route_to_server(&name, &addr, cmd),
+                        other => panic!("client {name} emitted {}", other.kind()),
                     }
                 }
             }

@@ -6,69 +6,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use rockfish_core::consumer::{Consumer, ConsumerEvent};
-use rockfish_core::machine::{ConnId, Output};
-use rockfish_core::producer::{Producer, ProducerEvent};
-use rockfish_core::remoting::{RemotingCommand, encode};
+use rockfish_core::machine::{ClientMachine, ConnId, Output, refuse};
+use rockfish_core::remoting::encode;
 use tokio::sync::mpsc;
 
 use crate::conn::{ConnEvent, ConnWriter, WriteItem, dial};
 use crate::now_ms;
-
-/// What the host needs of a client machine.
-pub trait ClientMachine: Send + 'static {
-    type Event: Send + 'static;
-    fn on_command(&mut self, cmd: RemotingCommand, now: u64);
-    fn on_timeout(&mut self, now: u64);
-    fn on_peer_lost(&mut self, addr: &str, now: u64);
-    fn poll_output(&mut self) -> Option<Output>;
-    fn poll_timeout(&self) -> Option<u64>;
-    fn poll_event(&mut self) -> Option<Self::Event>;
-}
-
-impl ClientMachine for Producer {
-    type Event = ProducerEvent;
-    fn on_command(&mut self, cmd: RemotingCommand, now: u64) {
-        Producer::on_command(self, cmd, now)
-    }
-    fn on_timeout(&mut self, now: u64) {
-        Producer::on_timeout(self, now)
-    }
-    fn on_peer_lost(&mut self, addr: &str, now: u64) {
-        Producer::on_peer_lost(self, addr, now)
-    }
-    fn poll_output(&mut self) -> Option<Output> {
-        Producer::poll_output(self)
-    }
-    fn poll_timeout(&self) -> Option<u64> {
-        Producer::poll_timeout(self)
-    }
-    fn poll_event(&mut self) -> Option<ProducerEvent> {
-        Producer::poll_event(self)
-    }
-}
-
-impl ClientMachine for Consumer {
-    type Event = ConsumerEvent;
-    fn on_command(&mut self, cmd: RemotingCommand, now: u64) {
-        Consumer::on_command(self, cmd, now)
-    }
-    fn on_timeout(&mut self, now: u64) {
-        Consumer::on_timeout(self, now)
-    }
-    fn on_peer_lost(&mut self, _addr: &str, _now: u64) {
-        // Pulls and RPCs time out and are retried by the machine.
-    }
-    fn poll_output(&mut self) -> Option<Output> {
-        Consumer::poll_output(self)
-    }
-    fn poll_timeout(&self) -> Option<u64> {
-        Consumer::poll_timeout(self)
-    }
-    fn poll_event(&mut self) -> Option<ConsumerEvent> {
-        Consumer::poll_event(self)
-    }
-}
 
 /// A call into the machine, run on its task.
 pub type Call<M> = Box<dyn FnOnce(&mut M, u64) + Send>;
@@ -124,12 +67,33 @@ impl Peers {
     }
 }
 
+/// The frame a client machine's output asks for, and where to. A client emits only
+/// `SendTo` (the contract in rockfish_core::machine); anything else is refused loudly.
+fn client_frame(out: Output, scratch: &mut Vec<u8>) -> Option<(String, bytes::Bytes)> {
+    let Output::SendTo { addr, cmd } = out else {
+        refuse(&format!("a client machine emitted {}", out.kind()));
+        return None;
+    };
+    let mut buf = BytesMut::new();
+    match encode(&cmd, scratch, &mut buf) {
+        Ok(()) => Some((addr, buf.freeze())),
+        Err(e) => {
+            tracing::error!(error = %e, code = cmd.code, "cannot encode a request; it will time out");
+            None
+        }
+    }
+}
+
 /// Runs `machine` until every call sender is gone; `on_event` sees each event in order.
-pub async fn run<M: ClientMachine>(
+pub async fn run<M>(
     mut machine: M,
     mut calls: mpsc::UnboundedReceiver<Call<M>>,
     mut on_event: impl FnMut(M::Event) + Send + 'static,
-) -> M {
+) -> M
+where
+    M: ClientMachine + Send + 'static,
+    M::Event: Send + 'static,
+{
     let (ev_tx, mut ev_rx) = mpsc::channel::<ConnEvent>(4096);
     let mut peers = Peers {
         by_addr: HashMap::new(),
@@ -145,13 +109,11 @@ pub async fn run<M: ClientMachine>(
             machine.on_timeout(now);
         }
         while let Some(out) = machine.poll_output() {
-            if let Output::SendTo { addr, cmd } = out {
-                let mut buf = BytesMut::new();
-                if encode(&cmd, &mut scratch, &mut buf).is_ok()
-                    && let Some(lost) = peers.send(&addr, buf.freeze())
-                {
-                    machine.on_peer_lost(&lost, now);
-                }
+            let Some((addr, frame)) = client_frame(out, &mut scratch) else {
+                continue;
+            };
+            if let Some(lost) = peers.send(&addr, frame) {
+                machine.on_peer_lost(&lost, now);
             }
         }
         while let Some(e) = machine.poll_event() {
@@ -186,11 +148,8 @@ pub async fn run<M: ClientMachine>(
     }
     // Let final outputs (offset commits, unregistration) reach the wire.
     while let Some(out) = machine.poll_output() {
-        if let Output::SendTo { addr, cmd } = out {
-            let mut buf = BytesMut::new();
-            if encode(&cmd, &mut scratch, &mut buf).is_ok() {
-                peers.writer(&addr).send(WriteItem::One(buf.freeze()));
-            }
+        if let Some((addr, frame)) = client_frame(out, &mut scratch) {
+            peers.writer(&addr).send(WriteItem::One(frame));
         }
     }
     // Dropping the writers ends the write loops once their queues are written out.
