@@ -24,6 +24,7 @@ use crate::protocol::{
     LockBatchRequestBody, LockBatchResponseBody, MessageQueue, TopicRouteData, decode_body, perm,
     to_body,
 };
+use crate::protocol::{pull_flag, topics};
 use crate::rebalance::{AllocateStrategy, Averagely};
 use crate::remoting::RemotingCommand;
 use crate::remoting::codes::{request, response};
@@ -340,7 +341,7 @@ impl Consumer {
     fn topics(&self) -> Vec<String> {
         let mut t: Vec<String> = self.config.subscriptions.keys().cloned().collect();
         if self.config.model == MessageModel::Clustering {
-            t.push(format!("%RETRY%{}", self.config.group));
+            t.push(topics::retry_topic(&self.config.group));
         }
         t
     }
@@ -560,7 +561,7 @@ impl Consumer {
 
     /// No stored offset: start where `consume_from` says (retry topics from the start).
     fn start_from_config(&mut self, mq: MessageQueue, addr: String, now: u64) {
-        let from = if mq.topic.starts_with("%RETRY%") {
+        let from = if topics::is_retry_topic(&mq.topic) {
             ConsumeFrom::FirstOffset
         } else {
             self.config.consume_from
@@ -654,7 +655,13 @@ impl Consumer {
                 .cloned()
                 .unwrap_or_else(|| "*".into());
             let commit = committed.filter(|_| self.config.model == MessageModel::Clustering);
-            let sys_flag = 2 | 4 | if commit.is_some() { 1 } else { 0 };
+            let sys_flag = pull_flag::SUSPEND
+                | pull_flag::SUBSCRIPTION
+                | if commit.is_some() {
+                    pull_flag::COMMIT_OFFSET
+                } else {
+                    0
+                };
             let opaque = self.opaque();
             let cmd = RemotingCommand::request(request::PULL_MESSAGE, opaque)
                 .with_ext("consumerGroup", &self.config.group)

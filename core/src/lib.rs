@@ -1,8 +1,9 @@
 //! rockfish-core: the pure heart of rockfish.
 //!
 //! Owns the protocol types, Apache RocketMQ's remoting codec and the Sans-IO state machines
-//! (`NameServer`, `Broker`, `Producer`, `Consumer`, `Admin`) with the pure parts they share
-//! (rebalance strategies, retry schedule, delay scheduler, transaction checker, HA protocol).
+//! (`NameServer`, `Broker`, `Producer`, `Consumer`) with the pure parts they share
+//! (rebalance strategies, the requests-in-flight table, protocol facts). Retry, delay,
+//! transactions and HA land here as parts of their own (issues 12–14).
 //!
 //! Must never: use tokio, madsim, sockets, threads, the wall clock (`SystemTime::now`,
 //! `Instant::now`), global randomness, or the file system other than through
@@ -10,8 +11,7 @@
 //! The one seeded exception is `buggify`: fault sites compiled in only for simulated builds and
 //! inert until a simulator arms its thread.
 //!
-//! Status: the remoting codec (`remoting`), protocol bodies (`protocol`) and the `NameServer`
-//! machine are here; the broker and client machines follow.
+//! Every machine is run by the one contract in [`machine`].
 
 pub mod broker;
 pub mod buggify;

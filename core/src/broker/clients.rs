@@ -279,7 +279,7 @@ impl<D: Disk> Broker<D> {
             if c.is_broadcasting() {
                 continue;
             }
-            let retry = format!("%RETRY%{}", c.group_name);
+            let retry = crate::protocol::topics::retry_topic(&c.group_name);
             if !self.topics.topic_config_table.contains_key(&retry) {
                 self.topics
                     .topic_config_table

@@ -83,7 +83,7 @@ pub fn validate_group(group: &str) -> Result<(), String> {
 /// A clustering group's retry topic, if its name is a valid topic (the store's topic rule:
 /// a group name over 120 characters makes a retry topic over 127).
 pub fn retry_topic(group: &str) -> Result<String, String> {
-    let topic = format!("%RETRY%{group}");
+    let topic = crate::protocol::topics::retry_topic(group);
     validate_topic(&topic).map_err(|e| format!("group {group:?} has no valid retry topic: {e}"))?;
     Ok(topic)
 }

@@ -336,7 +336,7 @@ impl<D: Disk> Broker<D> {
         }
         let restored_any = !restored.is_empty();
         for (topic, n) in restored {
-            let queues = if topic.starts_with("%RETRY%") {
+            let queues = if crate::protocol::topics::is_retry_topic(&topic) {
                 n
             } else {
                 n.max(config.default_topic_queues)

@@ -23,13 +23,11 @@ pub(super) enum PullRun {
     Deadline,
 }
 
-/// PullSysFlag bits.
-pub const FLAG_COMMIT_OFFSET: i32 = 1;
-pub const FLAG_SUSPEND: i32 = 1 << 1;
-pub const FLAG_SUBSCRIPTION: i32 = 1 << 2;
+use crate::protocol::pull_flag::{COMMIT_OFFSET, SUBSCRIPTION, SUSPEND};
 
 impl<D: Disk> Broker<D> {
-    /// Serves a pull. `may_suspend` is false when re-running a held pull at its deadline.
+    /// Serves a pull. `run` says whether it is fresh, woken, or re-run at its hold's deadline
+    /// (then it is answered, never held again).
     pub(super) fn pull_message(
         &mut self,
         conn: ConnId,
@@ -80,7 +78,7 @@ impl<D: Disk> Broker<D> {
                 ),
             );
         }
-        let filter = if sys_flag & FLAG_SUBSCRIPTION != 0 {
+        let filter = if sys_flag & SUBSCRIPTION != 0 {
             TagFilter::parse(cmd.ext("subscription").unwrap_or("*"))
         } else {
             match self.clients.subscription(&group, &topic) {
@@ -120,7 +118,7 @@ impl<D: Disk> Broker<D> {
             ));
         }
         if run == PullRun::First
-            && sys_flag & FLAG_COMMIT_OFFSET != 0
+            && sys_flag & COMMIT_OFFSET != 0
             && commit_offset >= 0
             && self.offsets_admit(&topic, &group, queue_id)
             && self.admit_commit(conn, &topic, &group, queue_id, commit_offset as u64)
@@ -172,7 +170,7 @@ impl<D: Disk> Broker<D> {
         // Nothing new: hold the pull if the client allows it (long polling).
         if code == response::PULL_NOT_FOUND
             && may_suspend
-            && sys_flag & FLAG_SUSPEND != 0
+            && sys_flag & SUSPEND != 0
             && suspend_ms > 0
         {
             if !self.held_count.admits(conn, &self.config.limits) {

@@ -289,7 +289,7 @@ impl<D: Disk> Broker<D> {
                 write_queue_nums: t.write_queue_nums,
             });
         }
-        let retry = h.topic.starts_with("%RETRY%");
+        let retry = crate::protocol::topics::is_retry_topic(h.topic);
         if !self.config.auto_create_topic && !retry {
             return None;
         }

@@ -19,6 +19,33 @@ use serde::{Deserialize, Serialize};
 
 pub use rockfish_store::config::{DataVersion, TopicConfig};
 
+/// Topic names with a meaning to RocketMQ (MixAll's prefixes), shared by broker and clients.
+pub mod topics {
+    /// A consumer group's retry topic is this prefix and the group.
+    pub const RETRY_GROUP_TOPIC_PREFIX: &str = "%RETRY%";
+    /// A consumer group's dead-letter topic is this prefix and the group.
+    pub const DLQ_GROUP_TOPIC_PREFIX: &str = "%DLQ%";
+
+    pub fn retry_topic(group: &str) -> String {
+        format!("{RETRY_GROUP_TOPIC_PREFIX}{group}")
+    }
+    pub fn is_retry_topic(topic: &str) -> bool {
+        topic.starts_with(RETRY_GROUP_TOPIC_PREFIX)
+    }
+}
+
+/// PULL_MESSAGE's sysFlag bits (PullSysFlag), shared by broker and consumer.
+pub mod pull_flag {
+    /// The request carries an offset to commit (commitOffset).
+    pub const COMMIT_OFFSET: i32 = 1;
+    /// The broker may hold the pull until a message arrives (long polling).
+    pub const SUSPEND: i32 = 1 << 1;
+    /// The request carries its subscription expression.
+    pub const SUBSCRIPTION: i32 = 1 << 2;
+    /// Class filter mode (not supported; accepted and ignored, as Apache 5 does).
+    pub const CLASS_FILTER: i32 = 1 << 3;
+}
+
 /// RocketMQ's permission bits.
 pub mod perm {
     pub const PRIORITY: u32 = 1 << 3;
