@@ -3,7 +3,7 @@
 //! Two shapes share it: servers ([`Machine`]: the name server and the broker, which accept
 //! connections) and clients ([`ClientMachine`]: the producer and the consumer, which address
 //! peers). Every driver runs them by the same rules: the real one (net/src/driver.rs,
-//! net/src/sdk/host.rs), the simulator (sim/src/world.rs) and the machine tests
+//! net/src/sdk/host.rs), the simulator (sim/src/world/) and the machine tests
 //! (core/tests/cluster).
 //!
 //! # The calling contract

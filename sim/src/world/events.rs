@@ -1,0 +1,315 @@
+//! The event loop's one step: what each scheduled event does to the world.
+
+use super::*;
+
+impl Sim {
+    /// The node an event happens on, if it is one a pause holds back.
+    pub(super) fn target(ev: &Ev) -> Option<usize> {
+        match ev {
+            Ev::Frame { to, .. } => Some(*to),
+            Ev::Tick { node } => Some(*node),
+            Ev::Send { producer, .. } => Some(*producer),
+            Ev::FlushDone { broker, .. } | Ev::PersistDone { broker, .. } => Some(*broker),
+            _ => None,
+        }
+    }
+
+    pub(super) fn step(&mut self, ev: Ev) {
+        // A paused node handles nothing until it resumes: its events wait, in order.
+        if let Some(node) = Self::target(&ev)
+            && let Some(until) = self.paused.get(&node).copied()
+        {
+            if until > self.now {
+                if let Ev::Tick { node } = ev {
+                    if self.ticks.get(&node) != Some(&self.now) {
+                        return;
+                    }
+                    self.ticks.insert(node, until);
+                }
+                self.push(until, ev);
+                return;
+            }
+            self.paused.remove(&node);
+            let line = format!("t={} recover resume {node}", self.now);
+            self.log(line);
+        }
+        match ev {
+            Ev::Frame {
+                sent,
+                from,
+                to,
+                frame,
+            } => self.deliver(sent, from, to, frame),
+            Ev::Tick { node } => {
+                if self.ticks.get(&node) != Some(&self.now) {
+                    return;
+                }
+                self.ticks.remove(&node);
+                let now = self.local(node);
+                match &mut self.nodes[node] {
+                    Node::NameServer(ns) => ns.on_timeout(now),
+                    Node::Broker {
+                        machine: Some(b), ..
+                    } => b.on_timeout(now),
+                    Node::Broker { machine: None, .. } => {}
+                    Node::Producer(p) => p.on_timeout(now),
+                    Node::Consumer(c) => c.on_timeout(now),
+                }
+                self.after(node);
+                if self.is_broker(node) && self.faults_on {
+                    self.maybe_faults(node);
+                }
+            }
+            Ev::Send { producer, n } => {
+                let p = producer - self.first_client();
+                let body = if n < self.cfg.messages {
+                    format!("p{p}-{n}")
+                } else {
+                    format!("p{p}-L{}", n - self.cfg.messages)
+                };
+                let now = self.local(producer);
+                let orderly = self.cfg.orderly;
+                // Padding after a '#' fills the disk; the part before it names the message.
+                let mut payload = body.clone().into_bytes();
+                if payload.len() < self.cfg.body_bytes {
+                    payload.push(b'#');
+                    payload.resize(self.cfg.body_bytes, b'.');
+                }
+                if let Node::Producer(p) = &mut self.nodes[producer] {
+                    let msg = Message::new(TOPIC, payload);
+                    let id = if orderly {
+                        // Messages of one sharding key go to one queue, in order.
+                        p.send_ordered(msg, &format!("k{}", n % 8), SendMode::Async, now)
+                    } else {
+                        p.send(msg, SendMode::Async, now)
+                    };
+                    self.sends.insert((producer, id), body.clone());
+                    self.history.sent_at.entry(body.clone()).or_insert(self.now);
+                    self.history.sent.entry(body).or_insert(None);
+                }
+                self.after(producer);
+            }
+            Ev::FlushDone {
+                broker,
+                generation,
+                upto,
+            } => {
+                let lying = self.cfg.bugs.lying_flush;
+                let now = self.local(broker);
+                if let Node::Broker {
+                    machine: Some(b),
+                    generation: g,
+                    ..
+                } = &mut self.nodes[broker]
+                    && *g == generation
+                {
+                    if lying {
+                        b.on_flushed(upto, now);
+                    } else {
+                        b.run_flush(upto, now);
+                    }
+                    self.after(broker);
+                }
+            }
+            Ev::PersistDone {
+                broker,
+                generation,
+                token,
+                files,
+            } => {
+                let now = self.local(broker);
+                if let Node::Broker {
+                    machine: Some(b),
+                    generation: g,
+                    ..
+                } = &mut self.nodes[broker]
+                    && *g == generation
+                {
+                    b.run_persist(token, files, now);
+                    self.after(broker);
+                }
+            }
+            Ev::Crash {
+                broker,
+                power,
+                operator,
+            } => {
+                if !self.faults_on && !operator {
+                    return;
+                }
+                let Node::Broker { machine, disk, .. } = &mut self.nodes[broker] else {
+                    unreachable!()
+                };
+                if machine.take().is_none() {
+                    return;
+                }
+                if power {
+                    disk.power_loss();
+                    self.history.power_losses += 1;
+                } else {
+                    disk.crash();
+                }
+                self.history.crashes += 1;
+                self.history.crash_log.push(CrashRecord {
+                    at: self.now,
+                    broker: format!("broker-{}", broker - self.name_servers),
+                    power,
+                });
+                let line = format!(
+                    "t={} broker {broker} {}",
+                    self.now,
+                    if power { "power loss" } else { "crash" }
+                );
+                self.log(line);
+                // Its connections die with it.
+                self.conns.retain(|(s, _), _| *s != broker);
+                self.owners.retain(|(s, _), _| *s != broker);
+                self.ticks.remove(&broker);
+                let addr = broker_addr(broker - self.name_servers);
+                for n in self.first_client()..self.nodes.len() {
+                    let now = self.local(n);
+                    if let Node::Producer(p) = &mut self.nodes[n] {
+                        p.on_peer_lost(&addr, now);
+                    }
+                    self.after(n);
+                }
+                let down = self.between(Stream::Crash, self.cfg.faults.down_ms);
+                self.push(self.now + down, Ev::Restart { broker });
+            }
+            Ev::Restart { broker } => {
+                if self.cfg.bugs.no_restart && self.history.crashes > 0 {
+                    return;
+                }
+                if matches!(self.nodes[broker], Node::Broker { machine: None, .. }) {
+                    self.start_broker(broker);
+                    self.after(broker);
+                }
+            }
+            Ev::NsCrash { ns } => {
+                if !self.faults_on || !self.down.insert(ns) {
+                    return;
+                }
+                self.history.namesrv_crashes += 1;
+                let line = format!("t={} name server {ns} down", self.now);
+                self.log(line);
+                self.conns.retain(|(s, _), _| *s != ns);
+                self.owners.retain(|(s, _), _| *s != ns);
+                self.ticks.remove(&ns);
+                let d = self.between(Stream::Namesrv, self.cfg.faults.down_ms);
+                self.push(self.now + d, Ev::NsRestart { ns });
+            }
+            Ev::NsRestart { ns } => {
+                if self.down.remove(&ns) {
+                    // It comes back with an empty route table: brokers fill it again.
+                    self.nodes[ns] = Node::NameServer(NameServer::new(
+                        NameServerConfig::default(),
+                        self.local(ns),
+                    ));
+                    let line = format!("t={} name server {ns} up", self.now);
+                    self.log(line);
+                    self.after(ns);
+                }
+            }
+            Ev::Heal { id, node } => {
+                let before = self.cuts.len();
+                self.cuts.retain(|c| c.id != id);
+                if self.cuts.len() < before {
+                    let line = format!("t={} recover heal {node}", self.now);
+                    self.log(line);
+                }
+            }
+            Ev::Pause { node, ms } => {
+                if self.faults_on && !self.paused.contains_key(&node) {
+                    let line = format!("t={} fault pause {node} for {ms}ms", self.now);
+                    self.log(line);
+                    self.paused.insert(node, self.now + ms);
+                }
+            }
+            Ev::Leave { consumer } => {
+                if !self.faults_on || self.left.contains(&consumer) {
+                    return;
+                }
+                let line = format!("t={} fault leave {consumer}", self.now);
+                self.log(line);
+                let now = self.local(consumer);
+                if let Node::Consumer(c) = &mut self.nodes[consumer] {
+                    c.shutdown(now);
+                }
+                // Its goodbyes go out, then its connections close.
+                self.after(consumer);
+                self.left.insert(consumer);
+                self.ticks.remove(&consumer);
+                self.disconnect(consumer);
+                let d = self.between(Stream::Churn, self.cfg.faults.down_ms);
+                self.push(self.now + d, Ev::Join { consumer });
+            }
+            Ev::Join { consumer } => {
+                if !self.left.remove(&consumer) {
+                    return;
+                }
+                let line = format!("t={} recover join {consumer}", self.now);
+                self.log(line);
+                let i = consumer - self.first_client() - self.cfg.producers;
+                let broadcast = self.history.broadcast_consumers.contains(&consumer);
+                let seed = self.stream(Stream::Churn).random();
+                let cc = consumer_config(&self.cfg, i, broadcast, seed);
+                let now = self.local(consumer);
+                if let Node::Consumer(c) = &mut self.nodes[consumer] {
+                    // A broadcasting consumer starts from the offsets it kept.
+                    let kept = if broadcast {
+                        c.offsets().clone()
+                    } else {
+                        BTreeMap::new()
+                    };
+                    *c = Consumer::new(cc, kept, now);
+                }
+                self.after(consumer);
+            }
+            Ev::Liveness => {
+                self.faults_on = false;
+                // The machines' own fault sites stop with the other faults.
+                self.buggify_fired += rockfish_core::buggify::disarm();
+                self.cuts.clear();
+                for c in &mut self.clogs {
+                    c.until = c.until.min(self.now);
+                }
+                for consumer in self.left.clone() {
+                    self.push(self.now, Ev::Join { consumer });
+                }
+                let line = format!("t={} liveness phase: faults off", self.now);
+                self.log(line);
+                for ns in std::mem::take(&mut self.down) {
+                    self.down.insert(ns);
+                    self.push(self.now, Ev::NsRestart { ns });
+                }
+                for broker in self.broker_nodes() {
+                    if let Node::Broker { disk, .. } = &self.nodes[broker] {
+                        disk.set_plan(FaultPlan::default());
+                    }
+                    // A store that stopped accepting writes after a disk failure stays
+                    // stopped until restarted: the operator (or supervisor) restarts it.
+                    let stopped = match &self.nodes[broker] {
+                        Node::Broker {
+                            machine: Some(b), ..
+                        } => b.store().stopped().map(str::to_owned),
+                        _ => None,
+                    };
+                    if let Some(reason) = stopped {
+                        let line =
+                            format!("t={} operator restarts broker {broker}: {reason}", self.now);
+                        self.log(line);
+                        self.push(
+                            self.now,
+                            Ev::Crash {
+                                broker,
+                                power: false,
+                                operator: true,
+                            },
+                        );
+                    }
+                    self.push(self.now, Ev::Restart { broker });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Fault injection: crashes, power losses, disk faults, partitions and clock swizzles, each
+//! drawn from its own seeded stream.
+
+use super::*;
+
+impl Sim {
+    /// Draws crashes and partitions once per broker tick, scaled to the time since the last.
+    pub(super) fn maybe_faults(&mut self, broker: usize) {
+        let f = self.cfg.faults.clone();
+        // Broker ticks come at least every second or so; treat each as a one-second chance.
+        if self.chance(Stream::Crash, f.crash_per_sec) {
+            let power = self.chance(Stream::Crash, f.power_loss_share);
+            let at = self.now + self.between(Stream::Crash, (0, 50));
+            self.push(
+                at,
+                Ev::Crash {
+                    broker,
+                    power,
+                    operator: false,
+                },
+            );
+        }
+        // Cluster-wide faults are drawn on the first broker's ticks only.
+        if broker != self.name_servers {
+            return;
+        }
+        let first = self.first_client();
+        let total = self.nodes.len();
+        if self.chance(Stream::Partition, f.partition_per_sec) && total > first {
+            let client = first + self.below(Stream::Partition, total - first);
+            let ms = self.between(Stream::Partition, f.partition_ms);
+            let brokers = self.broker_nodes().collect();
+            self.partition(
+                "cut-from-brokers",
+                client,
+                [client].into(),
+                brokers,
+                true,
+                ms,
+            );
+        }
+        if self.chance(Stream::OneWay, f.one_way_per_sec) {
+            let node = self.below(Stream::OneWay, total);
+            let deaf = self.chance(Stream::OneWay, 0.5);
+            let ms = self.between(Stream::OneWay, f.partition_ms);
+            let others: BTreeSet<usize> = (0..total).filter(|n| *n != node).collect();
+            let me = BTreeSet::from([node]);
+            // Deaf: it hears nothing but is heard; mute: the other way round.
+            if deaf {
+                self.partition("one-way-deaf", node, others, me, false, ms);
+            } else {
+                self.partition("one-way-mute", node, me, others, false, ms);
+            }
+        }
+        if self.chance(Stream::Isolate, f.isolate_per_sec) {
+            let node = self.below(Stream::Isolate, total);
+            let ms = self.between(Stream::Isolate, f.partition_ms);
+            let others = (0..total).filter(|n| *n != node).collect();
+            self.partition("isolate", node, [node].into(), others, true, ms);
+        }
+        if self.chance(Stream::Swizzle, f.swizzle_per_sec) {
+            self.swizzle();
+        }
+        if self.chance(Stream::Pause, f.pause_per_sec) {
+            let node = self.below(Stream::Pause, total);
+            let ms = self.between(Stream::Pause, f.pause_ms);
+            self.push(self.now, Ev::Pause { node, ms });
+        }
+        if self.chance(Stream::Churn, f.churn_per_sec) {
+            let consumers = self.cfg.consumers + self.cfg.broadcast_consumers;
+            if consumers > 0 {
+                let consumer = total - consumers + self.below(Stream::Churn, consumers);
+                self.push(self.now, Ev::Leave { consumer });
+            }
+        }
+        if self.chance(Stream::Namesrv, f.namesrv_crash_per_sec) {
+            let ns = self.between(Stream::Namesrv, (0, self.name_servers as u64 - 1)) as usize;
+            self.push(self.now, Ev::NsCrash { ns });
+        }
+    }
+
+    /// A uniform draw in `0..n` (`n > 0`).
+    pub(super) fn below(&mut self, s: Stream, n: usize) -> usize {
+        self.between(s, (0, n as u64 - 1)) as usize
+    }
+
+    /// Starts a partition now (frames from `a` to `b` lost, and back if `both_ways`) that
+    /// heals after `ms`; `what` and `node` name it in the trace.
+    pub(super) fn partition(
+        &mut self,
+        what: &str,
+        node: usize,
+        a: BTreeSet<usize>,
+        b: BTreeSet<usize>,
+        both_ways: bool,
+        ms: u64,
+    ) {
+        self.next_cut += 1;
+        let id = self.next_cut;
+        let line = format!("t={} fault {what} {node} for {ms}ms", self.now);
+        self.log(line);
+        self.push(self.now + ms, Ev::Heal { id, node });
+        self.cuts.push(Cut {
+            id,
+            a,
+            b,
+            both_ways,
+        });
+    }
+
+    /// FoundationDB's swizzle-clogging: a random handful of nodes clog one after another, stay
+    /// clogged a while, then unclog one after another in a different random order.
+    pub(super) fn swizzle(&mut self) {
+        let total = self.nodes.len();
+        let mut order: Vec<usize> = (0..total).collect();
+        for i in (1..total).rev() {
+            let j = self.below(Stream::Swizzle, i + 1);
+            order.swap(i, j);
+        }
+        let k = 1 + self.below(Stream::Swizzle, total.div_ceil(2));
+        order.truncate(k);
+        let step = self.between(Stream::Swizzle, (50, 500));
+        let hold = self.between(Stream::Swizzle, self.cfg.faults.partition_ms);
+        let mut unclog = order.clone();
+        for i in (1..k).rev() {
+            let j = self.below(Stream::Swizzle, i + 1);
+            unclog.swap(i, j);
+        }
+        let start = self.now;
+        let all_clogged = start + k as u64 * step;
+        for (i, node) in order.iter().enumerate() {
+            let from = start + i as u64 * step;
+            let pos = unclog.iter().position(|n| n == node).expect("same nodes");
+            let until = all_clogged + hold + pos as u64 * step;
+            self.clogs.push(Clog {
+                node: *node,
+                from,
+                until,
+            });
+            let line = format!("t={} fault clog {node} from {from} until {until}", self.now);
+            self.log(line);
+        }
+        let now = self.now;
+        self.clogs.retain(|c| c.until > now);
+    }
+}

@@ -1,0 +1,616 @@
+//! The discrete-event world: nodes, a network of encoded frames, faults, workload, history.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use bytes::{Bytes, BytesMut};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rockfish_core::broker::{Broker, BrokerConfig};
+use rockfish_core::consumer::{
+    ConsumeFrom, ConsumeResult, Consumer, ConsumerConfig, ConsumerEvent, MessageModel,
+};
+use rockfish_core::machine::{ClientMachine, ConnId, Output};
+use rockfish_core::namesrv::{NameServer, NameServerConfig};
+use rockfish_core::producer::{
+    Message, Producer, ProducerConfig, ProducerEvent, SendId, SendMode, SendStatus,
+};
+use rockfish_core::remoting::{FrameDecoder, RemotingCommand, encode};
+use rockfish_store::config::{self, TopicConfig, TopicConfigTable};
+use rockfish_store::record::HostAddr;
+use rockfish_store::{FaultPlan, IndexConfig, MemDisk, MessageStore, StoreConfig};
+
+use crate::config::SimConfig;
+
+mod events;
+mod faults;
+mod network;
+mod nodes;
+mod record;
+
+/// Name server `i` listens here.
+fn ns_addr(i: usize) -> String {
+    format!("10.0.0.{}:9876", i + 1)
+}
+
+/// Broker `j` listens here.
+fn broker_addr(j: usize) -> String {
+    format!("10.0.1.{}:10911", j + 1)
+}
+const TOPIC: &str = "SimTopic";
+/// How long after the heal producers send again: routes converge within one broker register
+/// interval (30 s, as RocketMQ's: a name server that came back empty learns a broker at its
+/// next registration), then a few seconds for clients to refresh. Consumers then need up to a
+/// route poll (30 s) and a rebalance (20 s) to reach a queue created after the heal: scenarios
+/// give the liveness phase 100 s.
+const LIVENESS_RESUME_MS: u64 = 35_000;
+/// With `topic_created`, consumers start this long after the brokers (which register the
+/// topic at once), so their first route query finds it.
+const CONSUMERS_START_MS: u64 = 200;
+
+enum Node {
+    NameServer(NameServer),
+    Broker {
+        machine: Option<Box<Broker<MemDisk>>>,
+        disk: MemDisk,
+        generation: u64,
+    },
+    Producer(Producer),
+    Consumer(Consumer),
+}
+
+/// The random streams (see `Sim::streams`).
+#[derive(Debug, Clone, Copy)]
+enum Stream {
+    /// Machine seeds, flush latency.
+    Main,
+    /// Drops, duplicates, latency.
+    Net,
+    /// Broker crashes and power losses.
+    Crash,
+    /// Client-broker cuts.
+    Partition,
+    Namesrv,
+    /// The application's answers (consumed, or reconsume later).
+    App,
+    /// Consumers leaving and joining.
+    Churn,
+    Pause,
+    OneWay,
+    Isolate,
+    Swizzle,
+}
+const STREAMS: usize = 11;
+
+/// A partition: frames from `a` to `b` are lost (and from `b` to `a` if `both_ways`).
+#[derive(Debug, Clone)]
+struct Cut {
+    id: u64,
+    a: BTreeSet<usize>,
+    b: BTreeSet<usize>,
+    both_ways: bool,
+}
+
+impl Cut {
+    fn blocks(&self, from: usize, to: usize) -> bool {
+        (self.a.contains(&from) && self.b.contains(&to))
+            || (self.both_ways && self.b.contains(&from) && self.a.contains(&to))
+    }
+}
+
+/// A clogged node: frames to and from it sent in `[from, until)` are held until `until`.
+#[derive(Debug, Clone, Copy)]
+struct Clog {
+    node: usize,
+    from: u64,
+    until: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Ev {
+    Frame {
+        sent: u64,
+        from: usize,
+        to: usize,
+        frame: Bytes,
+    },
+    Tick {
+        node: usize,
+    },
+    Send {
+        producer: usize,
+        n: usize,
+    },
+    FlushDone {
+        broker: usize,
+        generation: u64,
+        upto: u64,
+    },
+    PersistDone {
+        broker: usize,
+        generation: u64,
+        token: u64,
+        files: Vec<(String, Bytes)>,
+    },
+    Crash {
+        broker: usize,
+        power: bool,
+        /// An operator's restart, not a fault: it happens in the liveness phase too.
+        operator: bool,
+    },
+    Restart {
+        broker: usize,
+    },
+    /// A name server dies (its route table with it) and comes back empty.
+    NsCrash {
+        ns: usize,
+    },
+    NsRestart {
+        ns: usize,
+    },
+    Heal {
+        id: u64,
+        node: usize,
+    },
+    Pause {
+        node: usize,
+        ms: u64,
+    },
+    /// A consumer shuts down and leaves its group.
+    Leave {
+        consumer: usize,
+    },
+    Join {
+        consumer: usize,
+    },
+    Liveness,
+}
+
+/// One message handed to a consumer's application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Simulated time of the delivery, ms.
+    pub at: u64,
+    pub consumer: usize,
+    /// Of the broadcasting group (else the clustering one).
+    pub broadcast: bool,
+    pub body: String,
+    pub broker: String,
+    /// The topic it was pulled from (the retry topic for a message consumed again).
+    pub topic: String,
+    pub queue: u32,
+    pub offset: u64,
+    /// The application consumed it (else it asked for it again later).
+    pub consumed: bool,
+}
+
+impl Delivery {
+    /// A delivery of a body from nowhere in particular (for tests of the checkers).
+    pub fn of(consumer: usize, body: &str) -> Delivery {
+        Delivery {
+            at: 0,
+            consumer,
+            broadcast: false,
+            body: body.into(),
+            broker: String::new(),
+            topic: TOPIC.into(),
+            queue: 0,
+            offset: 0,
+            consumed: true,
+        }
+    }
+}
+
+/// Which brokers a node's view of the topic's route lists, at the end of the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteView {
+    pub node: usize,
+    pub brokers: Vec<String>,
+}
+
+/// A broker crash or power loss.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrashRecord {
+    pub at: u64,
+    /// The broker's name (as deliveries name it).
+    pub broker: String,
+    pub power: bool,
+}
+
+/// Where a message is stored at the end of a run: (broker, topic, queue id, queue offset).
+pub type StoreSlot = (String, String, u32, u64);
+
+/// What happened, for the checkers.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// body -> (acknowledged status, if any)
+    pub sent: BTreeMap<String, Option<SendStatus>>,
+    /// body -> when the producer first sent it (no broker held it earlier).
+    pub sent_at: BTreeMap<String, u64>,
+    /// In delivery order.
+    pub delivered: Vec<Delivery>,
+    /// The broadcasting group's consumers (nodes).
+    pub broadcast_consumers: Vec<usize>,
+    /// The brokers that host the topic at the end of the run.
+    pub hosting: Vec<String>,
+    /// Every live name server's and client's view of the topic's route at the end.
+    pub routes: Vec<RouteView>,
+    pub crashes: u32,
+    pub power_losses: u32,
+    pub namesrv_crashes: u32,
+    /// Every broker crash and power loss, in time order.
+    pub crash_log: Vec<CrashRecord>,
+    /// The topic's messages in each running broker's store at the end of the run: slot -> body.
+    pub stored: BTreeMap<StoreSlot, String>,
+    /// The brokers whose stores `stored` covers (a broker down at the end is not judged).
+    pub stored_brokers: BTreeSet<String>,
+    /// The topics `stored` covers.
+    pub stored_topics: BTreeSet<String>,
+}
+
+/// The end of a run.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub seed: u64,
+    pub digest: String,
+    pub events: u64,
+    pub sim_ms: u64,
+    pub history: History,
+    pub trace: Vec<String>,
+    /// Node names by index, as the trace numbers them.
+    pub nodes: Vec<String>,
+}
+
+pub struct Sim {
+    cfg: SimConfig,
+    /// One random stream per kind of decision, all from the seed: removing one kind of fault
+    /// (shrinking) does not shift the draws of the others.
+    streams: [Xoshiro256PlusPlus; STREAMS],
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, Ev)>>,
+    nodes: Vec<Node>,
+    /// Nodes `0..name_servers` are name servers, then `brokers` brokers, then producers, then
+    /// consumers.
+    name_servers: usize,
+    brokers: usize,
+    /// How far each node's clock runs ahead of simulated time.
+    skew: Vec<u64>,
+    addrs: BTreeMap<String, usize>,
+    /// Name servers that are down: frames to and from them are lost.
+    down: BTreeSet<usize>,
+    /// A server's connection id for each client (by node), per broker generation.
+    conns: BTreeMap<(usize, usize), ConnId>,
+    owners: BTreeMap<(usize, ConnId), usize>,
+    next_conn: u64,
+    link_free: BTreeMap<(usize, usize), u64>,
+    ticks: BTreeMap<usize, u64>,
+    cuts: Vec<Cut>,
+    next_cut: u64,
+    clogs: Vec<Clog>,
+    /// Paused nodes, until when.
+    paused: BTreeMap<usize, u64>,
+    /// Consumers that left their group.
+    left: BTreeSet<usize>,
+    faults_on: bool,
+    sends: BTreeMap<(usize, SendId), String>,
+    history: History,
+    trace: Vec<String>,
+    crc: crc32fast::Hasher,
+    events: u64,
+    /// Keeps this thread's buggify sites armed for the safety phase (one run at a time per
+    /// thread).
+    _sites: Sites,
+    /// How often the sites fired.
+    buggify_fired: u64,
+}
+
+/// Arms the machines' fault sites on this thread for one run; disarms them when dropped.
+struct Sites;
+
+impl Sites {
+    fn arm(cfg: &SimConfig) -> Sites {
+        if cfg.faults.buggify {
+            rockfish_core::buggify::arm(cfg.seed ^ 0xb06f_1fb0_6f1f);
+        } else {
+            rockfish_core::buggify::disarm();
+        }
+        rockfish_core::buggify::clear_bugs();
+        if cfg.bugs.serve_unflushed {
+            rockfish_core::buggify::set_bug("broker.serve-unflushed");
+        }
+        Sites
+    }
+}
+
+impl Drop for Sites {
+    fn drop(&mut self) {
+        rockfish_core::buggify::disarm();
+        rockfish_core::buggify::clear_bugs();
+    }
+}
+
+fn consumer_config(cfg: &SimConfig, i: usize, broadcast: bool, seed: u64) -> ConsumerConfig {
+    let (group, model, orderly) = if broadcast {
+        let model = if cfg.bugs.broadcast_as_clustering {
+            MessageModel::Clustering
+        } else {
+            MessageModel::Broadcasting
+        };
+        ("SimBroadcast", model, false)
+    } else {
+        let orderly = cfg.orderly && !cfg.bugs.orderly_as_concurrent;
+        ("SimConsumers", MessageModel::Clustering, orderly)
+    };
+    ConsumerConfig {
+        group: group.into(),
+        client_id: format!("c{i}"),
+        namesrv_addrs: (0..cfg.name_servers.max(1)).map(ns_addr).collect(),
+        subscriptions: BTreeMap::from([(TOPIC.to_string(), "*".to_string())]),
+        model,
+        orderly,
+        consume_from: ConsumeFrom::FirstOffset,
+        seed,
+        ..ConsumerConfig::default()
+    }
+}
+
+fn store_config() -> StoreConfig {
+    StoreConfig {
+        commitlog_segment_size: 1 << 20,
+        consume_queue_entries: 4_096,
+        index: IndexConfig {
+            hash_slots: 509,
+            max_entries: 8_192,
+        },
+        ..StoreConfig::default()
+    }
+}
+
+impl Sim {
+    pub fn new(cfg: SimConfig) -> Sim {
+        let sites = Sites::arm(&cfg);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed);
+        let streams = std::array::from_fn(|i| {
+            Xoshiro256PlusPlus::seed_from_u64(
+                cfg.seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(i as u64 + 1)),
+            )
+        });
+        let name_servers = cfg.name_servers.max(1);
+        let brokers = cfg.brokers.max(1);
+        // Each node's clock runs ahead of simulated time by a fixed skew, drawn once.
+        let total =
+            name_servers + brokers + cfg.producers + cfg.consumers + cfg.broadcast_consumers;
+        let mut skew_rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed ^ 0x5ce3_c10c_5ce3_c10c);
+        let (lo, hi) = cfg.faults.clock_skew_ms;
+        let skew: Vec<u64> = (0..total)
+            .map(|_| {
+                let x: u64 = skew_rng.random();
+                if hi <= lo { lo } else { lo + x % (hi - lo + 1) }
+            })
+            .collect();
+        let ns_addrs: Vec<String> = (0..name_servers).map(ns_addr).collect();
+        let mut nodes = Vec::new();
+        let mut addrs = BTreeMap::new();
+        for (i, addr) in ns_addrs.iter().enumerate() {
+            nodes.push(Node::NameServer(NameServer::new(
+                NameServerConfig::default(),
+                skew[i],
+            )));
+            addrs.insert(addr.clone(), i);
+        }
+        for j in 0..brokers {
+            let disk = MemDisk::with_plan(rng.random(), cfg.faults.disk.clone());
+            addrs.insert(broker_addr(j), nodes.len());
+            nodes.push(Node::Broker {
+                machine: None,
+                disk,
+                generation: 0,
+            });
+        }
+        for i in 0..cfg.producers {
+            let pc = ProducerConfig {
+                group: "SimProducers".into(),
+                client_id: format!("p{i}"),
+                namesrv_addrs: ns_addrs.clone(),
+                seed: rng.random(),
+                ..ProducerConfig::default()
+            };
+            let at = skew[nodes.len()];
+            nodes.push(Node::Producer(Producer::new(pc, at)));
+        }
+        let mut broadcast_consumers = Vec::new();
+        for i in 0..cfg.consumers + cfg.broadcast_consumers {
+            let broadcast = i >= cfg.consumers;
+            if broadcast {
+                broadcast_consumers.push(nodes.len());
+            }
+            let cc = consumer_config(&cfg, i, broadcast, rng.random());
+            let at = skew[nodes.len()];
+            nodes.push(Node::Consumer(Consumer::new(cc, BTreeMap::new(), at)));
+        }
+        let mut sim = Sim {
+            cfg,
+            streams,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            nodes,
+            name_servers,
+            brokers,
+            skew,
+            addrs,
+            down: BTreeSet::new(),
+            conns: BTreeMap::new(),
+            owners: BTreeMap::new(),
+            next_conn: 0,
+            link_free: BTreeMap::new(),
+            ticks: BTreeMap::new(),
+            cuts: Vec::new(),
+            next_cut: 0,
+            clogs: Vec::new(),
+            paused: BTreeMap::new(),
+            left: BTreeSet::new(),
+            faults_on: true,
+            sends: BTreeMap::new(),
+            history: History {
+                broadcast_consumers,
+                ..History::default()
+            },
+            trace: Vec::new(),
+            crc: crc32fast::Hasher::new(),
+            events: 0,
+            _sites: sites,
+            buggify_fired: 0,
+        };
+        if sim.cfg.topic_created {
+            // The operator created the topic before the run: brokers register it at start,
+            // and consumers start a moment later, once the name servers know it.
+            let mut table = TopicConfigTable::default();
+            table.topic_config_table.insert(
+                TOPIC.to_string(),
+                TopicConfig::new(TOPIC, sim.cfg.topic_queues),
+            );
+            for b in sim.broker_nodes() {
+                if let Node::Broker { disk, .. } = &mut sim.nodes[b] {
+                    config::save(disk, config::TOPICS_FILE, &table)
+                        .expect("a fresh MemDisk takes a small file");
+                }
+            }
+            let consumers = sim.cfg.consumers + sim.cfg.broadcast_consumers;
+            for c in sim.nodes.len() - consumers..sim.nodes.len() {
+                sim.left.insert(c);
+                sim.push(CONSUMERS_START_MS, Ev::Join { consumer: c });
+            }
+        }
+        for b in sim.broker_nodes() {
+            sim.start_broker(b);
+        }
+        for node in 0..sim.nodes.len() {
+            sim.after(node);
+        }
+        let first = 1_000;
+        let first_client = sim.first_client();
+        for p in 0..sim.cfg.producers {
+            for n in 0..sim.cfg.messages {
+                let at = first + n as u64 * sim.cfg.send_interval_ms;
+                sim.push(
+                    at,
+                    Ev::Send {
+                        producer: first_client + p,
+                        n,
+                    },
+                );
+            }
+        }
+        // After the heal, every producer sends again: all of it must be acknowledged and
+        // consumed before the run ends (the cluster converged).
+        let resume = sim.cfg.safety_ms + LIVENESS_RESUME_MS;
+        for p in 0..sim.cfg.producers {
+            for k in 0..sim.cfg.liveness_messages {
+                let n = sim.cfg.messages + k;
+                sim.push(
+                    resume + k as u64 * 50,
+                    Ev::Send {
+                        producer: first_client + p,
+                        n,
+                    },
+                );
+            }
+        }
+        sim.push(sim.cfg.safety_ms, Ev::Liveness);
+        sim
+    }
+
+    fn log(&mut self, line: String) {
+        self.crc.update(line.as_bytes());
+        self.crc.update(b"\n");
+        self.trace.push(line);
+    }
+
+    fn push(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq, ev)));
+    }
+
+    fn stream(&mut self, s: Stream) -> &mut Xoshiro256PlusPlus {
+        &mut self.streams[s as usize]
+    }
+
+    /// A coin with probability `p` from stream `s`. It always draws, so a rate set to zero
+    /// (as shrinking does) leaves the rest of that stream's draws where they were.
+    fn chance(&mut self, s: Stream, p: f64) -> bool {
+        let x: f64 = self.stream(s).random();
+        x < p
+    }
+
+    fn between(&mut self, s: Stream, (lo, hi): (u64, u64)) -> u64 {
+        let x: u64 = self.stream(s).random();
+        if hi <= lo { lo } else { lo + x % (hi - lo + 1) }
+    }
+
+    fn addr_node(&self, addr: &str) -> Option<usize> {
+        self.addrs.get(addr).copied()
+    }
+
+    /// Node `n`'s clock: what its machine is told the time is.
+    fn local(&self, n: usize) -> u64 {
+        self.now + self.skew[n]
+    }
+
+    fn node_name(&self, n: usize) -> String {
+        match &self.nodes[n] {
+            Node::NameServer(_) => format!("namesrv {n}"),
+            Node::Broker { .. } => format!("broker {n}"),
+            Node::Producer(_) => format!("producer {n}"),
+            Node::Consumer(_) => format!("consumer {n}"),
+        }
+    }
+
+    fn is_ns(&self, node: usize) -> bool {
+        node < self.name_servers
+    }
+
+    fn is_broker(&self, node: usize) -> bool {
+        (self.name_servers..self.first_client()).contains(&node)
+    }
+
+    fn first_client(&self) -> usize {
+        self.name_servers + self.brokers
+    }
+
+    fn broker_nodes(&self) -> std::ops::Range<usize> {
+        self.name_servers..self.first_client()
+    }
+
+    /// Runs to the end of the liveness phase.
+    pub fn run(mut self) -> Outcome {
+        let end = self.cfg.safety_ms + self.cfg.liveness_ms;
+        while let Some(Reverse((at, _, ev))) = self.queue.pop() {
+            if at > end {
+                break;
+            }
+            self.now = at;
+            self.events += 1;
+            self.step(ev);
+        }
+        self.record_routes();
+        self.record_stored();
+        let fired = self.buggify_fired + rockfish_core::buggify::disarm();
+        let line = format!("t={} end: buggify sites fired {fired} times", self.now);
+        self.log(line);
+        Outcome {
+            seed: self.cfg.seed,
+            digest: format!(
+                "{:08x}{:08x}",
+                self.crc.clone().finalize(),
+                self.events as u32
+            ),
+            events: self.events,
+            sim_ms: self.now,
+            nodes: (0..self.nodes.len()).map(|n| self.node_name(n)).collect(),
+            history: self.history,
+            trace: self.trace,
+        }
+    }
+}

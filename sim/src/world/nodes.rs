@@ -1,0 +1,211 @@
+//! Nodes: starting a broker on its disk, and draining a node's outputs and events after every
+//! input (the machine contract in rockfish_core::machine).
+
+use super::*;
+
+impl Sim {
+    pub(super) fn start_broker(&mut self, node: usize) {
+        let now = self.now;
+        let seed = self.stream(Stream::Main).random();
+        let j = node - self.name_servers;
+        let skew = self.skew[node];
+        let namesrv_addrs = (0..self.name_servers).map(ns_addr).collect();
+        let Node::Broker {
+            machine,
+            disk,
+            generation,
+        } = &mut self.nodes[node]
+        else {
+            unreachable!()
+        };
+        let mut config = BrokerConfig {
+            broker_addr: broker_addr(j),
+            broker_name: format!("broker-{j}"),
+            namesrv_addrs,
+            flush_disk_type: self.cfg.flush,
+            seed,
+            ..BrokerConfig::default()
+        };
+        if self.cfg.bugs.register_once {
+            config.register_interval_ms = 1 << 40;
+        }
+        // Recovery, then the broker's own start (it persists its topic table): either may
+        // meet a disk fault; the supervisor tries again.
+        let clock = now + skew;
+        let started = MessageStore::open(disk.clone(), store_config(), clock as i64)
+            .map_err(|e| format!("recovery failed: {e}"))
+            .and_then(|(store, report)| {
+                Broker::new(config, store, clock)
+                    .map(|b| (b, report))
+                    .map_err(|e| format!("start failed: {e}"))
+            });
+        let line = match started {
+            Ok((broker, report)) => {
+                *machine = Some(Box::new(broker));
+                *generation += 1;
+                format!(
+                    "t={now} broker {node} up gen={generation} log_end={} truncated={}",
+                    report.log_end,
+                    report.truncated.is_some()
+                )
+            }
+            Err(e) => {
+                self.push(now + 500, Ev::Restart { broker: node });
+                format!("t={now} broker {node} {e}; retrying")
+            }
+        };
+        self.log(line);
+    }
+
+    /// A broker's disk work (a flush or a persist) completes after a simulated latency, as
+    /// long as the broker is not restarted meanwhile (the event carries its generation).
+    pub(super) fn disk_done(&mut self, node: usize, ev: impl FnOnce(usize, u64) -> Ev) {
+        let Node::Broker { generation, .. } = &self.nodes[node] else {
+            return;
+        };
+        let generation = *generation;
+        let at = self.now + self.between(Stream::Main, (1, 4));
+        self.push(at, ev(node, generation));
+    }
+
+    /// Drains a node's outputs and events, then arms its timer.
+    pub(super) fn after(&mut self, node: usize) {
+        // A consumer that left is a process that exited: nothing runs there.
+        if self.left.contains(&node) {
+            return;
+        }
+        let mut outs = Vec::new();
+        let mut delivered = Vec::new();
+        let mut sent = Vec::new();
+        match &mut self.nodes[node] {
+            Node::NameServer(ns) => outs.extend(std::iter::from_fn(|| ns.poll_output())),
+            Node::Broker {
+                machine: Some(b), ..
+            } => outs.extend(std::iter::from_fn(|| b.poll_output())),
+            Node::Broker { machine: None, .. } => {}
+            Node::Producer(p) => {
+                outs.extend(std::iter::from_fn(|| p.poll_output()));
+                sent.extend(std::iter::from_fn(|| p.poll_event()));
+            }
+            Node::Consumer(c) => {
+                outs.extend(std::iter::from_fn(|| c.poll_output()));
+                delivered.extend(std::iter::from_fn(|| c.poll_event()));
+            }
+        }
+        for out in outs {
+            match out {
+                Output::SendTo { addr, cmd } => {
+                    if let Some(to) = self.addr_node(&addr) {
+                        let f = Self::frame(&cmd, &[]);
+                        self.transmit(node, to, f);
+                    }
+                }
+                Output::Send { conn, cmd } => {
+                    if let Some(to) = self.owners.get(&(node, conn)).copied() {
+                        let f = Self::frame(&cmd, &[]);
+                        self.transmit(node, to, f);
+                    }
+                }
+                Output::SendRecords { conn, cmd, records } => {
+                    if let Some(to) = self.owners.get(&(node, conn)).copied() {
+                        let f = Self::frame(&cmd, &records);
+                        self.transmit(node, to, f);
+                    }
+                }
+                Output::Flush { upto } => {
+                    self.disk_done(node, |broker, generation| Ev::FlushDone {
+                        broker,
+                        generation,
+                        upto,
+                    })
+                }
+                Output::Persist { token, files } => {
+                    self.disk_done(node, |broker, generation| Ev::PersistDone {
+                        broker,
+                        generation,
+                        token,
+                        files,
+                    })
+                }
+                Output::Close { conn, reason } => self.close(node, conn, &reason),
+            }
+        }
+        for ProducerEvent::Sent { id, result, .. } in sent {
+            if let Some(body) = self.sends.remove(&(node, id)) {
+                let status = result.as_ref().ok().map(|r| r.status);
+                let line = format!("t={} sent {body} {:?}", self.now, status);
+                self.log(line);
+                self.history.sent.insert(body, status);
+            }
+        }
+        let mut acked = false;
+        let clock = self.local(node);
+        let broadcast = self.history.broadcast_consumers.contains(&node);
+        for e in delivered {
+            if let ConsumerEvent::Deliver { mq, msgs } = e {
+                for m in msgs {
+                    let payload = m.body();
+                    let name = payload.split(|b| *b == b'#').next().unwrap_or_default();
+                    let body = String::from_utf8_lossy(name).into_owned();
+                    // The application consumes it, or now and then asks for it again later.
+                    let consumed = !self.chance(Stream::App, self.cfg.reconsume_share);
+                    let line = format!(
+                        "t={} deliver c{} {body} {}/q{}@{}{}",
+                        self.now,
+                        node,
+                        mq.broker_name,
+                        mq.queue_id,
+                        m.queue_offset(),
+                        if consumed { "" } else { " later" }
+                    );
+                    self.log(line);
+                    self.history.delivered.push(Delivery {
+                        at: self.now,
+                        consumer: node,
+                        broadcast,
+                        body,
+                        broker: mq.broker_name.clone(),
+                        topic: mq.topic.clone(),
+                        queue: mq.queue_id,
+                        offset: m.queue_offset(),
+                        consumed,
+                    });
+                    let result = if consumed {
+                        ConsumeResult::Success
+                    } else {
+                        ConsumeResult::ReconsumeLater
+                    };
+                    if let Node::Consumer(c) = &mut self.nodes[node] {
+                        c.ack(&mq, m.queue_offset(), result, clock);
+                    }
+                    acked = true;
+                }
+            }
+        }
+        if acked {
+            // Acks may have produced more outputs and events.
+            return self.after(node);
+        }
+        let next = match &self.nodes[node] {
+            Node::NameServer(ns) => ns.poll_timeout(),
+            Node::Broker {
+                machine: Some(b), ..
+            } => b.poll_timeout(),
+            Node::Broker { machine: None, .. } => None,
+            Node::Producer(p) => p.poll_timeout(),
+            Node::Consumer(c) => c.poll_timeout(),
+        };
+        if let Some(t) = next {
+            // The machine's deadline is on its own clock.
+            let t = t.saturating_sub(self.skew[node]).max(self.now + 1);
+            if self
+                .ticks
+                .get(&node)
+                .is_none_or(|cur| t < *cur || *cur <= self.now)
+            {
+                self.ticks.insert(node, t);
+                self.push(t, Ev::Tick { node });
+            }
+        }
+    }
+}

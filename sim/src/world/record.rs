@@ -1,0 +1,94 @@
+//! What the checkers judge: every node's view of the routes and what each broker stores.
+
+use super::*;
+
+impl Sim {
+    /// Every live node's view of the topic's route, and which brokers host the topic.
+    pub(super) fn record_routes(&mut self) {
+        let mut views = Vec::new();
+        let mut hosting = Vec::new();
+        for (n, node) in self.nodes.iter().enumerate() {
+            let brokers: Option<BTreeSet<String>> = match node {
+                Node::NameServer(ns) if !self.down.contains(&n) => Some(
+                    ns.route(TOPIC)
+                        .map(|r| r.broker_datas.into_iter().map(|b| b.broker_name).collect())
+                        .unwrap_or_default(),
+                ),
+                Node::Broker {
+                    machine: Some(b), ..
+                } => {
+                    if b.topic(TOPIC).is_some() {
+                        hosting.push(b.config().broker_name.clone());
+                    }
+                    None
+                }
+                Node::Producer(p) => Some(
+                    p.queues(TOPIC)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|q| q.broker_name.clone())
+                        .collect(),
+                ),
+                Node::Consumer(c) if !self.left.contains(&n) => Some(
+                    c.route(TOPIC)
+                        .map(|r| {
+                            r.broker_datas
+                                .iter()
+                                .map(|b| b.broker_name.clone())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                ),
+                _ => None,
+            };
+            if let Some(brokers) = brokers {
+                views.push(RouteView {
+                    node: n,
+                    brokers: brokers.into_iter().collect(),
+                });
+            }
+        }
+        self.history.hosting = hosting;
+        self.history.routes = views;
+    }
+
+    /// What each running broker holds of the topic at the end, queue offset by queue offset.
+    pub(super) fn record_stored(&mut self) {
+        self.history.stored_topics.insert(TOPIC.to_string());
+        for node in self.broker_nodes() {
+            let Node::Broker {
+                machine: Some(b), ..
+            } = &self.nodes[node]
+            else {
+                continue;
+            };
+            let name = b.config().broker_name.clone();
+            let store = b.store();
+            let queues: Vec<u32> = store
+                .queue_ids()
+                .filter(|(t, _)| *t == TOPIC)
+                .map(|(_, q)| q)
+                .collect();
+            for q in queues {
+                let mut offset = store.min_offset(TOPIC, q);
+                while offset < store.max_offset(TOPIC, q) {
+                    let Ok(got) = store.get(TOPIC, q, offset, 256, usize::MAX, &|_| true) else {
+                        break;
+                    };
+                    for m in &got.messages {
+                        let payload = m.body();
+                        let body = payload.split(|b| *b == b'#').next().unwrap_or_default();
+                        let body = String::from_utf8_lossy(body).into_owned();
+                        let slot = (name.clone(), TOPIC.to_string(), q, m.queue_offset());
+                        self.history.stored.insert(slot, body);
+                    }
+                    if got.next_offset <= offset {
+                        break;
+                    }
+                    offset = got.next_offset;
+                }
+            }
+            self.history.stored_brokers.insert(name);
+        }
+    }
+}
