@@ -150,3 +150,28 @@ fn a_corrupt_record_stops_the_queue_without_moving_past_it() {
     );
     assert!(c.offsets().values().all(|&o| o <= 1), "{:?}", c.offsets());
 }
+
+/// An undecodable member list is no reason to give up the queues: allocating over an empty
+/// list would have dropped every queue the consumer holds (and stopped consuming them).
+#[test]
+fn an_undecodable_member_list_keeps_the_assignment() {
+    let (mut c, pull) = pulling();
+    let held = c.assigned();
+    assert_eq!(held.len(), 1);
+    let _ = pull;
+    // The next rebalance asks the members again; the answer is garbage.
+    let mut now = 1;
+    let ids = loop {
+        now += 1_000;
+        c.on_timeout(now);
+        if let Some(ids) = find(&requests(&mut c), request::GET_CONSUMER_LIST_BY_GROUP) {
+            break ids;
+        }
+        assert!(now < 120_000, "never rebalanced");
+    };
+    c.on_command(
+        answer(&ids, response::SUCCESS).with_body(&b"{\"consumerIdList\": 7"[..]),
+        now,
+    );
+    assert_eq!(c.assigned(), held);
+}

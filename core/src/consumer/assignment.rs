@@ -1,0 +1,166 @@
+//! Which queues this consumer owns: rebalance by the group's strategy, taking and dropping
+//! queues (with their committed offsets), where a new queue starts, and orderly locks.
+
+use super::*;
+
+impl Consumer {
+    pub(super) fn rebalance(&mut self, now: u64) {
+        for topic in self.topics() {
+            match self.config.model {
+                MessageModel::Broadcasting => {
+                    let all = self.all_queues(&topic);
+                    self.assign(&topic, all, now);
+                }
+                MessageModel::Clustering => {
+                    let Some(addr) = self.any_broker(&topic) else {
+                        continue;
+                    };
+                    let opaque = self.opaque();
+                    let cmd = RemotingCommand::request(request::GET_CONSUMER_LIST_BY_GROUP, opaque)
+                        .with_ext("consumerGroup", &self.config.group);
+                    self.call(addr, cmd, Rpc::ConsumerIds { topic }, now + RPC_TIMEOUT_MS);
+                }
+            }
+        }
+    }
+
+    /// Makes `mine` the topic's assignment: drops the rest (committing their offsets),
+    /// starts the new ones.
+    pub(super) fn assign(&mut self, topic: &str, mine: Vec<MessageQueue>, now: u64) {
+        let mine: BTreeSet<MessageQueue> = mine.into_iter().collect();
+        let current: Vec<MessageQueue> = self
+            .queues
+            .keys()
+            .filter(|q| q.topic == topic)
+            .cloned()
+            .collect();
+        let mut changed = false;
+        for mq in current {
+            if !mine.contains(&mq) {
+                changed = true;
+                self.drop_queue(&mq, now);
+            }
+        }
+        for mq in mine {
+            if self.queues.contains_key(&mq) {
+                continue;
+            }
+            changed = true;
+            self.next_pq_id += 1;
+            let pq = ProcessQueue {
+                id: self.next_pq_id,
+                ..ProcessQueue::default()
+            };
+            self.queues.insert(mq.clone(), pq);
+            self.start_offset(mq, now);
+        }
+        if changed {
+            self.events.push_back(ConsumerEvent::Rebalanced {
+                assigned: self.assigned(),
+            });
+            if self.config.orderly {
+                self.lock_all(now);
+            }
+        }
+    }
+
+    pub(super) fn drop_queue(&mut self, mq: &MessageQueue, now: u64) {
+        let Some(pq) = self.queues.remove(mq) else {
+            return;
+        };
+        if let Some(o) = pq.consumed_to() {
+            self.offsets.insert(mq.clone(), o);
+            self.commit(mq, o);
+        }
+        if self.config.orderly
+            && let Some(addr) = self.broker_addr(&mq.topic, &mq.broker_name)
+        {
+            let body = LockBatchRequestBody {
+                consumer_group: self.config.group.clone(),
+                client_id: self.config.client_id.clone(),
+                only_this_broker: false,
+                mq_set: [mq.clone()].into(),
+            };
+            let opaque = self.opaque();
+            let cmd = RemotingCommand::request(request::UNLOCK_BATCH_MQ, opaque)
+                .with_body(to_body(&body));
+            self.call(addr, cmd, Rpc::Other, now + RPC_TIMEOUT_MS);
+        }
+    }
+
+    pub(super) fn start_offset(&mut self, mq: MessageQueue, now: u64) {
+        let Some(addr) = self.broker_addr(&mq.topic, &mq.broker_name) else {
+            return;
+        };
+        if self.config.model == MessageModel::Broadcasting {
+            if let Some(o) = self.offsets.get(&mq).copied() {
+                self.set_start(&mq, o);
+                return;
+            }
+            return self.start_from_config(mq, addr, now);
+        }
+        let opaque = self.opaque();
+        let cmd = RemotingCommand::request(request::QUERY_CONSUMER_OFFSET, opaque)
+            .with_ext("consumerGroup", &self.config.group)
+            .with_ext("topic", &mq.topic)
+            .with_ext("queueId", mq.queue_id);
+        self.call(addr, cmd, Rpc::QueryOffset { mq }, now + RPC_TIMEOUT_MS);
+    }
+
+    /// No stored offset: start where `consume_from` says (retry topics from the start).
+    pub(super) fn start_from_config(&mut self, mq: MessageQueue, addr: String, now: u64) {
+        let from = if topics::is_retry_topic(&mq.topic) {
+            ConsumeFrom::FirstOffset
+        } else {
+            self.config.consume_from
+        };
+        let opaque = self.opaque();
+        let cmd = match from {
+            ConsumeFrom::FirstOffset => return self.set_start(&mq, 0),
+            ConsumeFrom::LastOffset => RemotingCommand::request(request::GET_MAX_OFFSET, opaque),
+            ConsumeFrom::Timestamp(ts) => {
+                RemotingCommand::request(request::SEARCH_OFFSET_BY_TIMESTAMP, opaque)
+                    .with_ext("timestamp", ts)
+            }
+        };
+        let cmd = cmd
+            .with_ext("topic", &mq.topic)
+            .with_ext("queueId", mq.queue_id);
+        self.call(addr, cmd, Rpc::StartOffset { mq }, now + RPC_TIMEOUT_MS);
+    }
+
+    pub(super) fn set_start(&mut self, mq: &MessageQueue, offset: u64) {
+        if let Some(pq) = self.queues.get_mut(mq) {
+            pq.next_offset = Some(offset);
+            pq.committed = Some(offset);
+        }
+    }
+
+    pub(super) fn lock_all(&mut self, now: u64) {
+        let mut by_broker: BTreeMap<String, BTreeSet<MessageQueue>> = BTreeMap::new();
+        for mq in self.queues.keys() {
+            by_broker
+                .entry(mq.broker_name.clone())
+                .or_default()
+                .insert(mq.clone());
+        }
+        for (broker, mqs) in by_broker {
+            let Some(topic) = mqs.iter().next().map(|m| m.topic.clone()) else {
+                continue;
+            };
+            let Some(addr) = self.broker_addr(&topic, &broker) else {
+                continue;
+            };
+            let body = LockBatchRequestBody {
+                consumer_group: self.config.group.clone(),
+                client_id: self.config.client_id.clone(),
+                only_this_broker: true,
+                mq_set: mqs,
+            };
+            let opaque = self.opaque();
+            let cmd =
+                RemotingCommand::request(request::LOCK_BATCH_MQ, opaque).with_body(to_body(&body));
+            self.call(addr, cmd, Rpc::Lock { broker }, now + RPC_TIMEOUT_MS);
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Pulling and delivering: long-polling pulls into process queues with flow control,
+//! delivery to the listener, acknowledgements and offset commits.
+
+use super::*;
+
+impl Consumer {
+    /// Issues pulls for queues that may pull now (not in flight, not paused, not over the
+    /// flow-control limits, locked if orderly).
+    pub(super) fn pull_due(&mut self, now: u64) {
+        let mut due = Vec::new();
+        for (mq, pq) in self.queues.iter_mut() {
+            let Some(offset) = pq.next_offset else {
+                continue;
+            };
+            if pq.pulling || pq.not_before > now {
+                continue;
+            }
+            if self.config.orderly && pq.locked_until <= now {
+                continue;
+            }
+            let over = pq.msgs.len() >= self.config.pull_threshold_for_queue
+                || pq.bytes >= self.config.pull_threshold_size_for_queue
+                || (!self.config.orderly && pq.span() > self.config.consume_concurrently_max_span);
+            if over {
+                pq.not_before = now + FLOW_CONTROL_DELAY_MS;
+                continue;
+            }
+            pq.pulling = true;
+            due.push((mq.clone(), pq.id, offset, pq.committed));
+        }
+        for (mq, pq_id, offset, committed) in due {
+            let Some(addr) = self.broker_addr(&mq.topic, &mq.broker_name) else {
+                if let Some(pq) = self.queues.get_mut(&mq) {
+                    pq.pulling = false;
+                    pq.not_before = now + EXCEPTION_DELAY_MS;
+                }
+                continue;
+            };
+            let expr = self
+                .config
+                .subscriptions
+                .get(&mq.topic)
+                .cloned()
+                .unwrap_or_else(|| "*".into());
+            let commit = committed.filter(|_| self.config.model == MessageModel::Clustering);
+            let sys_flag = pull_flag::SUSPEND
+                | pull_flag::SUBSCRIPTION
+                | if commit.is_some() {
+                    pull_flag::COMMIT_OFFSET
+                } else {
+                    0
+                };
+            let opaque = self.opaque();
+            let cmd = RemotingCommand::request(request::PULL_MESSAGE, opaque)
+                .with_ext("consumerGroup", &self.config.group)
+                .with_ext("topic", &mq.topic)
+                .with_ext("queueId", mq.queue_id)
+                .with_ext("queueOffset", offset)
+                .with_ext("maxMsgNums", self.config.pull_batch_size)
+                .with_ext("sysFlag", sys_flag)
+                .with_ext("commitOffset", commit.unwrap_or(0))
+                .with_ext("suspendTimeoutMillis", SUSPEND_MS)
+                .with_ext("subscription", expr)
+                .with_ext("subVersion", 0)
+                .with_ext("expressionType", "TAG");
+            self.call(
+                addr,
+                cmd,
+                Rpc::Pull { mq, pq: pq_id },
+                now + PULL_TIMEOUT_MS,
+            );
+        }
+    }
+
+    pub(super) fn on_pull(&mut self, mq: MessageQueue, id: u64, cmd: RemotingCommand, now: u64) {
+        let filter = self.filters.get(&mq.topic).cloned();
+        // A pull made for an earlier incarnation of the queue (dropped by a rebalance, then
+        // assigned again) says nothing about this one: applying its next offset would skip
+        // messages nobody consumed.
+        let Some(pq) = self.queues.get_mut(&mq).filter(|pq| pq.id == id) else {
+            return;
+        };
+        pq.pulling = false;
+        let next: Option<u64> = cmd
+            .ext_opt::<i64>("nextBeginOffset")
+            .ok()
+            .flatten()
+            .map(|o| o.max(0) as u64);
+        match cmd.code {
+            response::SUCCESS => {
+                // A record that does not decode stops the queue where it lies: what decoded
+                // before it is kept, the pull offset moves only past those, and the queue
+                // waits before pulling (the same bytes) again. Never skipped silently.
+                let (records, failure) = match decode_messages(&cmd.body) {
+                    Ok(records) => (records, None),
+                    Err((records, e)) => (records, Some(e)),
+                };
+                let decoded_to = records.last().map(|r| r.queue_offset() + 1);
+                for rec in records {
+                    // Tag codes can collide: check the tag itself, as RocketMQ's client does.
+                    let wanted = filter.as_ref().is_none_or(|f| {
+                        f.matches_all()
+                            || rec
+                                .property("TAGS")
+                                .and_then(|t| std::str::from_utf8(t).ok())
+                                .is_some_and(|t| f.tags.contains(t))
+                    });
+                    if wanted && pq.next_offset.is_some_and(|n| rec.queue_offset() >= n) {
+                        pq.bytes += rec.body().len();
+                        pq.msgs.insert(rec.queue_offset(), rec);
+                    }
+                }
+                match failure {
+                    None => {
+                        if let Some(n) = next {
+                            pq.next_offset = Some(n);
+                        }
+                    }
+                    Some(e) => {
+                        tracing::error!(
+                            queue = %mq, error = %e, next_offset = ?pq.next_offset.max(decoded_to),
+                            "pulled a record that does not decode; the queue stops here and retries later"
+                        );
+                        if decoded_to > pq.next_offset {
+                            pq.next_offset = decoded_to;
+                        }
+                        pq.not_before = now + UNDECODABLE_DELAY_MS;
+                    }
+                }
+                self.deliver(&mq, now);
+            }
+            response::PULL_NOT_FOUND | response::PULL_RETRY_IMMEDIATELY => {
+                if let Some(n) = next {
+                    pq.next_offset = Some(n);
+                    if pq.msgs.is_empty() {
+                        pq.committed = Some(n);
+                        pq.dirty = true;
+                    }
+                }
+            }
+            response::PULL_OFFSET_MOVED => {
+                if let Some(n) = next {
+                    // RocketMQ drops the queue's cache and restarts from the broker's offset.
+                    pq.msgs.clear();
+                    pq.delivered.clear();
+                    pq.bytes = 0;
+                    pq.next_offset = Some(n);
+                    pq.committed = Some(n);
+                    pq.dirty = true;
+                }
+            }
+            _ => pq.not_before = now + EXCEPTION_DELAY_MS,
+        }
+    }
+
+    /// Hands undelivered messages to the application: all of them in batches (concurrent), or
+    /// the next batch only once the previous one is acknowledged (orderly).
+    pub(super) fn deliver(&mut self, mq: &MessageQueue, now: u64) {
+        let batch = self.config.consume_batch_size.max(1);
+        let orderly = self.config.orderly;
+        let Some(pq) = self.queues.get_mut(mq) else {
+            return;
+        };
+        if pq.redeliver_at > now || (orderly && !pq.delivered.is_empty()) {
+            return;
+        }
+        pq.redeliver_at = 0;
+        let pending: Vec<u64> = pq
+            .msgs
+            .keys()
+            .filter(|o| !pq.delivered.contains(o))
+            .copied()
+            .collect();
+        let limit = if orderly {
+            batch.min(pending.len())
+        } else {
+            pending.len()
+        };
+        for chunk in pending[..limit].chunks(batch) {
+            let msgs: Vec<MessageExt> = chunk.iter().map(|o| pq.msgs[o].clone()).collect();
+            pq.delivered.extend(chunk.iter().copied());
+            self.events.push_back(ConsumerEvent::Deliver {
+                mq: mq.clone(),
+                msgs,
+            });
+        }
+    }
+
+    /// The application finished a delivered message.
+    pub fn ack(&mut self, mq: &MessageQueue, queue_offset: u64, result: ConsumeResult, now: u64) {
+        let orderly = self.config.orderly;
+        let Some(pq) = self.queues.get_mut(mq) else {
+            return;
+        }; // rebalanced away meanwhile
+        if !pq.delivered.remove(&queue_offset) {
+            return;
+        }
+        match result {
+            ConsumeResult::Success => {
+                if let Some(rec) = pq.msgs.remove(&queue_offset) {
+                    pq.bytes = pq.bytes.saturating_sub(rec.body().len());
+                }
+                pq.committed = pq.consumed_to();
+                pq.dirty = true;
+                if let Some(o) = pq.committed {
+                    self.offsets.insert(mq.clone(), o);
+                }
+            }
+            ConsumeResult::ReconsumeLater => {
+                // It stays in the process queue (the committed offset cannot pass it) and is
+                // delivered again after a pause.
+                let delay = if orderly {
+                    ORDERLY_SUSPEND_MS
+                } else {
+                    RECONSUME_DELAY_MS
+                };
+                pq.redeliver_at = pq.redeliver_at.max(now + delay);
+            }
+        }
+        self.deliver(mq, now);
+        self.pull_due(now);
+    }
+
+    pub(super) fn commit(&mut self, mq: &MessageQueue, offset: u64) {
+        if self.config.model != MessageModel::Clustering {
+            return;
+        }
+        let Some(addr) = self.broker_addr(&mq.topic, &mq.broker_name) else {
+            return;
+        };
+        let opaque = self.opaque();
+        let mut cmd = RemotingCommand::request(request::UPDATE_CONSUMER_OFFSET, opaque)
+            .with_ext("consumerGroup", &self.config.group)
+            .with_ext("topic", &mq.topic)
+            .with_ext("queueId", mq.queue_id)
+            .with_ext("commitOffset", offset);
+        cmd.flag |= crate::remoting::command::FLAG_ONEWAY;
+        self.outputs.push_back(Output::SendTo { addr, cmd });
+    }
+
+    pub(super) fn persist_offsets(&mut self) {
+        let dirty: Vec<(MessageQueue, u64)> = self
+            .queues
+            .iter_mut()
+            .filter(|(_, pq)| pq.dirty)
+            .filter_map(|(mq, pq)| {
+                pq.dirty = false;
+                pq.committed.map(|o| (mq.clone(), o))
+            })
+            .collect();
+        for (mq, o) in dirty {
+            self.offsets.insert(mq.clone(), o);
+            self.commit(&mq, o);
+        }
+    }
+}
