@@ -619,11 +619,19 @@ impl<D: Disk> Broker<D> {
 
     /// A flush finished: everything below `upto` is durable. Acks the sends it covers.
     pub fn on_flushed(&mut self, upto: u64, now: u64) {
+        // One flush in flight at a time, answered with the mark it asked for.
+        debug_assert_eq!(
+            self.flush_in_flight,
+            Some(upto),
+            "a flush answered that was not asked"
+        );
         self.flush_in_flight = None;
         self.store.commit_log_mut().on_flushed(upto);
         let durable = self.store.flushed();
         while self.sync_waiters.front().is_some_and(|w| w.end <= durable) {
             let w = self.sync_waiters.pop_front().expect("checked");
+            // Waiters are in append order: each acked one ends at or before the next.
+            debug_assert!(self.sync_waiters.front().is_none_or(|n| n.end >= w.end));
             self.outputs.push_back(Output::Send {
                 conn: w.conn,
                 cmd: w.response,
