@@ -153,18 +153,9 @@ impl Sim {
         let Some(client) = self.owners.remove(&(server, conn)) else {
             return;
         };
-        self.conns.remove(&(server, client));
         let line = format!("t={} {server} closes {client}: {reason}", self.now);
         self.log(line);
-        let now = self.local(server);
-        match &mut self.nodes[server] {
-            Node::NameServer(ns) => ns.on_disconnect(conn, now),
-            Node::Broker {
-                machine: Some(b), ..
-            } => b.on_disconnect(conn, now),
-            _ => {}
-        }
-        self.after(server);
+        self.server_lost(server, client, conn);
         let addr = self
             .addrs
             .iter()
@@ -190,17 +181,22 @@ impl Sim {
             .map(|((s, _), conn)| (*s, *conn))
             .collect();
         for (server, conn) in conns {
-            self.conns.remove(&(server, client));
-            self.owners.remove(&(server, conn));
-            let now = self.local(server);
-            match &mut self.nodes[server] {
-                Node::NameServer(ns) => ns.on_disconnect(conn, now),
-                Node::Broker {
-                    machine: Some(b), ..
-                } => b.on_disconnect(conn, now),
-                _ => {}
-            }
-            self.after(server);
+            self.server_lost(server, client, conn);
         }
+    }
+
+    /// The server's side of a closed connection: forgotten, and `on_disconnect` told.
+    fn server_lost(&mut self, server: usize, client: usize, conn: ConnId) {
+        self.conns.remove(&(server, client));
+        self.owners.remove(&(server, conn));
+        let now = self.local(server);
+        match &mut self.nodes[server] {
+            Node::NameServer(ns) => ns.on_disconnect(conn, now),
+            Node::Broker {
+                machine: Some(b), ..
+            } => b.on_disconnect(conn, now),
+            _ => {}
+        }
+        self.after(server);
     }
 }
