@@ -20,6 +20,7 @@ pub use persist::{
 mod pull;
 mod recovery;
 mod send;
+mod timers;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -33,6 +34,7 @@ use rockfish_store::{Disk, MessageStore, StoreError};
 use crate::machine::{ConnId, Output};
 use crate::remoting::codes::{request, response};
 use crate::remoting::{FieldError, RemotingCommand};
+use timers::Timer;
 
 pub use clients::{ConsumerData, ConsumerIdList, HeartbeatData, ProducerData, SubscriptionData};
 pub use limits::{BrokerLimits, MAX_GROUP_LEN, validate_group};
@@ -50,6 +52,8 @@ pub const DEFAULT_TOPIC_QUEUES: u32 = 8;
 pub const TOPICS_PERSIST_DELAY_MS: u64 = 500;
 /// How long a REGISTER_BROKER may go unanswered before the broker registers again.
 pub const REGISTER_RETRY_MS: u64 = 5_000;
+/// Clients are checked for expiry this often.
+const CLIENT_SCAN_INTERVAL_MS: u64 = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlushDiskType {
@@ -276,20 +280,13 @@ pub struct Broker<D: Disk> {
     held_count: limits::HeldPullCount,
     sync_waiters: VecDeque<SyncWaiter>,
     flush_in_flight: Option<u64>,
-    next_register: u64,
-    /// REGISTER_BROKER requests not yet answered with success, by opaque, and when to stop
-    /// waiting and register again: a lost registration must not leave the broker without
-    /// routes for a whole register interval.
+    timers: timers::Timers,
+    /// REGISTER_BROKER requests not yet answered with success, by opaque (`RegisterRetry`
+    /// stops waiting for them: a lost registration must not leave the broker without routes
+    /// for a whole register interval).
     registrations_unanswered: BTreeSet<i32>,
-    register_retry_at: Option<u64>,
-    next_flush: u64,
-    next_checkpoint: u64,
     /// When the last checkpoint was started.
     last_checkpoint_at: u64,
-    next_offset_persist: u64,
-    next_client_scan: u64,
-    /// Set while auto-created topics wait to be persisted and registered (coalesced).
-    topics_persist_at: Option<u64>,
     /// When auto-created topics were last persisted and registered.
     topics_persisted_at: Option<u64>,
     next_opaque: i32,
@@ -384,15 +381,22 @@ impl<D: Disk> Broker<D> {
             held_count: limits::HeldPullCount::default(),
             sync_waiters: VecDeque::new(),
             flush_in_flight: None,
-            next_register: now,
+            timers: {
+                let mut t = timers::Timers::default();
+                t.set(Timer::Register, now);
+                if config.flush_disk_type == FlushDiskType::Async {
+                    t.set(Timer::Flush, now + config.flush_interval_ms);
+                }
+                t.set(Timer::Checkpoint, now + config.checkpoint_interval_ms);
+                t.set(
+                    Timer::OffsetPersist,
+                    now + config.offset_persist_interval_ms,
+                );
+                t.set(Timer::ClientScan, now + CLIENT_SCAN_INTERVAL_MS);
+                t
+            },
             registrations_unanswered: BTreeSet::new(),
-            register_retry_at: None,
-            next_flush: now + config.flush_interval_ms,
-            next_checkpoint: now + config.checkpoint_interval_ms,
             last_checkpoint_at: now,
-            next_offset_persist: now + config.offset_persist_interval_ms,
-            next_client_scan: now + 10_000,
-            topics_persist_at: None,
             topics_persisted_at: None,
             next_opaque: 1,
             rng,
@@ -429,16 +433,7 @@ impl<D: Disk> Broker<D> {
 
     /// The earliest time the machine wants `on_timeout`.
     pub fn poll_timeout(&self) -> Option<u64> {
-        let mut t = self
-            .next_register
-            .min(self.next_checkpoint)
-            .min(self.next_offset_persist)
-            .min(self.next_client_scan)
-            .min(self.topics_persist_at.unwrap_or(u64::MAX))
-            .min(self.register_retry_at.unwrap_or(u64::MAX));
-        if self.config.flush_disk_type == FlushDiskType::Async {
-            t = t.min(self.next_flush);
-        }
+        let mut t = self.timers.next().unwrap_or(u64::MAX);
         if let Some(w) = self.sync_waiters.front() {
             t = t.min(w.deadline);
         }
@@ -485,7 +480,7 @@ impl<D: Disk> Broker<D> {
                 && self.registrations_unanswered.remove(&cmd.opaque)
                 && self.registrations_unanswered.is_empty()
             {
-                self.register_retry_at = None;
+                self.timers.clear(Timer::RegisterRetry);
             }
             return;
         }
@@ -544,39 +539,47 @@ impl<D: Disk> Broker<D> {
 
     /// Time passed: periodic work and expired waits.
     pub fn on_timeout(&mut self, now: u64) {
-        if now >= self.next_register || self.register_retry_at.is_some_and(|t| now >= t) {
+        if self.timers.due(Timer::Register, now) || self.timers.due(Timer::RegisterRetry, now) {
             if crate::buggify!("broker.register.late") {
                 // A registration round runs late (a slow disk, a long pause).
                 let later = now + self.config.register_interval_ms / 2;
-                self.next_register = later;
-                self.register_retry_at = self.register_retry_at.map(|_| later);
+                self.timers.set(Timer::Register, later);
+                if self.timers.is_set(Timer::RegisterRetry) {
+                    self.timers.set(Timer::RegisterRetry, later);
+                }
             } else {
                 self.register_all(now);
             }
         }
-        if self.config.flush_disk_type == FlushDiskType::Async && now >= self.next_flush {
-            self.next_flush = now + self.config.flush_interval_ms;
+        if self.timers.due(Timer::Flush, now) {
+            self.timers
+                .set(Timer::Flush, now + self.config.flush_interval_ms);
             self.request_flush();
         }
         self.expire_sync_waiters(now);
         self.expire_pulls(now);
-        if now >= self.next_checkpoint {
-            self.next_checkpoint = now + self.config.checkpoint_interval_ms;
+        if self.timers.due(Timer::Checkpoint, now) {
+            self.timers
+                .set(Timer::Checkpoint, now + self.config.checkpoint_interval_ms);
             // The checkpoint sits at the flushed offset, so it advances under steady load
             // (appends never pause for it); nothing new flushed, nothing to record.
             self.start_checkpoint(now);
             // A config write that failed is retried here.
             self.write_topics();
         }
-        if self.topics_persist_at.is_some_and(|t| now >= t) {
+        if self.timers.due(Timer::TopicsPersist, now) {
             self.persist_topics(now);
         }
-        if now >= self.next_offset_persist {
-            self.next_offset_persist = now + self.config.offset_persist_interval_ms;
+        if self.timers.due(Timer::OffsetPersist, now) {
+            self.timers.set(
+                Timer::OffsetPersist,
+                now + self.config.offset_persist_interval_ms,
+            );
             self.persist_offsets();
         }
-        if now >= self.next_client_scan {
-            self.next_client_scan = now + 10_000;
+        if self.timers.due(Timer::ClientScan, now) {
+            self.timers
+                .set(Timer::ClientScan, now + CLIENT_SCAN_INTERVAL_MS);
             let changed = self.clients.expire(now, self.config.client_expire_ms);
             for group in changed {
                 self.notify_group(&group, now);
@@ -682,9 +685,11 @@ impl<D: Disk> Broker<D> {
 
     /// Registers with every name server (RocketMQ: every 30 s, and on topic changes).
     fn register_all(&mut self, now: u64) {
-        self.next_register = now + self.config.register_interval_ms;
+        self.timers
+            .set(Timer::Register, now + self.config.register_interval_ms);
         self.registrations_unanswered.clear();
-        self.register_retry_at = Some(now + REGISTER_RETRY_MS);
+        self.timers
+            .set(Timer::RegisterRetry, now + REGISTER_RETRY_MS);
         let body = crate::protocol::RegisterBrokerBody {
             topic_config_serialize_wrapper: crate::protocol::TopicConfigSerializeWrapper {
                 topic_config_table: self.topics.topic_config_table.clone(),
@@ -717,7 +722,7 @@ impl<D: Disk> Broker<D> {
     fn topics_created(&mut self, now: u64) {
         self.topics.data_version.timestamp = now as i64;
         self.topics.data_version.counter += 1;
-        if self.topics_persist_at.is_some() {
+        if self.timers.is_set(Timer::TopicsPersist) {
             return;
         }
         let quiet_from = self
@@ -726,12 +731,12 @@ impl<D: Disk> Broker<D> {
         if now >= quiet_from {
             self.persist_topics(now);
         } else {
-            self.topics_persist_at = Some(quiet_from);
+            self.timers.set(Timer::TopicsPersist, quiet_from);
         }
     }
 
     fn persist_topics(&mut self, now: u64) {
-        self.topics_persist_at = None;
+        self.timers.clear(Timer::TopicsPersist);
         self.topics_persisted_at = Some(now);
         self.topics.data_version.timestamp = now as i64;
         self.topics.data_version.counter += 1;
