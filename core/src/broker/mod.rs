@@ -17,6 +17,7 @@ mod persist;
 pub use persist::{
     BULK_CHECKPOINT_BYTES, BULK_CHECKPOINT_INTERVAL_MS, CHEAP_CHECKPOINT_QUEUES, PersistSyncs,
 };
+mod held_pulls;
 mod pull;
 mod recovery;
 mod send;
@@ -245,13 +246,6 @@ struct SyncWaiter {
     timeout_code: i32,
 }
 
-/// A pull held until a message arrives or the deadline passes.
-struct PendingPull {
-    conn: ConnId,
-    request: RemotingCommand,
-    deadline: u64,
-}
-
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
@@ -275,8 +269,8 @@ pub struct Broker<D: Disk> {
     clients: clients::ClientTable,
     locks: locks::LockTable,
     peers: BTreeMap<ConnId, HostAddr>,
-    /// topic -> queue id -> held pulls (looked up by `&str`: a send's wake-up allocates nothing).
-    pending_pulls: BTreeMap<String, BTreeMap<u32, Vec<PendingPull>>>,
+    /// Pulls held by long polling, each until a message arrives or its deadline.
+    held: held_pulls::HeldPulls,
     held_count: limits::HeldPullCount,
     sync_waiters: VecDeque<SyncWaiter>,
     flush_in_flight: Option<u64>,
@@ -377,7 +371,7 @@ impl<D: Disk> Broker<D> {
             clients: clients::ClientTable::default(),
             locks: locks::LockTable::default(),
             peers: BTreeMap::new(),
-            pending_pulls: BTreeMap::new(),
+            held: held_pulls::HeldPulls::default(),
             held_count: limits::HeldPullCount::default(),
             sync_waiters: VecDeque::new(),
             flush_in_flight: None,
@@ -437,13 +431,8 @@ impl<D: Disk> Broker<D> {
         if let Some(w) = self.sync_waiters.front() {
             t = t.min(w.deadline);
         }
-        for p in self
-            .pending_pulls
-            .values()
-            .flat_map(BTreeMap::values)
-            .flatten()
-        {
-            t = t.min(p.deadline);
+        if let Some(d) = self.held.next_deadline() {
+            t = t.min(d);
         }
         Some(t)
     }
@@ -457,13 +446,7 @@ impl<D: Disk> Broker<D> {
     pub fn on_disconnect(&mut self, conn: ConnId, now: u64) {
         self.peers.remove(&conn);
         self.fences.forget(conn);
-        for queues in self.pending_pulls.values_mut() {
-            for pulls in queues.values_mut() {
-                pulls.retain(|p| p.conn != conn);
-            }
-            queues.retain(|_, v| !v.is_empty());
-        }
-        self.pending_pulls.retain(|_, q| !q.is_empty());
+        self.held.drop_conn(conn);
         self.held_count.conn_gone(conn);
         self.sync_waiters.retain(|w| w.conn != conn);
         let changed = self.clients.remove_conn(conn);

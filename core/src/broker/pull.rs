@@ -1,11 +1,10 @@
 //! PULL_MESSAGE with long polling: a pull that finds nothing new is held until a message
 //! arrives at its queue or its suspend time runs out.
 
-use std::collections::BTreeMap;
-
 use rockfish_store::{Disk, GetStatus, StoreResult};
 
-use super::{Broker, FlushDiskType, PendingPull};
+use super::held_pulls::PendingPull;
+use super::{Broker, FlushDiskType};
 use crate::machine::{ConnId, Output};
 use crate::message::TagFilter;
 use crate::protocol::perm;
@@ -189,16 +188,15 @@ impl<D: Disk> Broker<D> {
             } else {
                 1_000
             };
-            self.pending_pulls
-                .entry(topic)
-                .or_default()
-                .entry(queue_id)
-                .or_default()
-                .push(PendingPull {
+            self.held.hold(
+                topic,
+                queue_id,
+                PendingPull {
                     conn,
                     request: cmd.clone(),
                     deadline: now + wait,
-                });
+                },
+            );
             return Ok(None);
         }
         self.fences
@@ -248,19 +246,17 @@ impl<D: Disk> Broker<D> {
             return; // woken on append instead
         }
         let mut due = Vec::new();
-        for (topic, queues) in &self.pending_pulls {
-            for (queue_id, pulls) in queues {
-                let woken = match self.visible_max_offset(topic, *queue_id) {
-                    Ok(visible) => pulls.iter().any(|p| {
-                        p.request
-                            .ext_req::<i64>("queueOffset")
-                            .map_or(true, |o| (o.max(0) as u64) < visible)
-                    }),
-                    Err(_) => true, // answered with the error
-                };
-                if woken {
-                    due.push((topic.clone(), *queue_id));
-                }
+        for (topic, queue_id, pulls) in self.held.queues() {
+            let woken = match self.visible_max_offset(topic, queue_id) {
+                Ok(visible) => pulls.iter().any(|p| {
+                    p.request
+                        .ext_req::<i64>("queueOffset")
+                        .map_or(true, |o| (o.max(0) as u64) < visible)
+                }),
+                Err(_) => true, // answered with the error
+            };
+            if woken {
+                due.push((topic.to_string(), queue_id));
             }
         }
         for (topic, queue_id) in due {
@@ -270,14 +266,7 @@ impl<D: Disk> Broker<D> {
 
     /// A message arrived at (topic, queue): held pulls there get another try.
     pub(super) fn wake_pulls(&mut self, topic: &str, queue_id: u32, now: u64) {
-        let Some(pulls) = self
-            .pending_pulls
-            .get_mut(topic)
-            .and_then(|q| q.remove(&queue_id))
-        else {
-            return;
-        };
-        for p in pulls {
+        for p in self.held.take_queue(topic, queue_id) {
             self.held_count.released(p.conn);
             // Re-run with suspension allowed: a pull whose filter rejects the new message
             // goes back to waiting with its original deadline.
@@ -286,14 +275,7 @@ impl<D: Disk> Broker<D> {
                 Ok(Some(resp)) => self.reply(p.conn, &p.request, resp),
                 Ok(None) => {
                     // Held again (fresh deadline set inside): restore the original one.
-                    if let Some(last) = self
-                        .pending_pulls
-                        .get_mut(topic)
-                        .and_then(|q| q.get_mut(&queue_id))
-                        .and_then(|v| v.last_mut())
-                    {
-                        last.deadline = deadline;
-                    }
+                    self.held.set_last_deadline(topic, queue_id, deadline);
                 }
                 Err(e) => {
                     let r = RemotingCommand::response_to(
@@ -309,21 +291,7 @@ impl<D: Disk> Broker<D> {
 
     /// Held pulls whose time is up are answered with whatever is there now.
     pub(super) fn expire_pulls(&mut self, now: u64) {
-        let mut due = Vec::new();
-        for queues in self.pending_pulls.values_mut() {
-            for pulls in queues.values_mut() {
-                if pulls.iter().any(|p| p.deadline <= now) {
-                    let (expired, kept): (Vec<_>, Vec<_>) = std::mem::take(pulls)
-                        .into_iter()
-                        .partition(|p| p.deadline <= now);
-                    *pulls = kept;
-                    due.extend(expired);
-                }
-            }
-            queues.retain(|_, v| !v.is_empty());
-        }
-        self.pending_pulls.retain(|_, q| !q.is_empty());
-        for p in due {
+        for p in self.held.take_expired(now) {
             self.held_count.released(p.conn);
             match self.pull_message(p.conn, &p.request, now, PullRun::Deadline) {
                 Ok(Some(resp)) => self.reply(p.conn, &p.request, resp),
@@ -342,10 +310,6 @@ impl<D: Disk> Broker<D> {
 
     /// Pulls currently held (for tests and metrics).
     pub fn held_pulls(&self) -> usize {
-        self.pending_pulls
-            .values()
-            .flat_map(BTreeMap::values)
-            .map(Vec::len)
-            .sum()
+        self.held.len()
     }
 }
