@@ -341,6 +341,18 @@ impl Consumer {
     }
 
     /// The group's topics: the subscriptions plus, for clustering, the retry topic.
+    /// Every master broker of every route known (heartbeats and unregistration go to each).
+    fn master_addrs(&self) -> BTreeSet<String> {
+        self.routes
+            .values()
+            .flat_map(|r| {
+                r.broker_datas
+                    .iter()
+                    .filter_map(|b| b.master_addr().map(String::from))
+            })
+            .collect()
+    }
+
     fn topics(&self) -> Vec<String> {
         let mut t: Vec<String> = self.config.subscriptions.keys().cloned().collect();
         if self.config.model == MessageModel::Clustering {
@@ -443,15 +455,7 @@ impl Consumer {
                 unit_mode: false,
             }],
         });
-        let brokers: BTreeSet<String> = self
-            .routes
-            .values()
-            .flat_map(|r| {
-                r.broker_datas
-                    .iter()
-                    .filter_map(|b| b.master_addr().map(String::from))
-            })
-            .collect();
+        let brokers = self.master_addrs();
         for addr in brokers {
             let opaque = self.opaque();
             let cmd = RemotingCommand::request(request::HEART_BEAT, opaque).with_body(body.clone());
@@ -573,15 +577,7 @@ impl Consumer {
         for mq in queues {
             self.drop_queue(&mq, now);
         }
-        let brokers: BTreeSet<String> = self
-            .routes
-            .values()
-            .flat_map(|r| {
-                r.broker_datas
-                    .iter()
-                    .filter_map(|b| b.master_addr().map(String::from))
-            })
-            .collect();
+        let brokers = self.master_addrs();
         for addr in brokers {
             let opaque = self.opaque();
             let cmd = RemotingCommand::request(request::UNREGISTER_CLIENT, opaque)
