@@ -22,24 +22,12 @@ use rockfish_core::namesrv::NameServerConfig;
 use rockfish_core::producer::{Message, ProducerConfig, SendStatus};
 use rockfish_net::launch::{serve_broker, start_namesrv};
 use rockfish_net::sdk::{ConsumerConfigExt, Producer, PushConsumer};
-use rockfish_store::{FaultPlan, IndexConfig, MemDisk, StoreConfig};
+use rockfish_store::{FaultPlan, MemDisk, StoreConfig};
 
 const NAMESRV: &str = "10.0.0.1:9876";
 const BROKER: &str = "10.0.1.1:10911";
 const TOPIC: &str = "MadsimTopic";
 const MESSAGES: usize = 150;
-
-fn store_config() -> StoreConfig {
-    StoreConfig {
-        commitlog_segment_size: 1 << 20,
-        consume_queue_entries: 4_096,
-        index: IndexConfig {
-            hash_slots: 509,
-            max_entries: 8_192,
-        },
-        ..StoreConfig::default()
-    }
-}
 
 #[madsim::test]
 async fn acknowledged_sends_survive_kills_restarts_and_clogged_links() {
@@ -79,7 +67,7 @@ async fn acknowledged_sends_survive_kills_restarts_and_clogged_links() {
                     flush_disk_type: FlushDiskType::Sync,
                     ..BrokerConfig::default()
                 };
-                let _server = serve_broker(listener, config, store_config(), disk)
+                let _server = serve_broker(listener, config, StoreConfig::simulated(), disk)
                     .expect("broker recovers and starts");
                 std::future::pending::<()>().await;
             }

@@ -72,6 +72,20 @@ pub const MAX_COMMITLOG_SEGMENT: u64 = i32::MAX as u64;
 pub const MIN_COMMITLOG_SEGMENT: u64 = 64 * 1024;
 
 impl StoreConfig {
+    /// The geometry the simulated tiers run (the simulator and madsim): 1 MiB log segments,
+    /// small queue files and index, so short runs roll files and recover across them.
+    pub fn simulated() -> StoreConfig {
+        StoreConfig {
+            commitlog_segment_size: 1 << 20,
+            consume_queue_entries: 4_096,
+            index: IndexConfig {
+                hash_slots: 509,
+                max_entries: 8_192,
+            },
+            ..StoreConfig::default()
+        }
+    }
+
     /// Refuses a geometry the store cannot keep, naming the key and the rule.
     pub fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();

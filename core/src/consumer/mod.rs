@@ -21,8 +21,7 @@ use crate::machine::Output;
 use crate::message::{MessageExt, TagFilter, decode_messages};
 use crate::protocol::heartbeat::{ConsumeFromWhere, ConsumeType};
 use crate::protocol::{
-    LockBatchRequestBody, LockBatchResponseBody, MessageQueue, TopicRouteData, decode_body, perm,
-    to_body,
+    LockBatchRequestBody, LockBatchResponseBody, MessageQueue, TopicRouteData, decode_body, to_body,
 };
 use crate::protocol::{pull_flag, topics};
 use crate::rebalance::{AllocateStrategy, Averagely};
@@ -324,20 +323,7 @@ impl Consumer {
         let Some(route) = self.routes.get(topic) else {
             return Vec::new();
         };
-        let mut out: Vec<MessageQueue> = route
-            .queue_datas
-            .iter()
-            .filter(|q| perm::readable(q.perm))
-            .flat_map(|q| {
-                (0..q.read_queue_nums).map(|i| MessageQueue {
-                    topic: topic.into(),
-                    broker_name: q.broker_name.clone(),
-                    queue_id: i,
-                })
-            })
-            .collect();
-        out.sort();
-        out
+        route.readable_queues(topic)
     }
 
     /// The group's topics: the subscriptions plus, for clustering, the retry topic.

@@ -117,6 +117,27 @@ pub struct TopicRouteData {
     pub topic_queue_mapping_by_broker: Option<BTreeMap<String, serde_json::Value>>,
 }
 
+impl TopicRouteData {
+    /// The topic's readable queues, sorted: what a consumer allocates over (Apache's
+    /// topicRouteData2TopicSubscribeInfo; RebalanceImpl sorts before allocating).
+    pub fn readable_queues(&self, topic: &str) -> Vec<MessageQueue> {
+        let mut out: Vec<MessageQueue> = self
+            .queue_datas
+            .iter()
+            .filter(|q| perm::readable(q.perm))
+            .flat_map(|q| {
+                (0..q.read_queue_nums).map(|i| MessageQueue {
+                    topic: topic.into(),
+                    broker_name: q.broker_name.clone(),
+                    queue_id: i,
+                })
+            })
+            .collect();
+        out.sort();
+        out
+    }
+}
+
 /// GET_BROKER_CLUSTER_INFO's body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -203,4 +224,34 @@ pub struct LockBatchRequestBody {
 pub struct LockBatchResponseBody {
     #[serde(rename = "lockOKMQSet")]
     pub lock_ok_mq_set: BTreeSet<MessageQueue>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readable_queues_leave_out_brokers_that_forbid_reading_and_come_sorted() {
+        let q = |broker: &str, n: u32, perm: u32| QueueData {
+            broker_name: broker.into(),
+            read_queue_nums: n,
+            write_queue_nums: n,
+            perm,
+            topic_sys_flag: 0,
+        };
+        let route = TopicRouteData {
+            queue_datas: vec![
+                q("b", 2, perm::READ | perm::WRITE),
+                q("a", 1, perm::READ),
+                q("w", 3, perm::WRITE),
+            ],
+            ..TopicRouteData::default()
+        };
+        let got: Vec<(String, u32)> = route
+            .readable_queues("T")
+            .into_iter()
+            .map(|m| (m.broker_name, m.queue_id))
+            .collect();
+        assert_eq!(got, vec![("a".into(), 0), ("b".into(), 0), ("b".into(), 1)]);
+    }
 }

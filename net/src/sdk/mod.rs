@@ -496,22 +496,10 @@ impl PullConsumer {
         Ok(c)
     }
 
-    /// A topic's readable queues, sorted.
+    /// A topic's readable queues, sorted (a queue on a broker whose permission forbids
+    /// reading is left out, as Apache's pull consumer does).
     pub async fn queues(&self, topic: &str) -> Result<Vec<MessageQueue>, String> {
-        let route = self.route(topic).await?;
-        let mut out: Vec<MessageQueue> = route
-            .queue_datas
-            .iter()
-            .flat_map(|q| {
-                (0..q.read_queue_nums).map(|i| MessageQueue {
-                    topic: topic.into(),
-                    broker_name: q.broker_name.clone(),
-                    queue_id: i,
-                })
-            })
-            .collect();
-        out.sort();
-        Ok(out)
+        Ok(self.route(topic).await?.readable_queues(topic))
     }
 
     /// Pulls up to `max` messages from `offset` matching the tag `expression`.

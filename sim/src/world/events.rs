@@ -14,6 +14,19 @@ impl Sim {
         }
     }
 
+    /// The broker at `node` if it still runs the generation a disk completion was for (one
+    /// that crashed and restarted since never sees its predecessor's flushes).
+    fn live_broker(&mut self, node: usize, generation: u64) -> Option<&mut Broker<MemDisk>> {
+        match &mut self.nodes[node] {
+            Node::Broker {
+                machine: Some(b),
+                generation: g,
+                ..
+            } if *g == generation => Some(b),
+            _ => None,
+        }
+    }
+
     pub(super) fn step(&mut self, ev: Ev) {
         // A paused node handles nothing until it resumes: its events wait, in order.
         if let Some(node) = Self::target(&ev)
@@ -96,13 +109,7 @@ impl Sim {
             } => {
                 let lying = self.cfg.bugs.lying_flush;
                 let now = self.local(broker);
-                if let Node::Broker {
-                    machine: Some(b),
-                    generation: g,
-                    ..
-                } = &mut self.nodes[broker]
-                    && *g == generation
-                {
+                if let Some(b) = self.live_broker(broker, generation) {
                     if lying {
                         b.on_flushed(upto, now);
                     } else {
@@ -118,13 +125,7 @@ impl Sim {
                 files,
             } => {
                 let now = self.local(broker);
-                if let Node::Broker {
-                    machine: Some(b),
-                    generation: g,
-                    ..
-                } = &mut self.nodes[broker]
-                    && *g == generation
-                {
+                if let Some(b) = self.live_broker(broker, generation) {
                     b.run_persist(token, files, now);
                     self.after(broker);
                 }

@@ -18,7 +18,7 @@ use rockfish_core::producer::{
 use rockfish_core::remoting::{FrameDecoder, RemotingCommand, encode};
 use rockfish_store::config::{self, TopicConfig, TopicConfigTable};
 use rockfish_store::record::HostAddr;
-use rockfish_store::{FaultPlan, IndexConfig, MemDisk, MessageStore, StoreConfig};
+use rockfish_store::{FaultPlan, MemDisk, MessageStore, StoreConfig};
 
 use crate::config::SimConfig;
 
@@ -352,18 +352,6 @@ fn consumer_config(cfg: &SimConfig, i: usize, broadcast: bool, seed: u64) -> Con
         consume_from: ConsumeFrom::FirstOffset,
         seed,
         ..ConsumerConfig::default()
-    }
-}
-
-fn store_config() -> StoreConfig {
-    StoreConfig {
-        commitlog_segment_size: 1 << 20,
-        consume_queue_entries: 4_096,
-        index: IndexConfig {
-            hash_slots: 509,
-            max_entries: 8_192,
-        },
-        ..StoreConfig::default()
     }
 }
 
