@@ -227,7 +227,11 @@ fn checkpoint_syncs_are_the_drivers_not_the_machines() {
         0,
         "the machine synced queue files itself"
     );
-    let syncs = b.persist_syncs(token);
+    let syncs = b.persist_syncs(token).unwrap();
+    assert!(
+        !syncs.writes.is_empty(),
+        "the staged queue entries are the driver's to write, off the machine's task"
+    );
     assert!(!syncs.ranges.is_empty());
     assert!(
         !syncs.created.is_empty(),

@@ -85,7 +85,8 @@ fn a_send_allocates_nothing_once_warm() {
     let conn = ConnId(1);
     broker.on_connect(conn, HostAddr::V4([127, 0, 0, 1], 5000), 0);
     let body = vec![b'x'; 1024];
-    let (warm, measured) = (200u32, 2_000u32);
+    // The warm-up fills each of the four queues' stage once (see `STAGED_MAX_ENTRIES`).
+    let (warm, measured) = (1_100u32, 2_000u32);
     // All frames are on the "wire" up front, as a socket read would deliver them.
     let mut wire = BytesMut::new();
     for i in 0..warm + measured {

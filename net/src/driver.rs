@@ -49,6 +49,9 @@ pub trait OffTaskSync: Disk {
     fn write_job(&self, files: Vec<(String, Bytes)>) -> Result<SyncWork, String>;
     /// The work that makes the existence of newly created files durable.
     fn created_job(&self, set: CreatedSet) -> SyncWork;
+    /// The work that writes `(file, offset, bytes)` into reserved space of open files
+    /// (volatile, like `Disk::write_at`), before the syncs that count on them.
+    fn write_at_job(&self, writes: Vec<(FileId, u64, Bytes)>) -> Result<SyncWork, String>;
 }
 
 /// What the flusher runs for one flush.
@@ -58,6 +61,19 @@ impl OffTaskSync for MmapDisk {
     fn created_job(&self, set: CreatedSet) -> SyncWork {
         let job = MmapDisk::created_job(self.root(), &set);
         Box::new(move || job().map_err(|e| e.to_string()))
+    }
+    fn write_at_job(&self, writes: Vec<(FileId, u64, Bytes)>) -> Result<SyncWork, String> {
+        let writes = writes
+            .into_iter()
+            .map(|(file, off, bytes)| Ok((self.sync_handle(file)?, off, bytes)))
+            .collect::<Result<Vec<_>, rockfish_store::DiskError>>()
+            .map_err(|e| e.to_string())?;
+        Ok(Box::new(move || {
+            for (handle, off, bytes) in &writes {
+                handle.write(*off, bytes).map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }))
     }
     fn sync_job(&self, ranges: Vec<(FileId, u64, u64)>) -> Result<SyncWork, String> {
         if let Some(bulk) = self.bulk_sync_job(&ranges).map_err(|e| e.to_string())? {
@@ -96,6 +112,16 @@ impl OffTaskSync for MemDisk {
         let mut disk = self.clone();
         Box::new(move || disk.sync_created_set(&set).map_err(|e| e.to_string()))
     }
+    fn write_at_job(&self, writes: Vec<(FileId, u64, Bytes)>) -> Result<SyncWork, String> {
+        let mut disk = self.clone();
+        Ok(Box::new(move || {
+            for (file, off, bytes) in writes {
+                disk.write_at(file, off, &bytes)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        }))
+    }
     fn sync_job(&self, ranges: Vec<(FileId, u64, u64)>) -> Result<SyncWork, String> {
         let mut disk = self.clone();
         Ok(Box::new(move || {
@@ -127,8 +153,11 @@ impl<D: OffTaskSync> Durable for Broker<D> {
     }
     fn persist_job(&self, token: u64, files: Vec<(String, Bytes)>) -> Result<FlushJob, String> {
         let disk = self.store().disk();
-        let syncs = self.persist_syncs(token);
+        let syncs = self.persist_syncs(token).map_err(|e| e.to_string())?;
         let created = (!syncs.created.is_empty()).then(|| disk.created_job(syncs.created));
+        let writes = (!syncs.writes.is_empty())
+            .then(|| disk.write_at_job(syncs.writes))
+            .transpose()?;
         let ranges = syncs.ranges;
         let ranges = (!ranges.is_empty())
             .then(|| disk.sync_job(ranges))
@@ -138,7 +167,7 @@ impl<D: OffTaskSync> Durable for Broker<D> {
             done: FlushDone::Persist(token),
             sync: Box::new(move || {
                 // What the checkpoint counts on first, then the checkpoint.
-                for first in [created, ranges].into_iter().flatten() {
+                for first in [created, writes, ranges].into_iter().flatten() {
                     first()?;
                 }
                 write()

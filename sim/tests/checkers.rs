@@ -138,11 +138,11 @@ fn vanish_and_offset_reuse_checkers_catch_a_broker_serving_unflushed_messages() 
     // offset, so consumers see messages a power loss then takes, and the next messages
     // stored reuse their queue offsets.
     let judged = ["delivered-not-vanished", "one-offset-one-message"];
-    let runs = broken(UNFLUSHED, 4);
+    let runs = broken(UNFLUSHED, 8);
     for invariant in judged {
         assert!(
             runs.iter().any(|r| r.contains(&invariant)),
-            "4 seeds and {invariant} never fired: {runs:?}"
+            "8 seeds and {invariant} never fired: {runs:?}"
         );
     }
     for (seed, r) in broken(&whole(UNFLUSHED), 8).iter().enumerate() {

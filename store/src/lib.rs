@@ -33,6 +33,6 @@ pub use disk::{CreatedSet, Disk, DiskError, FileId};
 pub use error::{StoreError, StoreResult};
 pub use index::{IndexConfig, IndexService};
 pub use message_store::{
-    GetResult, GetStatus, MessageStore, PutResult, RecoveryReport, StoreConfig,
+    GetResult, GetStatus, MessageStore, PutResult, RecoveryReport, STAGED_MAX_TOTAL, StoreConfig,
 };
 pub use record::{HostAddr, StoreMessage, StoredRecord};

@@ -14,11 +14,14 @@
 //!    below `C` is durable data lost: that is an error naming the file, never a silent cut.
 //! 5. Sync everything and write a checkpoint at the recovered end.
 
+use bytes::Bytes;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::checkpoint::{Checkpoint, QueueMark};
 use crate::commitlog::{Appended, CommitLog, ScanStop};
-use crate::consume_queue::{Boundary, CONSUMEQUEUE_DIR, ConsumeQueue, CqEntry, QueueTable};
+use crate::consume_queue::{
+    Boundary, CONSUMEQUEUE_DIR, ConsumeQueue, CqEntry, QueueSlot, QueueTable,
+};
 use crate::disk::{CreatedSet, Disk, FileId};
 use crate::error::{StoreError, StoreResult};
 use crate::index::{IndexConfig, IndexService, MAX_KEYS_PER_RECORD};
@@ -232,6 +235,10 @@ pub struct MessageStore<D: Disk> {
     stopped: Option<String>,
     appended: Vec<Appended>,
     queue_offsets: Vec<u64>,
+    /// Each put's queue slots (reused: the put path does not allocate).
+    slots: Vec<QueueSlot>,
+    /// Queue entries put since the last checkpoint was prepared (bounds staged memory).
+    staged_since_checkpoint: u64,
     /// Per message of a put: its tag code and where its keys end in `keys`.
     metas: Vec<Meta>,
     /// Byte ranges of index keys within records' properties (reused, no allocation).
@@ -274,6 +281,10 @@ fn entries_below<D: Disk>(disk: &D, cq: &ConsumeQueue, c: u64) -> StoreResult<u6
     }
     Ok(lo)
 }
+
+/// Most queue entries staged in memory across all queues between checkpoints (20 MiB); a
+/// broker checkpoints at half of it.
+pub const STAGED_MAX_TOTAL: u64 = 1 << 20;
 
 /// Refused puts are logged at most this often.
 const REFUSAL_LOG_INTERVAL_MS: i64 = 1_000;
@@ -470,6 +481,8 @@ impl<D: Disk> MessageStore<D> {
             stopped: None,
             appended: Vec::new(),
             queue_offsets: Vec::new(),
+            slots: Vec::new(),
+            staged_since_checkpoint: 0,
             metas: Vec::new(),
             keys: Vec::new(),
             checkpointed: c,
@@ -629,6 +642,8 @@ impl<D: Disk> MessageStore<D> {
             queues,
             index,
             queue_offsets,
+            slots,
+            staged_since_checkpoint,
             appended,
             metas,
             keys,
@@ -641,9 +656,15 @@ impl<D: Disk> MessageStore<D> {
         // refuses the put cleanly instead of leaving records no queue knows.
         let prepared = (|| -> StoreResult<()> {
             queue_offsets.clear();
+            slots.clear();
             if one_queue {
-                let cq =
-                    queues.get_or_create(first.topic, first.queue_id, config.consume_queue_entries);
+                let slot = queues.slot_or_create(
+                    first.topic,
+                    first.queue_id,
+                    config.consume_queue_entries,
+                );
+                slots.push(slot);
+                let cq = queues.at(slot);
                 let base = cq.max_offset();
                 let mut next = base;
                 for msg in msgs {
@@ -667,8 +688,13 @@ impl<D: Disk> MessageStore<D> {
                                 && m.topic == msg.topic
                         })
                         .count() as u64;
-                    let cq =
-                        queues.get_or_create(msg.topic, msg.queue_id, config.consume_queue_entries);
+                    let slot = queues.slot_or_create(
+                        msg.topic,
+                        msg.queue_id,
+                        config.consume_queue_entries,
+                    );
+                    slots.push(slot);
+                    let cq = queues.at(slot);
                     let offset = cq.max_offset() + earlier;
                     cq.prepare_range(disk, offset, offset + 1)?;
                     queue_offsets.push(offset);
@@ -704,24 +730,15 @@ impl<D: Disk> MessageStore<D> {
                 size: appended[i].size,
                 tags_code: metas[i].tags_code,
             };
-            if one_queue {
-                let cq =
-                    queues.get_or_create(first.topic, first.queue_id, config.consume_queue_entries);
-                for (i, msg) in msgs.iter().enumerate() {
-                    if !is_unqueued(msg.sys_flag) {
-                        cq.put(disk, appended[i].queue_offset, entry(i))?;
-                    }
-                }
-            } else {
-                for (i, msg) in msgs.iter().enumerate() {
-                    if !is_unqueued(msg.sys_flag) {
-                        let cq = queues.get_or_create(
-                            msg.topic,
-                            msg.queue_id,
-                            config.consume_queue_entries,
-                        );
-                        cq.put(disk, appended[i].queue_offset, entry(i))?;
-                    }
+            // The slots the prepare step found: one for the batch, or one per queued message.
+            let mut queued = 0;
+            for (i, msg) in msgs.iter().enumerate() {
+                if !is_unqueued(msg.sys_flag) {
+                    let slot = slots[if one_queue { 0 } else { queued }];
+                    queued += 1;
+                    queues
+                        .at(slot)
+                        .put(disk, appended[i].queue_offset, entry(i))?;
                 }
             }
             let mut key_from = 0;
@@ -739,6 +756,18 @@ impl<D: Disk> MessageStore<D> {
             }
             Ok(())
         })();
+        let dispatched = dispatched.and_then(|()| {
+            // Staged queue entries wait for the next checkpoint; past this many since the
+            // last one (a checkpoint that is slow to come), every queue writes its own now.
+            *staged_since_checkpoint += queue_offsets.len() as u64;
+            if *staged_since_checkpoint >= STAGED_MAX_TOTAL {
+                *staged_since_checkpoint = 0;
+                for cq in queues.iter_mut() {
+                    cq.write_staged(disk)?;
+                }
+            }
+            Ok(())
+        });
         if let Err(e) = dispatched {
             *stopped = Some(format!("dispatch failed: {e}"));
             return Err(e);
@@ -753,6 +782,21 @@ impl<D: Disk> MessageStore<D> {
     /// Where each message of the last successful put landed, in order.
     pub fn last_appended(&self) -> &[Appended] {
         &self.appended
+    }
+
+    /// Queue entries put since the last checkpoint was prepared: at most `STAGED_MAX_TOTAL`
+    /// wait in memory.
+    pub fn staged_entries(&self) -> u64 {
+        self.staged_since_checkpoint
+    }
+
+    /// Writes every consume queue entry staged in memory to its file (volatile, like any
+    /// write): what a checkpoint or a full stage does on its own.
+    pub fn write_staged_queues(&mut self) -> StoreResult<()> {
+        for cq in self.queues.iter_mut() {
+            cq.write_staged(&mut self.disk)?;
+        }
+        Ok(())
     }
 
     /// Everything below this commit log offset is durable.
@@ -853,9 +897,24 @@ impl<D: Disk> MessageStore<D> {
         &self.pending_created
     }
 
-    /// Makes the prepared checkpoint's ranges and created files durable inline (the
+    /// The consume queue entries the prepared checkpoint writes before it syncs its ranges,
+    /// as `(file, offset, bytes)`: appends staged in memory (see `ConsumeQueue`), for the
+    /// caller to write off the task that takes puts.
+    pub fn checkpoint_writes(&self, out: &mut Vec<(FileId, u64, Bytes)>) -> StoreResult<()> {
+        for cq in self.queues.iter() {
+            cq.pending_writes(out)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the prepared checkpoint's writes, ranges and created files durable inline (the
     /// simulator, shutdown).
     pub fn sync_checkpoint_ranges(&mut self) -> StoreResult<()> {
+        let mut writes = Vec::new();
+        self.checkpoint_writes(&mut writes)?;
+        for (file, at, bytes) in writes {
+            self.disk.write_at(file, at, &bytes)?;
+        }
         let mut ranges = Vec::new();
         self.checkpoint_ranges(&mut ranges);
         self.disk.sync_created_set(&self.pending_created)?;
@@ -888,6 +947,7 @@ impl<D: Disk> MessageStore<D> {
             self.log.sync(&mut self.disk, upto)?;
         }
         let offset = self.log.flushed();
+        self.staged_since_checkpoint = 0;
         let mut marks = Vec::with_capacity(self.queues.len());
         for cq in self.queues.iter_mut() {
             cq.prepare_sync();

@@ -75,8 +75,8 @@ fn append_path_allocates_nothing_per_message() {
         body: &body,
         properties: &keyed[i],
     };
-    // Warm up: files created, scratch buffers grown.
-    for i in 0..100 {
+    // Warm up: files created, scratch buffers grown, each queue's stage filled once.
+    for i in 0..1100 {
         store.put(&msg(i), i as i64).unwrap();
     }
     let batch: Vec<StoreMessage<'_>> = (0..32).map(msg).collect();

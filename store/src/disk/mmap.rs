@@ -72,7 +72,7 @@ pub struct MmapDisk {
     unsynced_dirs: BTreeSet<PathBuf>,
 }
 
-/// Makes ranges of one mapped file durable from any thread.
+/// Writes and makes durable ranges of one mapped file from any thread.
 #[derive(Clone)]
 pub struct MmapSyncHandle {
     map: Option<Arc<MmapRaw>>,
@@ -80,6 +80,32 @@ pub struct MmapSyncHandle {
 }
 
 impl MmapSyncHandle {
+    /// Copies `data` into the mapping at `offset`, from any thread: for writes the store
+    /// hands off its task (staged consume queue entries), into space it reserved and does
+    /// not read or write itself until the write is reported done.
+    pub fn write(&self, offset: u64, data: &[u8]) -> DiskResult<()> {
+        let Some(map) = &self.map else {
+            return check_bounds(&self.path, "write", offset, data.len() as u64, 0);
+        };
+        check_bounds(
+            &self.path,
+            "write",
+            offset,
+            data.len() as u64,
+            map.len() as u64,
+        )?;
+        // SAFETY: bounds checked; the mapping is shared and writable and lives as long as
+        // `self.map`; the store neither reads nor writes this range until the write is done.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                map.as_mut_ptr().add(offset as usize),
+                data.len(),
+            );
+        }
+        Ok(())
+    }
+
     /// msync(MS_SYNC) of `[offset, offset + len)`.
     pub fn sync(&self, offset: u64, len: u64) -> DiskResult<()> {
         let Some(map) = &self.map else { return Ok(()) };
