@@ -8,11 +8,12 @@
 //! ordered sends pick their queue by key hash and are not moved. Requests go out as
 //! `Output::SendTo`; responses come back through `on_command`; results through `poll_event`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
+use rockfish_store::FixedHasher;
 use rockfish_store::record::java_string_hash;
 
 use crate::machine::Output;
@@ -173,7 +174,10 @@ enum Rpc {
 pub struct Producer {
     config: ProducerConfig,
     rng: Xoshiro256PlusPlus,
-    routes: BTreeMap<String, PublishInfo>,
+    /// Hashed: every send looks its topic up, and at 10,000 topics a sorted map's walk of
+    /// string comparisons cost more than the rest of the lookup (std's fixed-key SipHash:
+    /// the same in every run).
+    routes: HashMap<String, PublishInfo, FixedHasher>,
     /// Sends waiting for their topic's route.
     waiting: BTreeMap<String, Vec<SendId>>,
     sends: BTreeMap<SendId, PendingSend>,
@@ -196,7 +200,7 @@ impl Producer {
         let uniq_prefix = rng.random();
         Producer {
             rng,
-            routes: BTreeMap::new(),
+            routes: HashMap::default(),
             waiting: BTreeMap::new(),
             sends: BTreeMap::new(),
             rpcs: RpcTable::default(),
@@ -678,7 +682,8 @@ impl Producer {
         }
         if now >= self.next_refresh {
             self.next_refresh = now + self.config.route_refresh_ms;
-            let topics: Vec<String> = self.routes.keys().cloned().collect();
+            let mut topics: Vec<String> = self.routes.keys().cloned().collect();
+            topics.sort_unstable(); // refreshed in name order, as ever
             for t in topics {
                 self.fetch_route(&t, None, now);
             }

@@ -582,9 +582,10 @@ fn scan_entries<D: Disk>(
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct QueueSlot(u32);
 
-/// std's SipHash with fixed keys: fast enough for short topic names, and unlike `RandomState`
-/// the same in every run (nothing iterates the hashed index, but determinism is cheap here).
-type FixedHasher = std::hash::BuildHasherDefault<std::hash::DefaultHasher>;
+/// std's SipHash with fixed keys, for maps looked up by topic on the put path: fast enough
+/// for short names, and unlike `RandomState` the same in every run, so a simulated run that
+/// iterates such a map still replays exactly.
+pub type FixedHasher = std::hash::BuildHasherDefault<std::hash::DefaultHasher>;
 
 /// Every consume queue. Looked up by hashing the topic (a put at 10,000 topics costs one probe,
 /// where a sorted map walked ~20 string comparisons, each a cache miss); iterated in sorted

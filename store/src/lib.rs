@@ -26,7 +26,7 @@ mod segments;
 
 pub use checkpoint::Checkpoint;
 pub use commitlog::{Appended, CommitLog, ScanStop};
-pub use consume_queue::{Boundary, ConsumeQueue, CqEntry};
+pub use consume_queue::{Boundary, ConsumeQueue, CqEntry, FixedHasher};
 pub use disk::mem::{DiskStats, FaultPlan, MemDisk};
 pub use disk::mmap::{MmapDisk, MmapSyncHandle};
 pub use disk::{CreatedSet, Disk, DiskError, FileId};

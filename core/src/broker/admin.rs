@@ -198,7 +198,7 @@ impl<D: Disk> Broker<D> {
         if let Some(f) = cmd.ext("topicFilterType") {
             tc.topic_filter_type = f.to_string();
         }
-        self.topics.topic_config_table.insert(topic, tc);
+        self.topics.insert(topic, tc);
         self.persist_topics(now);
         Ok(RemotingCommand::response_to(cmd, response::SUCCESS, None))
     }
@@ -209,7 +209,7 @@ impl<D: Disk> Broker<D> {
         now: u64,
     ) -> Result<RemotingCommand, FieldError> {
         let topic: String = cmd.ext_req("topic")?;
-        if self.topics.topic_config_table.remove(&topic).is_some() {
+        if self.topics.remove(&topic).is_some() {
             self.persist_topics(now);
         }
         Ok(RemotingCommand::response_to(cmd, response::SUCCESS, None))
@@ -220,8 +220,8 @@ impl<D: Disk> Broker<D> {
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, FieldError> {
         let wrapper = TopicConfigSerializeWrapper {
-            topic_config_table: self.topics.topic_config_table.clone(),
-            data_version: self.topics.data_version,
+            topic_config_table: self.topics.table().topic_config_table.clone(),
+            data_version: self.topics.data_version(),
         };
         Ok(Self::body_response(cmd, to_body(&wrapper)))
     }

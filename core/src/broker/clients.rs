@@ -280,9 +280,8 @@ impl<D: Disk> Broker<D> {
                 continue;
             }
             let retry = crate::protocol::topics::retry_topic(&c.group_name);
-            if !self.topics.topic_config_table.contains_key(&retry) {
+            if !self.topics.contains(&retry) {
                 self.topics
-                    .topic_config_table
                     .insert(retry.clone(), TopicConfig::new(&retry, 1));
                 created = true;
             }
@@ -321,7 +320,7 @@ impl<D: Disk> Broker<D> {
         for p in &data.producer_data_set {
             super::validate_group(&p.group_name)?;
         }
-        if new_topics > 0 && self.topics.topic_config_table.len() + new_topics > limits.max_topics {
+        if new_topics > 0 && self.topics.len() + new_topics > limits.max_topics {
             return Err(format!(
                 "retry topics not created: the broker holds {} topics (limit)",
                 limits.max_topics

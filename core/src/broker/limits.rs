@@ -166,6 +166,6 @@ impl<D: Disk> Broker<D> {
 
     /// Whether one more topic may be created.
     pub(super) fn topics_full(&self) -> bool {
-        self.topics.topic_config_table.len() >= self.config.limits.max_topics
+        self.topics.len() >= self.config.limits.max_topics
     }
 }

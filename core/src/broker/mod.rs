@@ -22,6 +22,7 @@ mod pull;
 mod recovery;
 mod send;
 mod timers;
+mod topics;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -261,7 +262,7 @@ pub struct Broker<D: Disk> {
     config: BrokerConfig,
     store_host: HostAddr,
     store: MessageStore<D>,
-    topics: TopicConfigTable,
+    topics: topics::Topics,
     offsets: ConsumerOffsetTable,
     offsets_dirty: bool,
     /// Consumer offsets that may point past what recovery kept (ASYNC_FLUSH).
@@ -302,25 +303,24 @@ impl<D: Disk> Broker<D> {
         config.validate().map_err(BrokerError::Config)?;
         let store_host = parse_host(&config.broker_addr)
             .ok_or_else(|| BrokerError::BadAddr(config.broker_addr.clone()))?;
-        let mut topics: TopicConfigTable =
+        let loaded: TopicConfigTable =
             config::load(store.disk(), config::TOPICS_FILE)?.unwrap_or_default();
+        let mut topics = topics::Topics::new(loaded);
         // Clients send to a topic without a route through the default topic's route (and the
         // broker then creates the topic), as with Apache brokers that allow auto-creation.
-        if config.auto_create_topic && !topics.topic_config_table.contains_key(DEFAULT_TOPIC) {
+        if config.auto_create_topic && !topics.contains(DEFAULT_TOPIC) {
             let mut tbw = TopicConfig::new(DEFAULT_TOPIC, DEFAULT_TOPIC_QUEUES);
             tbw.perm = crate::protocol::perm::READ
                 | crate::protocol::perm::WRITE
                 | crate::protocol::perm::INHERIT;
-            topics
-                .topic_config_table
-                .insert(DEFAULT_TOPIC.to_string(), tbw);
+            topics.insert(DEFAULT_TOPIC.to_string(), tbw);
         }
         // Auto-created topics are persisted a moment after their creation (coalesced): one
         // that a crash kept out of topics.json still has its queues in the store.
         let mut restored: BTreeMap<String, u32> = BTreeMap::new();
         for (topic, queue_id) in store.queue_ids() {
             // The offset journal is the broker's own, never a topic clients see.
-            if topic != OFFSET_JOURNAL_TOPIC && !topics.topic_config_table.contains_key(topic) {
+            if topic != OFFSET_JOURNAL_TOPIC && !topics.contains(topic) {
                 let n = restored.entry(topic.to_string()).or_insert(0);
                 *n = (*n).max(queue_id.saturating_add(1));
             }
@@ -333,9 +333,7 @@ impl<D: Disk> Broker<D> {
                 n.max(config.default_topic_queues)
             };
             tracing::info!(%topic, queues, "topic restored from its consume queues");
-            topics
-                .topic_config_table
-                .insert(topic.clone(), TopicConfig::new(&topic, queues));
+            topics.insert(topic.clone(), TopicConfig::new(&topic, queues));
         }
         let (mut offsets, replayed) = offsets::load(&store)?;
         if replayed > 0 {
@@ -358,7 +356,7 @@ impl<D: Disk> Broker<D> {
             .map_err(StoreError::from)?
             .is_none()
         {
-            config::save(store.disk_mut(), config::TOPICS_FILE, &topics)?;
+            config::save(store.disk_mut(), config::TOPICS_FILE, topics.table())?;
         }
         let rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
         let mut broker = Broker {
@@ -418,7 +416,7 @@ impl<D: Disk> Broker<D> {
         &mut self.store
     }
     pub fn topic(&self, name: &str) -> Option<&TopicConfig> {
-        self.topics.topic_config_table.get(name)
+        self.topics.get(name)
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -675,8 +673,8 @@ impl<D: Disk> Broker<D> {
             .set(Timer::RegisterRetry, now + REGISTER_RETRY_MS);
         let body = crate::protocol::RegisterBrokerBody {
             topic_config_serialize_wrapper: crate::protocol::TopicConfigSerializeWrapper {
-                topic_config_table: self.topics.topic_config_table.clone(),
-                data_version: self.topics.data_version,
+                topic_config_table: self.topics.table().topic_config_table.clone(),
+                data_version: self.topics.data_version(),
             },
             filter_server_list: Vec::new(),
         };
@@ -703,8 +701,7 @@ impl<D: Disk> Broker<D> {
     /// topic created meanwhile, so that creating thousands of topics costs a few writes and
     /// registrations, not one write and one full re-registration each.
     fn topics_created(&mut self, now: u64) {
-        self.topics.data_version.timestamp = now as i64;
-        self.topics.data_version.counter += 1;
+        self.topics.bump_version(now);
         if self.timers.is_set(Timer::TopicsPersist) {
             return;
         }
@@ -721,8 +718,7 @@ impl<D: Disk> Broker<D> {
     fn persist_topics(&mut self, now: u64) {
         self.timers.clear(Timer::TopicsPersist);
         self.topics_persisted_at = Some(now);
-        self.topics.data_version.timestamp = now as i64;
-        self.topics.data_version.counter += 1;
+        self.topics.bump_version(now);
         self.topics_dirty = true;
         self.write_topics();
         self.register_all(now);

@@ -56,7 +56,7 @@ impl<D: Disk> Broker<D> {
         let refuse = |code: i32, remark: String| {
             Ok(Some(RemotingCommand::response_to(cmd, code, Some(remark))))
         };
-        let Some(tc) = self.topics.topic_config_table.get(&topic) else {
+        let Some(tc) = self.topics.get(&topic) else {
             return refuse(
                 response::TOPIC_NOT_EXIST,
                 format!("topic[{topic}] not exist, apply first please!"),

@@ -146,7 +146,7 @@ impl<D: Disk> Broker<D> {
                 ),
             );
         }
-        if self.topics_full() && !self.topics.topic_config_table.contains_key(h.topic) {
+        if self.topics_full() && !self.topics.contains(h.topic) {
             return refuse(
                 response::SYSTEM_ERROR,
                 format!(
@@ -283,7 +283,7 @@ impl<D: Disk> Broker<D> {
     /// The topic to send to, auto-created (with the producer's default queue count, capped by
     /// the broker's) when allowed.
     fn topic_for_send(&mut self, h: &SendHeader, now: u64) -> Option<SendTopic> {
-        if let Some(t) = self.topics.topic_config_table.get(h.topic) {
+        if let Some(t) = self.topics.get(h.topic) {
             return Some(SendTopic {
                 perm: t.perm,
                 write_queue_nums: t.write_queue_nums,
@@ -296,7 +296,6 @@ impl<D: Disk> Broker<D> {
         // The producer's defaultTopicQueueNums, capped by the default topic's queue count.
         let cap = self
             .topics
-            .topic_config_table
             .get(super::DEFAULT_TOPIC)
             .map_or(super::DEFAULT_TOPIC_QUEUES, |t| t.write_queue_nums);
         let queues = if retry {
@@ -311,9 +310,7 @@ impl<D: Disk> Broker<D> {
             perm: t.perm,
             write_queue_nums: t.write_queue_nums,
         };
-        self.topics
-            .topic_config_table
-            .insert(h.topic.to_string(), t);
+        self.topics.insert(h.topic.to_string(), t);
         tracing::info!(topic = %h.topic, queues, "auto-created topic");
         self.topics_created(now);
         Some(send)
