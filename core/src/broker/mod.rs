@@ -17,9 +17,11 @@ mod persist;
 pub use persist::{
     BULK_CHECKPOINT_BYTES, BULK_CHECKPOINT_INTERVAL_MS, CHEAP_CHECKPOINT_QUEUES, PersistSyncs,
 };
+mod flush;
 mod held_pulls;
 mod pull;
 mod recovery;
+mod registration;
 mod send;
 mod timers;
 mod topics;
@@ -36,6 +38,7 @@ use rockfish_store::{Disk, MessageStore, StoreError};
 use crate::machine::{ConnId, Output};
 use crate::remoting::codes::{request, response};
 use crate::remoting::{FieldError, RemotingCommand};
+use flush::SyncWaiter;
 use timers::Timer;
 
 pub use clients::{ConsumerData, ConsumerIdList, HeartbeatData, ProducerData, SubscriptionData};
@@ -235,16 +238,6 @@ pub fn parse_host(addr: &str) -> Option<HostAddr> {
         return None;
     }
     Some(HostAddr::V4(octets, port))
-}
-
-/// A send whose response waits for its data to become durable.
-struct SyncWaiter {
-    conn: ConnId,
-    response: RemotingCommand,
-    end: u64,
-    deadline: u64,
-    /// The answer's code if the flush does not finish in time.
-    timeout_code: i32,
 }
 
 /// Why the broker could not start.
@@ -568,162 +561,12 @@ impl<D: Disk> Broker<D> {
         }
     }
 
-    /// Asks the driver to flush everything appended so far, unless a flush is running.
-    fn request_flush(&mut self) {
-        let upto = self.store.write_pos();
-        if self.flush_in_flight.is_none()
-            && upto > self.store.flushed()
-            && self.store.stopped().is_none()
-        {
-            self.flush_in_flight = Some(upto);
-            self.outputs.push_back(Output::Flush { upto });
-        }
-    }
-
-    /// Commit log byte ranges a flush thread must sync to make `upto` durable.
-    pub fn flush_ranges(&self, upto: u64) -> Vec<(rockfish_store::FileId, u64, u64)> {
-        self.store.commit_log().flush_ranges(upto)
-    }
-
-    /// Runs a requested flush inline (simulator and simple drivers).
-    pub fn run_flush(&mut self, upto: u64, now: u64) {
-        let ranges = self.flush_ranges(upto);
-        let mut result = Ok(());
-        for (file, off, len) in ranges {
-            if let Err(e) = self.store.disk_mut().sync(file, off, len) {
-                result = Err(e.to_string());
-                break;
-            }
-        }
-        match result {
-            Ok(()) => self.on_flushed(upto, now),
-            Err(e) => self.on_flush_failed(e, now),
-        }
-    }
-
-    /// A flush finished: everything below `upto` is durable. Acks the sends it covers.
-    pub fn on_flushed(&mut self, upto: u64, now: u64) {
-        // One flush in flight at a time, answered with the mark it asked for.
-        debug_assert_eq!(
-            self.flush_in_flight,
-            Some(upto),
-            "a flush answered that was not asked"
-        );
-        self.flush_in_flight = None;
-        self.store.commit_log_mut().on_flushed(upto);
-        let durable = self.store.flushed();
-        while self.sync_waiters.front().is_some_and(|w| w.end <= durable) {
-            let w = self.sync_waiters.pop_front().expect("checked");
-            // Waiters are in append order: each acked one ends at or before the next.
-            debug_assert!(self.sync_waiters.front().is_none_or(|n| n.end >= w.end));
-            self.outputs.push_back(Output::Send {
-                conn: w.conn,
-                cmd: w.response,
-            });
-        }
-        if !self.sync_waiters.is_empty() {
-            self.request_flush();
-        }
-        self.wake_durable_pulls(now);
-    }
-
-    /// A flush failed: the store stops taking writes, and every waiting send gets an error
-    /// (its message may or may not be durable; it is never reported stored).
-    pub fn on_flush_failed(&mut self, reason: String, _now: u64) {
-        self.flush_in_flight = None;
-        self.store.commit_log_mut().on_flush_failed(reason.clone());
-        for w in std::mem::take(&mut self.sync_waiters) {
-            let mut r = w.response;
-            r.code = response::SYSTEM_ERROR;
-            r.remark = Some(format!(
-                "flush failed, the message may not be durable: {reason}"
-            ));
-            self.outputs.push_back(Output::Send {
-                conn: w.conn,
-                cmd: r,
-            });
-        }
-    }
-
-    fn expire_sync_waiters(&mut self, now: u64) {
-        // Waiters are in append order and share one timeout, so deadlines are ordered too.
-        while self.sync_waiters.front().is_some_and(|w| w.deadline <= now) {
-            let w = self.sync_waiters.pop_front().expect("checked");
-            let mut r = w.response;
-            r.code = w.timeout_code;
-            r.remark = Some("flush disk timeout: stored, not yet known durable".into());
-            self.outputs.push_back(Output::Send {
-                conn: w.conn,
-                cmd: r,
-            });
-        }
-    }
-
     fn next_opaque(&mut self) -> i32 {
         self.next_opaque = self.next_opaque.wrapping_add(1);
         self.next_opaque
     }
 
     /// Registers with every name server (RocketMQ: every 30 s, and on topic changes).
-    fn register_all(&mut self, now: u64) {
-        self.timers
-            .set(Timer::Register, now + self.config.register_interval_ms);
-        self.registrations_unanswered.clear();
-        self.timers
-            .set(Timer::RegisterRetry, now + REGISTER_RETRY_MS);
-        let body = crate::protocol::RegisterBrokerBody {
-            topic_config_serialize_wrapper: crate::protocol::TopicConfigSerializeWrapper {
-                topic_config_table: self.topics.table().topic_config_table.clone(),
-                data_version: self.topics.data_version(),
-            },
-            filter_server_list: Vec::new(),
-        };
-        let body = crate::protocol::to_body(&body);
-        for addr in self.config.namesrv_addrs.clone() {
-            let opaque = self.next_opaque();
-            self.registrations_unanswered.insert(opaque);
-            let cmd = RemotingCommand::request(request::REGISTER_BROKER, opaque)
-                .with_ext("brokerAddr", &self.config.broker_addr)
-                .with_ext("brokerName", &self.config.broker_name)
-                .with_ext("brokerId", self.config.broker_id)
-                .with_ext("clusterName", &self.config.cluster_name)
-                .with_ext("haServerAddr", "")
-                .with_ext("compressed", false)
-                .with_ext("bodyCrc32", crc32fast::hash(&body) as i32)
-                .with_body(body.clone());
-            self.outputs.push_back(Output::SendTo { addr, cmd });
-        }
-    }
-
-    /// Topics were auto-created (by a send or a heartbeat): persisted and registered at once
-    /// when none were for `TOPICS_PERSIST_DELAY_MS` (a client that creates one topic finds
-    /// its route right away), else at the end of that interval together with every other
-    /// topic created meanwhile, so that creating thousands of topics costs a few writes and
-    /// registrations, not one write and one full re-registration each.
-    fn topics_created(&mut self, now: u64) {
-        self.topics.bump_version(now);
-        if self.timers.is_set(Timer::TopicsPersist) {
-            return;
-        }
-        let quiet_from = self
-            .topics_persisted_at
-            .map_or(now, |t| t + TOPICS_PERSIST_DELAY_MS);
-        if now >= quiet_from {
-            self.persist_topics(now);
-        } else {
-            self.timers.set(Timer::TopicsPersist, quiet_from);
-        }
-    }
-
-    fn persist_topics(&mut self, now: u64) {
-        self.timers.clear(Timer::TopicsPersist);
-        self.topics_persisted_at = Some(now);
-        self.topics.bump_version(now);
-        self.topics_dirty = true;
-        self.write_topics();
-        self.register_all(now);
-    }
-
     /// Flushes, checkpoints and persists offsets; hands back the store's disk.
     pub fn shutdown(mut self, now: u64) -> Result<D, StoreError> {
         self.save_configs_inline()?;

@@ -18,132 +18,23 @@ use rockfish_store::record::java_string_hash;
 
 use crate::machine::Output;
 use crate::message::{properties_string, uniq_key};
-use crate::protocol::{MessageQueue, TopicRouteData, decode_body, perm};
+use crate::protocol::{MessageQueue, TopicRouteData, decode_body};
 use crate::remoting::RemotingCommand;
 use crate::remoting::codes::{request, response};
 use crate::rpc_table::RpcTable;
 
-/// RocketMQ's latency-fault table: a send that took at least `LATENCY_MAX[i]` ms makes its
-/// broker unavailable for `NOT_AVAILABLE[i]` ms.
-const LATENCY_MAX: [u64; 7] = [50, 100, 550, 1_000, 2_000, 3_000, 15_000];
-const NOT_AVAILABLE: [u64; 7] = [0, 0, 30_000, 60_000, 120_000, 180_000, 600_000];
+mod api;
+mod latency_faults;
+mod publish_info;
+
+pub use api::{
+    Message, ProducerConfig, ProducerEvent, SendError, SendId, SendMode, SendResult, SendStatus,
+};
+use latency_faults::LatencyFaults;
+use publish_info::{TopicPublishInfo, publish_info};
+
 /// A failed send counts as this latency (isolation).
 const ISOLATION_LATENCY: u64 = 30_000;
-
-#[derive(Debug, Clone)]
-pub struct ProducerConfig {
-    pub group: String,
-    pub client_id: String,
-    pub namesrv_addrs: Vec<String>,
-    pub send_timeout_ms: u64,
-    /// Retries of a failed sync or async send, each on another broker where possible.
-    pub retry_times: u32,
-    /// RocketMQ's sendLatencyFaultEnable.
-    pub latency_fault: bool,
-    pub route_refresh_ms: u64,
-    pub heartbeat_ms: u64,
-    /// Queues a topic gets when created through the default topic.
-    pub default_topic_queues: u32,
-    pub seed: u64,
-}
-
-impl Default for ProducerConfig {
-    fn default() -> Self {
-        ProducerConfig {
-            group: "DEFAULT_PRODUCER".into(),
-            client_id: "127.0.0.1@rockfish".into(),
-            namesrv_addrs: vec!["127.0.0.1:9876".into()],
-            send_timeout_ms: 3_000,
-            retry_times: 2,
-            latency_fault: false,
-            route_refresh_ms: 30_000,
-            heartbeat_ms: 30_000,
-            default_topic_queues: 4,
-            seed: 0,
-        }
-    }
-}
-
-/// A message to send.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Message {
-    pub topic: String,
-    pub tags: Option<String>,
-    pub keys: Vec<String>,
-    pub body: Bytes,
-    pub flag: i32,
-    /// Extra user properties.
-    pub properties: BTreeMap<String, String>,
-}
-
-impl Message {
-    pub fn new(topic: &str, body: impl Into<Bytes>) -> Message {
-        Message {
-            topic: topic.to_string(),
-            body: body.into(),
-            ..Message::default()
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendMode {
-    Sync,
-    Async,
-    Oneway,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendStatus {
-    SendOk,
-    FlushDiskTimeout,
-    FlushSlaveTimeout,
-    SlaveNotAvailable,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SendResult {
-    pub status: SendStatus,
-    /// The client-side unique id (UNIQ_KEY), what RocketMQ SDKs report as msgId.
-    pub msg_id: String,
-    pub offset_msg_id: String,
-    pub queue: MessageQueue,
-    pub queue_offset: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    #[error("no route for topic {0}")]
-    NoRoute(String),
-    #[error("send timed out after {0} ms")]
-    Timeout(u64),
-    #[error("broker refused: code {code} {remark}")]
-    Broker { code: i32, remark: String },
-    #[error("an empty batch")]
-    EmptyBatch,
-    #[error("a batch's messages must share one topic")]
-    MixedBatch,
-}
-
-/// A send's identity, returned by `send` and carried by its event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SendId(pub u64);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProducerEvent {
-    /// A sync or async send finished (oneway sends report `Ok` once written).
-    Sent {
-        id: SendId,
-        result: Result<SendResult, SendError>,
-        attempts: u32,
-    },
-}
-
-#[derive(Debug, Clone)]
-struct PublishInfo {
-    queues: Vec<MessageQueue>,
-    brokers: BTreeMap<String, String>,
-}
 
 struct PendingSend {
     msg: Message,
@@ -177,12 +68,12 @@ pub struct Producer {
     /// Hashed: every send looks its topic up, and at 10,000 topics a sorted map's walk of
     /// string comparisons cost more than the rest of the lookup (std's fixed-key SipHash:
     /// the same in every run).
-    routes: HashMap<String, PublishInfo, FixedHasher>,
+    routes: HashMap<String, TopicPublishInfo, FixedHasher>,
     /// Sends waiting for their topic's route.
     waiting: BTreeMap<String, Vec<SendId>>,
     sends: BTreeMap<SendId, PendingSend>,
     rpcs: RpcTable<Rpc>,
-    faults: BTreeMap<String, u64>,
+    faults: LatencyFaults,
     next_queue: u32,
     next_id: u64,
     next_opaque: i32,
@@ -204,7 +95,7 @@ impl Producer {
             waiting: BTreeMap::new(),
             sends: BTreeMap::new(),
             rpcs: RpcTable::default(),
-            faults: BTreeMap::new(),
+            faults: LatencyFaults::default(),
             next_queue,
             next_id: 0,
             next_opaque: 0,
@@ -361,38 +252,16 @@ impl Producer {
         if info.queues.is_empty() {
             return None;
         }
-        let n = info.queues.len();
-        let pick = |mq: &MessageQueue| {
-            info.brokers
-                .get(&mq.broker_name)
-                .map(|a| (mq.clone(), a.clone()))
-        };
         if let Some(h) = selector {
-            return pick(&info.queues[(h % n as i32).unsigned_abs() as usize]);
+            return info.by_hash(h);
         }
         let start = self.next_queue;
         self.next_queue = self.next_queue.wrapping_add(1);
-        let at = |i: usize| &info.queues[(start as usize).wrapping_add(i) % n];
         if self.config.latency_fault {
-            for i in 0..n {
-                let mq = at(i);
-                if self
-                    .faults
-                    .get(&mq.broker_name)
-                    .is_none_or(|until| *until <= now)
-                {
-                    return pick(mq);
-                }
-            }
-        } else if let Some(last) = last {
-            for i in 0..n {
-                let mq = at(i);
-                if mq.broker_name != last {
-                    return pick(mq);
-                }
-            }
+            info.round_robin(start, |b| self.faults.available(b, now))
+        } else {
+            info.round_robin(start, |b| last != Some(b))
         }
-        pick(at(0))
     }
 
     fn attempt(&mut self, id: SendId, now: u64) {
@@ -480,11 +349,7 @@ impl Producer {
         if !self.config.latency_fault {
             return;
         }
-        let window = LATENCY_MAX
-            .iter()
-            .rposition(|m| latency >= *m)
-            .map_or(0, |i| NOT_AVAILABLE[i]);
-        self.faults.insert(broker.to_string(), now + window);
+        self.faults.record(broker, latency, now);
     }
 
     /// Retries on another broker if attempts and time remain; fails the send otherwise.
@@ -717,7 +582,7 @@ impl Producer {
 
     /// Whether `broker` is inside a latency-fault window at `now`.
     pub fn is_isolated(&self, broker: &str, now: u64) -> bool {
-        self.faults.get(broker).is_some_and(|until| *until > now)
+        !self.faults.available(broker, now)
     }
 
     /// The queues a topic is published on, as known now.
@@ -738,37 +603,6 @@ fn message_properties(m: &Message, uniq: &str) -> Vec<u8> {
     }
     props.extend(m.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     properties_string(props)
-}
-
-/// RocketMQ's topicRouteData2TopicPublishInfo: every writable queue of every broker whose
-/// master is known, in route order (brokers sorted by name, as name servers send them).
-fn publish_info(topic: &str, route: &TopicRouteData) -> PublishInfo {
-    let mut qds = route.queue_datas.clone();
-    qds.sort_by(|a, b| a.broker_name.cmp(&b.broker_name));
-    let mut brokers = BTreeMap::new();
-    let mut queues = Vec::new();
-    for qd in qds {
-        if !perm::writeable(qd.perm) {
-            continue;
-        }
-        let Some(addr) = route
-            .broker_datas
-            .iter()
-            .find(|b| b.broker_name == qd.broker_name)
-            .and_then(|b| b.master_addr())
-        else {
-            continue;
-        };
-        brokers.insert(qd.broker_name.clone(), addr.to_string());
-        for q in 0..qd.write_queue_nums {
-            queues.push(MessageQueue {
-                topic: topic.to_string(),
-                broker_name: qd.broker_name.clone(),
-                queue_id: q,
-            });
-        }
-    }
-    PublishInfo { queues, brokers }
 }
 
 impl crate::machine::ClientMachine for Producer {

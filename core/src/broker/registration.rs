@@ -1,0 +1,71 @@
+//! Registration with the name servers: every topic on each REGISTER_BROKER, at start, every
+//! register interval, and soon after topics are created (coalesced).
+
+use rockfish_store::Disk;
+
+use super::timers::Timer;
+use super::{Broker, REGISTER_RETRY_MS, TOPICS_PERSIST_DELAY_MS};
+use crate::machine::Output;
+use crate::remoting::RemotingCommand;
+use crate::remoting::codes::request;
+
+impl<D: Disk> Broker<D> {
+    pub(super) fn register_all(&mut self, now: u64) {
+        self.timers
+            .set(Timer::Register, now + self.config.register_interval_ms);
+        self.registrations_unanswered.clear();
+        self.timers
+            .set(Timer::RegisterRetry, now + REGISTER_RETRY_MS);
+        let body = crate::protocol::RegisterBrokerBody {
+            topic_config_serialize_wrapper: crate::protocol::TopicConfigSerializeWrapper {
+                topic_config_table: self.topics.table().topic_config_table.clone(),
+                data_version: self.topics.data_version(),
+            },
+            filter_server_list: Vec::new(),
+        };
+        let body = crate::protocol::to_body(&body);
+        for addr in self.config.namesrv_addrs.clone() {
+            let opaque = self.next_opaque();
+            self.registrations_unanswered.insert(opaque);
+            let cmd = RemotingCommand::request(request::REGISTER_BROKER, opaque)
+                .with_ext("brokerAddr", &self.config.broker_addr)
+                .with_ext("brokerName", &self.config.broker_name)
+                .with_ext("brokerId", self.config.broker_id)
+                .with_ext("clusterName", &self.config.cluster_name)
+                .with_ext("haServerAddr", "")
+                .with_ext("compressed", false)
+                .with_ext("bodyCrc32", crc32fast::hash(&body) as i32)
+                .with_body(body.clone());
+            self.outputs.push_back(Output::SendTo { addr, cmd });
+        }
+    }
+
+    /// Topics were auto-created (by a send or a heartbeat): persisted and registered at once
+    /// when none were for `TOPICS_PERSIST_DELAY_MS` (a client that creates one topic finds
+    /// its route right away), else at the end of that interval together with every other
+    /// topic created meanwhile, so that creating thousands of topics costs a few writes and
+    /// registrations, not one write and one full re-registration each.
+    pub(super) fn topics_created(&mut self, now: u64) {
+        self.topics.bump_version(now);
+        if self.timers.is_set(Timer::TopicsPersist) {
+            return;
+        }
+        let quiet_from = self
+            .topics_persisted_at
+            .map_or(now, |t| t + TOPICS_PERSIST_DELAY_MS);
+        if now >= quiet_from {
+            self.persist_topics(now);
+        } else {
+            self.timers.set(Timer::TopicsPersist, quiet_from);
+        }
+    }
+
+    pub(super) fn persist_topics(&mut self, now: u64) {
+        self.timers.clear(Timer::TopicsPersist);
+        self.topics_persisted_at = Some(now);
+        self.topics.bump_version(now);
+        self.topics_dirty = true;
+        self.write_topics();
+        self.register_all(now);
+    }
+}

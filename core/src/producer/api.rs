@@ -1,0 +1,117 @@
+//! What applications hand the producer and what they get back: its configuration, messages,
+//! send modes, results and errors.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use crate::protocol::MessageQueue;
+
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    pub group: String,
+    pub client_id: String,
+    pub namesrv_addrs: Vec<String>,
+    pub send_timeout_ms: u64,
+    /// Retries of a failed sync or async send, each on another broker where possible.
+    pub retry_times: u32,
+    /// RocketMQ's sendLatencyFaultEnable.
+    pub latency_fault: bool,
+    pub route_refresh_ms: u64,
+    pub heartbeat_ms: u64,
+    /// Queues a topic gets when created through the default topic.
+    pub default_topic_queues: u32,
+    pub seed: u64,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            group: "DEFAULT_PRODUCER".into(),
+            client_id: "127.0.0.1@rockfish".into(),
+            namesrv_addrs: vec!["127.0.0.1:9876".into()],
+            send_timeout_ms: 3_000,
+            retry_times: 2,
+            latency_fault: false,
+            route_refresh_ms: 30_000,
+            heartbeat_ms: 30_000,
+            default_topic_queues: 4,
+            seed: 0,
+        }
+    }
+}
+
+/// A message to send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    pub tags: Option<String>,
+    pub keys: Vec<String>,
+    pub body: Bytes,
+    pub flag: i32,
+    /// Extra user properties.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Message {
+    pub fn new(topic: &str, body: impl Into<Bytes>) -> Message {
+        Message {
+            topic: topic.to_string(),
+            body: body.into(),
+            ..Message::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendMode {
+    Sync,
+    Async,
+    Oneway,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendStatus {
+    SendOk,
+    FlushDiskTimeout,
+    FlushSlaveTimeout,
+    SlaveNotAvailable,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendResult {
+    pub status: SendStatus,
+    /// The client-side unique id (UNIQ_KEY), what RocketMQ SDKs report as msgId.
+    pub msg_id: String,
+    pub offset_msg_id: String,
+    pub queue: MessageQueue,
+    pub queue_offset: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("no route for topic {0}")]
+    NoRoute(String),
+    #[error("send timed out after {0} ms")]
+    Timeout(u64),
+    #[error("broker refused: code {code} {remark}")]
+    Broker { code: i32, remark: String },
+    #[error("an empty batch")]
+    EmptyBatch,
+    #[error("a batch's messages must share one topic")]
+    MixedBatch,
+}
+
+/// A send's identity, returned by `send` and carried by its event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SendId(pub u64);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProducerEvent {
+    /// A sync or async send finished (oneway sends report `Ok` once written).
+    Sent {
+        id: SendId,
+        result: Result<SendResult, SendError>,
+        attempts: u32,
+    },
+}
