@@ -217,3 +217,62 @@ fn queue_files_exist_durably_once_a_checkpoint_covers_them() {
     let (store, _) = MessageStore::open(disk, small_config(), 5_000).unwrap();
     verify(&store, &a);
 }
+
+/// Entries of consume queue file `path` written so far (the volatile layer: what a read of
+/// the file, not of the store, sees).
+fn written_entries(disk: &MemDisk, path: &str) -> usize {
+    use rockfish_store::Disk;
+    let mut probe = disk.clone();
+    let Ok(file) = probe.open(path) else { return 0 };
+    let size = probe.size(file).unwrap() as usize;
+    let bytes = probe.read_at(file, 0, size).unwrap();
+    probe.close(file);
+    bytes
+        .chunks(20)
+        .take_while(|e| e.iter().any(|&b| b != 0))
+        .count()
+}
+
+#[test]
+fn queue_entries_are_staged_until_a_checkpoint_or_a_full_stage_writes_them() {
+    use rockfish_store::consume_queue::STAGED_MAX_ENTRIES;
+    let disk = MemDisk::new(7);
+    let config = StoreConfig {
+        consume_queue_entries: 4 * STAGED_MAX_ENTRIES,
+        ..small_config()
+    };
+    let (mut store, _) = MessageStore::open(disk.clone(), config.clone(), 1_000).unwrap();
+    let path = "consumequeue/Staged/0/00000000000000000000";
+    let one = |i: u64| Sent::new("Staged", 0, vec![1; 32], &format!("k{i}"), "TagA");
+    let mut sent: Vec<Sent> = Vec::new();
+    for i in 0..10 {
+        let mut m = [one(i)];
+        put_all(&mut store, &mut m, 2_000).unwrap();
+        sent.extend(m);
+    }
+    // Readable at once, from memory; the file holds nothing yet.
+    verify(&store, &sent);
+    assert_eq!(written_entries(&disk, path), 0);
+    // A checkpoint writes them (then syncs them).
+    store.checkpoint(3_000).unwrap();
+    assert_eq!(written_entries(&disk, path), 10);
+    // A full stage writes itself, on the put path.
+    for i in 10..10 + STAGED_MAX_ENTRIES {
+        let mut m = [one(i)];
+        put_all(&mut store, &mut m, 4_000).unwrap();
+        sent.extend(m);
+    }
+    assert_eq!(
+        written_entries(&disk, path),
+        10 + STAGED_MAX_ENTRIES as usize
+    );
+    // Staged entries a crash takes are rebuilt from the commit log.
+    let mut m = [one(999)];
+    put_all(&mut store, &mut m, 5_000).unwrap();
+    sent.extend(m);
+    store.sync().unwrap();
+    let disk = store.crash();
+    let (store, report) = MessageStore::open(disk, config, 6_000).unwrap();
+    assert!(report.redispatched > 0, "{report:?}");
+    verify(&store, &sent);
+}
