@@ -417,16 +417,28 @@ async fn run<M: Durable>(
                     }
                 }
             },
-            Some((done, result)) = flush_rx.recv() => match (done, result) {
-                (FlushDone::Flush(upto), Ok(())) => machine.on_flushed(upto, now_ms()),
-                (FlushDone::Flush(_), Err(e)) => machine.on_flush_failed(e, now_ms()),
-                (FlushDone::Persist(token), result) => machine.on_persisted(token, result, now_ms()),
-            },
+            Some((done, result)) = flush_rx.recv() => flushed(&mut machine, done, result),
             _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
         }
     }
     drain(&mut machine, &mut conns, &flusher, &mut stage);
+    // The machine goes back to its owner (to shut down, which writes and syncs inline) only
+    // once the flusher is done with every job it was given: a checkpoint's writes into the
+    // store's files must not overlap the shutdown's.
+    drop(flusher);
+    while let Some((done, result)) = flush_rx.recv().await {
+        flushed(&mut machine, done, result);
+    }
     machine
+}
+
+/// A flusher job finished: the machine hears how.
+fn flushed<M: Durable>(machine: &mut M, done: FlushDone, result: Result<(), String>) {
+    match (done, result) {
+        (FlushDone::Flush(upto), Ok(())) => machine.on_flushed(upto, now_ms()),
+        (FlushDone::Flush(_), Err(e)) => machine.on_flush_failed(e, now_ms()),
+        (FlushDone::Persist(token), result) => machine.on_persisted(token, result, now_ms()),
+    }
 }
 
 /// Carries out the machine's outputs. A connection closed on the way (the machine's
