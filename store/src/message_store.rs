@@ -658,13 +658,7 @@ impl<D: Disk> MessageStore<D> {
             queue_offsets.clear();
             slots.clear();
             if one_queue {
-                let slot = queues.slot_or_create(
-                    first.topic,
-                    first.queue_id,
-                    config.consume_queue_entries,
-                );
-                slots.push(slot);
-                let cq = queues.at(slot);
+                let cq = queue_slot(queues, slots, config, first.topic, first.queue_id);
                 let base = cq.max_offset();
                 let mut next = base;
                 for msg in msgs {
@@ -688,13 +682,7 @@ impl<D: Disk> MessageStore<D> {
                                 && m.topic == msg.topic
                         })
                         .count() as u64;
-                    let slot = queues.slot_or_create(
-                        msg.topic,
-                        msg.queue_id,
-                        config.consume_queue_entries,
-                    );
-                    slots.push(slot);
-                    let cq = queues.at(slot);
+                    let cq = queue_slot(queues, slots, config, msg.topic, msg.queue_id);
                     let offset = cq.max_offset() + earlier;
                     cq.prepare_range(disk, offset, offset + 1)?;
                     queue_offsets.push(offset);
@@ -1257,6 +1245,19 @@ impl<D: Disk> MessageStore<D> {
 fn is_unqueued(sys_flag: i32) -> bool {
     let t = sys_flag & TRANSACTION_TYPE_MASK;
     t == TRANSACTION_PREPARED || t == TRANSACTION_ROLLBACK
+}
+
+/// The queue (created if new), its slot noted in `slots` for the put's dispatch step.
+fn queue_slot<'a>(
+    queues: &'a mut QueueTable,
+    slots: &mut Vec<QueueSlot>,
+    config: &StoreConfig,
+    topic: &str,
+    queue_id: u32,
+) -> &'a mut ConsumeQueue {
+    let slot = queues.slot_or_create(topic, queue_id, config.consume_queue_entries);
+    slots.push(slot);
+    queues.at(slot)
 }
 
 fn queue_mut<'a>(

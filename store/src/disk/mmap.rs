@@ -94,15 +94,9 @@ impl MmapSyncHandle {
             data.len() as u64,
             map.len() as u64,
         )?;
-        // SAFETY: bounds checked; the mapping is shared and writable and lives as long as
-        // `self.map`; the store neither reads nor writes this range until the write is done.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                data.as_ptr(),
-                map.as_mut_ptr().add(offset as usize),
-                data.len(),
-            );
-        }
+        // SAFETY: bounds checked; the store neither reads nor writes this range until the
+        // write is reported done.
+        unsafe { copy_into(map, offset, data) };
         Ok(())
     }
 
@@ -128,6 +122,22 @@ impl AsRef<[u8]> for MapSlice {
         // the mapping lives as long as `self.map`, and files are never shrunk while mapped.
         // Bytes below the store's write position are not rewritten while readers hold them.
         unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(self.offset), self.len) }
+    }
+}
+
+/// Copies `data` into a shared, writable mapping at `offset`.
+///
+/// # Safety
+/// `offset + data.len()` is within the mapping, and nothing reads or writes that range
+/// meanwhile (the mapping itself lives as long as the borrow).
+unsafe fn copy_into(map: &MmapRaw, offset: u64, data: &[u8]) {
+    // SAFETY: the caller's bounds and exclusivity; the pointer is the mapping's own.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            data.as_ptr(),
+            map.as_mut_ptr().add(offset as usize),
+            data.len(),
+        );
     }
 }
 
@@ -665,16 +675,9 @@ impl Disk for MmapDisk {
         }
         let (_, mapping) = self.mapping(file)?;
         let map = &mapping.as_ref().expect("non-empty file is mapped").map;
-        // SAFETY: bounds checked above; the mapping is shared and writable and outlives this
-        // call. Readers only look below the store's write position, which this range is not
-        // (or, during recovery, no reader exists yet).
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                data.as_ptr(),
-                map.as_mut_ptr().add(offset as usize),
-                data.len(),
-            );
-        }
+        // SAFETY: bounds checked above. Readers only look below the store's write position,
+        // which this range is not (or, during recovery, no reader exists yet).
+        unsafe { copy_into(map, offset, data) };
         Ok(())
     }
 
