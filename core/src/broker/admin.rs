@@ -219,9 +219,10 @@ impl<D: Disk> Broker<D> {
         &mut self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, FieldError> {
+        let table = self.topics.table();
         let wrapper = TopicConfigSerializeWrapper {
-            topic_config_table: self.topics.table().topic_config_table.clone(),
-            data_version: self.topics.data_version(),
+            topic_config_table: table.topic_config_table,
+            data_version: table.data_version,
         };
         Ok(Self::body_response(cmd, to_body(&wrapper)))
     }

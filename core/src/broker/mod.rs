@@ -349,7 +349,7 @@ impl<D: Disk> Broker<D> {
             .map_err(StoreError::from)?
             .is_none()
         {
-            config::save(store.disk_mut(), config::TOPICS_FILE, topics.table())?;
+            config::save(store.disk_mut(), config::TOPICS_FILE, &topics.table())?;
         }
         let rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
         let mut broker = Broker {

@@ -109,7 +109,7 @@ impl<D: Disk> Broker<D> {
         if !self.topics_dirty || self.persists.in_flight(PersistKind::Topics) {
             return;
         }
-        match serde_json::to_vec_pretty(self.topics.table()) {
+        match serde_json::to_vec_pretty(&self.topics.table()) {
             Ok(data) => {
                 self.topics_dirty = false;
                 self.persist(PersistKind::Topics, config::TOPICS_FILE, data);
@@ -187,7 +187,7 @@ impl<D: Disk> Broker<D> {
         config::save(
             self.store.disk_mut(),
             config::TOPICS_FILE,
-            self.topics.table(),
+            &self.topics.table(),
         )?;
         self.offsets_dirty = false;
         self.topics_dirty = false;

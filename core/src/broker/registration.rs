@@ -16,10 +16,11 @@ impl<D: Disk> Broker<D> {
         self.registrations_unanswered.clear();
         self.timers
             .set(Timer::RegisterRetry, now + REGISTER_RETRY_MS);
+        let table = self.topics.table();
         let body = crate::protocol::RegisterBrokerBody {
             topic_config_serialize_wrapper: crate::protocol::TopicConfigSerializeWrapper {
-                topic_config_table: self.topics.table().topic_config_table.clone(),
-                data_version: self.topics.data_version(),
+                topic_config_table: table.topic_config_table,
+                data_version: table.data_version,
             },
             filter_server_list: Vec::new(),
         };
