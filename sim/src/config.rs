@@ -2,75 +2,9 @@
 //! within the bounds a scenario sets.
 
 use rockfish_core::broker::FlushDiskType;
-use rockfish_store::FaultPlan;
 use serde::{Deserialize, Serialize};
 
-/// Fault rates for the safety phase. All zero is a fault-free run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Faults {
-    /// Probability a frame is lost.
-    pub drop: f64,
-    /// Probability a frame is delivered twice.
-    pub duplicate: f64,
-    /// One-way latency bounds, ms.
-    pub latency_ms: (u64, u64),
-    /// Chance per second that a broker crashes.
-    pub crash_per_sec: f64,
-    /// Of crashes, the share that are power losses.
-    pub power_loss_share: f64,
-    /// How long a crashed broker stays down, ms.
-    pub down_ms: (u64, u64),
-    /// Chance per second that a client is cut off from the broker for a while.
-    pub partition_per_sec: f64,
-    /// How long a partition lasts, ms.
-    pub partition_ms: (u64, u64),
-    /// Each node's clock runs ahead of simulated time by a fixed amount drawn from this range.
-    pub clock_skew_ms: (u64, u64),
-    /// Chance per second that a name server dies (and comes back with an empty route table).
-    pub namesrv_crash_per_sec: f64,
-    /// Chance per second that one node stops hearing from (or stops reaching) every other.
-    pub one_way_per_sec: f64,
-    /// Chance per second that one node (any kind) is cut off from all others both ways.
-    pub isolate_per_sec: f64,
-    /// Chance per second of a swizzle: a few nodes' links clog one after another (frames are
-    /// held, not lost), then unclog in another order (FoundationDB's swizzle-clogging).
-    pub swizzle_per_sec: f64,
-    /// Chance per second that a node pauses (a stop-the-world GC, a stalled VM): it handles
-    /// nothing while its clock runs on.
-    pub pause_per_sec: f64,
-    pub pause_ms: (u64, u64),
-    /// Chance per second that a consumer leaves its group (and rejoins after `down_ms`).
-    pub churn_per_sec: f64,
-    /// Arm the machines' own fault sites (`rockfish_core::buggify`).
-    pub buggify: bool,
-    /// The brokers' disk fault plan (torn pages and write-back at power loss, bit flips).
-    pub disk: FaultPlan,
-}
-
-impl Default for Faults {
-    fn default() -> Self {
-        Faults {
-            drop: 0.0,
-            duplicate: 0.0,
-            latency_ms: (1, 5),
-            crash_per_sec: 0.0,
-            power_loss_share: 0.0,
-            down_ms: (500, 3_000),
-            partition_per_sec: 0.0,
-            partition_ms: (500, 5_000),
-            namesrv_crash_per_sec: 0.0,
-            one_way_per_sec: 0.0,
-            isolate_per_sec: 0.0,
-            swizzle_per_sec: 0.0,
-            pause_per_sec: 0.0,
-            pause_ms: (100, 3_000),
-            churn_per_sec: 0.0,
-            buggify: false,
-            clock_skew_ms: (0, 0),
-            disk: FaultPlan::default(),
-        }
-    }
-}
+pub use crate::knobs::Faults;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimConfig {

@@ -4,14 +4,13 @@
 
 use std::fmt;
 
-use rand::distr::uniform::SampleUniform;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rockfish_core::broker::FlushDiskType;
-use rockfish_store::FaultPlan;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Bugs, Faults, SimConfig};
+use crate::config::{Bugs, SimConfig};
+pub use crate::knobs::{Bound, DiskBounds, FaultBounds};
 
 /// The built-in scenarios: (name, file text).
 const BUILT_IN: &[(&str, &str)] = &[
@@ -90,24 +89,6 @@ pub const SCENARIOS: &[&str] = &[
     "consume-power-loss-async",
     "many-queues-power-loss",
 ];
-
-/// A knob: one value, or an inclusive range the seed draws from.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Bound<T> {
-    Value(T),
-    Range([T; 2]),
-}
-
-impl<T: SampleUniform + PartialOrd + Copy> Bound<T> {
-    fn draw(self, rng: &mut Xoshiro256PlusPlus) -> T {
-        match self {
-            Bound::Value(v) => v,
-            Bound::Range([lo, hi]) if hi > lo => rng.random_range(lo..=hi),
-            Bound::Range([lo, _]) => lo,
-        }
-    }
-}
 
 fn f(v: f64) -> Bound<f64> {
     Bound::Value(v)
@@ -238,81 +219,6 @@ impl Default for Phases {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct FaultBounds {
-    pub drop: Bound<f64>,
-    pub duplicate: Bound<f64>,
-    pub latency_ms: [u64; 2],
-    pub crash_per_sec: Bound<f64>,
-    pub power_loss_share: Bound<f64>,
-    pub down_ms: [u64; 2],
-    pub partition_per_sec: Bound<f64>,
-    pub partition_ms: [u64; 2],
-    pub namesrv_crash_per_sec: Bound<f64>,
-    pub one_way_per_sec: Bound<f64>,
-    pub isolate_per_sec: Bound<f64>,
-    pub swizzle_per_sec: Bound<f64>,
-    pub pause_per_sec: Bound<f64>,
-    pub pause_ms: [u64; 2],
-    pub churn_per_sec: Bound<f64>,
-    /// Arm the fault sites inside the machines (busy replies, short reads, late timers).
-    pub buggify: bool,
-    /// Each node's clock runs ahead by a fixed skew drawn from this range, ms.
-    pub clock_skew_ms: [u64; 2],
-}
-
-impl Default for FaultBounds {
-    fn default() -> Self {
-        let d = Faults::default();
-        FaultBounds {
-            drop: f(0.0),
-            duplicate: f(0.0),
-            latency_ms: [d.latency_ms.0, d.latency_ms.1],
-            crash_per_sec: f(0.0),
-            power_loss_share: f(0.0),
-            down_ms: [d.down_ms.0, d.down_ms.1],
-            partition_per_sec: f(0.0),
-            partition_ms: [d.partition_ms.0, d.partition_ms.1],
-            namesrv_crash_per_sec: f(0.0),
-            one_way_per_sec: f(0.0),
-            isolate_per_sec: f(0.0),
-            swizzle_per_sec: f(0.0),
-            pause_per_sec: f(0.0),
-            pause_ms: [d.pause_ms.0, d.pause_ms.1],
-            churn_per_sec: f(0.0),
-            buggify: true,
-            clock_skew_ms: [0, 0],
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DiskBounds {
-    pub write_error: Bound<f64>,
-    pub sync_error: Bound<f64>,
-    pub read_bitflip: Bound<f64>,
-    pub writeback: Bound<f64>,
-    pub torn_page: Bound<f64>,
-    /// Bytes the disk holds; absent is unbounded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub capacity: Option<u64>,
-}
-
-impl Default for DiskBounds {
-    fn default() -> Self {
-        DiskBounds {
-            write_error: f(0.0),
-            sync_error: f(0.0),
-            read_bitflip: f(0.0),
-            writeback: f(0.0),
-            torn_page: f(0.0),
-            capacity: None,
-        }
-    }
-}
-
 /// A scenario file that could not be used, naming what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScenarioError(pub String);
@@ -356,46 +262,20 @@ impl ScenarioFile {
                 ));
             }
         }
-        let probabilities = [
-            ("faults.drop", self.faults.drop),
-            ("faults.duplicate", self.faults.duplicate),
-            ("faults.crash_per_sec", self.faults.crash_per_sec),
-            ("faults.power_loss_share", self.faults.power_loss_share),
-            ("faults.partition_per_sec", self.faults.partition_per_sec),
-            (
-                "faults.namesrv_crash_per_sec",
-                self.faults.namesrv_crash_per_sec,
-            ),
-            ("faults.one_way_per_sec", self.faults.one_way_per_sec),
-            ("faults.isolate_per_sec", self.faults.isolate_per_sec),
-            ("faults.swizzle_per_sec", self.faults.swizzle_per_sec),
-            ("faults.pause_per_sec", self.faults.pause_per_sec),
-            ("faults.churn_per_sec", self.faults.churn_per_sec),
-            ("workload.reconsume_share", self.workload.reconsume_share),
-            ("disk.write_error", self.disk.write_error),
-            ("disk.sync_error", self.disk.sync_error),
-            ("disk.read_bitflip", self.disk.read_bitflip),
-            ("disk.writeback", self.disk.writeback),
-            ("disk.torn_page", self.disk.torn_page),
-        ];
+        let mut probabilities = self.faults.probabilities(&self.disk);
+        probabilities.push((
+            "workload.reconsume_share".into(),
+            self.workload.reconsume_share,
+        ));
         for (name, b) in probabilities {
-            let (lo, hi) = match b {
-                Bound::Value(v) => (v, v),
-                Bound::Range([lo, hi]) => (lo, hi),
-            };
+            let (lo, hi) = b.span();
             if !(0.0..=1.0).contains(&lo) || !(0.0..=1.0).contains(&hi) || lo > hi {
                 return err(format!(
                     "{name}: {b:?} is not a probability range in [0, 1]"
                 ));
             }
         }
-        for (name, [lo, hi]) in [
-            ("faults.latency_ms", self.faults.latency_ms),
-            ("faults.down_ms", self.faults.down_ms),
-            ("faults.partition_ms", self.faults.partition_ms),
-            ("faults.clock_skew_ms", self.faults.clock_skew_ms),
-            ("faults.pause_ms", self.faults.pause_ms),
-        ] {
+        for (name, [lo, hi]) in self.faults.spans() {
             if lo > hi {
                 return err(format!("{name}: [{lo}, {hi}] is an empty range"));
             }
@@ -420,10 +300,7 @@ impl ScenarioFile {
             ),
         ];
         for (name, b, min, max) in counts {
-            let (lo, hi) = match b {
-                Bound::Value(v) => (v, v),
-                Bound::Range([lo, hi]) => (lo, hi),
-            };
+            let (lo, hi) = b.span();
             if lo < min || hi > max || lo > hi {
                 return err(format!("{name}: {b:?} outside [{min}, {max}]"));
             }
@@ -453,7 +330,6 @@ impl ScenarioFile {
     pub fn config(&self, seed: u64) -> SimConfig {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5ce7_a210_5ce7_a210);
         let r = &mut rng;
-        let range = |[lo, hi]: [u64; 2]| (lo, hi);
         SimConfig {
             seed,
             flush: self.flush().expect("validated"),
@@ -472,33 +348,7 @@ impl ScenarioFile {
             liveness_messages: self.workload.liveness_messages as usize,
             safety_ms: self.phases.safety_ms,
             liveness_ms: self.phases.liveness_ms,
-            faults: Faults {
-                drop: self.faults.drop.draw(r),
-                duplicate: self.faults.duplicate.draw(r),
-                latency_ms: range(self.faults.latency_ms),
-                crash_per_sec: self.faults.crash_per_sec.draw(r),
-                power_loss_share: self.faults.power_loss_share.draw(r),
-                down_ms: range(self.faults.down_ms),
-                partition_per_sec: self.faults.partition_per_sec.draw(r),
-                partition_ms: range(self.faults.partition_ms),
-                namesrv_crash_per_sec: self.faults.namesrv_crash_per_sec.draw(r),
-                one_way_per_sec: self.faults.one_way_per_sec.draw(r),
-                isolate_per_sec: self.faults.isolate_per_sec.draw(r),
-                swizzle_per_sec: self.faults.swizzle_per_sec.draw(r),
-                pause_per_sec: self.faults.pause_per_sec.draw(r),
-                pause_ms: range(self.faults.pause_ms),
-                churn_per_sec: self.faults.churn_per_sec.draw(r),
-                buggify: self.faults.buggify,
-                clock_skew_ms: range(self.faults.clock_skew_ms),
-                disk: FaultPlan {
-                    write_error: self.disk.write_error.draw(r),
-                    sync_error: self.disk.sync_error.draw(r),
-                    read_bitflip: self.disk.read_bitflip.draw(r),
-                    writeback: self.disk.writeback.draw(r),
-                    torn_page: self.disk.torn_page.draw(r),
-                    capacity: self.disk.capacity,
-                },
-            },
+            faults: self.faults.draw(&self.disk, r),
             bugs: self.bugs.clone(),
             invariants: self.invariants.clone(),
         }
@@ -506,7 +356,7 @@ impl ScenarioFile {
 
     /// A scenario file that gives exactly `cfg` (for any seed): what `shrink` writes out.
     pub fn exactly(name: &str, description: &str, cfg: &SimConfig) -> ScenarioFile {
-        let d = &cfg.faults.disk;
+        let (faults, disk) = FaultBounds::exactly(&cfg.faults);
         ScenarioFile {
             name: name.into(),
             description: description.into(),
@@ -535,33 +385,8 @@ impl ScenarioFile {
                 safety_ms: cfg.safety_ms,
                 liveness_ms: cfg.liveness_ms,
             },
-            faults: FaultBounds {
-                drop: f(cfg.faults.drop),
-                duplicate: f(cfg.faults.duplicate),
-                latency_ms: [cfg.faults.latency_ms.0, cfg.faults.latency_ms.1],
-                crash_per_sec: f(cfg.faults.crash_per_sec),
-                power_loss_share: f(cfg.faults.power_loss_share),
-                down_ms: [cfg.faults.down_ms.0, cfg.faults.down_ms.1],
-                partition_per_sec: f(cfg.faults.partition_per_sec),
-                partition_ms: [cfg.faults.partition_ms.0, cfg.faults.partition_ms.1],
-                namesrv_crash_per_sec: f(cfg.faults.namesrv_crash_per_sec),
-                one_way_per_sec: f(cfg.faults.one_way_per_sec),
-                isolate_per_sec: f(cfg.faults.isolate_per_sec),
-                swizzle_per_sec: f(cfg.faults.swizzle_per_sec),
-                pause_per_sec: f(cfg.faults.pause_per_sec),
-                pause_ms: [cfg.faults.pause_ms.0, cfg.faults.pause_ms.1],
-                churn_per_sec: f(cfg.faults.churn_per_sec),
-                buggify: cfg.faults.buggify,
-                clock_skew_ms: [cfg.faults.clock_skew_ms.0, cfg.faults.clock_skew_ms.1],
-            },
-            disk: DiskBounds {
-                write_error: f(d.write_error),
-                sync_error: f(d.sync_error),
-                read_bitflip: f(d.read_bitflip),
-                writeback: f(d.writeback),
-                torn_page: f(d.torn_page),
-                capacity: d.capacity,
-            },
+            faults,
+            disk,
             invariants: cfg.invariants.clone(),
             bugs: cfg.bugs.clone(),
         }

@@ -4,6 +4,7 @@
 
 use crate::check::check;
 use crate::config::SimConfig;
+use crate::knobs::{FAULT_STEPS, set};
 use crate::world::Sim;
 
 /// The end of a shrink.
@@ -32,46 +33,11 @@ pub fn failing_invariant(cfg: &SimConfig) -> Option<&'static str> {
 
 type Step = (&'static str, fn(&mut SimConfig) -> bool);
 
-/// Candidate simplifications; each returns false when it changes nothing.
+/// Candidate simplifications beyond turning one fault off (`knobs::FAULT_STEPS`, tried
+/// first); each returns false when it changes nothing.
 const STEPS: &[Step] = &[
-    ("no dropped frames", |c| zero(&mut c.faults.drop)),
-    ("no duplicated frames", |c| zero(&mut c.faults.duplicate)),
-    ("no partitions", |c| zero(&mut c.faults.partition_per_sec)),
-    ("no one-way partitions", |c| {
-        zero(&mut c.faults.one_way_per_sec)
-    }),
-    ("no isolated nodes", |c| zero(&mut c.faults.isolate_per_sec)),
-    ("no swizzle-clogging", |c| {
-        zero(&mut c.faults.swizzle_per_sec)
-    }),
-    ("no pauses", |c| zero(&mut c.faults.pause_per_sec)),
-    ("no consumer churn", |c| zero(&mut c.faults.churn_per_sec)),
-    ("no buggify sites", |c| {
-        std::mem::take(&mut c.faults.buggify)
-    }),
-    ("no reconsume requests", |c| zero(&mut c.reconsume_share)),
-    ("no crashes", |c| zero(&mut c.faults.crash_per_sec)),
-    ("no name server crashes", |c| {
-        zero(&mut c.faults.namesrv_crash_per_sec)
-    }),
-    ("no power losses", |c| zero(&mut c.faults.power_loss_share)),
-    ("no failed writes", |c| zero(&mut c.faults.disk.write_error)),
-    ("no failed syncs", |c| zero(&mut c.faults.disk.sync_error)),
-    ("no bit flips", |c| zero(&mut c.faults.disk.read_bitflip)),
-    ("no torn pages", |c| zero(&mut c.faults.disk.torn_page)),
-    ("every dirty page written back at power loss", |c| {
-        set(&mut c.faults.disk.writeback, 1.0)
-    }),
-    ("no disk capacity limit", |c| {
-        c.faults.disk.capacity.take().is_some()
-    }),
-    ("no clock skew", |c| {
-        std::mem::take(&mut c.faults.clock_skew_ms) != (0, 0)
-    }),
-    ("fixed latency", |c| {
-        let (lo, hi) = c.faults.latency_ms;
-        c.faults.latency_ms = (lo, lo);
-        hi != lo
+    ("no reconsume requests", |c| {
+        set(&mut c.reconsume_share, 0.0)
     }),
     ("half the crash rate", |c| {
         halve(&mut c.faults.crash_per_sec)
@@ -94,6 +60,19 @@ const STEPS: &[Step] = &[
     ("half the messages", |c| fewer(&mut c.messages, |n| n / 2)),
 ];
 
+/// Every step, fault knobs first.
+fn candidates() -> impl Iterator<Item = (&'static str, Box<dyn Fn(&mut SimConfig) -> bool>)> {
+    let faults = FAULT_STEPS.iter().map(|(what, step)| {
+        let f: Box<dyn Fn(&mut SimConfig) -> bool> = Box::new(move |c| step(&mut c.faults));
+        (*what, f)
+    });
+    let others = STEPS.iter().map(|(what, step)| {
+        let f: Box<dyn Fn(&mut SimConfig) -> bool> = Box::new(move |c| step(c));
+        (*what, f)
+    });
+    faults.chain(others)
+}
+
 /// Makes a count smaller, never below 1.
 fn fewer(x: &mut usize, smaller: fn(usize) -> usize) -> bool {
     if *x > 1 {
@@ -102,16 +81,6 @@ fn fewer(x: &mut usize, smaller: fn(usize) -> usize) -> bool {
     } else {
         false
     }
-}
-
-fn zero(x: &mut f64) -> bool {
-    set(x, 0.0)
-}
-
-fn set(x: &mut f64, v: f64) -> bool {
-    let changed = *x != v;
-    *x = v;
-    changed
 }
 
 fn halve(x: &mut f64) -> bool {
@@ -132,7 +101,7 @@ pub fn shrink(cfg: &SimConfig) -> Option<Shrunk> {
     // Repeat passes until one keeps nothing: a later step can make an earlier one possible.
     loop {
         let mut progressed = false;
-        for (what, step) in STEPS {
+        for (what, step) in candidates() {
             if attempts >= MAX_ATTEMPTS {
                 break;
             }
