@@ -151,11 +151,11 @@ macro_rules! fault_knobs {
             }
 
             /// Every probability knob with its name in the file, for validation.
-            pub(crate) fn probabilities(&self, disk: &DiskBounds) -> Vec<(String, Bound<f64>)> {
-                let mut v = Vec::new();
-                $( v.push((concat!("faults.", stringify!($rate)).to_string(), self.$rate)); )*
-                $( v.push((concat!("disk.", stringify!($disk)).to_string(), disk.$disk)); )*
-                v
+            pub(crate) fn probabilities(&self, disk: &DiskBounds) -> Vec<(&'static str, Bound<f64>)> {
+                vec![
+                    $( (concat!("faults.", stringify!($rate)), self.$rate), )*
+                    $( (concat!("disk.", stringify!($disk)), disk.$disk), )*
+                ]
             }
 
             /// Every range knob with its name in the file, for validation.

@@ -263,10 +263,7 @@ impl ScenarioFile {
             }
         }
         let mut probabilities = self.faults.probabilities(&self.disk);
-        probabilities.push((
-            "workload.reconsume_share".into(),
-            self.workload.reconsume_share,
-        ));
+        probabilities.push(("workload.reconsume_share", self.workload.reconsume_share));
         for (name, b) in probabilities {
             let (lo, hi) = b.span();
             if !(0.0..=1.0).contains(&lo) || !(0.0..=1.0).contains(&hi) || lo > hi {

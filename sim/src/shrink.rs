@@ -3,7 +3,7 @@
 //! What remains is the smallest fault plan found that still fails: the faults that matter.
 
 use crate::check::check;
-use crate::config::SimConfig;
+use crate::config::{Faults, SimConfig};
 use crate::knobs::{FAULT_STEPS, set};
 use crate::world::Sim;
 
@@ -60,16 +60,30 @@ const STEPS: &[Step] = &[
     ("half the messages", |c| fewer(&mut c.messages, |n| n / 2)),
 ];
 
+/// A step on the faults or on the rest of the config.
+#[derive(Clone, Copy)]
+enum Candidate {
+    Fault(fn(&mut Faults) -> bool),
+    Config(fn(&mut SimConfig) -> bool),
+}
+
+impl Candidate {
+    fn apply(self, c: &mut SimConfig) -> bool {
+        match self {
+            Candidate::Fault(step) => step(&mut c.faults),
+            Candidate::Config(step) => step(c),
+        }
+    }
+}
+
 /// Every step, fault knobs first.
-fn candidates() -> impl Iterator<Item = (&'static str, Box<dyn Fn(&mut SimConfig) -> bool>)> {
-    let faults = FAULT_STEPS.iter().map(|(what, step)| {
-        let f: Box<dyn Fn(&mut SimConfig) -> bool> = Box::new(move |c| step(&mut c.faults));
-        (*what, f)
-    });
-    let others = STEPS.iter().map(|(what, step)| {
-        let f: Box<dyn Fn(&mut SimConfig) -> bool> = Box::new(move |c| step(c));
-        (*what, f)
-    });
+fn candidates() -> impl Iterator<Item = (&'static str, Candidate)> {
+    let faults = FAULT_STEPS
+        .iter()
+        .map(|(what, step)| (*what, Candidate::Fault(*step)));
+    let others = STEPS
+        .iter()
+        .map(|(what, step)| (*what, Candidate::Config(*step)));
     faults.chain(others)
 }
 
@@ -106,7 +120,7 @@ pub fn shrink(cfg: &SimConfig) -> Option<Shrunk> {
                 break;
             }
             let mut candidate = best.clone();
-            if !step(&mut candidate) {
+            if !step.apply(&mut candidate) {
                 continue;
             }
             attempts += 1;
