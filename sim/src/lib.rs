@@ -14,6 +14,7 @@
 
 pub mod check;
 pub mod config;
+pub mod harness;
 pub mod knobs;
 pub mod scenario;
 pub mod shrink;

@@ -17,7 +17,7 @@ impl Sim {
     /// The broker at `node` if it still runs the generation a disk completion was for (one
     /// that crashed and restarted since never sees its predecessor's flushes).
     fn live_broker(&mut self, node: usize, generation: u64) -> Option<&mut Broker<MemDisk>> {
-        match &mut self.nodes[node] {
+        match &mut self.fabric.nodes[node] {
             Node::Broker {
                 machine: Some(b),
                 generation: g,
@@ -59,15 +59,7 @@ impl Sim {
                 }
                 self.ticks.remove(&node);
                 let now = self.local(node);
-                match &mut self.nodes[node] {
-                    Node::NameServer(ns) => ns.on_timeout(now),
-                    Node::Broker {
-                        machine: Some(b), ..
-                    } => b.on_timeout(now),
-                    Node::Broker { machine: None, .. } => {}
-                    Node::Producer(p) => p.on_timeout(now),
-                    Node::Consumer(c) => c.on_timeout(now),
-                }
+                self.fabric.nodes[node].on_timeout(now);
                 self.after(node);
                 if self.is_broker(node) && self.faults_on {
                     self.maybe_faults(node);
@@ -88,7 +80,7 @@ impl Sim {
                     payload.push(b'#');
                     payload.resize(self.cfg.body_bytes, b'.');
                 }
-                if let Node::Producer(p) = &mut self.nodes[producer] {
+                if let Node::Producer(p) = &mut self.fabric.nodes[producer] {
                     let msg = Message::new(TOPIC, payload);
                     let id = if orderly {
                         // Messages of one sharding key go to one queue, in order.
@@ -138,7 +130,7 @@ impl Sim {
                 if !self.faults_on && !operator {
                     return;
                 }
-                let Node::Broker { machine, disk, .. } = &mut self.nodes[broker] else {
+                let Node::Broker { machine, disk, .. } = &mut self.fabric.nodes[broker] else {
                     unreachable!()
                 };
                 if machine.take().is_none() {
@@ -163,13 +155,12 @@ impl Sim {
                 );
                 self.log(line);
                 // Its connections die with it.
-                self.conns.retain(|(s, _), _| *s != broker);
-                self.owners.retain(|(s, _), _| *s != broker);
+                self.fabric.forget_server(broker);
                 self.ticks.remove(&broker);
                 let addr = broker_addr(broker - self.name_servers);
-                for n in self.first_client()..self.nodes.len() {
+                for n in self.first_client()..self.fabric.nodes.len() {
                     let now = self.local(n);
-                    if let Node::Producer(p) = &mut self.nodes[n] {
+                    if let Node::Producer(p) = &mut self.fabric.nodes[n] {
                         p.on_peer_lost(&addr, now);
                     }
                     self.after(n);
@@ -181,7 +172,10 @@ impl Sim {
                 if self.cfg.bugs.no_restart && self.history.crashes > 0 {
                     return;
                 }
-                if matches!(self.nodes[broker], Node::Broker { machine: None, .. }) {
+                if matches!(
+                    self.fabric.nodes[broker],
+                    Node::Broker { machine: None, .. }
+                ) {
                     self.start_broker(broker);
                     self.after(broker);
                 }
@@ -193,8 +187,7 @@ impl Sim {
                 self.history.namesrv_crashes += 1;
                 let line = format!("t={} name server {ns} down", self.now);
                 self.log(line);
-                self.conns.retain(|(s, _), _| *s != ns);
-                self.owners.retain(|(s, _), _| *s != ns);
+                self.fabric.forget_server(ns);
                 self.ticks.remove(&ns);
                 let d = self.between(Stream::Namesrv, self.cfg.faults.down_ms);
                 self.push(self.now + d, Ev::NsRestart { ns });
@@ -202,7 +195,7 @@ impl Sim {
             Ev::NsRestart { ns } => {
                 if self.down.remove(&ns) {
                     // It comes back with an empty route table: brokers fill it again.
-                    self.nodes[ns] = Node::NameServer(NameServer::new(
+                    self.fabric.nodes[ns] = Node::NameServer(NameServer::new(
                         NameServerConfig::default(),
                         self.local(ns),
                     ));
@@ -233,7 +226,7 @@ impl Sim {
                 let line = format!("t={} fault leave {consumer}", self.now);
                 self.log(line);
                 let now = self.local(consumer);
-                if let Node::Consumer(c) = &mut self.nodes[consumer] {
+                if let Node::Consumer(c) = &mut self.fabric.nodes[consumer] {
                     c.shutdown(now);
                 }
                 // Its goodbyes go out, then its connections close.
@@ -255,7 +248,7 @@ impl Sim {
                 let seed = self.stream(Stream::Churn).random();
                 let cc = consumer_config(&self.cfg, i, broadcast, seed);
                 let now = self.local(consumer);
-                if let Node::Consumer(c) = &mut self.nodes[consumer] {
+                if let Node::Consumer(c) = &mut self.fabric.nodes[consumer] {
                     // A broadcasting consumer starts from the offsets it kept.
                     let kept = if broadcast {
                         c.offsets().clone()
@@ -284,12 +277,12 @@ impl Sim {
                     self.push(self.now, Ev::NsRestart { ns });
                 }
                 for broker in self.broker_nodes() {
-                    if let Node::Broker { disk, .. } = &self.nodes[broker] {
+                    if let Node::Broker { disk, .. } = &self.fabric.nodes[broker] {
                         disk.set_plan(FaultPlan::default());
                     }
                     // A store that stopped accepting writes after a disk failure stays
                     // stopped until restarted: the operator (or supervisor) restarts it.
-                    let stopped = match &self.nodes[broker] {
+                    let stopped = match &self.fabric.nodes[broker] {
                         Node::Broker {
                             machine: Some(b), ..
                         } => b.store().stopped().map(str::to_owned),

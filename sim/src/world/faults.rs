@@ -25,7 +25,7 @@ impl Sim {
             return;
         }
         let first = self.first_client();
-        let total = self.nodes.len();
+        let total = self.fabric.nodes.len();
         if self.chance(Stream::Partition, f.partition_per_sec) && total > first {
             let client = first + self.below(Stream::Partition, total - first);
             let ms = self.between(Stream::Partition, f.partition_ms);
@@ -111,7 +111,7 @@ impl Sim {
     /// FoundationDB's swizzle-clogging: a random handful of nodes clog one after another, stay
     /// clogged a while, then unclog one after another in a different random order.
     pub(super) fn swizzle(&mut self) {
-        let total = self.nodes.len();
+        let total = self.fabric.nodes.len();
         let mut order: Vec<usize> = (0..total).collect();
         for i in (1..total).rev() {
             let j = self.below(Stream::Swizzle, i + 1);

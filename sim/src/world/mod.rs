@@ -3,24 +3,23 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rockfish_core::broker::{Broker, BrokerConfig};
 use rockfish_core::consumer::{
     ConsumeFrom, ConsumeResult, Consumer, ConsumerConfig, ConsumerEvent, MessageModel,
 };
-use rockfish_core::machine::{ClientMachine, ConnId, Output};
+use rockfish_core::machine::ConnId;
 use rockfish_core::namesrv::{NameServer, NameServerConfig};
 use rockfish_core::producer::{
     Message, Producer, ProducerConfig, ProducerEvent, SendId, SendMode, SendStatus,
 };
-use rockfish_core::remoting::{FrameDecoder, RemotingCommand, encode};
 use rockfish_store::config::{self, TopicConfig, TopicConfigTable};
-use rockfish_store::record::HostAddr;
 use rockfish_store::{FaultPlan, MemDisk, MessageStore, StoreConfig};
 
 use crate::config::SimConfig;
+use crate::harness::fabric::{Fabric, Node, Routed, unframe};
 
 mod events;
 mod faults;
@@ -47,17 +46,6 @@ const LIVENESS_RESUME_MS: u64 = 35_000;
 /// With `topic_created`, consumers start this long after the brokers (which register the
 /// topic at once), so their first route query finds it.
 const CONSUMERS_START_MS: u64 = 200;
-
-enum Node {
-    NameServer(NameServer),
-    Broker {
-        machine: Option<Box<Broker<MemDisk>>>,
-        disk: MemDisk,
-        generation: u64,
-    },
-    Producer(Producer),
-    Consumer(Consumer),
-}
 
 /// The random streams (see `Sim::streams`).
 #[derive(Debug, Clone, Copy)]
@@ -269,20 +257,15 @@ pub struct Sim {
     now: u64,
     seq: u64,
     queue: BinaryHeap<Reverse<(u64, u64, Ev)>>,
-    nodes: Vec<Node>,
-    /// Nodes `0..name_servers` are name servers, then `brokers` brokers, then producers, then
-    /// consumers.
+    /// The nodes and their connections. Nodes `0..name_servers` are name servers, then
+    /// `brokers` brokers, then producers, then consumers.
+    fabric: Fabric,
     name_servers: usize,
     brokers: usize,
     /// How far each node's clock runs ahead of simulated time.
     skew: Vec<u64>,
-    addrs: BTreeMap<String, usize>,
     /// Name servers that are down: frames to and from them are lost.
     down: BTreeSet<usize>,
-    /// A server's connection id for each client (by node), per broker generation.
-    conns: BTreeMap<(usize, usize), ConnId>,
-    owners: BTreeMap<(usize, ConnId), usize>,
-    next_conn: u64,
     link_free: BTreeMap<(usize, usize), u64>,
     ticks: BTreeMap<usize, u64>,
     cuts: Vec<Cut>,
@@ -378,23 +361,19 @@ impl Sim {
             })
             .collect();
         let ns_addrs: Vec<String> = (0..name_servers).map(ns_addr).collect();
-        let mut nodes = Vec::new();
-        let mut addrs = BTreeMap::new();
+        let mut fabric = Fabric::default();
         for (i, addr) in ns_addrs.iter().enumerate() {
-            nodes.push(Node::NameServer(NameServer::new(
-                NameServerConfig::default(),
-                skew[i],
-            )));
-            addrs.insert(addr.clone(), i);
+            let ns = NameServer::new(NameServerConfig::default(), skew[i]);
+            fabric.add(Some(addr.clone()), Node::NameServer(ns));
         }
         for j in 0..brokers {
             let disk = MemDisk::with_plan(rng.random(), cfg.faults.disk.clone());
-            addrs.insert(broker_addr(j), nodes.len());
-            nodes.push(Node::Broker {
+            let broker = Node::Broker {
                 machine: None,
                 disk,
                 generation: 0,
-            });
+            };
+            fabric.add(Some(broker_addr(j)), broker);
         }
         for i in 0..cfg.producers {
             let pc = ProducerConfig {
@@ -404,18 +383,18 @@ impl Sim {
                 seed: rng.random(),
                 ..ProducerConfig::default()
             };
-            let at = skew[nodes.len()];
-            nodes.push(Node::Producer(Producer::new(pc, at)));
+            let at = skew[fabric.nodes.len()];
+            fabric.add(None, Node::Producer(Producer::new(pc, at)));
         }
         let mut broadcast_consumers = Vec::new();
         for i in 0..cfg.consumers + cfg.broadcast_consumers {
             let broadcast = i >= cfg.consumers;
             if broadcast {
-                broadcast_consumers.push(nodes.len());
+                broadcast_consumers.push(fabric.nodes.len());
             }
             let cc = consumer_config(&cfg, i, broadcast, rng.random());
-            let at = skew[nodes.len()];
-            nodes.push(Node::Consumer(Consumer::new(cc, BTreeMap::new(), at)));
+            let at = skew[fabric.nodes.len()];
+            fabric.add(None, Node::Consumer(Consumer::new(cc, BTreeMap::new(), at)));
         }
         let mut sim = Sim {
             cfg,
@@ -423,15 +402,11 @@ impl Sim {
             now: 0,
             seq: 0,
             queue: BinaryHeap::new(),
-            nodes,
+            fabric,
             name_servers,
             brokers,
             skew,
-            addrs,
             down: BTreeSet::new(),
-            conns: BTreeMap::new(),
-            owners: BTreeMap::new(),
-            next_conn: 0,
             link_free: BTreeMap::new(),
             ticks: BTreeMap::new(),
             cuts: Vec::new(),
@@ -460,13 +435,13 @@ impl Sim {
                 TopicConfig::new(TOPIC, sim.cfg.topic_queues),
             );
             for b in sim.broker_nodes() {
-                if let Node::Broker { disk, .. } = &mut sim.nodes[b] {
+                if let Node::Broker { disk, .. } = &mut sim.fabric.nodes[b] {
                     config::save(disk, config::TOPICS_FILE, &table)
                         .expect("a fresh MemDisk takes a small file");
                 }
             }
             let consumers = sim.cfg.consumers + sim.cfg.broadcast_consumers;
-            for c in sim.nodes.len() - consumers..sim.nodes.len() {
+            for c in sim.fabric.nodes.len() - consumers..sim.fabric.nodes.len() {
                 sim.left.insert(c);
                 sim.push(CONSUMERS_START_MS, Ev::Join { consumer: c });
             }
@@ -474,7 +449,7 @@ impl Sim {
         for b in sim.broker_nodes() {
             sim.start_broker(b);
         }
-        for node in 0..sim.nodes.len() {
+        for node in 0..sim.fabric.nodes.len() {
             sim.after(node);
         }
         let first = 1_000;
@@ -537,26 +512,13 @@ impl Sim {
         if hi <= lo { lo } else { lo + x % (hi - lo + 1) }
     }
 
-    fn addr_node(&self, addr: &str) -> Option<usize> {
-        self.addrs.get(addr).copied()
-    }
-
     /// Node `n`'s clock: what its machine is told the time is.
     fn local(&self, n: usize) -> u64 {
         self.now + self.skew[n]
     }
 
     fn node_name(&self, n: usize) -> String {
-        match &self.nodes[n] {
-            Node::NameServer(_) => format!("namesrv {n}"),
-            Node::Broker { .. } => format!("broker {n}"),
-            Node::Producer(_) => format!("producer {n}"),
-            Node::Consumer(_) => format!("consumer {n}"),
-        }
-    }
-
-    fn is_ns(&self, node: usize) -> bool {
-        node < self.name_servers
+        format!("{} {n}", self.fabric.nodes[n].kind())
     }
 
     fn is_broker(&self, node: usize) -> bool {
@@ -596,7 +558,9 @@ impl Sim {
             ),
             events: self.events,
             sim_ms: self.now,
-            nodes: (0..self.nodes.len()).map(|n| self.node_name(n)).collect(),
+            nodes: (0..self.fabric.nodes.len())
+                .map(|n| self.node_name(n))
+                .collect(),
             history: self.history,
             trace: self.trace,
         }

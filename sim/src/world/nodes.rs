@@ -14,7 +14,7 @@ impl Sim {
             machine,
             disk,
             generation,
-        } = &mut self.nodes[node]
+        } = &mut self.fabric.nodes[node]
         else {
             unreachable!()
         };
@@ -60,7 +60,7 @@ impl Sim {
     /// A broker's disk work (a flush or a persist) completes after a simulated latency, as
     /// long as the broker is not restarted meanwhile (the event carries its generation).
     pub(super) fn disk_done(&mut self, node: usize, ev: impl FnOnce(usize, u64) -> Ev) {
-        let Node::Broker { generation, .. } = &self.nodes[node] else {
+        let Node::Broker { generation, .. } = &self.fabric.nodes[node] else {
             return;
         };
         let generation = *generation;
@@ -77,7 +77,7 @@ impl Sim {
         let mut outs = Vec::new();
         let mut delivered = Vec::new();
         let mut sent = Vec::new();
-        match &mut self.nodes[node] {
+        match &mut self.fabric.nodes[node] {
             Node::NameServer(ns) => outs.extend(std::iter::from_fn(|| ns.poll_output())),
             Node::Broker {
                 machine: Some(b), ..
@@ -93,33 +93,16 @@ impl Sim {
             }
         }
         for out in outs {
-            match out {
-                Output::SendTo { addr, cmd } => {
-                    if let Some(to) = self.addr_node(&addr) {
-                        let f = Self::frame(&cmd, &[]);
-                        self.transmit(node, to, f);
-                    }
-                }
-                Output::Send { conn, cmd } => {
-                    if let Some(to) = self.owners.get(&(node, conn)).copied() {
-                        let f = Self::frame(&cmd, &[]);
-                        self.transmit(node, to, f);
-                    }
-                }
-                Output::SendRecords { conn, cmd, records } => {
-                    if let Some(to) = self.owners.get(&(node, conn)).copied() {
-                        let f = Self::frame(&cmd, &records);
-                        self.transmit(node, to, f);
-                    }
-                }
-                Output::Flush { upto } => {
+            match self.fabric.route(node, out) {
+                Routed::Frame { to, frame } => self.transmit(node, to, frame),
+                Routed::Flush { upto } => {
                     self.disk_done(node, |broker, generation| Ev::FlushDone {
                         broker,
                         generation,
                         upto,
                     })
                 }
-                Output::Persist { token, files } => {
+                Routed::Persist { token, files } => {
                     self.disk_done(node, |broker, generation| Ev::PersistDone {
                         broker,
                         generation,
@@ -127,7 +110,8 @@ impl Sim {
                         files,
                     })
                 }
-                Output::Close { conn, reason } => self.close(node, conn, &reason),
+                Routed::Close { conn, reason } => self.close(node, conn, &reason),
+                Routed::Nowhere => {}
             }
         }
         for ProducerEvent::Sent { id, result, .. } in sent {
@@ -175,7 +159,7 @@ impl Sim {
                     } else {
                         ConsumeResult::ReconsumeLater
                     };
-                    if let Node::Consumer(c) = &mut self.nodes[node] {
+                    if let Node::Consumer(c) = &mut self.fabric.nodes[node] {
                         c.ack(&mq, m.queue_offset(), result, clock);
                     }
                     acked = true;
@@ -186,15 +170,7 @@ impl Sim {
             // Acks may have produced more outputs and events.
             return self.after(node);
         }
-        let next = match &self.nodes[node] {
-            Node::NameServer(ns) => ns.poll_timeout(),
-            Node::Broker {
-                machine: Some(b), ..
-            } => b.poll_timeout(),
-            Node::Broker { machine: None, .. } => None,
-            Node::Producer(p) => p.poll_timeout(),
-            Node::Consumer(c) => c.poll_timeout(),
-        };
+        let next = self.fabric.nodes[node].poll_timeout();
         if let Some(t) = next {
             // The machine's deadline is on its own clock.
             let t = t.saturating_sub(self.skew[node]).max(self.now + 1);

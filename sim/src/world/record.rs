@@ -7,7 +7,7 @@ impl Sim {
     pub(super) fn record_routes(&mut self) {
         let mut views = Vec::new();
         let mut hosting = Vec::new();
-        for (n, node) in self.nodes.iter().enumerate() {
+        for (n, node) in self.fabric.nodes.iter().enumerate() {
             let brokers: Option<BTreeSet<String>> = match node {
                 Node::NameServer(ns) if !self.down.contains(&n) => Some(
                     ns.route(TOPIC)
@@ -58,7 +58,7 @@ impl Sim {
         for node in self.broker_nodes() {
             let Node::Broker {
                 machine: Some(b), ..
-            } = &self.nodes[node]
+            } = &self.fabric.nodes[node]
             else {
                 continue;
             };

@@ -1,0 +1,326 @@
+//! The nodes of an in-process cluster and the wiring between them: which connection a
+//! server gave each client, where each output goes, and what a close tells whom. The
+//! simulator and the machine-test `Cluster` both run on this; only when frames arrive
+//! (latency, faults, pauses) is theirs.
+
+use std::collections::BTreeMap;
+
+use bytes::{Bytes, BytesMut};
+use rockfish_core::broker::Broker;
+use rockfish_core::consumer::{Consumer, ConsumerEvent};
+use rockfish_core::machine::{ClientMachine, ConnId, Output};
+use rockfish_core::namesrv::NameServer;
+use rockfish_core::producer::{Producer, ProducerEvent};
+use rockfish_core::remoting::{FrameDecoder, FrameError, RemotingCommand, encode};
+use rockfish_store::MemDisk;
+use rockfish_store::record::HostAddr;
+
+/// One process of the cluster, running its unchanged machine.
+pub enum Node {
+    NameServer(NameServer),
+    /// A broker over its disk; `machine` is `None` while it is down. Each start is a new
+    /// `generation`, so disk work of a crashed predecessor never reaches its successor.
+    Broker {
+        machine: Option<Box<Broker<MemDisk>>>,
+        disk: MemDisk,
+        generation: u64,
+    },
+    Producer(Producer),
+    Consumer(Consumer),
+}
+
+/// What a client machine told its application.
+#[derive(Debug)]
+pub enum ClientEvent {
+    Producer(ProducerEvent),
+    Consumer(ConsumerEvent),
+}
+
+impl Node {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Node::NameServer(_) => "namesrv",
+            Node::Broker { .. } => "broker",
+            Node::Producer(_) => "producer",
+            Node::Consumer(_) => "consumer",
+        }
+    }
+
+    pub fn is_server(&self) -> bool {
+        matches!(self, Node::NameServer(_) | Node::Broker { .. })
+    }
+
+    /// The running broker, if this is one and it is up.
+    pub fn broker(&mut self) -> Option<&mut Broker<MemDisk>> {
+        match self {
+            Node::Broker {
+                machine: Some(b), ..
+            } => Some(b),
+            _ => None,
+        }
+    }
+
+    pub fn on_timeout(&mut self, now: u64) {
+        match self {
+            Node::NameServer(ns) => ns.on_timeout(now),
+            Node::Broker {
+                machine: Some(b), ..
+            } => b.on_timeout(now),
+            Node::Broker { machine: None, .. } => {}
+            Node::Producer(p) => p.on_timeout(now),
+            Node::Consumer(c) => c.on_timeout(now),
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        match self {
+            Node::NameServer(ns) => ns.poll_output(),
+            Node::Broker {
+                machine: Some(b), ..
+            } => b.poll_output(),
+            Node::Broker { machine: None, .. } => None,
+            Node::Producer(p) => p.poll_output(),
+            Node::Consumer(c) => c.poll_output(),
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        match self {
+            Node::Producer(p) => p.poll_event().map(ClientEvent::Producer),
+            Node::Consumer(c) => c.poll_event().map(ClientEvent::Consumer),
+            _ => None,
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<u64> {
+        match self {
+            Node::NameServer(ns) => ns.poll_timeout(),
+            Node::Broker {
+                machine: Some(b), ..
+            } => b.poll_timeout(),
+            Node::Broker { machine: None, .. } => None,
+            Node::Producer(p) => p.poll_timeout(),
+            Node::Consumer(c) => c.poll_timeout(),
+        }
+    }
+
+    /// A client of this server lost its connection.
+    fn on_disconnect(&mut self, conn: ConnId, now: u64) {
+        match self {
+            Node::NameServer(ns) => ns.on_disconnect(conn, now),
+            Node::Broker {
+                machine: Some(b), ..
+            } => b.on_disconnect(conn, now),
+            _ => {}
+        }
+    }
+
+    /// This client lost its connection to the server at `addr`.
+    pub fn on_peer_lost(&mut self, addr: &str, now: u64) {
+        match self {
+            Node::Producer(p) => ClientMachine::on_peer_lost(p, addr, now),
+            Node::Consumer(c) => ClientMachine::on_peer_lost(c, addr, now),
+            _ => {}
+        }
+    }
+}
+
+/// Where one output of a node goes.
+pub enum Routed {
+    /// An encoded frame for node `to`.
+    Frame { to: usize, frame: Bytes },
+    /// The node closes one of its server connections.
+    Close { conn: ConnId, reason: String },
+    /// Disk work for the broker: the caller decides when it completes.
+    Flush { upto: u64 },
+    Persist {
+        token: u64,
+        files: Vec<(String, Bytes)>,
+    },
+    /// Addressed to nobody that exists (an unknown address, a connection already closed):
+    /// lost, as the driver loses a write to a closed socket.
+    Nowhere,
+}
+
+/// The nodes and their connections: servers know each client by a `ConnId`, clients know
+/// servers by address.
+#[derive(Default)]
+pub struct Fabric {
+    pub nodes: Vec<Node>,
+    addrs: BTreeMap<String, usize>,
+    /// A server's connection for each client: (server, client) -> conn.
+    conns: BTreeMap<(usize, usize), ConnId>,
+    /// Who is on the other end of a server's connection: (server, conn) -> client.
+    owners: BTreeMap<(usize, ConnId), usize>,
+    next_conn: u64,
+}
+
+impl Fabric {
+    /// Adds a node, reachable at `addr` if it is a server; returns its index.
+    pub fn add(&mut self, addr: Option<String>, node: Node) -> usize {
+        let n = self.nodes.len();
+        if let Some(addr) = addr {
+            self.addrs.insert(addr, n);
+        }
+        self.nodes.push(node);
+        n
+    }
+
+    pub fn node_at(&self, addr: &str) -> Option<usize> {
+        self.addrs.get(addr).copied()
+    }
+
+    pub fn addr_of(&self, node: usize) -> Option<&str> {
+        self.addrs
+            .iter()
+            .find(|(_, n)| **n == node)
+            .map(|(a, _)| a.as_str())
+    }
+
+    /// Where `from`'s output goes; a frame is encoded as the driver would write it (records
+    /// after the header, in one frame).
+    pub fn route(&self, from: usize, out: Output) -> Routed {
+        let owner = |conn| self.owners.get(&(from, conn)).copied();
+        match out {
+            Output::SendTo { addr, cmd } => match self.node_at(&addr) {
+                Some(to) => Routed::Frame {
+                    to,
+                    frame: frame(&cmd, &[]),
+                },
+                None => Routed::Nowhere,
+            },
+            Output::Send { conn, cmd } => match owner(conn) {
+                Some(to) => Routed::Frame {
+                    to,
+                    frame: frame(&cmd, &[]),
+                },
+                None => Routed::Nowhere,
+            },
+            Output::SendRecords { conn, cmd, records } => match owner(conn) {
+                Some(to) => Routed::Frame {
+                    to,
+                    frame: frame(&cmd, &records),
+                },
+                None => Routed::Nowhere,
+            },
+            Output::Close { conn, reason } => Routed::Close { conn, reason },
+            Output::Flush { upto } => Routed::Flush { upto },
+            Output::Persist { token, files } => Routed::Persist { token, files },
+        }
+    }
+
+    /// The server's connection for `client`, opened (and the broker told `on_connect`) on
+    /// first use.
+    fn server_conn(&mut self, server: usize, client: usize, now: u64) -> ConnId {
+        if let Some(c) = self.conns.get(&(server, client)) {
+            return *c;
+        }
+        self.next_conn += 1;
+        let conn = ConnId(self.next_conn);
+        self.conns.insert((server, client), conn);
+        self.owners.insert((server, conn), client);
+        if let Some(b) = self.nodes[server].broker() {
+            b.on_connect(conn, HostAddr::V4([10, 0, 1, client as u8], 40_000), now);
+        }
+        conn
+    }
+
+    /// Hands a decoded frame from `from` to `to`: a request reaches a server on the
+    /// connection it keeps for `from` (a broker's answers from a name server come back as
+    /// responses on its own client side); everything else is a client's response.
+    pub fn dispatch(
+        &mut self,
+        from: usize,
+        to: usize,
+        cmd: RemotingCommand,
+        received_at: u64,
+        now: u64,
+    ) {
+        let to_broker = matches!(self.nodes[to], Node::Broker { .. });
+        let from_ns = matches!(self.nodes[from], Node::NameServer(_));
+        let as_server = self.nodes[to].is_server() && (!cmd.is_response() || to_broker && from_ns);
+        if as_server {
+            let conn = self.server_conn(to, from, now);
+            match &mut self.nodes[to] {
+                Node::NameServer(ns) => ns.on_command(conn, cmd, now),
+                Node::Broker {
+                    machine: Some(b), ..
+                } => b.on_command(conn, cmd, received_at, now),
+                _ => {}
+            }
+            return;
+        }
+        match &mut self.nodes[to] {
+            Node::Producer(p) => p.on_command(cmd, now),
+            Node::Consumer(c) => c.on_command(cmd, now),
+            Node::Broker {
+                machine: Some(b), ..
+            } => b.on_command(ConnId(0), cmd, received_at, now),
+            _ => {}
+        }
+    }
+
+    /// The server's side of a closed connection (the server's `Output::Close`, or the
+    /// client gone): forgotten, and the server told `on_disconnect`. Returns the client it
+    /// belonged to, if it was still open. As the real driver does, a server's own close then
+    /// reaches the client too (`peer_lost`).
+    pub fn lose(&mut self, server: usize, conn: ConnId, now: u64) -> Option<usize> {
+        let client = self.owners.remove(&(server, conn))?;
+        self.conns.remove(&(server, client));
+        self.nodes[server].on_disconnect(conn, now);
+        Some(client)
+    }
+
+    /// The client's side of a connection its server closed: it loses that peer.
+    pub fn peer_lost(&mut self, server: usize, client: usize, now: u64) {
+        if let Some(addr) = self.addr_of(server).map(str::to_owned) {
+            self.nodes[client].on_peer_lost(&addr, now);
+        }
+    }
+
+    /// Every server connection `client` has: (server, conn), by server.
+    pub fn connections_of(&self, client: usize) -> Vec<(usize, ConnId)> {
+        self.conns
+            .iter()
+            .filter(|((_, c), _)| *c == client)
+            .map(|((s, _), conn)| (*s, *conn))
+            .collect()
+    }
+
+    /// A server went away (crashed): its connections die with it, unannounced.
+    pub fn forget_server(&mut self, server: usize) {
+        self.conns.retain(|(s, _), _| *s != server);
+        self.owners.retain(|(s, _), _| *s != server);
+    }
+}
+
+/// A command as the driver writes it: header and body, then the stored records.
+pub fn frame(cmd: &RemotingCommand, records: &[Bytes]) -> Bytes {
+    let mut out = BytesMut::new();
+    if records.is_empty() {
+        encode(cmd, &mut Vec::new(), &mut out).expect("machines only build encodable commands");
+    } else {
+        let body = records.iter().map(Bytes::len).sum::<usize>() + cmd.body.len();
+        rockfish_core::remoting::frame::encode_prefix(cmd, body, &mut Vec::new(), &mut out)
+            .expect("encodable");
+        out.extend_from_slice(&cmd.body);
+        for r in records {
+            out.extend_from_slice(r);
+        }
+    }
+    out.freeze()
+}
+
+/// A frame decoded as the driver's reader does.
+pub fn unframe(frame: &Bytes) -> Result<RemotingCommand, String> {
+    let mut buf = BytesMut::from(&frame[..]);
+    match FrameDecoder::default().decode(&mut buf) {
+        Ok(Some(cmd)) => Ok(cmd),
+        Ok(None) => Err("incomplete frame".into()),
+        Err(e) => Err(describe(e)),
+    }
+}
+
+fn describe(e: FrameError) -> String {
+    format!("{e:?}")
+}
