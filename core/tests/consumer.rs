@@ -2,16 +2,14 @@
 //! queue splitting, rebalance on join and leave without skipping, broadcasting, orderly
 //! consumption with lock leases, flow control, and offset commit and resume.
 
-mod cluster;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use cluster::{Cluster, NS};
 use rockfish_core::consumer::{
     ConsumeFrom, ConsumeResult, Consumer, ConsumerConfig, ConsumerEvent, MessageModel,
 };
 use rockfish_core::producer::{Message, Producer, ProducerConfig, ProducerEvent, SendMode};
 use rockfish_core::protocol::MessageQueue;
+use rockfish_sim::harness::cluster::{Cluster, NS};
 
 fn producer() -> Producer {
     Producer::new(
@@ -40,7 +38,7 @@ fn consumer(id: &str, model: MessageModel, orderly: bool) -> Consumer {
 
 /// Sends `n` messages with bodies `{prefix}{i}`, waits for every SEND_OK.
 fn send(c: &mut Cluster, prefix: &str, n: usize) {
-    if !c.clients.contains_key("p") {
+    if !c.has("p") {
         c.add_producer("p", producer());
     }
     let now = c.now;
@@ -83,7 +81,7 @@ fn run(c: &mut Cluster, until: u64, seen: &mut Seen, ack: &dyn Fn(&str) -> bool)
                             m.queue_offset(),
                             String::from_utf8(m.body().to_vec()).unwrap(),
                         ));
-                        if ack(&name) && c.clients.contains_key(&name) {
+                        if ack(&name) && c.has(&name) {
                             let now = c.now;
                             c.consumer(&name).ack(
                                 &mq,
@@ -313,7 +311,7 @@ fn committed_offsets_are_where_a_restarted_consumer_resumes() {
     let now = c.now;
     c.consumer("c1").shutdown(now);
     c.pump();
-    c.clients.remove("c1");
+    c.forget("c1");
     send(&mut c, "b", 30);
     c.add_consumer("c1b", consumer("c1b", MessageModel::Clustering, false));
     let mut seen2 = Seen::new();

@@ -3,4 +3,5 @@
 //! the simulator and by machine-level tests (`Cluster`: frames delivered at once, time
 //! advanced by hand).
 
+pub mod cluster;
 pub mod fabric;
