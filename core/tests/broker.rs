@@ -2,118 +2,53 @@
 //! refusal, pulls with filtering and long polling, SYNC_FLUSH group commit, timeouts and
 //! flush failure, heartbeats and group notifications, offsets, topics, and queries.
 
+use std::ops::{Deref, DerefMut};
+
 use bytes::Bytes;
 use rockfish_core::broker::{Broker, BrokerConfig, FlushDiskType, HeartbeatData};
 use rockfish_core::machine::{ConnId, Output};
 use rockfish_core::message::{BatchItem, encode_batch, parse_offset_msg_id, properties_string};
 use rockfish_core::remoting::RemotingCommand;
 use rockfish_core::remoting::codes::{request, response};
+use rockfish_sim::harness::broker::{BrokerHarness, small_store};
 use rockfish_store::record::{HostAddr, StoredRecord};
-use rockfish_store::{IndexConfig, MemDisk, MessageStore, StoreConfig};
+use rockfish_store::{MemDisk, MessageStore};
 
 const P: ConnId = ConnId(1);
 const C: ConnId = ConnId(2);
 
-fn store_config() -> StoreConfig {
-    StoreConfig {
-        commitlog_segment_size: 1 << 20,
-        consume_queue_entries: 1000,
-        index: IndexConfig {
-            hash_slots: 101,
-            max_entries: 1000,
-        },
-        ..StoreConfig::default()
+/// The harness, and this file's request builders on it.
+struct H(BrokerHarness);
+
+impl Deref for H {
+    type Target = BrokerHarness;
+    fn deref(&self) -> &BrokerHarness {
+        &self.0
     }
 }
 
-struct H {
-    b: Broker<MemDisk>,
-    disk: MemDisk,
-    now: u64,
-    opaque: i32,
+impl DerefMut for H {
+    fn deref_mut(&mut self) -> &mut BrokerHarness {
+        &mut self.0
+    }
 }
 
 impl H {
     fn new(cfg: BrokerConfig) -> H {
-        let disk = MemDisk::new(1);
-        let (store, _) = MessageStore::open(disk.clone(), store_config(), 0).unwrap();
-        let mut b = Broker::new(cfg, store, 0).unwrap();
-        b.on_connect(P, HostAddr::V4([10, 0, 0, 9], 5555), 0);
-        b.on_connect(C, HostAddr::V4([10, 0, 0, 8], 6666), 0);
-        let mut h = H {
-            b,
-            disk,
-            now: 0,
-            opaque: 100,
-        };
-        h.drain();
-        h
+        H::start(cfg, MemDisk::new(1), 0)
+    }
+    fn start(cfg: BrokerConfig, disk: MemDisk, now: u64) -> H {
+        let mut h = BrokerHarness::start(cfg, small_store(), disk, now);
+        h.connect(P, HostAddr::V4([10, 0, 0, 9], 5555));
+        h.connect(C, HostAddr::V4([10, 0, 0, 8], 6666));
+        H(h)
     }
     fn default() -> H {
         H::new(BrokerConfig::default())
     }
-    /// Everything the broker output; config and checkpoint writes are run at once.
-    fn drain(&mut self) -> Vec<Output> {
-        let mut out = Vec::new();
-        while let Some(o) = self.b.poll_output() {
-            match o {
-                Output::Persist { token, files } => self.b.run_persist(token, files, self.now),
-                o => out.push(o),
-            }
-        }
-        out
-    }
-    fn req(&mut self, code: i32) -> RemotingCommand {
-        self.opaque += 1;
-        RemotingCommand::request(code, self.opaque)
-    }
-    /// Sends `cmd` on `conn` and returns everything the broker output.
-    fn call(&mut self, conn: ConnId, cmd: RemotingCommand) -> Vec<Output> {
-        self.b.on_command(conn, cmd, self.now, self.now);
-        self.drain()
-    }
-    /// Expects exactly one response (plain or with records) on `conn`.
-    fn one(&mut self, conn: ConnId, cmd: RemotingCommand) -> (RemotingCommand, Vec<Bytes>) {
-        let opaque = cmd.opaque;
-        let out = self.call(conn, cmd);
-        let resp: Vec<_> = out
-            .into_iter()
-            .filter_map(|o| match o {
-                Output::Send { conn: c, cmd } if c == conn && cmd.is_response() => {
-                    Some((cmd, vec![]))
-                }
-                Output::SendRecords {
-                    conn: c,
-                    cmd,
-                    records,
-                } if c == conn => Some((cmd, records)),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(resp.len(), 1, "expected one response");
-        assert_eq!(resp[0].0.opaque, opaque);
-        resp.into_iter().next().unwrap()
-    }
     fn send_cmd(&mut self, topic: &str, queue: i32, body: &str, tags: &str) -> RemotingCommand {
-        let props = String::from_utf8(properties_string([
-            ("TAGS", tags),
-            ("KEYS", "key-1"),
-            ("UNIQ_KEY", body),
-        ]))
-        .unwrap();
-        self.req(request::SEND_MESSAGE_V2)
-            .with_ext("a", "PG")
-            .with_ext("b", topic)
-            .with_ext("c", "TBW102")
-            .with_ext("d", 4)
-            .with_ext("e", queue)
-            .with_ext("f", 0)
-            .with_ext("g", 1_700_000_000_000i64)
-            .with_ext("h", 0)
-            .with_ext("i", props)
-            .with_ext("j", 0)
-            .with_ext("k", false)
-            .with_body(Bytes::copy_from_slice(body.as_bytes()))
+        let props = [("TAGS", tags), ("KEYS", "key-1"), ("UNIQ_KEY", body)];
+        self.send_v2(topic, queue, &props, body.as_bytes())
     }
     fn send(&mut self, topic: &str, queue: i32, body: &str) -> RemotingCommand {
         let cmd = self.send_cmd(topic, queue, body, "TagA");
@@ -162,7 +97,7 @@ fn two_namesrv_broker() -> Broker<MemDisk> {
         namesrv_addrs: vec!["ns1:9876".into(), "ns2:9876".into()],
         ..BrokerConfig::default()
     };
-    let (store, _) = MessageStore::open(MemDisk::new(1), store_config(), 0).unwrap();
+    let (store, _) = MessageStore::open(MemDisk::new(1), small_store(), 0).unwrap();
     Broker::new(cfg, store, 0).unwrap()
 }
 
@@ -595,7 +530,8 @@ fn heartbeat(h: &mut H, conn: ConnId, client: &str, group: &str) {
     let cmd = h
         .req(request::HEART_BEAT)
         .with_body(serde_json::to_vec(&data).unwrap());
-    h.b.on_command(conn, cmd, h.now, h.now);
+    let now = h.now;
+    h.b.on_command(conn, cmd, now, now);
 }
 
 fn notified(out: &[Output]) -> Vec<ConnId> {
@@ -665,15 +601,8 @@ fn offsets_and_topics_survive_a_restart() {
         .with_ext("writeQueueNums", 8)
         .with_ext("perm", 6);
     assert_eq!(h.one(C, create).0.code, response::SUCCESS);
-    let disk = h.b.shutdown(1_000).unwrap();
-    let (store, _) = MessageStore::open(disk, store_config(), 2_000).unwrap();
-    let mut h2 = H {
-        b: Broker::new(BrokerConfig::default(), store, 2_000).unwrap(),
-        disk: h.disk.clone(),
-        now: 2_000,
-        opaque: 0,
-    };
-    h2.drain();
+    let disk = h.0.b.shutdown(1_000).unwrap();
+    let mut h2 = H::start(BrokerConfig::default(), disk, 2_000);
     let q = h2
         .req(request::QUERY_CONSUMER_OFFSET)
         .with_ext("consumerGroup", "CG")

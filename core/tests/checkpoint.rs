@@ -10,6 +10,7 @@ use rockfish_core::machine::{ConnId, Output};
 use rockfish_core::message::properties_string;
 use rockfish_core::remoting::RemotingCommand;
 use rockfish_core::remoting::codes::request;
+use rockfish_sim::harness::broker::small_store;
 use rockfish_store::record::HostAddr;
 use rockfish_store::{Checkpoint, IndexConfig, MemDisk, MessageStore, StoreConfig};
 
@@ -17,13 +18,11 @@ const P: ConnId = ConnId(1);
 
 fn store_config() -> StoreConfig {
     StoreConfig {
-        commitlog_segment_size: 1 << 20,
-        consume_queue_entries: 1000,
         index: IndexConfig {
             hash_slots: 101,
             max_entries: 10_000,
         },
-        ..StoreConfig::default()
+        ..small_store()
     }
 }
 

@@ -5,26 +5,38 @@
 
 use std::collections::BTreeMap;
 
+use std::ops::{Deref, DerefMut};
+
 use bytes::Bytes;
-use rockfish_core::broker::{Broker, BrokerConfig, BrokerLimits, FlushDiskType, validate_group};
+
+use rockfish_core::broker::{BrokerConfig, BrokerLimits, FlushDiskType, validate_group};
 use rockfish_core::machine::{ConnId, Output};
-use rockfish_core::message::properties_string;
 use rockfish_core::namesrv::{NameServer, NameServerConfig, NameServerLimits};
 use rockfish_core::protocol::{
     DataVersion, RegisterBrokerBody, TopicConfig, TopicConfigSerializeWrapper, to_body,
 };
 use rockfish_core::remoting::RemotingCommand;
 use rockfish_core::remoting::codes::{request, response};
+use rockfish_sim::harness::broker::{BrokerHarness, small_store};
+use rockfish_store::MemDisk;
 use rockfish_store::record::HostAddr;
-use rockfish_store::{IndexConfig, MemDisk, MessageStore, StoreConfig};
 
 const HOST: HostAddr = HostAddr::V4([10, 0, 0, 1], 5000);
 
-struct H {
-    b: Broker<MemDisk>,
-    opaque: i32,
-    /// Flushes the broker asked for and the harness has not answered yet.
-    flushes: Vec<u64>,
+/// The harness, and this file's requests on it.
+struct H(BrokerHarness);
+
+impl Deref for H {
+    type Target = BrokerHarness;
+    fn deref(&self) -> &BrokerHarness {
+        &self.0
+    }
+}
+
+impl DerefMut for H {
+    fn deref_mut(&mut self) -> &mut BrokerHarness {
+        &mut self.0
+    }
 }
 
 impl H {
@@ -35,70 +47,20 @@ impl H {
             limits,
             ..BrokerConfig::default()
         };
-        let store_config = StoreConfig {
-            commitlog_segment_size: 1 << 20,
-            consume_queue_entries: 1000,
-            index: IndexConfig {
-                hash_slots: 101,
-                max_entries: 1000,
-            },
-            ..StoreConfig::default()
-        };
-        let (store, _) = MessageStore::open(MemDisk::new(1), store_config, 0).unwrap();
-        let mut h = H {
-            b: Broker::new(cfg, store, 0).unwrap(),
-            opaque: 0,
-            flushes: Vec::new(),
-        };
+        let mut h = BrokerHarness::start(cfg, small_store(), MemDisk::new(1), 0);
         for c in 1..=4 {
-            h.b.on_connect(ConnId(c), HOST, 0);
+            h.connect(ConnId(c), HOST);
         }
-        h.drain();
-        h
-    }
-    fn drain(&mut self) -> Vec<Output> {
-        let outs: Vec<Output> = std::iter::from_fn(|| self.b.poll_output()).collect();
-        for o in &outs {
-            if let Output::Flush { upto } = o {
-                self.flushes.push(*upto);
-            }
-        }
-        outs
-    }
-    /// Answers the flushes asked so far, in order (the machine contract).
-    fn run_flushes(&mut self, now: u64) {
-        while !self.flushes.is_empty() {
-            let upto = self.flushes.remove(0);
-            self.b.run_flush(upto, now);
-            self.drain();
-        }
-    }
-    fn req(&mut self, code: i32) -> RemotingCommand {
-        self.opaque += 1;
-        RemotingCommand::request(code, self.opaque)
+        H(h)
     }
     /// The response to `cmd` on `conn`, if one was output now.
     fn call(&mut self, conn: ConnId, cmd: RemotingCommand) -> Option<RemotingCommand> {
         let opaque = cmd.opaque;
-        self.b.on_command(conn, cmd, 0, 0);
-        self.drain().into_iter().find_map(|o| match o {
-            Output::Send { conn: c, cmd } | Output::SendRecords { conn: c, cmd, .. }
-                if c == conn && cmd.is_response() && cmd.opaque == opaque =>
-            {
-                Some(cmd)
-            }
-            _ => None,
-        })
+        let out = self.0.call(conn, cmd);
+        BrokerHarness::response(&out, conn, opaque).map(|(cmd, _)| cmd)
     }
     fn send(&mut self, topic: &str) -> Option<RemotingCommand> {
-        let props = String::from_utf8(properties_string([("TAGS", "T")])).unwrap();
-        let cmd = self
-            .req(request::SEND_MESSAGE_V2)
-            .with_ext("a", "PG")
-            .with_ext("b", topic)
-            .with_ext("e", 0)
-            .with_ext("i", props)
-            .with_body(Bytes::from_static(b"m"));
+        let cmd = self.send_v2(topic, 0, &[("TAGS", "T")], b"m");
         self.call(ConnId(1), cmd)
     }
     fn hold_pull(&mut self, conn: ConnId, queue: u32) -> Option<RemotingCommand> {
@@ -219,7 +181,8 @@ fn sync_flush_waiters_past_the_cap_are_answered_busy() {
         })
         .collect();
     assert_eq!(busy, vec![response::SYSTEM_BUSY]);
-    h.run_flushes(1);
+    h.now = 1;
+    h.run_flushes();
     assert!(h.send("TopicA").is_none(), "room again once flushed");
 }
 

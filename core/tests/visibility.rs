@@ -3,117 +3,50 @@
 //! agreeing and held pulls woken by the flush; under ASYNC_FLUSH, after a power loss, no
 //! committed or remembered consumer offset past the recovered end skips what is stored there.
 
-use bytes::Bytes;
-use rockfish_core::broker::{Broker, BrokerConfig, FlushDiskType};
+use std::ops::{Deref, DerefMut};
+
+use rockfish_core::broker::{BrokerConfig, FlushDiskType};
 use rockfish_core::machine::{ConnId, Output};
-use rockfish_core::message::properties_string;
 use rockfish_core::remoting::RemotingCommand;
 use rockfish_core::remoting::codes::{request, response};
+use rockfish_sim::harness::broker::{BrokerHarness, small_store};
+use rockfish_store::MemDisk;
 use rockfish_store::record::{HostAddr, StoredRecord};
-use rockfish_store::{IndexConfig, MemDisk, MessageStore, StoreConfig};
 
 const P: ConnId = ConnId(1);
 const C: ConnId = ConnId(2);
 
-fn store_config() -> StoreConfig {
-    StoreConfig {
-        commitlog_segment_size: 1 << 20,
-        consume_queue_entries: 1000,
-        index: IndexConfig {
-            hash_slots: 101,
-            max_entries: 1000,
-        },
-        ..StoreConfig::default()
+/// The harness, and this file's requests on it.
+struct H(BrokerHarness);
+
+impl Deref for H {
+    type Target = BrokerHarness;
+    fn deref(&self) -> &BrokerHarness {
+        &self.0
     }
 }
 
-struct H {
-    b: Broker<MemDisk>,
-    opaque: i32,
+impl DerefMut for H {
+    fn deref_mut(&mut self) -> &mut BrokerHarness {
+        &mut self.0
+    }
 }
 
 impl H {
     fn start(flush: FlushDiskType, disk: MemDisk, now: u64) -> H {
-        let (store, _) = MessageStore::open(disk, store_config(), now as i64).unwrap();
         let config = BrokerConfig {
             flush_disk_type: flush,
             namesrv_addrs: vec![],
             ..BrokerConfig::default()
         };
-        let mut b = Broker::new(config, store, now).unwrap();
-        b.on_connect(P, HostAddr::V4([10, 0, 0, 9], 5555), now);
-        b.on_connect(C, HostAddr::V4([10, 0, 0, 8], 6666), now);
-        let mut h = H { b, opaque: 0 };
-        h.drain();
-        h
-    }
-    /// Drains outputs; config and checkpoint writes (`Persist`) are carried out at once.
-    fn drain(&mut self) -> Vec<Output> {
-        let mut out = Vec::new();
-        while let Some(o) = self.b.poll_output() {
-            match o {
-                Output::Persist { token, files } => self.b.run_persist(token, files, 0),
-                o => out.push(o),
-            }
-        }
-        out
-    }
-    fn req(&mut self, code: i32) -> RemotingCommand {
-        self.opaque += 1;
-        RemotingCommand::request(code, self.opaque)
-    }
-    fn call(&mut self, conn: ConnId, cmd: RemotingCommand) -> Vec<Output> {
-        self.b.on_command(conn, cmd, 0, 0);
-        self.drain()
-    }
-    /// The one response to `opaque` on `conn` among `out`, with its records.
-    fn response(out: &[Output], conn: ConnId, opaque: i32) -> Option<(RemotingCommand, usize)> {
-        out.iter().find_map(|o| match o {
-            Output::Send { conn: c, cmd } if *c == conn && cmd.opaque == opaque => {
-                Some((cmd.clone(), 0))
-            }
-            Output::SendRecords {
-                conn: c,
-                cmd,
-                records,
-            } if *c == conn && cmd.opaque == opaque => Some((cmd.clone(), records.len())),
-            _ => None,
-        })
-    }
-    fn one(&mut self, conn: ConnId, cmd: RemotingCommand) -> (RemotingCommand, Vec<Bytes>) {
-        let opaque = cmd.opaque;
-        let out = self.call(conn, cmd);
-        out.into_iter()
-            .find_map(|o| match o {
-                Output::Send { conn: c, cmd } if c == conn && cmd.opaque == opaque => {
-                    Some((cmd, vec![]))
-                }
-                Output::SendRecords {
-                    conn: c,
-                    cmd,
-                    records,
-                } if c == conn && cmd.opaque == opaque => Some((cmd, records)),
-                _ => None,
-            })
-            .expect("a response")
+        let mut h = BrokerHarness::start(config, small_store(), disk, now);
+        h.connect(P, HostAddr::V4([10, 0, 0, 9], 5555));
+        h.connect(C, HostAddr::V4([10, 0, 0, 8], 6666));
+        H(h)
     }
     /// Sends one message to TopicA's queue 0; returns the outputs.
     fn send(&mut self, body: &str) -> Vec<Output> {
-        let props = String::from_utf8(properties_string([("UNIQ_KEY", body)])).unwrap();
-        let cmd = self
-            .req(request::SEND_MESSAGE_V2)
-            .with_ext("a", "PG")
-            .with_ext("b", "TopicA")
-            .with_ext("c", "TBW102")
-            .with_ext("d", 4)
-            .with_ext("e", 0)
-            .with_ext("f", 0)
-            .with_ext("g", 1_700_000_000_000i64)
-            .with_ext("h", 0)
-            .with_ext("i", props)
-            .with_ext("j", 0)
-            .with_ext("k", false)
-            .with_body(Bytes::copy_from_slice(body.as_bytes()));
+        let cmd = self.send_v2("TopicA", 0, &[("UNIQ_KEY", body)], body.as_bytes());
         self.call(P, cmd)
     }
     fn pull_cmd(&mut self, offset: u64, sys_flag: i32) -> RemotingCommand {
@@ -192,8 +125,9 @@ fn sync_flush_serves_only_durable_messages_and_wakes_held_pulls_on_flush() {
     assert!(h.call(C, held.clone()).is_empty());
     h.b.run_flush(first, 1);
     let out = h.drain();
-    let (resp, records) = H::response(&out, C, held.opaque).expect("woken by the flush");
-    assert_eq!((resp.code, records), (response::SUCCESS, 1));
+    let (resp, records) =
+        BrokerHarness::response(&out, C, held.opaque).expect("woken by the flush");
+    assert_eq!((resp.code, records.len()), (response::SUCCESS, 1));
     assert_eq!(resp.ext("nextBeginOffset"), Some("1"));
     assert_eq!(resp.ext("maxOffset"), Some("1"));
     assert_eq!(h.max_offset(), 1);

@@ -3,5 +3,6 @@
 //! the simulator and by machine-level tests (`Cluster`: frames delivered at once, time
 //! advanced by hand).
 
+pub mod broker;
 pub mod cluster;
 pub mod fabric;

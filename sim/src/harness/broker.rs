@@ -1,0 +1,176 @@
+//! One broker on a `MemDisk`, driven request by request: the harness of the broker's
+//! machine tests. Config and checkpoint writes (`Persist`) are carried out at once; flushes
+//! are answered when the test says so (`run_flushes`), in the order asked, as the machine
+//! contract requires.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use rockfish_core::broker::{Broker, BrokerConfig};
+use rockfish_core::machine::{ConnId, Output};
+use rockfish_core::message::properties_string;
+use rockfish_core::remoting::RemotingCommand;
+use rockfish_core::remoting::codes::request;
+use rockfish_store::record::HostAddr;
+use rockfish_store::{IndexConfig, MemDisk, MessageStore, StoreConfig};
+
+/// A store small enough for tests: 1 MiB log segments, 1,000-entry queue files.
+pub fn small_store() -> StoreConfig {
+    StoreConfig {
+        commitlog_segment_size: 1 << 20,
+        consume_queue_entries: 1000,
+        index: IndexConfig {
+            hash_slots: 101,
+            max_entries: 1000,
+        },
+        ..StoreConfig::default()
+    }
+}
+
+pub struct BrokerHarness {
+    pub b: Broker<MemDisk>,
+    pub disk: MemDisk,
+    /// The time every input is given.
+    pub now: u64,
+    opaque: i32,
+    /// Flushes the broker asked for that the test has not answered yet.
+    flushes: VecDeque<u64>,
+}
+
+impl BrokerHarness {
+    /// Recovers a store from `disk` and starts a broker on it at `now`.
+    pub fn start(config: BrokerConfig, store: StoreConfig, disk: MemDisk, now: u64) -> Self {
+        let (store, _) =
+            MessageStore::open(disk.clone(), store, now as i64).expect("the store opens");
+        let b = Broker::new(config, store, now).expect("the broker starts");
+        let mut h = BrokerHarness {
+            b,
+            disk,
+            now,
+            opaque: 0,
+            flushes: VecDeque::new(),
+        };
+        h.drain();
+        h
+    }
+
+    /// A broker on a fresh small store, connections 1..=`conns` open (from 10.0.0.`conn`).
+    pub fn with(config: BrokerConfig, conns: u64) -> Self {
+        let mut h = BrokerHarness::start(config, small_store(), MemDisk::new(1), 0);
+        for c in 1..=conns {
+            h.connect(
+                ConnId(c),
+                HostAddr::V4([10, 0, 0, c as u8], 5000 + c as u16),
+            );
+        }
+        h
+    }
+
+    /// Opens connection `conn` from a client at `host`.
+    pub fn connect(&mut self, conn: ConnId, host: HostAddr) {
+        self.b.on_connect(conn, host, self.now);
+    }
+
+    /// Everything the broker output but its config and checkpoint writes, which are run at
+    /// once; flushes are remembered for `run_flushes`.
+    pub fn drain(&mut self) -> Vec<Output> {
+        let mut out = Vec::new();
+        while let Some(o) = self.b.poll_output() {
+            match o {
+                Output::Persist { token, files } => self.b.run_persist(token, files, self.now),
+                o => {
+                    if let Output::Flush { upto } = &o {
+                        self.flushes.push_back(*upto);
+                    }
+                    out.push(o)
+                }
+            }
+        }
+        out
+    }
+
+    /// Answers the flushes asked so far, in order; returns what that output.
+    pub fn run_flushes(&mut self) -> Vec<Output> {
+        let mut out = Vec::new();
+        while let Some(upto) = self.flushes.pop_front() {
+            self.b.run_flush(upto, self.now);
+            out.extend(self.drain());
+        }
+        out
+    }
+
+    /// A request with the next opaque.
+    pub fn req(&mut self, code: i32) -> RemotingCommand {
+        self.opaque += 1;
+        RemotingCommand::request(code, self.opaque)
+    }
+
+    /// A SEND_MESSAGE_V2 as the Java client writes it (single-letter header keys), to
+    /// `topic`'s queue `queue`, with the message's properties.
+    pub fn send_v2(
+        &mut self,
+        topic: &str,
+        queue: i32,
+        props: &[(&str, &str)],
+        body: &[u8],
+    ) -> RemotingCommand {
+        let props = String::from_utf8(properties_string(props.iter().copied()))
+            .expect("test properties are UTF-8");
+        self.req(request::SEND_MESSAGE_V2)
+            .with_ext("a", "PG")
+            .with_ext("b", topic)
+            .with_ext("c", "TBW102")
+            .with_ext("d", 4)
+            .with_ext("e", queue)
+            .with_ext("f", 0)
+            .with_ext("g", 1_700_000_000_000i64)
+            .with_ext("h", 0)
+            .with_ext("i", props)
+            .with_ext("j", 0)
+            .with_ext("k", false)
+            .with_body(Bytes::copy_from_slice(body))
+    }
+
+    /// Hands `cmd` to the broker on `conn`; returns everything it output.
+    pub fn call(&mut self, conn: ConnId, cmd: RemotingCommand) -> Vec<Output> {
+        self.b.on_command(conn, cmd, self.now, self.now);
+        self.drain()
+    }
+
+    /// The response to `opaque` on `conn` among `out`, with its records.
+    pub fn response(
+        out: &[Output],
+        conn: ConnId,
+        opaque: i32,
+    ) -> Option<(RemotingCommand, Vec<Bytes>)> {
+        out.iter().find_map(|o| match o {
+            Output::Send { conn: c, cmd }
+                if *c == conn && cmd.opaque == opaque && cmd.is_response() =>
+            {
+                Some((cmd.clone(), vec![]))
+            }
+            Output::SendRecords {
+                conn: c,
+                cmd,
+                records,
+            } if *c == conn && cmd.opaque == opaque => Some((cmd.clone(), records.clone())),
+            _ => None,
+        })
+    }
+
+    /// Calls and expects exactly one response on `conn`.
+    pub fn one(&mut self, conn: ConnId, cmd: RemotingCommand) -> (RemotingCommand, Vec<Bytes>) {
+        let opaque = cmd.opaque;
+        let out = self.call(conn, cmd);
+        let answers = out
+            .iter()
+            .filter(|o| match o {
+                Output::Send { conn: c, cmd } => *c == conn && cmd.is_response(),
+                Output::SendRecords { conn: c, .. } => *c == conn,
+                _ => false,
+            })
+            .count();
+        assert_eq!(answers, 1, "expected one response on {conn:?}");
+        BrokerHarness::response(&out, conn, opaque).expect("the response answers the request")
+    }
+}
