@@ -1,7 +1,7 @@
 //! What a run looks like: cluster shape, workload, faults and phases, all drawn from one seed
 //! within the bounds a scenario sets.
 
-use rockfish_core::broker::FlushDiskType;
+use rockfish_core::broker::{BrokerLimits, FlushDiskType};
 use serde::{Deserialize, Serialize};
 
 pub use crate::knobs::Faults;
@@ -37,6 +37,8 @@ pub struct SimConfig {
     /// Then faults stop and the cluster must converge within this long.
     pub liveness_ms: u64,
     pub faults: Faults,
+    /// Every broker's caps (tests lower them to make brokers refuse and close).
+    pub broker_limits: BrokerLimits,
     pub bugs: Bugs,
     /// The invariants judged (names from `scenario::INVARIANTS`).
     pub invariants: Vec<String>,
@@ -64,6 +66,7 @@ impl SimConfig {
             safety_ms: 10_000,
             liveness_ms: 100_000,
             faults: Faults::default(),
+            broker_limits: BrokerLimits::default(),
             bugs: Bugs::default(),
             invariants: crate::scenario::INVARIANTS
                 .iter()

@@ -346,6 +346,7 @@ impl ScenarioFile {
             safety_ms: self.phases.safety_ms,
             liveness_ms: self.phases.liveness_ms,
             faults: self.faults.draw(&self.disk, r),
+            broker_limits: Default::default(),
             bugs: self.bugs.clone(),
             invariants: self.invariants.clone(),
         }

@@ -170,3 +170,58 @@ fn after_the_heal_everything_sent_is_acknowledged_and_consumed() {
         .count();
     assert_eq!(after_heal, cfg.liveness_messages * cfg.producers);
 }
+
+#[test]
+fn a_broker_that_closes_connections_is_run_as_the_driver_runs_it() {
+    // One connection fewer than clients: the last client to reach the broker is closed as it
+    // connects (`Output::Close`), told it lost its peer, and tries again later.
+    let mut cfg = SimConfig {
+        consumers: 3,
+        ..SimConfig::smoke(7)
+    };
+    cfg.broker_limits.max_connections = cfg.producers + cfg.consumers - 1;
+    let out = Sim::new(cfg.clone()).run();
+    let closes = out
+        .trace
+        .iter()
+        .filter(|l| l.contains("closes") && l.contains("too many connections"))
+        .count();
+    assert!(closes > 0, "the broker closed a connection");
+    let report = check(&cfg, &out.history);
+    assert!(report.ok(), "{:?}", report.violations);
+    assert_eq!(
+        report.delivered_distinct, report.acked,
+        "all acked is consumed"
+    );
+    assert_eq!(report.acked, 220, "every send acknowledged");
+}
+
+#[test]
+fn a_send_held_through_a_pause_meets_the_brokers_queue_wait_flow_control() {
+    // A paused broker reads nothing; what reached it meanwhile is handled when it resumes,
+    // with the time it arrived (`received_at`), as the real driver reports it. Sends that
+    // waited longer than the broker's 200 ms are refused busy, and the producer retries.
+    let mut busy = 0;
+    for seed in 0..4 {
+        let cfg = SimConfig {
+            faults: Faults {
+                pause_per_sec: 0.5,
+                pause_ms: (500, 1_500),
+                ..Faults::default()
+            },
+            ..SimConfig::smoke(seed)
+        };
+        let out = Sim::new(cfg.clone()).run();
+        busy += out
+            .trace
+            .iter()
+            .filter(|l| l.contains("TIMEOUT_CLEAN_QUEUE"))
+            .count();
+        let report = check(&cfg, &out.history);
+        assert!(report.ok(), "seed {seed}: {:?}", report.violations);
+    }
+    assert!(
+        busy > 0,
+        "some send waited out a pause and was refused busy"
+    );
+}

@@ -33,11 +33,18 @@ impl Sim {
             && let Some(until) = self.paused.get(&node).copied()
         {
             if until > self.now {
-                if let Ev::Tick { node } = ev {
-                    if self.ticks.get(&node) != Some(&self.now) {
-                        return;
+                let mut ev = ev;
+                match &mut ev {
+                    Ev::Tick { node } => {
+                        if self.ticks.get(node) != Some(&self.now) {
+                            return;
+                        }
+                        self.ticks.insert(*node, until);
                     }
-                    self.ticks.insert(node, until);
+                    Ev::Frame { arrived, .. } => {
+                        arrived.get_or_insert(self.now);
+                    }
+                    _ => {}
                 }
                 self.push(until, ev);
                 return;
@@ -52,7 +59,11 @@ impl Sim {
                 from,
                 to,
                 frame,
-            } => self.deliver(sent, from, to, frame),
+                arrived,
+            } => {
+                let arrived = arrived.unwrap_or(self.now);
+                self.deliver(sent, arrived, from, to, frame)
+            }
             Ev::Tick { node } => {
                 if self.ticks.get(&node) != Some(&self.now) {
                     return;

@@ -101,6 +101,10 @@ enum Ev {
         from: usize,
         to: usize,
         frame: Bytes,
+        /// When it reached `to`, if `to` was paused then: the driver read it off the socket
+        /// at that time and the machine is told so (`received_at`), so a send held through
+        /// a pause meets the broker's queue-wait flow control as it would on a real host.
+        arrived: Option<u64>,
     },
     Tick {
         node: usize,

@@ -44,12 +44,20 @@ impl Sim {
                     from,
                     to,
                     frame: frame.clone(),
+                    arrived: None,
                 },
             );
         }
     }
 
-    pub(super) fn deliver(&mut self, sent: u64, from: usize, to: usize, frame: Bytes) {
+    pub(super) fn deliver(
+        &mut self,
+        sent: u64,
+        arrived: u64,
+        from: usize,
+        to: usize,
+        frame: Bytes,
+    ) {
         // A frame in flight to or from a name server that died (or to a consumer that left) is
         // lost with it.
         if self.down.contains(&from) || self.down.contains(&to) || self.left.contains(&to) {
@@ -88,7 +96,8 @@ impl Sim {
         }
         self.log(line);
         let now = self.local(to);
-        self.fabric.dispatch(from, to, cmd, now, now);
+        let received_at = arrived + self.skew[to];
+        self.fabric.dispatch(from, to, cmd, received_at, now);
         self.after(to);
     }
 

@@ -23,6 +23,7 @@ impl Sim {
             broker_name: format!("broker-{j}"),
             namesrv_addrs,
             flush_disk_type: self.cfg.flush,
+            limits: self.cfg.broker_limits.clone(),
             seed,
             ..BrokerConfig::default()
         };
