@@ -15,7 +15,7 @@ pub enum FlushDone {
 /// Work run on the flusher: a commit log flush or a persist of small files.
 pub struct FlushJob {
     pub done: FlushDone,
-    pub sync: crate::driver::SyncWork,
+    pub sync: rockfish_store::SyncWork,
 }
 
 impl FlushJob {

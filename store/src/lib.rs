@@ -29,6 +29,7 @@ pub use commitlog::{Appended, CommitLog, ScanStop};
 pub use consume_queue::{Boundary, ConsumeQueue, CqEntry, FixedHasher};
 pub use disk::mem::{DiskStats, FaultPlan, MemDisk};
 pub use disk::mmap::{MmapDisk, MmapSyncHandle};
+pub use disk::off_task::{OffTaskSync, SyncWork};
 pub use disk::{CreatedSet, Disk, DiskError, FileId};
 pub use error::{StoreError, StoreResult};
 pub use index::{IndexConfig, IndexService};

@@ -2,7 +2,7 @@
 //! `on_flushed` / `on_flush_failed`) and the SYNC_FLUSH sends waiting on them: one flush in
 //! flight at a time, waiters acked in append order once the durable offset passes them.
 
-use rockfish_store::Disk;
+use rockfish_store::{Disk, OffTaskSync, SyncWork};
 
 use super::Broker;
 use crate::machine::{ConnId, Output};
@@ -35,22 +35,6 @@ impl<D: Disk> Broker<D> {
     /// Commit log byte ranges a flush thread must sync to make `upto` durable.
     pub fn flush_ranges(&self, upto: u64) -> Vec<(rockfish_store::FileId, u64, u64)> {
         self.store.commit_log().flush_ranges(upto)
-    }
-
-    /// Runs a requested flush inline (simulator and simple drivers).
-    pub fn run_flush(&mut self, upto: u64, now: u64) {
-        let ranges = self.flush_ranges(upto);
-        let mut result = Ok(());
-        for (file, off, len) in ranges {
-            if let Err(e) = self.store.disk_mut().sync(file, off, len) {
-                result = Err(e.to_string());
-                break;
-            }
-        }
-        match result {
-            Ok(()) => self.on_flushed(upto, now),
-            Err(e) => self.on_flush_failed(e, now),
-        }
     }
 
     /// A flush finished: everything below `upto` is durable. Acks the sends it covers.
@@ -108,6 +92,24 @@ impl<D: Disk> Broker<D> {
                 conn: w.conn,
                 cmd: r,
             });
+        }
+    }
+}
+
+/// The disk work of a flush, built on the machine's task and run off it: the real driver's
+/// flush thread, the simulator after a simulated latency and the test harnesses all run
+/// this same work.
+impl<D: OffTaskSync> Broker<D> {
+    /// The work that makes `upto` durable, for `Output::Flush { upto }`.
+    pub fn flush_work(&self, upto: u64) -> Result<SyncWork, String> {
+        self.store.disk().sync_job(self.flush_ranges(upto))
+    }
+
+    /// Builds and runs a flush's work at once, then answers it (tests and simple drivers).
+    pub fn run_flush(&mut self, upto: u64, now: u64) {
+        match self.flush_work(upto).and_then(|work| work()) {
+            Ok(()) => self.on_flushed(upto, now),
+            Err(e) => self.on_flush_failed(e, now),
         }
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use rockfish_store::checkpoint::CHECKPOINT_FILE;
 use rockfish_store::config;
-use rockfish_store::{CreatedSet, Disk, FileId, StoreError};
+use rockfish_store::{CreatedSet, Disk, FileId, OffTaskSync, StoreError, SyncWork};
 
 use super::Broker;
 use crate::machine::Output;
@@ -158,24 +158,6 @@ impl<D: Disk> Broker<D> {
         Ok(syncs)
     }
 
-    /// Runs a `Persist` output inline on the store's disk (the simulator and simple drivers).
-    pub fn run_persist(&mut self, token: u64, files: Vec<(String, Bytes)>, now: u64) {
-        let mut result = Ok(());
-        if let Some(PersistKind::Checkpoint(_)) = self.persists.in_flight.get(&token)
-            && let Err(e) = self.store.sync_checkpoint_ranges()
-        {
-            self.on_persisted(token, Err(e.to_string()), now);
-            return;
-        }
-        for (path, data) in files {
-            if let Err(e) = self.store.disk_mut().write_file_atomic(&path, &data) {
-                result = Err(e.to_string());
-                break;
-            }
-        }
-        self.on_persisted(token, result, now);
-    }
-
     /// Shutdown: the config files are written before the disk is handed back.
     pub(super) fn save_configs_inline(&mut self) -> Result<(), StoreError> {
         self.stamp_offsets();
@@ -192,5 +174,41 @@ impl<D: Disk> Broker<D> {
         self.offsets_dirty = false;
         self.topics_dirty = false;
         Ok(())
+    }
+}
+
+/// The disk work of a persist, built on the machine's task and run off it (see
+/// `Broker::flush_work`).
+impl<D: OffTaskSync> Broker<D> {
+    /// The work for `Output::Persist { token, files }`: what a checkpoint counts on first
+    /// (queue files created, staged queue entries written, queue and index ranges synced),
+    /// then each file replaced atomically, in order.
+    pub fn persist_work(
+        &self,
+        token: u64,
+        files: Vec<(String, Bytes)>,
+    ) -> Result<SyncWork, String> {
+        let disk = self.store.disk();
+        let syncs = self.persist_syncs(token).map_err(|e| e.to_string())?;
+        let created = (!syncs.created.is_empty()).then(|| disk.created_job(syncs.created));
+        let writes = (!syncs.writes.is_empty())
+            .then(|| disk.write_at_job(syncs.writes))
+            .transpose()?;
+        let ranges = (!syncs.ranges.is_empty())
+            .then(|| disk.sync_job(syncs.ranges))
+            .transpose()?;
+        let write = disk.write_job(files)?;
+        Ok(Box::new(move || {
+            for first in [created, writes, ranges].into_iter().flatten() {
+                first()?;
+            }
+            write()
+        }))
+    }
+
+    /// Builds and runs a persist's work at once, then answers it (tests and simple drivers).
+    pub fn run_persist(&mut self, token: u64, files: Vec<(String, Bytes)>, now: u64) {
+        let result = self.persist_work(token, files).and_then(|work| work());
+        self.on_persisted(token, result, now);
     }
 }

@@ -109,14 +109,19 @@ impl Sim {
                 broker,
                 generation,
                 upto,
+                work,
             } => {
+                let work = self.disk_work.remove(&work).expect("work is run once");
                 let lying = self.cfg.bugs.lying_flush;
                 let now = self.local(broker);
                 if let Some(b) = self.live_broker(broker, generation) {
                     if lying {
                         b.on_flushed(upto, now);
                     } else {
-                        b.run_flush(upto, now);
+                        match work.and_then(|work| work()) {
+                            Ok(()) => b.on_flushed(upto, now),
+                            Err(e) => b.on_flush_failed(e, now),
+                        }
                     }
                     self.after(broker);
                 }
@@ -125,11 +130,12 @@ impl Sim {
                 broker,
                 generation,
                 token,
-                files,
+                work,
             } => {
+                let work = self.disk_work.remove(&work).expect("work is run once");
                 let now = self.local(broker);
                 if let Some(b) = self.live_broker(broker, generation) {
-                    b.run_persist(token, files, now);
+                    b.on_persisted(token, work.and_then(|work| work()), now);
                     self.after(broker);
                 }
             }

@@ -16,7 +16,7 @@ use rockfish_core::producer::{
     Message, Producer, ProducerConfig, ProducerEvent, SendId, SendMode, SendStatus,
 };
 use rockfish_store::config::{self, TopicConfig, TopicConfigTable};
-use rockfish_store::{FaultPlan, MemDisk, MessageStore, StoreConfig};
+use rockfish_store::{FaultPlan, MemDisk, MessageStore, StoreConfig, SyncWork};
 
 use crate::config::SimConfig;
 use crate::harness::fabric::{Fabric, Node, Routed, unframe};
@@ -113,16 +113,18 @@ enum Ev {
         producer: usize,
         n: usize,
     },
+    /// A broker's flush or persist work, built when it asked (`Sim::disk_work`), completes.
     FlushDone {
         broker: usize,
         generation: u64,
         upto: u64,
+        work: u64,
     },
     PersistDone {
         broker: usize,
         generation: u64,
         token: u64,
-        files: Vec<(String, Bytes)>,
+        work: u64,
     },
     Crash {
         broker: usize,
@@ -281,6 +283,10 @@ pub struct Sim {
     left: BTreeSet<usize>,
     faults_on: bool,
     sends: BTreeMap<(usize, SendId), String>,
+    /// Disk work the brokers asked for, built when they asked (as the driver builds it for
+    /// its flush thread) and run when it completes: by id.
+    disk_work: BTreeMap<u64, Result<SyncWork, String>>,
+    next_work: u64,
     history: History,
     trace: Vec<String>,
     crc: crc32fast::Hasher,
@@ -420,6 +426,8 @@ impl Sim {
             left: BTreeSet::new(),
             faults_on: true,
             sends: BTreeMap::new(),
+            disk_work: BTreeMap::new(),
+            next_work: 0,
             history: History {
                 broadcast_consumers,
                 ..History::default()

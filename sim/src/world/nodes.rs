@@ -58,15 +58,24 @@ impl Sim {
         self.log(line);
     }
 
-    /// A broker's disk work (a flush or a persist) completes after a simulated latency, as
-    /// long as the broker is not restarted meanwhile (the event carries its generation).
-    pub(super) fn disk_done(&mut self, node: usize, ev: impl FnOnce(usize, u64) -> Ev) {
+    /// A broker's disk work (a flush or a persist) is built now, as the driver builds it for
+    /// its flush thread, and completes after a simulated latency, as long as the broker is
+    /// not restarted meanwhile (the event carries its generation).
+    pub(super) fn disk_done(
+        &mut self,
+        node: usize,
+        work: Result<SyncWork, String>,
+        ev: impl FnOnce(usize, u64, u64) -> Ev,
+    ) {
         let Node::Broker { generation, .. } = &self.fabric.nodes[node] else {
             return;
         };
         let generation = *generation;
+        self.next_work += 1;
+        let id = self.next_work;
+        self.disk_work.insert(id, work);
         let at = self.now + self.between(Stream::Main, (1, 4));
-        self.push(at, ev(node, generation));
+        self.push(at, ev(node, generation, id));
     }
 
     /// Drains a node's outputs and events, then arms its timer.
@@ -97,18 +106,27 @@ impl Sim {
             match self.fabric.route(node, out) {
                 Routed::Frame { to, frame } => self.transmit(node, to, frame),
                 Routed::Flush { upto } => {
-                    self.disk_done(node, |broker, generation| Ev::FlushDone {
+                    let Some(b) = self.fabric.nodes[node].broker() else {
+                        continue;
+                    };
+                    let work = b.flush_work(upto);
+                    self.disk_done(node, work, |broker, generation, work| Ev::FlushDone {
                         broker,
                         generation,
                         upto,
+                        work,
                     })
                 }
                 Routed::Persist { token, files } => {
-                    self.disk_done(node, |broker, generation| Ev::PersistDone {
+                    let Some(b) = self.fabric.nodes[node].broker() else {
+                        continue;
+                    };
+                    let work = b.persist_work(token, files);
+                    self.disk_done(node, work, |broker, generation, work| Ev::PersistDone {
                         broker,
                         generation,
                         token,
-                        files,
+                        work,
                     })
                 }
                 Routed::Close { conn, reason } => self.close(node, conn, &reason),

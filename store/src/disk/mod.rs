@@ -8,6 +8,7 @@
 
 pub mod mem;
 pub mod mmap;
+pub mod off_task;
 
 use bytes::Bytes;
 
