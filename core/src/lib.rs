@@ -2,8 +2,8 @@
 //!
 //! Owns the protocol types, Apache RocketMQ's remoting codec and the Sans-IO state machines
 //! (`NameServer`, `Broker`, `Producer`, `Consumer`) with the pure parts they share
-//! (rebalance strategies, the requests-in-flight table, protocol facts). Retry, delay,
-//! transactions and HA land here as parts of their own (issues 12–14).
+//! (rebalance strategies, the client instance and its requests-in-flight table, protocol
+//! facts). Retry, delay, transactions and HA land here as parts of their own (issues 12–14).
 //!
 //! Must never: use tokio, madsim, sockets, threads, the wall clock (`SystemTime::now`,
 //! `Instant::now`), global randomness, or the file system other than through
@@ -15,6 +15,7 @@
 
 pub mod broker;
 pub mod buggify;
+pub mod client;
 pub mod consumer;
 pub mod machine;
 pub mod message;

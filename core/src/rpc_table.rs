@@ -60,6 +60,10 @@ impl<R> RpcTable<R> {
         out
     }
 
+    pub fn contains(&self, opaque: i32) -> bool {
+        self.by_opaque.contains_key(&opaque)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (i32, &R)> {
         self.by_opaque.iter().map(|(o, (r, _))| (*o, r))
     }

@@ -15,10 +15,11 @@ impl Consumer {
                     let Some(addr) = self.any_broker(&topic) else {
                         continue;
                     };
-                    let opaque = self.opaque();
+                    let opaque = self.client.opaque();
                     let cmd = RemotingCommand::request(request::GET_CONSUMER_LIST_BY_GROUP, opaque)
                         .with_ext("consumerGroup", &self.config.group);
-                    self.call(addr, cmd, Rpc::ConsumerIds { topic }, now + RPC_TIMEOUT_MS);
+                    self.client
+                        .call(addr, cmd, Rpc::ConsumerIds { topic }, now + RPC_TIMEOUT_MS);
                 }
             }
         }
@@ -77,14 +78,15 @@ impl Consumer {
         {
             let body = LockBatchRequestBody {
                 consumer_group: self.config.group.clone(),
-                client_id: self.config.client_id.clone(),
+                client_id: self.client.client_id().to_string(),
                 only_this_broker: false,
                 mq_set: [mq.clone()].into(),
             };
-            let opaque = self.opaque();
+            let opaque = self.client.opaque();
             let cmd = RemotingCommand::request(request::UNLOCK_BATCH_MQ, opaque)
                 .with_body(to_body(&body));
-            self.call(addr, cmd, Rpc::Other, now + RPC_TIMEOUT_MS);
+            self.client
+                .call(addr, cmd, Rpc::Other, now + RPC_TIMEOUT_MS);
         }
     }
 
@@ -99,12 +101,13 @@ impl Consumer {
             }
             return self.start_from_config(mq, addr, now);
         }
-        let opaque = self.opaque();
+        let opaque = self.client.opaque();
         let cmd = RemotingCommand::request(request::QUERY_CONSUMER_OFFSET, opaque)
             .with_ext("consumerGroup", &self.config.group)
             .with_ext("topic", &mq.topic)
             .with_ext("queueId", mq.queue_id);
-        self.call(addr, cmd, Rpc::QueryOffset { mq }, now + RPC_TIMEOUT_MS);
+        self.client
+            .call(addr, cmd, Rpc::QueryOffset { mq }, now + RPC_TIMEOUT_MS);
     }
 
     /// No stored offset: start where `consume_from` says (retry topics from the start).
@@ -114,7 +117,9 @@ impl Consumer {
         } else {
             self.config.consume_from
         };
-        let opaque = self.opaque();
+        // Drawn before the match, so FirstOffset spends one unused: opaques are part of every
+        // simulated trace, and moving this would renumber them.
+        let opaque = self.client.opaque();
         let cmd = match from {
             ConsumeFrom::FirstOffset => return self.set_start(&mq, 0),
             ConsumeFrom::LastOffset => RemotingCommand::request(request::GET_MAX_OFFSET, opaque),
@@ -126,7 +131,8 @@ impl Consumer {
         let cmd = cmd
             .with_ext("topic", &mq.topic)
             .with_ext("queueId", mq.queue_id);
-        self.call(addr, cmd, Rpc::StartOffset { mq }, now + RPC_TIMEOUT_MS);
+        self.client
+            .call(addr, cmd, Rpc::StartOffset { mq }, now + RPC_TIMEOUT_MS);
     }
 
     pub(super) fn set_start(&mut self, mq: &MessageQueue, offset: u64) {
@@ -153,14 +159,15 @@ impl Consumer {
             };
             let body = LockBatchRequestBody {
                 consumer_group: self.config.group.clone(),
-                client_id: self.config.client_id.clone(),
+                client_id: self.client.client_id().to_string(),
                 only_this_broker: true,
                 mq_set: mqs,
             };
-            let opaque = self.opaque();
+            let opaque = self.client.opaque();
             let cmd =
                 RemotingCommand::request(request::LOCK_BATCH_MQ, opaque).with_body(to_body(&body));
-            self.call(addr, cmd, Rpc::Lock { broker }, now + RPC_TIMEOUT_MS);
+            self.client
+                .call(addr, cmd, Rpc::Lock { broker }, now + RPC_TIMEOUT_MS);
         }
     }
 }

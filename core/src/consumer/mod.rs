@@ -13,10 +13,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use rand::{Rng, SeedableRng};
-use rand_xoshiro::Xoshiro256PlusPlus;
+use rand::Rng;
 
 use crate::broker::{ConsumerData, ConsumerIdList, HeartbeatData, SubscriptionData};
+use crate::client::{ClientConfig, ClientInstance};
 use crate::machine::Output;
 use crate::message::{MessageExt, TagFilter, decode_messages};
 use crate::protocol::heartbeat::{ConsumeFromWhere, ConsumeType};
@@ -27,7 +27,6 @@ use crate::protocol::{pull_flag, topics};
 use crate::rebalance::{AllocateStrategy, Averagely};
 use crate::remoting::RemotingCommand;
 use crate::remoting::codes::{request, response};
-use crate::rpc_table::RpcTable;
 
 mod assignment;
 mod pulling;
@@ -167,6 +166,7 @@ impl ProcessQueue {
     }
 }
 
+#[derive(Clone)]
 enum Rpc {
     Route { topic: String },
     ConsumerIds { topic: String },
@@ -180,21 +180,16 @@ enum Rpc {
 pub struct Consumer {
     config: ConsumerConfig,
     filters: BTreeMap<String, TagFilter>,
-    rng: Xoshiro256PlusPlus,
+    client: ClientInstance<Rpc>,
     routes: BTreeMap<String, TopicRouteData>,
     members: BTreeMap<String, Vec<String>>,
     queues: BTreeMap<MessageQueue, ProcessQueue>,
     /// Broadcasting offsets (and the last known clustering ones), for the application to keep.
     offsets: BTreeMap<MessageQueue, u64>,
-    rpcs: RpcTable<Rpc>,
-    next_opaque: i32,
     next_pq_id: u64,
     next_rebalance: u64,
     next_persist: u64,
-    next_heartbeat: u64,
-    next_route: u64,
     next_lock: u64,
-    outputs: VecDeque<Output>,
     events: VecDeque<ConsumerEvent>,
     stopped: bool,
 }
@@ -211,23 +206,24 @@ impl Consumer {
             .iter()
             .map(|(t, e)| (t.clone(), TagFilter::parse(e)))
             .collect();
-        let rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
+        let client_config = ClientConfig {
+            client_id: config.client_id.clone(),
+            namesrv_addrs: config.namesrv_addrs.clone(),
+            heartbeat_ms: config.heartbeat_ms,
+            route_refresh_ms: config.route_refresh_ms,
+            seed: config.seed,
+        };
         Consumer {
             filters,
-            rng,
+            client: ClientInstance::new(client_config, now, now),
             routes: BTreeMap::new(),
             members: BTreeMap::new(),
             queues: BTreeMap::new(),
             offsets: local_offsets,
-            rpcs: RpcTable::default(),
-            next_opaque: 0,
             next_pq_id: 0,
             next_rebalance: now,
             next_persist: now + config.persist_offset_interval_ms,
-            next_heartbeat: now,
-            next_route: now,
             next_lock: now + LOCK_RENEW_MS,
-            outputs: VecDeque::new(),
             events: VecDeque::new(),
             stopped: false,
             config,
@@ -235,7 +231,7 @@ impl Consumer {
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        self.client.poll_output()
     }
     pub fn poll_event(&mut self) -> Option<ConsumerEvent> {
         self.events.pop_front()
@@ -244,13 +240,9 @@ impl Consumer {
         let mut t = self
             .next_rebalance
             .min(self.next_persist)
-            .min(self.next_heartbeat)
-            .min(self.next_route);
+            .min(self.client.next_timeout());
         if self.config.orderly {
             t = t.min(self.next_lock);
-        }
-        if let Some(deadline) = self.rpcs.next_deadline() {
-            t = t.min(deadline);
         }
         for pq in self.queues.values() {
             if !pq.pulling && pq.next_offset.is_some() && pq.not_before > 0 {
@@ -285,16 +277,6 @@ impl Consumer {
         self.queues.get(mq).is_some_and(|pq| pq.locked_until > now)
     }
 
-    fn opaque(&mut self) -> i32 {
-        self.next_opaque = self.next_opaque.wrapping_add(1);
-        self.next_opaque
-    }
-
-    fn call(&mut self, addr: String, cmd: RemotingCommand, rpc: Rpc, deadline: u64) {
-        self.rpcs.insert(cmd.opaque, rpc, deadline);
-        self.outputs.push_back(Output::SendTo { addr, cmd });
-    }
-
     fn broker_addr(&self, topic: &str, broker: &str) -> Option<String> {
         self.routes
             .get(topic)?
@@ -315,7 +297,7 @@ impl Consumer {
         if addrs.is_empty() {
             return None;
         }
-        Some(addrs[self.rng.random_range(0..addrs.len())].clone())
+        Some(addrs[self.client.rng().random_range(0..addrs.len())].clone())
     }
 
     /// Every readable queue of a topic, sorted (as RebalanceImpl sorts before allocating).
@@ -357,21 +339,22 @@ impl Consumer {
         if self.stopped {
             return;
         }
-        for (_, rpc) in self.rpcs.take_expired(now) {
+        for rpc in self.client.take_expired(now) {
             self.fail(rpc, now);
         }
-        if now >= self.next_route {
-            self.next_route = now + self.config.route_refresh_ms;
+        if self.client.route_refresh_due(now) {
             for topic in self.topics() {
-                let Some(ns) = self.pick_namesrv() else { break };
-                let opaque = self.opaque();
-                let cmd = RemotingCommand::request(request::GET_ROUTEINFO_BY_TOPIC, opaque)
-                    .with_ext("topic", &topic);
-                self.call(ns, cmd, Rpc::Route { topic }, now + RPC_TIMEOUT_MS);
+                let Some(ns) = self.client.pick_namesrv() else {
+                    break;
+                };
+                let rpc = Rpc::Route {
+                    topic: topic.clone(),
+                };
+                self.client
+                    .query_route(&topic, ns, rpc, now + RPC_TIMEOUT_MS);
             }
         }
-        if now >= self.next_heartbeat {
-            self.next_heartbeat = now + self.config.heartbeat_ms;
+        if self.client.heartbeat_due(now) {
             self.heartbeat(now);
         }
         if now >= self.next_rebalance {
@@ -401,11 +384,6 @@ impl Consumer {
         self.pull_due(now);
     }
 
-    fn pick_namesrv(&mut self) -> Option<String> {
-        let n = self.config.namesrv_addrs.len();
-        (n > 0).then(|| self.config.namesrv_addrs[self.rng.random_range(0..n)].clone())
-    }
-
     fn heartbeat(&mut self, now: u64) {
         let subscription_data_set = self
             .topics()
@@ -430,7 +408,7 @@ impl Consumer {
             })
             .collect();
         let body = to_body(&HeartbeatData {
-            client_id: self.config.client_id.clone(),
+            client_id: self.client.client_id().to_string(),
             producer_data_set: Vec::new(),
             consumer_data_set: vec![ConsumerData {
                 group_name: self.config.group.clone(),
@@ -442,11 +420,8 @@ impl Consumer {
             }],
         });
         let brokers = self.master_addrs();
-        for addr in brokers {
-            let opaque = self.opaque();
-            let cmd = RemotingCommand::request(request::HEART_BEAT, opaque).with_body(body.clone());
-            self.call(addr, cmd, Rpc::Other, now + RPC_TIMEOUT_MS);
-        }
+        let awaited = Some((Rpc::Other, now + RPC_TIMEOUT_MS));
+        self.client.heartbeat(brokers, &body, awaited);
     }
 
     fn fail(&mut self, rpc: Rpc, now: u64) {
@@ -475,7 +450,7 @@ impl Consumer {
             }
             return;
         }
-        let Some(rpc) = self.rpcs.remove(cmd.opaque) else {
+        let Some(rpc) = self.client.answered(&cmd) else {
             return;
         };
         if self.stopped {
@@ -489,7 +464,7 @@ impl Consumer {
                     let first = !self.routes.contains_key(&topic);
                     self.routes.insert(topic, route);
                     if first {
-                        self.next_heartbeat = now;
+                        self.client.heartbeat_at(now);
                         self.next_rebalance = now;
                     }
                 }
@@ -513,7 +488,7 @@ impl Consumer {
                 let mine = self
                     .config
                     .strategy
-                    .allocate(&self.config.client_id, &all, &ids);
+                    .allocate(self.client.client_id(), &all, &ids);
                 self.assign(&topic, mine, now);
             }
             Rpc::QueryOffset { mq } => {
@@ -564,13 +539,8 @@ impl Consumer {
             self.drop_queue(&mq, now);
         }
         let brokers = self.master_addrs();
-        for addr in brokers {
-            let opaque = self.opaque();
-            let cmd = RemotingCommand::request(request::UNREGISTER_CLIENT, opaque)
-                .with_ext("clientID", &self.config.client_id)
-                .with_ext("consumerGroup", &self.config.group);
-            self.outputs.push_back(Output::SendTo { addr, cmd });
-        }
+        self.client
+            .unregister(brokers, None, Some(&self.config.group));
         self.stopped = true;
     }
 }

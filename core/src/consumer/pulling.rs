@@ -50,7 +50,7 @@ impl Consumer {
                 } else {
                     0
                 };
-            let opaque = self.opaque();
+            let opaque = self.client.opaque();
             let cmd = RemotingCommand::request(request::PULL_MESSAGE, opaque)
                 .with_ext("consumerGroup", &self.config.group)
                 .with_ext("topic", &mq.topic)
@@ -63,7 +63,7 @@ impl Consumer {
                 .with_ext("subscription", expr)
                 .with_ext("subVersion", 0)
                 .with_ext("expressionType", "TAG");
-            self.call(
+            self.client.call(
                 addr,
                 cmd,
                 Rpc::Pull { mq, pq: pq_id },
@@ -228,14 +228,14 @@ impl Consumer {
         let Some(addr) = self.broker_addr(&mq.topic, &mq.broker_name) else {
             return;
         };
-        let opaque = self.opaque();
+        let opaque = self.client.opaque();
         let mut cmd = RemotingCommand::request(request::UPDATE_CONSUMER_OFFSET, opaque)
             .with_ext("consumerGroup", &self.config.group)
             .with_ext("topic", &mq.topic)
             .with_ext("queueId", mq.queue_id)
             .with_ext("commitOffset", offset);
         cmd.flag |= crate::remoting::command::FLAG_ONEWAY;
-        self.outputs.push_back(Output::SendTo { addr, cmd });
+        self.client.send(addr, cmd);
     }
 
     pub(super) fn persist_offsets(&mut self) {

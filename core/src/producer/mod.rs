@@ -11,17 +11,16 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
-use rand::{Rng, SeedableRng};
-use rand_xoshiro::Xoshiro256PlusPlus;
+use rand::Rng;
 use rockfish_store::FixedHasher;
 use rockfish_store::record::java_string_hash;
 
+use crate::client::{ClientConfig, ClientInstance};
 use crate::machine::Output;
 use crate::message::{properties_string, uniq_key};
 use crate::protocol::{MessageQueue, TopicRouteData, decode_body};
 use crate::remoting::RemotingCommand;
 use crate::remoting::codes::{request, response};
-use crate::rpc_table::RpcTable;
 
 mod api;
 mod latency_faults;
@@ -49,6 +48,7 @@ struct PendingSend {
     batch: Vec<(Message, String)>,
 }
 
+#[derive(Clone)]
 enum Rpc {
     Route {
         topic: String,
@@ -64,7 +64,7 @@ enum Rpc {
 
 pub struct Producer {
     config: ProducerConfig,
-    rng: Xoshiro256PlusPlus,
+    client: ClientInstance<Rpc>,
     /// Hashed: every send looks its topic up, and at 10,000 topics a sorted map's walk of
     /// string comparisons cost more than the rest of the lookup (std's fixed-key SipHash:
     /// the same in every run).
@@ -72,54 +72,48 @@ pub struct Producer {
     /// Sends waiting for their topic's route.
     waiting: BTreeMap<String, Vec<SendId>>,
     sends: BTreeMap<SendId, PendingSend>,
-    rpcs: RpcTable<Rpc>,
     faults: LatencyFaults,
     next_queue: u32,
     next_id: u64,
-    next_opaque: i32,
     uniq_prefix: u64,
-    next_refresh: u64,
-    next_heartbeat: u64,
-    outputs: VecDeque<Output>,
     events: VecDeque<ProducerEvent>,
 }
 
 impl Producer {
     pub fn new(config: ProducerConfig, now: u64) -> Producer {
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
-        let next_queue = rng.random();
-        let uniq_prefix = rng.random();
+        let client_config = ClientConfig {
+            client_id: config.client_id.clone(),
+            namesrv_addrs: config.namesrv_addrs.clone(),
+            heartbeat_ms: config.heartbeat_ms,
+            route_refresh_ms: config.route_refresh_ms,
+            seed: config.seed,
+        };
+        // Routes are asked for per topic on its first send; the refresh comes a period on.
+        let mut client = ClientInstance::new(client_config, now + config.route_refresh_ms, now);
+        let next_queue = client.rng().random();
+        let uniq_prefix = client.rng().random();
         Producer {
-            rng,
+            client,
             routes: HashMap::default(),
             waiting: BTreeMap::new(),
             sends: BTreeMap::new(),
-            rpcs: RpcTable::default(),
             faults: LatencyFaults::default(),
             next_queue,
             next_id: 0,
-            next_opaque: 0,
             uniq_prefix,
-            next_refresh: now + config.route_refresh_ms,
-            next_heartbeat: now,
-            outputs: VecDeque::new(),
             events: VecDeque::new(),
             config,
         }
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        self.client.poll_output()
     }
     pub fn poll_event(&mut self) -> Option<ProducerEvent> {
         self.events.pop_front()
     }
     pub fn poll_timeout(&self) -> Option<u64> {
-        let rpc = self.rpcs.next_deadline();
-        Some(
-            rpc.map_or(self.next_refresh, |d| d.min(self.next_refresh))
-                .min(self.next_heartbeat),
-        )
+        Some(self.client.next_timeout())
     }
 
     /// Sends `msg`; the result arrives as a `ProducerEvent` (oneway: once written).
@@ -210,34 +204,20 @@ impl Producer {
         id
     }
 
-    fn opaque(&mut self) -> i32 {
-        self.next_opaque = self.next_opaque.wrapping_add(1);
-        self.next_opaque
-    }
-
     fn fetch_route(&mut self, topic: &str, default_for: Option<String>, now: u64) {
-        if self.config.namesrv_addrs.is_empty() {
-            return;
+        if let Some(ns) = self.client.pick_namesrv() {
+            self.fetch_route_from(topic, default_for, ns, now);
         }
-        let ns = self.rng.random_range(0..self.config.namesrv_addrs.len());
-        self.fetch_route_from(topic, default_for, ns, now);
     }
 
     fn fetch_route_from(&mut self, topic: &str, default_for: Option<String>, ns: usize, now: u64) {
-        let opaque = self.opaque();
-        let cmd = RemotingCommand::request(request::GET_ROUTEINFO_BY_TOPIC, opaque)
-            .with_ext("topic", topic);
-        let addr = self.config.namesrv_addrs[ns].clone();
-        self.rpcs.insert(
-            opaque,
-            Rpc::Route {
-                topic: topic.to_string(),
-                default_for,
-                ns,
-            },
-            now + self.config.send_timeout_ms,
-        );
-        self.outputs.push_back(Output::SendTo { addr, cmd });
+        let rpc = Rpc::Route {
+            topic: topic.to_string(),
+            default_for,
+            ns,
+        };
+        let deadline = now + self.config.send_timeout_ms;
+        self.client.query_route(topic, ns, rpc, deadline);
     }
 
     /// RocketMQ's selectOneMessageQueue.
@@ -270,7 +250,7 @@ impl Producer {
         let Some((mq, addr)) = self.select(&topic, last.as_deref(), selector, now) else {
             return self.finish(id, Err(SendError::NoRoute(topic)));
         };
-        let opaque = self.opaque();
+        let opaque = self.client.opaque();
         let s = self.sends.get_mut(&id).expect("checked");
         s.attempts += 1;
         s.last_broker = Some(mq.broker_name.clone());
@@ -311,7 +291,7 @@ impl Producer {
         let mode = s.mode;
         if mode == SendMode::Oneway {
             cmd.flag |= crate::remoting::command::FLAG_ONEWAY;
-            self.outputs.push_back(Output::SendTo { addr, cmd });
+            self.client.send(addr, cmd);
             let result = SendResult {
                 status: SendStatus::SendOk,
                 msg_id: s.uniq.clone(),
@@ -322,16 +302,12 @@ impl Producer {
             return self.finish(id, Ok(result));
         }
         let deadline = (s.started + self.config.send_timeout_ms).max(now);
-        self.rpcs.insert(
-            opaque,
-            Rpc::Send {
-                id,
-                broker: mq.broker_name.clone(),
-                sent_at: now,
-            },
-            deadline,
-        );
-        self.outputs.push_back(Output::SendTo { addr, cmd });
+        let rpc = Rpc::Send {
+            id,
+            broker: mq.broker_name.clone(),
+            sent_at: now,
+        };
+        self.client.call(addr, cmd, rpc, deadline);
     }
 
     fn finish(&mut self, id: SendId, result: Result<SendResult, SendError>) {
@@ -369,7 +345,7 @@ impl Producer {
         if !cmd.is_response() {
             return; // brokers' check-back requests arrive with transactions
         }
-        let Some(rpc) = self.rpcs.remove(cmd.opaque) else {
+        let Some(rpc) = self.client.answered(&cmd) else {
             return;
         };
         match rpc {
@@ -484,15 +460,11 @@ impl Producer {
             .map(|(name, _)| name.as_str())
             .collect();
         let lost: Vec<i32> = self
-            .rpcs
-            .iter()
+            .client
+            .calls()
             .filter(|(_, r)| match r {
                 Rpc::Send { broker, .. } => brokers.contains(broker.as_str()),
-                Rpc::Route { ns, .. } => self
-                    .config
-                    .namesrv_addrs
-                    .get(*ns)
-                    .is_some_and(|a| a == addr),
+                Rpc::Route { ns, .. } => self.client.namesrv_addr(*ns) == addr,
             })
             .map(|(o, _)| o)
             .collect();
@@ -502,7 +474,7 @@ impl Producer {
     }
 
     fn expire(&mut self, opaque: i32, now: u64) {
-        let Some(rpc) = self.rpcs.remove(opaque) else {
+        let Some(rpc) = self.client.take_call(opaque) else {
             return;
         };
         self.on_expired(rpc, now);
@@ -515,8 +487,6 @@ impl Producer {
                 default_for,
                 ns,
             } => {
-                // Fail over to the next name server.
-                let next = (ns + 1) % self.config.namesrv_addrs.len().max(1);
                 let target = default_for.clone().unwrap_or_else(|| topic.clone());
                 let tries_left = self.waiting.get(&target).is_some_and(|w| {
                     w.iter().any(|id| {
@@ -525,7 +495,9 @@ impl Producer {
                             .is_some_and(|s| now < s.started + self.config.send_timeout_ms)
                     })
                 });
-                if tries_left && self.config.namesrv_addrs.len() > 1 {
+                // Fail over to the next name server while a waiting send has time left.
+                let next = self.client.namesrv_failover(ns).filter(|_| tries_left);
+                if let Some(next) = next {
                     self.fetch_route_from(&topic, default_for, next, now);
                 } else {
                     for id in self.waiting.remove(&target).unwrap_or_default() {
@@ -542,21 +514,19 @@ impl Producer {
 
     /// Time passed: expired requests, route refresh, heartbeats.
     pub fn on_timeout(&mut self, now: u64) {
-        for (_, rpc) in self.rpcs.take_expired(now) {
+        for rpc in self.client.take_expired(now) {
             self.on_expired(rpc, now);
         }
-        if now >= self.next_refresh {
-            self.next_refresh = now + self.config.route_refresh_ms;
+        if self.client.route_refresh_due(now) {
             let mut topics: Vec<String> = self.routes.keys().cloned().collect();
             topics.sort_unstable(); // refreshed in name order, as ever
             for t in topics {
                 self.fetch_route(&t, None, now);
             }
         }
-        if now >= self.next_heartbeat {
-            self.next_heartbeat = now + self.config.heartbeat_ms;
+        if self.client.heartbeat_due(now) {
             let body = serde_json::json!({
-                "clientID": self.config.client_id,
+                "clientID": self.client.client_id(),
                 "producerDataSet": [{"groupName": self.config.group}],
                 "consumerDataSet": [],
             });
@@ -566,12 +536,8 @@ impl Producer {
                 .values()
                 .flat_map(|i| i.brokers.values().cloned())
                 .collect();
-            for addr in brokers {
-                let opaque = self.opaque();
-                let cmd =
-                    RemotingCommand::request(request::HEART_BEAT, opaque).with_body(body.clone());
-                self.outputs.push_back(Output::SendTo { addr, cmd });
-            }
+            // Unawaited: a producer's heartbeat only keeps its group known.
+            self.client.heartbeat(brokers, &body, None);
         }
     }
 
