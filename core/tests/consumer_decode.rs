@@ -5,10 +5,14 @@
 
 use std::collections::BTreeMap;
 
-use rockfish_core::consumer::{ConsumeFrom, Consumer, ConsumerConfig, ConsumerEvent};
+use rockfish_core::consumer::{
+    ConsumeFrom, Consumer, ConsumerConfig, ConsumerEvent, LOCK_TRUST_MS,
+};
 use rockfish_core::machine::Output;
 use rockfish_core::message::properties_string;
-use rockfish_core::protocol::{BrokerData, QueueData, TopicRouteData, to_body};
+use rockfish_core::protocol::{
+    BrokerData, LockBatchResponseBody, MessageQueue, QueueData, TopicRouteData, to_body,
+};
 use rockfish_core::remoting::RemotingCommand;
 use rockfish_core::remoting::codes::{request, response};
 
@@ -174,4 +178,78 @@ fn an_undecodable_member_list_keeps_the_assignment() {
         now,
     );
     assert_eq!(c.assigned(), held);
+}
+
+/// Answers what an orderly consumer asks until it holds its one queue's lock.
+fn orderly_locked() -> (Consumer, MessageQueue) {
+    let config = ConsumerConfig {
+        group: "G".into(),
+        client_id: "c1".into(),
+        namesrv_addrs: vec![NS.into()],
+        subscriptions: BTreeMap::from([("T".to_string(), "*".to_string())]),
+        consume_from: ConsumeFrom::FirstOffset,
+        orderly: true,
+        ..ConsumerConfig::default()
+    };
+    let mq = MessageQueue {
+        topic: "T".into(),
+        broker_name: "b".into(),
+        queue_id: 0,
+    };
+    let route = TopicRouteData {
+        queue_datas: vec![QueueData {
+            broker_name: "b".into(),
+            read_queue_nums: 1,
+            write_queue_nums: 1,
+            perm: 6,
+            topic_sys_flag: 0,
+        }],
+        broker_datas: vec![BrokerData::new(
+            "C",
+            "b",
+            BTreeMap::from([(0, BROKER.to_string())]),
+        )],
+        ..TopicRouteData::default()
+    };
+    let mut c = Consumer::new(config, BTreeMap::new(), 0);
+    for now in 0..10 {
+        c.on_timeout(now);
+        for req in requests(&mut c) {
+            let ok = answer(&req, response::SUCCESS);
+            let resp = match req.code {
+                request::GET_ROUTEINFO_BY_TOPIC => ok.with_body(to_body(&route)),
+                request::GET_CONSUMER_LIST_BY_GROUP => ok.with_body(
+                    serde_json::to_vec(&serde_json::json!({ "consumerIdList": ["c1"] })).unwrap(),
+                ),
+                request::LOCK_BATCH_MQ => ok.with_body(to_body(&LockBatchResponseBody {
+                    lock_ok_mq_set: [mq.clone()].into(),
+                })),
+                request::QUERY_CONSUMER_OFFSET => ok.with_ext("offset", 0),
+                _ => continue,
+            };
+            c.on_command(resp, now);
+        }
+    }
+    assert!(c.is_locked(&mq, 10), "the consumer holds its queue's lock");
+    (c, mq)
+}
+
+#[test]
+fn a_refused_or_unreadable_lock_answer_keeps_the_lease_held() {
+    for (code, body) in [
+        (response::SUCCESS, b"{\"lockOKMQSet\": [{".to_vec()),
+        (response::SYSTEM_ERROR, Vec::new()),
+    ] {
+        let (mut c, mq) = orderly_locked();
+        // The renewal goes out; its answer decides nothing.
+        let now = 20_010;
+        c.on_timeout(now);
+        let lock = find(&requests(&mut c), request::LOCK_BATCH_MQ).expect("renews the lock");
+        c.on_command(answer(&lock, code).with_body(body), now);
+        assert!(
+            c.is_locked(&mq, now),
+            "code {code}: the lease granted at t<10 is trusted until it runs out"
+        );
+        assert!(!c.is_locked(&mq, 10 + LOCK_TRUST_MS), "and no longer");
+    }
 }

@@ -238,12 +238,39 @@ fn retries_stop_after_two_and_some_codes_are_final() {
     let (_, c) = outputs(&mut p).remove(0);
     p.on_command(
         RemotingCommand::response_to(&c, response::FLUSH_DISK_TIMEOUT, None)
+            .with_ext("msgId", "7F0000010000271100000000000000FF")
+            .with_ext("queueId", 1)
             .with_ext("queueOffset", 3),
         310,
     );
     assert!(
-        matches!(&events(&mut p)[..], [ProducerEvent::Sent { result: Ok(r), .. }] if r.status == SendStatus::FlushDiskTimeout)
+        matches!(&events(&mut p)[..], [ProducerEvent::Sent { result: Ok(r), .. }] if r.status == SendStatus::FlushDiskTimeout && r.queue_offset == 3)
     );
+}
+
+#[test]
+fn a_success_without_its_queue_offset_is_an_error_not_offset_zero() {
+    // Java's SendMessageResponseHeader requires msgId, queueId and queueOffset: a success
+    // without them names no stored message. It fails the attempt (retried, as the Java
+    // client retries a RemotingCommandException), never reported as stored at offset 0.
+    let mut p = ready(ProducerConfig::default());
+    p.send(Message::new("T", "x"), SendMode::Sync, 100);
+    for t in 0..3 {
+        let (_, c) = outputs(&mut p).remove(0);
+        let bare = RemotingCommand::response_to(&c, response::SUCCESS, None)
+            .with_ext("msgId", "7F0000010000271100000000000000FF")
+            .with_ext("queueId", c.ext("e").unwrap());
+        p.on_command(bare, 110 + t);
+    }
+    assert!(outputs(&mut p).is_empty());
+    assert!(matches!(
+        &events(&mut p)[..],
+        [ProducerEvent::Sent {
+            result: Err(SendError::MalformedResponse(_)),
+            attempts: 3,
+            ..
+        }]
+    ));
 }
 
 #[test]

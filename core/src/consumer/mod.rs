@@ -509,10 +509,21 @@ impl Consumer {
                 _ => self.fail(Rpc::StartOffset { mq }, now),
             },
             Rpc::Lock { broker } => {
-                let granted: BTreeSet<MessageQueue> =
-                    decode_body::<LockBatchResponseBody>(&cmd.body)
-                        .map(|b| b.lock_ok_mq_set)
-                        .unwrap_or_default();
+                // A refused or unreadable answer decides nothing: the leases held run out on
+                // their own (Java's lockAll logs the exception and leaves its queues as
+                // they are). Read as "nothing granted" it would drop every lock on a
+                // broker's hiccup.
+                let granted = match decode_body::<LockBatchResponseBody>(&cmd.body) {
+                    Ok(body) if cmd.code == response::SUCCESS => body.lock_ok_mq_set,
+                    Ok(_) => {
+                        tracing::warn!(broker, code = cmd.code, "lock refused");
+                        return self.pull_due(now);
+                    }
+                    Err(e) => {
+                        tracing::warn!(broker, error = %e, "unreadable lock answer");
+                        return self.pull_due(now);
+                    }
+                };
                 for (mq, pq) in self
                     .queues
                     .iter_mut()

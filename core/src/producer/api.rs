@@ -100,6 +100,13 @@ pub enum SendError {
     EmptyBatch,
     #[error("a batch's messages must share one topic")]
     MixedBatch,
+    /// A success answer without what a success carries (queue id, queue offset, message id):
+    /// as the Java client's header check, an error, retried like a failed request.
+    #[error("unreadable send response: {0}")]
+    MalformedResponse(String),
+    /// The producer stopped before the send finished.
+    #[error("the producer stopped")]
+    Stopped,
 }
 
 /// A send's identity, returned by `send` and carried by its event.

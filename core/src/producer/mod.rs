@@ -417,18 +417,34 @@ impl Producer {
         };
         match status {
             Some(status) => {
+                // Java's SendMessageResponseHeader: msgId, queueId and queueOffset are
+                // required (@CFNotNull); a success without them is not a stored message
+                // we can name, so it fails the attempt and is retried.
+                let fields = (
+                    cmd.ext("msgId"),
+                    cmd.ext_opt::<u32>("queueId"),
+                    cmd.ext_opt::<u64>("queueOffset"),
+                );
+                let (Some(msg_id), Ok(Some(queue_id)), Ok(Some(queue_offset))) = fields else {
+                    self.fault(broker, ISOLATION_LATENCY, now);
+                    let what = format!(
+                        "code {} without a valid msgId, queueId and queueOffset",
+                        cmd.code
+                    );
+                    return self.retry_or_fail(id, SendError::MalformedResponse(what), now);
+                };
                 self.fault(broker, latency, now);
                 let Some(s) = self.sends.get(&id) else { return };
                 let result = SendResult {
                     status,
                     msg_id: s.uniq.clone(),
-                    offset_msg_id: cmd.ext("msgId").unwrap_or("").to_string(),
+                    offset_msg_id: msg_id.to_string(),
                     queue: MessageQueue {
                         topic: s.msg.topic.clone(),
                         broker_name: broker.to_string(),
-                        queue_id: cmd.ext_opt("queueId").ok().flatten().unwrap_or(0),
+                        queue_id,
                     },
-                    queue_offset: cmd.ext_opt("queueOffset").ok().flatten().unwrap_or(0),
+                    queue_offset,
                 };
                 self.finish(id, Ok(result));
             }

@@ -44,7 +44,8 @@ impl ExtFields {
 
     fn text(&self, from: u32, to: u32) -> &str {
         // Every span was written from a &str or a `fmt::Write`, so it is valid UTF-8.
-        std::str::from_utf8(&self.arena[from as usize..to as usize]).unwrap_or("")
+        std::str::from_utf8(&self.arena[from as usize..to as usize])
+            .expect("ext spans are written from &str")
     }
 
     fn position(&self, key: &str) -> Option<usize> {

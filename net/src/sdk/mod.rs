@@ -142,7 +142,7 @@ impl Producer {
     async fn wait(
         rx: oneshot::Receiver<Result<SendResult, SendError>>,
     ) -> Result<SendResult, SendError> {
-        rx.await.unwrap_or(Err(SendError::Timeout(0)))
+        rx.await.unwrap_or(Err(SendError::Stopped))
     }
 
     /// Sends and waits for the broker's answer (retrying on another broker on failure).

@@ -103,6 +103,7 @@ impl Sim {
             }
         }
         for out in outs {
+            let kind = out.kind();
             match self.fabric.route(node, out) {
                 Routed::Frame { to, frame } => self.transmit(node, to, frame),
                 Routed::Flush { upto } => {
@@ -130,7 +131,12 @@ impl Sim {
                     })
                 }
                 Routed::Close { conn, reason } => self.close(node, conn, &reason),
-                Routed::Nowhere => {}
+                Routed::Nowhere => {
+                    // As on a socket: a write to a closed connection is lost. Traced, not
+                    // silent.
+                    let line = format!("t={} {node} {kind} lost: peer gone", self.now);
+                    self.log(line);
+                }
             }
         }
         for ProducerEvent::Sent { id, result, .. } in sent {
