@@ -2,43 +2,27 @@
 //! refusal, pulls with filtering and long polling, SYNC_FLUSH group commit, timeouts and
 //! flush failure, heartbeats and group notifications, offsets, topics, and queries.
 
-use std::ops::{Deref, DerefMut};
-
 use bytes::Bytes;
 use rockfish_core::broker::{Broker, BrokerConfig, FlushDiskType, HeartbeatData};
 use rockfish_core::machine::{ConnId, Output};
 use rockfish_core::message::{BatchItem, encode_batch, parse_offset_msg_id, properties_string};
 use rockfish_core::remoting::RemotingCommand;
 use rockfish_core::remoting::codes::{request, response};
-use rockfish_sim::harness::broker::{BrokerHarness, small_store};
+use rockfish_sim::harness::broker::BrokerHarness;
 use rockfish_store::record::{HostAddr, StoredRecord};
-use rockfish_store::{MemDisk, MessageStore};
+use rockfish_store::{MemDisk, MessageStore, StoreConfig};
 
 const P: ConnId = ConnId(1);
 const C: ConnId = ConnId(2);
 
-/// The harness, and this file's request builders on it.
-struct H(BrokerHarness);
-
-impl Deref for H {
-    type Target = BrokerHarness;
-    fn deref(&self) -> &BrokerHarness {
-        &self.0
-    }
-}
-
-impl DerefMut for H {
-    fn deref_mut(&mut self) -> &mut BrokerHarness {
-        &mut self.0
-    }
-}
+rockfish_sim::broker_harness!(H);
 
 impl H {
     fn new(cfg: BrokerConfig) -> H {
         H::start(cfg, MemDisk::new(1), 0)
     }
     fn start(cfg: BrokerConfig, disk: MemDisk, now: u64) -> H {
-        let mut h = BrokerHarness::start(cfg, small_store(), disk, now);
+        let mut h = BrokerHarness::start(cfg, StoreConfig::small(), disk, now);
         h.connect(P, HostAddr::V4([10, 0, 0, 9], 5555));
         h.connect(C, HostAddr::V4([10, 0, 0, 8], 6666));
         H(h)
@@ -97,7 +81,7 @@ fn two_namesrv_broker() -> Broker<MemDisk> {
         namesrv_addrs: vec!["ns1:9876".into(), "ns2:9876".into()],
         ..BrokerConfig::default()
     };
-    let (store, _) = MessageStore::open(MemDisk::new(1), small_store(), 0).unwrap();
+    let (store, _) = MessageStore::open(MemDisk::new(1), StoreConfig::small(), 0).unwrap();
     Broker::new(cfg, store, 0).unwrap()
 }
 

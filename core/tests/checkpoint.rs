@@ -10,7 +10,6 @@ use rockfish_core::machine::{ConnId, Output};
 use rockfish_core::message::properties_string;
 use rockfish_core::remoting::RemotingCommand;
 use rockfish_core::remoting::codes::request;
-use rockfish_sim::harness::broker::small_store;
 use rockfish_store::record::HostAddr;
 use rockfish_store::{Checkpoint, IndexConfig, MemDisk, MessageStore, StoreConfig};
 
@@ -22,7 +21,7 @@ fn store_config() -> StoreConfig {
             hash_slots: 101,
             max_entries: 10_000,
         },
-        ..small_store()
+        ..StoreConfig::small()
     }
 }
 

@@ -5,10 +5,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use rockfish_core::consumer::{
-    ConsumeFrom, ConsumeResult, Consumer, ConsumerConfig, ConsumerEvent, MessageModel,
+    ConsumeResult, Consumer, ConsumerConfig, ConsumerEvent, MessageModel,
 };
 use rockfish_core::producer::{Message, Producer, ProducerConfig, ProducerEvent, SendMode};
 use rockfish_core::protocol::MessageQueue;
+use rockfish_sim::harness::client::consumer_config;
 use rockfish_sim::harness::cluster::{Cluster, NS};
 
 fn producer() -> Producer {
@@ -23,15 +24,10 @@ fn producer() -> Producer {
 
 fn consumer(id: &str, model: MessageModel, orderly: bool) -> Consumer {
     let config = ConsumerConfig {
-        group: "G".into(),
-        client_id: id.into(),
-        namesrv_addrs: vec![NS.into()],
-        subscriptions: BTreeMap::from([("T".to_string(), "*".to_string())]),
         model,
         orderly,
-        consume_from: ConsumeFrom::FirstOffset,
         seed: id.len() as u64,
-        ..ConsumerConfig::default()
+        ..consumer_config(id)
     };
     Consumer::new(config, BTreeMap::new(), 0)
 }
@@ -258,21 +254,12 @@ fn orderly_consumption_is_in_order_and_locks_move_only_after_the_lease() {
 fn flow_control_slows_pulls_and_drops_nothing() {
     let mut c = Cluster::new();
     send(&mut c, "m", 1_500);
-    let mut cons = consumer("c1", MessageModel::Clustering, false);
-    // One queue only, so the per-queue threshold is what binds.
-    cons = {
-        let _ = &mut cons;
-        let config = ConsumerConfig {
-            group: "G".into(),
-            client_id: "c1".into(),
-            namesrv_addrs: vec![NS.into()],
-            subscriptions: BTreeMap::from([("T".to_string(), "*".to_string())]),
-            consume_from: ConsumeFrom::FirstOffset,
-            pull_threshold_for_queue: 100,
-            ..ConsumerConfig::default()
-        };
-        Consumer::new(config, BTreeMap::new(), 0)
+    // The per-queue threshold is what binds.
+    let config = ConsumerConfig {
+        pull_threshold_for_queue: 100,
+        ..consumer_config("c1")
     };
+    let cons = Consumer::new(config, BTreeMap::new(), 0);
     c.add_consumer("c1", cons);
     let mut seen = Seen::new();
     run(&mut c, 20_000, &mut seen, &|_| false); // the application never acknowledges

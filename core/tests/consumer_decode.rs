@@ -5,69 +5,25 @@
 
 use std::collections::BTreeMap;
 
-use rockfish_core::consumer::{
-    ConsumeFrom, Consumer, ConsumerConfig, ConsumerEvent, LOCK_TRUST_MS,
-};
-use rockfish_core::machine::Output;
+use rockfish_core::consumer::{Consumer, ConsumerConfig, ConsumerEvent, LOCK_TRUST_MS};
 use rockfish_core::message::properties_string;
-use rockfish_core::protocol::{
-    BrokerData, LockBatchResponseBody, MessageQueue, QueueData, TopicRouteData, to_body,
-};
+use rockfish_core::protocol::{LockBatchResponseBody, MessageQueue, to_body};
 use rockfish_core::remoting::RemotingCommand;
 use rockfish_core::remoting::codes::{request, response};
+use rockfish_sim::harness::client::{
+    answer, answer_members, consumer_config, find, one_queue_route, requests,
+};
 
 mod support;
 use support::Apache;
 
-const NS: &str = "ns:9876";
-const BROKER: &str = "b:10911";
-
-fn requests(c: &mut Consumer) -> Vec<RemotingCommand> {
-    std::iter::from_fn(|| c.poll_output())
-        .filter_map(|o| match o {
-            Output::SendTo { cmd, .. } => Some(cmd),
-            _ => None,
-        })
-        .collect()
-}
-
-fn answer(req: &RemotingCommand, code: i32) -> RemotingCommand {
-    RemotingCommand::response_to(req, code, None)
-}
-
-fn find(reqs: &[RemotingCommand], code: i32) -> Option<RemotingCommand> {
-    reqs.iter().find(|r| r.code == code).cloned()
-}
-
 /// A consumer alone in its group on one queue, with its first pull (offset 0) outstanding.
 fn pulling() -> (Consumer, RemotingCommand) {
-    let config = ConsumerConfig {
-        group: "G".into(),
-        client_id: "c1".into(),
-        namesrv_addrs: vec![NS.into()],
-        subscriptions: BTreeMap::from([("T".to_string(), "*".to_string())]),
-        consume_from: ConsumeFrom::FirstOffset,
-        ..ConsumerConfig::default()
-    };
-    let mut c = Consumer::new(config, BTreeMap::new(), 0);
+    let mut c = Consumer::new(consumer_config("c1"), BTreeMap::new(), 0);
     c.on_timeout(0);
     let route = find(&requests(&mut c), request::GET_ROUTEINFO_BY_TOPIC).expect("asks the route");
     // Apache's name server, to a client older than V4_9_4, writes broker ids as bare keys.
-    let mut data = TopicRouteData {
-        queue_datas: vec![QueueData {
-            broker_name: "b".into(),
-            read_queue_nums: 1,
-            write_queue_nums: 1,
-            perm: 6,
-            topic_sys_flag: 0,
-        }],
-        broker_datas: vec![BrokerData::new(
-            "C",
-            "b",
-            BTreeMap::from([(0, BROKER.to_string())]),
-        )],
-        ..TopicRouteData::default()
-    };
+    let mut data = one_queue_route();
     data.broker_datas[0].enable_acting_master = false;
     let body = String::from_utf8(to_body(&data).to_vec())
         .unwrap()
@@ -76,12 +32,7 @@ fn pulling() -> (Consumer, RemotingCommand) {
     c.on_command(answer(&route, response::SUCCESS).with_body(body), 0);
     c.on_timeout(1);
     let reqs = requests(&mut c);
-    let ids = find(&reqs, request::GET_CONSUMER_LIST_BY_GROUP).expect("asks the members");
-    let members = serde_json::json!({ "consumerIdList": ["c1"] });
-    c.on_command(
-        answer(&ids, response::SUCCESS).with_body(serde_json::to_vec(&members).unwrap()),
-        1,
-    );
+    answer_members(&mut c, &reqs, &["c1"], 1);
     let query = find(&requests(&mut c), request::QUERY_CONSUMER_OFFSET).expect("asks the offset");
     c.on_command(answer(&query, response::SUCCESS).with_ext("offset", 0), 1);
     let pull = find(&requests(&mut c), request::PULL_MESSAGE).expect("pulls");
@@ -183,34 +134,15 @@ fn an_undecodable_member_list_keeps_the_assignment() {
 /// Answers what an orderly consumer asks until it holds its one queue's lock.
 fn orderly_locked() -> (Consumer, MessageQueue) {
     let config = ConsumerConfig {
-        group: "G".into(),
-        client_id: "c1".into(),
-        namesrv_addrs: vec![NS.into()],
-        subscriptions: BTreeMap::from([("T".to_string(), "*".to_string())]),
-        consume_from: ConsumeFrom::FirstOffset,
         orderly: true,
-        ..ConsumerConfig::default()
+        ..consumer_config("c1")
     };
     let mq = MessageQueue {
         topic: "T".into(),
         broker_name: "b".into(),
         queue_id: 0,
     };
-    let route = TopicRouteData {
-        queue_datas: vec![QueueData {
-            broker_name: "b".into(),
-            read_queue_nums: 1,
-            write_queue_nums: 1,
-            perm: 6,
-            topic_sys_flag: 0,
-        }],
-        broker_datas: vec![BrokerData::new(
-            "C",
-            "b",
-            BTreeMap::from([(0, BROKER.to_string())]),
-        )],
-        ..TopicRouteData::default()
-    };
+    let route = one_queue_route();
     let mut c = Consumer::new(config, BTreeMap::new(), 0);
     for now in 0..10 {
         c.on_timeout(now);

@@ -4,73 +4,21 @@
 
 use std::collections::BTreeMap;
 
-use rockfish_core::consumer::{ConsumeFrom, Consumer, ConsumerConfig};
-use rockfish_core::machine::Output;
-use rockfish_core::protocol::{BrokerData, QueueData, TopicRouteData, to_body};
+use rockfish_core::consumer::Consumer;
+use rockfish_core::protocol::to_body;
 use rockfish_core::remoting::RemotingCommand;
 use rockfish_core::remoting::codes::{request, response};
-
-const NS: &str = "ns:9876";
-const BROKER: &str = "b:10911";
-
-fn requests(c: &mut Consumer) -> Vec<RemotingCommand> {
-    std::iter::from_fn(|| c.poll_output())
-        .filter_map(|o| match o {
-            Output::SendTo { cmd, .. } => Some(cmd),
-            _ => None,
-        })
-        .collect()
-}
-
-fn answer(req: &RemotingCommand, code: i32) -> RemotingCommand {
-    RemotingCommand::response_to(req, code, None)
-}
-
-fn ids(c: &mut Consumer, reqs: &[RemotingCommand], members: &[&str], now: u64) {
-    for r in reqs
-        .iter()
-        .filter(|r| r.code == request::GET_CONSUMER_LIST_BY_GROUP)
-    {
-        let body = serde_json::json!({ "consumerIdList": members });
-        let resp = answer(r, response::SUCCESS).with_body(serde_json::to_vec(&body).unwrap());
-        c.on_command(resp, now);
-    }
-}
-
-fn find(reqs: &[RemotingCommand], code: i32) -> Option<RemotingCommand> {
-    reqs.iter().find(|r| r.code == code).cloned()
-}
+use rockfish_sim::harness::client::{
+    answer, answer_members, consumer_config, find, one_queue_route, requests,
+};
 
 #[test]
 fn a_stale_pull_does_not_move_a_reassigned_queue() {
-    let config = ConsumerConfig {
-        group: "G".into(),
-        client_id: "c1".into(),
-        namesrv_addrs: vec![NS.into()],
-        subscriptions: BTreeMap::from([("T".to_string(), "*".to_string())]),
-        consume_from: ConsumeFrom::FirstOffset,
-        ..ConsumerConfig::default()
-    };
-    let mut c = Consumer::new(config, BTreeMap::new(), 0);
+    let mut c = Consumer::new(consumer_config("c1"), BTreeMap::new(), 0);
     let mut now = 0;
     c.on_timeout(now);
     let route = find(&requests(&mut c), request::GET_ROUTEINFO_BY_TOPIC).expect("asks the route");
-    let data = TopicRouteData {
-        order_topic_conf: None,
-        queue_datas: vec![QueueData {
-            broker_name: "b".into(),
-            read_queue_nums: 1,
-            write_queue_nums: 1,
-            perm: 6,
-            topic_sys_flag: 0,
-        }],
-        broker_datas: vec![BrokerData::new(
-            "C",
-            "b",
-            BTreeMap::from([(0, BROKER.to_string())]),
-        )],
-        ..TopicRouteData::default()
-    };
+    let data = one_queue_route();
     c.on_command(
         answer(&route, response::SUCCESS).with_body(to_body(&data)),
         now,
@@ -79,7 +27,7 @@ fn a_stale_pull_does_not_move_a_reassigned_queue() {
     now += 10;
     c.on_timeout(now);
     let reqs = requests(&mut c);
-    ids(&mut c, &reqs, &["c1"], now);
+    answer_members(&mut c, &reqs, &["c1"], now);
     let query = find(&requests(&mut c), request::QUERY_CONSUMER_OFFSET).expect("asks the offset");
     c.on_command(answer(&query, response::SUCCESS).with_ext("offset", 0), now);
     let stale = find(&requests(&mut c), request::PULL_MESSAGE).expect("pulls");
@@ -93,7 +41,7 @@ fn a_stale_pull_does_not_move_a_reassigned_queue() {
     );
     c.on_timeout(now);
     let reqs = requests(&mut c);
-    ids(&mut c, &reqs, &["c0", "c1"], now);
+    answer_members(&mut c, &reqs, &["c0", "c1"], now);
     let _ = requests(&mut c);
     now += 10;
     c.on_command(
@@ -102,7 +50,7 @@ fn a_stale_pull_does_not_move_a_reassigned_queue() {
     );
     c.on_timeout(now);
     let reqs = requests(&mut c);
-    ids(&mut c, &reqs, &["c1"], now);
+    answer_members(&mut c, &reqs, &["c1"], now);
     let requery = find(&requests(&mut c), request::QUERY_CONSUMER_OFFSET).expect("asks again");
     // The first incarnation's pull is answered now, claiming the queue moved to 32.
     c.on_command(

@@ -14,14 +14,13 @@ use rockfish_core::protocol::{
 };
 use rockfish_core::remoting::RemotingCommand;
 use rockfish_core::remoting::codes::{request, response};
-use rockfish_sim::harness::broker::small_store;
 use rockfish_store::record::HostAddr;
-use rockfish_store::{MemDisk, MessageStore};
+use rockfish_store::{MemDisk, MessageStore, StoreConfig};
 
 const C: ConnId = ConnId(2);
 
 fn broker() -> Broker<MemDisk> {
-    let (store, _) = MessageStore::open(MemDisk::new(1), small_store(), 0).unwrap();
+    let (store, _) = MessageStore::open(MemDisk::new(1), StoreConfig::small(), 0).unwrap();
     let mut b = Broker::new(BrokerConfig::default(), store, 0).unwrap();
     b.on_connect(C, HostAddr::V4([10, 0, 0, 8], 6666), 0);
     while b.poll_output().is_some() {}

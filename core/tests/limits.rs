@@ -5,8 +5,6 @@
 
 use std::collections::BTreeMap;
 
-use std::ops::{Deref, DerefMut};
-
 use bytes::Bytes;
 
 use rockfish_core::broker::{BrokerConfig, BrokerLimits, FlushDiskType, validate_group};
@@ -17,27 +15,13 @@ use rockfish_core::protocol::{
 };
 use rockfish_core::remoting::RemotingCommand;
 use rockfish_core::remoting::codes::{request, response};
-use rockfish_sim::harness::broker::{BrokerHarness, small_store};
-use rockfish_store::MemDisk;
+use rockfish_sim::harness::broker::BrokerHarness;
 use rockfish_store::record::HostAddr;
+use rockfish_store::{MemDisk, StoreConfig};
 
 const HOST: HostAddr = HostAddr::V4([10, 0, 0, 1], 5000);
 
-/// The harness, and this file's requests on it.
-struct H(BrokerHarness);
-
-impl Deref for H {
-    type Target = BrokerHarness;
-    fn deref(&self) -> &BrokerHarness {
-        &self.0
-    }
-}
-
-impl DerefMut for H {
-    fn deref_mut(&mut self) -> &mut BrokerHarness {
-        &mut self.0
-    }
-}
+rockfish_sim::broker_harness!(H);
 
 impl H {
     fn new(limits: BrokerLimits, flush: FlushDiskType) -> H {
@@ -47,7 +31,7 @@ impl H {
             limits,
             ..BrokerConfig::default()
         };
-        let mut h = BrokerHarness::start(cfg, small_store(), MemDisk::new(1), 0);
+        let mut h = BrokerHarness::start(cfg, StoreConfig::small(), MemDisk::new(1), 0);
         for c in 1..=4 {
             h.connect(ConnId(c), HOST);
         }

@@ -3,34 +3,18 @@
 //! agreeing and held pulls woken by the flush; under ASYNC_FLUSH, after a power loss, no
 //! committed or remembered consumer offset past the recovered end skips what is stored there.
 
-use std::ops::{Deref, DerefMut};
-
 use rockfish_core::broker::{BrokerConfig, FlushDiskType};
 use rockfish_core::machine::{ConnId, Output};
 use rockfish_core::remoting::RemotingCommand;
 use rockfish_core::remoting::codes::{request, response};
-use rockfish_sim::harness::broker::{BrokerHarness, small_store};
-use rockfish_store::MemDisk;
+use rockfish_sim::harness::broker::BrokerHarness;
 use rockfish_store::record::{HostAddr, StoredRecord};
+use rockfish_store::{MemDisk, StoreConfig};
 
 const P: ConnId = ConnId(1);
 const C: ConnId = ConnId(2);
 
-/// The harness, and this file's requests on it.
-struct H(BrokerHarness);
-
-impl Deref for H {
-    type Target = BrokerHarness;
-    fn deref(&self) -> &BrokerHarness {
-        &self.0
-    }
-}
-
-impl DerefMut for H {
-    fn deref_mut(&mut self) -> &mut BrokerHarness {
-        &mut self.0
-    }
-}
+rockfish_sim::broker_harness!(H);
 
 impl H {
     fn start(flush: FlushDiskType, disk: MemDisk, now: u64) -> H {
@@ -39,7 +23,7 @@ impl H {
             namesrv_addrs: vec![],
             ..BrokerConfig::default()
         };
-        let mut h = BrokerHarness::start(config, small_store(), disk, now);
+        let mut h = BrokerHarness::start(config, StoreConfig::small(), disk, now);
         h.connect(P, HostAddr::V4([10, 0, 0, 9], 5555));
         h.connect(C, HostAddr::V4([10, 0, 0, 8], 6666));
         H(h)

@@ -89,6 +89,20 @@ impl StoreConfig {
         }
     }
 
+    /// The smallest useful geometry, for machine tests: 1 MiB log segments, 1,000-entry
+    /// queue files, a 101-slot index.
+    pub fn small() -> StoreConfig {
+        StoreConfig {
+            commitlog_segment_size: 1 << 20,
+            consume_queue_entries: 1000,
+            index: IndexConfig {
+                hash_slots: 101,
+                max_entries: 1000,
+            },
+            ..StoreConfig::default()
+        }
+    }
+
     /// Refuses a geometry the store cannot keep, naming the key and the rule.
     pub fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();

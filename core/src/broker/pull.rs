@@ -277,16 +277,15 @@ impl<D: Disk> Broker<D> {
                     // Held again (fresh deadline set inside): restore the original one.
                     self.held.set_last_deadline(topic, queue_id, deadline);
                 }
-                Err(e) => {
-                    let r = RemotingCommand::response_to(
-                        &p.request,
-                        response::SYSTEM_ERROR,
-                        Some(e.to_string()),
-                    );
-                    self.reply(p.conn, &p.request, r);
-                }
+                Err(e) => self.reply_error(p.conn, &p.request, e),
             }
         }
+    }
+
+    /// A held pull that failed when run again is answered SYSTEM_ERROR, naming why.
+    fn reply_error(&mut self, conn: ConnId, request: &RemotingCommand, e: FieldError) {
+        let r = RemotingCommand::response_to(request, response::SYSTEM_ERROR, Some(e.to_string()));
+        self.reply(conn, request, r);
     }
 
     /// Held pulls whose time is up are answered with whatever is there now.
@@ -296,14 +295,7 @@ impl<D: Disk> Broker<D> {
             match self.pull_message(p.conn, &p.request, now, PullRun::Deadline) {
                 Ok(Some(resp)) => self.reply(p.conn, &p.request, resp),
                 Ok(None) => {}
-                Err(e) => {
-                    let r = RemotingCommand::response_to(
-                        &p.request,
-                        response::SYSTEM_ERROR,
-                        Some(e.to_string()),
-                    );
-                    self.reply(p.conn, &p.request, r);
-                }
+                Err(e) => self.reply_error(p.conn, &p.request, e),
             }
         }
     }

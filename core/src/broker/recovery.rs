@@ -217,19 +217,10 @@ impl OffsetFences {
 mod tests {
     use super::*;
     use rockfish_store::record::{HostAddr, StoreMessage};
-    use rockfish_store::{IndexConfig, MemDisk, StoreConfig};
+    use rockfish_store::{MemDisk, StoreConfig};
 
     fn store_with(queue_lens: &[(u32, u64)]) -> MessageStore<MemDisk> {
-        let config = StoreConfig {
-            commitlog_segment_size: 1 << 20,
-            consume_queue_entries: 1000,
-            index: IndexConfig {
-                hash_slots: 101,
-                max_entries: 1000,
-            },
-            ..StoreConfig::default()
-        };
-        let (mut store, _) = MessageStore::open(MemDisk::new(1), config, 0).unwrap();
+        let (mut store, _) = MessageStore::open(MemDisk::new(1), StoreConfig::small(), 0).unwrap();
         let host = HostAddr::V4([127, 0, 0, 1], 10911);
         for &(queue_id, n) in queue_lens {
             for _ in 0..n {

@@ -12,20 +12,7 @@ use rockfish_core::message::properties_string;
 use rockfish_core::remoting::RemotingCommand;
 use rockfish_core::remoting::codes::request;
 use rockfish_store::record::HostAddr;
-use rockfish_store::{IndexConfig, MemDisk, MessageStore, StoreConfig};
-
-/// A store small enough for tests: 1 MiB log segments, 1,000-entry queue files.
-pub fn small_store() -> StoreConfig {
-    StoreConfig {
-        commitlog_segment_size: 1 << 20,
-        consume_queue_entries: 1000,
-        index: IndexConfig {
-            hash_slots: 101,
-            max_entries: 1000,
-        },
-        ..StoreConfig::default()
-    }
-}
+use rockfish_store::{MemDisk, MessageStore, StoreConfig};
 
 pub struct BrokerHarness {
     pub b: Broker<MemDisk>,
@@ -56,7 +43,7 @@ impl BrokerHarness {
 
     /// A broker on a fresh small store, connections 1..=`conns` open (from 10.0.0.`conn`).
     pub fn with(config: BrokerConfig, conns: u64) -> Self {
-        let mut h = BrokerHarness::start(config, small_store(), MemDisk::new(1), 0);
+        let mut h = BrokerHarness::start(config, StoreConfig::small(), MemDisk::new(1), 0);
         for c in 1..=conns {
             h.connect(
                 ConnId(c),
@@ -173,4 +160,27 @@ impl BrokerHarness {
         assert_eq!(answers, 1, "expected one response on {conn:?}");
         BrokerHarness::response(&out, conn, opaque).expect("the response answers the request")
     }
+}
+
+/// Declares a test file's own harness type over `BrokerHarness`: its request builders go in
+/// `impl $name { .. }`, and the harness's fields and methods are reached through it.
+#[macro_export]
+macro_rules! broker_harness {
+    ($name:ident) => {
+        /// The broker harness, and this file's requests on it.
+        struct $name($crate::harness::broker::BrokerHarness);
+
+        impl std::ops::Deref for $name {
+            type Target = $crate::harness::broker::BrokerHarness;
+            fn deref(&self) -> &Self::Target {
+                &self.0
+            }
+        }
+
+        impl std::ops::DerefMut for $name {
+            fn deref_mut(&mut self) -> &mut Self::Target {
+                &mut self.0
+            }
+        }
+    };
 }

@@ -15,7 +15,7 @@ use rockfish_store::{IndexConfig, MemDisk, MessageStore, StoreConfig};
 
 use super::fabric::{ClientEvent, Fabric, Node, Routed, unframe};
 
-pub const NS: &str = "ns:9876";
+pub use super::client::NS;
 pub const BROKER: &str = "127.0.0.1:10911";
 
 const NS_NODE: usize = 0;

@@ -4,5 +4,6 @@
 //! advanced by hand).
 
 pub mod broker;
+pub mod client;
 pub mod cluster;
 pub mod fabric;
