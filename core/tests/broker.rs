@@ -34,6 +34,15 @@ impl H {
         let props = [("TAGS", tags), ("KEYS", "key-1"), ("UNIQ_KEY", body)];
         self.send_v2(topic, queue, &props, body.as_bytes())
     }
+    /// The group's committed offset on (topic, queue), as QUERY_CONSUMER_OFFSET answers it.
+    fn committed(&mut self, group: &str, topic: &str, queue: u32) -> Option<String> {
+        let q = self
+            .req(request::QUERY_CONSUMER_OFFSET)
+            .with_ext("consumerGroup", group)
+            .with_ext("topic", topic)
+            .with_ext("queueId", queue);
+        self.one(C, q).0.ext("offset").map(str::to_owned)
+    }
     fn send(&mut self, topic: &str, queue: i32, body: &str) -> RemotingCommand {
         let cmd = self.send_cmd(topic, queue, body, "TagA");
         self.one(P, cmd).0
@@ -331,12 +340,7 @@ fn pulls_filter_by_tag_and_report_offsets() {
         .pull_cmd("TopicA", 0, 0, 4 | 1, "*")
         .with_ext("commitOffset", 2);
     h.one(C, cmd);
-    let q = h
-        .req(request::QUERY_CONSUMER_OFFSET)
-        .with_ext("consumerGroup", "CG")
-        .with_ext("topic", "TopicA")
-        .with_ext("queueId", 0);
-    assert_eq!(h.one(C, q).0.ext("offset"), Some("2"));
+    assert_eq!(h.committed("CG", "TopicA", 0).as_deref(), Some("2"));
 }
 
 #[test]
@@ -587,12 +591,7 @@ fn offsets_and_topics_survive_a_restart() {
     assert_eq!(h.one(C, create).0.code, response::SUCCESS);
     let disk = h.0.b.shutdown(1_000).unwrap();
     let mut h2 = H::start(BrokerConfig::default(), disk, 2_000);
-    let q = h2
-        .req(request::QUERY_CONSUMER_OFFSET)
-        .with_ext("consumerGroup", "CG")
-        .with_ext("topic", "TopicA")
-        .with_ext("queueId", 0);
-    assert_eq!(h2.one(C, q).0.ext("offset"), Some("1"));
+    assert_eq!(h2.committed("CG", "TopicA", 0).as_deref(), Some("1"));
     assert_eq!(h2.b.topic("Made").unwrap().read_queue_nums, 8);
     let all = h2.req(request::GET_ALL_TOPIC_CONFIG);
     let body: serde_json::Value = serde_json::from_slice(&h2.one(C, all).0.body).unwrap();
@@ -603,12 +602,7 @@ fn offsets_and_topics_survive_a_restart() {
     h2.one(C, del);
     assert!(h2.b.topic("Made").is_none());
     // A group with no offset on a queue that never lost messages starts at 0.
-    let q = h2
-        .req(request::QUERY_CONSUMER_OFFSET)
-        .with_ext("consumerGroup", "New")
-        .with_ext("topic", "TopicA")
-        .with_ext("queueId", 0);
-    assert_eq!(h2.one(C, q).0.ext("offset"), Some("0"));
+    assert_eq!(h2.committed("New", "TopicA", 0).as_deref(), Some("0"));
 }
 
 #[test]
@@ -780,12 +774,7 @@ fn a_woken_long_poll_does_not_rewind_a_newer_commit() {
     h.one(C, update);
     // A new message wakes the held pull; its stale commit offset must not be applied again.
     h.send("TopicA", 0, "m1");
-    let q = h
-        .req(request::QUERY_CONSUMER_OFFSET)
-        .with_ext("consumerGroup", "CG")
-        .with_ext("topic", "TopicA")
-        .with_ext("queueId", 0);
-    assert_eq!(h.one(C, q).0.ext("offset"), Some("1"));
+    assert_eq!(h.committed("CG", "TopicA", 0).as_deref(), Some("1"));
 }
 
 #[test]
