@@ -109,13 +109,21 @@ impl HeldPullCount {
     }
 
     pub fn released(&mut self, conn: ConnId) {
-        if let Some(n) = self.by_conn.get_mut(&conn) {
-            *n -= 1;
-            self.total -= 1;
-            if *n == 0 {
-                self.by_conn.remove(&conn);
-            }
+        // A pull is released only after it was held, and a gone connection's pulls are
+        // dropped with its count (`conn_gone`): nothing else releases.
+        let Some(n) = self.by_conn.get_mut(&conn) else {
+            debug_assert!(false, "released a pull never counted held on {conn:?}");
+            return;
+        };
+        *n -= 1;
+        self.total -= 1;
+        if *n == 0 {
+            self.by_conn.remove(&conn);
         }
+    }
+
+    pub fn total(&self) -> usize {
+        self.total
     }
 
     pub fn conn_gone(&mut self, conn: ConnId) {

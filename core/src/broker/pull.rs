@@ -280,6 +280,16 @@ impl<D: Disk> Broker<D> {
                 Err(e) => self.reply_error(p.conn, &p.request, e),
             }
         }
+        self.check_held();
+    }
+
+    /// Every held pull is counted against its connection's cap, and nothing else is.
+    fn check_held(&self) {
+        debug_assert_eq!(
+            self.held.len(),
+            self.held_count.total(),
+            "held pulls vs their count"
+        );
     }
 
     /// A held pull that failed when run again is answered SYSTEM_ERROR, naming why.
@@ -298,6 +308,7 @@ impl<D: Disk> Broker<D> {
                 Err(e) => self.reply_error(p.conn, &p.request, e),
             }
         }
+        self.check_held();
     }
 
     /// Pulls currently held (for tests and metrics).

@@ -195,11 +195,26 @@ impl Consumer {
         if !pq.delivered.remove(&queue_offset) {
             return;
         }
+        // A delivered message stays in its process queue until the application is done
+        // with it: the committed offset cannot pass it meanwhile.
+        debug_assert!(
+            pq.msgs.contains_key(&queue_offset),
+            "delivered {queue_offset} of {mq} is not held"
+        );
         match result {
             ConsumeResult::Success => {
                 if let Some(rec) = pq.msgs.remove(&queue_offset) {
+                    debug_assert!(
+                        pq.bytes >= rec.body().len(),
+                        "process queue bytes undercounted"
+                    );
                     pq.bytes = pq.bytes.saturating_sub(rec.body().len());
                 }
+                debug_assert_eq!(
+                    pq.bytes,
+                    pq.msgs.values().map(|r| r.body().len()).sum::<usize>(),
+                    "process queue bytes are its messages' bodies"
+                );
                 pq.committed = pq.consumed_to();
                 pq.dirty = true;
                 if let Some(o) = pq.committed {
