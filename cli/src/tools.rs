@@ -172,7 +172,7 @@ fn print_message(rec: &DecodedMessage) {
         rec.queue_id(),
         rec.queue_offset(),
         rec.physical_offset(),
-        rec.store_timestamp(),
+        rec.java_millisstamp(),
         props,
         String::from_utf8_lossy(&rec.body())
     );

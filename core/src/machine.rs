@@ -3,13 +3,17 @@
 //! Two shapes share it: servers ([`Machine`]: the name server and the broker, which accept
 //! connections) and clients ([`ClientMachine`]: the producer and the consumer, which address
 //! peers). Every driver runs them by the same rules: the real one (net/src/driver.rs,
-//! net/src/sdk/host.rs), the simulator (sim/src/world/) and the machine tests
-//! (core/tests/cluster).
+//! net/src/sdk/host.rs), the simulator (sim/src/world/) and the machine tests (the
+//! simulator's harness, `rockfish_sim::harness`, on the same wiring as the simulator).
 //!
 //! # The calling contract
 //! - **Inputs carry `now`**, milliseconds on the driver's clock. `now` never goes backwards
 //!   from one call to the next on one machine (a simulated node's clock may drift, but never
 //!   back). A machine never reads a clock.
+//! - **One unit of time:** every instant and duration is `u64` milliseconds, durations named
+//!   `_ms` (`register_interval_ms`, `max_wait_in_queue_ms`); the store takes the same
+//!   `now_ms`. Java's `long` milliseconds appear only in what is stored or sent (record
+//!   timestamps, data versions), made in one place: `rockfish_store::java_millis`.
 //! - **After every input, drain:** the driver calls `poll_output()` until it returns `None`
 //!   (clients: then `poll_event()` until `None`), then arms one timer for `poll_timeout()`.
 //!   Outputs are carried out in the order polled.

@@ -21,7 +21,7 @@ fn store_config() -> StoreConfig {
 }
 
 fn start(disk: &MemDisk, flush: FlushDiskType, now: u64) -> Broker<MemDisk> {
-    let (store, _) = MessageStore::open(disk.clone(), store_config(), now as i64).unwrap();
+    let (store, _) = MessageStore::open(disk.clone(), store_config(), now).unwrap();
     let cfg = BrokerConfig {
         flush_disk_type: flush,
         ..BrokerConfig::default()

@@ -85,8 +85,8 @@ where
     let bound = listener
         .local_addr()
         .map_err(|e| StartError(e.to_string()))?;
-    let (store, report) = MessageStore::open(disk, store_config, now_ms() as i64)
-        .map_err(|e| StartError(e.to_string()))?;
+    let (store, report) =
+        MessageStore::open(disk, store_config, now_ms()).map_err(|e| StartError(e.to_string()))?;
     if report.fresh {
         tracing::info!("store created (a new data directory, nothing to recover)");
     } else if report.truncated.is_some()

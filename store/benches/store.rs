@@ -39,7 +39,7 @@ const TAGS_ONLY: &[u8] = b"TAGS\x01TagA\x02";
 const TAGS_AND_UNIQ_KEY: &[u8] =
     b"TAGS\x01TagA\x02UNIQ_KEY\x01AC110002000000000000000000000000\x02";
 const BATCH: usize = 32;
-const T0: i64 = 1_700_000_000_000;
+const T0: u64 = 1_700_000_000_000;
 const READ_MESSAGES: u64 = 200_000;
 
 fn store_config() -> StoreConfig {
@@ -72,7 +72,7 @@ fn message<'a>(body: &'a [u8], properties: &'a [u8]) -> StoreMessage<'a> {
         queue_id: 0,
         flag: 0,
         sys_flag: 0,
-        born_timestamp: T0,
+        born_timestamp: rockfish_store::java_millis(T0),
         born_host: HostAddr::V4([10, 0, 0, 1], 50_000),
         store_host: HostAddr::V4([10, 0, 0, 2], 10_911),
         reconsume_times: 0,
@@ -94,7 +94,7 @@ fn record_len(msg: &StoreMessage<'_>) -> u64 {
 struct StoreRig {
     store: MessageStore<MmapDisk>,
     _dir: TempDir,
-    now: i64,
+    now: u64,
 }
 
 impl StoreRig {
@@ -201,7 +201,14 @@ fn encode_records(msg: &StoreMessage<'_>, count: usize) -> Vec<u8> {
     let mut scratch = Vec::new();
     for i in 0..count {
         let at = out.len() as u64;
-        let parts = record::encode_record(&mut scratch, msg, len, i as u64, at, T0);
+        let parts = record::encode_record(
+            &mut scratch,
+            msg,
+            len,
+            i as u64,
+            at,
+            rockfish_store::java_millis(T0),
+        );
         out.extend_from_slice(&scratch[..parts.head_len]);
         out.extend_from_slice(msg.body);
         out.extend_from_slice(&scratch[parts.head_len..]);

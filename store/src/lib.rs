@@ -35,5 +35,6 @@ pub use error::{StoreError, StoreResult};
 pub use index::{IndexConfig, IndexService};
 pub use message_store::{
     GetResult, GetStatus, MessageStore, PutResult, RecoveryReport, STAGED_MAX_TOTAL, StoreConfig,
+    java_millis,
 };
 pub use record::{HostAddr, StoreMessage, StoredRecord};

@@ -74,6 +74,13 @@ pub const MAX_COMMITLOG_SEGMENT: u64 = i32::MAX as u64;
 /// The smallest commit log segment accepted.
 pub const MIN_COMMITLOG_SEGMENT: u64 = 64 * 1024;
 
+/// The caller's clock (milliseconds, `u64`, as every machine counts time) as the store
+/// timestamps records, index entries and checkpoints: Java's `long` milliseconds. The one
+/// place the two meet.
+pub fn java_millis(now_ms: u64) -> i64 {
+    i64::try_from(now_ms).expect("a clock within 292 million years of 1970")
+}
+
 impl StoreConfig {
     /// The geometry the simulated tiers run (the simulator and madsim): 1 MiB log segments,
     /// small queue files and index, so short runs roll files and recover across them.
@@ -329,7 +336,12 @@ pub fn validate_topic(topic: &str) -> StoreResult<()> {
 
 impl<D: Disk> MessageStore<D> {
     /// Opens (or creates) a store on `disk` and recovers it. `now` stamps the checkpoint.
-    pub fn open(mut disk: D, config: StoreConfig, now: i64) -> StoreResult<(Self, RecoveryReport)> {
+    pub fn open(
+        mut disk: D,
+        config: StoreConfig,
+        now_ms: u64,
+    ) -> StoreResult<(Self, RecoveryReport)> {
+        let now = java_millis(now_ms);
         config
             .validate()
             .map_err(|what| StoreError::Invalid { what })?;
@@ -610,8 +622,8 @@ impl<D: Disk> MessageStore<D> {
     }
 
     /// Appends one message and dispatches it. See [`MessageStore::put_batch`].
-    pub fn put(&mut self, msg: &StoreMessage<'_>, now: i64) -> StoreResult<PutResult> {
-        self.put_batch(std::slice::from_ref(msg), now)
+    pub fn put(&mut self, msg: &StoreMessage<'_>, now_ms: u64) -> StoreResult<PutResult> {
+        self.put_batch(std::slice::from_ref(msg), now_ms)
     }
 
     /// Appends messages contiguously, assigning queue offsets, and dispatches them to their
@@ -619,7 +631,8 @@ impl<D: Disk> MessageStore<D> {
     /// message landed is in [`MessageStore::last_appended`]. Allocates nothing per message
     /// once warm; a batch for one queue (as RocketMQ requires of batches) looks its queue up
     /// once.
-    pub fn put_batch(&mut self, msgs: &[StoreMessage<'_>], now: i64) -> StoreResult<PutResult> {
+    pub fn put_batch(&mut self, msgs: &[StoreMessage<'_>], now_ms: u64) -> StoreResult<PutResult> {
+        let now = java_millis(now_ms);
         if let Some(reason) = &self.stopped {
             return Err(StoreError::Stopped {
                 reason: reason.clone(),
@@ -822,8 +835,8 @@ impl<D: Disk> MessageStore<D> {
     /// itself is not synced here (the flusher does that, off the machine's task), so a
     /// checkpoint advances under any load: it never waits for appends to pause. Call it
     /// periodically (RocketMQ: every second) to bound the work recovery redoes.
-    pub fn checkpoint(&mut self, now: i64) -> StoreResult<()> {
-        self.checkpoint_inner(now, false, false)
+    pub fn checkpoint(&mut self, now_ms: u64) -> StoreResult<()> {
+        self.checkpoint_inner(java_millis(now_ms), false, false)
     }
 
     /// The offset the last checkpoint recorded (recovery starts there).
@@ -861,7 +874,8 @@ impl<D: Disk> MessageStore<D> {
     /// With thousands of queues those syncs are one filesystem sync taking a hundred
     /// milliseconds and more: never on the task that takes puts. `None` when the flushed
     /// offset has not moved since the last checkpoint. A failed sync stops the store.
-    pub fn prepare_checkpoint(&mut self, now: i64) -> StoreResult<Option<Checkpoint>> {
+    pub fn prepare_checkpoint(&mut self, now_ms: u64) -> StoreResult<Option<Checkpoint>> {
+        let now = java_millis(now_ms);
         if let Some(reason) = self.stopped() {
             return Err(StoreError::Stopped {
                 reason: reason.to_string(),
@@ -975,8 +989,8 @@ impl<D: Disk> MessageStore<D> {
 
     /// Syncs everything, marks the checkpoint clean and hands the disk back. A store that
     /// stopped after a disk failure cannot shut down cleanly: drop it (`crash`) and recover.
-    pub fn shutdown(mut self, now: i64) -> StoreResult<D> {
-        self.checkpoint_inner(now, true, true)?;
+    pub fn shutdown(mut self, now_ms: u64) -> StoreResult<D> {
+        self.checkpoint_inner(java_millis(now_ms), true, true)?;
         self.close_all();
         Ok(self.disk)
     }
@@ -1230,7 +1244,7 @@ impl<D: Disk> MessageStore<D> {
                 Err(e) => return Err(e),
             };
             index_keys(&mut keys, rec.properties());
-            let ts = rec.store_timestamp();
+            let ts = rec.java_millisstamp();
             let has_key = keys
                 .iter()
                 .any(|&(f, t)| key_str(rec.properties(), f, t) == key);
@@ -1292,7 +1306,7 @@ struct PropertyScan<'a> {
 impl PropertyScan<'_> {
     /// The consume queue tag code: Java's hashCode of TAGS; for the schedule topic, the
     /// delivery time (RocketMQ's trick so the delay service can scan by time).
-    fn tags_code(&self, config: &StoreConfig, topic: &str, store_timestamp: i64) -> i64 {
+    fn tags_code(&self, config: &StoreConfig, topic: &str, java_millisstamp: i64) -> i64 {
         if topic == SCHEDULE_TOPIC {
             let level = self
                 .delay_level
@@ -1300,7 +1314,7 @@ impl PropertyScan<'_> {
                 .and_then(|v| v.parse::<usize>().ok())
                 .unwrap_or(1)
                 .clamp(1, config.delay_levels_ms.len().max(1));
-            return store_timestamp + config.delay_levels_ms.get(level - 1).copied().unwrap_or(0);
+            return java_millisstamp + config.delay_levels_ms.get(level - 1).copied().unwrap_or(0);
         }
         match self.tags {
             Some(tags) if !tags.is_empty() => record::java_bytes_hash(tags) as i64,
@@ -1354,9 +1368,9 @@ pub fn tags_code(
     config: &StoreConfig,
     topic: &str,
     properties: &[u8],
-    store_timestamp: i64,
+    java_millisstamp: i64,
 ) -> i64 {
-    scan_properties(properties, &mut Vec::new()).tags_code(config, topic, store_timestamp)
+    scan_properties(properties, &mut Vec::new()).tags_code(config, topic, java_millisstamp)
 }
 
 /// The index keys of a record, as byte ranges of `properties`.
@@ -1386,7 +1400,7 @@ fn dispatch<D: Disk>(
         let tags = scan_properties(rec.properties(), &mut Vec::new()).tags_code(
             config,
             rec.topic(),
-            rec.store_timestamp(),
+            rec.java_millisstamp(),
         );
         let cq = queue_mut(queues, config, rec.topic(), rec.queue_id());
         cq.put(
@@ -1407,7 +1421,7 @@ fn dispatch<D: Disk>(
                 rec.topic(),
                 key_str(rec.properties(), from, to),
                 phy,
-                rec.store_timestamp(),
+                rec.java_millisstamp(),
             )?;
         }
     }

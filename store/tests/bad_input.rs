@@ -20,7 +20,7 @@ fn stored(n: usize) -> (MemDisk, Vec<Sent>) {
             &format!("k{i}"),
             "TagA",
         )];
-        put_all(&mut store, &mut m, 1_000 + i as i64).unwrap();
+        put_all(&mut store, &mut m, 1_000 + i as u64).unwrap();
         sent.extend(m);
     }
     store.shutdown(10_000).unwrap();

@@ -61,7 +61,7 @@ fn more_queues_than_the_mapping_cap_work_and_recover() {
             put_all(
                 &mut store,
                 std::slice::from_mut(s),
-                2_000 + (round * 1000 + i) as i64,
+                2_000 + (round * 1000 + i) as u64,
             )
             .unwrap();
             assert!(
@@ -95,7 +95,7 @@ fn a_thousand_queues_use_disk_in_proportion_to_what_they_hold() {
     let mut store = mmap_store(dir.path(), StoreConfig::default(), 100_000);
     let mut sent = one_per_queue(250, 4);
     for (i, s) in sent.iter_mut().enumerate() {
-        put_all(&mut store, std::slice::from_mut(s), 2_000 + i as i64).unwrap();
+        put_all(&mut store, std::slice::from_mut(s), 2_000 + i as u64).unwrap();
     }
     store.checkpoint(5_000).unwrap();
     let queues = disk_used(&dir.path().join("consumequeue"));

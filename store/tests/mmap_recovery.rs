@@ -10,7 +10,7 @@ use std::path::Path;
 use common::{Sent, put_all, small_config, verify};
 use rockfish_store::{Disk, MessageStore, MmapDisk, StoreError};
 
-fn fill(store: &mut MessageStore<MmapDisk>, from: usize, n: usize, now: i64) -> Vec<Sent> {
+fn fill(store: &mut MessageStore<MmapDisk>, from: usize, n: usize, now: u64) -> Vec<Sent> {
     let mut out = Vec::new();
     for i in from..from + n {
         let mut m = vec![Sent::new(
@@ -20,7 +20,7 @@ fn fill(store: &mut MessageStore<MmapDisk>, from: usize, n: usize, now: i64) -> 
             &format!("k{i}"),
             "TagA",
         )];
-        put_all(store, &mut m, now + i as i64).unwrap();
+        put_all(store, &mut m, now + i as u64).unwrap();
         out.extend(m);
     }
     out

@@ -77,14 +77,14 @@ fn append_path_allocates_nothing_per_message() {
     };
     // Warm up: files created, scratch buffers grown, each queue's stage filled once.
     for i in 0..1100 {
-        store.put(&msg(i), i as i64).unwrap();
+        store.put(&msg(i), i as u64).unwrap();
     }
     let batch: Vec<StoreMessage<'_>> = (0..32).map(msg).collect();
     store.put_batch(&batch, 100).unwrap();
 
     let before = allocs();
     for i in 100..2100 {
-        store.put(&msg(i), i as i64).unwrap();
+        store.put(&msg(i), i as u64).unwrap();
     }
     let singles = allocs() - before;
     let before = allocs();

@@ -21,7 +21,7 @@ fn store_with(n: usize) -> (MessageStore<MemDisk>, Vec<Sent>) {
             tag,
         )];
         // Store time advances 10 s per message.
-        put_all(&mut store, &mut m, 1_000_000 + 10_000 * i as i64).unwrap();
+        put_all(&mut store, &mut m, 1_000_000 + 10_000 * i as u64).unwrap();
         sent.extend(m);
     }
     (store, sent)

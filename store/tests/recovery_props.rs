@@ -69,7 +69,7 @@ struct Model {
     next_key: u64,
 }
 
-fn reopen(disk: MemDisk, model: &mut Model, lost_power: bool, now: i64) -> MessageStore<MemDisk> {
+fn reopen(disk: MemDisk, model: &mut Model, lost_power: bool, now: u64) -> MessageStore<MemDisk> {
     // Recovery itself syncs; an injected sync failure fails it, and the operator retries.
     let mut attempt = 0;
     let (store, report) = loop {
@@ -141,7 +141,7 @@ fn run(seed: u64, plan: FaultPlan, ops: Vec<Op>) {
         durable: 0,
         next_key: 0,
     };
-    let mut now = 1_000_000i64;
+    let mut now = 1_000_000u64;
     for op in ops {
         now += 1_000;
         // A store that stopped on a failed sync must be restarted before it takes writes.

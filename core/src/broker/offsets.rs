@@ -108,7 +108,7 @@ impl<D: Disk> Broker<D> {
             queue_id: 0,
             flag: 0,
             sys_flag: 0,
-            born_timestamp: now as i64,
+            born_timestamp: rockfish_store::java_millis(now),
             born_host: self.store_host,
             store_host: self.store_host,
             reconsume_times: 0,
@@ -116,7 +116,7 @@ impl<D: Disk> Broker<D> {
             body: body.as_bytes(),
             properties: b"",
         };
-        match self.store.put(&msg, now as i64) {
+        match self.store.put(&msg, now) {
             Ok(put) => {
                 if self.offset_commit_waits() {
                     // SYNC_FLUSH brokers flush on demand only: this record must not wait for

@@ -88,7 +88,7 @@ impl<D: Disk> Broker<D> {
         {
             return;
         }
-        match self.store.prepare_checkpoint(now as i64) {
+        match self.store.prepare_checkpoint(now) {
             Ok(Some(cp)) => {
                 self.last_checkpoint_at = now;
                 self.persist(

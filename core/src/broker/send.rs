@@ -216,9 +216,9 @@ impl<D: Disk> Broker<D> {
                     ..base
                 })
                 .collect();
-            self.store.put_batch(&msgs, now as i64)
+            self.store.put_batch(&msgs, now)
         } else {
-            self.store.put(&base, now as i64)
+            self.store.put(&base, now)
         };
         let put = match put {
             Ok(put) => put,

@@ -57,7 +57,7 @@ impl Topics {
 
     /// The table changed at `now` (name servers compare versions).
     pub fn bump_version(&mut self, now: u64) {
-        self.data_version.timestamp = now as i64;
+        self.data_version.timestamp = rockfish_store::java_millis(now);
         self.data_version.counter += 1;
     }
 }

@@ -27,8 +27,7 @@ pub struct BrokerHarness {
 impl BrokerHarness {
     /// Recovers a store from `disk` and starts a broker on it at `now`.
     pub fn start(config: BrokerConfig, store: StoreConfig, disk: MemDisk, now: u64) -> Self {
-        let (store, _) =
-            MessageStore::open(disk.clone(), store, now as i64).expect("the store opens");
+        let (store, _) = MessageStore::open(disk.clone(), store, now).expect("the store opens");
         let b = Broker::new(config, store, now).expect("the broker starts");
         let mut h = BrokerHarness {
             b,

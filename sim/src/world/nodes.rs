@@ -33,7 +33,7 @@ impl Sim {
         // Recovery, then the broker's own start (it persists its topic table): either may
         // meet a disk fault; the supervisor tries again.
         let clock = now + skew;
-        let started = MessageStore::open(disk.clone(), StoreConfig::simulated(), clock as i64)
+        let started = MessageStore::open(disk.clone(), StoreConfig::simulated(), clock)
             .map_err(|e| format!("recovery failed: {e}"))
             .and_then(|(store, report)| {
                 Broker::new(config, store, clock)

@@ -95,7 +95,7 @@ impl Sent {
 pub fn put_all<D: Disk>(
     store: &mut MessageStore<D>,
     batch: &mut [Sent],
-    now: i64,
+    now: u64,
 ) -> Result<(), StoreError> {
     let msgs: Vec<StoreMessage<'_>> = batch.iter().map(Sent::message).collect();
     let res = store.put_batch(&msgs, now)?;
