@@ -172,7 +172,7 @@ fn print_message(rec: &DecodedMessage) {
         rec.queue_id(),
         rec.queue_offset(),
         rec.physical_offset(),
-        rec.java_millisstamp(),
+        rec.store_timestamp(),
         props,
         String::from_utf8_lossy(&rec.body())
     );

@@ -31,7 +31,7 @@ fn apache_4x_records_without_crc_property_decode() {
     assert_eq!(msgs[0].physical_offset(), 4103);
     assert_eq!(msgs[0].reconsume_times(), 2);
     assert_eq!(msgs[0].born_timestamp(), 1_700_000_000_000);
-    assert_eq!(msgs[0].java_millisstamp(), 1_700_000_000_123);
+    assert_eq!(msgs[0].store_timestamp(), 1_700_000_000_123);
     assert_eq!(msgs[0].store_host(), HostAddr::V4([127, 0, 0, 2], 10911));
     assert_eq!(msgs[0].property("TAGS"), Some(&b"TagA"[..]));
     assert_eq!(msgs[0].property("UNIQ_KEY"), Some(&b"ABC"[..]));
@@ -63,7 +63,7 @@ fn v2_magic_and_ipv6_hosts_decode() {
         );
         assert_eq!(m.property("KEYS"), Some(&b"k1"[..]));
         assert_eq!(m.reconsume_times(), 2);
-        assert_eq!(m.java_millisstamp(), 1_700_000_000_123);
+        assert_eq!(m.store_timestamp(), 1_700_000_000_123);
         if born_v6 {
             assert!(matches!(m.born_host(), HostAddr::V6(ip, 10911) if ip[15] == 1));
         }
@@ -145,7 +145,7 @@ fn rockfish_records_with_crc_property_decode_and_a_wrong_crc_is_refused() {
     let msgs = decode_messages(&Bytes::from(rec.clone())).unwrap();
     assert_eq!(&msgs[0].body()[..], b"mine");
     assert_eq!(msgs[0].queue_offset(), 5);
-    assert_eq!(msgs[0].java_millisstamp(), 77);
+    assert_eq!(msgs[0].store_timestamp(), 77);
     // Flip a bit of the topic: the body CRC still matches, `__CRC32#` does not.
     let at = rec.len() - 2 - p.len() - 21 - 3;
     rec[at] ^= 0x20;

@@ -118,7 +118,7 @@ impl CommitLog {
         disk: &mut D,
         batch: &[StoreMessage<'_>],
         queue_offsets: &[u64],
-        java_millisstamp: i64,
+        store_timestamp: i64,
         out: &mut Vec<Appended>,
     ) -> StoreResult<()> {
         self.check_running()?;
@@ -138,7 +138,7 @@ impl CommitLog {
                 segment_size: size,
             });
         }
-        let result = self.append_inner(disk, batch, queue_offsets, total, java_millisstamp, out);
+        let result = self.append_inner(disk, batch, queue_offsets, total, store_timestamp, out);
         match &result {
             // A full disk refuses this append and nothing else: the segment was never made.
             Err(StoreError::Disk(DiskError::Full { .. })) => {}
@@ -154,7 +154,7 @@ impl CommitLog {
         batch: &[StoreMessage<'_>],
         queue_offsets: &[u64],
         total: u64,
-        java_millisstamp: i64,
+        store_timestamp: i64,
         out: &mut Vec<Appended>,
     ) -> StoreResult<()> {
         let size = self.segments.size;
@@ -185,7 +185,7 @@ impl CommitLog {
                 len,
                 *queue_offset,
                 pos,
-                java_millisstamp,
+                store_timestamp,
             );
             let in_file = at + (pos - self.write_pos);
             let write = disk

@@ -516,7 +516,7 @@ impl ConsumeQueue {
                 return Ok(None);
             };
             match log.read(disk, e.offset, Some(e.size)) {
-                Ok(rec) => Ok(Some(rec.java_millisstamp())),
+                Ok(rec) => Ok(Some(rec.store_timestamp())),
                 Err(StoreError::OffsetOutOfRange { .. }) => Ok(None),
                 Err(e) => Err(e),
             }

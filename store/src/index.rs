@@ -326,7 +326,7 @@ impl IndexService {
         &mut self,
         disk: &mut D,
         phy: u64,
-        java_millisstamp: i64,
+        store_timestamp: i64,
         keys: usize,
     ) -> StoreResult<()> {
         let cfg = self.config;
@@ -341,8 +341,8 @@ impl IndexService {
         // The full file stays dirty; the next checkpoint syncs it (puts never sync).
         let file = disk.create(&Self::path(phy), cfg.file_size())?;
         let header = IndexHeader {
-            begin_timestamp: java_millisstamp,
-            end_timestamp: java_millisstamp,
+            begin_timestamp: store_timestamp,
+            end_timestamp: store_timestamp,
             begin_phy_offset: phy as i64,
             end_phy_offset: phy as i64,
             hash_slot_count: cfg.hash_slots as i32,
@@ -362,13 +362,13 @@ impl IndexService {
         topic: &str,
         key: &str,
         phy: u64,
-        java_millisstamp: i64,
+        store_timestamp: i64,
     ) -> StoreResult<()> {
         if key.is_empty() {
             return Ok(());
         }
         let cfg = self.config;
-        self.prepare(disk, phy, java_millisstamp, 1)?;
+        self.prepare(disk, phy, store_timestamp, 1)?;
         let f = self.files.last_mut().expect("just ensured");
         self.key_buf.clear();
         self.key_buf.push_str(topic);
@@ -386,7 +386,7 @@ impl IndexService {
         };
         let n = f.header.index_count as u32;
         let diff_secs =
-            ((java_millisstamp - f.header.begin_timestamp) / 1000).clamp(0, i32::MAX as i64) as i32;
+            ((store_timestamp - f.header.begin_timestamp) / 1000).clamp(0, i32::MAX as i64) as i32;
         let mut entry = [0u8; 20];
         entry[..4].copy_from_slice(&hash.to_be_bytes());
         entry[4..12].copy_from_slice(&(phy as i64).to_be_bytes());
@@ -396,7 +396,7 @@ impl IndexService {
         disk.write_at(f.file, cfg.slot_pos(slot), &(n as i32).to_be_bytes())?;
         f.header.index_count += 1;
         f.header.end_phy_offset = phy as i64;
-        f.header.end_timestamp = f.header.end_timestamp.max(java_millisstamp);
+        f.header.end_timestamp = f.header.end_timestamp.max(store_timestamp);
         disk.write_at(f.file, 0, &f.header.encode())?;
         f.dirty = true;
         Ok(())

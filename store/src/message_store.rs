@@ -1244,7 +1244,7 @@ impl<D: Disk> MessageStore<D> {
                 Err(e) => return Err(e),
             };
             index_keys(&mut keys, rec.properties());
-            let ts = rec.java_millisstamp();
+            let ts = rec.store_timestamp();
             let has_key = keys
                 .iter()
                 .any(|&(f, t)| key_str(rec.properties(), f, t) == key);
@@ -1306,7 +1306,7 @@ struct PropertyScan<'a> {
 impl PropertyScan<'_> {
     /// The consume queue tag code: Java's hashCode of TAGS; for the schedule topic, the
     /// delivery time (RocketMQ's trick so the delay service can scan by time).
-    fn tags_code(&self, config: &StoreConfig, topic: &str, java_millisstamp: i64) -> i64 {
+    fn tags_code(&self, config: &StoreConfig, topic: &str, store_timestamp: i64) -> i64 {
         if topic == SCHEDULE_TOPIC {
             let level = self
                 .delay_level
@@ -1314,7 +1314,7 @@ impl PropertyScan<'_> {
                 .and_then(|v| v.parse::<usize>().ok())
                 .unwrap_or(1)
                 .clamp(1, config.delay_levels_ms.len().max(1));
-            return java_millisstamp + config.delay_levels_ms.get(level - 1).copied().unwrap_or(0);
+            return store_timestamp + config.delay_levels_ms.get(level - 1).copied().unwrap_or(0);
         }
         match self.tags {
             Some(tags) if !tags.is_empty() => record::java_bytes_hash(tags) as i64,
@@ -1368,9 +1368,9 @@ pub fn tags_code(
     config: &StoreConfig,
     topic: &str,
     properties: &[u8],
-    java_millisstamp: i64,
+    store_timestamp: i64,
 ) -> i64 {
-    scan_properties(properties, &mut Vec::new()).tags_code(config, topic, java_millisstamp)
+    scan_properties(properties, &mut Vec::new()).tags_code(config, topic, store_timestamp)
 }
 
 /// The index keys of a record, as byte ranges of `properties`.
@@ -1400,7 +1400,7 @@ fn dispatch<D: Disk>(
         let tags = scan_properties(rec.properties(), &mut Vec::new()).tags_code(
             config,
             rec.topic(),
-            rec.java_millisstamp(),
+            rec.store_timestamp(),
         );
         let cq = queue_mut(queues, config, rec.topic(), rec.queue_id());
         cq.put(
@@ -1421,7 +1421,7 @@ fn dispatch<D: Disk>(
                 rec.topic(),
                 key_str(rec.properties(), from, to),
                 phy,
-                rec.java_millisstamp(),
+                rec.store_timestamp(),
             )?;
         }
     }

@@ -219,7 +219,7 @@ pub fn encode_record(
     total_len: usize,
     queue_offset: u64,
     physical_offset: u64,
-    java_millisstamp: i64,
+    store_timestamp: i64,
 ) -> EncodedParts {
     let mut sys_flag = msg.sys_flag & !(SYSFLAG_BORNHOST_V6 | SYSFLAG_STOREHOST_V6);
     if matches!(msg.born_host, HostAddr::V6(..)) {
@@ -260,7 +260,7 @@ pub fn encode_record(
     w.put(&sys_flag.to_be_bytes());
     w.put(&msg.born_timestamp.to_be_bytes());
     w.host(msg.born_host);
-    w.put(&java_millisstamp.to_be_bytes());
+    w.put(&store_timestamp.to_be_bytes());
     w.host(msg.store_host);
     w.put(&msg.reconsume_times.to_be_bytes());
     w.put(&msg.prepared_transaction_offset.to_be_bytes());
@@ -536,7 +536,7 @@ impl StoredRecord {
     pub fn born_timestamp(&self) -> i64 {
         be_u64(&self.bytes, field::BORN_TIMESTAMP) as i64
     }
-    pub fn java_millisstamp(&self) -> i64 {
+    pub fn store_timestamp(&self) -> i64 {
         be_u64(&self.bytes, self.store_ts_at) as i64
     }
     pub fn body(&self) -> Bytes {

@@ -98,7 +98,7 @@ fn parse_round_trips_every_field() {
     assert_eq!(rec.queue_offset(), 5);
     assert_eq!(rec.physical_offset(), 777);
     assert_eq!(rec.born_timestamp(), 0x0102_0304_0506_0708);
-    assert_eq!(rec.java_millisstamp(), 123_456);
+    assert_eq!(rec.store_timestamp(), 123_456);
     assert_eq!(rec.reconsume_times(), 2);
     assert_eq!(&rec.body()[..], b"body");
     assert_eq!(rec.property("TAGS"), Some(&b"TagA"[..]));
@@ -126,7 +126,7 @@ fn ipv6_hosts_and_missing_separator() {
         rec.sys_flag() & record::SYSFLAG_BORNHOST_V6,
         record::SYSFLAG_BORNHOST_V6
     );
-    assert_eq!(rec.java_millisstamp(), 9);
+    assert_eq!(rec.store_timestamp(), 9);
     assert_eq!(rec.property("TAGS"), Some(&b"A"[..]));
 }
 

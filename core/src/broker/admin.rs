@@ -281,7 +281,7 @@ impl<D: Disk> Broker<D> {
         )
     }
 
-    pub(super) fn earliest_java_millis(
+    pub(super) fn earliest_store_time(
         &mut self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, FieldError> {
@@ -292,7 +292,7 @@ impl<D: Disk> Broker<D> {
             Ok(Some(e)) => self
                 .store
                 .read(e.offset)
-                .map(|r| r.java_millisstamp())
+                .map(|r| r.store_timestamp())
                 .unwrap_or(-1),
             _ => -1,
         };
@@ -338,11 +338,7 @@ impl<D: Disk> Broker<D> {
         let end: i64 = cmd.ext_opt("endTimestamp")?.unwrap_or(i64::MAX);
         let out = match self.store.query_by_key(&topic, &key, begin, end, max) {
             Ok(found) if !found.is_empty() => {
-                let last = found
-                    .iter()
-                    .map(|r| r.java_millisstamp())
-                    .max()
-                    .unwrap_or(0);
+                let last = found.iter().map(|r| r.store_timestamp()).max().unwrap_or(0);
                 let phy = found.iter().map(|r| r.physical_offset()).max().unwrap_or(0);
                 Output::SendRecords {
                     conn,

@@ -497,7 +497,7 @@ impl<D: Disk> Broker<D> {
             request::GET_MAX_OFFSET => self.queue_offset_bound(cmd, true).map(Some),
             request::GET_MIN_OFFSET => self.queue_offset_bound(cmd, false).map(Some),
             request::SEARCH_OFFSET_BY_TIMESTAMP => self.search_offset(cmd).map(Some),
-            request::GET_EARLIEST_MSG_STORETIME => self.earliest_java_millis(cmd).map(Some),
+            request::GET_EARLIEST_MSG_STORETIME => self.earliest_store_time(cmd).map(Some),
             request::VIEW_MESSAGE_BY_ID => self.view_message(conn, cmd).map(|_| None),
             request::QUERY_MESSAGE => self.query_message(conn, cmd).map(|_| None),
             request::GET_ALL_CONSUMER_OFFSET => self.all_consumer_offsets(cmd).map(Some),

@@ -66,7 +66,7 @@ pub struct MessageExt {
     sys_flag: i32,
     born_timestamp: i64,
     born_host: HostAddr,
-    java_millisstamp: i64,
+    store_timestamp: i64,
     store_host: HostAddr,
     reconsume_times: i32,
     prepared_transaction_offset: i64,
@@ -104,8 +104,8 @@ impl MessageExt {
     pub fn born_host(&self) -> HostAddr {
         self.born_host
     }
-    pub fn java_millisstamp(&self) -> i64 {
-        self.java_millisstamp
+    pub fn store_timestamp(&self) -> i64 {
+        self.store_timestamp
     }
     pub fn store_host(&self) -> HostAddr {
         self.store_host
@@ -230,7 +230,7 @@ fn decode_one(body: &Bytes, at: usize) -> Result<(MessageExt, usize), DecodeErro
     let sys_flag = r.u32()? as i32;
     let born_timestamp = r.u64()? as i64;
     let born_host = r.host(sys_flag & SYSFLAG_BORNHOST_V6 != 0)?;
-    let java_millisstamp = r.u64()? as i64;
+    let store_timestamp = r.u64()? as i64;
     let store_host = r.host(sys_flag & SYSFLAG_STOREHOST_V6 != 0)?;
     let reconsume_times = r.u32()? as i32;
     let prepared_transaction_offset = r.u64()? as i64;
@@ -283,7 +283,7 @@ fn decode_one(body: &Bytes, at: usize) -> Result<(MessageExt, usize), DecodeErro
             sys_flag,
             born_timestamp,
             born_host,
-            java_millisstamp,
+            store_timestamp,
             store_host,
             reconsume_times,
             prepared_transaction_offset,

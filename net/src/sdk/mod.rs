@@ -225,8 +225,8 @@ impl ReceivedMessage {
     pub fn msg_id(&self) -> &str {
         self.property("UNIQ_KEY").unwrap_or("")
     }
-    pub fn java_millisstamp(&self) -> i64 {
-        self.record.java_millisstamp()
+    pub fn store_timestamp(&self) -> i64 {
+        self.record.store_timestamp()
     }
     pub fn born_timestamp(&self) -> i64 {
         self.record.born_timestamp()
