@@ -1,0 +1,283 @@
+//! `MessageStore::open`: a store recovered from what its disk holds.
+//!
+//! In order:
+//! 1. Read the checkpoint `C` (missing or damaged: recover from the start of the log).
+//! 2. Open consume queues; a queue the checkpoint knows but that is missing or shorter than
+//!    the checkpoint says is rebuilt from the whole log; every other queue is cut back to its
+//!    checkpointed length (later entries are re-derived).
+//! 3. Recover the index to its checkpointed state.
+//! 4. Scan the commit log from `C` (or earlier, for rebuilds), validating every record, and
+//!    re-dispatch each record to its queue and the index. The scan ends at the first position
+//!    without a valid record: a torn or corrupt tail is durably zeroed and reported. Damage
+//!    below `C` is durable data lost: that is an error naming the file, never a silent cut.
+//! 5. Sync everything and write a checkpoint at the recovered end.
+
+use super::*;
+
+impl<D: Disk> MessageStore<D> {
+    /// Opens (or creates) a store on `disk` and recovers it. `now` stamps the checkpoint.
+    pub fn open(
+        mut disk: D,
+        config: StoreConfig,
+        now_ms: u64,
+    ) -> StoreResult<(Self, RecoveryReport)> {
+        let now = java_millis(now_ms);
+        config
+            .validate()
+            .map_err(|what| StoreError::Invalid { what })?;
+        let mut report = RecoveryReport::default();
+        let checkpoint = match Checkpoint::load(&disk) {
+            Ok(cp) => cp,
+            Err(e) => {
+                report.checkpoint_problem =
+                    Some(format!("{e}; recovering from the start of the commit log"));
+                None
+            }
+        };
+        report.checkpoint = checkpoint.as_ref().map(|c| c.offset);
+        report.clean_shutdown = checkpoint.as_ref().is_some_and(|c| c.clean_shutdown);
+        let clean_shutdown = report.clean_shutdown;
+
+        let (log, removed) = CommitLog::load(
+            &mut disk,
+            config.commitlog_segment_size,
+            config.max_message_size,
+        )?;
+        report.file_repairs.extend(removed);
+        report.fresh = checkpoint.is_none()
+            && report.checkpoint_problem.is_none()
+            && log.segments_end() == 0
+            && disk.list(CONSUMEQUEUE_DIR)?.is_empty()
+            && IndexService::list(&disk)?.is_empty();
+        let log_min = log.min_offset();
+        let c = match &checkpoint {
+            Some(cp) => {
+                let held_end = log.segments_end();
+                if cp.offset > held_end {
+                    return Err(StoreError::Corrupt {
+                        file: crate::commitlog::COMMITLOG_DIR.into(),
+                        what: format!(
+                            "the checkpoint says {} bytes are durable but the segments end at {held_end}: \
+                             commit log segments are missing",
+                            cp.offset
+                        ),
+                    });
+                }
+                cp.offset.max(log_min)
+            }
+            None => log_min,
+        };
+
+        // Consume queues.
+        let marks: BTreeMap<QueueKey, u64> = checkpoint
+            .as_ref()
+            .map(|cp| {
+                cp.queues
+                    .iter()
+                    .map(|m| ((m.topic.clone(), m.queue_id), m.max_offset))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut queues = QueueTable::default();
+        let mut rebuild: BTreeSet<QueueKey> = BTreeSet::new();
+        // How far each queue reached on disk before recovery, to report what was dropped.
+        let mut held_before: BTreeMap<QueueKey, u64> = BTreeMap::new();
+        for topic in disk.list(CONSUMEQUEUE_DIR)? {
+            if validate_topic(&topic).is_err() {
+                return Err(StoreError::Corrupt {
+                    file: format!("{CONSUMEQUEUE_DIR}/{topic}"),
+                    what: "not a valid topic directory".into(),
+                });
+            }
+            for qid in disk.list(&format!("{CONSUMEQUEUE_DIR}/{topic}"))? {
+                let queue_id: u32 = qid.parse().map_err(|_| StoreError::Corrupt {
+                    file: format!("{CONSUMEQUEUE_DIR}/{topic}/{qid}"),
+                    what: "not a queue id directory".into(),
+                })?;
+                let key = (topic.clone(), queue_id);
+                let mut cq = match ConsumeQueue::load(
+                    &mut disk,
+                    &topic,
+                    queue_id,
+                    config.consume_queue_entries,
+                ) {
+                    Ok(cq) => cq,
+                    Err(e) => {
+                        // Derived data: throw the damaged queue away and rebuild it.
+                        report
+                            .rebuilt_queues
+                            .push(format!("{topic}/{queue_id}: {e}"));
+                        rebuild.insert(key.clone());
+                        remove_dir_files(&mut disk, &ConsumeQueue::dir(&topic, queue_id))?;
+                        ConsumeQueue::new(&topic, queue_id, config.consume_queue_entries)
+                    }
+                };
+                if checkpoint.is_none() {
+                    rebuild.insert(key.clone());
+                }
+                held_before.insert(key.clone(), cq.max_offset());
+                let mark = marks.get(&key).copied().unwrap_or(0);
+                if !rebuild.contains(&key) && cq.max_offset() < mark {
+                    report.rebuilt_queues.push(format!(
+                        "{topic}/{queue_id}: holds {} entries, the checkpoint says {mark}",
+                        cq.max_offset()
+                    ));
+                    rebuild.insert(key.clone());
+                }
+                if !rebuild.contains(&key)
+                    && mark > cq.min_offset()
+                    && let Some(why) = check_queue_against_log(&disk, &log, &cq, mark)?
+                {
+                    report
+                        .rebuilt_queues
+                        .push(format!("{topic}/{queue_id}: {why}"));
+                    rebuild.insert(key.clone());
+                }
+                let keep = if rebuild.contains(&key) { 0 } else { mark };
+                if keep == 0 {
+                    cq.truncate(&mut disk, 0)?;
+                    cq.close(&mut disk);
+                    remove_dir_files(&mut disk, &ConsumeQueue::dir(&topic, queue_id))?;
+                    cq = ConsumeQueue::new(&topic, queue_id, config.consume_queue_entries);
+                } else if !clean_shutdown {
+                    cq.truncate(&mut disk, keep)?;
+                }
+                queues.insert(cq);
+            }
+        }
+        for (key, mark) in &marks {
+            if *mark > 0 && !queues.contains(&key.0, key.1) {
+                report.rebuilt_queues.push(format!(
+                    "{}/{}: missing, the checkpoint says {mark} entries",
+                    key.0, key.1
+                ));
+                rebuild.insert(key.clone());
+                queues.insert(ConsumeQueue::new(
+                    &key.0,
+                    key.1,
+                    config.consume_queue_entries,
+                ));
+            }
+        }
+
+        // Index.
+        let mut index = IndexService::new(config.index);
+        let clean = report.clean_shutdown;
+        let (index_from, note) = index.recover(
+            &mut disk,
+            checkpoint.as_ref().and_then(|cp| cp.index.as_ref()),
+            c,
+            log_min,
+            clean,
+        )?;
+        report.index_note = note;
+
+        let scan_from = if rebuild.is_empty() {
+            c.min(index_from)
+        } else {
+            log_min
+        };
+        report.scanned_from = scan_from;
+        let mut store = MessageStore {
+            disk,
+            config,
+            log,
+            queues,
+            index,
+            stopped: None,
+            appended: Vec::new(),
+            queue_offsets: Vec::new(),
+            slots: Vec::new(),
+            staged_since_checkpoint: 0,
+            metas: Vec::new(),
+            keys: Vec::new(),
+            checkpointed: c,
+            refusal_logged_at: None,
+            pending_created: CreatedSet::default(),
+        };
+        store.log.set_positions(scan_from, scan_from);
+        let mut redispatched = 0u64;
+        let (end, stop) = {
+            let MessageStore {
+                disk,
+                log,
+                queues,
+                index,
+                config,
+                keys,
+                ..
+            } = &mut store;
+            let scan_log: &CommitLog = log;
+            // The scan only reads the log; dispatch writes queues and the index.
+            let mut visit = |disk: &mut D, rec: &StoredRecord| -> StoreResult<()> {
+                let phy = rec.physical_offset();
+                let key = (rec.topic().to_string(), rec.queue_id());
+                let to_queue = phy >= c || rebuild.contains(&key);
+                let to_index = phy >= index_from;
+                if to_queue || to_index {
+                    redispatched += 1;
+                    dispatch(disk, queues, index, config, keys, rec, to_queue, to_index)?;
+                }
+                Ok(())
+            };
+            scan_log.scan(disk, scan_from, &mut visit)?
+        };
+        report.redispatched = redispatched;
+        if let Some(stop) = &stop {
+            if stop.offset < c {
+                return Err(StoreError::Corrupt {
+                    file: stop.file.clone(),
+                    what: format!(
+                        "damaged record at offset {} below the checkpoint's durable offset {c}: {}; \
+                         refusing to cut durable data (restore the file or move it away)",
+                        stop.offset, stop.reason
+                    ),
+                });
+            }
+            tracing::warn!(offset = stop.offset, file = %stop.file, reason = %stop.reason, "cutting the commit log's tail");
+        }
+        if stop.is_some() || !clean {
+            let removed = store.log.truncate(&mut store.disk, end, c)?;
+            report.file_repairs.extend(removed);
+            store.log.redirty(&mut store.disk, c, end)?;
+        } else {
+            store.log.set_positions(end, c);
+        }
+        report.truncated = stop;
+        report.log_end = end;
+        // Queues may hold entries past the end (their records were cut): drop them.
+        for cq in store.queues.iter_mut() {
+            let Some(last) = cq.max_offset().checked_sub(1) else {
+                continue;
+            };
+            if last < cq.min_offset() {
+                continue;
+            }
+            if let Some(e) = cq.get_stable(&store.disk, last)?
+                && e.offset + e.size as u64 > end
+            {
+                let mut keep = last;
+                while keep > cq.min_offset() {
+                    match cq.get_stable(&store.disk, keep - 1)? {
+                        Some(e) if e.offset + e.size as u64 > end => keep -= 1,
+                        _ => break,
+                    }
+                }
+                cq.truncate(&mut store.disk, keep)?;
+            }
+        }
+        for ((topic, queue_id), before) in held_before {
+            let after = store.max_offset(&topic, queue_id);
+            if after < before {
+                report.dropped.push(DroppedRange {
+                    topic,
+                    queue_id,
+                    from: after,
+                    to: before,
+                });
+            }
+        }
+        store.checkpoint_inner(now, false, true)?;
+        Ok((store, report))
+    }
+}
