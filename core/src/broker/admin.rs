@@ -24,7 +24,7 @@ impl<D: Disk> Broker<D> {
         let ok = |offset: u64| {
             RemotingCommand::response_to(cmd, response::SUCCESS, None).with_ext("offset", offset)
         };
-        if let Some(offset) = self.offsets.get(&topic, &group, queue_id) {
+        if let Some(offset) = self.offsets.table.get(&topic, &group, queue_id) {
             return Ok(ok(offset));
         }
         // RocketMQ: a group with no offset on a queue that never lost a message starts at 0.
@@ -68,7 +68,7 @@ impl<D: Disk> Broker<D> {
                 response::SYSTEM_BUSY,
                 Some(format!(
                     "broker busy: {} answers wait for their flush (limit)",
-                    self.sync_waiters.len()
+                    self.flush.waiters.len()
                 )),
             )));
         }
@@ -78,7 +78,7 @@ impl<D: Disk> Broker<D> {
         }
         match self.commit_offset(&topic, &group, queue_id, offset as u64, now) {
             Some(end) if self.offset_commit_waits() && !cmd.is_oneway() => {
-                self.sync_waiters.push_back(SyncWaiter {
+                self.flush.waiters.push_back(SyncWaiter {
                     conn,
                     response: ok,
                     end,
@@ -100,7 +100,7 @@ impl<D: Disk> Broker<D> {
         group: &str,
         queue_id: u32,
     ) -> Option<u64> {
-        self.fences.limit(
+        self.offsets.fences.limit(
             topic,
             queue_id,
             conn,
@@ -135,7 +135,9 @@ impl<D: Disk> Broker<D> {
                 );
                 return false;
             }
-            self.fences.committed(topic, queue_id, group, offset);
+            self.offsets
+                .fences
+                .committed(topic, queue_id, group, offset);
         }
         true
     }
@@ -144,7 +146,7 @@ impl<D: Disk> Broker<D> {
         &mut self,
         cmd: &RemotingCommand,
     ) -> Result<RemotingCommand, FieldError> {
-        Ok(Self::body_response(cmd, to_body(&self.offsets)))
+        Ok(Self::body_response(cmd, to_body(&self.offsets.table)))
     }
 
     pub(super) fn update_topic(

@@ -2,6 +2,8 @@
 //! `on_flushed` / `on_flush_failed`) and the SYNC_FLUSH sends waiting on them: one flush in
 //! flight at a time, waiters acked in append order once the durable offset passes them.
 
+use std::collections::VecDeque;
+
 use rockfish_store::{Disk, OffTaskSync, SyncWork};
 
 use super::Broker;
@@ -19,15 +21,24 @@ pub(super) struct SyncWaiter {
     pub timeout_code: i32,
 }
 
+/// Flushes asked of the driver and the sends waiting on them.
+#[derive(Default)]
+pub(super) struct Flushes {
+    /// SYNC_FLUSH sends waiting for their data to become durable, in append order.
+    pub waiters: VecDeque<SyncWaiter>,
+    /// The one flush asked and not yet answered: the mark it asked for.
+    pub in_flight: Option<u64>,
+}
+
 impl<D: Disk> Broker<D> {
     /// Asks the driver to flush everything appended so far, unless a flush is running.
     pub(super) fn request_flush(&mut self) {
         let upto = self.store.write_pos();
-        if self.flush_in_flight.is_none()
+        if self.flush.in_flight.is_none()
             && upto > self.store.flushed()
             && self.store.stopped().is_none()
         {
-            self.flush_in_flight = Some(upto);
+            self.flush.in_flight = Some(upto);
             self.outputs.push_back(Output::Flush { upto });
         }
     }
@@ -41,23 +52,23 @@ impl<D: Disk> Broker<D> {
     pub fn on_flushed(&mut self, upto: u64, now: u64) {
         // One flush in flight at a time, answered with the mark it asked for.
         debug_assert_eq!(
-            self.flush_in_flight,
+            self.flush.in_flight,
             Some(upto),
             "a flush answered that was not asked"
         );
-        self.flush_in_flight = None;
+        self.flush.in_flight = None;
         self.store.commit_log_mut().on_flushed(upto);
         let durable = self.store.flushed();
-        while self.sync_waiters.front().is_some_and(|w| w.end <= durable) {
-            let w = self.sync_waiters.pop_front().expect("checked");
+        while self.flush.waiters.front().is_some_and(|w| w.end <= durable) {
+            let w = self.flush.waiters.pop_front().expect("checked");
             // Waiters are in append order: each acked one ends at or before the next.
-            debug_assert!(self.sync_waiters.front().is_none_or(|n| n.end >= w.end));
+            debug_assert!(self.flush.waiters.front().is_none_or(|n| n.end >= w.end));
             self.outputs.push_back(Output::Send {
                 conn: w.conn,
                 cmd: w.response,
             });
         }
-        if !self.sync_waiters.is_empty() {
+        if !self.flush.waiters.is_empty() {
             self.request_flush();
         }
         self.wake_durable_pulls(now);
@@ -66,9 +77,9 @@ impl<D: Disk> Broker<D> {
     /// A flush failed: the store stops taking writes, and every waiting send gets an error
     /// (its message may or may not be durable; it is never reported stored).
     pub fn on_flush_failed(&mut self, reason: String, _now: u64) {
-        self.flush_in_flight = None;
+        self.flush.in_flight = None;
         self.store.commit_log_mut().on_flush_failed(reason.clone());
-        for w in std::mem::take(&mut self.sync_waiters) {
+        for w in std::mem::take(&mut self.flush.waiters) {
             let mut r = w.response;
             r.code = response::SYSTEM_ERROR;
             r.remark = Some(format!(
@@ -83,8 +94,13 @@ impl<D: Disk> Broker<D> {
 
     pub(super) fn expire_sync_waiters(&mut self, now: u64) {
         // Waiters are in append order and share one timeout, so deadlines are ordered too.
-        while self.sync_waiters.front().is_some_and(|w| w.deadline <= now) {
-            let w = self.sync_waiters.pop_front().expect("checked");
+        while self
+            .flush
+            .waiters
+            .front()
+            .is_some_and(|w| w.deadline <= now)
+        {
+            let w = self.flush.waiters.pop_front().expect("checked");
             let mut r = w.response;
             r.code = w.timeout_code;
             r.remark = Some("flush disk timeout: stored, not yet known durable".into());

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::limits::BrokerLimits;
 use crate::machine::ConnId;
 use crate::remoting::RemotingCommand;
 
@@ -21,12 +22,20 @@ pub(super) struct HeldPulls {
     by_queue: BTreeMap<String, BTreeMap<u32, Vec<PendingPull>>>,
     /// How many held pulls have each deadline.
     deadlines: BTreeMap<u64, usize>,
+    /// How many each connection holds: the caps are a lookup, not a walk.
+    by_conn: BTreeMap<ConnId, usize>,
     len: usize,
 }
 
 impl HeldPulls {
+    /// Whether `conn` may hold one more pull under `limits`.
+    pub(super) fn admits(&self, conn: ConnId, limits: &BrokerLimits) -> bool {
+        self.len < limits.max_held_pulls
+            && self.by_conn.get(&conn).copied().unwrap_or(0) < limits.max_held_pulls_per_conn
+    }
+
     pub(super) fn hold(&mut self, topic: String, queue_id: u32, pull: PendingPull) {
-        self.count(pull.deadline, true);
+        self.count(pull.deadline, pull.conn, true);
         self.by_queue
             .entry(topic)
             .or_default()
@@ -46,7 +55,7 @@ impl HeldPulls {
             self.by_queue.remove(topic);
         }
         for p in &pulls {
-            self.count(p.deadline, false);
+            self.count(p.deadline, p.conn, false);
         }
         self.check();
         pulls
@@ -64,8 +73,9 @@ impl HeldPulls {
             return;
         };
         let old = std::mem::replace(&mut last.deadline, deadline);
-        self.count(old, false);
-        self.count(deadline, true);
+        let conn = last.conn;
+        self.count(old, conn, false);
+        self.count(deadline, conn, true);
     }
 
     /// The pulls whose deadline is at or before `now`, taken out, in queue order.
@@ -88,7 +98,7 @@ impl HeldPulls {
         }
         self.by_queue.retain(|_, q| !q.is_empty());
         for p in &due {
-            self.count(p.deadline, false);
+            self.count(p.deadline, p.conn, false);
         }
         self.check();
         due
@@ -111,7 +121,7 @@ impl HeldPulls {
         }
         self.by_queue.retain(|_, q| !q.is_empty());
         for d in dropped {
-            self.count(d, false);
+            self.count(d, conn, false);
         }
         self.check();
     }
@@ -133,9 +143,10 @@ impl HeldPulls {
         self.len
     }
 
-    fn count(&mut self, deadline: u64, add: bool) {
+    fn count(&mut self, deadline: u64, conn: ConnId, add: bool) {
         if add {
             *self.deadlines.entry(deadline).or_default() += 1;
+            *self.by_conn.entry(conn).or_default() += 1;
             self.len += 1;
             return;
         }
@@ -147,12 +158,21 @@ impl HeldPulls {
         if *n == 0 {
             self.deadlines.remove(&deadline);
         }
+        let n = self
+            .by_conn
+            .get_mut(&conn)
+            .expect("a held pull's connection is counted");
+        *n -= 1;
+        if *n == 0 {
+            self.by_conn.remove(&conn);
+        }
         self.len -= 1;
     }
 
-    /// The index counts exactly the held pulls.
+    /// The indexes count exactly the held pulls.
     fn check(&self) {
         debug_assert_eq!(self.deadlines.values().sum::<usize>(), self.len);
+        debug_assert_eq!(self.by_conn.values().sum::<usize>(), self.len);
         debug_assert_eq!(
             self.by_queue
                 .values()

@@ -5,8 +5,6 @@
 //! clients, topics, offsets); a connection over the cap is closed as it is accepted. The
 //! defaults are far above what a healthy cluster uses and far below what exhausts a host.
 
-use std::collections::BTreeMap;
-
 use rockfish_store::Disk;
 use rockfish_store::message_store::validate_topic;
 
@@ -88,51 +86,6 @@ pub fn retry_topic(group: &str) -> Result<String, String> {
     Ok(topic)
 }
 
-/// Held pulls counted per connection, kept beside the held pulls themselves so that
-/// checking the caps costs a lookup, not a walk over every held pull.
-#[derive(Debug, Default)]
-pub(super) struct HeldPullCount {
-    total: usize,
-    by_conn: BTreeMap<ConnId, usize>,
-}
-
-impl HeldPullCount {
-    /// Whether `conn` may hold one more pull.
-    pub fn admits(&self, conn: ConnId, limits: &BrokerLimits) -> bool {
-        self.total < limits.max_held_pulls
-            && self.by_conn.get(&conn).copied().unwrap_or(0) < limits.max_held_pulls_per_conn
-    }
-
-    pub fn held(&mut self, conn: ConnId) {
-        self.total += 1;
-        *self.by_conn.entry(conn).or_default() += 1;
-    }
-
-    pub fn released(&mut self, conn: ConnId) {
-        // A pull is released only after it was held, and a gone connection's pulls are
-        // dropped with its count (`conn_gone`): nothing else releases.
-        let Some(n) = self.by_conn.get_mut(&conn) else {
-            debug_assert!(false, "released a pull never counted held on {conn:?}");
-            return;
-        };
-        *n -= 1;
-        self.total -= 1;
-        if *n == 0 {
-            self.by_conn.remove(&conn);
-        }
-    }
-
-    pub fn total(&self) -> usize {
-        self.total
-    }
-
-    pub fn conn_gone(&mut self, conn: ConnId) {
-        if let Some(n) = self.by_conn.remove(&conn) {
-            self.total -= n;
-        }
-    }
-}
-
 impl<D: Disk> Broker<D> {
     /// A connection opened: past the cap it is closed at once (the driver then reports the
     /// close like any other).
@@ -157,18 +110,18 @@ impl<D: Disk> Broker<D> {
 
     /// Whether another SYNC_FLUSH send may wait for its flush.
     pub(super) fn sync_waiters_full(&self) -> bool {
-        self.sync_waiters.len() >= self.config.limits.max_sync_waiters
+        self.flush.waiters.len() >= self.config.limits.max_sync_waiters
     }
 
     /// Whether an offset for (topic, group, queue) may be kept: an existing entry always; a
     /// new one within the caps.
     pub(super) fn offsets_admit(&self, topic: &str, group: &str, queue_id: u32) -> bool {
         let key = rockfish_store::config::ConsumerOffsetTable::key(topic, group);
-        match self.offsets.offset_table.get(&key) {
+        match self.offsets.table.offset_table.get(&key) {
             Some(queues) => {
                 queues.contains_key(&queue_id) || queues.len() < MAX_QUEUES_PER_OFFSET_ENTRY
             }
-            None => self.offsets.offset_table.len() < self.config.limits.max_offset_entries,
+            None => self.offsets.table.offset_table.len() < self.config.limits.max_offset_entries,
         }
     }
 

@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use bytes::Bytes;
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
-use rockfish_store::config::{self, ConsumerOffsetTable, TopicConfig, TopicConfigTable};
+use rockfish_store::config::{self, TopicConfig, TopicConfigTable};
 use rockfish_store::record::HostAddr;
 use rockfish_store::{Disk, MessageStore, StoreError};
 
@@ -256,33 +256,22 @@ pub struct Broker<D: Disk> {
     store_host: HostAddr,
     store: MessageStore<D>,
     topics: topics::Topics,
-    offsets: ConsumerOffsetTable,
-    offsets_dirty: bool,
-    /// Consumer offsets that may point past what recovery kept (ASYNC_FLUSH).
-    fences: recovery::OffsetFences,
+    offsets: offsets::Offsets,
     clients: clients::ClientTable,
     locks: locks::LockTable,
     peers: BTreeMap<ConnId, HostAddr>,
     /// Pulls held by long polling, each until a message arrives or its deadline.
     held: held_pulls::HeldPulls,
-    held_count: limits::HeldPullCount,
-    sync_waiters: VecDeque<SyncWaiter>,
-    flush_in_flight: Option<u64>,
+    flush: flush::Flushes,
     timers: timers::Timers,
     /// REGISTER_BROKER requests not yet answered with success, by opaque (`RegisterRetry`
     /// stops waiting for them: a lost registration must not leave the broker without routes
     /// for a whole register interval).
     registrations_unanswered: BTreeSet<i32>,
-    /// When the last checkpoint was started.
-    last_checkpoint_at: u64,
-    /// When auto-created topics were last persisted and registered.
-    topics_persisted_at: Option<u64>,
     next_opaque: i32,
     rng: Xoshiro256PlusPlus,
     outputs: VecDeque<Output>,
     persists: persist::PersistTable,
-    /// topics.json changed since the last write was started.
-    topics_dirty: bool,
 }
 
 impl<D: Disk> Broker<D> {
@@ -341,7 +330,6 @@ impl<D: Disk> Broker<D> {
         // the corrections: another power loss must not bring back offsets of a history
         // recovery has already rewritten.
         config::save(store.disk_mut(), config::CONSUMER_OFFSETS_FILE, &offsets)?;
-        let offsets_dirty = false;
         // A fresh store still needs its config files to exist for operators to find.
         if store
             .disk()
@@ -356,16 +344,16 @@ impl<D: Disk> Broker<D> {
             store_host,
             store,
             topics,
-            offsets,
-            offsets_dirty,
-            fences,
+            offsets: offsets::Offsets {
+                table: offsets,
+                dirty: false,
+                fences,
+            },
             clients: clients::ClientTable::default(),
             locks: locks::LockTable::default(),
             peers: BTreeMap::new(),
             held: held_pulls::HeldPulls::default(),
-            held_count: limits::HeldPullCount::default(),
-            sync_waiters: VecDeque::new(),
-            flush_in_flight: None,
+            flush: flush::Flushes::default(),
             timers: {
                 let mut t = timers::Timers::default();
                 t.set(Timer::Register, now);
@@ -381,18 +369,15 @@ impl<D: Disk> Broker<D> {
                 t
             },
             registrations_unanswered: BTreeSet::new(),
-            last_checkpoint_at: now,
-            topics_persisted_at: None,
             next_opaque: 1,
             rng,
             outputs: VecDeque::new(),
-            persists: persist::PersistTable::default(),
-            topics_dirty: false,
+            persists: persist::PersistTable::new(now),
             config,
         };
         if restored_any {
             // Saved now; the registration below carries them.
-            broker.topics_dirty = true;
+            broker.persists.topics_dirty = true;
             broker.write_topics();
         }
         broker.register_all(now);
@@ -419,7 +404,7 @@ impl<D: Disk> Broker<D> {
     /// The earliest time the machine wants `on_timeout`.
     pub fn poll_timeout(&self) -> Option<u64> {
         let mut t = self.timers.next().unwrap_or(u64::MAX);
-        if let Some(w) = self.sync_waiters.front() {
+        if let Some(w) = self.flush.waiters.front() {
             t = t.min(w.deadline);
         }
         if let Some(d) = self.held.next_deadline() {
@@ -436,10 +421,9 @@ impl<D: Disk> Broker<D> {
 
     pub fn on_disconnect(&mut self, conn: ConnId, now: u64) {
         self.peers.remove(&conn);
-        self.fences.forget(conn);
+        self.offsets.fences.forget(conn);
         self.held.drop_conn(conn);
-        self.held_count.conn_gone(conn);
-        self.sync_waiters.retain(|w| w.conn != conn);
+        self.flush.waiters.retain(|w| w.conn != conn);
         let changed = self.clients.remove_conn(conn);
         for group in changed {
             self.notify_group(&group, now);

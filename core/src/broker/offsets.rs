@@ -39,6 +39,15 @@ fn decode_entry(body: &[u8]) -> Option<(&str, u32, u64)> {
     Some((key, queue_id, offset))
 }
 
+/// The consumer offsets the broker keeps, whether they changed since the last write, and the
+/// fences recovery set on them.
+pub(super) struct Offsets {
+    pub table: ConsumerOffsetTable,
+    pub dirty: bool,
+    /// Consumer offsets that may point past what recovery kept (ASYNC_FLUSH).
+    pub fences: super::recovery::OffsetFences,
+}
+
 /// Loads `consumerOffset.json` and replays the journal past the offset it covers. Returns the
 /// table and how many journal records were applied.
 pub(super) fn load<D: Disk>(store: &MessageStore<D>) -> StoreResult<(ConsumerOffsetTable, u64)> {
@@ -97,11 +106,11 @@ impl<D: Disk> Broker<D> {
         offset: u64,
         now: u64,
     ) -> Option<u64> {
-        if self.offsets.get(topic, group, queue_id) == Some(offset) {
+        if self.offsets.table.get(topic, group, queue_id) == Some(offset) {
             return None;
         }
-        self.offsets.set(topic, group, queue_id, offset);
-        self.offsets_dirty = true;
+        self.offsets.table.set(topic, group, queue_id, offset);
+        self.offsets.dirty = true;
         let body = encode_entry(topic, group, queue_id, offset);
         let msg = StoreMessage {
             topic: OFFSET_JOURNAL_TOPIC,
@@ -140,12 +149,12 @@ impl<D: Disk> Broker<D> {
 
     /// Marks the table with the journal offset it covers (everything below is applied).
     pub(super) fn stamp_offsets(&mut self) {
-        self.offsets.journal_offset = Some(self.store.max_offset(OFFSET_JOURNAL_TOPIC, 0));
+        self.offsets.table.journal_offset = Some(self.store.max_offset(OFFSET_JOURNAL_TOPIC, 0));
     }
 
     /// Writes the compacted table, stamped with the journal offset it covers, off the task.
     pub(super) fn persist_offsets(&mut self) {
-        if !self.offsets_dirty
+        if !self.offsets.dirty
             || self
                 .persists
                 .in_flight(super::persist::PersistKind::Offsets)
@@ -153,9 +162,9 @@ impl<D: Disk> Broker<D> {
             return;
         }
         self.stamp_offsets();
-        match serde_json::to_vec_pretty(&self.offsets) {
+        match serde_json::to_vec_pretty(&self.offsets.table) {
             Ok(data) => {
-                self.offsets_dirty = false;
+                self.offsets.dirty = false;
                 self.persist(
                     super::persist::PersistKind::Offsets,
                     config::CONSUMER_OFFSETS_FILE,

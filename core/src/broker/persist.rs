@@ -44,13 +44,29 @@ impl PersistKind {
     }
 }
 
-#[derive(Default)]
+/// Config and checkpoint writes in flight, and when each kind last went out.
 pub(super) struct PersistTable {
     in_flight: BTreeMap<u64, PersistKind>,
     next_token: u64,
+    /// When the last checkpoint was started.
+    pub last_checkpoint_at: u64,
+    /// When auto-created topics were last persisted and registered.
+    pub topics_persisted_at: Option<u64>,
+    /// topics.json changed since the last write was started.
+    pub topics_dirty: bool,
 }
 
 impl PersistTable {
+    pub(super) fn new(now: u64) -> PersistTable {
+        PersistTable {
+            in_flight: BTreeMap::new(),
+            next_token: 0,
+            last_checkpoint_at: now,
+            topics_persisted_at: None,
+            topics_dirty: false,
+        }
+    }
+
     pub(super) fn in_flight(&self, kind: PersistKind) -> bool {
         self.in_flight.values().any(|k| k.same(kind))
     }
@@ -81,7 +97,7 @@ impl<D: Disk> Broker<D> {
             .store
             .flushed()
             .saturating_sub(self.store.checkpointed());
-        if now < self.last_checkpoint_at + BULK_CHECKPOINT_INTERVAL_MS
+        if now < self.persists.last_checkpoint_at + BULK_CHECKPOINT_INTERVAL_MS
             && behind < BULK_CHECKPOINT_BYTES
             && self.store.staged_entries() < rockfish_store::STAGED_MAX_TOTAL / 2
             && self.store.unsynced_queues() > CHEAP_CHECKPOINT_QUEUES
@@ -90,7 +106,7 @@ impl<D: Disk> Broker<D> {
         }
         match self.store.prepare_checkpoint(now) {
             Ok(Some(cp)) => {
-                self.last_checkpoint_at = now;
+                self.persists.last_checkpoint_at = now;
                 self.persist(
                     PersistKind::Checkpoint(cp.offset),
                     CHECKPOINT_FILE,
@@ -106,12 +122,12 @@ impl<D: Disk> Broker<D> {
 
     /// Starts writing topics.json if it changed and no write of it is running.
     pub(super) fn write_topics(&mut self) {
-        if !self.topics_dirty || self.persists.in_flight(PersistKind::Topics) {
+        if !self.persists.topics_dirty || self.persists.in_flight(PersistKind::Topics) {
             return;
         }
         match serde_json::to_vec_pretty(&self.topics.table()) {
             Ok(data) => {
-                self.topics_dirty = false;
+                self.persists.topics_dirty = false;
                 self.persist(PersistKind::Topics, config::TOPICS_FILE, data);
             }
             Err(e) => tracing::error!(error = %e, "encoding topics failed"),
@@ -133,12 +149,12 @@ impl<D: Disk> Broker<D> {
             (PersistKind::Topics, Ok(())) => self.write_topics(),
             (PersistKind::Topics, Err(e)) => {
                 tracing::error!(error = %e, "writing topics.json failed; will retry");
-                self.topics_dirty = true;
+                self.persists.topics_dirty = true;
             }
             (PersistKind::Offsets, Ok(())) => {}
             (PersistKind::Offsets, Err(e)) => {
                 tracing::error!(error = %e, "writing consumerOffset.json failed; will retry");
-                self.offsets_dirty = true;
+                self.offsets.dirty = true;
             }
         }
     }
@@ -164,15 +180,15 @@ impl<D: Disk> Broker<D> {
         config::save(
             self.store.disk_mut(),
             config::CONSUMER_OFFSETS_FILE,
-            &self.offsets,
+            &self.offsets.table,
         )?;
         config::save(
             self.store.disk_mut(),
             config::TOPICS_FILE,
             &self.topics.table(),
         )?;
-        self.offsets_dirty = false;
-        self.topics_dirty = false;
+        self.offsets.dirty = false;
+        self.persists.topics_dirty = false;
         Ok(())
     }
 }

@@ -172,7 +172,7 @@ impl<D: Disk> Broker<D> {
             && sys_flag & SUSPEND != 0
             && suspend_ms > 0
         {
-            if !self.held_count.admits(conn, &self.config.limits) {
+            if !self.held.admits(conn, &self.config.limits) {
                 return refuse(
                     response::SYSTEM_BUSY,
                     format!(
@@ -182,7 +182,6 @@ impl<D: Disk> Broker<D> {
                     ),
                 );
             }
-            self.held_count.held(conn);
             let wait = if self.config.long_polling {
                 suspend_ms.min(self.config.max_suspend_ms)
             } else {
@@ -199,7 +198,8 @@ impl<D: Disk> Broker<D> {
             );
             return Ok(None);
         }
-        self.fences
+        self.offsets
+            .fences
             .served(&topic, queue_id, conn, &group, got.next_offset);
         let resp = RemotingCommand::response_to(cmd, code, None)
             .with_ext("nextBeginOffset", got.next_offset)
@@ -267,7 +267,6 @@ impl<D: Disk> Broker<D> {
     /// A message arrived at (topic, queue): held pulls there get another try.
     pub(super) fn wake_pulls(&mut self, topic: &str, queue_id: u32, now: u64) {
         for p in self.held.take_queue(topic, queue_id) {
-            self.held_count.released(p.conn);
             // Re-run with suspension allowed: a pull whose filter rejects the new message
             // goes back to waiting with its original deadline.
             let deadline = p.deadline;
@@ -280,16 +279,6 @@ impl<D: Disk> Broker<D> {
                 Err(e) => self.reply_error(p.conn, &p.request, e),
             }
         }
-        self.check_held();
-    }
-
-    /// Every held pull is counted against its connection's cap, and nothing else is.
-    fn check_held(&self) {
-        debug_assert_eq!(
-            self.held.len(),
-            self.held_count.total(),
-            "held pulls vs their count"
-        );
     }
 
     /// A held pull that failed when run again is answered SYSTEM_ERROR, naming why.
@@ -301,14 +290,12 @@ impl<D: Disk> Broker<D> {
     /// Held pulls whose time is up are answered with whatever is there now.
     pub(super) fn expire_pulls(&mut self, now: u64) {
         for p in self.held.take_expired(now) {
-            self.held_count.released(p.conn);
             match self.pull_message(p.conn, &p.request, now, PullRun::Deadline) {
                 Ok(Some(resp)) => self.reply(p.conn, &p.request, resp),
                 Ok(None) => {}
                 Err(e) => self.reply_error(p.conn, &p.request, e),
             }
         }
-        self.check_held();
     }
 
     /// Pulls currently held (for tests and metrics).

@@ -52,6 +52,7 @@ impl<D: Disk> Broker<D> {
             return;
         }
         let quiet_from = self
+            .persists
             .topics_persisted_at
             .map_or(now, |t| t + TOPICS_PERSIST_DELAY_MS);
         if now >= quiet_from {
@@ -63,9 +64,9 @@ impl<D: Disk> Broker<D> {
 
     pub(super) fn persist_topics(&mut self, now: u64) {
         self.timers.clear(Timer::TopicsPersist);
-        self.topics_persisted_at = Some(now);
+        self.persists.topics_persisted_at = Some(now);
         self.topics.bump_version(now);
-        self.topics_dirty = true;
+        self.persists.topics_dirty = true;
         self.write_topics();
         self.register_all(now);
     }

@@ -128,7 +128,7 @@ impl<D: Disk> Broker<D> {
                 response::SYSTEM_BUSY,
                 format!(
                     "[PCBUSY_CLEAN_QUEUE]broker busy: {} sends wait for their flush (limit)",
-                    self.sync_waiters.len()
+                    self.flush.waiters.len()
                 ),
             );
         }
@@ -266,7 +266,7 @@ impl<D: Disk> Broker<D> {
             FlushDiskType::Sync => {
                 if !cmd.is_oneway() {
                     let deadline = now + self.config.sync_flush_timeout_ms;
-                    self.sync_waiters.push_back(SyncWaiter {
+                    self.flush.waiters.push_back(SyncWaiter {
                         conn,
                         response: resp,
                         end: put.end,
