@@ -12,20 +12,12 @@ use rockfish_core::remoting::RemotingCommand;
 use rockfish_core::remoting::codes::{request, response};
 use rockfish_net::Client;
 use rockfish_net::launch::{start_broker, start_namesrv};
-use rockfish_store::{IndexConfig, StoreConfig};
+use rockfish_store::StoreConfig;
 
 const T: Duration = Duration::from_secs(5);
 
 fn store_config() -> StoreConfig {
-    StoreConfig {
-        commitlog_segment_size: 4 << 20,
-        consume_queue_entries: 10_000,
-        index: IndexConfig {
-            hash_slots: 1024,
-            max_entries: 10_000,
-        },
-        ..StoreConfig::default()
-    }
+    StoreConfig::small()
 }
 
 fn send(topic: &str, queue: u32, body: &str) -> RemotingCommand {

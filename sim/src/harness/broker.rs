@@ -75,7 +75,9 @@ impl BrokerHarness {
         out
     }
 
-    /// Answers the flushes asked so far, in order; returns what that output.
+    /// Answers the flushes `drain` has seen, in order; returns what that output. A test that
+    /// answers flushes itself (`b.run_flush`) must not also call this: a flush is answered
+    /// once.
     pub fn run_flushes(&mut self) -> Vec<Output> {
         let mut out = Vec::new();
         while let Some(upto) = self.flushes.pop_front() {

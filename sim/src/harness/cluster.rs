@@ -11,7 +11,7 @@ use rockfish_core::broker::{Broker, BrokerConfig};
 use rockfish_core::consumer::{Consumer, ConsumerEvent};
 use rockfish_core::namesrv::{NameServer, NameServerConfig};
 use rockfish_core::producer::{Producer, ProducerEvent};
-use rockfish_store::{IndexConfig, MemDisk, MessageStore, StoreConfig};
+use rockfish_store::{MemDisk, MessageStore, StoreConfig};
 
 use super::fabric::{ClientEvent, Fabric, Node, Routed, unframe};
 
@@ -43,18 +43,9 @@ impl Default for Cluster {
 
 impl Cluster {
     pub fn new() -> Cluster {
-        let store_config = StoreConfig {
-            commitlog_segment_size: 4 << 20,
-            consume_queue_entries: 10_000,
-            index: IndexConfig {
-                hash_slots: 1024,
-                max_entries: 10_000,
-            },
-            ..StoreConfig::default()
-        };
         let disk = MemDisk::new(1);
-        let (store, _) =
-            MessageStore::open(disk.clone(), store_config, 0).expect("a fresh MemDisk opens");
+        let (store, _) = MessageStore::open(disk.clone(), StoreConfig::small(), 0)
+            .expect("a fresh MemDisk opens");
         let config = BrokerConfig {
             namesrv_addrs: vec![NS.into()],
             ..BrokerConfig::default()

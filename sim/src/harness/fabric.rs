@@ -226,8 +226,9 @@ impl Fabric {
     }
 
     /// Hands a decoded frame from `from` to `to`: a request reaches a server on the
-    /// connection it keeps for `from` (a broker's answers from a name server come back as
-    /// responses on its own client side); everything else is a client's response.
+    /// connection it keeps for `from`; a response reaches the side that asked (a broker's
+    /// answers from a name server come back on the connection it dialed, not one it
+    /// accepted, as with the real driver).
     pub fn dispatch(
         &mut self,
         from: usize,
@@ -236,10 +237,7 @@ impl Fabric {
         received_at: u64,
         now: u64,
     ) {
-        let to_broker = matches!(self.nodes[to], Node::Broker { .. });
-        let from_ns = matches!(self.nodes[from], Node::NameServer(_));
-        let as_server = self.nodes[to].is_server() && (!cmd.is_response() || to_broker && from_ns);
-        if as_server {
+        if self.nodes[to].is_server() && !cmd.is_response() {
             let conn = self.server_conn(to, from, now);
             match &mut self.nodes[to] {
                 Node::NameServer(ns) => ns.on_command(conn, cmd, now),
