@@ -40,18 +40,6 @@ impl BrokerHarness {
         h
     }
 
-    /// A broker on a fresh small store, connections 1..=`conns` open (from 10.0.0.`conn`).
-    pub fn with(config: BrokerConfig, conns: u64) -> Self {
-        let mut h = BrokerHarness::start(config, StoreConfig::small(), MemDisk::new(1), 0);
-        for c in 1..=conns {
-            h.connect(
-                ConnId(c),
-                HostAddr::V4([10, 0, 0, c as u8], 5000 + c as u16),
-            );
-        }
-        h
-    }
-
     /// Opens connection `conn` from a client at `host`.
     pub fn connect(&mut self, conn: ConnId, host: HostAddr) {
         self.b.on_connect(conn, host, self.now);
