@@ -3,7 +3,9 @@
 //! flush failure, heartbeats and group notifications, offsets, topics, and queries.
 
 use bytes::Bytes;
-use rockfish_core::broker::{Broker, BrokerConfig, FlushDiskType, HeartbeatData};
+use rockfish_core::broker::{
+    Broker, BrokerConfig, FlushDiskType, HeartbeatData, LOCK_RESTART_GRACE_MS,
+};
 use rockfish_core::machine::{ConnId, Output};
 use rockfish_core::message::{BatchItem, encode_batch, parse_offset_msg_id, properties_string};
 use rockfish_core::remoting::RemotingCommand;
@@ -720,6 +722,28 @@ fn locked(h: &mut H, client: &str, queues: &[u32]) -> Vec<u64> {
         .collect();
     ids.sort();
     ids
+}
+
+#[test]
+fn a_started_broker_grants_no_lock_until_locks_granted_before_are_no_longer_trusted() {
+    // Its lock table died with the last process: a consumer granted a lock just before the
+    // crash trusts it for up to 30 s more, so granting the queue to another one sooner would
+    // put two consumers inside one orderly queue.
+    let mut h = H::default();
+    assert_eq!(
+        locked(&mut h, "c1", &[0, 1]),
+        vec![0, 1],
+        "a first start has no earlier locks to honour"
+    );
+    h.send("TopicA", 0, "m0");
+    h.disk.crash();
+    let restart = 5_000;
+    let mut h = H::start(BrokerConfig::default(), h.disk.clone(), restart);
+    assert_eq!(locked(&mut h, "c2", &[0, 1]), Vec::<u64>::new());
+    h.now = restart + LOCK_RESTART_GRACE_MS - 1;
+    assert_eq!(locked(&mut h, "c2", &[0]), Vec::<u64>::new());
+    h.now = restart + LOCK_RESTART_GRACE_MS;
+    assert_eq!(locked(&mut h, "c2", &[0]), vec![0]);
 }
 
 #[test]

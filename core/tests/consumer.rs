@@ -214,7 +214,8 @@ fn orderly_consumption_is_in_order_and_locks_move_only_after_the_lease() {
     send(&mut c, "m", 80);
     c.add_consumer("c1", consumer("c1", MessageModel::Clustering, true));
     let mut seen = Seen::new();
-    run(&mut c, 20_000, &mut seen, &|_| true);
+    let until = c.now + 20_000;
+    run(&mut c, until, &mut seen, &|_| true);
     // Per queue, offsets arrive strictly in order.
     let mut per_queue: BTreeMap<MessageQueue, Vec<u64>> = BTreeMap::new();
     for (_, q, o, _) in &seen {
@@ -247,6 +248,53 @@ fn orderly_consumption_is_in_order_and_locks_move_only_after_the_lease() {
             .count(),
         40,
         "after the lease c2 consumes"
+    );
+}
+
+#[test]
+fn an_orderly_queue_moves_only_once_its_old_owner_has_answered_its_batch() {
+    // Java's rebalance takes the queue's consume lock before unlocking it on the broker: a
+    // consumer that dropped a queue while its application was inside a batch must keep the
+    // broker lock until the application answers, or the next owner starts on that queue
+    // while the batch is still being worked on.
+    let mut c = Cluster::new();
+    send(&mut c, "m", 40);
+    c.add_consumer("c1", consumer("c1", MessageModel::Clustering, true));
+    // c1 takes every queue; its application holds the first batch of each, unanswered.
+    let mut seen = Seen::new();
+    let until = c.now + 5_000;
+    run(&mut c, until, &mut seen, &|_| false);
+    let held: BTreeSet<MessageQueue> = seen.iter().map(|(_, q, ..)| q.clone()).collect();
+    assert!(held.len() > 1, "c1 is inside several queues: {held:?}");
+    // c2 joins and the group rebalances: c1 drops some queues, still inside them.
+    c.add_consumer("c2", consumer("c2", MessageModel::Clustering, true));
+    let mut seen2 = Seen::new();
+    let until = c.now + 45_000;
+    run(&mut c, until, &mut seen2, &|name| name == "c2");
+    assert!(
+        bodies(&seen2, Some("c2")).is_empty(),
+        "c2 was handed a queue c1's application is still inside: {seen2:?}"
+    );
+    let mine = c.consumer("c2").assigned();
+    assert!(!mine.is_empty(), "c2 was assigned queues");
+    // c1's application answers: the locks go, and c2 consumes its queues.
+    let now = c.now;
+    for (_, mq, offset, _) in &seen {
+        c.consumer("c1")
+            .ack(mq, *offset, ConsumeResult::Success, now);
+    }
+    c.pump();
+    let until = c.now + 45_000;
+    run(&mut c, until, &mut seen2, &|_| true);
+    let got: BTreeSet<MessageQueue> = seen2
+        .iter()
+        .filter(|(n, ..)| n == "c2")
+        .map(|(_, q, ..)| q.clone())
+        .collect();
+    assert_eq!(
+        got,
+        mine.iter().filter(|q| q.topic == "T").cloned().collect(),
+        "c2 consumes each of its queues once c1 let go"
     );
 }
 

@@ -54,7 +54,58 @@ pub enum Violation {
         first: String,
         second: String,
     },
+    /// A SEND_OK the flush promise covers named a slot that, at the end, holds something else
+    /// (`now`) or nothing: the ack told the producer a lie about where its message is.
+    AckedMisplaced {
+        body: String,
+        broker: String,
+        topic: String,
+        queue: u32,
+        offset: u64,
+        now: Option<String>,
+    },
+    /// Two consumers of the orderly group held messages of one queue at the same time
+    /// (`first` from `first_from`, `second` from `second_from`, overlapping).
+    OrderlyOverlap {
+        broker: String,
+        queue: u32,
+        first: usize,
+        first_from: u64,
+        second: usize,
+        second_from: u64,
+    },
+    /// At the end, with every rebalance settled, a queue is owned by more than one consumer
+    /// of the clustering group.
+    SharedQueue {
+        broker: String,
+        topic: String,
+        queue: u32,
+        owners: Vec<usize>,
+    },
+    /// A message sent once everything had settled was delivered again after it had been
+    /// consumed: a fault-free cluster must not duplicate.
+    SettledDuplicate {
+        body: String,
+        consumer: usize,
+        at: u64,
+    },
+    /// A message sent once everything had settled took longer than [`DELIVERY_BOUND_MS`] to
+    /// reach a consumer (a lost long-poll wake-up looks like this).
+    SlowDelivery {
+        body: String,
+        consumer: usize,
+        sent_at: u64,
+        took_ms: u64,
+    },
+    /// A node's timer fired again and again with the machine due again at once each time: a
+    /// busy loop (a real driver would spin a core on it).
+    BusyTimer { node: usize, at: u64 },
 }
+
+/// How long a message sent to a settled, fault-free cluster may take to reach its consumers:
+/// a few network hops, a flush and the application's pace; far less than the broker's
+/// long-poll hold (15 s) a lost wake-up falls back on.
+pub const DELIVERY_BOUND_MS: u64 = 1_000;
 
 impl Violation {
     /// The invariant broken, as scenario files name it.
@@ -68,6 +119,12 @@ impl Violation {
             Violation::RoutesDiverged { .. } => "routes-converge",
             Violation::Vanished { .. } => "delivered-not-vanished",
             Violation::OffsetReused { .. } => "one-offset-one-message",
+            Violation::AckedMisplaced { .. } => "acked-stored-at-offset",
+            Violation::OrderlyOverlap { .. } => "orderly-exclusive",
+            Violation::SharedQueue { .. } => "one-owner-per-queue",
+            Violation::SettledDuplicate { .. } => "settled-no-duplicates",
+            Violation::SlowDelivery { .. } => "delivery-latency",
+            Violation::BusyTimer { .. } => "timers-not-busy",
         }
     }
 }
@@ -79,6 +136,9 @@ pub struct CheckReport {
     pub delivered_distinct: usize,
     /// Deliveries beyond the first of each message: allowed (at-least-once), reported.
     pub duplicates: usize,
+    /// Of the messages sent once everything settled: how long the slowest took to reach a
+    /// consumer, ms (`None` without such messages).
+    pub settled_latency_max_ms: Option<u64>,
 }
 
 impl CheckReport {
@@ -89,7 +149,12 @@ impl CheckReport {
 
 /// Whether a message was sent after the heal (such messages are owed unconditionally).
 fn after_heal(body: &str) -> bool {
-    body.contains("-L")
+    body.contains("-L") || settled(body)
+}
+
+/// Whether a message was sent once everything had settled.
+fn settled(body: &str) -> bool {
+    body.contains("-S")
 }
 
 pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
@@ -164,6 +229,18 @@ pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
     check_routes(h, &mut report);
     check_vanished(cfg, h, &mut report);
     check_offset_reuse(cfg, h, &mut report);
+    check_acked_at(cfg, h, &mut report);
+    if cfg.orderly {
+        check_exclusive(h, &mut report);
+    }
+    check_owners(h, &mut report);
+    check_settled(cfg, h, &mut report);
+    for (node, at) in &h.busy_timers {
+        report.violations.push(Violation::BusyTimer {
+            node: *node,
+            at: *at,
+        });
+    }
     report
         .violations
         .retain(|v| cfg.invariants.iter().any(|i| i == v.invariant()));
@@ -274,4 +351,144 @@ fn check_offset_reuse(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
         // The slot's message from now on is the later one.
         first.insert(key, d.body.as_str());
     }
+}
+
+/// A SEND_OK names the slot its message is in: at the end that slot must hold it, unless the
+/// flush promise let a power loss of that broker take it (ASYNC_FLUSH, after the send).
+fn check_acked_at(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
+    for (body, (broker, topic, queue, offset)) in &h.acked_at {
+        if !h.stored_brokers.contains(broker) || !h.stored_topics.contains(topic) {
+            continue;
+        }
+        let slot = (broker.clone(), topic.clone(), *queue, *offset);
+        let now = h.stored.get(&slot);
+        if now == Some(body) {
+            continue;
+        }
+        let sent = h.sent_at.get(body).copied().unwrap_or(0);
+        if cfg.flush == FlushDiskType::Async && power_lost(h, broker, sent, u64::MAX) {
+            continue;
+        }
+        report.violations.push(Violation::AckedMisplaced {
+            body: body.clone(),
+            broker: broker.clone(),
+            topic: topic.clone(),
+            queue: *queue,
+            offset: *offset,
+            now: now.cloned(),
+        });
+    }
+}
+
+/// (broker, topic, queue id).
+type QueueKey<'a> = (&'a str, &'a str, u32);
+
+/// Orderly consumption is exclusive: while one consumer's application holds messages of a
+/// queue, no other consumer of the group may be handed any of that queue.
+fn check_exclusive(h: &History, report: &mut CheckReport) {
+    let mut by_queue: BTreeMap<(&str, &str, u32), Vec<&crate::world::Processing>> = BTreeMap::new();
+    for p in &h.processing {
+        by_queue
+            .entry((&p.broker, &p.topic, p.queue))
+            .or_default()
+            .push(p);
+    }
+    for ((broker, _, queue), mut spans) in by_queue {
+        spans.sort_by_key(|p| (p.from, p.to, p.consumer));
+        // Per consumer, the latest stretch seen so far.
+        let mut open: BTreeMap<usize, (u64, u64)> = BTreeMap::new();
+        for p in spans {
+            let clash = open
+                .iter()
+                .find(|(c, (_, to))| **c != p.consumer && *to > p.from)
+                .map(|(c, (from, _))| (*c, *from));
+            if let Some((first, first_from)) = clash {
+                report.violations.push(Violation::OrderlyOverlap {
+                    broker: broker.to_string(),
+                    queue,
+                    first,
+                    first_from,
+                    second: p.consumer,
+                    second_from: p.from,
+                });
+            }
+            let e = open.entry(p.consumer).or_insert((p.from, p.to));
+            if p.to >= e.1 {
+                *e = (p.from, p.to);
+            }
+        }
+    }
+}
+
+/// At the end every queue has at most one owner in the clustering group.
+fn check_owners(h: &History, report: &mut CheckReport) {
+    for ((broker, topic, queue), owners) in &h.owners {
+        if owners.len() > 1 {
+            report.violations.push(Violation::SharedQueue {
+                broker: broker.clone(),
+                topic: topic.clone(),
+                queue: *queue,
+                owners: owners.clone(),
+            });
+        }
+    }
+}
+
+/// Messages sent once everything settled: none delivered again after being consumed (by the
+/// group, or by any one broadcasting consumer), and each reaches its consumers within
+/// [`DELIVERY_BOUND_MS`]. An orderly queue whose application asked to reconsume is suspended
+/// for a moment, as order demands: the messages behind it wait that out, unjudged.
+fn check_settled(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
+    // The orderly group's reconsume answers: (broker, topic, queue) -> (when, offset).
+    let mut suspended: BTreeMap<QueueKey, Vec<(u64, u64)>> = BTreeMap::new();
+    if cfg.orderly {
+        for d in h.delivered.iter().filter(|d| !d.broadcast && !d.consumed) {
+            suspended
+                .entry((&d.broker, &d.topic, d.queue))
+                .or_default()
+                .push((d.at, d.offset));
+        }
+    }
+    let mut consumed = BTreeSet::new();
+    let mut first = BTreeSet::new();
+    let mut max = None;
+    for d in h.delivered.iter().filter(|d| settled(&d.body)) {
+        let receiver = if d.broadcast { d.consumer } else { usize::MAX };
+        let key = (receiver, d.body.as_str());
+        if consumed.contains(&key) {
+            report.violations.push(Violation::SettledDuplicate {
+                body: d.body.clone(),
+                consumer: d.consumer,
+                at: d.at,
+            });
+        }
+        if d.consumed {
+            consumed.insert(key);
+        }
+        if !first.insert(key) {
+            continue;
+        }
+        let sent_at = h.sent_at.get(&d.body).copied().unwrap_or(d.at);
+        let took = d.at.saturating_sub(sent_at);
+        let behind_reconsume = !d.broadcast
+            && suspended
+                .get(&(d.broker.as_str(), d.topic.as_str(), d.queue))
+                .is_some_and(|s| {
+                    s.iter()
+                        .any(|(at, o)| *o < d.offset && (sent_at..=d.at).contains(at))
+                });
+        if behind_reconsume {
+            continue;
+        }
+        max = max.max(Some(took));
+        if took > DELIVERY_BOUND_MS {
+            report.violations.push(Violation::SlowDelivery {
+                body: d.body.clone(),
+                consumer: d.consumer,
+                sent_at,
+                took_ms: took,
+            });
+        }
+    }
+    report.settled_latency_max_ms = max;
 }

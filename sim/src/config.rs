@@ -95,6 +95,17 @@ pub struct Bugs {
     /// SYNC_FLUSH brokers serve pulls past the flushed offset (RocketMQ #8239): a consumer
     /// sees messages a power loss can still take.
     pub serve_unflushed: bool,
+    /// Brokers answer a send with the queue offset one past the one the message got.
+    pub ack_wrong_offset: bool,
+    /// Orderly consumers pull and consume a queue without holding its broker lock.
+    pub orderly_ignores_lock: bool,
+    /// Clustering consumers take every queue of the topic, whatever the group's size.
+    pub rebalance_takes_all: bool,
+    /// Brokers never wake a held pull when a message arrives: it waits out its hold.
+    pub lost_wakeup: bool,
+    /// Orderly consumers waiting for a queue's lock keep a pull back-off that ran out: their
+    /// timer fires every millisecond until the lock comes.
+    pub spins_while_unlocked: bool,
 }
 
 impl Bugs {

@@ -25,4 +25,7 @@ pub use check::{CheckReport, Violation, check};
 pub use config::{Bugs, Faults, SimConfig};
 pub use scenario::{SCENARIOS, ScenarioError, ScenarioFile, scenario};
 pub use shrink::{Shrunk, shrink};
-pub use world::{CrashRecord, Delivery, History, Outcome, RouteView, Sim, StoreSlot};
+pub use world::{
+    CrashRecord, Delivery, History, Outcome, Processing, RouteView, SETTLED_RESUME_MS, Sim,
+    StoreSlot,
+};

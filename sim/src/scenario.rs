@@ -108,6 +108,12 @@ pub const INVARIANTS: &[&str] = &[
     "routes-converge",
     "delivered-not-vanished",
     "one-offset-one-message",
+    "acked-stored-at-offset",
+    "orderly-exclusive",
+    "one-owner-per-queue",
+    "settled-no-duplicates",
+    "delivery-latency",
+    "timers-not-busy",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

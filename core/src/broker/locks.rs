@@ -21,12 +21,36 @@ struct LockEntry {
     last_update: u64,
 }
 
+/// A broker that restarts grants no lock for this long. Its lock table died with the last
+/// process, and a consumer that was granted a lock just before the crash still trusts it for
+/// up to its trust time (the Java client's lockMaxLiveTime, 30 s) after the answer, which
+/// itself may arrive up to an RPC timeout late: a lock granted sooner would let two consumers
+/// inside one orderly queue. (Apache RocketMQ has no such grace and that window.)
+pub const LOCK_RESTART_GRACE_MS: u64 = 35_000;
+
 #[derive(Debug, Default)]
 pub(super) struct LockTable {
     groups: BTreeMap<String, BTreeMap<MessageQueue, LockEntry>>,
+    /// No lock is granted before then (`LOCK_RESTART_GRACE_MS` after the start).
+    grants_from: u64,
 }
 
 impl LockTable {
+    /// The table of a broker that started at `now`; `first` when its store shows no earlier
+    /// process (which then granted nothing anyone could still trust). An earlier process
+    /// that granted locks but left not even a checkpoint behind escapes this: it lived
+    /// less than one checkpoint interval and stored nothing, so its locks guard nothing.
+    pub(super) fn started(now: u64, first: bool) -> LockTable {
+        LockTable {
+            groups: BTreeMap::new(),
+            grants_from: if first {
+                now
+            } else {
+                now + LOCK_RESTART_GRACE_MS
+            },
+        }
+    }
+
     /// Locks what it can of `mqs` for `client`; returns the queues now held by `client`.
     pub(super) fn try_lock(
         &mut self,
@@ -35,6 +59,9 @@ impl LockTable {
         mqs: &[MessageQueue],
         now: u64,
     ) -> Vec<MessageQueue> {
+        if now < self.grants_from {
+            return Vec::new();
+        }
         let table = self.groups.entry(group.to_string()).or_default();
         let mut locked = Vec::new();
         for mq in mqs {

@@ -43,7 +43,7 @@ use timers::Timer;
 
 pub use clients::{ConsumerData, ConsumerIdList, HeartbeatData, ProducerData, SubscriptionData};
 pub use limits::{BrokerLimits, MAX_GROUP_LEN, validate_group};
-pub use locks::LOCK_LEASE_MS;
+pub use locks::{LOCK_LEASE_MS, LOCK_RESTART_GRACE_MS};
 pub use offsets::OFFSET_JOURNAL_TOPIC;
 pub use recovery::{OffsetCorrection, correct_consumer_offsets};
 
@@ -340,6 +340,7 @@ impl<D: Disk> Broker<D> {
             config::save(store.disk_mut(), config::TOPICS_FILE, &topics.table())?;
         }
         let rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
+        let first_start = store.fresh();
         let mut broker = Broker {
             store_host,
             store,
@@ -350,7 +351,7 @@ impl<D: Disk> Broker<D> {
                 fences,
             },
             clients: clients::ClientTable::default(),
-            locks: locks::LockTable::default(),
+            locks: locks::LockTable::started(now, first_start),
             peers: BTreeMap::new(),
             held: held_pulls::HeldPulls::default(),
             flush: flush::Flushes::default(),

@@ -266,6 +266,9 @@ impl<D: Disk> Broker<D> {
 
     /// A message arrived at (topic, queue): held pulls there get another try.
     pub(super) fn wake_pulls(&mut self, topic: &str, queue_id: u32, now: u64) {
+        if crate::buggify::bug("broker.lost-wakeup") {
+            return; // a deliberately broken broker, for the simulator's checkers
+        }
         for p in self.held.take_queue(topic, queue_id) {
             // Re-run with suspension allowed: a pull whose filter rejects the new message
             // goes back to waiting with its original deadline.

@@ -255,7 +255,11 @@ impl<D: Disk> Broker<D> {
         });
         let resp = resp
             .with_ext("queueId", queue_id)
-            .with_ext("queueOffset", put.first.queue_offset)
+            .with_ext(
+                "queueOffset",
+                // A deliberately broken broker, for the simulator's checkers.
+                put.first.queue_offset + crate::buggify::bug("broker.ack-wrong-offset") as u64,
+            )
             .with_ext("MSG_REGION", "DefaultRegion")
             .with_ext("TRACE_ON", "true");
         if self.visible_on_append() {

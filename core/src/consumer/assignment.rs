@@ -73,6 +73,37 @@ impl Consumer {
             self.offsets.insert(mq.clone(), o);
             self.commit(mq, o);
         }
+        if self.config.orderly && !pq.delivered.is_empty() && !self.stopped {
+            // The application is still working on a batch of this queue: the lock is given
+            // up once it answers (`unlock_drained`), or the next owner could be handed the
+            // queue while this one is still inside it (as Java's consume lock prevents).
+            self.draining.insert(mq.clone(), pq.delivered);
+            return;
+        }
+        self.unlock(mq, now);
+    }
+
+    /// An orderly queue dropped while its application held a batch: that batch was answered.
+    /// Once nothing of it is left in the application, the broker lock goes (unless the queue
+    /// came back meanwhile: then it is simply delivered again).
+    pub(super) fn unlock_drained(&mut self, mq: &MessageQueue, queue_offset: u64, now: u64) {
+        let Some(left) = self.draining.get_mut(mq) else {
+            return;
+        };
+        left.remove(&queue_offset);
+        if !left.is_empty() {
+            return;
+        }
+        self.draining.remove(mq);
+        if self.queues.contains_key(mq) {
+            self.deliver(mq, now);
+        } else {
+            self.unlock(mq, now);
+        }
+    }
+
+    /// UNLOCK_BATCH_MQ for one queue, orderly only.
+    pub(super) fn unlock(&mut self, mq: &MessageQueue, now: u64) {
         if self.config.orderly
             && let Some(addr) = self.broker_addr(&mq.topic, &mq.broker_name)
         {

@@ -46,6 +46,9 @@ const LOCK_RENEW_MS: u64 = 20_000;
 // renewal lands before trust runs out, and a held pull is answered before the client gives up.
 const _: () = assert!(LOCK_TRUST_MS + RPC_TIMEOUT_MS < crate::broker::LOCK_LEASE_MS);
 const _: () = assert!(LOCK_RENEW_MS + RPC_TIMEOUT_MS < LOCK_TRUST_MS);
+// A broker that restarted (its lock table lost) grants nothing until every lock it granted
+// before is no longer trusted.
+const _: () = assert!(LOCK_TRUST_MS + RPC_TIMEOUT_MS <= crate::broker::LOCK_RESTART_GRACE_MS);
 const _: () = assert!(SUSPEND_MS < PULL_TIMEOUT_MS);
 /// An orderly consumer that asked to reconsume waits this long (SUSPEND_CURRENT_QUEUE_A_MOMENT).
 const ORDERLY_SUSPEND_MS: u64 = 1_000;
@@ -146,8 +149,12 @@ struct ProcessQueue {
     /// Highest offset acknowledged so far + 1 with nothing pending below: the commit point.
     committed: Option<u64>,
     dirty: bool,
-    /// Messages asked to be reconsumed wait until then.
+    /// Orderly: the queue is suspended until then after its application asked to reconsume
+    /// (SUSPEND_CURRENT_QUEUE_A_MOMENT holds the whole queue, as order demands).
     redeliver_at: u64,
+    /// Concurrent: a message asked to be reconsumed waits until then, alone; the messages
+    /// behind it keep flowing, as the Java client's local retry does.
+    retry_at: BTreeMap<u64, u64>,
 }
 
 impl ProcessQueue {
@@ -158,6 +165,13 @@ impl ProcessQueue {
             None => self.next_offset,
         }
     }
+    /// When something held back for reconsumption is due again.
+    fn next_redelivery(&self) -> Option<u64> {
+        let queue = (self.redeliver_at > 0).then_some(self.redeliver_at);
+        let first = self.retry_at.values().min().copied();
+        queue.into_iter().chain(first).min()
+    }
+
     fn span(&self) -> u64 {
         match (self.msgs.keys().next(), self.msgs.keys().next_back()) {
             (Some(a), Some(b)) => b - a,
@@ -184,6 +198,9 @@ pub struct Consumer {
     routes: BTreeMap<String, TopicRouteData>,
     members: BTreeMap<String, Vec<String>>,
     queues: BTreeMap<MessageQueue, ProcessQueue>,
+    /// Orderly queues dropped while the application held a batch of them: the offsets it
+    /// still holds. Their broker locks are kept until it answers.
+    draining: BTreeMap<MessageQueue, BTreeSet<u64>>,
     /// Broadcasting offsets (and the last known clustering ones), for the application to keep.
     offsets: BTreeMap<MessageQueue, u64>,
     next_pq_id: u64,
@@ -219,6 +236,7 @@ impl Consumer {
             routes: BTreeMap::new(),
             members: BTreeMap::new(),
             queues: BTreeMap::new(),
+            draining: BTreeMap::new(),
             offsets: local_offsets,
             next_pq_id: 0,
             next_rebalance: now,
@@ -248,8 +266,8 @@ impl Consumer {
             if !pq.pulling && pq.next_offset.is_some() && pq.not_before > 0 {
                 t = t.min(pq.not_before);
             }
-            if pq.redeliver_at > 0 {
-                t = t.min(pq.redeliver_at);
+            if let Some(at) = pq.next_redelivery() {
+                t = t.min(at);
             }
         }
         Some(t)
@@ -375,7 +393,7 @@ impl Consumer {
         let due: Vec<MessageQueue> = self
             .queues
             .iter()
-            .filter(|(_, pq)| pq.redeliver_at > 0 && pq.redeliver_at <= now)
+            .filter(|(_, pq)| pq.next_redelivery().is_some_and(|at| at <= now))
             .map(|(m, _)| m.clone())
             .collect();
         for mq in due {
@@ -461,9 +479,15 @@ impl Consumer {
                 if cmd.code == response::SUCCESS
                     && let Ok(route) = decode_body::<TopicRouteData>(&cmd.body)
                 {
+                    // A broker this consumer has not told about itself yet (a first route,
+                    // or a broker back in it) hears a heartbeat now: a rebalance anywhere in
+                    // the group may ask that broker who the members are, and a member it
+                    // does not know of would leave its queues with two owners until the next
+                    // heartbeat round (30 s).
+                    let before = self.master_addrs();
                     let first = !self.routes.contains_key(&topic);
                     self.routes.insert(topic, route);
-                    if first {
+                    if first || !self.master_addrs().is_subset(&before) {
                         self.client.heartbeat_at(now);
                         self.next_rebalance = now;
                     }
@@ -485,10 +509,13 @@ impl Consumer {
                 ids.sort();
                 self.members.insert(topic.clone(), ids.clone());
                 let all = self.all_queues(&topic);
-                let mine = self
-                    .config
-                    .strategy
-                    .allocate(self.client.client_id(), &all, &ids);
+                let mine = if crate::buggify::bug("consumer.rebalance-takes-all") {
+                    all // a deliberately broken consumer, for the simulator's checkers
+                } else {
+                    self.config
+                        .strategy
+                        .allocate(self.client.client_id(), &all, &ids)
+                };
                 self.assign(&topic, mine, now);
             }
             Rpc::QueryOffset { mq } => {
@@ -524,16 +551,24 @@ impl Consumer {
                         return self.pull_due(now);
                     }
                 };
+                let mut now_locked = Vec::new();
                 for (mq, pq) in self
                     .queues
                     .iter_mut()
                     .filter(|(m, _)| m.broker_name == broker)
                 {
                     if granted.contains(mq) {
+                        if pq.locked_until <= now {
+                            now_locked.push(mq.clone());
+                        }
                         pq.locked_until = now + LOCK_TRUST_MS;
                     } else {
                         pq.locked_until = 0;
                     }
+                }
+                // What was pulled before a lock lapsed is consumed once it is held again.
+                for mq in now_locked {
+                    self.deliver(&mq, now);
                 }
             }
             Rpc::Pull { mq, pq } => self.on_pull(mq, pq, cmd, now),
@@ -545,14 +580,19 @@ impl Consumer {
     /// Commits every offset, releases orderly locks, leaves the group on every broker
     /// (UNREGISTER_CLIENT, so the others rebalance at once), and stops.
     pub fn shutdown(&mut self, now: u64) {
+        // Stopped first: the application is stopped too, so every lock goes now.
+        self.stopped = true;
         let queues: Vec<MessageQueue> = self.queues.keys().cloned().collect();
         for mq in queues {
             self.drop_queue(&mq, now);
         }
+        let draining: Vec<MessageQueue> = std::mem::take(&mut self.draining).into_keys().collect();
+        for mq in draining {
+            self.unlock(&mq, now);
+        }
         let brokers = self.master_addrs();
         self.client
             .unregister(brokers, None, Some(&self.config.group));
-        self.stopped = true;
     }
 }
 

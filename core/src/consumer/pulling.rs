@@ -15,7 +15,15 @@ impl Consumer {
             if pq.pulling || pq.not_before > now {
                 continue;
             }
-            if self.config.orderly && pq.locked_until <= now {
+            if self.config.orderly
+                && pq.locked_until <= now
+                && !crate::buggify::bug("consumer.orderly-ignores-lock")
+            {
+                // Pulled again when the lock is granted (`on_command` ends in `pull_due`):
+                // a back-off left in the past would have the timer fire at once, forever.
+                if !crate::buggify::bug("consumer.spins-while-unlocked") {
+                    pq.not_before = 0;
+                }
                 continue;
             }
             let over = pq.msgs.len() >= self.config.pull_threshold_for_queue
@@ -164,11 +172,26 @@ impl Consumer {
         if pq.redeliver_at > now || (orderly && !pq.delivered.is_empty()) {
             return;
         }
+        // A suspension that ran out is over, whatever happens next (the timer must not
+        // fire again for it).
         pq.redeliver_at = 0;
+        // Orderly: only while this consumer holds the queue's broker lock (delivered again
+        // when the lock is granted), and not while the application still works on a batch
+        // from before the queue was dropped and came back (delivered again when it answers).
+        // ConsumeMessageOrderlyService checks the lock before every batch.
+        let unlocked =
+            pq.locked_until <= now && !crate::buggify::bug("consumer.orderly-ignores-lock");
+        if orderly
+            && self.config.model == MessageModel::Clustering
+            && (unlocked || self.draining.contains_key(mq))
+        {
+            return;
+        }
+        pq.retry_at.retain(|_, at| *at > now);
         let pending: Vec<u64> = pq
             .msgs
             .keys()
-            .filter(|o| !pq.delivered.contains(o))
+            .filter(|o| !pq.delivered.contains(o) && !pq.retry_at.contains_key(o))
             .copied()
             .collect();
         let limit = if orderly {
@@ -189,12 +212,15 @@ impl Consumer {
     /// The application finished a delivered message.
     pub fn ack(&mut self, mq: &MessageQueue, queue_offset: u64, result: ConsumeResult, now: u64) {
         let orderly = self.config.orderly;
-        let Some(pq) = self.queues.get_mut(mq) else {
-            return;
-        }; // rebalanced away meanwhile
-        if !pq.delivered.remove(&queue_offset) {
-            return;
-        }
+        let Some(pq) = self
+            .queues
+            .get_mut(mq)
+            .filter(|pq| pq.delivered.contains(&queue_offset))
+        else {
+            // Rebalanced away meanwhile (perhaps back since): the lock may go now.
+            return self.unlock_drained(mq, queue_offset, now);
+        };
+        pq.delivered.remove(&queue_offset);
         // A delivered message stays in its process queue until the application is done
         // with it: the committed offset cannot pass it meanwhile.
         debug_assert!(
@@ -223,13 +249,12 @@ impl Consumer {
             }
             ConsumeResult::ReconsumeLater => {
                 // It stays in the process queue (the committed offset cannot pass it) and is
-                // delivered again after a pause.
-                let delay = if orderly {
-                    ORDERLY_SUSPEND_MS
+                // delivered again after a pause: the whole queue's, if orderly.
+                if orderly {
+                    pq.redeliver_at = pq.redeliver_at.max(now + ORDERLY_SUSPEND_MS);
                 } else {
-                    RECONSUME_DELAY_MS
-                };
-                pq.redeliver_at = pq.redeliver_at.max(now + delay);
+                    pq.retry_at.insert(queue_offset, now + RECONSUME_DELAY_MS);
+                }
             }
         }
         self.deliver(mq, now);

@@ -10,6 +10,8 @@ impl Sim {
             Ev::Tick { node } => Some(*node),
             Ev::Send { producer, .. } => Some(*producer),
             Ev::FlushDone { broker, .. } | Ev::PersistDone { broker, .. } => Some(*broker),
+            // A paused application finishes later.
+            Ev::Processed { consumer, .. } => Some(*consumer),
             _ => None,
         }
     }
@@ -72,16 +74,31 @@ impl Sim {
                 let now = self.local(node);
                 self.fabric.nodes[node].on_timeout(now);
                 self.after(node);
+                // A machine that handled its timeout and is due again at once, time after
+                // time, spins: a real driver would burn a core on it.
+                let again = self.fabric.nodes[node]
+                    .poll_timeout()
+                    .is_some_and(|t| t <= now);
+                let streak = self.due_streak.entry(node).or_default();
+                *streak = if again { *streak + 1 } else { 0 };
+                if *streak == BUSY_TIMER_STREAK {
+                    let line = format!("t={} node {node} timer spins", self.now);
+                    self.log(line);
+                    self.history.busy_timers.push((node, self.now));
+                }
                 if self.is_broker(node) && self.faults_on {
                     self.maybe_faults(node);
                 }
             }
             Ev::Send { producer, n } => {
                 let p = producer - self.first_client();
-                let body = if n < self.cfg.messages {
+                let (m, l) = (self.cfg.messages, self.cfg.liveness_messages);
+                let body = if n < m {
                     format!("p{p}-{n}")
+                } else if n < m + l {
+                    format!("p{p}-L{}", n - m)
                 } else {
-                    format!("p{p}-L{}", n - self.cfg.messages)
+                    format!("p{p}-S{}", n - m - l)
                 };
                 let now = self.local(producer);
                 let orderly = self.cfg.orderly;
@@ -251,8 +268,33 @@ impl Sim {
                 self.left.insert(consumer);
                 self.ticks.remove(&consumer);
                 self.disconnect(consumer);
+                // Its application stops mid-batch.
+                let stopped: Vec<u64> = self
+                    .jobs
+                    .iter()
+                    .filter(|(_, j)| j.consumer == consumer)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in stopped {
+                    let job = self.jobs.remove(&id).expect("listed");
+                    self.record_processing(&job);
+                }
                 let d = self.between(Stream::Churn, self.cfg.faults.down_ms);
                 self.push(self.now + d, Ev::Join { consumer });
+            }
+            Ev::Processed { consumer, job } => {
+                // Gone if its consumer left meanwhile.
+                let Some(job) = self.jobs.remove(&job) else {
+                    return;
+                };
+                self.record_processing(&job);
+                let now = self.local(consumer);
+                if let Node::Consumer(c) = &mut self.fabric.nodes[consumer] {
+                    for (offset, result) in &job.answers {
+                        c.ack(&job.mq, *offset, *result, now);
+                    }
+                }
+                self.after(consumer);
             }
             Ev::Join { consumer } => {
                 if !self.left.remove(&consumer) {

@@ -43,6 +43,15 @@ const TOPIC: &str = "SimTopic";
 /// route poll (30 s) and a rebalance (20 s) to reach a queue created after the heal: scenarios
 /// give the liveness phase 100 s.
 const LIVENESS_RESUME_MS: u64 = 35_000;
+/// How long after the heal producers send a last batch, once every rebalance has settled:
+/// those messages are judged for duplicates and delivery latency. Sent only when the liveness
+/// phase leaves [`SETTLED_GRACE_MS`] after it.
+pub const SETTLED_RESUME_MS: u64 = 75_000;
+const SETTLED_GRACE_MS: u64 = 15_000;
+/// A node whose timer is due again right after firing this many times in a row spins.
+const BUSY_TIMER_STREAK: u32 = 100;
+/// How long the application takes over one message, ms (drawn per delivery).
+const PROCESSING_MS: (u64, u64) = (1, 8);
 /// With `topic_created`, consumers start this long after the brokers (which register the
 /// topic at once), so their first route query finds it.
 const CONSUMERS_START_MS: u64 = 200;
@@ -154,6 +163,11 @@ enum Ev {
     Leave {
         consumer: usize,
     },
+    /// The application finished a delivered batch (`Sim::jobs`).
+    Processed {
+        consumer: usize,
+        job: u64,
+    },
     Join {
         consumer: usize,
     },
@@ -193,6 +207,30 @@ impl Delivery {
             consumed: true,
         }
     }
+}
+
+/// A stretch of time during which a clustering consumer's application held messages of one
+/// queue: from the delivery until it answered (or its process exited).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Processing {
+    pub consumer: usize,
+    pub broker: String,
+    pub topic: String,
+    pub queue: u32,
+    pub from: u64,
+    pub to: u64,
+}
+
+/// Where a send's acknowledgement said the message is stored.
+pub type AckedAt = StoreSlot;
+
+/// A batch the application is working on.
+#[derive(Debug, Clone)]
+struct Job {
+    consumer: usize,
+    mq: rockfish_core::protocol::MessageQueue,
+    from: u64,
+    answers: Vec<(u64, ConsumeResult)>,
 }
 
 /// Which brokers a node's view of the topic's route lists, at the end of the run.
@@ -240,6 +278,19 @@ pub struct History {
     pub stored_brokers: BTreeSet<String>,
     /// The topics `stored` covers.
     pub stored_topics: BTreeSet<String>,
+    /// body -> where its SEND_OK said it is stored.
+    pub acked_at: BTreeMap<String, AckedAt>,
+    /// The clustering group's applications at work, queue by queue.
+    pub processing: Vec<Processing>,
+    /// Which of the clustering group's running consumers own each queue at the end:
+    /// (broker, topic, queue) -> consumers.
+    pub owners: BTreeMap<(String, String, u32), Vec<usize>>,
+    /// Messages sent from then on are sent once every rebalance has settled (no faults for
+    /// [`SETTLED_RESUME_MS`]); `None` when the run has no such batch.
+    pub settled_from: Option<u64>,
+    /// (node, when) for each node whose timer span (`BUSY_TIMER_STREAK` firings in a row
+    /// due again at once).
+    pub busy_timers: Vec<(usize, u64)>,
 }
 
 /// The end of a run.
@@ -287,6 +338,11 @@ pub struct Sim {
     /// its flush thread) and run when it completes: by id.
     disk_work: BTreeMap<u64, Result<SyncWork, String>>,
     next_work: u64,
+    /// Batches the applications are working on, by id.
+    jobs: BTreeMap<u64, Job>,
+    /// Per node, how many of its timer firings in a row left it due again at once.
+    due_streak: BTreeMap<usize, u32>,
+    next_job: u64,
     history: History,
     trace: Vec<String>,
     crc: crc32fast::Hasher,
@@ -309,8 +365,24 @@ impl Sites {
             rockfish_core::buggify::disarm();
         }
         rockfish_core::buggify::clear_bugs();
-        if cfg.bugs.serve_unflushed {
-            rockfish_core::buggify::set_bug("broker.serve-unflushed");
+        let bugs = [
+            (cfg.bugs.serve_unflushed, "broker.serve-unflushed"),
+            (cfg.bugs.ack_wrong_offset, "broker.ack-wrong-offset"),
+            (
+                cfg.bugs.orderly_ignores_lock,
+                "consumer.orderly-ignores-lock",
+            ),
+            (cfg.bugs.rebalance_takes_all, "consumer.rebalance-takes-all"),
+            (cfg.bugs.lost_wakeup, "broker.lost-wakeup"),
+            (
+                cfg.bugs.spins_while_unlocked,
+                "consumer.spins-while-unlocked",
+            ),
+        ];
+        for (on, name) in bugs {
+            if on {
+                rockfish_core::buggify::set_bug(name);
+            }
         }
         Sites
     }
@@ -428,6 +500,9 @@ impl Sim {
             sends: BTreeMap::new(),
             disk_work: BTreeMap::new(),
             next_work: 0,
+            jobs: BTreeMap::new(),
+            next_job: 0,
+            due_streak: BTreeMap::new(),
             history: History {
                 broadcast_consumers,
                 ..History::default()
@@ -491,6 +566,23 @@ impl Sim {
                         n,
                     },
                 );
+            }
+        }
+        // Once everything settled, a last batch: judged for duplicates and latency.
+        let settled = sim.cfg.safety_ms + SETTLED_RESUME_MS;
+        if sim.cfg.liveness_ms >= SETTLED_RESUME_MS + SETTLED_GRACE_MS {
+            sim.history.settled_from = Some(settled);
+            for p in 0..sim.cfg.producers {
+                for k in 0..sim.cfg.liveness_messages {
+                    let n = sim.cfg.messages + sim.cfg.liveness_messages + k;
+                    sim.push(
+                        settled + k as u64 * 50,
+                        Ev::Send {
+                            producer: first_client + p,
+                            n,
+                        },
+                    );
+                }
             }
         }
         sim.push(sim.cfg.safety_ms, Ev::Liveness);
@@ -558,6 +650,7 @@ impl Sim {
         }
         self.record_routes();
         self.record_stored();
+        self.record_owners();
         let fired = self.buggify_fired + rockfish_core::buggify::disarm();
         let line = format!("t={} end: buggify sites fired {fired} times", self.now);
         self.log(line);

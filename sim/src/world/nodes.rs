@@ -78,6 +78,21 @@ impl Sim {
         self.push(at, ev(node, generation, id));
     }
 
+    /// The clustering group's application held `job`'s queue until now.
+    pub(super) fn record_processing(&mut self, job: &Job) {
+        if self.history.broadcast_consumers.contains(&job.consumer) {
+            return;
+        }
+        self.history.processing.push(Processing {
+            consumer: job.consumer,
+            broker: job.mq.broker_name.clone(),
+            topic: job.mq.topic.clone(),
+            queue: job.mq.queue_id,
+            from: job.from,
+            to: self.now,
+        });
+    }
+
     /// Drains a node's outputs and events, then arms its timer.
     pub(super) fn after(&mut self, node: usize) {
         // A consumer that left is a process that exited: nothing runs there.
@@ -144,56 +159,83 @@ impl Sim {
                 let status = result.as_ref().ok().map(|r| r.status);
                 let line = format!("t={} sent {body} {:?}", self.now, status);
                 self.log(line);
+                if let Ok(r) = &result
+                    && r.status == SendStatus::SendOk
+                {
+                    let slot = (
+                        r.queue.broker_name.clone(),
+                        r.queue.topic.clone(),
+                        r.queue.queue_id,
+                        r.queue_offset,
+                    );
+                    self.history.acked_at.insert(body.clone(), slot);
+                }
                 self.history.sent.insert(body, status);
             }
         }
-        let mut acked = false;
-        let clock = self.local(node);
         let broadcast = self.history.broadcast_consumers.contains(&node);
         for e in delivered {
-            if let ConsumerEvent::Deliver { mq, msgs } = e {
-                for m in msgs {
-                    let payload = m.body();
-                    let name = payload.split(|b| *b == b'#').next().unwrap_or_default();
-                    let body = String::from_utf8_lossy(name).into_owned();
-                    // The application consumes it, or now and then asks for it again later.
-                    let consumed = !self.chance(Stream::App, self.cfg.reconsume_share);
-                    let line = format!(
-                        "t={} deliver c{} {body} {}/q{}@{}{}",
-                        self.now,
-                        node,
-                        mq.broker_name,
-                        mq.queue_id,
-                        m.queue_offset(),
-                        if consumed { "" } else { " later" }
-                    );
-                    self.log(line);
-                    self.history.delivered.push(Delivery {
-                        at: self.now,
-                        consumer: node,
-                        broadcast,
-                        body,
-                        broker: mq.broker_name.clone(),
-                        topic: mq.topic.clone(),
-                        queue: mq.queue_id,
-                        offset: m.queue_offset(),
-                        consumed,
-                    });
-                    let result = if consumed {
-                        ConsumeResult::Success
-                    } else {
-                        ConsumeResult::ReconsumeLater
-                    };
-                    if let Node::Consumer(c) = &mut self.fabric.nodes[node] {
-                        c.ack(&mq, m.queue_offset(), result, clock);
-                    }
-                    acked = true;
-                }
+            let ConsumerEvent::Deliver { mq, msgs } = e else {
+                continue;
+            };
+            let mut answers = Vec::new();
+            for m in msgs {
+                let payload = m.body();
+                let name = payload.split(|b| *b == b'#').next().unwrap_or_default();
+                let body = String::from_utf8_lossy(name).into_owned();
+                // The application consumes it, or now and then asks for it again later.
+                let consumed = !self.chance(Stream::App, self.cfg.reconsume_share);
+                let line = format!(
+                    "t={} deliver c{} {body} {}/q{}@{}{}",
+                    self.now,
+                    node,
+                    mq.broker_name,
+                    mq.queue_id,
+                    m.queue_offset(),
+                    if consumed { "" } else { " later" }
+                );
+                self.log(line);
+                self.history.delivered.push(Delivery {
+                    at: self.now,
+                    consumer: node,
+                    broadcast,
+                    body,
+                    broker: mq.broker_name.clone(),
+                    topic: mq.topic.clone(),
+                    queue: mq.queue_id,
+                    offset: m.queue_offset(),
+                    consumed,
+                });
+                let result = if consumed {
+                    ConsumeResult::Success
+                } else {
+                    ConsumeResult::ReconsumeLater
+                };
+                answers.push((m.queue_offset(), result));
             }
-        }
-        if acked {
-            // Acks may have produced more outputs and events.
-            return self.after(node);
+            // The application answers once it has worked through the batch.
+            let mut ms = 0;
+            for _ in &answers {
+                ms += self.between(Stream::App, PROCESSING_MS);
+            }
+            self.next_job += 1;
+            let job = self.next_job;
+            self.jobs.insert(
+                job,
+                Job {
+                    consumer: node,
+                    mq,
+                    from: self.now,
+                    answers,
+                },
+            );
+            self.push(
+                self.now + ms,
+                Ev::Processed {
+                    consumer: node,
+                    job,
+                },
+            );
         }
         let next = self.fabric.nodes[node].poll_timeout();
         if let Some(t) = next {

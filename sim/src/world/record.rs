@@ -91,4 +91,21 @@ impl Sim {
             self.history.stored_brokers.insert(name);
         }
     }
+
+    /// Which queues each running consumer of the clustering group owns at the end.
+    pub(super) fn record_owners(&mut self) {
+        for (n, node) in self.fabric.nodes.iter().enumerate() {
+            let Node::Consumer(c) = node else { continue };
+            if self.left.contains(&n) || self.history.broadcast_consumers.contains(&n) {
+                continue;
+            }
+            for mq in c.assigned() {
+                self.history
+                    .owners
+                    .entry((mq.broker_name.clone(), mq.topic.clone(), mq.queue_id))
+                    .or_default()
+                    .push(n);
+            }
+        }
+    }
 }

@@ -132,6 +132,8 @@ pub struct MessageStore<D: Disk> {
     /// Queue files created since the last checkpoint was written, whose existence that
     /// checkpoint's driver makes durable with its ranges.
     pending_created: CreatedSet,
+    /// Open found no trace of an earlier process (`RecoveryReport::fresh`).
+    fresh: bool,
 }
 
 /// Most queue entries staged in memory across all queues between checkpoints (20 MiB); a
@@ -181,6 +183,12 @@ impl<D: Disk> MessageStore<D> {
     pub fn commit_log_mut(&mut self) -> &mut CommitLog {
         &mut self.log
     }
+    /// Whether open found no trace of an earlier process: no checkpoint, commit log,
+    /// consume queue or index.
+    pub fn fresh(&self) -> bool {
+        self.fresh
+    }
+
     /// Why the store stopped accepting writes, if it did.
     pub fn stopped(&self) -> Option<&str> {
         self.stopped.as_deref().or(self.log.stopped())

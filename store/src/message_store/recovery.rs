@@ -194,6 +194,7 @@ impl<D: Disk> MessageStore<D> {
             checkpointed: c,
             refusal_logged_at: None,
             pending_created: CreatedSet::default(),
+            fresh: report.fresh,
         };
         store.log.set_positions(scan_from, scan_from);
         let mut redispatched = 0u64;
