@@ -38,7 +38,8 @@ pub struct ClientInstance<R> {
     route_refresh_ms: u64,
     rng: Xoshiro256PlusPlus,
     next_opaque: i32,
-    calls: RpcTable<R>,
+    /// Calls awaiting their responses, each with the address it went to.
+    calls: RpcTable<(R, String)>,
     outputs: VecDeque<Output>,
     next_heartbeat: u64,
     next_route_refresh: u64,
@@ -90,7 +91,7 @@ impl<R> ClientInstance<R> {
             !cmd.is_response() && !cmd.is_oneway(),
             "only a two-way request gets a response to await"
         );
-        self.calls.insert(cmd.opaque, rpc, deadline);
+        self.calls.insert(cmd.opaque, (rpc, addr.clone()), deadline);
         self.outputs.push_back(Output::SendTo { addr, cmd });
     }
 
@@ -103,17 +104,29 @@ impl<R> ClientInstance<R> {
     /// awaited.
     pub fn answered(&mut self, response: &RemotingCommand) -> Option<R> {
         debug_assert!(response.is_response());
-        self.calls.remove(response.opaque)
+        self.calls.remove(response.opaque).map(|(rpc, _)| rpc)
     }
 
     /// Ends the call `opaque` early (its peer is lost).
     pub fn take_call(&mut self, opaque: i32) -> Option<R> {
-        self.calls.remove(opaque)
+        self.calls.remove(opaque).map(|(rpc, _)| rpc)
+    }
+
+    /// Ends every call in flight to `addr` (its connection closed: no answer will come), in
+    /// opaque order. As the Java client's failFast, they fail now, not at their deadlines.
+    pub fn take_calls_to(&mut self, addr: &str) -> Vec<R> {
+        let lost: Vec<i32> = self
+            .calls
+            .iter()
+            .filter(|(_, (_, a))| a == addr)
+            .map(|(o, _)| o)
+            .collect();
+        lost.into_iter().filter_map(|o| self.take_call(o)).collect()
     }
 
     /// Calls in flight, by opaque.
     pub fn calls(&self) -> impl Iterator<Item = (i32, &R)> {
-        self.calls.iter()
+        self.calls.iter().map(|(o, (rpc, _))| (o, rpc))
     }
 
     /// Calls whose deadline is at or before `now`, no longer in flight, earliest first.
@@ -121,7 +134,7 @@ impl<R> ClientInstance<R> {
         self.calls
             .take_expired(now)
             .into_iter()
-            .map(|(_, rpc)| rpc)
+            .map(|(_, (rpc, _))| rpc)
             .collect()
     }
 

@@ -131,6 +131,28 @@ fn sync_flush_serves_only_durable_messages_and_wakes_held_pulls_on_flush() {
 }
 
 #[test]
+fn sync_flush_flushes_a_oneway_send_that_arrived_during_a_flush() {
+    // Nobody waits for a oneway send, but under SYNC_FLUSH no consumer sees it until it is
+    // durable: a flush that ends must start the next one for it, not leave it to whatever
+    // flushes next (found by the simulator's delivery-latency checker: 4.3 s).
+    let mut h = H::start(FlushDiskType::Sync, MemDisk::new(1), 0);
+    let first = flush_of(&h.send("m0")).expect("a flush for the first send");
+    let cmd = h.send_v2("TopicA", 0, &[("UNIQ_KEY", "m1")], b"m1");
+    let mut cmd = cmd;
+    cmd.flag |= rockfish_core::remoting::command::FLAG_ONEWAY;
+    assert!(flush_of(&h.call(P, cmd)).is_none(), "one flush in flight");
+    h.b.run_flush(first, 1);
+    let out = h.drain();
+    let second = flush_of(&out).expect("the oneway send is flushed next");
+    h.b.run_flush(second, 2);
+    h.drain();
+    assert_eq!(
+        h.pull(0),
+        (response::SUCCESS, vec!["m0".into(), "m1".into()], 2, 2)
+    );
+}
+
+#[test]
 fn async_flush_serves_on_append() {
     let mut h = H::start(FlushDiskType::Async, MemDisk::new(1), 0);
     h.send("m0");

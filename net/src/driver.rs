@@ -266,7 +266,7 @@ async fn run<M: Durable>(
         let sleep_ms = machine
             .poll_timeout()
             .map_or(1_000, |t| t.saturating_sub(now_ms()).max(1));
-        tokio::select! {
+        crate::select! {
             _ = stop.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {

@@ -7,6 +7,21 @@
 //! Must never: hold protocol or broker logic of its own. A decision that could differ between
 //! a real run and a simulated one belongs in a core machine, not here.
 
+/// `tokio::select!`, biased under madsim. Unbiased, tokio picks the branch to poll first from
+/// a thread-local generator seeded by a process-wide counter, so a seed's run would depend on
+/// what ran before it in the process: a seed replayed alone, or madsim's determinism check
+/// (the seed twice in one process), would take other paths. Under madsim the seed still
+/// orders every task and packet.
+#[cfg(madsim)]
+macro_rules! select {
+    ($($branches:tt)*) => { tokio::select! { biased; $($branches)* } };
+}
+#[cfg(not(madsim))]
+macro_rules! select {
+    ($($branches:tt)*) => { tokio::select! { $($branches)* } };
+}
+pub(crate) use select;
+
 pub mod client;
 mod conn;
 pub mod driver;

@@ -2,11 +2,12 @@
 //! `--cfg madsim` so madsim-tokio stands in for tokio, runs a name server, a SYNC_FLUSH broker
 //! over the simulated disk, a producer and a consumer as separate simulated machines. The
 //! seed decides every latency and interleaving; the broker is killed (process crash or power
-//! loss) and restarted, and links are clogged, while messages flow. Every acknowledged send
-//! must be consumed in the end.
+//! loss) and restarted, and links are clogged, while messages flow and are consumed. Every
+//! acknowledged send must be consumed in the end.
 //!
 //! Run: RUSTFLAGS="--cfg madsim" MADSIM_TEST_NUM=20 cargo test -p rockfish-net --test madsim \
 //!      --target-dir target/madsim
+//! (scripts/madsim runs each seed under madsim's determinism check as well).
 #![cfg(madsim)]
 
 use std::collections::BTreeSet;
@@ -20,6 +21,9 @@ use rockfish_core::broker::{BrokerConfig, FlushDiskType};
 use rockfish_core::consumer::{ConsumeFrom, ConsumeResult, ConsumerConfig};
 use rockfish_core::namesrv::NameServerConfig;
 use rockfish_core::producer::{Message, ProducerConfig, SendStatus};
+use rockfish_core::remoting::RemotingCommand;
+use rockfish_core::remoting::codes::{request, response};
+use rockfish_net::Client;
 use rockfish_net::launch::{serve_broker, start_namesrv};
 use rockfish_net::sdk::{ConsumerConfigExt, Producer, PushConsumer};
 use rockfish_store::{FaultPlan, MemDisk, StoreConfig};
@@ -28,6 +32,42 @@ const NAMESRV: &str = "10.0.0.1:9876";
 const BROKER: &str = "10.0.1.1:10911";
 const TOPIC: &str = "MadsimTopic";
 const MESSAGES: usize = 150;
+
+/// mqadmin updateTopic against the broker, then waits until the name server routes the topic
+/// (the broker registers it right away, on its own connection).
+async fn create_topic() {
+    let timeout = Duration::from_secs(3);
+    let broker = Client::connect(BROKER).await.expect("the broker accepts");
+    let update = RemotingCommand::request(request::UPDATE_AND_CREATE_TOPIC, 0)
+        .with_ext("topic", TOPIC)
+        .with_ext("readQueueNums", 4)
+        .with_ext("writeQueueNums", 4);
+    let resp = broker
+        .request(update, timeout)
+        .await
+        .expect("the broker answers");
+    assert_eq!(
+        resp.code,
+        response::SUCCESS,
+        "update topic: {:?}",
+        resp.remark
+    );
+    let namesrv = Client::connect(NAMESRV)
+        .await
+        .expect("the name server accepts");
+    loop {
+        let route =
+            RemotingCommand::request(request::GET_ROUTEINFO_BY_TOPIC, 0).with_ext("topic", TOPIC);
+        if namesrv
+            .request(route, timeout)
+            .await
+            .is_ok_and(|r| r.code == response::SUCCESS)
+        {
+            return;
+        }
+        madsim::time::sleep(Duration::from_millis(100)).await;
+    }
+}
 
 #[madsim::test]
 async fn acknowledged_sends_survive_kills_restarts_and_clogged_links() {
@@ -82,8 +122,14 @@ async fn acknowledged_sends_survive_kills_restarts_and_clogged_links() {
         .ip("10.0.2.1".parse().unwrap())
         .build();
 
-    // Let the broker register before the clients look for routes.
+    // Let the broker register, then create the topic before the clients start: the consumer
+    // learns its route at start and consumes while the faults fly. (Created by the first
+    // send, the topic would reach the consumer only at its 30 s route refresh, after them.)
     madsim::time::sleep(Duration::from_secs(2)).await;
+    client
+        .spawn(create_topic())
+        .await
+        .expect("the topic is created");
     let (a, c) = (acked.clone(), consumed.clone());
     let workload = client.spawn(async move {
         let config = ConsumerConfig {
@@ -117,7 +163,7 @@ async fn acknowledged_sends_survive_kills_restarts_and_clogged_links() {
                 // Refused or timed out while the broker is down or cut off: not acknowledged.
                 _ => {}
             }
-            madsim::time::sleep(Duration::from_millis(50)).await;
+            madsim::time::sleep(Duration::from_millis(100)).await;
         }
         // Converge: everything acknowledged gets consumed (bounded in simulated time).
         for _ in 0..240 {
@@ -131,11 +177,17 @@ async fn acknowledged_sends_survive_kills_restarts_and_clogged_links() {
         consumer.shutdown().await;
     });
 
-    // Faults while the workload runs: the seed picks when and which.
+    // Faults while the workload runs: the seed picks when and which. Between faults the
+    // broker stays up longer than a consumer waits after a failed pull (3 s, RocketMQ's
+    // pullTimeDelayMillsWhenException), so the consumer can get back to consuming.
     let mut faults = Vec::new();
-    for _ in 0..3 {
-        let wait = thread_rng().gen_range(500..2_000);
-        madsim::time::sleep(Duration::from_millis(wait)).await;
+    let mut consumed_at_first_fault = 0;
+    for round in 0..3 {
+        let wait = if round == 0 { 500..2_000 } else { 3_000..6_000 };
+        madsim::time::sleep(Duration::from_millis(thread_rng().gen_range(wait))).await;
+        if round == 0 {
+            consumed_at_first_fault = consumed.lock().unwrap().len();
+        }
         match thread_rng().gen_range(0..3) {
             0 | 1 => {
                 let power = thread_rng().gen_bool(0.5);
@@ -161,9 +213,15 @@ async fn acknowledged_sends_survive_kills_restarts_and_clogged_links() {
             }
         }
     }
+    // Consumed while the faults were injected (the clients started just before), and of
+    // those, after the first fault hit: a consumer whose broker was killed fails its pulls
+    // at once (Consumer::on_peer_lost, as Java's failFast) and consumes again when it is back.
+    let consumed_while_faulting = consumed.lock().unwrap().len();
+    let consumed_after_first_fault = consumed_while_faulting - consumed_at_first_fault;
     workload.await.expect("the workload finishes");
     eprintln!(
-        "seed {seed}: faults {faults:?}, {} acknowledged, {} consumed",
+        "seed {seed}: faults {faults:?}, {} acknowledged, {} consumed ({consumed_while_faulting} \
+         while faulting, {consumed_after_first_fault} of them after the first fault)",
         acked.lock().unwrap().len(),
         consumed.lock().unwrap().len()
     );
@@ -183,6 +241,10 @@ async fn acknowledged_sends_survive_kills_restarts_and_clogged_links() {
     assert!(
         phantom.is_empty(),
         "seed {seed}: consumed but never sent: {phantom:?}"
+    );
+    assert!(
+        consumed_after_first_fault > 0,
+        "seed {seed}, faults {faults:?}: nothing consumed after the first fault"
     );
     assert!(
         acked.len() >= MESSAGES / 3,

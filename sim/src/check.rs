@@ -7,7 +7,7 @@ use rockfish_core::broker::FlushDiskType;
 use rockfish_core::producer::SendStatus;
 
 use crate::config::SimConfig;
-use crate::world::History;
+use crate::world::{Group, History, TAGGED_SUBSCRIPTION};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Violation {
@@ -77,6 +77,7 @@ pub enum Violation {
     /// At the end, with every rebalance settled, a queue is owned by more than one consumer
     /// of the clustering group.
     SharedQueue {
+        group: Group,
         broker: String,
         topic: String,
         queue: u32,
@@ -100,6 +101,14 @@ pub enum Violation {
     /// A node's timer fired again and again with the machine due again at once each time: a
     /// busy loop (a real driver would spin a core on it).
     BusyTimer { node: usize, at: u64 },
+    /// The tagged group was handed a message its subscription does not match.
+    TaggedLeak {
+        body: String,
+        tags: String,
+        consumer: usize,
+    },
+    /// The tagged group never consumed a message it was owed whose tag it subscribes to.
+    TaggedMissed { body: String, tag: String },
 }
 
 /// How long a message sent to a settled, fault-free cluster may take to reach its consumers:
@@ -125,6 +134,7 @@ impl Violation {
             Violation::SettledDuplicate { .. } => "settled-no-duplicates",
             Violation::SlowDelivery { .. } => "delivery-latency",
             Violation::BusyTimer { .. } => "timers-not-busy",
+            Violation::TaggedLeak { .. } | Violation::TaggedMissed { .. } => "tagged-exact",
         }
     }
 }
@@ -152,6 +162,11 @@ fn after_heal(body: &str) -> bool {
     body.contains("-L") || settled(body)
 }
 
+/// Whether the tagged group's subscription matches `tags`.
+fn subscribed(tags: &str) -> bool {
+    TAGGED_SUBSCRIPTION.split("||").any(|t| t.trim() == tags)
+}
+
 /// Whether a message was sent once everything had settled.
 fn settled(body: &str) -> bool {
     body.contains("-S")
@@ -167,6 +182,8 @@ pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
         .iter()
         .map(|c| (*c, BTreeSet::new()))
         .collect();
+    // What the tagged group consumed.
+    let mut tagged = BTreeSet::new();
     for d in &h.delivered {
         if !h.sent.contains_key(&d.body) {
             report.violations.push(Violation::Phantom {
@@ -174,15 +191,27 @@ pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
             });
         }
         // A group gets each message once; a broadcasting consumer is a group of its own.
-        let receiver = if d.broadcast { d.consumer } else { usize::MAX };
-        if !seen.insert((receiver, d.body.as_str())) {
+        if !seen.insert((d.receiver(), d.body.as_str())) {
             report.duplicates += 1;
         }
+        if d.group == Group::Tagged && !subscribed(&d.tags) {
+            report.violations.push(Violation::TaggedLeak {
+                body: d.body.clone(),
+                tags: d.tags.clone(),
+                consumer: d.consumer,
+            });
+        }
         if d.consumed {
-            if d.broadcast {
-                each.entry(d.consumer).or_default().insert(&d.body);
-            } else {
-                group.insert(d.body.as_str());
+            match d.group {
+                Group::Broadcast => {
+                    each.entry(d.consumer).or_default().insert(&d.body);
+                }
+                Group::Clustering => {
+                    group.insert(d.body.as_str());
+                }
+                Group::Tagged => {
+                    tagged.insert(d.body.as_str());
+                }
             }
         }
     }
@@ -199,8 +228,14 @@ pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
     for (body, status) in &h.sent {
         let acked = *status == Some(SendStatus::SendOk);
         let promised = promised || kept.contains(body.as_str());
-        let owed = acked && (promised || after_heal(body));
-        if after_heal(body) && (!acked || (cfg.consumers > 0 && !group.contains(body.as_str()))) {
+        // A oneway send is never acknowledged: after the heal it is owed once it is stored.
+        let oneway = h.oneway.contains(body);
+        let owed = (acked && (promised || after_heal(body)))
+            || (oneway && after_heal(body) && kept.contains(body.as_str()));
+        let unacked = !acked && !oneway;
+        if after_heal(body)
+            && (unacked || (owed && cfg.consumers > 0 && !group.contains(body.as_str())))
+        {
             report.violations.push(Violation::NotConverged {
                 body: body.clone(),
                 acked,
@@ -213,6 +248,13 @@ pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
             report
                 .violations
                 .push(Violation::AckedLost { body: body.clone() });
+        }
+        let tag = h.tags.get(body).map(String::as_str).unwrap_or_default();
+        if owed && cfg.tagged_consumers > 0 && subscribed(tag) && !tagged.contains(body.as_str()) {
+            report.violations.push(Violation::TaggedMissed {
+                body: body.clone(),
+                tag: tag.to_string(),
+            });
         }
         for (consumer, got) in &each {
             if owed && !got.contains(body.as_str()) {
@@ -252,7 +294,11 @@ pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
 /// (after a rebalance) is allowed; that is at-least-once, not disorder.
 fn check_fifo(h: &History, report: &mut CheckReport) {
     let mut consumed: BTreeMap<(&str, u32), BTreeSet<u64>> = BTreeMap::new();
-    for d in h.delivered.iter().filter(|d| !d.broadcast && d.consumed) {
+    for d in h
+        .delivered
+        .iter()
+        .filter(|d| d.group == Group::Clustering && d.consumed)
+    {
         let queue = consumed.entry((&d.broker, d.queue)).or_default();
         if d.offset > 0 && !queue.contains(&(d.offset - 1)) {
             report.violations.push(Violation::OutOfOrder {
@@ -422,9 +468,10 @@ fn check_exclusive(h: &History, report: &mut CheckReport) {
 
 /// At the end every queue has at most one owner in the clustering group.
 fn check_owners(h: &History, report: &mut CheckReport) {
-    for ((broker, topic, queue), owners) in &h.owners {
+    for ((group, broker, topic, queue), owners) in &h.owners {
         if owners.len() > 1 {
             report.violations.push(Violation::SharedQueue {
+                group: *group,
                 broker: broker.clone(),
                 topic: topic.clone(),
                 queue: *queue,
@@ -442,7 +489,11 @@ fn check_settled(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
     // The orderly group's reconsume answers: (broker, topic, queue) -> (when, offset).
     let mut suspended: BTreeMap<QueueKey, Vec<(u64, u64)>> = BTreeMap::new();
     if cfg.orderly {
-        for d in h.delivered.iter().filter(|d| !d.broadcast && !d.consumed) {
+        for d in h
+            .delivered
+            .iter()
+            .filter(|d| d.group == Group::Clustering && !d.consumed)
+        {
             suspended
                 .entry((&d.broker, &d.topic, d.queue))
                 .or_default()
@@ -453,8 +504,7 @@ fn check_settled(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
     let mut first = BTreeSet::new();
     let mut max = None;
     for d in h.delivered.iter().filter(|d| settled(&d.body)) {
-        let receiver = if d.broadcast { d.consumer } else { usize::MAX };
-        let key = (receiver, d.body.as_str());
+        let key = (d.receiver(), d.body.as_str());
         if consumed.contains(&key) {
             report.violations.push(Violation::SettledDuplicate {
                 body: d.body.clone(),
@@ -470,7 +520,7 @@ fn check_settled(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
         }
         let sent_at = h.sent_at.get(&d.body).copied().unwrap_or(d.at);
         let took = d.at.saturating_sub(sent_at);
-        let behind_reconsume = !d.broadcast
+        let behind_reconsume = d.group == Group::Clustering
             && suspended
                 .get(&(d.broker.as_str(), d.topic.as_str(), d.queue))
                 .is_some_and(|s| {

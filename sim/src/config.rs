@@ -17,8 +17,13 @@ pub struct SimConfig {
     pub consumers: usize,
     /// Consumers of a broadcasting group: each must get every message.
     pub broadcast_consumers: usize,
+    /// Consumers of a clustering group subscribed to some tags only
+    /// (`world::TAGGED_SUBSCRIPTION`): the group must get exactly the matching messages.
+    pub tagged_consumers: usize,
     /// The clustering group consumes orderly and producers send by sharding key.
     pub orderly: bool,
+    /// Producers mix their sends: sync, async, oneway and batches (else async only).
+    pub mixed_sends: bool,
     /// Chance that the application answers a delivery with "reconsume later".
     pub reconsume_share: f64,
     /// Each message body is padded to at least this many bytes (to fill disks).
@@ -45,6 +50,11 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
+    /// Consumers of every group.
+    pub fn all_consumers(&self) -> usize {
+        self.consumers + self.broadcast_consumers + self.tagged_consumers
+    }
+
     /// A small fault-free cluster: one name server, one broker, one producer, two consumers.
     pub fn smoke(seed: u64) -> SimConfig {
         SimConfig {
@@ -55,7 +65,9 @@ impl SimConfig {
             producers: 1,
             consumers: 2,
             broadcast_consumers: 0,
+            tagged_consumers: 0,
             orderly: false,
+            mixed_sends: false,
             reconsume_share: 0.0,
             body_bytes: 0,
             topic_created: false,
@@ -106,6 +118,9 @@ pub struct Bugs {
     /// Orderly consumers waiting for a queue's lock keep a pull back-off that ran out: their
     /// timer fires every millisecond until the lock comes.
     pub spins_while_unlocked: bool,
+    /// Brokers compare consume queue tag codes against the wrong hash: a tag subscription
+    /// matches none of its messages.
+    pub tag_codes_wrong: bool,
 }
 
 impl Bugs {

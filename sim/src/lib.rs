@@ -26,6 +26,6 @@ pub use config::{Bugs, Faults, SimConfig};
 pub use scenario::{SCENARIOS, ScenarioError, ScenarioFile, scenario};
 pub use shrink::{Shrunk, shrink};
 pub use world::{
-    CrashRecord, Delivery, History, Outcome, Processing, RouteView, SETTLED_RESUME_MS, Sim,
+    CrashRecord, Delivery, Group, History, Outcome, Processing, RouteView, SETTLED_RESUME_MS, Sim,
     StoreSlot,
 };

@@ -114,6 +114,7 @@ pub const INVARIANTS: &[&str] = &[
     "settled-no-duplicates",
     "delivery-latency",
     "timers-not-busy",
+    "tagged-exact",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -155,6 +156,9 @@ pub struct Topology {
     pub consumers: Bound<u64>,
     /// A broadcasting group's consumers.
     pub broadcast_consumers: Bound<u64>,
+    /// A clustering group's consumers subscribed to some tags only ("TagA || TagC"; messages
+    /// carry TagA, TagB or TagC in turn).
+    pub tagged_consumers: Bound<u64>,
 }
 
 impl Default for Topology {
@@ -166,6 +170,7 @@ impl Default for Topology {
             producers: u(1),
             consumers: u(2),
             broadcast_consumers: u(0),
+            tagged_consumers: u(0),
         }
     }
 }
@@ -180,6 +185,8 @@ pub struct Workload {
     pub liveness_messages: u64,
     /// The clustering group consumes orderly; producers send by sharding key.
     pub orderly: bool,
+    /// Producers mix sync, async and oneway sends and batches of three (else async only).
+    pub mixed_sends: bool,
     /// Chance the application asks for a delivery to be retried.
     pub reconsume_share: Bound<f64>,
     /// Bodies are padded to this many bytes.
@@ -199,6 +206,7 @@ impl Default for Workload {
             send_interval_ms: u(20),
             liveness_messages: 20,
             orderly: false,
+            mixed_sends: false,
             reconsume_share: f(0.0),
             body_bytes: 0,
             topic_created: false,
@@ -294,6 +302,12 @@ impl ScenarioFile {
                 0,
                 8,
             ),
+            (
+                "topology.tagged_consumers",
+                self.topology.tagged_consumers,
+                0,
+                8,
+            ),
             ("workload.messages", self.workload.messages, 0, 100_000),
             (
                 "workload.send_interval_ms",
@@ -341,7 +355,9 @@ impl ScenarioFile {
             producers: self.topology.producers.draw(r) as usize,
             consumers: self.topology.consumers.draw(r) as usize,
             broadcast_consumers: self.topology.broadcast_consumers.draw(r) as usize,
+            tagged_consumers: self.topology.tagged_consumers.draw(r) as usize,
             orderly: self.workload.orderly,
+            mixed_sends: self.workload.mixed_sends,
             reconsume_share: self.workload.reconsume_share.draw(r),
             body_bytes: self.workload.body_bytes as usize,
             topic_created: self.workload.topic_created,
@@ -374,12 +390,14 @@ impl ScenarioFile {
                 producers: u(cfg.producers as u64),
                 consumers: u(cfg.consumers as u64),
                 broadcast_consumers: u(cfg.broadcast_consumers as u64),
+                tagged_consumers: u(cfg.tagged_consumers as u64),
             },
             workload: Workload {
                 messages: u(cfg.messages as u64),
                 send_interval_ms: u(cfg.send_interval_ms),
                 liveness_messages: cfg.liveness_messages as u64,
                 orderly: cfg.orderly,
+                mixed_sends: cfg.mixed_sends,
                 reconsume_share: f(cfg.reconsume_share),
                 body_bytes: cfg.body_bytes as u64,
                 topic_created: cfg.topic_created,

@@ -57,6 +57,9 @@ const STEPS: &[Step] = &[
     ("fewer broadcast consumers", |c| {
         fewer(&mut c.broadcast_consumers, |n| n - 1)
     }),
+    ("fewer tagged consumers", |c| {
+        fewer(&mut c.tagged_consumers, |n| n - 1)
+    }),
     ("half the messages", |c| fewer(&mut c.messages, |n| n / 2)),
 ];
 

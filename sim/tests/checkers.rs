@@ -275,3 +275,23 @@ fn busy_timer_checker_catches_a_consumer_that_spins_waiting_for_a_lock() {
     let text = ORDERLY_LOCKS.replace("orderly_ignores_lock = true", "spins_while_unlocked = true");
     catches(&text, &["timers-not-busy"], 4);
 }
+
+#[test]
+fn tagged_checker_catches_a_broker_that_filters_on_the_wrong_tag_codes() {
+    // The broken machine: the broker compares consume queue tag codes with the wrong hash,
+    // so a tag subscription's pulls find nothing (the client's own tag check cannot bring
+    // back what the broker never served). "*" subscriptions are untouched.
+    let text = r#"
+name = "tag-filter-broken"
+[topology]
+consumers = 2
+tagged_consumers = 1
+[workload]
+topic_created = true
+mixed_sends = true
+messages = 60
+[bugs]
+tag_codes_wrong = true
+"#;
+    catches(text, &["tagged-exact"], 2);
+}

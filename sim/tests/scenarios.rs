@@ -118,6 +118,9 @@ fn shrink_keeps_the_faults_that_matter_and_the_shrunk_file_replays_the_failure()
     // noise that shrinking must strip.
     let mut file = ScenarioFile::built_in("power-loss-torn").unwrap();
     file.bugs.lying_flush = true;
+    // Judged on lost acknowledged sends alone: what else the lost sends break (a consumer
+    // that skips reused offsets after the heal breaks liveness) may need other faults.
+    file.invariants = vec!["acked-durable-not-lost".into()];
     file.faults.drop = rockfish_sim::scenario::Bound::Value(0.01);
     file.faults.duplicate = rockfish_sim::scenario::Bound::Value(0.01);
     file.faults.partition_per_sec = rockfish_sim::scenario::Bound::Value(0.1);
@@ -131,7 +134,8 @@ fn shrink_keeps_the_faults_that_matter_and_the_shrunk_file_replays_the_failure()
     assert_eq!(s.faults.drop, 0.0, "{:?}", shrunk.steps);
     assert_eq!(s.faults.duplicate, 0.0);
     assert_eq!(s.faults.partition_per_sec, 0.0);
-    assert_eq!(s.faults.disk.read_bitflip, 0.0);
+    // (Disk faults draw from the disk's one stream: removing one may move the torn pages the
+    // loss depends on, so a read bitflip may stay.)
     assert!(s.faults.crash_per_sec > 0.0 && s.faults.power_loss_share > 0.0);
     assert!(
         s.faults.disk.writeback < 1.0,
@@ -166,12 +170,15 @@ fn regression_seeds() {
     // told it nothing until its next heartbeat round, 30 s on; a rebalance elsewhere asked
     // that broker who the members were, and two consumers owned one queue: messages sent in a
     // settled cluster were delivered twice.
+    // cluster 1169: a oneway send reached a SYNC_FLUSH broker during a flush; nothing flushed
+    // it after (no one waited for it), so consumers saw it 4.3 s late.
     for (name, seed) in [
         ("partitions", 186),
         ("swarm", 1649),
         ("swarm", 1551),
         ("cluster", 1060),
         ("namesrv-loss", 1360),
+        ("cluster", 1169),
     ] {
         let cfg = ScenarioFile::built_in(name).unwrap().config(seed);
         let out = Sim::new(cfg.clone()).run();
@@ -197,8 +204,8 @@ fn the_timeline_draws_lanes_frames_and_faults() {
     }
     assert_eq!(
         out.nodes.len(),
-        8,
-        "2 name servers, 2 brokers, 2 producers, 2 consumers"
+        9,
+        "2 name servers, 2 brokers, 2 producers, 2 consumers, 1 tagged consumer"
     );
     assert!(page.contains(r#"class="req""#) && page.contains(r#"class="resp""#));
     assert!(page.contains(r#"class="fault""#), "the crash is marked");

@@ -68,9 +68,9 @@ impl<D: Disk> Broker<D> {
                 cmd: w.response,
             });
         }
-        if !self.flush.waiters.is_empty() {
-            self.request_flush();
-        }
+        // What arrived during that flush is flushed next: waiters' sends, and sends nobody
+        // waits for (oneway), which under SYNC_FLUSH no consumer sees until durable.
+        self.request_flush();
         self.wake_durable_pulls(now);
     }
 

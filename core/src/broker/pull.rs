@@ -135,7 +135,11 @@ impl<D: Disk> Broker<D> {
                     offset,
                     max_msgs,
                     self.config.max_pull_bytes,
-                    &|c| filter.matches_code(c),
+                    &|c| {
+                        // A deliberately broken broker, for the simulator's checkers.
+                        let c = c + crate::buggify::bug("broker.tag-codes-wrong") as i64;
+                        filter.matches_code(c)
+                    },
                     visible,
                 )
             }) {

@@ -577,6 +577,16 @@ impl Consumer {
         self.pull_due(now);
     }
 
+    /// The connection to `addr` closed: what was asked of it fails now, as the Java client's
+    /// failFast does, rather than at its deadline (a pull's is 30 s: a consumer would sit idle
+    /// that long after its broker restarted). Each is retried as a failed call is.
+    pub fn on_peer_lost(&mut self, addr: &str, now: u64) {
+        for rpc in self.client.take_calls_to(addr) {
+            self.fail(rpc, now);
+        }
+        self.pull_due(now);
+    }
+
     /// Commits every offset, releases orderly locks, leaves the group on every broker
     /// (UNREGISTER_CLIENT, so the others rebalance at once), and stops.
     pub fn shutdown(&mut self, now: u64) {
@@ -604,8 +614,8 @@ impl crate::machine::ClientMachine for Consumer {
     fn on_timeout(&mut self, now: u64) {
         Consumer::on_timeout(self, now)
     }
-    fn on_peer_lost(&mut self, _addr: &str, _now: u64) {
-        // Pulls and RPCs time out and are retried by the machine.
+    fn on_peer_lost(&mut self, addr: &str, now: u64) {
+        Consumer::on_peer_lost(self, addr, now)
     }
     fn poll_output(&mut self) -> Option<Output> {
         Consumer::poll_output(self)

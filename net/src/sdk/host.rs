@@ -122,7 +122,7 @@ where
         let sleep = machine
             .poll_timeout()
             .map_or(1_000, |t| t.saturating_sub(now_ms()).max(1));
-        tokio::select! {
+        crate::select! {
             call = calls.recv() => match call {
                 Some(f) => f(&mut machine, now_ms()),
                 None => break,

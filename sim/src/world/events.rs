@@ -102,23 +102,63 @@ impl Sim {
                 };
                 let now = self.local(producer);
                 let orderly = self.cfg.orderly;
-                // Padding after a '#' fills the disk; the part before it names the message.
-                let mut payload = body.clone().into_bytes();
-                if payload.len() < self.cfg.body_bytes {
-                    payload.push(b'#');
-                    payload.resize(self.cfg.body_bytes, b'.');
-                }
+                let tag = TAGS[n % TAGS.len()];
+                // Mixed sends: mostly async, then sync, oneway and a batch of three.
+                let (mode, batch) = match (self.cfg.mixed_sends, n % 8) {
+                    (true, 5) => (SendMode::Sync, false),
+                    (true, 6) => (SendMode::Oneway, false),
+                    (true, 7) if !orderly => (SendMode::Async, true),
+                    _ => (SendMode::Async, false),
+                };
+                let bodies: Vec<String> = if batch {
+                    (0..3)
+                        .map(|i| {
+                            if i == 0 {
+                                body.clone()
+                            } else {
+                                format!("{body}.{i}")
+                            }
+                        })
+                        .collect()
+                } else {
+                    vec![body]
+                };
+                let msgs: Vec<Message> = bodies
+                    .iter()
+                    .map(|body| {
+                        // Padding after a '#' fills the disk; the part before it names the
+                        // message.
+                        let mut payload = body.clone().into_bytes();
+                        if payload.len() < self.cfg.body_bytes {
+                            payload.push(b'#');
+                            payload.resize(self.cfg.body_bytes, b'.');
+                        }
+                        let mut msg = Message::new(TOPIC, payload);
+                        msg.tags = Some(tag.to_string());
+                        msg.keys = vec![format!("k{}", body.replace('.', "-"))];
+                        msg
+                    })
+                    .collect();
                 if let Node::Producer(p) = &mut self.fabric.nodes[producer] {
-                    let msg = Message::new(TOPIC, payload);
-                    let id = if orderly {
+                    let mut msgs = msgs;
+                    let id = if batch {
+                        p.send_batch(msgs, mode, now)
+                    } else if orderly {
                         // Messages of one sharding key go to one queue, in order.
-                        p.send_ordered(msg, &format!("k{}", n % 8), SendMode::Async, now)
+                        let msg = msgs.pop().expect("one message");
+                        p.send_ordered(msg, &format!("k{}", n % 8), mode, now)
                     } else {
-                        p.send(msg, SendMode::Async, now)
+                        p.send(msgs.pop().expect("one message"), mode, now)
                     };
-                    self.sends.insert((producer, id), body.clone());
-                    self.history.sent_at.entry(body.clone()).or_insert(self.now);
-                    self.history.sent.entry(body).or_insert(None);
+                    for body in &bodies {
+                        self.history.sent_at.entry(body.clone()).or_insert(self.now);
+                        self.history.sent.entry(body.clone()).or_insert(None);
+                        self.history.tags.insert(body.clone(), tag.to_string());
+                        if mode == SendMode::Oneway {
+                            self.history.oneway.insert(body.clone());
+                        }
+                    }
+                    self.sends.insert((producer, id), bodies);
                 }
                 self.after(producer);
             }
@@ -191,13 +231,19 @@ impl Sim {
                 // Its connections die with it.
                 self.fabric.forget_server(broker);
                 self.ticks.remove(&broker);
-                let addr = broker_addr(broker - self.name_servers);
-                for n in self.first_client()..self.fabric.nodes.len() {
-                    let now = self.local(n);
-                    if let Node::Producer(p) = &mut self.fabric.nodes[n] {
-                        p.on_peer_lost(&addr, now);
+                // A killed process's sockets are closed by its kernel: its clients see the
+                // connections drop at once. A machine that lost power closes nothing: its
+                // clients find out when what they asked of it times out.
+                if !power {
+                    let addr = broker_addr(broker - self.name_servers);
+                    for n in self.first_client()..self.fabric.nodes.len() {
+                        if self.left.contains(&n) {
+                            continue;
+                        }
+                        let now = self.local(n);
+                        self.fabric.nodes[n].on_peer_lost(&addr, now);
+                        self.after(n);
                     }
-                    self.after(n);
                 }
                 let down = self.between(Stream::Crash, self.cfg.faults.down_ms);
                 self.push(self.now + down, Ev::Restart { broker });
@@ -303,9 +349,10 @@ impl Sim {
                 let line = format!("t={} recover join {consumer}", self.now);
                 self.log(line);
                 let i = consumer - self.first_client() - self.cfg.producers;
-                let broadcast = self.history.broadcast_consumers.contains(&consumer);
+                let group = self.group_of(consumer);
+                let broadcast = group == Group::Broadcast;
                 let seed = self.stream(Stream::Churn).random();
-                let cc = consumer_config(&self.cfg, i, broadcast, seed);
+                let cc = consumer_config(&self.cfg, i, group, seed);
                 let now = self.local(consumer);
                 if let Node::Consumer(c) = &mut self.fabric.nodes[consumer] {
                     // A broadcasting consumer starts from the offsets it kept.

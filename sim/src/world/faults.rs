@@ -67,7 +67,7 @@ impl Sim {
             self.push(self.now, Ev::Pause { node, ms });
         }
         if self.chance(Stream::Churn, f.churn_per_sec) {
-            let consumers = self.cfg.consumers + self.cfg.broadcast_consumers;
+            let consumers = self.cfg.all_consumers();
             if consumers > 0 {
                 let consumer = total - consumers + self.below(Stream::Churn, consumers);
                 self.push(self.now, Ev::Leave { consumer });

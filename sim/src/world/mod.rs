@@ -37,6 +37,10 @@ fn broker_addr(j: usize) -> String {
     format!("10.0.1.{}:10911", j + 1)
 }
 const TOPIC: &str = "SimTopic";
+/// Messages carry these tags in turn (by their number), and keys "k<number>".
+const TAGS: [&str; 3] = ["TagA", "TagB", "TagC"];
+/// What the tagged group subscribes to.
+pub const TAGGED_SUBSCRIPTION: &str = "TagA || TagC";
 /// How long after the heal producers send again: routes converge within one broker register
 /// interval (30 s, as RocketMQ's: a name server that came back empty learns a broker at its
 /// next registration), then a few seconds for clients to refresh. Consumers then need up to a
@@ -174,15 +178,27 @@ enum Ev {
     Liveness,
 }
 
+/// Which group a consumer belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Group {
+    /// "SimConsumers": clustering, orderly when the run is, every tag.
+    Clustering,
+    /// "SimBroadcast": each consumer gets every message.
+    Broadcast,
+    /// "SimTagged": clustering, [`TAGGED_SUBSCRIPTION`] only.
+    Tagged,
+}
+
 /// One message handed to a consumer's application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
     /// Simulated time of the delivery, ms.
     pub at: u64,
     pub consumer: usize,
-    /// Of the broadcasting group (else the clustering one).
-    pub broadcast: bool,
+    pub group: Group,
     pub body: String,
+    /// Its TAGS property ("" if none).
+    pub tags: String,
     pub broker: String,
     /// The topic it was pulled from (the retry topic for a message consumed again).
     pub topic: String,
@@ -198,13 +214,22 @@ impl Delivery {
         Delivery {
             at: 0,
             consumer,
-            broadcast: false,
+            group: Group::Clustering,
             body: body.into(),
+            tags: String::new(),
             broker: String::new(),
             topic: TOPIC.into(),
             queue: 0,
             offset: 0,
             consumed: true,
+        }
+    }
+
+    /// Who is owed each message once: the group, or a broadcasting consumer on its own.
+    pub fn receiver(&self) -> (Group, usize) {
+        match self.group {
+            Group::Broadcast => (Group::Broadcast, self.consumer),
+            g => (g, 0),
         }
     }
 }
@@ -263,6 +288,12 @@ pub struct History {
     pub delivered: Vec<Delivery>,
     /// The broadcasting group's consumers (nodes).
     pub broadcast_consumers: Vec<usize>,
+    /// The tagged group's consumers (nodes).
+    pub tagged_consumers: Vec<usize>,
+    /// body -> the tag it was sent with.
+    pub tags: BTreeMap<String, String>,
+    /// Messages sent oneway (never acknowledged).
+    pub oneway: BTreeSet<String>,
     /// The brokers that host the topic at the end of the run.
     pub hosting: Vec<String>,
     /// Every live name server's and client's view of the topic's route at the end.
@@ -282,9 +313,9 @@ pub struct History {
     pub acked_at: BTreeMap<String, AckedAt>,
     /// The clustering group's applications at work, queue by queue.
     pub processing: Vec<Processing>,
-    /// Which of the clustering group's running consumers own each queue at the end:
-    /// (broker, topic, queue) -> consumers.
-    pub owners: BTreeMap<(String, String, u32), Vec<usize>>,
+    /// Which running consumers of each clustering group own each queue at the end:
+    /// (group, broker, topic, queue) -> consumers.
+    pub owners: BTreeMap<(Group, String, String, u32), Vec<usize>>,
     /// Messages sent from then on are sent once every rebalance has settled (no faults for
     /// [`SETTLED_RESUME_MS`]); `None` when the run has no such batch.
     pub settled_from: Option<u64>,
@@ -333,7 +364,8 @@ pub struct Sim {
     /// Consumers that left their group.
     left: BTreeSet<usize>,
     faults_on: bool,
-    sends: BTreeMap<(usize, SendId), String>,
+    /// What each send in flight carries (a batch: several bodies).
+    sends: BTreeMap<(usize, SendId), Vec<String>>,
     /// Disk work the brokers asked for, built when they asked (as the driver builds it for
     /// its flush thread) and run when it completes: by id.
     disk_work: BTreeMap<u64, Result<SyncWork, String>>,
@@ -378,6 +410,7 @@ impl Sites {
                 cfg.bugs.spins_while_unlocked,
                 "consumer.spins-while-unlocked",
             ),
+            (cfg.bugs.tag_codes_wrong, "broker.tag-codes-wrong"),
         ];
         for (on, name) in bugs {
             if on {
@@ -395,23 +428,32 @@ impl Drop for Sites {
     }
 }
 
-fn consumer_config(cfg: &SimConfig, i: usize, broadcast: bool, seed: u64) -> ConsumerConfig {
-    let (group, model, orderly) = if broadcast {
-        let model = if cfg.bugs.broadcast_as_clustering {
-            MessageModel::Clustering
-        } else {
-            MessageModel::Broadcasting
-        };
-        ("SimBroadcast", model, false)
-    } else {
-        let orderly = cfg.orderly && !cfg.bugs.orderly_as_concurrent;
-        ("SimConsumers", MessageModel::Clustering, orderly)
+fn consumer_config(cfg: &SimConfig, i: usize, group: Group, seed: u64) -> ConsumerConfig {
+    let (name, model, orderly, expression) = match group {
+        Group::Broadcast => {
+            let model = if cfg.bugs.broadcast_as_clustering {
+                MessageModel::Clustering
+            } else {
+                MessageModel::Broadcasting
+            };
+            ("SimBroadcast", model, false, "*")
+        }
+        Group::Clustering => {
+            let orderly = cfg.orderly && !cfg.bugs.orderly_as_concurrent;
+            ("SimConsumers", MessageModel::Clustering, orderly, "*")
+        }
+        Group::Tagged => (
+            "SimTagged",
+            MessageModel::Clustering,
+            false,
+            TAGGED_SUBSCRIPTION,
+        ),
     };
     ConsumerConfig {
-        group: group.into(),
+        group: name.into(),
         client_id: format!("c{i}"),
         namesrv_addrs: (0..cfg.name_servers.max(1)).map(ns_addr).collect(),
-        subscriptions: BTreeMap::from([(TOPIC.to_string(), "*".to_string())]),
+        subscriptions: BTreeMap::from([(TOPIC.to_string(), expression.to_string())]),
         model,
         orderly,
         consume_from: ConsumeFrom::FirstOffset,
@@ -432,8 +474,7 @@ impl Sim {
         let name_servers = cfg.name_servers.max(1);
         let brokers = cfg.brokers.max(1);
         // Each node's clock runs ahead of simulated time by a fixed skew, drawn once.
-        let total =
-            name_servers + brokers + cfg.producers + cfg.consumers + cfg.broadcast_consumers;
+        let total = name_servers + brokers + cfg.producers + cfg.all_consumers();
         let mut skew_rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed ^ 0x5ce3_c10c_5ce3_c10c);
         let (lo, hi) = cfg.faults.clock_skew_ms;
         let skew: Vec<u64> = (0..total)
@@ -468,13 +509,18 @@ impl Sim {
             let at = skew[fabric.nodes.len()];
             fabric.add(None, Node::Producer(Producer::new(pc, at)));
         }
-        let mut broadcast_consumers = Vec::new();
-        for i in 0..cfg.consumers + cfg.broadcast_consumers {
-            let broadcast = i >= cfg.consumers;
-            if broadcast {
+        let (mut broadcast_consumers, mut tagged_consumers) = (Vec::new(), Vec::new());
+        for i in 0..cfg.all_consumers() {
+            let group = if i < cfg.consumers {
+                Group::Clustering
+            } else if i < cfg.consumers + cfg.broadcast_consumers {
                 broadcast_consumers.push(fabric.nodes.len());
-            }
-            let cc = consumer_config(&cfg, i, broadcast, rng.random());
+                Group::Broadcast
+            } else {
+                tagged_consumers.push(fabric.nodes.len());
+                Group::Tagged
+            };
+            let cc = consumer_config(&cfg, i, group, rng.random());
             let at = skew[fabric.nodes.len()];
             fabric.add(None, Node::Consumer(Consumer::new(cc, BTreeMap::new(), at)));
         }
@@ -505,6 +551,7 @@ impl Sim {
             due_streak: BTreeMap::new(),
             history: History {
                 broadcast_consumers,
+                tagged_consumers,
                 ..History::default()
             },
             trace: Vec::new(),
@@ -527,7 +574,7 @@ impl Sim {
                         .expect("a fresh MemDisk takes a small file");
                 }
             }
-            let consumers = sim.cfg.consumers + sim.cfg.broadcast_consumers;
+            let consumers = sim.cfg.all_consumers();
             for c in sim.fabric.nodes.len() - consumers..sim.fabric.nodes.len() {
                 sim.left.insert(c);
                 sim.push(CONSUMERS_START_MS, Ev::Join { consumer: c });
@@ -619,6 +666,17 @@ impl Sim {
     /// Node `n`'s clock: what its machine is told the time is.
     fn local(&self, n: usize) -> u64 {
         self.now + self.skew[n]
+    }
+
+    /// The group consumer node `n` belongs to.
+    fn group_of(&self, n: usize) -> Group {
+        if self.history.broadcast_consumers.contains(&n) {
+            Group::Broadcast
+        } else if self.history.tagged_consumers.contains(&n) {
+            Group::Tagged
+        } else {
+            Group::Clustering
+        }
     }
 
     fn node_name(&self, n: usize) -> String {

@@ -58,9 +58,9 @@ impl Sim {
         to: usize,
         frame: Bytes,
     ) {
-        // A frame in flight to or from a name server that died (or to a consumer that left) is
-        // lost with it.
-        if self.down.contains(&from) || self.down.contains(&to) || self.left.contains(&to) {
+        // A frame in flight to a name server that died (or to a consumer that left) is lost
+        // with it; one it sent before dying was on the wire and still arrives.
+        if self.down.contains(&to) || self.left.contains(&to) {
             return;
         }
         let cmd = match unframe(&frame) {

@@ -80,7 +80,7 @@ impl Sim {
 
     /// The clustering group's application held `job`'s queue until now.
     pub(super) fn record_processing(&mut self, job: &Job) {
-        if self.history.broadcast_consumers.contains(&job.consumer) {
+        if self.group_of(job.consumer) != Group::Clustering {
             return;
         }
         self.history.processing.push(Processing {
@@ -155,25 +155,33 @@ impl Sim {
             }
         }
         for ProducerEvent::Sent { id, result, .. } in sent {
-            if let Some(body) = self.sends.remove(&(node, id)) {
-                let status = result.as_ref().ok().map(|r| r.status);
+            let Some(bodies) = self.sends.remove(&(node, id)) else {
+                continue;
+            };
+            // A oneway send reports once written: no acknowledgement, nothing to judge.
+            if bodies.iter().any(|b| self.history.oneway.contains(b)) {
+                continue;
+            }
+            let status = result.as_ref().ok().map(|r| r.status);
+            for (i, body) in bodies.into_iter().enumerate() {
                 let line = format!("t={} sent {body} {:?}", self.now, status);
                 self.log(line);
                 if let Ok(r) = &result
                     && r.status == SendStatus::SendOk
                 {
+                    // A batch's messages take consecutive offsets from the first.
                     let slot = (
                         r.queue.broker_name.clone(),
                         r.queue.topic.clone(),
                         r.queue.queue_id,
-                        r.queue_offset,
+                        r.queue_offset + i as u64,
                     );
                     self.history.acked_at.insert(body.clone(), slot);
                 }
                 self.history.sent.insert(body, status);
             }
         }
-        let broadcast = self.history.broadcast_consumers.contains(&node);
+        let group = self.group_of(node);
         for e in delivered {
             let ConsumerEvent::Deliver { mq, msgs } = e else {
                 continue;
@@ -198,8 +206,12 @@ impl Sim {
                 self.history.delivered.push(Delivery {
                     at: self.now,
                     consumer: node,
-                    broadcast,
+                    group,
                     body,
+                    tags: m
+                        .property("TAGS")
+                        .map(|t| String::from_utf8_lossy(t).into_owned())
+                        .unwrap_or_default(),
                     broker: mq.broker_name.clone(),
                     topic: mq.topic.clone(),
                     queue: mq.queue_id,

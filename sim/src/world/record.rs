@@ -92,17 +92,18 @@ impl Sim {
         }
     }
 
-    /// Which queues each running consumer of the clustering group owns at the end.
+    /// Which queues each running consumer of a clustering group owns at the end.
     pub(super) fn record_owners(&mut self) {
         for (n, node) in self.fabric.nodes.iter().enumerate() {
             let Node::Consumer(c) = node else { continue };
-            if self.left.contains(&n) || self.history.broadcast_consumers.contains(&n) {
+            let group = self.group_of(n);
+            if self.left.contains(&n) || group == Group::Broadcast {
                 continue;
             }
             for mq in c.assigned() {
                 self.history
                     .owners
-                    .entry((mq.broker_name.clone(), mq.topic.clone(), mq.queue_id))
+                    .entry((group, mq.broker_name.clone(), mq.topic.clone(), mq.queue_id))
                     .or_default()
                     .push(n);
             }
