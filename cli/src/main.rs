@@ -197,12 +197,17 @@ fn sim(cmd: SimCmd) -> Result<(), String> {
             for (arg, file) in &files {
                 let started = std::time::Instant::now();
                 let (mut events, mut sim_ms, mut failures) = (0u64, 0u64, 0u64);
+                // Redeliveries (at-least-once allows them) and the slowest delivery of a
+                // message sent once the cluster had settled.
+                let (mut duplicates, mut settled_max) = (0u64, None::<u64>);
                 for seed in a..b {
                     let cfg = file.config(seed);
                     let out = Sim::new(cfg.clone()).run();
                     events += out.events;
                     sim_ms += out.sim_ms;
                     let report = check(&cfg, &out.history);
+                    duplicates += report.duplicates as u64;
+                    settled_max = settled_max.max(report.settled_latency_max_ms);
                     if let Some(v) = report.violations.first() {
                         println!(
                             "FAIL {} seed {seed}: invariant {} broken ({} violations), first: {v:?}",
@@ -228,16 +233,32 @@ fn sim(cmd: SimCmd) -> Result<(), String> {
                     sim_ms,
                     started.elapsed().as_secs_f64(),
                     failures,
+                    duplicates,
+                    settled_max,
                 ));
             }
             println!(
-                "{:<20} {:>6} {:>12} {:>12} {:>8} {:>9}",
-                "scenario", "seeds", "events", "simulated s", "wall s", "failures"
+                "{:<26} {:>6} {:>11} {:>11} {:>7} {:>9} {:>8} {:>9} {:>10} {:>8}",
+                "scenario",
+                "seeds",
+                "events",
+                "simulated s",
+                "wall s",
+                "events/s",
+                "sim/wall",
+                "dups/seed",
+                "settled ms",
+                "failures"
             );
-            for (name, n, events, sim_ms, wall, failures) in rows {
+            for (name, n, events, sim_ms, wall, failures, duplicates, settled_max) in rows {
+                let wall_s = wall.max(1e-9);
                 println!(
-                    "{name:<20} {n:>6} {events:>12} {:>12.0} {wall:>8.1} {failures:>9}",
-                    sim_ms as f64 / 1000.0
+                    "{name:<26} {n:>6} {events:>11} {:>11.0} {wall:>7.1} {:>9.0} {:>8.0} {:>9.1} {:>10} {failures:>8}",
+                    sim_ms as f64 / 1000.0,
+                    events as f64 / wall_s,
+                    sim_ms as f64 / 1000.0 / wall_s,
+                    duplicates as f64 / n as f64,
+                    settled_max.map_or("-".to_string(), |ms| ms.to_string()),
                 );
             }
             if failed.is_empty() {

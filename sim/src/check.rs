@@ -101,6 +101,10 @@ pub enum Violation {
     /// A node's timer fired again and again with the machine due again at once each time: a
     /// busy loop (a real driver would spin a core on it).
     BusyTimer { node: usize, at: u64 },
+    /// At the end, a broker's store disagreed with itself (a consume queue entry or an index
+    /// key that does not lead to its record) or with its disk (a checkpoint or flushed
+    /// offset past what a power loss would keep).
+    StoreInconsistent { broker: String, what: String },
     /// The tagged group was handed a message its subscription does not match.
     TaggedLeak {
         body: String,
@@ -135,6 +139,7 @@ impl Violation {
             Violation::SlowDelivery { .. } => "delivery-latency",
             Violation::BusyTimer { .. } => "timers-not-busy",
             Violation::TaggedLeak { .. } | Violation::TaggedMissed { .. } => "tagged-exact",
+            Violation::StoreInconsistent { .. } => "store-consistent",
         }
     }
 }
@@ -277,6 +282,12 @@ pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
     }
     check_owners(h, &mut report);
     check_settled(cfg, h, &mut report);
+    for (broker, what) in &h.store_problems {
+        report.violations.push(Violation::StoreInconsistent {
+            broker: broker.clone(),
+            what: what.clone(),
+        });
+    }
     for (node, at) in &h.busy_timers {
         report.violations.push(Violation::BusyTimer {
             node: *node,

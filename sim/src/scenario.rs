@@ -115,6 +115,7 @@ pub const INVARIANTS: &[&str] = &[
     "delivery-latency",
     "timers-not-busy",
     "tagged-exact",
+    "store-consistent",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -295,3 +295,21 @@ tag_codes_wrong = true
 "#;
     catches(text, &["tagged-exact"], 2);
 }
+
+#[test]
+fn store_checker_catches_a_lying_flush_without_any_power_loss() {
+    // The broken machine: flushes are reported done without syncing. No fault at all hits
+    // the run, so nothing is lost and every other checker is content; but a power loss at
+    // the end would keep less than the broker believes flushed (and SYNC_FLUSH acked).
+    let text = r#"
+name = "lying-flush-quiet"
+[topology]
+consumers = 2
+[workload]
+topic_created = true
+messages = 50
+[bugs]
+lying_flush = true
+"#;
+    catches(text, &["store-consistent"], 2);
+}

@@ -322,6 +322,9 @@ pub struct History {
     /// (node, when) for each node whose timer span (`BUSY_TIMER_STREAK` firings in a row
     /// due again at once).
     pub busy_timers: Vec<(usize, u64)>,
+    /// (broker, what) for each way a running broker's store disagreed with itself or with
+    /// its disk at the end.
+    pub store_problems: Vec<(String, String)>,
 }
 
 /// The end of a run.

@@ -52,18 +52,25 @@ impl Sim {
         self.history.routes = views;
     }
 
-    /// What each running broker holds of the topic at the end, queue offset by queue offset.
+    /// What each running broker holds of the topic at the end, queue offset by queue offset,
+    /// and whether its store agrees with itself and with its disk: every consume queue entry
+    /// reads back as the record it points at, every stored message is found by its key, the
+    /// checkpoint is no further than the flushed offset, and a power loss now would keep at
+    /// least what the broker believes flushed (`History::store_problems`).
     pub(super) fn record_stored(&mut self) {
         self.history.stored_topics.insert(TOPIC.to_string());
         for node in self.broker_nodes() {
             let Node::Broker {
-                machine: Some(b), ..
+                machine: Some(b),
+                disk,
+                ..
             } = &self.fabric.nodes[node]
             else {
                 continue;
             };
             let name = b.config().broker_name.clone();
             let store = b.store();
+            let mut problems = Vec::new();
             let queues: Vec<u32> = store
                 .queue_ids()
                 .filter(|(t, _)| *t == TOPIC)
@@ -72,14 +79,35 @@ impl Sim {
             for q in queues {
                 let mut offset = store.min_offset(TOPIC, q);
                 while offset < store.max_offset(TOPIC, q) {
-                    let Ok(got) = store.get(TOPIC, q, offset, 256, usize::MAX, &|_| true) else {
-                        break;
+                    let got = match store.get(TOPIC, q, offset, 256, usize::MAX, &|_| true) {
+                        Ok(got) => got,
+                        Err(e) => {
+                            problems.push(format!("{TOPIC}/q{q}@{offset} does not read: {e}"));
+                            break;
+                        }
                     };
                     for m in &got.messages {
                         let payload = m.body();
                         let body = payload.split(|b| *b == b'#').next().unwrap_or_default();
                         let body = String::from_utf8_lossy(body).into_owned();
                         let slot = (name.clone(), TOPIC.to_string(), q, m.queue_offset());
+                        if let Some(key) = m.property("KEYS") {
+                            let key = String::from_utf8_lossy(key).into_owned();
+                            let found =
+                                store
+                                    .query_by_key(TOPIC, &key, 0, i64::MAX, 64)
+                                    .map(|hits| {
+                                        hits.iter()
+                                            .any(|h| h.physical_offset() == m.physical_offset())
+                                    });
+                            if !matches!(found, Ok(true)) {
+                                problems.push(format!(
+                                    "{TOPIC}/q{q}@{} ({body}) is not found by its key {key}: \
+                                     {found:?}",
+                                    m.queue_offset()
+                                ));
+                            }
+                        }
                         self.history.stored.insert(slot, body);
                     }
                     if got.next_offset <= offset {
@@ -87,6 +115,28 @@ impl Sim {
                     }
                     offset = got.next_offset;
                 }
+            }
+            let flushed = store.flushed();
+            if store.checkpointed() > flushed {
+                problems.push(format!(
+                    "the checkpoint ({}) is past the flushed offset ({flushed})",
+                    store.checkpointed()
+                ));
+            }
+            // What a power loss right now would leave: recovery must find at least what the
+            // broker believes flushed (SYNC_FLUSH acknowledged sends up to there).
+            let image = disk.durable_image();
+            match MessageStore::open(image, StoreConfig::simulated(), self.local(node)) {
+                Ok((_, report)) if report.log_end < flushed => problems.push(format!(
+                    "a power loss now would keep {} bytes of the log, but {flushed} are \
+                     believed flushed",
+                    report.log_end
+                )),
+                Ok(_) => {}
+                Err(e) => problems.push(format!("a power loss now would leave no store: {e}")),
+            }
+            for what in problems {
+                self.history.store_problems.push((name.clone(), what));
             }
             self.history.stored_brokers.insert(name);
         }

@@ -364,6 +364,23 @@ impl MemDisk {
         self.lock().files.keys().cloned().collect()
     }
 
+    /// A separate, perfect disk holding exactly what a power loss with no write-back would
+    /// leave of this one now: for judging what a store on it promised durable without
+    /// disturbing it.
+    pub fn durable_image(&self) -> MemDisk {
+        let s = self.lock();
+        let image = MemDisk::new(0);
+        {
+            let mut i = image.lock();
+            for (path, f) in s.files.iter().filter(|(_, f)| f.durable_existence) {
+                let mut copy = MemFile::whole(&f.durable);
+                copy.reserved = f.reserved.clone();
+                i.files.insert(path.clone(), copy);
+            }
+        }
+        image
+    }
+
     /// The bytes a power loss with no write-back would leave.
     pub fn durable_bytes(&self, path: &str) -> Option<Vec<u8>> {
         self.lock().files.get(path).map(|f| f.durable.clone())
