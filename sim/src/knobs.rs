@@ -213,6 +213,12 @@ fault_knobs! {
         pause_per_sec: shrink to 0.0, "no pauses";
         /// Chance per second that a consumer leaves its group (and rejoins after `down_ms`).
         churn_per_sec: shrink to 0.0, "no consumer churn";
+        /// Chance per second that a producer or consumer process is killed (no goodbye: no
+        /// unregister, no offset commit, no unlock) and restarted after `down_ms`.
+        client_crash_per_sec: shrink to 0.0, "no client crashes";
+        /// Probability that a broker's flush or persist takes `slow_sync_ms` (a slow or
+        /// stalled disk) instead of `sync_ms`.
+        slow_sync: shrink to 0.0, "no slow syncs";
     }
     spans {
         /// One-way latency bounds, ms.
@@ -226,6 +232,10 @@ fault_knobs! {
         clock_skew_ms = (0, 0), shrink "no clock skew" by |_| (0, 0);
         /// How long a pause lasts, ms.
         pause_ms = (100, 3_000);
+        /// How long a broker's flush or persist takes, ms.
+        sync_ms = (1, 4);
+        /// How long a slow one takes, ms (the long tail: a disk stalled behind writeback).
+        slow_sync_ms = (100, 2_000);
     }
     disk {
         /// Probability that a write fails (a prefix of it may have landed).

@@ -90,6 +90,13 @@ impl Sim {
                     self.maybe_faults(node);
                 }
             }
+            Ev::Send { producer, n } if self.left.contains(&producer) => {
+                let line = format!(
+                    "t={} producer {producer} is down: send {n} not made",
+                    self.now
+                );
+                self.log(line);
+            }
             Ev::Send { producer, n } => {
                 let p = producer - self.first_client();
                 let (m, l) = (self.cfg.messages, self.cfg.liveness_messages);
@@ -328,6 +335,32 @@ impl Sim {
                 let d = self.between(Stream::Churn, self.cfg.faults.down_ms);
                 self.push(self.now + d, Ev::Join { consumer });
             }
+            Ev::ClientCrash { node } => {
+                if !self.faults_on || self.left.contains(&node) {
+                    return;
+                }
+                let line = format!("t={} fault kill {node}", self.now);
+                self.log(line);
+                // Nothing it held in memory survives: sends in flight are never answered,
+                // the application's batches stop, its connections drop unannounced.
+                self.left.insert(node);
+                self.ticks.remove(&node);
+                self.sends.retain(|(p, _), _| *p != node);
+                let stopped: Vec<u64> = self
+                    .jobs
+                    .iter()
+                    .filter(|(_, j)| j.consumer == node)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in stopped {
+                    let job = self.jobs.remove(&id).expect("listed");
+                    self.record_processing(&job);
+                }
+                self.disconnect(node);
+                self.killed.insert(node);
+                let d = self.between(Stream::ClientCrash, self.cfg.faults.down_ms);
+                self.push(self.now + d, Ev::Join { consumer: node });
+            }
             Ev::Processed { consumer, job } => {
                 // Gone if its consumer left meanwhile.
                 let Some(job) = self.jobs.remove(&job) else {
@@ -348,6 +381,17 @@ impl Sim {
                 }
                 let line = format!("t={} recover join {consumer}", self.now);
                 self.log(line);
+                let killed = self.killed.remove(&consumer);
+                if let Node::Producer(_) = &self.fabric.nodes[consumer] {
+                    // A producer process restarted: a new instance, nothing remembered.
+                    let i = consumer - self.first_client();
+                    let seed = self.stream(Stream::ClientCrash).random();
+                    let pc = producer_config(&self.cfg, i, seed);
+                    let now = self.local(consumer);
+                    self.fabric.nodes[consumer] = Node::Producer(Producer::new(pc, now));
+                    self.after(consumer);
+                    return;
+                }
                 let i = consumer - self.first_client() - self.cfg.producers;
                 let group = self.group_of(consumer);
                 let broadcast = group == Group::Broadcast;
@@ -355,8 +399,9 @@ impl Sim {
                 let cc = consumer_config(&self.cfg, i, group, seed);
                 let now = self.local(consumer);
                 if let Node::Consumer(c) = &mut self.fabric.nodes[consumer] {
-                    // A broadcasting consumer starts from the offsets it kept.
-                    let kept = if broadcast {
+                    // A broadcasting consumer starts from the offsets it kept (a killed
+                    // one kept none: it starts over from the first offset).
+                    let kept = if broadcast && !killed {
                         c.offsets().clone()
                     } else {
                         BTreeMap::new()

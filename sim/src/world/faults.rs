@@ -73,6 +73,10 @@ impl Sim {
                 self.push(self.now, Ev::Leave { consumer });
             }
         }
+        if self.chance(Stream::ClientCrash, f.client_crash_per_sec) && total > first {
+            let node = first + self.below(Stream::ClientCrash, total - first);
+            self.push(self.now, Ev::ClientCrash { node });
+        }
         if self.chance(Stream::Namesrv, f.namesrv_crash_per_sec) {
             let ns = self.between(Stream::Namesrv, (0, self.name_servers as u64 - 1)) as usize;
             self.push(self.now, Ev::NsCrash { ns });

@@ -80,8 +80,12 @@ enum Stream {
     OneWay,
     Isolate,
     Swizzle,
+    /// Slow syncs.
+    Disk,
+    /// Producer and consumer processes killed.
+    ClientCrash,
 }
-const STREAMS: usize = 11;
+const STREAMS: usize = 13;
 
 /// A partition: frames from `a` to `b` are lost (and from `b` to `a` if `both_ways`).
 #[derive(Debug, Clone)]
@@ -166,6 +170,10 @@ enum Ev {
     /// A consumer shuts down and leaves its group.
     Leave {
         consumer: usize,
+    },
+    /// A producer or consumer process is killed: it says goodbye to no one.
+    ClientCrash {
+        node: usize,
     },
     /// The application finished a delivered batch (`Sim::jobs`).
     Processed {
@@ -325,6 +333,9 @@ pub struct History {
     /// (broker, what) for each way a running broker's store disagreed with itself or with
     /// its disk at the end.
     pub store_problems: Vec<(String, String)>,
+    /// Reads of consume queue bytes that came back with a bit flipped, over every broker's
+    /// disk and the whole run.
+    pub queue_bitflips: u64,
 }
 
 /// The end of a run.
@@ -364,8 +375,11 @@ pub struct Sim {
     clogs: Vec<Clog>,
     /// Paused nodes, until when.
     paused: BTreeMap<usize, u64>,
-    /// Consumers that left their group.
+    /// Consumers that left their group, and producers and consumers killed (until they
+    /// restart).
     left: BTreeSet<usize>,
+    /// Clients killed, not yet restarted.
+    killed: BTreeSet<usize>,
     faults_on: bool,
     /// What each send in flight carries (a batch: several bodies).
     sends: BTreeMap<(usize, SendId), Vec<String>>,
@@ -428,6 +442,16 @@ impl Drop for Sites {
     fn drop(&mut self) {
         rockfish_core::buggify::disarm();
         rockfish_core::buggify::clear_bugs();
+    }
+}
+
+fn producer_config(cfg: &SimConfig, i: usize, seed: u64) -> ProducerConfig {
+    ProducerConfig {
+        group: "SimProducers".into(),
+        client_id: format!("p{i}"),
+        namesrv_addrs: (0..cfg.name_servers.max(1)).map(ns_addr).collect(),
+        seed,
+        ..ProducerConfig::default()
     }
 }
 
@@ -502,13 +526,7 @@ impl Sim {
             fabric.add(Some(broker_addr(j)), broker);
         }
         for i in 0..cfg.producers {
-            let pc = ProducerConfig {
-                group: "SimProducers".into(),
-                client_id: format!("p{i}"),
-                namesrv_addrs: ns_addrs.clone(),
-                seed: rng.random(),
-                ..ProducerConfig::default()
-            };
+            let pc = producer_config(&cfg, i, rng.random());
             let at = skew[fabric.nodes.len()];
             fabric.add(None, Node::Producer(Producer::new(pc, at)));
         }
@@ -545,6 +563,7 @@ impl Sim {
             clogs: Vec::new(),
             paused: BTreeMap::new(),
             left: BTreeSet::new(),
+            killed: BTreeSet::new(),
             faults_on: true,
             sends: BTreeMap::new(),
             disk_work: BTreeMap::new(),
@@ -711,6 +730,11 @@ impl Sim {
         }
         self.record_routes();
         self.record_stored();
+        for b in self.broker_nodes() {
+            if let Node::Broker { disk, .. } = &self.fabric.nodes[b] {
+                self.history.queue_bitflips += disk.stats().queue_bitflips;
+            }
+        }
         self.record_owners();
         let fired = self.buggify_fired + rockfish_core::buggify::disarm();
         let line = format!("t={} end: buggify sites fired {fired} times", self.now);

@@ -74,8 +74,15 @@ impl Sim {
         self.next_work += 1;
         let id = self.next_work;
         self.disk_work.insert(id, work);
-        let at = self.now + self.between(Stream::Main, (1, 4));
-        self.push(at, ev(node, generation, id));
+        // A sync takes `sync_ms`, now and then (while faults fly) the long tail.
+        let mut took = self.between(Stream::Main, self.cfg.faults.sync_ms);
+        let slow = self.faults_on && self.chance(Stream::Disk, self.cfg.faults.slow_sync);
+        if slow {
+            took = self.between(Stream::Disk, self.cfg.faults.slow_sync_ms);
+            let line = format!("t={} fault slow sync {node} {took}ms", self.now);
+            self.log(line);
+        }
+        self.push(self.now + took, ev(node, generation, id));
     }
 
     /// The clustering group's application held `job`'s queue until now.

@@ -79,14 +79,37 @@ impl Sim {
             for q in queues {
                 let mut offset = store.min_offset(TOPIC, q);
                 while offset < store.max_offset(TOPIC, q) {
-                    let got = match store.get(TOPIC, q, offset, 256, usize::MAX, &|_| true) {
+                    // The tag code of each entry read, to hold against its record's tag.
+                    let codes = std::cell::RefCell::new(Vec::new());
+                    let all = |c: i64| {
+                        codes.borrow_mut().push(c);
+                        true
+                    };
+                    let got = match store.get(TOPIC, q, offset, 256, usize::MAX, &all) {
                         Ok(got) => got,
                         Err(e) => {
                             problems.push(format!("{TOPIC}/q{q}@{offset} does not read: {e}"));
                             break;
                         }
                     };
-                    for m in &got.messages {
+                    let codes = codes.into_inner();
+                    for (i, m) in got.messages.iter().enumerate() {
+                        let tags = m.property("TAGS").unwrap_or_default();
+                        let want = rockfish_store::message_store::tags_code(
+                            store.config(),
+                            TOPIC,
+                            m.properties(),
+                            0,
+                        );
+                        if codes.get(i) != Some(&want) {
+                            problems.push(format!(
+                                "{TOPIC}/q{q}@{}: the consume queue's tag code {:?} is not its \
+                                 record's ({want}, tags {:?})",
+                                m.queue_offset(),
+                                codes.get(i),
+                                String::from_utf8_lossy(tags)
+                            ));
+                        }
                         let payload = m.body();
                         let body = payload.split(|b| *b == b'#').next().unwrap_or_default();
                         let body = String::from_utf8_lossy(body).into_owned();

@@ -49,6 +49,9 @@ pub struct DiskStats {
     pub failed_writes: u64,
     pub failed_syncs: u64,
     pub bitflips: u64,
+    /// Of `bitflips`, those in a consume queue file's bytes (whose 20-byte entries carry no
+    /// checksum, as RocketMQ's: a flipped tag code silently filters a message out).
+    pub queue_bitflips: u64,
     pub power_losses: u64,
     pub torn_pages: u64,
 }
@@ -554,6 +557,9 @@ impl Disk for MemDisk {
             let at = s.rng.random_range(0..len);
             out[at] ^= 1 << s.rng.random_range(0..8);
             s.stats.bitflips += 1;
+            if path.starts_with(crate::consume_queue::CONSUMEQUEUE_DIR) {
+                s.stats.queue_bitflips += 1;
+            }
         }
         Ok(Bytes::from(out))
     }
