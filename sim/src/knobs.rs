@@ -248,5 +248,8 @@ fault_knobs! {
         writeback: shrink to 1.0, "every dirty page written back at power loss";
         /// At power loss, the chance a page not written back was torn.
         torn_page: shrink to 0.0, "no torn pages";
+        /// Of a torn page's sectors that kept neither their new bytes, the chance each holds
+        /// garbage rather than its old bytes (else old bytes, or zeros if never written).
+        torn_garbage: shrink to 0.0, "torn sectors keep their old bytes";
     }
 }

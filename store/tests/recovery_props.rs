@@ -311,6 +311,7 @@ fn regression_misread_size_in_scan() {
             read_bitflip: 0.002,
             writeback: 0.6356329492923579,
             torn_page: 0.41011296645705514,
+            torn_garbage: 0.0,
             capacity: None,
         },
         vec![
@@ -429,6 +430,7 @@ fn regression_dropped_report_after_crash() {
             read_bitflip: 0.002,
             writeback: 0.4863880404462694,
             torn_page: 0.3468466610888204,
+            torn_garbage: 0.0,
             capacity: None,
         },
         vec![

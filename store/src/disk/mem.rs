@@ -37,6 +37,9 @@ pub struct FaultPlan {
     /// At power loss, probability that a dirty page not written back whole was torn
     /// (a random subset of its 512-byte sectors reached the media).
     pub torn_page: f64,
+    /// Of a torn page's sectors that did not land and whose bytes were changing, the
+    /// probability each holds garbage (caught half written) rather than its old bytes.
+    pub torn_garbage: f64,
     /// Total bytes the disk holds; reserving space beyond it fails with `DiskError::Full`.
     pub capacity: Option<u64>,
 }
@@ -54,6 +57,8 @@ pub struct DiskStats {
     pub queue_bitflips: u64,
     pub power_losses: u64,
     pub torn_pages: u64,
+    /// Torn sectors left holding garbage.
+    pub garbage_sectors: u64,
 }
 
 struct MemFile {
@@ -304,6 +309,14 @@ impl MemDisk {
                         let end = (at + SECTOR_SIZE).min(r.end);
                         if s.rng.random_bool(0.5) {
                             file.durable[at..end].copy_from_slice(&file.volatile[at..end]);
+                        } else if s.plan.torn_garbage > 0.0
+                            && file.durable[at..end] != file.volatile[at..end]
+                            && s.rng.random_bool(s.plan.torn_garbage.min(1.0))
+                        {
+                            // Only a sector whose bytes were changing can be caught half
+                            // written: rewriting the bytes it already held leaves them.
+                            s.stats.garbage_sectors += 1;
+                            s.rng.fill(&mut file.durable[at..end]);
                         }
                         at = end;
                     }
