@@ -321,17 +321,7 @@ impl Sim {
                 self.left.insert(consumer);
                 self.ticks.remove(&consumer);
                 self.disconnect(consumer);
-                // Its application stops mid-batch.
-                let stopped: Vec<u64> = self
-                    .jobs
-                    .iter()
-                    .filter(|(_, j)| j.consumer == consumer)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in stopped {
-                    let job = self.jobs.remove(&id).expect("listed");
-                    self.record_processing(&job);
-                }
+                self.stop_application(consumer);
                 let d = self.between(Stream::Churn, self.cfg.faults.down_ms);
                 self.push(self.now + d, Ev::Join { consumer });
             }
@@ -346,16 +336,7 @@ impl Sim {
                 self.left.insert(node);
                 self.ticks.remove(&node);
                 self.sends.retain(|(p, _), _| *p != node);
-                let stopped: Vec<u64> = self
-                    .jobs
-                    .iter()
-                    .filter(|(_, j)| j.consumer == node)
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in stopped {
-                    let job = self.jobs.remove(&id).expect("listed");
-                    self.record_processing(&job);
-                }
+                self.stop_application(node);
                 self.disconnect(node);
                 self.killed.insert(node);
                 let d = self.between(Stream::ClientCrash, self.cfg.faults.down_ms);

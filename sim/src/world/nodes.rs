@@ -85,6 +85,20 @@ impl Sim {
         self.push(self.now + took, ev(node, generation, id));
     }
 
+    /// A consumer's process exited: its application stops mid-batch, never answering.
+    pub(super) fn stop_application(&mut self, consumer: usize) {
+        let stopped: Vec<u64> = self
+            .jobs
+            .iter()
+            .filter(|(_, j)| j.consumer == consumer)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stopped {
+            let job = self.jobs.remove(&id).expect("listed");
+            self.record_processing(&job);
+        }
+    }
+
     /// The clustering group's application held `job`'s queue until now.
     pub(super) fn record_processing(&mut self, job: &Job) {
         if self.group_of(job.consumer) != Group::Clustering {
