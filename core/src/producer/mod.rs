@@ -466,34 +466,9 @@ impl Producer {
 
     /// A connection to `addr` failed or closed: its requests fail now rather than at timeout.
     pub fn on_peer_lost(&mut self, addr: &str, now: u64) {
-        // The brokers at `addr`, found once (not once per request: with 10,000 topics both
-        // the routes and the requests in flight number thousands).
-        let brokers: std::collections::BTreeSet<&str> = self
-            .routes
-            .values()
-            .flat_map(|i| i.brokers.iter())
-            .filter(|(_, a)| *a == addr)
-            .map(|(name, _)| name.as_str())
-            .collect();
-        let lost: Vec<i32> = self
-            .client
-            .calls()
-            .filter(|(_, r)| match r {
-                Rpc::Send { broker, .. } => brokers.contains(broker.as_str()),
-                Rpc::Route { ns, .. } => self.client.namesrv_addr(*ns) == addr,
-            })
-            .map(|(o, _)| o)
-            .collect();
-        for opaque in lost {
-            self.expire(opaque, now);
+        for rpc in self.client.take_calls_to(addr) {
+            self.on_expired(rpc, now);
         }
-    }
-
-    fn expire(&mut self, opaque: i32, now: u64) {
-        let Some(rpc) = self.client.take_call(opaque) else {
-            return;
-        };
-        self.on_expired(rpc, now);
     }
 
     fn on_expired(&mut self, rpc: Rpc, now: u64) {
