@@ -37,8 +37,9 @@ pub struct FaultPlan {
     /// At power loss, probability that a dirty page not written back whole was torn
     /// (a random subset of its 512-byte sectors reached the media).
     pub torn_page: f64,
-    /// Of a torn page's sectors that did not land and whose bytes were changing, the
-    /// probability each holds garbage (caught half written) rather than its old bytes.
+    /// Of a torn page's sectors that did not land, never held data and were being written,
+    /// the probability each holds garbage (the media's leftovers) rather than zeros. Sectors
+    /// that held data keep it: sector writes are atomic.
     pub torn_garbage: f64,
     /// Total bytes the disk holds; reserving space beyond it fails with `DiskError::Full`.
     pub capacity: Option<u64>,
@@ -310,11 +311,13 @@ impl MemDisk {
                         if s.rng.random_bool(0.5) {
                             file.durable[at..end].copy_from_slice(&file.volatile[at..end]);
                         } else if s.plan.torn_garbage > 0.0
+                            && file.durable[at..end].iter().all(|b| *b == 0)
                             && file.durable[at..end] != file.volatile[at..end]
                             && s.rng.random_bool(s.plan.torn_garbage.min(1.0))
                         {
-                            // Only a sector whose bytes were changing can be caught half
-                            // written: rewriting the bytes it already held leaves them.
+                            // Sector writes are atomic (old bytes or new, as disks promise):
+                            // only a sector that never held data, caught being written, shows
+                            // whatever the media had there before instead of zeros.
                             s.stats.garbage_sectors += 1;
                             s.rng.fill(&mut file.durable[at..end]);
                         }
