@@ -49,13 +49,15 @@ fn plan() -> impl Strategy<Value = FaultPlan> {
         0.0f64..1.0,
         prop_oneof![Just(0.0), Just(0.002)],
         prop_oneof![3 => Just(0.0), 1 => Just(0.05)],
+        prop_oneof![Just(0.0), Just(0.5)],
     )
         .prop_map(
-            |(writeback, torn_page, read_bitflip, sync_error)| FaultPlan {
+            |(writeback, torn_page, read_bitflip, sync_error, torn_garbage)| FaultPlan {
                 writeback,
                 torn_page,
                 read_bitflip,
                 sync_error,
+                torn_garbage,
                 ..FaultPlan::default()
             },
         )

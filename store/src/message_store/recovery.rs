@@ -115,8 +115,9 @@ impl<D: Disk> MessageStore<D> {
                 if checkpoint.is_none() {
                     rebuild.insert(key.clone());
                 }
-                held_before.insert(key.clone(), cq.max_offset());
                 let mark = marks.get(&key).copied().unwrap_or(0);
+                let held = chained_end(&disk, &log, &cq, mark)?;
+                held_before.insert(key.clone(), held);
                 if !rebuild.contains(&key) && cq.max_offset() < mark {
                     report.rebuilt_queues.push(format!(
                         "{topic}/{queue_id}: holds {} entries, the checkpoint says {mark}",
@@ -281,4 +282,38 @@ impl<D: Disk> MessageStore<D> {
         store.checkpoint_inner(now, false, true)?;
         Ok((store, report))
     }
+}
+
+/// How far `cq`'s entries past the checkpoint's `mark` chain as a queue's entries must: each
+/// written, pointing into the commit log past the previous one. A power loss can leave garbage
+/// in a queue's unsynced tail (a sector caught being written); such entries were never held,
+/// so recovery must not report them dropped.
+fn chained_end<D: Disk>(
+    disk: &D,
+    log: &CommitLog,
+    cq: &ConsumeQueue,
+    mark: u64,
+) -> StoreResult<u64> {
+    let from = mark.clamp(cq.min_offset(), cq.max_offset());
+    let mut prev_end = match from.checked_sub(1) {
+        Some(last) if last >= cq.min_offset() => cq
+            .get_stable(disk, last)?
+            .map_or(0, |e| e.offset.saturating_add(e.size as u64)),
+        _ => 0,
+    };
+    let log_end = log.segments_end();
+    let mut at = from;
+    while at < cq.max_offset() {
+        let Some(e) = cq.get_stable(disk, at)? else {
+            break;
+        };
+        let end = e.offset.saturating_add(e.size as u64);
+        let chained = e.size > 0 && e.offset >= prev_end && end <= log_end;
+        if !chained {
+            break;
+        }
+        prev_end = end;
+        at += 1;
+    }
+    Ok(at)
 }
