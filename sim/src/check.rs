@@ -22,6 +22,7 @@ pub enum Violation {
     OutOfOrder {
         body: String,
         broker: String,
+        topic: String,
         queue: u32,
         offset: u64,
     },
@@ -31,6 +32,7 @@ pub enum Violation {
     /// it.
     RoutesDiverged {
         node: usize,
+        topic: String,
         saw: Vec<String>,
         hosting: Vec<String>,
     },
@@ -68,6 +70,7 @@ pub enum Violation {
     /// (`first` from `first_from`, `second` from `second_from`, overlapping).
     OrderlyOverlap {
         broker: String,
+        topic: String,
         queue: u32,
         first: usize,
         first_from: u64,
@@ -312,17 +315,18 @@ pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
 /// only once the one at `o - 1` has been consumed. Consuming again from an earlier offset
 /// (after a rebalance) is allowed; that is at-least-once, not disorder.
 fn check_fifo(h: &History, report: &mut CheckReport) {
-    let mut consumed: BTreeMap<(&str, u32), BTreeSet<u64>> = BTreeMap::new();
+    let mut consumed: BTreeMap<(&str, &str, u32), BTreeSet<u64>> = BTreeMap::new();
     for d in h
         .delivered
         .iter()
         .filter(|d| d.group == Group::Clustering && d.consumed)
     {
-        let queue = consumed.entry((&d.broker, d.queue)).or_default();
+        let queue = consumed.entry((&d.broker, &d.topic, d.queue)).or_default();
         if d.offset > 0 && !queue.contains(&(d.offset - 1)) {
             report.violations.push(Violation::OutOfOrder {
                 body: d.body.clone(),
                 broker: d.broker.clone(),
+                topic: d.topic.clone(),
                 queue: d.queue,
                 offset: d.offset,
             });
@@ -334,14 +338,15 @@ fn check_fifo(h: &History, report: &mut CheckReport) {
 /// After the heal every live name server and client lists exactly the brokers that host the
 /// topic.
 fn check_routes(h: &History, report: &mut CheckReport) {
-    let mut hosting = h.hosting.clone();
-    hosting.sort();
     for view in &h.routes {
+        let mut hosting = h.hosting.get(&view.topic).cloned().unwrap_or_default();
+        hosting.sort();
         if view.brokers != hosting {
             report.violations.push(Violation::RoutesDiverged {
                 node: view.node,
+                topic: view.topic.clone(),
                 saw: view.brokers.clone(),
-                hosting: hosting.clone(),
+                hosting,
             });
         }
     }
@@ -458,7 +463,7 @@ fn check_exclusive(h: &History, report: &mut CheckReport) {
             .or_default()
             .push(p);
     }
-    for ((broker, _, queue), mut spans) in by_queue {
+    for ((broker, topic, queue), mut spans) in by_queue {
         spans.sort_by_key(|p| (p.from, p.to, p.consumer));
         // Per consumer, the latest stretch seen so far.
         let mut open: BTreeMap<usize, (u64, u64)> = BTreeMap::new();
@@ -470,6 +475,7 @@ fn check_exclusive(h: &History, report: &mut CheckReport) {
             if let Some((first, first_from)) = clash {
                 report.violations.push(Violation::OrderlyOverlap {
                     broker: broker.to_string(),
+                    topic: topic.to_string(),
                     queue,
                     first,
                     first_from,

@@ -258,6 +258,34 @@ impl Fabric {
         }
     }
 
+    /// A request from a client process that died after writing it: the server reads it on
+    /// the dead process's connection, which then closes (its answer goes nowhere, and what
+    /// it held for that connection is dropped).
+    pub fn dispatch_orphan(
+        &mut self,
+        from: usize,
+        to: usize,
+        cmd: RemotingCommand,
+        received_at: u64,
+        now: u64,
+    ) {
+        self.next_conn += 1;
+        let conn = ConnId(self.next_conn);
+        self.owners.insert((to, conn), from);
+        match &mut self.nodes[to] {
+            Node::NameServer(ns) => ns.on_command(conn, cmd, now),
+            Node::Broker {
+                machine: Some(b), ..
+            } => {
+                b.on_connect(conn, HostAddr::V4([10, 0, 1, from as u8], 40_001), now);
+                b.on_command(conn, cmd, received_at, now);
+            }
+            _ => {}
+        }
+        self.owners.remove(&(to, conn));
+        self.nodes[to].on_disconnect(conn, now);
+    }
+
     /// The server's side of a closed connection (the server's `Output::Close`, or the
     /// client gone): forgotten, and the server told `on_disconnect`. Returns the client it
     /// belonged to, if it was still open. As the real driver does, a server's own close then

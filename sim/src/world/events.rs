@@ -61,10 +61,11 @@ impl Sim {
                 from,
                 to,
                 frame,
+                epochs,
                 arrived,
             } => {
                 let arrived = arrived.unwrap_or(self.now);
-                self.deliver(sent, arrived, from, to, frame)
+                self.deliver(sent, arrived, (from, to), epochs, frame)
             }
             Ev::Tick { node } => {
                 if self.ticks.get(&node) != Some(&self.now) {
@@ -140,7 +141,7 @@ impl Sim {
                             payload.push(b'#');
                             payload.resize(self.cfg.body_bytes, b'.');
                         }
-                        let mut msg = Message::new(TOPIC, payload);
+                        let mut msg = Message::new(topic_of(n), payload);
                         msg.tags = Some(tag.to_string());
                         msg.keys = vec![format!("k{}", body.replace('.', "-"))];
                         msg
@@ -217,6 +218,7 @@ impl Sim {
                 if machine.take().is_none() {
                     return;
                 }
+                self.epochs[broker] += 1;
                 if power {
                     disk.power_loss();
                     self.history.power_losses += 1;
@@ -272,6 +274,7 @@ impl Sim {
                     return;
                 }
                 self.history.namesrv_crashes += 1;
+                self.epochs[ns] += 1;
                 let line = format!("t={} name server {ns} down", self.now);
                 self.log(line);
                 self.fabric.forget_server(ns);
@@ -319,6 +322,7 @@ impl Sim {
                 // Its goodbyes go out, then its connections close.
                 self.after(consumer);
                 self.left.insert(consumer);
+                self.epochs[consumer] += 1;
                 self.ticks.remove(&consumer);
                 self.disconnect(consumer);
                 self.stop_application(consumer);
@@ -334,6 +338,7 @@ impl Sim {
                 // Nothing it held in memory survives: sends in flight are never answered,
                 // the application's batches stop, its connections drop unannounced.
                 self.left.insert(node);
+                self.epochs[node] += 1;
                 self.ticks.remove(&node);
                 self.sends.retain(|(p, _), _| *p != node);
                 self.stop_application(node);

@@ -37,6 +37,14 @@ fn broker_addr(j: usize) -> String {
     format!("10.0.1.{}:10911", j + 1)
 }
 const TOPIC: &str = "SimTopic";
+/// Every message goes to one of these topics, chosen by its sharding key (so an orderly key
+/// stays in one topic); every group subscribes to both.
+pub const TOPICS: [&str; 2] = [TOPIC, "SimOrders"];
+
+/// The topic of message number `n` (its sharding key is `n % 8`).
+fn topic_of(n: usize) -> &'static str {
+    TOPICS[(n % 8) % TOPICS.len()]
+}
 /// Messages carry these tags in turn (by their number), and keys "k<number>".
 const TAGS: [&str; 3] = ["TagA", "TagB", "TagC"];
 /// What the tagged group subscribes to.
@@ -118,6 +126,9 @@ enum Ev {
         from: usize,
         to: usize,
         frame: Bytes,
+        /// The incarnations of `from` and `to` when it was sent: a connection belongs to
+        /// one process at each end (see `Sim::deliver`).
+        epochs: (u32, u32),
         /// When it reached `to`, if `to` was paused then: the driver read it off the socket
         /// at that time and the machine is told so (`received_at`), so a send held through
         /// a pause meets the broker's queue-wait flow control as it would on a real host.
@@ -270,6 +281,7 @@ struct Job {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteView {
     pub node: usize,
+    pub topic: String,
     pub brokers: Vec<String>,
 }
 
@@ -302,8 +314,8 @@ pub struct History {
     pub tags: BTreeMap<String, String>,
     /// Messages sent oneway (never acknowledged).
     pub oneway: BTreeSet<String>,
-    /// The brokers that host the topic at the end of the run.
-    pub hosting: Vec<String>,
+    /// topic -> the brokers that host it at the end of the run.
+    pub hosting: BTreeMap<String, Vec<String>>,
     /// Every live name server's and client's view of the topic's route at the end.
     pub routes: Vec<RouteView>,
     pub crashes: u32,
@@ -366,6 +378,9 @@ pub struct Sim {
     brokers: usize,
     /// How far each node's clock runs ahead of simulated time.
     skew: Vec<u64>,
+    /// Per node, how many times its process died: a connection dies with the process at
+    /// either end, so a restarted node never sees frames of its predecessor's connections.
+    epochs: Vec<u32>,
     /// Name servers that are down: frames to and from them are lost.
     down: BTreeSet<usize>,
     link_free: BTreeMap<(usize, usize), u64>,
@@ -480,7 +495,10 @@ fn consumer_config(cfg: &SimConfig, i: usize, group: Group, seed: u64) -> Consum
         group: name.into(),
         client_id: format!("c{i}"),
         namesrv_addrs: (0..cfg.name_servers.max(1)).map(ns_addr).collect(),
-        subscriptions: BTreeMap::from([(TOPIC.to_string(), expression.to_string())]),
+        subscriptions: TOPICS
+            .iter()
+            .map(|t| (t.to_string(), expression.to_string()))
+            .collect(),
         model,
         orderly,
         consume_from: ConsumeFrom::FirstOffset,
@@ -554,6 +572,7 @@ impl Sim {
             fabric,
             name_servers,
             brokers,
+            epochs: vec![0; total],
             skew,
             down: BTreeSet::new(),
             link_free: BTreeMap::new(),
@@ -586,10 +605,11 @@ impl Sim {
             // The operator created the topic before the run: brokers register it at start,
             // and consumers start a moment later, once the name servers know it.
             let mut table = TopicConfigTable::default();
-            table.topic_config_table.insert(
-                TOPIC.to_string(),
-                TopicConfig::new(TOPIC, sim.cfg.topic_queues),
-            );
+            for topic in TOPICS {
+                table
+                    .topic_config_table
+                    .insert(topic.to_string(), TopicConfig::new(topic, sim.cfg.topic_queues));
+            }
             for b in sim.broker_nodes() {
                 if let Node::Broker { disk, .. } = &mut sim.fabric.nodes[b] {
                     config::save(disk, config::TOPICS_FILE, &table)

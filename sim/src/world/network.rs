@@ -44,6 +44,7 @@ impl Sim {
                     from,
                     to,
                     frame: frame.clone(),
+                    epochs: (self.epochs[from], self.epochs[to]),
                     arrived: None,
                 },
             );
@@ -54,15 +55,19 @@ impl Sim {
         &mut self,
         sent: u64,
         arrived: u64,
-        from: usize,
-        to: usize,
+        (from, to): (usize, usize),
+        epochs: (u32, u32),
         frame: Bytes,
     ) {
-        // A frame in flight to a name server that died (or to a consumer that left) is lost
-        // with it; one it sent before dying was on the wire and still arrives.
-        if self.down.contains(&to) || self.left.contains(&to) {
+        // A frame in flight to a process that died is lost with its connection, even if the
+        // node runs again (a new process never reads its predecessor's sockets); one a process
+        // sent before dying was on the wire and still arrives.
+        if self.down.contains(&to) || self.left.contains(&to) || self.epochs[to] != epochs.1 {
             return;
         }
+        // A request from a process that died since: its kernel delivers what was written,
+        // then closes the connection; whatever the server answers goes nowhere.
+        let orphan = self.epochs[from] != epochs.0;
         let cmd = match unframe(&frame) {
             Ok(cmd) => cmd,
             Err(e) => {
@@ -97,7 +102,11 @@ impl Sim {
         self.log(line);
         let now = self.local(to);
         let received_at = arrived + self.skew[to];
-        self.fabric.dispatch(from, to, cmd, received_at, now);
+        if orphan && self.fabric.nodes[to].is_server() && !cmd.is_response() {
+            self.fabric.dispatch_orphan(from, to, cmd, received_at, now);
+        } else {
+            self.fabric.dispatch(from, to, cmd, received_at, now);
+        }
         self.after(to);
     }
 

@@ -3,49 +3,55 @@
 use super::*;
 
 impl Sim {
-    /// Every live node's view of the topic's route, and which brokers host the topic.
+    /// Every live node's view of each topic's route, and which brokers host each topic.
     pub(super) fn record_routes(&mut self) {
         let mut views = Vec::new();
-        let mut hosting = Vec::new();
-        for (n, node) in self.fabric.nodes.iter().enumerate() {
-            let brokers: Option<BTreeSet<String>> = match node {
-                Node::NameServer(ns) if !self.down.contains(&n) => Some(
-                    ns.route(TOPIC)
-                        .map(|r| r.broker_datas.into_iter().map(|b| b.broker_name).collect())
-                        .unwrap_or_default(),
-                ),
-                Node::Broker {
-                    machine: Some(b), ..
-                } => {
-                    if b.topic(TOPIC).is_some() {
-                        hosting.push(b.config().broker_name.clone());
+        let mut hosting: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for topic in TOPICS {
+            for (n, node) in self.fabric.nodes.iter().enumerate() {
+                let brokers: Option<BTreeSet<String>> = match node {
+                    Node::NameServer(ns) if !self.down.contains(&n) => Some(
+                        ns.route(topic)
+                            .map(|r| r.broker_datas.into_iter().map(|b| b.broker_name).collect())
+                            .unwrap_or_default(),
+                    ),
+                    Node::Broker {
+                        machine: Some(b), ..
+                    } => {
+                        if b.topic(topic).is_some() {
+                            hosting
+                                .entry(topic.to_string())
+                                .or_default()
+                                .push(b.config().broker_name.clone());
+                        }
+                        None
                     }
-                    None
+                    Node::Producer(p) => Some(
+                        p.queues(topic)
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|q| q.broker_name.clone())
+                            .collect(),
+                    ),
+                    Node::Consumer(c) if !self.left.contains(&n) => Some(
+                        c.route(topic)
+                            .map(|r| {
+                                r.broker_datas
+                                    .iter()
+                                    .map(|b| b.broker_name.clone())
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                    ),
+                    _ => None,
+                };
+                if let Some(brokers) = brokers {
+                    views.push(RouteView {
+                        node: n,
+                        topic: topic.to_string(),
+                        brokers: brokers.into_iter().collect(),
+                    });
                 }
-                Node::Producer(p) => Some(
-                    p.queues(TOPIC)
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|q| q.broker_name.clone())
-                        .collect(),
-                ),
-                Node::Consumer(c) if !self.left.contains(&n) => Some(
-                    c.route(TOPIC)
-                        .map(|r| {
-                            r.broker_datas
-                                .iter()
-                                .map(|b| b.broker_name.clone())
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                ),
-                _ => None,
-            };
-            if let Some(brokers) = brokers {
-                views.push(RouteView {
-                    node: n,
-                    brokers: brokers.into_iter().collect(),
-                });
             }
         }
         self.history.hosting = hosting;
@@ -58,7 +64,9 @@ impl Sim {
     /// checkpoint is no further than the flushed offset, and a power loss now would keep at
     /// least what the broker believes flushed (`History::store_problems`).
     pub(super) fn record_stored(&mut self) {
-        self.history.stored_topics.insert(TOPIC.to_string());
+        self.history
+            .stored_topics
+            .extend(TOPICS.iter().map(|t| t.to_string()));
         for node in self.broker_nodes() {
             let Node::Broker {
                 machine: Some(b),
@@ -71,24 +79,23 @@ impl Sim {
             let name = b.config().broker_name.clone();
             let store = b.store();
             let mut problems = Vec::new();
-            let queues: Vec<u32> = store
+            let queues: Vec<(&str, u32)> = store
                 .queue_ids()
-                .filter(|(t, _)| *t == TOPIC)
-                .map(|(_, q)| q)
+                .filter(|(t, _)| TOPICS.contains(t))
                 .collect();
-            for q in queues {
-                let mut offset = store.min_offset(TOPIC, q);
-                while offset < store.max_offset(TOPIC, q) {
+            for (topic, q) in queues {
+                let mut offset = store.min_offset(topic, q);
+                while offset < store.max_offset(topic, q) {
                     // The tag code of each entry read, to hold against its record's tag.
                     let codes = std::cell::RefCell::new(Vec::new());
                     let all = |c: i64| {
                         codes.borrow_mut().push(c);
                         true
                     };
-                    let got = match store.get(TOPIC, q, offset, 256, usize::MAX, &all) {
+                    let got = match store.get(topic, q, offset, 256, usize::MAX, &all) {
                         Ok(got) => got,
                         Err(e) => {
-                            problems.push(format!("{TOPIC}/q{q}@{offset} does not read: {e}"));
+                            problems.push(format!("{topic}/q{q}@{offset} does not read: {e}"));
                             break;
                         }
                     };
@@ -97,13 +104,13 @@ impl Sim {
                         let tags = m.property("TAGS").unwrap_or_default();
                         let want = rockfish_store::message_store::tags_code(
                             store.config(),
-                            TOPIC,
+                            topic,
                             m.properties(),
                             0,
                         );
                         if codes.get(i) != Some(&want) {
                             problems.push(format!(
-                                "{TOPIC}/q{q}@{}: the consume queue's tag code {:?} is not its \
+                                "{topic}/q{q}@{}: the consume queue's tag code {:?} is not its \
                                  record's ({want}, tags {:?})",
                                 m.queue_offset(),
                                 codes.get(i),
@@ -113,19 +120,19 @@ impl Sim {
                         let payload = m.body();
                         let body = payload.split(|b| *b == b'#').next().unwrap_or_default();
                         let body = String::from_utf8_lossy(body).into_owned();
-                        let slot = (name.clone(), TOPIC.to_string(), q, m.queue_offset());
+                        let slot = (name.clone(), topic.to_string(), q, m.queue_offset());
                         if let Some(key) = m.property("KEYS") {
                             let key = String::from_utf8_lossy(key).into_owned();
                             let found =
                                 store
-                                    .query_by_key(TOPIC, &key, 0, i64::MAX, 64)
+                                    .query_by_key(topic, &key, 0, i64::MAX, 64)
                                     .map(|hits| {
                                         hits.iter()
                                             .any(|h| h.physical_offset() == m.physical_offset())
                                     });
                             if !matches!(found, Ok(true)) {
                                 problems.push(format!(
-                                    "{TOPIC}/q{q}@{} ({body}) is not found by its key {key}: \
+                                    "{topic}/q{q}@{} ({body}) is not found by its key {key}: \
                                      {found:?}",
                                     m.queue_offset()
                                 ));

@@ -50,15 +50,16 @@ pub fn java_millis(now_ms: u64) -> i64 {
 }
 
 impl StoreConfig {
-    /// The geometry the simulated tiers run (the simulator and madsim): 1 MiB log segments,
-    /// small queue files and index, so short runs roll files and recover across them.
+    /// The geometry the simulated tiers run (the simulator and madsim): the smallest log
+    /// segments (64 KiB), 256-entry queue files and 512-entry index files, so that a run of a
+    /// few hundred messages rolls every kind of file and recovery spans segments.
     pub fn simulated() -> StoreConfig {
         StoreConfig {
-            commitlog_segment_size: 1 << 20,
-            consume_queue_entries: 4_096,
+            commitlog_segment_size: MIN_COMMITLOG_SEGMENT,
+            consume_queue_entries: 256,
             index: IndexConfig {
-                hash_slots: 509,
-                max_entries: 8_192,
+                hash_slots: 127,
+                max_entries: 512,
             },
             ..StoreConfig::default()
         }
