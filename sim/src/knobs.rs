@@ -219,6 +219,10 @@ fault_knobs! {
         /// Probability that a broker's flush or persist takes `slow_sync_ms` (a slow or
         /// stalled disk) instead of `sync_ms`.
         slow_sync: shrink to 0.0, "no slow syncs";
+        /// Of broker crashes, the share that strike at a random disk operation (mid write,
+        /// mid flush, mid checkpoint) instead of between two events; also the chance that a
+        /// restarted broker's recovery is cut short by another crash at one of its operations.
+        crash_at_io: shrink to 0.0, "crashes only between events";
     }
     spans {
         /// One-way latency bounds, ms.

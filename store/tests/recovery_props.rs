@@ -25,6 +25,13 @@ enum Op {
     Checkpoint,
     Crash,
     PowerLoss,
+    /// A crash or power loss, then another at the `ops`-th disk operation of the recovery
+    /// that follows (or of the store it opened, if it finished first).
+    RecoveryCrash {
+        ops: u8,
+        first_power: bool,
+        second_power: bool,
+    },
     /// Flip a bit somewhere past the durable point (media damage to data not yet promised).
     CorruptUnsynced {
         at: u32,
@@ -38,6 +45,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => Just(Op::Sync),
         1 => Just(Op::Checkpoint),
         1 => Just(Op::Crash),
+        1 => (0u8..80, any::<bool>(), any::<bool>()).prop_map(|(ops, first_power, second_power)| Op::RecoveryCrash { ops, first_power, second_power }),
         2 => Just(Op::PowerLoss),
         1 => (any::<u32>(), 0u8..8).prop_map(|(at, bit)| Op::CorruptUnsynced { at, bit }),
     ]
@@ -147,7 +155,9 @@ fn run(seed: u64, plan: FaultPlan, ops: Vec<Op>) {
     for op in ops {
         now += 1_000;
         // A store that stopped on a failed sync must be restarted before it takes writes.
-        if store.stopped().is_some() && !matches!(op, Op::Crash | Op::PowerLoss) {
+        if store.stopped().is_some()
+            && !matches!(op, Op::Crash | Op::PowerLoss | Op::RecoveryCrash { .. })
+        {
             continue;
         }
         match op {
@@ -199,6 +209,33 @@ fn run(seed: u64, plan: FaultPlan, ops: Vec<Op>) {
                 let disk = store.crash();
                 disk.power_loss();
                 store = reopen(disk, &mut model, true, now);
+            }
+            Op::RecoveryCrash {
+                ops,
+                first_power,
+                second_power,
+            } => {
+                let disk = store.crash();
+                if first_power {
+                    disk.power_loss();
+                } else {
+                    disk.crash();
+                }
+                disk.arm_fuse(ops as u64);
+                match MessageStore::open(disk.clone(), small_config(), now) {
+                    Ok(opened) => drop(opened),
+                    Err(e) => assert!(
+                        matches!(&e, StoreError::Disk(d)
+                            if d.to_string().contains("died") || d.to_string().contains("injected")),
+                        "interrupted recovery failed otherwise: {e}"
+                    ),
+                }
+                if second_power {
+                    disk.power_loss();
+                } else {
+                    disk.crash();
+                }
+                store = reopen(disk, &mut model, first_power || second_power, now);
             }
             Op::CorruptUnsynced { at, bit } => {
                 let from = store.flushed();

@@ -212,50 +212,48 @@ impl Sim {
                 if !self.faults_on && !operator {
                     return;
                 }
-                let Node::Broker { machine, disk, .. } = &mut self.fabric.nodes[broker] else {
-                    unreachable!()
+                let Node::Broker {
+                    machine: Some(_),
+                    disk,
+                    generation,
+                } = &self.fabric.nodes[broker]
+                else {
+                    return;
                 };
-                if machine.take().is_none() {
+                if self.armed.contains_key(&broker) {
+                    return; // it dies at a disk operation soon
+                }
+                let (disk, generation) = (disk.clone(), *generation);
+                if !operator && self.chance(Stream::Crash, self.cfg.faults.crash_at_io) {
+                    // It dies at one of its next disk operations, mid whatever it does then.
+                    let ops = self.between(Stream::Crash, (0, 40));
+                    disk.arm_fuse(ops);
+                    self.armed.insert(broker, power);
+                    let line = format!(
+                        "t={} fault broker {broker} dies at its disk operation {ops} from now",
+                        self.now
+                    );
+                    self.log(line);
+                    // One that does no disk work for a while dies anyway.
+                    self.push(
+                        self.now + FUSE_FALLBACK_MS,
+                        Ev::FuseFallback { broker, generation },
+                    );
                     return;
                 }
-                self.epochs[broker] += 1;
-                if power {
-                    disk.power_loss();
-                    self.history.power_losses += 1;
-                } else {
-                    disk.crash();
-                }
-                self.history.crashes += 1;
-                self.history.crash_log.push(CrashRecord {
-                    at: self.now,
-                    broker: format!("broker-{}", broker - self.name_servers),
-                    power,
-                });
-                let line = format!(
-                    "t={} broker {broker} {}",
-                    self.now,
-                    if power { "power loss" } else { "crash" }
+                self.crash_broker(broker, power);
+            }
+            Ev::FuseFallback { broker, generation } => {
+                let live = matches!(
+                    &self.fabric.nodes[broker],
+                    Node::Broker { machine: Some(_), generation: g, .. } if *g == generation
                 );
-                self.log(line);
-                // Its connections die with it.
-                self.fabric.forget_server(broker);
-                self.ticks.remove(&broker);
-                // A killed process's sockets are closed by its kernel: its clients see the
-                // connections drop at once. A machine that lost power closes nothing: its
-                // clients find out when what they asked of it times out.
-                if !power {
-                    let addr = broker_addr(broker - self.name_servers);
-                    for n in self.first_client()..self.fabric.nodes.len() {
-                        if self.left.contains(&n) {
-                            continue;
-                        }
-                        let now = self.local(n);
-                        self.fabric.nodes[n].on_peer_lost(&addr, now);
-                        self.after(n);
+                if live && let Some(power) = self.armed.remove(&broker) {
+                    if let Node::Broker { disk, .. } = &self.fabric.nodes[broker] {
+                        disk.disarm_fuse();
                     }
+                    self.crash_broker(broker, power);
                 }
-                let down = self.between(Stream::Crash, self.cfg.faults.down_ms);
-                self.push(self.now + down, Ev::Restart { broker });
             }
             Ev::Restart { broker } => {
                 if self.cfg.bugs.no_restart && self.history.crashes > 0 {

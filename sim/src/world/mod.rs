@@ -62,6 +62,9 @@ pub const SETTLED_RESUME_MS: u64 = 75_000;
 const SETTLED_GRACE_MS: u64 = 15_000;
 /// A node whose timer is due again right after firing this many times in a row spins.
 const BUSY_TIMER_STREAK: u32 = 100;
+/// How long a broker armed to die at a disk operation may go without one before it dies
+/// anyway, ms.
+const FUSE_FALLBACK_MS: u64 = 2_000;
 /// How long the application takes over one message, ms (drawn per delivery).
 const PROCESSING_MS: (u64, u64) = (1, 8);
 /// With `topic_created`, consumers start this long after the brokers (which register the
@@ -164,6 +167,11 @@ enum Ev {
         broker: usize,
     },
     /// A name server dies (its route table with it) and comes back empty.
+    /// A broker armed to die at a disk operation that did none since: it dies now.
+    FuseFallback {
+        broker: usize,
+        generation: u64,
+    },
     NsCrash {
         ns: usize,
     },
@@ -381,6 +389,9 @@ pub struct Sim {
     /// Per node, how many times its process died: a connection dies with the process at
     /// either end, so a restarted node never sees frames of its predecessor's connections.
     epochs: Vec<u32>,
+    /// Brokers set to die at one of their next disk operations (`MemDisk::arm_fuse`), and
+    /// whether that is a power loss.
+    armed: BTreeMap<usize, bool>,
     /// Name servers that are down: frames to and from them are lost.
     down: BTreeSet<usize>,
     link_free: BTreeMap<(usize, usize), u64>,
@@ -573,6 +584,7 @@ impl Sim {
             name_servers,
             brokers,
             epochs: vec![0; total],
+            armed: BTreeMap::new(),
             skew,
             down: BTreeSet::new(),
             link_free: BTreeMap::new(),
@@ -606,9 +618,10 @@ impl Sim {
             // and consumers start a moment later, once the name servers know it.
             let mut table = TopicConfigTable::default();
             for topic in TOPICS {
-                table
-                    .topic_config_table
-                    .insert(topic.to_string(), TopicConfig::new(topic, sim.cfg.topic_queues));
+                table.topic_config_table.insert(
+                    topic.to_string(),
+                    TopicConfig::new(topic, sim.cfg.topic_queues),
+                );
             }
             for b in sim.broker_nodes() {
                 if let Node::Broker { disk, .. } = &mut sim.fabric.nodes[b] {

@@ -10,14 +10,6 @@ impl Sim {
         let j = node - self.name_servers;
         let skew = self.skew[node];
         let namesrv_addrs = (0..self.name_servers).map(ns_addr).collect();
-        let Node::Broker {
-            machine,
-            disk,
-            generation,
-        } = &mut self.fabric.nodes[node]
-        else {
-            unreachable!()
-        };
         let mut config = BrokerConfig {
             broker_addr: broker_addr(j),
             broker_name: format!("broker-{j}"),
@@ -31,8 +23,26 @@ impl Sim {
             config.register_interval_ms = 1 << 40;
         }
         // Recovery, then the broker's own start (it persists its topic table): either may
-        // meet a disk fault; the supervisor tries again.
+        // meet a disk fault; the supervisor tries again. While faults fly, another crash may
+        // cut recovery short at one of its disk operations.
         let clock = now + skew;
+        let fuse = self.faults_on && self.chance(Stream::Crash, self.cfg.faults.crash_at_io);
+        let power = fuse && self.chance(Stream::Crash, self.cfg.faults.power_loss_share);
+        let ops = self.between(Stream::Crash, (0, 60));
+        let Node::Broker { disk, .. } = &self.fabric.nodes[node] else {
+            unreachable!()
+        };
+        if fuse {
+            disk.arm_fuse(ops);
+        }
+        let Node::Broker {
+            machine,
+            disk,
+            generation,
+        } = &mut self.fabric.nodes[node]
+        else {
+            unreachable!()
+        };
         let started = MessageStore::open(disk.clone(), StoreConfig::simulated(), clock)
             .map_err(|e| format!("recovery failed: {e}"))
             .and_then(|(store, report)| {
@@ -40,6 +50,22 @@ impl Sim {
                     .map(|b| (b, report))
                     .map_err(|e| format!("start failed: {e}"))
             });
+        if fuse && disk.fuse_blown() {
+            let disk = disk.clone();
+            drop(started);
+            let line =
+                format!("t={now} broker {node} died during recovery at disk operation {ops}");
+            self.log(line);
+            if power {
+                disk.power_loss();
+            } else {
+                disk.crash();
+            }
+            self.record_crash(node, power);
+            self.push(now + 500, Ev::Restart { broker: node });
+            return;
+        }
+        disk.disarm_fuse();
         let line = match started {
             Ok((broker, report)) => {
                 *machine = Some(Box::new(broker));
@@ -56,6 +82,62 @@ impl Sim {
             }
         };
         self.log(line);
+    }
+
+    /// The broker's process dies now (a kill, or the machine losing power).
+    pub(super) fn crash_broker(&mut self, broker: usize, power: bool) {
+        let Node::Broker { machine, disk, .. } = &mut self.fabric.nodes[broker] else {
+            unreachable!()
+        };
+        if machine.take().is_none() {
+            return;
+        }
+        if power {
+            disk.power_loss();
+        } else {
+            disk.crash();
+        }
+        self.record_crash(broker, power);
+        let line = format!(
+            "t={} broker {broker} {}",
+            self.now,
+            if power { "power loss" } else { "crash" }
+        );
+        self.log(line);
+        // Its connections die with it.
+        self.fabric.forget_server(broker);
+        self.ticks.remove(&broker);
+        // A killed process's sockets are closed by its kernel: its clients see the
+        // connections drop at once. A machine that lost power closes nothing: its
+        // clients find out when what they asked of it times out.
+        if !power {
+            let addr = broker_addr(broker - self.name_servers);
+            for n in self.first_client()..self.fabric.nodes.len() {
+                if self.left.contains(&n) {
+                    continue;
+                }
+                let now = self.local(n);
+                self.fabric.nodes[n].on_peer_lost(&addr, now);
+                self.after(n);
+            }
+        }
+        let down = self.between(Stream::Crash, self.cfg.faults.down_ms);
+        self.push(self.now + down, Ev::Restart { broker });
+    }
+
+    /// A broker process died (its disk already crashed or lost power): counted for the
+    /// checkers, and its connections' frames are lost from now on.
+    pub(super) fn record_crash(&mut self, broker: usize, power: bool) {
+        self.epochs[broker] += 1;
+        if power {
+            self.history.power_losses += 1;
+        }
+        self.history.crashes += 1;
+        self.history.crash_log.push(CrashRecord {
+            at: self.now,
+            broker: format!("broker-{}", broker - self.name_servers),
+            power,
+        });
     }
 
     /// A broker's disk work (a flush or a persist) is built now, as the driver builds it for
@@ -118,6 +200,18 @@ impl Sim {
     pub(super) fn after(&mut self, node: usize) {
         // A consumer that left is a process that exited: nothing runs there.
         if self.left.contains(&node) {
+            return;
+        }
+        // A broker whose armed crash struck at a disk operation just now: it died there, and
+        // nothing it did after that operation leaves the process.
+        if let Some(&power) = self.armed.get(&node)
+            && let Node::Broker { disk, .. } = &self.fabric.nodes[node]
+            && disk.fuse_blown()
+        {
+            self.armed.remove(&node);
+            let line = format!("t={} broker {node} died at a disk operation", self.now);
+            self.log(line);
+            self.crash_broker(node, power);
             return;
         }
         let mut outs = Vec::new();

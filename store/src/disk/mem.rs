@@ -173,9 +173,35 @@ struct MemState {
     fail_writes: u32,
     fail_syncs: u32,
     stats: DiskStats,
+    /// Disk operations left before the process using this disk dies (`arm_fuse`).
+    fuse: Option<u64>,
+    /// The fuse blew: the process is dead, every operation fails until a crash or power loss.
+    blown: bool,
 }
 
 impl MemState {
+    /// Counts one operation against the fuse; `Err` once the process is dead. `path` and
+    /// `op` name the operation in the error.
+    fn burn(&mut self, path: &str, op: &'static str) -> DiskResult<()> {
+        if !self.blown {
+            match &mut self.fuse {
+                Some(0) => {
+                    self.fuse = None;
+                    self.blown = true;
+                }
+                Some(n) => *n -= 1,
+                None => {}
+            }
+        }
+        if self.blown {
+            return Err(DiskError::Io {
+                path: path.to_string(),
+                op,
+                detail: "the process died (simulated crash at this operation)".into(),
+            });
+        }
+        Ok(())
+    }
     /// Bytes reserved across all files: what a real disk would have allocated.
     fn used(&self) -> u64 {
         self.files.values().map(MemFile::reserved_bytes).sum()
@@ -229,6 +255,8 @@ impl MemDisk {
             fail_writes: 0,
             fail_syncs: 0,
             stats: DiskStats::default(),
+            fuse: None,
+            blown: false,
         };
         MemDisk {
             state: Arc::new(Mutex::new(state)),
@@ -249,6 +277,7 @@ impl MemDisk {
     ) -> DiskResult<FileId> {
         check_path(path)?;
         let mut s = self.lock();
+        s.burn(path, "create")?;
         if s.files.contains_key(path) {
             return Err(DiskError::AlreadyExists { path: path.into() });
         }
@@ -283,10 +312,33 @@ impl MemDisk {
         self.lock().stats
     }
 
+    /// The process using this disk dies at its `ops`-th next operation that changes the disk
+    /// (a write, sync, create, remove, …): that one fails (a write may land a prefix of its
+    /// bytes, as a process killed mid-copy leaves it), and so does every operation after,
+    /// until `crash` or `power_loss` starts a new process. Crashes at any I/O point: mid
+    /// flush, mid checkpoint, mid recovery.
+    pub fn arm_fuse(&self, ops: u64) {
+        let mut s = self.lock();
+        s.fuse = Some(ops);
+        s.blown = false;
+    }
+
+    /// Takes an armed fuse away (it did not blow).
+    pub fn disarm_fuse(&self) {
+        self.lock().fuse = None;
+    }
+
+    /// Whether the fuse blew: the process using this disk is dead.
+    pub fn fuse_blown(&self) -> bool {
+        self.lock().blown
+    }
+
     /// A process crash: the page cache survives, open handles do not.
     pub fn crash(&self) {
         let mut s = self.lock();
         s.handles.clear();
+        s.fuse = None;
+        s.blown = false;
     }
 
     /// A power loss: each file keeps its durable bytes, plus the dirty pages the fault plan
@@ -295,6 +347,8 @@ impl MemDisk {
         let mut s = self.lock();
         let s = &mut *s;
         s.handles.clear();
+        s.fuse = None;
+        s.blown = false;
         s.stats.power_losses += 1;
         s.files.retain(|_, f| f.durable_existence);
         for file in s.files.values_mut() {
@@ -428,6 +482,7 @@ impl Disk for MemDisk {
 
     fn sync_created_set(&mut self, set: &CreatedSet) -> DiskResult<()> {
         let mut s = self.lock();
+        s.burn("(created files)", "sync directory")?;
         for path in &set.0 {
             // A file removed since it was taken has nothing left to make durable.
             if let Some(f) = path.to_str().and_then(|p| s.files.get_mut(p)) {
@@ -440,6 +495,7 @@ impl Disk for MemDisk {
     fn reserve(&mut self, file: FileId, offset: u64, len: u64) -> DiskResult<()> {
         let mut s = self.lock();
         let path = s.handle(file)?.to_string();
+        s.burn(&path, "reserve")?;
         let f = &s.files[&path];
         check_bounds(&path, "reserve", offset, len, f.volatile.len() as u64)?;
         let needed = f.unreserved_in(offset, offset + len);
@@ -454,6 +510,7 @@ impl Disk for MemDisk {
     fn grow(&mut self, path: &str, size: u64) -> DiskResult<()> {
         check_path(path)?;
         let mut s = self.lock();
+        s.burn(path, "grow")?;
         let cur = match s.files.get(path) {
             Some(f) => f.volatile.len() as u64,
             None => return Err(DiskError::NotFound { path: path.into() }),
@@ -492,6 +549,7 @@ impl Disk for MemDisk {
     fn remove(&mut self, path: &str) -> DiskResult<()> {
         check_path(path)?;
         let mut s = self.lock();
+        s.burn(path, "remove")?;
         if s.files.remove(path).is_none() {
             return Err(DiskError::NotFound { path: path.into() });
         }
@@ -532,14 +590,22 @@ impl Disk for MemDisk {
             });
         }
         s.stats.writes += 1;
-        let fail = if s.fail_writes > 0 {
+        let was_dead = s.blown;
+        let died = s.burn(&path, "write").is_err();
+        let fail = if died {
+            true
+        } else if s.fail_writes > 0 {
             s.fail_writes -= 1;
             true
         } else {
             let p = s.plan.write_error;
             s.chance(p)
         };
-        let landed = if fail {
+        // A process that was already dead writes nothing; one that dies at this write may
+        // have copied part of it.
+        let landed = if was_dead {
+            0
+        } else if fail {
             s.rng.random_range(0..=data.len())
         } else {
             data.len()
@@ -549,6 +615,13 @@ impl Disk for MemDisk {
         f.volatile[start..start + landed].copy_from_slice(&data[..landed]);
         for page in MemFile::pages(offset, landed as u64) {
             f.dirty.insert(page);
+        }
+        if died {
+            return Err(DiskError::Io {
+                path,
+                op: "write",
+                detail: "the process died (simulated crash at this operation)".into(),
+            });
         }
         if fail {
             s.stats.failed_writes += 1;
@@ -565,6 +638,13 @@ impl Disk for MemDisk {
         let mut s = self.lock();
         let s = &mut *s;
         let path = s.handle(file)?.to_string();
+        if s.blown {
+            return Err(DiskError::Io {
+                path,
+                op: "read",
+                detail: "the process died (simulated crash)".into(),
+            });
+        }
         let f = &s.files[&path];
         check_bounds(&path, "read", offset, len as u64, f.volatile.len() as u64)?;
         let mut out = f.volatile[offset as usize..offset as usize + len].to_vec();
@@ -586,6 +666,7 @@ impl Disk for MemDisk {
         let path = s.handle(file)?.to_string();
         let size = s.files[&path].volatile.len() as u64;
         check_bounds(&path, "sync", offset, len, size)?;
+        s.burn(&path, "sync")?;
         s.stats.syncs += 1;
         let fail = if s.fail_syncs > 0 {
             s.fail_syncs -= 1;
@@ -621,6 +702,7 @@ impl Disk for MemDisk {
     fn zero_range(&mut self, file: FileId, offset: u64, len: u64) -> DiskResult<()> {
         let mut s = self.lock();
         let path = s.handle(file)?.to_string();
+        s.burn(&path, "zero")?;
         let f = s.files.get_mut(&path).expect("handle checked");
         check_bounds(&path, "zero", offset, len, f.volatile.len() as u64)?;
         let r = offset as usize..(offset + len) as usize;
@@ -639,6 +721,7 @@ impl Disk for MemDisk {
     fn write_file_atomic(&mut self, path: &str, data: &[u8]) -> DiskResult<()> {
         check_path(path)?;
         let mut s = self.lock();
+        s.burn(path, "atomic write")?;
         let freed = s.files.get(path).map_or(0, |f| f.volatile.len() as u64);
         s.reserve(path, data.len() as u64, freed)?;
         let fail = if s.fail_writes > 0 {
