@@ -33,8 +33,30 @@ pub use client::{Client, ClientError};
 pub use driver::{Durable, Server, ServerHandle};
 
 /// Milliseconds since the Unix epoch: the clock every machine is driven with (RocketMQ stores
-/// wall-clock store timestamps, and clients search by them).
+/// wall-clock store timestamps, and clients search by them). Within one process it never
+/// steps: the wall clock read at the first call, advanced by the monotonic clock. An NTP step
+/// (or an operator's `date -s`) would otherwise reach the machines as a jump, stalling every
+/// timer for the length of a step back, or firing expiries (a name server's 120 s broker
+/// expiry, a lock's 60 s) all at once on a step forward. The price: after a step, timestamps
+/// differ from the stepped wall clock by the step until the process restarts. The simulator
+/// draws clock steps across restarts and drift within a process, as this clock allows.
+#[cfg(not(madsim))]
 pub fn now_ms() -> u64 {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    static ANCHOR: OnceLock<(u64, Instant)> = OnceLock::new();
+    let (wall, at) = ANCHOR.get_or_init(|| (wall_ms(), Instant::now()));
+    wall + at.elapsed().as_millis() as u64
+}
+
+/// Under madsim the clock is simulated and never steps; one process runs many seeds, each
+/// with its own clock, so no anchor may outlive a run.
+#[cfg(madsim)]
+pub fn now_ms() -> u64 {
+    wall_ms()
+}
+
+fn wall_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -235,7 +235,13 @@ pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
     let kept: BTreeSet<&str> = h.stored.values().map(String::as_str).collect();
     for (body, status) in &h.sent {
         let acked = *status == Some(SendStatus::SendOk);
-        let promised = promised || kept.contains(body.as_str());
+        // A message stored on a broker lost for good is gone with that machine (no replica
+        // yet): nothing is owed of it.
+        let lost_with_broker = h
+            .acked_at
+            .get(body)
+            .is_some_and(|(broker, ..)| h.lost_brokers.contains(broker));
+        let promised = (promised || kept.contains(body.as_str())) && !lost_with_broker;
         // A oneway send is never acknowledged: after the heal it is owed once it is stored.
         let oneway = h.oneway.contains(body);
         let owed = (acked && (promised || after_heal(body)))

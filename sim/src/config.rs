@@ -32,6 +32,11 @@ pub struct SimConfig {
     pub topic_created: bool,
     /// Queues of the topic created before the run (more than 64 make checkpoints space out).
     pub topic_queues: u32,
+    /// Producers avoid brokers that failed or answered slowly (sendLatencyFaultEnable).
+    pub latency_fault: bool,
+    /// After the heal, a failed send is sent again by the application (up to
+    /// `world::APP_RESENDS` times, a second apart).
+    pub resend_failed: bool,
     /// Messages each producer sends, one every `send_interval_ms`.
     pub messages: usize,
     pub send_interval_ms: u64,
@@ -41,6 +46,8 @@ pub struct SimConfig {
     pub safety_ms: u64,
     /// Then faults stop and the cluster must converge within this long.
     pub liveness_ms: u64,
+    /// The last batch (judged for duplicates and latency) is sent this long after the heal.
+    pub settled_ms: u64,
     pub faults: Faults,
     /// Every broker's caps (tests lower them to make brokers refuse and close).
     pub broker_limits: BrokerLimits,
@@ -72,11 +79,14 @@ impl SimConfig {
             body_bytes: 0,
             topic_created: false,
             topic_queues: 4,
+            latency_fault: false,
+            resend_failed: false,
             messages: 200,
             send_interval_ms: 20,
             liveness_messages: 20,
             safety_ms: 10_000,
             liveness_ms: 100_000,
+            settled_ms: crate::world::SETTLED_RESUME_MS,
             faults: Faults::default(),
             broker_limits: BrokerLimits::default(),
             bugs: Bugs::default(),

@@ -223,6 +223,9 @@ fault_knobs! {
         /// mid flush, mid checkpoint) instead of between two events; also the chance that a
         /// restarted broker's recovery is cut short by another crash at one of its operations.
         crash_at_io: shrink to 0.0, "crashes only between events";
+        /// Of broker crashes, the share after which the broker never comes back (never the
+        /// last one standing): the name servers expire it (120 s) and every route drops it.
+        broker_lost_share: shrink to 0.0, "every crashed broker comes back";
     }
     spans {
         /// One-way latency bounds, ms.
@@ -234,6 +237,13 @@ fault_knobs! {
         /// Each node's clock runs ahead of simulated time by a fixed amount drawn from this
         /// range, ms.
         clock_skew_ms = (0, 0), shrink "no clock skew" by |_| (0, 0);
+        /// Each node's clock also runs fast or slow by up to this many parts per million
+        /// (drawn per node, either way): timers on different nodes disagree more and more.
+        clock_drift_ppm = (0, 0), shrink "no clock drift" by |_| (0, 0);
+        /// A process that restarts (broker, name server or client) finds its clock stepped
+        /// by this much, forward or back, ms: within a process the driver's clock never steps
+        /// (`rockfish_net::now_ms`), but what it persisted was stamped by the old one.
+        clock_step_ms = (0, 0), shrink "no clock steps" by |_| (0, 0);
         /// How long a pause lasts, ms.
         pause_ms = (100, 3_000);
         /// How long a broker's flush or persist takes, ms.

@@ -67,6 +67,10 @@ const BUILT_IN: &[(&str, &str)] = &[
         "many-queues-power-loss",
         include_str!("../../scenarios/many-queues-power-loss.toml"),
     ),
+    (
+        "broker-lost",
+        include_str!("../../scenarios/broker-lost.toml"),
+    ),
 ];
 
 /// The names of the built-in scenarios.
@@ -88,6 +92,7 @@ pub const SCENARIOS: &[&str] = &[
     "consume-power-loss",
     "consume-power-loss-async",
     "many-queues-power-loss",
+    "broker-lost",
 ];
 
 fn f(v: f64) -> Bound<f64> {
@@ -198,6 +203,11 @@ pub struct Workload {
     pub topic_created: bool,
     /// Queues of that topic: past 64, checkpoints space out (the broker's many-queues path).
     pub topic_queues: u32,
+    /// Producers avoid brokers that failed or answered slowly (sendLatencyFaultEnable).
+    pub latency_fault: bool,
+    /// After the heal, the application sends a message again when its send failed (as
+    /// applications do), up to five times a second apart.
+    pub resend_failed: bool,
 }
 
 impl Default for Workload {
@@ -212,6 +222,8 @@ impl Default for Workload {
             body_bytes: 0,
             topic_created: false,
             topic_queues: 4,
+            latency_fault: false,
+            resend_failed: false,
         }
     }
 }
@@ -223,6 +235,10 @@ pub struct Phases {
     pub safety_ms: u64,
     /// Then faults stop and everything acknowledged must be consumed within this long.
     pub liveness_ms: u64,
+    /// How long after the heal the last batch is sent, once every rebalance has settled
+    /// (judged for duplicates and delivery latency): later when a broker was lost for good,
+    /// whose routes go only once the name servers expire it (120 s).
+    pub settled_ms: u64,
 }
 
 impl Default for Phases {
@@ -230,6 +246,7 @@ impl Default for Phases {
         Phases {
             safety_ms: 10_000,
             liveness_ms: 100_000,
+            settled_ms: crate::world::SETTLED_RESUME_MS,
         }
     }
 }
@@ -329,8 +346,9 @@ impl ScenarioFile {
         if self.workload.liveness_messages > 10_000 {
             return err("workload.liveness_messages: at most 10000".into());
         }
-        if self.phases.safety_ms == 0 || self.phases.liveness_ms == 0 {
-            return err("phases: safety_ms and liveness_ms must be positive".into());
+        if self.phases.safety_ms == 0 || self.phases.liveness_ms == 0 || self.phases.settled_ms == 0
+        {
+            return err("phases: safety_ms, liveness_ms and settled_ms must be positive".into());
         }
         Ok(())
     }
@@ -363,11 +381,14 @@ impl ScenarioFile {
             body_bytes: self.workload.body_bytes as usize,
             topic_created: self.workload.topic_created,
             topic_queues: self.workload.topic_queues,
+            latency_fault: self.workload.latency_fault,
+            resend_failed: self.workload.resend_failed,
             messages: self.workload.messages.draw(r) as usize,
             send_interval_ms: self.workload.send_interval_ms.draw(r),
             liveness_messages: self.workload.liveness_messages as usize,
             safety_ms: self.phases.safety_ms,
             liveness_ms: self.phases.liveness_ms,
+            settled_ms: self.phases.settled_ms,
             faults: self.faults.draw(&self.disk, r),
             broker_limits: Default::default(),
             bugs: self.bugs.clone(),
@@ -403,10 +424,13 @@ impl ScenarioFile {
                 body_bytes: cfg.body_bytes as u64,
                 topic_created: cfg.topic_created,
                 topic_queues: cfg.topic_queues,
+                latency_fault: cfg.latency_fault,
+                resend_failed: cfg.resend_failed,
             },
             phases: Phases {
                 safety_ms: cfg.safety_ms,
                 liveness_ms: cfg.liveness_ms,
+                settled_ms: cfg.settled_ms,
             },
             faults,
             disk,

@@ -166,7 +166,7 @@ impl Sim {
                             self.history.oneway.insert(body.clone());
                         }
                     }
-                    self.sends.insert((producer, id), bodies);
+                    self.sends.insert((producer, id), (n, bodies));
                 }
                 self.after(producer);
             }
@@ -224,11 +224,15 @@ impl Sim {
                     return; // it dies at a disk operation soon
                 }
                 let (disk, generation) = (disk.clone(), *generation);
+                let brokers = self.broker_nodes().count();
+                let lost = !operator
+                    && self.lost.len() + 1 < brokers
+                    && self.chance(Stream::Crash, self.cfg.faults.broker_lost_share);
                 if !operator && self.chance(Stream::Crash, self.cfg.faults.crash_at_io) {
                     // It dies at one of its next disk operations, mid whatever it does then.
                     let ops = self.between(Stream::Crash, (0, 40));
                     disk.arm_fuse(ops);
-                    self.armed.insert(broker, power);
+                    self.armed.insert(broker, (power, lost));
                     let line = format!(
                         "t={} fault broker {broker} dies at its disk operation {ops} from now",
                         self.now
@@ -241,28 +245,31 @@ impl Sim {
                     );
                     return;
                 }
-                self.crash_broker(broker, power);
+                self.crash_broker(broker, power, lost);
             }
             Ev::FuseFallback { broker, generation } => {
                 let live = matches!(
                     &self.fabric.nodes[broker],
                     Node::Broker { machine: Some(_), generation: g, .. } if *g == generation
                 );
-                if live && let Some(power) = self.armed.remove(&broker) {
+                if live && let Some((power, lost)) = self.armed.remove(&broker) {
                     if let Node::Broker { disk, .. } = &self.fabric.nodes[broker] {
                         disk.disarm_fuse();
                     }
-                    self.crash_broker(broker, power);
+                    self.crash_broker(broker, power, lost);
                 }
             }
             Ev::Restart { broker } => {
-                if self.cfg.bugs.no_restart && self.history.crashes > 0 {
+                if (self.cfg.bugs.no_restart && self.history.crashes > 0)
+                    || self.lost.contains(&broker)
+                {
                     return;
                 }
                 if matches!(
                     self.fabric.nodes[broker],
                     Node::Broker { machine: None, .. }
                 ) {
+                    self.step_clock(broker);
                     self.start_broker(broker);
                     self.after(broker);
                 }
@@ -282,6 +289,7 @@ impl Sim {
             }
             Ev::NsRestart { ns } => {
                 if self.down.remove(&ns) {
+                    self.step_clock(ns);
                     // It comes back with an empty route table: brokers fill it again.
                     self.fabric.nodes[ns] = Node::NameServer(NameServer::new(
                         NameServerConfig::default(),
@@ -365,6 +373,7 @@ impl Sim {
                 }
                 let line = format!("t={} recover join {consumer}", self.now);
                 self.log(line);
+                self.step_clock(consumer);
                 let killed = self.killed.remove(&consumer);
                 if let Node::Producer(_) = &self.fabric.nodes[consumer] {
                     // A producer process restarted: a new instance, nothing remembered.

@@ -62,6 +62,10 @@ pub const SETTLED_RESUME_MS: u64 = 75_000;
 const SETTLED_GRACE_MS: u64 = 15_000;
 /// A node whose timer is due again right after firing this many times in a row spins.
 const BUSY_TIMER_STREAK: u32 = 100;
+/// With `resend_failed`, how many times the application sends a failed message again, and
+/// how long it waits before each, ms.
+pub const APP_RESENDS: u32 = 5;
+const APP_RESEND_MS: u64 = 1_000;
 /// How long a broker armed to die at a disk operation may go without one before it dies
 /// anyway, ms.
 const FUSE_FALLBACK_MS: u64 = 2_000;
@@ -95,8 +99,10 @@ enum Stream {
     Disk,
     /// Producer and consumer processes killed.
     ClientCrash,
+    /// Clock steps at restarts.
+    Clock,
 }
-const STREAMS: usize = 13;
+const STREAMS: usize = 14;
 
 /// A partition: frames from `a` to `b` are lost (and from `b` to `a` if `both_ways`).
 #[derive(Debug, Clone)]
@@ -331,6 +337,8 @@ pub struct History {
     pub namesrv_crashes: u32,
     /// Every broker crash and power loss, in time order.
     pub crash_log: Vec<CrashRecord>,
+    /// Brokers that crashed and never came back (what their disks hold is not judged).
+    pub lost_brokers: BTreeSet<String>,
     /// The topic's messages in each running broker's store at the end of the run: slot -> body.
     pub stored: BTreeMap<StoreSlot, String>,
     /// The brokers whose stores `stored` covers (a broker down at the end is not judged).
@@ -385,13 +393,17 @@ pub struct Sim {
     name_servers: usize,
     brokers: usize,
     /// How far each node's clock runs ahead of simulated time.
-    skew: Vec<u64>,
+    skew: Vec<i64>,
+    /// Per node, how fast its clock runs, parts per million (negative: slow).
+    drift: Vec<i64>,
     /// Per node, how many times its process died: a connection dies with the process at
     /// either end, so a restarted node never sees frames of its predecessor's connections.
     epochs: Vec<u32>,
     /// Brokers set to die at one of their next disk operations (`MemDisk::arm_fuse`), and
-    /// whether that is a power loss.
-    armed: BTreeMap<usize, bool>,
+    /// whether that is a power loss, and for good.
+    armed: BTreeMap<usize, (bool, bool)>,
+    /// Brokers lost for good.
+    lost: BTreeSet<usize>,
     /// Name servers that are down: frames to and from them are lost.
     down: BTreeSet<usize>,
     link_free: BTreeMap<(usize, usize), u64>,
@@ -408,7 +420,10 @@ pub struct Sim {
     killed: BTreeSet<usize>,
     faults_on: bool,
     /// What each send in flight carries (a batch: several bodies).
-    sends: BTreeMap<(usize, SendId), Vec<String>>,
+    /// Sends in flight: (producer, id) -> the message number and the bodies it carries.
+    sends: BTreeMap<(usize, SendId), (usize, Vec<String>)>,
+    /// body -> how many times the application sent it again after a failure.
+    resent: BTreeMap<String, u32>,
     /// Disk work the brokers asked for, built when they asked (as the driver builds it for
     /// its flush thread) and run when it completes: by id.
     disk_work: BTreeMap<u64, Result<SyncWork, String>>,
@@ -477,6 +492,7 @@ fn producer_config(cfg: &SimConfig, i: usize, seed: u64) -> ProducerConfig {
         client_id: format!("p{i}"),
         namesrv_addrs: (0..cfg.name_servers.max(1)).map(ns_addr).collect(),
         seed,
+        latency_fault: cfg.latency_fault,
         ..ProducerConfig::default()
     }
 }
@@ -533,16 +549,25 @@ impl Sim {
         let total = name_servers + brokers + cfg.producers + cfg.all_consumers();
         let mut skew_rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed ^ 0x5ce3_c10c_5ce3_c10c);
         let (lo, hi) = cfg.faults.clock_skew_ms;
-        let skew: Vec<u64> = (0..total)
+        let skew: Vec<i64> = (0..total)
             .map(|_| {
                 let x: u64 = skew_rng.random();
-                if hi <= lo { lo } else { lo + x % (hi - lo + 1) }
+                (if hi <= lo { lo } else { lo + x % (hi - lo + 1) }) as i64
             })
             .collect();
+        let (lo, hi) = cfg.faults.clock_drift_ppm;
+        let drift: Vec<i64> = (0..total)
+            .map(|_| {
+                let x: u64 = skew_rng.random();
+                let ppm = (if hi <= lo { lo } else { lo + x % (hi - lo + 1) }).min(100_000) as i64;
+                if skew_rng.random_bool(0.5) { -ppm } else { ppm }
+            })
+            .collect();
+        let clock = |n: usize| clock_at(skew[n], drift[n], 0);
         let ns_addrs: Vec<String> = (0..name_servers).map(ns_addr).collect();
         let mut fabric = Fabric::default();
         for (i, addr) in ns_addrs.iter().enumerate() {
-            let ns = NameServer::new(NameServerConfig::default(), skew[i]);
+            let ns = NameServer::new(NameServerConfig::default(), clock(i));
             fabric.add(Some(addr.clone()), Node::NameServer(ns));
         }
         for j in 0..brokers {
@@ -556,7 +581,7 @@ impl Sim {
         }
         for i in 0..cfg.producers {
             let pc = producer_config(&cfg, i, rng.random());
-            let at = skew[fabric.nodes.len()];
+            let at = clock(fabric.nodes.len());
             fabric.add(None, Node::Producer(Producer::new(pc, at)));
         }
         let (mut broadcast_consumers, mut tagged_consumers) = (Vec::new(), Vec::new());
@@ -571,7 +596,7 @@ impl Sim {
                 Group::Tagged
             };
             let cc = consumer_config(&cfg, i, group, rng.random());
-            let at = skew[fabric.nodes.len()];
+            let at = clock(fabric.nodes.len());
             fabric.add(None, Node::Consumer(Consumer::new(cc, BTreeMap::new(), at)));
         }
         let mut sim = Sim {
@@ -585,7 +610,9 @@ impl Sim {
             brokers,
             epochs: vec![0; total],
             armed: BTreeMap::new(),
+            lost: BTreeSet::new(),
             skew,
+            drift,
             down: BTreeSet::new(),
             link_free: BTreeMap::new(),
             ticks: BTreeMap::new(),
@@ -597,6 +624,7 @@ impl Sim {
             killed: BTreeSet::new(),
             faults_on: true,
             sends: BTreeMap::new(),
+            resent: BTreeMap::new(),
             disk_work: BTreeMap::new(),
             next_work: 0,
             jobs: BTreeMap::new(),
@@ -671,8 +699,8 @@ impl Sim {
             }
         }
         // Once everything settled, a last batch: judged for duplicates and latency.
-        let settled = sim.cfg.safety_ms + SETTLED_RESUME_MS;
-        if sim.cfg.liveness_ms >= SETTLED_RESUME_MS + SETTLED_GRACE_MS {
+        let settled = sim.cfg.safety_ms + sim.cfg.settled_ms;
+        if sim.cfg.liveness_ms >= sim.cfg.settled_ms + SETTLED_GRACE_MS {
             sim.history.settled_from = Some(settled);
             for p in 0..sim.cfg.producers {
                 for k in 0..sim.cfg.liveness_messages {
@@ -720,7 +748,44 @@ impl Sim {
 
     /// Node `n`'s clock: what its machine is told the time is.
     fn local(&self, n: usize) -> u64 {
-        self.now + self.skew[n]
+        self.local_at(n, self.now)
+    }
+
+    /// Node `n`'s clock at simulated time `t`.
+    fn local_at(&self, n: usize, t: u64) -> u64 {
+        clock_at(self.skew[n], self.drift[n], t)
+    }
+
+    /// The first simulated time at which node `n`'s clock reads `local` or later.
+    fn sim_time_of(&self, n: usize, local: u64) -> u64 {
+        let base = (local as i64 - self.skew[n]).max(0) as i128;
+        let mut t = (base * 1_000_000 / (1_000_000 + self.drift[n] as i128)).max(0) as u64;
+        while self.local_at(n, t) < local {
+            t += 1;
+        }
+        while t > 0 && self.local_at(n, t - 1) >= local {
+            t -= 1;
+        }
+        t
+    }
+
+    /// A process on node `n` starts again: its clock may have been stepped meanwhile.
+    fn step_clock(&mut self, n: usize) {
+        let (lo, hi) = self.cfg.faults.clock_step_ms;
+        if hi == 0 {
+            return;
+        }
+        let by = self.between(Stream::Clock, (lo, hi)) as i64;
+        let by = if self.chance(Stream::Clock, 0.5) {
+            -by
+        } else {
+            by
+        };
+        // Never before the epoch.
+        let by = by.max(-(self.local(n) as i64));
+        self.skew[n] += by;
+        let line = format!("t={} fault clock step {n} by {by}ms", self.now);
+        self.log(line);
     }
 
     /// The group consumer node `n` belongs to.
@@ -788,4 +853,11 @@ impl Sim {
             trace: self.trace,
         }
     }
+}
+
+/// A clock `skew` ms ahead of simulated time at its start, running `drift` ppm fast, at
+/// simulated time `t`.
+fn clock_at(skew: i64, drift: i64, t: u64) -> u64 {
+    let t = t as i64;
+    (t + skew + t * drift / 1_000_000).max(0) as u64
 }

@@ -101,7 +101,7 @@ impl Sim {
         }
         self.log(line);
         let now = self.local(to);
-        let received_at = arrived + self.skew[to];
+        let received_at = self.local_at(to, arrived);
         if orphan && self.fabric.nodes[to].is_server() && !cmd.is_response() {
             self.fabric.dispatch_orphan(from, to, cmd, received_at, now);
         } else {

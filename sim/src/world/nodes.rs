@@ -8,7 +8,6 @@ impl Sim {
         let now = self.now;
         let seed = self.stream(Stream::Main).random();
         let j = node - self.name_servers;
-        let skew = self.skew[node];
         let namesrv_addrs = (0..self.name_servers).map(ns_addr).collect();
         let mut config = BrokerConfig {
             broker_addr: broker_addr(j),
@@ -25,7 +24,7 @@ impl Sim {
         // Recovery, then the broker's own start (it persists its topic table): either may
         // meet a disk fault; the supervisor tries again. While faults fly, another crash may
         // cut recovery short at one of its disk operations.
-        let clock = now + skew;
+        let clock = self.local(node);
         let fuse = self.faults_on && self.chance(Stream::Crash, self.cfg.faults.crash_at_io);
         let power = fuse && self.chance(Stream::Crash, self.cfg.faults.power_loss_share);
         let ops = self.between(Stream::Crash, (0, 60));
@@ -84,8 +83,9 @@ impl Sim {
         self.log(line);
     }
 
-    /// The broker's process dies now (a kill, or the machine losing power).
-    pub(super) fn crash_broker(&mut self, broker: usize, power: bool) {
+    /// The broker's process dies now (a kill, or the machine losing power); `lost`: the
+    /// machine never comes back.
+    pub(super) fn crash_broker(&mut self, broker: usize, power: bool, lost: bool) {
         let Node::Broker { machine, disk, .. } = &mut self.fabric.nodes[broker] else {
             unreachable!()
         };
@@ -120,6 +120,14 @@ impl Sim {
                 self.fabric.nodes[n].on_peer_lost(&addr, now);
                 self.after(n);
             }
+        }
+        if lost {
+            self.lost.insert(broker);
+            let name = format!("broker-{}", broker - self.name_servers);
+            let line = format!("t={} fault broker {broker} lost for good", self.now);
+            self.log(line);
+            self.history.lost_brokers.insert(name);
+            return;
         }
         let down = self.between(Stream::Crash, self.cfg.faults.down_ms);
         self.push(self.now + down, Ev::Restart { broker });
@@ -204,14 +212,14 @@ impl Sim {
         }
         // A broker whose armed crash struck at a disk operation just now: it died there, and
         // nothing it did after that operation leaves the process.
-        if let Some(&power) = self.armed.get(&node)
+        if let Some(&(power, lost)) = self.armed.get(&node)
             && let Node::Broker { disk, .. } = &self.fabric.nodes[node]
             && disk.fuse_blown()
         {
             self.armed.remove(&node);
             let line = format!("t={} broker {node} died at a disk operation", self.now);
             self.log(line);
-            self.crash_broker(node, power);
+            self.crash_broker(node, power, lost);
             return;
         }
         let mut outs = Vec::new();
@@ -270,7 +278,7 @@ impl Sim {
             }
         }
         for ProducerEvent::Sent { id, result, .. } in sent {
-            let Some(bodies) = self.sends.remove(&(node, id)) else {
+            let Some((n, bodies)) = self.sends.remove(&(node, id)) else {
                 continue;
             };
             // A oneway send reports once written: no acknowledgement, nothing to judge.
@@ -278,6 +286,17 @@ impl Sim {
                 continue;
             }
             let status = result.as_ref().ok().map(|r| r.status);
+            if self.cfg.resend_failed
+                && status != Some(SendStatus::SendOk)
+                && !self.faults_on
+                && let Some(first) = bodies.first()
+                && *self.resent.entry(first.clone()).or_default() < APP_RESENDS
+            {
+                *self.resent.get_mut(first).expect("entered") += 1;
+                let line = format!("t={} app resends {first} after {status:?}", self.now);
+                self.log(line);
+                self.push(self.now + APP_RESEND_MS, Ev::Send { producer: node, n });
+            }
             for (i, body) in bodies.into_iter().enumerate() {
                 let line = format!("t={} sent {body} {:?}", self.now, status);
                 self.log(line);
@@ -367,7 +386,7 @@ impl Sim {
         let next = self.fabric.nodes[node].poll_timeout();
         if let Some(t) = next {
             // The machine's deadline is on its own clock.
-            let t = t.saturating_sub(self.skew[node]).max(self.now + 1);
+            let t = self.sim_time_of(node, t).max(self.now + 1);
             if self
                 .ticks
                 .get(&node)
