@@ -14,7 +14,8 @@
 //! Every machine is run by the one contract in [`machine`].
 
 pub mod broker;
-pub mod buggify;
+// Fault sites live in the store (the lowest layer) so that both layers can have them.
+pub use rockfish_store::buggify;
 pub mod client;
 pub mod consumer;
 pub mod machine;

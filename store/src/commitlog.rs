@@ -161,7 +161,9 @@ impl CommitLog {
         // Space is reserved before any byte is written: a full disk refuses the whole batch.
         let (_, at) = self.segments.for_write(disk, self.write_pos, 0)?;
         let remaining = size - at;
-        let (file, at) = if total + END_FILE_MIN_BLANK_LENGTH > remaining {
+        // Buggify: roll early, as if this batch did not fit (segment turnover far more often).
+        let roll_early = at > 0 && crate::buggify!("store.commitlog.roll-early");
+        let (file, at) = if total + END_FILE_MIN_BLANK_LENGTH > remaining || roll_early {
             // RocketMQ's end-of-segment blank: the rest of this segment holds no record.
             let marker = record::blank_marker(remaining as u32);
             let (file, at) = self

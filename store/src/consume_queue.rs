@@ -253,7 +253,9 @@ impl ConsumeQueue {
             disk.write_at(file, at, &bytes)?;
         }
         self.unflush(logical);
-        if self.max - self.handed_to >= STAGED_MAX_ENTRIES {
+        // Buggify: write entries out at once (reads then come from the file, not the stage).
+        if self.max - self.handed_to >= STAGED_MAX_ENTRIES || crate::buggify!("store.cq.write-now")
+        {
             self.write_staged(disk)?;
         }
         self.check_staged();

@@ -200,7 +200,9 @@ impl IndexService {
     /// sealed and trusted, the active file is cut back to what the checkpoint covered (slots
     /// rebuilt from its entries, as a torn slot write could otherwise hide older entries), and
     /// newer files are removed. Returns the commit log offset from which records must be
-    /// re-indexed, and a note if anything was thrown away.
+    /// re-indexed, and a note if anything was thrown away. Before it throws the files away to
+    /// rebuild them, `forget` must durably drop the index state from the checkpoint: a crash
+    /// mid-rebuild must not leave a checkpoint that vouches for half-rebuilt files.
     pub(crate) fn recover<D: Disk>(
         &mut self,
         disk: &mut D,
@@ -208,11 +210,16 @@ impl IndexService {
         checkpoint_offset: u64,
         log_min: u64,
         clean: bool,
+        forget: &mut dyn FnMut(&mut D) -> StoreResult<()>,
     ) -> StoreResult<(u64, Option<String>)> {
         let starts = Self::list(disk)?;
         let size = self.config.file_size();
-        let rebuild_all =
+        let had_state = checkpoint.is_some();
+        let mut rebuild_all =
             |this: &mut Self, disk: &mut D, why: String| -> StoreResult<(u64, Option<String>)> {
+                if had_state {
+                    forget(disk)?;
+                }
                 for s in Self::list(disk)? {
                     disk.remove(&Self::path(s))?;
                 }

@@ -10,9 +10,11 @@
 //!   JSON config files.
 //!
 //! Must never: use threads, sockets, async runtimes, the wall clock, global randomness, or the
-//! file system outside `disk/mmap.rs`. Time arrives as `now` arguments; durability is
+//! file system outside `disk/mmap.rs`. The one seeded exception is [`buggify`]: fault sites
+//! (for this crate and rockfish-core) compiled in only for simulated builds. Time arrives as `now` arguments; durability is
 //! explicit (`write_pos` vs `flushed`) so a driver decides when and where syncs run.
 
+pub mod buggify;
 pub mod checkpoint;
 pub mod commitlog;
 pub mod config;

@@ -69,11 +69,21 @@ impl Sim {
             Ok((broker, report)) => {
                 *machine = Some(Box::new(broker));
                 *generation += 1;
-                format!(
+                let mut line = format!(
                     "t={now} broker {node} up gen={generation} log_end={} truncated={}",
                     report.log_end,
                     report.truncated.is_some()
-                )
+                );
+                if let Some(problem) = &report.checkpoint_problem {
+                    line.push_str(&format!(" checkpoint_problem={problem:?}"));
+                }
+                if !report.rebuilt_queues.is_empty() {
+                    line.push_str(&format!(" rebuilt={:?}", report.rebuilt_queues));
+                }
+                if let Some(note) = &report.index_note {
+                    line.push_str(&format!(" index={note:?}"));
+                }
+                line
             }
             Err(e) => {
                 self.push(now + 500, Ev::Restart { broker: node });

@@ -13,6 +13,7 @@
 //! 5. Sync everything and write a checkpoint at the recovered end.
 
 use super::*;
+use crate::checkpoint::CHECKPOINT_FILE;
 
 impl<D: Disk> MessageStore<D> {
     /// Opens (or creates) a store on `disk` and recovers it. `now` stamps the checkpoint.
@@ -26,6 +27,14 @@ impl<D: Disk> MessageStore<D> {
             .validate()
             .map_err(|what| StoreError::Invalid { what })?;
         let mut report = RecoveryReport::default();
+        // Buggify: the path of a checkpoint that was lost (recovery rebuilds every queue and
+        // the index from the start of the log). Removed for good, as a lost file stays lost.
+        if disk.read_file(CHECKPOINT_FILE)?.is_some()
+            && crate::buggify!("store.recovery.checkpoint-lost")
+        {
+            disk.remove(CHECKPOINT_FILE)?;
+            report.checkpoint_problem = Some("the checkpoint was lost (buggify)".into());
+        }
         let checkpoint = match Checkpoint::load(&disk) {
             Ok(cp) => cp,
             Err(e) => {
@@ -134,6 +143,13 @@ impl<D: Disk> MessageStore<D> {
                         .push(format!("{topic}/{queue_id}: {why}"));
                     rebuild.insert(key.clone());
                 }
+                // Buggify: the path of a queue found damaged (rebuilt from the log).
+                if !rebuild.contains(&key) && crate::buggify!("store.recovery.rebuild-queue") {
+                    report
+                        .rebuilt_queues
+                        .push(format!("{topic}/{queue_id}: rebuilt (buggify)"));
+                    rebuild.insert(key.clone());
+                }
                 let keep = if rebuild.contains(&key) { 0 } else { mark };
                 if keep == 0 {
                     cq.truncate(&mut disk, 0)?;
@@ -164,12 +180,23 @@ impl<D: Disk> MessageStore<D> {
         // Index.
         let mut index = IndexService::new(config.index);
         let clean = report.clean_shutdown;
+        let mut forget_index = |disk: &mut D| -> StoreResult<()> {
+            match &checkpoint {
+                Some(cp) => Checkpoint {
+                    index: None,
+                    ..cp.clone()
+                }
+                .store(disk),
+                None => Ok(()),
+            }
+        };
         let (index_from, note) = index.recover(
             &mut disk,
             checkpoint.as_ref().and_then(|cp| cp.index.as_ref()),
             c,
             log_min,
             clean,
+            &mut forget_index,
         )?;
         report.index_note = note;
 
