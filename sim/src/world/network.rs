@@ -84,6 +84,7 @@ impl Sim {
             cmd.is_response()
         );
         for k in [
+            "topic",
             "queueId",
             "queueOffset",
             "offset",
