@@ -288,7 +288,17 @@ fn sim(cmd: SimCmd) -> Result<(), String> {
             }
             if let Some(path) = html {
                 let title = format!("{} seed {seed} (digest {})", file.name, out.digest);
-                let page = rockfish_sim::timeline::render(&title, &out.nodes, &out.trace);
+                // The first violation about a message marks that message.
+                let culprit = report.violations.iter().find_map(|v| {
+                    v.body()
+                        .map(|b| (b.to_string(), format!("{} ({v:?})", v.invariant())))
+                });
+                let page = rockfish_sim::timeline::render(
+                    &title,
+                    &out.nodes,
+                    &out.trace,
+                    culprit.as_ref().map(|(b, w)| (b.as_str(), w.as_str())),
+                );
                 std::fs::write(&path, page).map_err(|e| format!("{}: {e}", path.display()))?;
                 println!("timeline written to {}", path.display());
             }

@@ -124,6 +124,25 @@ pub enum Violation {
 pub const DELIVERY_BOUND_MS: u64 = 1_000;
 
 impl Violation {
+    /// The message this violation is about, if it is about one (the timeline marks it).
+    pub fn body(&self) -> Option<&str> {
+        match self {
+            Violation::Phantom { body }
+            | Violation::AckedLost { body }
+            | Violation::NotConverged { body, .. }
+            | Violation::OutOfOrder { body, .. }
+            | Violation::BroadcastLost { body, .. }
+            | Violation::Vanished { body, .. }
+            | Violation::AckedMisplaced { body, .. }
+            | Violation::SettledDuplicate { body, .. }
+            | Violation::SlowDelivery { body, .. }
+            | Violation::TaggedLeak { body, .. }
+            | Violation::TaggedMissed { body, .. } => Some(body),
+            Violation::OffsetReused { second, .. } => Some(second),
+            _ => None,
+        }
+    }
+
     /// The invariant broken, as scenario files name it.
     pub fn invariant(&self) -> &'static str {
         match self {

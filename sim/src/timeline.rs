@@ -32,8 +32,20 @@ fn node_after(line: &str, word: &str) -> Option<usize> {
     words.next()?.parse().ok()
 }
 
-/// Renders the timeline of a trace; `nodes` names the lanes.
-pub fn render(title: &str, nodes: &[String], trace: &[String]) -> String {
+/// Whether `line` is about message `body` (as a whole word: "p0-1" is not "p0-10").
+fn mentions(line: &str, body: &str) -> bool {
+    line.split_whitespace().any(|w| w == body)
+}
+
+/// Renders the timeline of a trace; `nodes` names the lanes. `culprit`: the message that broke
+/// an invariant, and what broke (every event of that message is marked, the first one is
+/// where "jump to it" goes).
+pub fn render(
+    title: &str,
+    nodes: &[String],
+    trace: &[String],
+    culprit: Option<(&str, &str)>,
+) -> String {
     let end = trace.iter().filter_map(|l| time(l)).max().unwrap_or(0);
     let width = LEFT_PX + end as f64 * PX_PER_MS + 40.0;
     let height = 40.0 + nodes.len() as f64 * LANE_PX;
@@ -61,11 +73,66 @@ pub fn render(title: &str, nodes: &[String], trace: &[String]) -> String {
     }
     let mut arrows = 0usize;
     let mut left_out = 0usize;
+    let mut first_culprit = true;
     for line in trace {
         let Some(t) = time(line) else { continue };
         let tip = format!("<title>{}</title>", esc(line));
         let words: Vec<&str> = line.split_whitespace().collect();
+        if let Some((body, _)) = culprit
+            && mentions(line, body)
+        {
+            // Every event of the culprit message: a tall orange band across all lanes.
+            let id = if std::mem::take(&mut first_culprit) {
+                r#" id="culprit""#
+            } else {
+                ""
+            };
+            let _ = write!(
+                svg,
+                r##"<rect{id} x="{}" y="20" width="3" height="{}" class="culprit">{tip}</rect>"##,
+                x(t) - 1.5,
+                height - 20.0
+            );
+        }
         match words.get(1).copied() {
+            Some("sent") => {
+                // An acknowledgement (or a failure) reaching its producer.
+                let Some(n) = node_after(line, "by").filter(|n| *n < nodes.len()) else {
+                    continue;
+                };
+                let class = if line.contains("Some(SendOk)") {
+                    "ack"
+                } else {
+                    "nack"
+                };
+                let (cx, cy) = (x(t), y(n) + 8.0);
+                let _ = write!(
+                    svg,
+                    r##"<path d="M{} {} l4 6 l-8 0 z" class="{class}">{tip}</path>"##,
+                    cx,
+                    cy - 3.0
+                );
+            }
+            Some("flushed") | Some("flush") => {
+                let Some(n) = words
+                    .get(if words[1] == "flush" { 3 } else { 2 })
+                    .and_then(|w| w.parse::<usize>().ok())
+                    .filter(|n| *n < nodes.len())
+                else {
+                    continue;
+                };
+                let class = if words[1] == "flush" {
+                    "fault"
+                } else {
+                    "flush"
+                };
+                let _ = write!(
+                    svg,
+                    r##"<rect x="{}" y="{}" width="2" height="8" class="{class}">{tip}</rect>"##,
+                    x(t) - 1.0,
+                    y(n) + 10.0
+                );
+            }
             Some("frame") | Some("drop") => {
                 let Some((a, b)) = words
                     .get(2)
@@ -166,6 +233,14 @@ pub fn render(title: &str, nodes: &[String], trace: &[String]) -> String {
     } else {
         String::new()
     };
+    let heading = match culprit {
+        Some((body, what)) => format!(
+            r#"<p class="broke">Broken: {} — message <b>{}</b> is marked by orange bands. <button onclick="document.getElementById('culprit').scrollIntoView({{inline:'center',block:'nearest'}})">jump to it</button></p>"#,
+            esc(what),
+            esc(body)
+        ),
+        None => String::new(),
+    };
     format!(
         r##"<!doctype html>
 <html><head><meta charset="utf-8"><title>{t}</title>
@@ -176,13 +251,24 @@ body {{ font: 13px sans-serif; margin: 12px; }}
 .drop {{ fill: #d33; font-size: 12px; }} .deliver {{ fill: #8a3ad4; }}
 .fault {{ fill: #d33; opacity: .8; }} .up {{ fill: #2a2; opacity: .8; }}
 .phase {{ stroke: #2a2; stroke-dasharray: 4 3; }}
+.ack {{ fill: #2a2; }} .nack {{ fill: #e80; }} .flush {{ fill: #888; }}
+.culprit {{ fill: #f90; opacity: .55; }} .broke {{ color: #b50; }}
 </style></head><body>
 <h3>{t}</h3>
-<p>Lanes are nodes; blue arrows requests, grey responses; red ✕ a dropped frame; red bars faults (crashes, power losses, partitions, clogs, pauses, consumers leaving, name servers down); green bars recoveries; purple dots deliveries to the application. Hover for the trace line.</p>
-{note}<div style="overflow-x: scroll"><svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">
+{heading}<p>Lanes are nodes; blue arrows requests, grey responses; red ✕ a dropped frame; red bars faults (crashes, power losses, partitions, clogs, pauses, consumers leaving, name servers down, failed flushes); green bars recoveries; purple dots deliveries to the application; green triangles acknowledged sends (orange: failed); grey ticks flushes. Hover for the trace line.
+<label>zoom <input type="range" id="zoom" min="-5" max="4" step="0.25" value="0"></label></p>
+{note}<div style="overflow-x: scroll"><svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" preserveAspectRatio="none">
 <defs><marker id="a" markerWidth="6" markerHeight="6" refX="5" refY="3" orient="auto"><path d="M0,0 L6,3 L0,6 z" fill="#666"/></marker></defs>
 {svg}
-</svg></div></body></html>
+</svg></div>
+<script>
+// Zoom stretches time (the horizontal axis) by powers of two; lanes keep their height.
+const svg = document.getElementById('timeline');
+const base = svg.width.baseVal.value;
+document.getElementById('zoom').oninput = e => {{
+  svg.setAttribute('width', base * Math.pow(2, +e.target.value));
+}};
+</script></body></html>
 "##,
         t = esc(title)
     )

@@ -206,7 +206,13 @@ fn the_timeline_draws_lanes_frames_and_faults() {
         })
         .expect("a cluster seed with a crash and a drop");
     let out = Sim::new(file.config(seed)).run();
-    let page = rockfish_sim::timeline::render("cluster", &out.nodes, &out.trace);
+    let body = out.history.delivered[0].body.clone();
+    let page = rockfish_sim::timeline::render(
+        "cluster",
+        &out.nodes,
+        &out.trace,
+        Some((&body, "a made-up violation")),
+    );
     assert!(page.starts_with("<!doctype html>"));
     for lane in &out.nodes {
         assert!(page.contains(lane.as_str()), "lane {lane}");
@@ -220,10 +226,18 @@ fn the_timeline_draws_lanes_frames_and_faults() {
     assert!(page.contains(r#"class="fault""#), "the crash is marked");
     assert!(page.contains(r#"class="drop""#), "the drop is marked");
     assert!(page.contains(r#"class="deliver""#));
+    assert!(
+        page.contains(r#"class="ack""#),
+        "acknowledgements are marked"
+    );
+    assert!(page.contains(r#"class="flush""#), "flushes are marked");
+    // The culprit message: every event of it banded, the first one a target to jump to.
+    assert!(page.contains(r#"id="culprit""#) && page.contains("a made-up violation"));
+    assert!(page.contains(r#"id="zoom""#), "the page zooms");
     // Trace text is escaped, never markup.
     let odd = vec!["t=5 broker 1 <script> crash".to_string()];
-    let page = rockfish_sim::timeline::render("x", &out.nodes, &odd);
-    assert!(!page.contains("<script>") && page.contains("&lt;script&gt;"));
+    let page = rockfish_sim::timeline::render("x", &out.nodes, &odd, None);
+    assert!(!page.contains("<script> crash") && page.contains("&lt;script&gt; crash"));
 }
 
 #[test]

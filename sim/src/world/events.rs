@@ -180,14 +180,26 @@ impl Sim {
                 let lying = self.cfg.bugs.lying_flush;
                 let now = self.local(broker);
                 if let Some(b) = self.live_broker(broker, generation) {
-                    if lying {
+                    let done = if lying {
                         b.on_flushed(upto, now);
+                        Ok(())
                     } else {
                         match work.and_then(|work| work()) {
-                            Ok(()) => b.on_flushed(upto, now),
-                            Err(e) => b.on_flush_failed(e, now),
+                            Ok(()) => {
+                                b.on_flushed(upto, now);
+                                Ok(())
+                            }
+                            Err(e) => {
+                                b.on_flush_failed(e.clone(), now);
+                                Err(e)
+                            }
                         }
-                    }
+                    };
+                    let line = match done {
+                        Ok(()) => format!("t={} flushed {broker} upto={upto}", self.now),
+                        Err(e) => format!("t={} flush failed {broker} upto={upto}: {e}", self.now),
+                    };
+                    self.log(line);
                     self.after(broker);
                 }
             }

@@ -308,7 +308,7 @@ impl Sim {
                 self.push(self.now + APP_RESEND_MS, Ev::Send { producer: node, n });
             }
             for (i, body) in bodies.into_iter().enumerate() {
-                let line = format!("t={} sent {body} {:?}", self.now, status);
+                let line = format!("t={} sent {body} {:?} by {node}", self.now, status);
                 self.log(line);
                 if let Ok(r) = &result
                     && r.status == SendStatus::SendOk
