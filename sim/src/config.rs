@@ -54,6 +54,51 @@ pub struct SimConfig {
     pub bugs: Bugs,
     /// The invariants judged (names from `scenario::INVARIANTS`).
     pub invariants: Vec<String>,
+    /// The faults to inject, one by one, instead of drawing them from the rates (what a
+    /// shrink narrows down to single events). Rates of frame, disk and buggify faults still
+    /// apply.
+    pub schedule: Option<Vec<FaultAt>>,
+}
+
+/// One fault event, at a simulated time: what a run draws (`Outcome::faults`) and what a
+/// schedule injects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultAt {
+    /// Simulated time it was drawn at, ms (a broker's tick: the crashing broker's for a
+    /// crash, the first broker's for the rest); a schedule starts it at the first such tick
+    /// at or after this time.
+    pub at: u64,
+    #[serde(flatten)]
+    pub fault: Fault,
+}
+
+/// A fault event (nodes numbered as the trace numbers them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "fault", rename_all = "kebab-case")]
+pub enum Fault {
+    /// A broker process dies `after_ms` later (`power`: the machine loses power).
+    Crash {
+        broker: usize,
+        power: bool,
+        #[serde(default)]
+        after_ms: u64,
+    },
+    /// A client is cut off from every broker, both ways.
+    CutFromBrokers { client: usize, ms: u64 },
+    /// A node stops hearing from every other (`deaf`), or stops reaching them.
+    OneWay { node: usize, deaf: bool, ms: u64 },
+    /// A node is cut off from every other, both ways.
+    Isolate { node: usize, ms: u64 },
+    /// A swizzle-clog (its nodes and timings drawn when it starts).
+    Swizzle,
+    /// A node stops handling anything for a while.
+    Pause { node: usize, ms: u64 },
+    /// A consumer leaves its group (and rejoins later).
+    Leave { consumer: usize },
+    /// A producer or consumer process is killed (and restarted later).
+    ClientCrash { node: usize },
+    /// A name server dies (and comes back empty).
+    NsCrash { ns: usize },
 }
 
 impl SimConfig {
@@ -94,6 +139,7 @@ impl SimConfig {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            schedule: None,
         }
     }
 }

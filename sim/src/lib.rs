@@ -22,7 +22,7 @@ pub mod timeline;
 mod world;
 
 pub use check::{CheckReport, Violation, check};
-pub use config::{Bugs, Faults, SimConfig};
+pub use config::{Bugs, Fault, FaultAt, Faults, SimConfig};
 pub use scenario::{SCENARIOS, ScenarioError, ScenarioFile, scenario};
 pub use shrink::{Shrunk, shrink};
 pub use world::{

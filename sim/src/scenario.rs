@@ -9,7 +9,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use rockfish_core::broker::FlushDiskType;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Bugs, SimConfig};
+use crate::config::{Bugs, FaultAt, SimConfig};
 pub use crate::knobs::{Bound, DiskBounds, FaultBounds};
 
 /// The built-in scenarios: (name, file text).
@@ -144,6 +144,10 @@ pub struct ScenarioFile {
     /// Deliberately broken components, for proving the checkers work. Never in a real scenario.
     #[serde(default, skip_serializing_if = "Bugs::is_none")]
     pub bugs: Bugs,
+    /// Fault events injected one by one instead of drawn from the fault rates (a shrink
+    /// writes these); frame, disk and buggify faults still follow `[faults]` and `[disk]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Vec<FaultAt>>,
 }
 
 fn all_invariants() -> Vec<String> {
@@ -393,6 +397,7 @@ impl ScenarioFile {
             broker_limits: Default::default(),
             bugs: self.bugs.clone(),
             invariants: self.invariants.clone(),
+            schedule: self.schedule.clone(),
         }
     }
 
@@ -436,6 +441,7 @@ impl ScenarioFile {
             disk,
             invariants: cfg.invariants.clone(),
             bugs: cfg.bugs.clone(),
+            schedule: cfg.schedule.clone(),
         }
     }
 

@@ -1,6 +1,8 @@
 //! Shrinking a failing run: with the seed fixed, turn faults off and make the workload
-//! smaller one step at a time, keeping each step only if the same invariant still breaks.
-//! What remains is the smallest fault plan found that still fails: the faults that matter.
+//! smaller one step at a time, keeping each step only if the same invariant still breaks;
+//! then replay the run's own fault events as a schedule and drop them, halves first, down to
+//! single events. What remains is the smallest fault plan found that still fails: the faults
+//! that matter, each at its time.
 
 use crate::check::check;
 use crate::config::{Faults, SimConfig};
@@ -137,10 +139,62 @@ pub fn shrink(cfg: &SimConfig) -> Option<Shrunk> {
             break;
         }
     }
+    shrink_schedule(&mut best, invariant, &mut attempts, &mut steps);
     Some(Shrunk {
         config: best,
         invariant,
         attempts,
         steps,
     })
+}
+
+/// Turns `best`'s drawn faults into a schedule (if the same invariant still breaks when they
+/// are injected as such) and removes events from it: chunks of half the schedule, then
+/// quarters, down to single events, keeping each removal that still fails.
+fn shrink_schedule(
+    best: &mut SimConfig,
+    invariant: &'static str,
+    attempts: &mut u32,
+    steps: &mut Vec<String>,
+) {
+    if best.schedule.is_none() && *attempts < MAX_ATTEMPTS {
+        let drawn = Sim::new(best.clone()).run().faults;
+        let mut scheduled = best.clone();
+        let n = drawn.len();
+        scheduled.schedule = Some(drawn);
+        *attempts += 2;
+        if failing_invariant(&scheduled) != Some(invariant) {
+            return; // the failure needs the draws as they were: keep the rates
+        }
+        *best = scheduled;
+        steps.push(format!("its {n} fault events as a schedule"));
+    }
+    let Some(mut events) = best.schedule.clone() else {
+        return;
+    };
+    let mut chunk = events.len().div_ceil(2).max(1);
+    loop {
+        let mut i = 0;
+        while i < events.len() && *attempts < MAX_ATTEMPTS {
+            let mut fewer = events.clone();
+            let gone: Vec<_> = fewer.drain(i..(i + chunk).min(events.len())).collect();
+            let mut candidate = best.clone();
+            candidate.schedule = Some(fewer.clone());
+            *attempts += 1;
+            if failing_invariant(&candidate) == Some(invariant) {
+                steps.push(match gone.as_slice() {
+                    [one] => format!("without {:?} at {} ms", one.fault, one.at),
+                    many => format!("without {} fault events", many.len()),
+                });
+                events = fewer;
+                *best = candidate;
+            } else {
+                i += chunk;
+            }
+        }
+        if chunk == 1 || *attempts >= MAX_ATTEMPTS {
+            break;
+        }
+        chunk = chunk.div_ceil(2);
+    }
 }

@@ -2,7 +2,7 @@
 //! digest; bad files are refused with a reason; shrinking reduces a failing fault plan to the
 //! faults that matter, and the shrunk file replays the same failure.
 
-use rockfish_sim::{Delivery, SCENARIOS, ScenarioFile, Sim, check, shrink};
+use rockfish_sim::{Delivery, Fault, SCENARIOS, ScenarioFile, Sim, check, shrink};
 
 /// SIM_SCENARIO_SEEDS widens the sweep (CI sets it; 8 by default).
 fn seeds() -> u64 {
@@ -142,6 +142,20 @@ fn shrink_keeps_the_faults_that_matter_and_the_shrunk_file_replays_the_failure()
         "power loss must lose something"
     );
     assert!(s.messages <= cfg.messages);
+    // Down to single fault events: a schedule that still holds a power loss, with no more
+    // events than the run drew.
+    let drawn = Sim::new(cfg.clone()).run().faults;
+    let schedule = s
+        .schedule
+        .as_ref()
+        .expect("the drawn faults became a schedule");
+    assert!(
+        schedule
+            .iter()
+            .any(|f| matches!(f.fault, Fault::Crash { power: true, .. })),
+        "{schedule:?}"
+    );
+    assert!(schedule.len() <= drawn.len(), "{schedule:?} of {drawn:?}");
     // The shrunk file, written and read back, gives exactly the shrunk run and still fails.
     let text = ScenarioFile::exactly("shrunk", "test", s).to_toml();
     let back = ScenarioFile::parse(&text).expect(&text).config(seed);
@@ -314,5 +328,21 @@ fn every_scenario_consumes_while_its_faults_fly() {
             seeds_consuming >= 3,
             "{name}: deliveries during the safety phase in only {seeds_consuming} of 4 seeds"
         );
+    }
+}
+
+#[test]
+fn a_run_replays_exactly_from_its_own_fault_events() {
+    // The faults a run drew, injected as a schedule, give the very same run: a shrink that
+    // removes events starts from the failure itself.
+    for name in ["cluster", "broker-lost", "orderly"] {
+        let cfg = ScenarioFile::built_in(name).unwrap().config(3);
+        let out = Sim::new(cfg.clone()).run();
+        assert!(!out.faults.is_empty(), "{name}: some faults drawn");
+        let mut scheduled = cfg.clone();
+        scheduled.schedule = Some(out.faults.clone());
+        let again = Sim::new(scheduled).run();
+        assert_eq!(again.digest, out.digest, "{name}");
+        assert_eq!(again.faults, out.faults, "{name}");
     }
 }

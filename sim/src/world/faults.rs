@@ -4,82 +4,173 @@
 use super::*;
 
 impl Sim {
-    /// Draws crashes and partitions once per broker tick, scaled to the time since the last.
+    /// Draws crashes and partitions once per broker tick, scaled to the time since the last,
+    /// and injects them (each one recorded in `Outcome::faults`). A run with a schedule draws
+    /// none: its faults come from the schedule (`Ev::Scheduled`).
     pub(super) fn maybe_faults(&mut self, broker: usize) {
         let f = self.cfg.faults.clone();
+        let mut drawn = Vec::new();
         // Broker ticks come at least every second or so; treat each as a one-second chance.
         if self.chance(Stream::Crash, f.crash_per_sec) {
             let power = self.chance(Stream::Crash, f.power_loss_share);
-            let at = self.now + self.between(Stream::Crash, (0, 50));
-            self.push(
-                at,
-                Ev::Crash {
+            let after_ms = self.between(Stream::Crash, (0, 50));
+            drawn.push(FaultAt {
+                at: self.now,
+                fault: Fault::Crash {
                     broker,
                     power,
-                    operator: false,
+                    after_ms,
                 },
-            );
+            });
         }
         // Cluster-wide faults are drawn on the first broker's ticks only.
-        if broker != self.name_servers {
-            return;
+        if broker == self.name_servers {
+            self.draw_cluster_faults(&f, &mut drawn);
         }
+        // A run with a schedule still draws (so every other draw stays where it was) but
+        // starts the schedule's events instead, on the tick they were drawn on.
+        let due: Vec<FaultAt> = match &self.cfg.schedule {
+            None => drawn,
+            Some(schedule) => {
+                let first = self.name_servers;
+                let due: Vec<usize> = (0..schedule.len())
+                    .filter(|i| !self.scheduled_done.contains(i))
+                    .filter(|&i| {
+                        let e = &schedule[i];
+                        let on = match e.fault {
+                            Fault::Crash { broker: b, .. } => b,
+                            _ => first,
+                        };
+                        e.at <= self.now && on == broker
+                    })
+                    .collect();
+                self.scheduled_done.extend(due.iter().copied());
+                due.into_iter().map(|i| schedule[i].clone()).collect()
+            }
+        };
+        for f in due {
+            self.faults.push(f.clone());
+            self.inject(f);
+        }
+    }
+
+    fn draw_cluster_faults(&mut self, f: &Faults, drawn: &mut Vec<FaultAt>) {
+        let now = self.now;
         let first = self.first_client();
         let total = self.fabric.nodes.len();
         if self.chance(Stream::Partition, f.partition_per_sec) && total > first {
             let client = first + self.below(Stream::Partition, total - first);
             let ms = self.between(Stream::Partition, f.partition_ms);
-            let brokers = self.broker_nodes().collect();
-            self.partition(
-                "cut-from-brokers",
-                client,
-                [client].into(),
-                brokers,
-                true,
-                ms,
-            );
+            drawn.push(FaultAt {
+                at: now,
+                fault: Fault::CutFromBrokers { client, ms },
+            });
         }
         if self.chance(Stream::OneWay, f.one_way_per_sec) {
             let node = self.below(Stream::OneWay, total);
             let deaf = self.chance(Stream::OneWay, 0.5);
             let ms = self.between(Stream::OneWay, f.partition_ms);
-            let others: BTreeSet<usize> = (0..total).filter(|n| *n != node).collect();
-            let me = BTreeSet::from([node]);
-            // Deaf: it hears nothing but is heard; mute: the other way round.
-            if deaf {
-                self.partition("one-way-deaf", node, others, me, false, ms);
-            } else {
-                self.partition("one-way-mute", node, me, others, false, ms);
-            }
+            drawn.push(FaultAt {
+                at: now,
+                fault: Fault::OneWay { node, deaf, ms },
+            });
         }
         if self.chance(Stream::Isolate, f.isolate_per_sec) {
             let node = self.below(Stream::Isolate, total);
             let ms = self.between(Stream::Isolate, f.partition_ms);
-            let others = (0..total).filter(|n| *n != node).collect();
-            self.partition("isolate", node, [node].into(), others, true, ms);
+            drawn.push(FaultAt {
+                at: now,
+                fault: Fault::Isolate { node, ms },
+            });
         }
         if self.chance(Stream::Swizzle, f.swizzle_per_sec) {
-            self.swizzle();
+            drawn.push(FaultAt {
+                at: now,
+                fault: Fault::Swizzle,
+            });
         }
         if self.chance(Stream::Pause, f.pause_per_sec) {
             let node = self.below(Stream::Pause, total);
             let ms = self.between(Stream::Pause, f.pause_ms);
-            self.push(self.now, Ev::Pause { node, ms });
+            drawn.push(FaultAt {
+                at: now,
+                fault: Fault::Pause { node, ms },
+            });
         }
         if self.chance(Stream::Churn, f.churn_per_sec) {
             let consumers = self.cfg.all_consumers();
             if consumers > 0 {
                 let consumer = total - consumers + self.below(Stream::Churn, consumers);
-                self.push(self.now, Ev::Leave { consumer });
+                drawn.push(FaultAt {
+                    at: now,
+                    fault: Fault::Leave { consumer },
+                });
             }
         }
         if self.chance(Stream::ClientCrash, f.client_crash_per_sec) && total > first {
             let node = first + self.below(Stream::ClientCrash, total - first);
-            self.push(self.now, Ev::ClientCrash { node });
+            drawn.push(FaultAt {
+                at: now,
+                fault: Fault::ClientCrash { node },
+            });
         }
         if self.chance(Stream::Namesrv, f.namesrv_crash_per_sec) {
             let ns = self.between(Stream::Namesrv, (0, self.name_servers as u64 - 1)) as usize;
-            self.push(self.now, Ev::NsCrash { ns });
+            drawn.push(FaultAt {
+                at: now,
+                fault: Fault::NsCrash { ns },
+            });
+        }
+    }
+
+    /// Starts a fault event (drawn now, or from the schedule at its time).
+    pub(super) fn inject(&mut self, f: FaultAt) {
+        let at = self.now;
+        match f.fault {
+            Fault::Crash {
+                broker,
+                power,
+                after_ms,
+            } => self.push(
+                at + after_ms,
+                Ev::Crash {
+                    broker,
+                    power,
+                    operator: false,
+                },
+            ),
+            Fault::CutFromBrokers { client, ms } => {
+                let brokers = self.broker_nodes().collect();
+                self.partition(
+                    "cut-from-brokers",
+                    client,
+                    [client].into(),
+                    brokers,
+                    true,
+                    ms,
+                );
+            }
+            Fault::OneWay { node, deaf, ms } => {
+                let total = self.fabric.nodes.len();
+                let others: BTreeSet<usize> = (0..total).filter(|n| *n != node).collect();
+                let me = BTreeSet::from([node]);
+                // Deaf: it hears nothing but is heard; mute: the other way round.
+                if deaf {
+                    self.partition("one-way-deaf", node, others, me, false, ms);
+                } else {
+                    self.partition("one-way-mute", node, me, others, false, ms);
+                }
+            }
+            Fault::Isolate { node, ms } => {
+                let total = self.fabric.nodes.len();
+                let others = (0..total).filter(|n| *n != node).collect();
+                self.partition("isolate", node, [node].into(), others, true, ms);
+            }
+            Fault::Swizzle => self.swizzle(),
+            Fault::Pause { node, ms } => self.push(at, Ev::Pause { node, ms }),
+            Fault::Leave { consumer } => self.push(at, Ev::Leave { consumer }),
+            Fault::ClientCrash { node } => self.push(at, Ev::ClientCrash { node }),
+            Fault::NsCrash { ns } => self.push(at, Ev::NsCrash { ns }),
         }
     }
 

@@ -18,7 +18,7 @@ use rockfish_core::producer::{
 use rockfish_store::config::{self, TopicConfig, TopicConfigTable};
 use rockfish_store::{FaultPlan, MemDisk, MessageStore, StoreConfig, SyncWork};
 
-use crate::config::SimConfig;
+use crate::config::{Fault, FaultAt, Faults, SimConfig};
 use crate::harness::fabric::{Fabric, Node, Routed, unframe};
 
 mod events;
@@ -377,6 +377,9 @@ pub struct Outcome {
     pub trace: Vec<String>,
     /// Node names by index, as the trace numbers them.
     pub nodes: Vec<String>,
+    /// The fault events drawn (or scheduled), in the order they started: a schedule that
+    /// replays them.
+    pub faults: Vec<FaultAt>,
 }
 
 pub struct Sim {
@@ -404,6 +407,10 @@ pub struct Sim {
     armed: BTreeMap<usize, (bool, bool)>,
     /// Brokers lost for good.
     lost: BTreeSet<usize>,
+    /// Fault events started so far (`Outcome::faults`).
+    faults: Vec<FaultAt>,
+    /// Which of the schedule's events have started.
+    scheduled_done: BTreeSet<usize>,
     /// Name servers that are down: frames to and from them are lost.
     down: BTreeSet<usize>,
     link_free: BTreeMap<(usize, usize), u64>,
@@ -611,6 +618,8 @@ impl Sim {
             epochs: vec![0; total],
             armed: BTreeMap::new(),
             lost: BTreeSet::new(),
+            faults: Vec::new(),
+            scheduled_done: BTreeSet::new(),
             skew,
             drift,
             down: BTreeSet::new(),
@@ -851,6 +860,7 @@ impl Sim {
                 .collect(),
             history: self.history,
             trace: self.trace,
+            faults: self.faults,
         }
     }
 }
