@@ -122,6 +122,9 @@ impl NameServer {
             return;
         }
         self.next_scan = now + self.config.scan_interval_ms;
+        if crate::buggify::bug("namesrv.never-expires") {
+            return; // a deliberately broken name server, for the simulator's checkers
+        }
         let expired: Vec<(String, ConnId)> = self
             .broker_live_table
             .iter()

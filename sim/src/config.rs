@@ -177,6 +177,8 @@ pub struct Bugs {
     /// Brokers compare consume queue tag codes against the wrong hash: a tag subscription
     /// matches none of its messages.
     pub tag_codes_wrong: bool,
+    /// Name servers never expire a silent broker: one that lost power keeps its routes.
+    pub namesrv_never_expires: bool,
 }
 
 impl Bugs {

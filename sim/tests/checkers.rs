@@ -266,3 +266,32 @@ fn store_checker_catches_a_lying_flush_without_any_power_loss() {
     let text = quiet("lying_flush", 50, "");
     catches(&text, &["store-consistent"], 2);
 }
+
+const LOST: &str = r#"
+name = "broker-lost-broken"
+[topology]
+brokers = 2
+consumers = 2
+[workload]
+topic_created = true
+messages = 100
+[phases]
+liveness_ms = 200_000
+settled_ms = 160_000
+[faults]
+broker_lost_share = 1.0
+[[schedule]]
+at = 3000
+fault = "crash"
+broker = 2
+power = true
+[bugs]
+namesrv_never_expires = true
+"#;
+
+#[test]
+fn routes_checker_catches_a_name_server_that_never_expires_a_lost_broker() {
+    // The broken machine: name servers never expire a silent broker. One that lost power for
+    // good closes no connection, so only expiry (120 s) takes it out of the routes.
+    catches(LOST, &["routes-converge"], 2);
+}

@@ -476,6 +476,7 @@ impl Sites {
                 "consumer.spins-while-unlocked",
             ),
             (cfg.bugs.tag_codes_wrong, "broker.tag-codes-wrong"),
+            (cfg.bugs.namesrv_never_expires, "namesrv.never-expires"),
         ];
         for (on, name) in bugs {
             if on {

@@ -70,6 +70,9 @@ struct MemFile {
     reserved: Vec<(u64, u64)>,
     /// False while a file from `create_unsynced` may still vanish at power loss.
     durable_existence: bool,
+    /// Sectors that reached the media at least once (zeros count: a synced page writes all
+    /// its sectors). Only a sector never written can show garbage when torn.
+    held: BTreeSet<usize>,
 }
 
 impl MemFile {
@@ -80,6 +83,7 @@ impl MemFile {
             dirty: BTreeSet::new(),
             reserved: Vec::new(),
             durable_existence,
+            held: BTreeSet::new(),
         }
     }
     fn whole(data: &[u8]) -> Self {
@@ -93,6 +97,7 @@ impl MemFile {
                 vec![(0, data.len() as u64)]
             },
             durable_existence: true,
+            held: (0..data.len().div_ceil(SECTOR_SIZE)).collect(),
         }
     }
     fn reserved_bytes(&self) -> u64 {
@@ -161,6 +166,8 @@ impl MemFile {
     }
     fn persist_page(&mut self, page: usize) {
         let r = self.page_range(page);
+        self.held
+            .extend(r.start / SECTOR_SIZE..r.end.div_ceil(SECTOR_SIZE));
         self.durable[r.clone()].copy_from_slice(&self.volatile[r]);
     }
 }
@@ -364,8 +371,9 @@ impl MemDisk {
                         let end = (at + SECTOR_SIZE).min(r.end);
                         if s.rng.random_bool(0.5) {
                             file.durable[at..end].copy_from_slice(&file.volatile[at..end]);
+                            file.held.insert(at / SECTOR_SIZE);
                         } else if s.plan.torn_garbage > 0.0
-                            && file.durable[at..end].iter().all(|b| *b == 0)
+                            && !file.held.contains(&(at / SECTOR_SIZE))
                             && file.durable[at..end] != file.volatile[at..end]
                             && s.rng.random_bool(s.plan.torn_garbage.min(1.0))
                         {
@@ -707,9 +715,20 @@ impl Disk for MemDisk {
         check_bounds(&path, "zero", offset, len, f.volatile.len() as u64)?;
         let r = offset as usize..(offset + len) as usize;
         f.volatile[r.clone()].fill(0);
-        f.durable[r].fill(0);
-        // A punched hole: the range is no longer reserved.
+        f.durable[r.clone()].fill(0);
+        // A punched hole: the range is no longer reserved, and its whole sectors hold nothing
+        // (a torn write there may show garbage again); sectors it cuts into were written.
         f.remove_reserved(offset, offset + len);
+        let (first_whole, end_whole) = (r.start.div_ceil(SECTOR_SIZE), r.end / SECTOR_SIZE);
+        for sector in first_whole..end_whole.max(first_whole) {
+            f.held.remove(&sector);
+        }
+        if r.start % SECTOR_SIZE != 0 {
+            f.held.insert(r.start / SECTOR_SIZE);
+        }
+        if r.end % SECTOR_SIZE != 0 && len > 0 {
+            f.held.insert(r.end / SECTOR_SIZE);
+        }
         Ok(())
     }
 

@@ -15,6 +15,10 @@
 use super::*;
 use crate::checkpoint::CHECKPOINT_FILE;
 
+/// A checkpoint mark no queue reaches: the queue was being rebuilt from the log when the
+/// recovery that wrote it stopped, so the next one rebuilds it again.
+const REBUILD_MARK: u64 = u64::MAX;
+
 impl<D: Disk> MessageStore<D> {
     /// Opens (or creates) a store on `disk` and recovers it. `now` stamps the checkpoint.
     pub fn open(
@@ -200,6 +204,28 @@ impl<D: Disk> MessageStore<D> {
         )?;
         report.index_note = note;
 
+        // Queues about to be rebuilt from the log: say so durably in the checkpoint first (a
+        // mark no queue can reach), so that a crash mid-rebuild never leaves the next
+        // recovery trusting half-rebuilt (or torn) entries below the old mark.
+        if !rebuild.is_empty()
+            && let Ok(Some(mut cp)) = Checkpoint::load(&disk)
+        {
+            for key in &rebuild {
+                match cp
+                    .queues
+                    .iter_mut()
+                    .find(|m| m.topic == key.0 && m.queue_id == key.1)
+                {
+                    Some(m) => m.max_offset = REBUILD_MARK,
+                    None => cp.queues.push(QueueMark {
+                        topic: key.0.clone(),
+                        queue_id: key.1,
+                        max_offset: REBUILD_MARK,
+                    }),
+                }
+            }
+            cp.store(&mut disk)?;
+        }
         let scan_from = if rebuild.is_empty() {
             c.min(index_from)
         } else {
