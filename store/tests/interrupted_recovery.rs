@@ -52,3 +52,29 @@ fn an_index_rebuild_cut_short_is_done_again() {
         verify(&store, &all);
     }
 }
+
+#[test]
+fn a_queue_rebuild_cut_short_is_done_again() {
+    for ops in (0..240).step_by(3) {
+        for power in [false, true] {
+            let (disk, all) = filled();
+            // A queue's files lost: recovery rebuilds it from the whole log. A crash (or a
+            // power loss) midway must leave the next recovery rebuilding it again, never
+            // trusting what the cut-short rebuild left.
+            for path in disk.paths() {
+                if path.starts_with("consumequeue/TopicA/0/") {
+                    assert!(disk.delete(&path));
+                }
+            }
+            disk.arm_fuse(ops);
+            let _ = MessageStore::open(disk.clone(), small_config(), 6_000);
+            if power {
+                disk.power_loss();
+            } else {
+                disk.crash();
+            }
+            let (store, _) = MessageStore::open(disk.clone(), small_config(), 7_000).unwrap();
+            verify(&store, &all);
+        }
+    }
+}
