@@ -215,14 +215,38 @@ impl Fabric {
         if let Some(c) = self.conns.get(&(server, client)) {
             return *c;
         }
+        let conn = self.open_conn(server, client, now);
+        self.conns.insert((server, client), conn);
+        conn
+    }
+
+    /// A new connection from `client` accepted by `server` (a broker is told `on_connect`).
+    fn open_conn(&mut self, server: usize, client: usize, now: u64) -> ConnId {
         self.next_conn += 1;
         let conn = ConnId(self.next_conn);
-        self.conns.insert((server, client), conn);
         self.owners.insert((server, conn), client);
         if let Some(b) = self.nodes[server].broker() {
             b.on_connect(conn, HostAddr::V4([10, 0, 1, client as u8], 40_000), now);
         }
         conn
+    }
+
+    /// A request read by server `to` on its connection `conn`.
+    fn server_reads(
+        &mut self,
+        to: usize,
+        conn: ConnId,
+        cmd: RemotingCommand,
+        received_at: u64,
+        now: u64,
+    ) {
+        match &mut self.nodes[to] {
+            Node::NameServer(ns) => ns.on_command(conn, cmd, now),
+            Node::Broker {
+                machine: Some(b), ..
+            } => b.on_command(conn, cmd, received_at, now),
+            _ => {}
+        }
     }
 
     /// Hands a decoded frame from `from` to `to`: a request reaches a server on the
@@ -239,13 +263,7 @@ impl Fabric {
     ) {
         if self.nodes[to].is_server() && !cmd.is_response() {
             let conn = self.server_conn(to, from, now);
-            match &mut self.nodes[to] {
-                Node::NameServer(ns) => ns.on_command(conn, cmd, now),
-                Node::Broker {
-                    machine: Some(b), ..
-                } => b.on_command(conn, cmd, received_at, now),
-                _ => {}
-            }
+            self.server_reads(to, conn, cmd, received_at, now);
             return;
         }
         match &mut self.nodes[to] {
@@ -269,19 +287,8 @@ impl Fabric {
         received_at: u64,
         now: u64,
     ) {
-        self.next_conn += 1;
-        let conn = ConnId(self.next_conn);
-        self.owners.insert((to, conn), from);
-        match &mut self.nodes[to] {
-            Node::NameServer(ns) => ns.on_command(conn, cmd, now),
-            Node::Broker {
-                machine: Some(b), ..
-            } => {
-                b.on_connect(conn, HostAddr::V4([10, 0, 1, from as u8], 40_001), now);
-                b.on_command(conn, cmd, received_at, now);
-            }
-            _ => {}
-        }
+        let conn = self.open_conn(to, from, now);
+        self.server_reads(to, conn, cmd, received_at, now);
         self.owners.remove(&(to, conn));
         self.nodes[to].on_disconnect(conn, now);
     }
