@@ -2,6 +2,17 @@
 
 use rockfish_store::{Disk, FaultPlan, MemDisk};
 
+/// A power loss that tears every dirty page, every sector that did not land showing garbage
+/// where it may.
+fn lose_power_tearing_every_page(disk: &MemDisk) {
+    disk.set_plan(FaultPlan {
+        torn_page: 1.0,
+        torn_garbage: 1.0,
+        ..FaultPlan::default()
+    });
+    disk.power_loss();
+}
+
 #[test]
 fn a_torn_page_leaves_new_or_old_sectors_and_garbage_only_where_nothing_was_written() {
     let mut disk = MemDisk::new(7);
@@ -13,12 +24,7 @@ fn a_torn_page_leaves_new_or_old_sectors_and_garbage_only_where_nothing_was_writ
     disk.sync(f, 0, 8192).unwrap();
     disk.write_at(f, 0, &[3u8; 4096]).unwrap();
     disk.write_at(f, 4096, &[2u8; 4096]).unwrap();
-    disk.set_plan(FaultPlan {
-        torn_page: 1.0,
-        torn_garbage: 1.0,
-        ..FaultPlan::default()
-    });
-    disk.power_loss();
+    lose_power_tearing_every_page(&disk);
     let after = disk.durable_bytes("f").unwrap();
     assert!(
         after[..4096]
@@ -52,12 +58,7 @@ fn zeros_that_reached_the_media_are_data_and_never_turn_to_garbage() {
         disk.write_at(f, 0, &[7u8; 500]).unwrap();
         disk.sync(f, 0, 4096).unwrap();
         disk.write_at(f, 520, &[9u8; 100]).unwrap();
-        disk.set_plan(FaultPlan {
-            torn_page: 1.0,
-            torn_garbage: 1.0,
-            ..FaultPlan::default()
-        });
-        disk.power_loss();
+        lose_power_tearing_every_page(&disk);
         let after = disk.durable_bytes("f").unwrap();
         assert!(after[..500].iter().all(|b| *b == 7), "seed {seed}");
         assert!(
