@@ -184,6 +184,47 @@ pub fn properties_string<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>
     out
 }
 
+/// Property names the broker reads and writes (RocketMQ's MessageConst).
+pub mod property {
+    pub const DELAY: &str = "DELAY";
+    pub const REAL_TOPIC: &str = "REAL_TOPIC";
+    pub const REAL_QID: &str = "REAL_QID";
+    pub const RETRY_TOPIC: &str = "RETRY_TOPIC";
+    pub const ORIGIN_MESSAGE_ID: &str = "ORIGIN_MESSAGE_ID";
+    pub const MAX_RECONSUME_TIMES: &str = "MAX_RECONSUME_TIMES";
+    pub const UNIQ_KEY: &str = "UNIQ_KEY";
+    pub const TAGS: &str = "TAGS";
+    pub const KEYS: &str = "KEYS";
+    pub const CRC32: &str = "__CRC32#";
+}
+
+/// A properties string with the pairs named in `drop` (and the store's `__CRC32#`) left out
+/// and `add` appended (replacing any pair of the same name): how the broker derives a
+/// message it stores again (a delayed message's schedule copy, its delivery, a retry).
+pub fn rewrite_properties(props: &[u8], drop: &[&str], add: &[(&str, &str)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(props.len() + 64);
+    for (k, v) in rockfish_store::record::properties(props) {
+        let named = |n: &&str| n.as_bytes() == k;
+        if k == property::CRC32.as_bytes()
+            || drop.iter().any(named)
+            || add.iter().map(|(n, _)| n).any(named)
+        {
+            continue;
+        }
+        out.extend_from_slice(k);
+        out.push(NAME_VALUE_SEPARATOR);
+        out.extend_from_slice(v);
+        out.push(PROPERTY_SEPARATOR);
+    }
+    for (k, v) in add {
+        out.extend_from_slice(k.as_bytes());
+        out.push(NAME_VALUE_SEPARATOR);
+        out.extend_from_slice(v.as_bytes());
+        out.push(PROPERTY_SEPARATOR);
+    }
+    out
+}
+
 /// A tag subscription: "*" (or empty) matches everything; "TagA || TagB" matches those tags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TagFilter {

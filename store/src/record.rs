@@ -554,6 +554,20 @@ impl StoredRecord {
     pub fn property(&self, name: &str) -> Option<&[u8]> {
         property(self.properties(), name)
     }
+    /// The producer's address as stored (what a message stored again keeps).
+    pub fn born_host(&self) -> HostAddr {
+        let at = field::BORN_HOST;
+        let b = &self.bytes[..];
+        if self.sys_flag() & SYSFLAG_BORNHOST_V6 != 0 {
+            let mut ip = [0u8; 16];
+            ip.copy_from_slice(&b[at..at + 16]);
+            HostAddr::V6(ip, be_u32(b, at + 16) as u16)
+        } else {
+            let mut ip = [0u8; 4];
+            ip.copy_from_slice(&b[at..at + 4]);
+            HostAddr::V4(ip, be_u32(b, at + 4) as u16)
+        }
+    }
     pub fn reconsume_times(&self) -> i32 {
         let mut b = &self.bytes[self.store_ts_at + 8..];
         let store_len = if self.sys_flag() & SYSFLAG_STOREHOST_V6 != 0 {

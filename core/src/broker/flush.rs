@@ -72,6 +72,7 @@ impl<D: Disk> Broker<D> {
         // waits for (oneway), which under SYNC_FLUSH no consumer sees until durable.
         self.request_flush();
         self.wake_durable_pulls(now);
+        self.schedule_flushed();
     }
 
     /// A flush failed: the store stops taking writes, and every waiting send gets an error

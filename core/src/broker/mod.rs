@@ -22,6 +22,8 @@ mod held_pulls;
 mod pull;
 mod recovery;
 mod registration;
+mod schedule;
+pub use schedule::RETRY_AFTER_FAILURE_MS as SCHEDULE_RETRY_MS;
 mod send;
 mod timers;
 mod topics;
@@ -272,6 +274,8 @@ pub struct Broker<D: Disk> {
     rng: Xoshiro256PlusPlus,
     outputs: VecDeque<Output>,
     persists: persist::PersistTable,
+    /// Delay levels: delivery progress per level.
+    schedule: schedule::Schedule,
 }
 
 impl<D: Disk> Broker<D> {
@@ -301,8 +305,12 @@ impl<D: Disk> Broker<D> {
         // that a crash kept out of topics.json still has its queues in the store.
         let mut restored: BTreeMap<String, u32> = BTreeMap::new();
         for (topic, queue_id) in store.queue_ids() {
-            // The offset journal is the broker's own, never a topic clients see.
-            if topic != OFFSET_JOURNAL_TOPIC && !topics.contains(topic) {
+            // The offset journal and the schedule topic are the broker's own, never topics
+            // clients see.
+            if topic != OFFSET_JOURNAL_TOPIC
+                && topic != rockfish_store::message_store::SCHEDULE_TOPIC
+                && !topics.contains(topic)
+            {
                 let n = restored.entry(topic.to_string()).or_insert(0);
                 *n = (*n).max(queue_id.saturating_add(1));
             }
@@ -339,6 +347,7 @@ impl<D: Disk> Broker<D> {
         {
             config::save(store.disk_mut(), config::TOPICS_FILE, &topics.table())?;
         }
+        let schedule = schedule::Schedule::load(&store)?;
         let rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
         let first_start = store.fresh();
         let mut broker = Broker {
@@ -367,6 +376,8 @@ impl<D: Disk> Broker<D> {
                     now + config.offset_persist_interval_ms,
                 );
                 t.set(Timer::ClientScan, now + CLIENT_SCAN_INTERVAL_MS);
+                // Whatever fell due while the broker was down goes out at once.
+                t.set(Timer::Schedule, now);
                 t
             },
             registrations_unanswered: BTreeSet::new(),
@@ -374,6 +385,7 @@ impl<D: Disk> Broker<D> {
             rng,
             outputs: VecDeque::new(),
             persists: persist::PersistTable::new(now),
+            schedule,
             config,
         };
         if restored_any {
@@ -488,6 +500,10 @@ impl<D: Disk> Broker<D> {
             request::GET_ALL_CONSUMER_OFFSET => self.all_consumer_offsets(cmd).map(Some),
             request::LOCK_BATCH_MQ => self.lock_batch(cmd, now).map(Some),
             request::UNLOCK_BATCH_MQ => self.unlock_batch(cmd).map(Some),
+            request::GET_ALL_DELAY_OFFSET => Ok(Some(Self::body_response(
+                cmd,
+                crate::protocol::to_body(&self.schedule.table()),
+            ))),
             code => Ok(Some(RemotingCommand::response_to(
                 cmd,
                 response::REQUEST_CODE_NOT_SUPPORTED,
@@ -535,6 +551,7 @@ impl<D: Disk> Broker<D> {
                 now + self.config.offset_persist_interval_ms,
             );
             self.persist_offsets();
+            self.persist_delay_offsets();
         }
         if self.timers.due(Timer::ClientScan, now) {
             self.timers
@@ -544,6 +561,14 @@ impl<D: Disk> Broker<D> {
                 self.notify_group(&group, now);
             }
         }
+        if self.timers.due(Timer::Schedule, now) {
+            self.deliver_delayed(now);
+        }
+    }
+
+    /// Delay levels: the next schedule queue offset each level delivers.
+    pub fn delay_offset(&self, level: u32) -> u64 {
+        self.schedule.offset(level)
     }
 
     fn next_opaque(&mut self) -> i32 {

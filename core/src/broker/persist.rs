@@ -36,6 +36,7 @@ pub(super) enum PersistKind {
     Checkpoint(u64),
     Topics,
     Offsets,
+    DelayOffsets,
 }
 
 impl PersistKind {
@@ -151,7 +152,11 @@ impl<D: Disk> Broker<D> {
                 tracing::error!(error = %e, "writing topics.json failed; will retry");
                 self.persists.topics_dirty = true;
             }
-            (PersistKind::Offsets, Ok(())) => {}
+            (PersistKind::Offsets, Ok(())) | (PersistKind::DelayOffsets, Ok(())) => {}
+            (PersistKind::DelayOffsets, Err(e)) => {
+                tracing::error!(error = %e, "writing delayOffset.json failed; will retry");
+                self.delay_offsets_failed();
+            }
             (PersistKind::Offsets, Err(e)) => {
                 tracing::error!(error = %e, "writing consumerOffset.json failed; will retry");
                 self.offsets.dirty = true;
@@ -187,6 +192,8 @@ impl<D: Disk> Broker<D> {
             config::TOPICS_FILE,
             &self.topics.table(),
         )?;
+        let delays = self.delay_offsets_at_shutdown();
+        config::save(self.store.disk_mut(), config::DELAY_OFFSETS_FILE, &delays)?;
         self.offsets.dirty = false;
         self.persists.topics_dirty = false;
         Ok(())

@@ -2,7 +2,7 @@
 
 use rand::Rng;
 use rockfish_store::config::TopicConfig;
-use rockfish_store::message_store::validate_topic;
+use rockfish_store::message_store::{SCHEDULE_TOPIC, validate_topic};
 use rockfish_store::record::{EncodeError, StoreMessage};
 use rockfish_store::{DiskError, StoreError};
 
@@ -136,7 +136,7 @@ impl<D: Disk> Broker<D> {
         if let Err(e) = validate_topic(h.topic) {
             return refuse(response::SYSTEM_ERROR, e.to_string());
         }
-        if h.topic == super::OFFSET_JOURNAL_TOPIC {
+        if h.topic == super::OFFSET_JOURNAL_TOPIC || h.topic == SCHEDULE_TOPIC {
             // As Apache refuses sends to its system topics.
             return refuse(
                 response::NO_PERMISSION,
@@ -184,14 +184,47 @@ impl<D: Disk> Broker<D> {
                 ),
             );
         }
+        // A delay level: stored in the schedule topic's queue for the level, delivered to the
+        // real topic when due (see schedule.rs). Prepared transaction halves are not delayed.
+        let delay = if h.batch {
+            None
+        } else {
+            self.delay_of(h.properties, h.sys_flag)
+        };
+        let mut delayed_props = Vec::new();
+        let (store_topic, store_queue, properties) = match delay {
+            Some((level, clamped)) => {
+                let (real_qid, level_s) = (queue_id.to_string(), level.to_string());
+                let mut add = vec![
+                    (crate::message::property::REAL_TOPIC, h.topic),
+                    (crate::message::property::REAL_QID, real_qid.as_str()),
+                ];
+                if clamped {
+                    add.push((crate::message::property::DELAY, level_s.as_str()));
+                }
+                delayed_props =
+                    crate::message::rewrite_properties(h.properties.as_bytes(), &[], &add);
+                (SCHEDULE_TOPIC, level - 1, delayed_props.as_slice())
+            }
+            None => (h.topic, queue_id, h.properties.as_bytes()),
+        };
+        if delay.is_some() && delayed_props.len() > rockfish_store::record::MAX_PROPERTIES_LEN / 2 {
+            return refuse(
+                response::MESSAGE_ILLEGAL,
+                format!(
+                    "properties too long for a delayed message: {} bytes",
+                    delayed_props.len()
+                ),
+            );
+        }
         let born_host = self
             .peers
             .get(&conn)
             .copied()
             .unwrap_or(rockfish_store::record::HostAddr::UNSPECIFIED);
         let base = StoreMessage {
-            topic: h.topic,
-            queue_id,
+            topic: store_topic,
+            queue_id: store_queue,
             flag: h.flag,
             sys_flag: h.sys_flag,
             born_timestamp: h.born_timestamp,
@@ -200,7 +233,7 @@ impl<D: Disk> Broker<D> {
             reconsume_times: h.reconsume_times,
             prepared_transaction_offset: 0,
             body: &cmd.body,
-            properties: h.properties.as_bytes(),
+            properties,
         };
         let put = if h.batch {
             let items = match decode_batch(cmd.body.clone()) {
@@ -262,7 +295,10 @@ impl<D: Disk> Broker<D> {
             )
             .with_ext("MSG_REGION", "DefaultRegion")
             .with_ext("TRACE_ON", "true");
-        if self.visible_on_append() {
+        if let Some((level, _)) = delay {
+            let wait = self.store.config().delay_levels_ms[level as usize - 1].max(0) as u64;
+            self.schedule_stored(now + wait);
+        } else if self.visible_on_append() {
             self.wake_pulls(h.topic, queue_id, now);
         }
         match self.config.flush_disk_type {
@@ -282,6 +318,28 @@ impl<D: Disk> Broker<D> {
                 Ok(None)
             }
         }
+    }
+
+    /// A send's delay level, clamped to the configured levels (`true` if it was): `None` for
+    /// no delay (absent, unparsable, 0 or negative, as Apache ignores those) and for a
+    /// prepared transaction half (delayed once committed).
+    pub(super) fn delay_of(&self, properties: &str, sys_flag: i32) -> Option<(u32, bool)> {
+        const TRANSACTION_TYPE: i32 = 0b11 << 2;
+        const TRANSACTION_COMMIT: i32 = 0b10 << 2;
+        let tx = sys_flag & TRANSACTION_TYPE;
+        if tx != 0 && tx != TRANSACTION_COMMIT {
+            return None;
+        }
+        let level = rockfish_store::record::property(
+            properties.as_bytes(),
+            crate::message::property::DELAY,
+        )?;
+        let level: i64 = std::str::from_utf8(level).ok()?.trim().parse().ok()?;
+        if level <= 0 {
+            return None;
+        }
+        let max = self.store.config().delay_levels_ms.len() as i64;
+        Some((level.min(max) as u32, level > max))
     }
 
     /// The topic to send to, auto-created (with the producer's default queue count, capped by

@@ -20,9 +20,11 @@ pub(super) enum Timer {
     OffsetPersist,
     /// Clients that stopped sending heartbeats are expired.
     ClientScan,
+    /// The earliest delayed message falls due (or a delivery is tried again).
+    Schedule,
 }
 
-const TIMERS: usize = 7;
+const TIMERS: usize = 8;
 
 #[derive(Debug, Default)]
 pub(super) struct Timers {
@@ -36,6 +38,10 @@ impl Timers {
 
     pub(super) fn clear(&mut self, t: Timer) {
         self.at[t as usize] = None;
+    }
+
+    pub(super) fn at(&self, t: Timer) -> Option<u64> {
+        self.at[t as usize]
     }
 
     pub(super) fn is_set(&self, t: Timer) -> bool {
