@@ -44,7 +44,6 @@ impl H {
     }
     fn at(&mut self, now: u64) {
         self.now = now;
-        let now = self.now;
         self.b.on_timeout(now);
         self.drain();
     }
