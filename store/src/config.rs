@@ -14,6 +14,7 @@ use crate::error::{StoreError, StoreResult};
 pub const TOPICS_FILE: &str = "config/topics.json";
 pub const CONSUMER_OFFSETS_FILE: &str = "config/consumerOffset.json";
 pub const DELAY_OFFSETS_FILE: &str = "config/delayOffset.json";
+pub const SUBSCRIPTION_GROUPS_FILE: &str = "config/subscriptionGroup.json";
 
 /// Reads and parses a JSON config file; `Ok(None)` if it does not exist.
 pub fn load<T: DeserializeOwned, D: Disk>(disk: &D, path: &str) -> StoreResult<Option<T>> {
@@ -122,4 +123,55 @@ impl ConsumerOffsetTable {
 #[serde(rename_all = "camelCase")]
 pub struct DelayOffsetTable {
     pub offset_table: BTreeMap<u32, u64>,
+}
+
+/// A consumer group's configuration (RocketMQ's SubscriptionGroupConfig, 4.9 fields and
+/// defaults). Absent fields take their defaults, as fastjson fills a Java object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SubscriptionGroupConfig {
+    pub group_name: String,
+    pub consume_enable: bool,
+    pub consume_from_min_enable: bool,
+    pub consume_broadcast_enable: bool,
+    pub retry_queue_nums: i32,
+    pub retry_max_times: i32,
+    pub broker_id: i64,
+    pub which_broker_when_consume_slowly: i64,
+    pub notify_consumer_ids_changed_enable: bool,
+}
+
+impl Default for SubscriptionGroupConfig {
+    fn default() -> Self {
+        SubscriptionGroupConfig {
+            group_name: String::new(),
+            consume_enable: true,
+            consume_from_min_enable: true,
+            consume_broadcast_enable: true,
+            retry_queue_nums: 1,
+            retry_max_times: 16,
+            broker_id: 0,
+            which_broker_when_consume_slowly: 1,
+            notify_consumer_ids_changed_enable: true,
+        }
+    }
+}
+
+impl SubscriptionGroupConfig {
+    pub fn new(group: &str) -> Self {
+        SubscriptionGroupConfig {
+            group_name: group.to_string(),
+            ..Default::default()
+        }
+    }
+}
+
+/// `config/subscriptionGroup.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionGroupTable {
+    #[serde(default)]
+    pub subscription_group_table: BTreeMap<String, SubscriptionGroupConfig>,
+    #[serde(default)]
+    pub data_version: DataVersion,
 }

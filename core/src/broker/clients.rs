@@ -279,10 +279,15 @@ impl<D: Disk> Broker<D> {
             if c.is_broadcasting() {
                 continue;
             }
+            // As Apache: the group's config says how many retry queues (none: no topic).
+            let queues = match self.find_group(&c.group_name, now) {
+                Some(g) if g.retry_queue_nums > 0 => g.retry_queue_nums as u32,
+                _ => continue,
+            };
             let retry = crate::protocol::topics::retry_topic(&c.group_name);
             if !self.topics.contains(&retry) {
                 self.topics
-                    .insert(retry.clone(), TopicConfig::new(&retry, 1));
+                    .insert(retry.clone(), TopicConfig::new(&retry, queues));
                 created = true;
             }
         }

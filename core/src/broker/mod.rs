@@ -18,10 +18,14 @@ pub use persist::{
     BULK_CHECKPOINT_BYTES, BULK_CHECKPOINT_INTERVAL_MS, CHEAP_CHECKPOINT_QUEUES, PersistSyncs,
 };
 mod flush;
+mod groups;
+pub use groups::{MAX_RETRY_QUEUES, MAX_RETRY_TIMES};
 mod held_pulls;
 mod pull;
 mod recovery;
 mod registration;
+mod retry;
+pub use retry::DLQ_QUEUES;
 mod schedule;
 pub use schedule::RETRY_AFTER_FAILURE_MS as SCHEDULE_RETRY_MS;
 mod send;
@@ -79,6 +83,9 @@ pub struct BrokerConfig {
     pub broker_addr: String,
     pub namesrv_addrs: Vec<String>,
     pub auto_create_topic: bool,
+    /// Consumer groups are created on first use (autoCreateSubscriptionGroup, Apache's
+    /// default); off, a group must be created by UPDATE_AND_CREATE_SUBSCRIPTIONGROUP.
+    pub auto_create_subscription_group: bool,
     pub default_topic_queues: u32,
     pub flush_disk_type: FlushDiskType,
     pub sync_flush_timeout_ms: u64,
@@ -111,6 +118,7 @@ impl Default for BrokerConfig {
             broker_addr: "127.0.0.1:10911".into(),
             namesrv_addrs: vec!["127.0.0.1:9876".into()],
             auto_create_topic: true,
+            auto_create_subscription_group: true,
             default_topic_queues: 4,
             flush_disk_type: FlushDiskType::Async,
             sync_flush_timeout_ms: 5_000,
@@ -276,6 +284,8 @@ pub struct Broker<D: Disk> {
     persists: persist::PersistTable,
     /// Delay levels: delivery progress per level.
     schedule: schedule::Schedule,
+    /// Subscription groups (subscriptionGroup.json).
+    groups: groups::SubscriptionGroups,
 }
 
 impl<D: Disk> Broker<D> {
@@ -348,6 +358,10 @@ impl<D: Disk> Broker<D> {
             config::save(store.disk_mut(), config::TOPICS_FILE, &topics.table())?;
         }
         let schedule = schedule::Schedule::load(&store)?;
+        let delays_waiting = store
+            .queue_ids()
+            .any(|(topic, _)| topic == rockfish_store::message_store::SCHEDULE_TOPIC);
+        let groups = groups::SubscriptionGroups::load(&store)?;
         let rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
         let first_start = store.fresh();
         let mut broker = Broker {
@@ -377,7 +391,9 @@ impl<D: Disk> Broker<D> {
                 );
                 t.set(Timer::ClientScan, now + CLIENT_SCAN_INTERVAL_MS);
                 // Whatever fell due while the broker was down goes out at once.
-                t.set(Timer::Schedule, now);
+                if delays_waiting {
+                    t.set(Timer::Schedule, now);
+                }
                 t
             },
             registrations_unanswered: BTreeSet::new(),
@@ -386,6 +402,7 @@ impl<D: Disk> Broker<D> {
             outputs: VecDeque::new(),
             persists: persist::PersistTable::new(now),
             schedule,
+            groups,
             config,
         };
         if restored_any {
@@ -500,6 +517,14 @@ impl<D: Disk> Broker<D> {
             request::GET_ALL_CONSUMER_OFFSET => self.all_consumer_offsets(cmd).map(Some),
             request::LOCK_BATCH_MQ => self.lock_batch(cmd, now).map(Some),
             request::UNLOCK_BATCH_MQ => self.unlock_batch(cmd).map(Some),
+            request::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP => {
+                self.update_subscription_group(cmd, now).map(Some)
+            }
+            request::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => {
+                self.all_subscription_groups(cmd).map(Some)
+            }
+            request::DELETE_SUBSCRIPTIONGROUP => self.delete_subscription_group(cmd, now).map(Some),
+            request::CONSUMER_SEND_MSG_BACK => self.consumer_send_msg_back(conn, cmd, now),
             request::GET_ALL_DELAY_OFFSET => Ok(Some(Self::body_response(
                 cmd,
                 crate::protocol::to_body(&self.schedule.table()),
@@ -539,8 +564,9 @@ impl<D: Disk> Broker<D> {
             // The checkpoint sits at the flushed offset, so it advances under steady load
             // (appends never pause for it); nothing new flushed, nothing to record.
             self.start_checkpoint(now);
-            // A config write that failed is retried here.
+            // A config write that failed is retried here; groups created since are written.
             self.write_topics();
+            self.write_groups();
         }
         if self.timers.due(Timer::TopicsPersist, now) {
             self.persist_topics(now);

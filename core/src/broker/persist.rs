@@ -37,6 +37,7 @@ pub(super) enum PersistKind {
     Topics,
     Offsets,
     DelayOffsets,
+    Groups,
 }
 
 impl PersistKind {
@@ -153,6 +154,11 @@ impl<D: Disk> Broker<D> {
                 self.persists.topics_dirty = true;
             }
             (PersistKind::Offsets, Ok(())) | (PersistKind::DelayOffsets, Ok(())) => {}
+            (PersistKind::Groups, Ok(())) => self.write_groups(),
+            (PersistKind::Groups, Err(e)) => {
+                tracing::error!(error = %e, "writing subscriptionGroup.json failed; will retry");
+                self.groups_write_failed();
+            }
             (PersistKind::DelayOffsets, Err(e)) => {
                 tracing::error!(error = %e, "writing delayOffset.json failed; will retry");
                 self.delay_offsets_failed();
@@ -191,6 +197,12 @@ impl<D: Disk> Broker<D> {
             self.store.disk_mut(),
             config::TOPICS_FILE,
             &self.topics.table(),
+        )?;
+        let groups = self.groups_at_shutdown();
+        config::save(
+            self.store.disk_mut(),
+            config::SUBSCRIPTION_GROUPS_FILE,
+            &groups,
         )?;
         let delays = self.delay_offsets_at_shutdown();
         config::save(self.store.disk_mut(), config::DELAY_OFFSETS_FILE, &delays)?;

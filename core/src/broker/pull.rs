@@ -56,6 +56,21 @@ impl<D: Disk> Broker<D> {
         let refuse = |code: i32, remark: String| {
             Ok(Some(RemotingCommand::response_to(cmd, code, Some(remark))))
         };
+        match self.find_group(&group, now) {
+            None => {
+                return refuse(
+                    response::SUBSCRIPTION_GROUP_NOT_EXIST,
+                    format!("subscription group [{group}] does not exist"),
+                );
+            }
+            Some(g) if !g.consume_enable => {
+                return refuse(
+                    response::NO_PERMISSION,
+                    format!("subscription group no permission, {group}"),
+                );
+            }
+            Some(_) => {}
+        }
         let Some(tc) = self.topics.get(&topic) else {
             return refuse(
                 response::TOPIC_NOT_EXIST,

@@ -146,6 +146,36 @@ impl<D: Disk> Broker<D> {
                 ),
             );
         }
+        // A client re-sending a failed message to its group's retry topic: past the group's
+        // max reconsume times it goes to the dead-letter topic, undelayed (as Apache 5 does;
+        // 4.9 kept the DELAY and parked dead letters in the schedule topic first).
+        let mut dlq = None;
+        let retry = crate::protocol::topics::is_retry_topic(h.topic);
+        if retry {
+            let asked_max = parse(cmd, "l", "maxReconsumeTimes")?;
+            match self.retry_send_route(h.topic, h.reconsume_times, asked_max, cmd.version, now) {
+                Ok(route) => dlq = route,
+                Err((code, remark)) => return refuse(code, remark),
+            }
+        }
+        let undelayed;
+        let h = match &dlq {
+            Some(dlq) => {
+                undelayed = String::from_utf8(crate::message::rewrite_properties(
+                    h.properties.as_bytes(),
+                    &[crate::message::property::DELAY],
+                    &[],
+                ))
+                .unwrap_or_default();
+                SendHeader {
+                    topic: dlq.as_str(),
+                    queue_id: 0,
+                    properties: undelayed.as_str(),
+                    ..h
+                }
+            }
+            None => h,
+        };
         if self.topics_full() && !self.topics.contains(h.topic) {
             return refuse(
                 response::SYSTEM_ERROR,
@@ -186,22 +216,30 @@ impl<D: Disk> Broker<D> {
         }
         // A delay level: stored in the schedule topic's queue for the level, delivered to the
         // real topic when due (see schedule.rs). Prepared transaction halves are not delayed.
-        let delay = if h.batch {
+        let delay = if h.batch || dlq.is_some() {
             None
+        } else if retry {
+            // No path redelivers a failed message without its backoff: a retry sent without
+            // a level gets the one a send-back would.
+            self.delay_of(h.properties, h.sys_flag).or_else(|| {
+                let max = self.store.config().delay_levels_ms.len() as u32;
+                let level = (3 + h.reconsume_times.max(0) as u32).min(max);
+                Some(level.max(1))
+            })
         } else {
             self.delay_of(h.properties, h.sys_flag)
         };
         let mut delayed_props = Vec::new();
         let (store_topic, store_queue, properties) = match delay {
-            Some((level, clamped)) => {
+            Some(level) => {
+                // DELAY written as the level used (clamped, or chosen for a retry): the store
+                // computes the delivery time from it.
                 let (real_qid, level_s) = (queue_id.to_string(), level.to_string());
-                let mut add = vec![
+                let add = [
+                    (crate::message::property::DELAY, level_s.as_str()),
                     (crate::message::property::REAL_TOPIC, h.topic),
                     (crate::message::property::REAL_QID, real_qid.as_str()),
                 ];
-                if clamped {
-                    add.push((crate::message::property::DELAY, level_s.as_str()));
-                }
                 delayed_props =
                     crate::message::rewrite_properties(h.properties.as_bytes(), &[], &add);
                 (SCHEDULE_TOPIC, level - 1, delayed_props.as_slice())
@@ -295,7 +333,7 @@ impl<D: Disk> Broker<D> {
             )
             .with_ext("MSG_REGION", "DefaultRegion")
             .with_ext("TRACE_ON", "true");
-        if let Some((level, _)) = delay {
+        if let Some(level) = delay {
             let wait = self.store.config().delay_levels_ms[level as usize - 1].max(0) as u64;
             self.schedule_stored(now + wait);
         } else if self.visible_on_append() {
@@ -320,10 +358,10 @@ impl<D: Disk> Broker<D> {
         }
     }
 
-    /// A send's delay level, clamped to the configured levels (`true` if it was): `None` for
+    /// A send's delay level, clamped to the configured levels: `None` for
     /// no delay (absent, unparsable, 0 or negative, as Apache ignores those) and for a
     /// prepared transaction half (delayed once committed).
-    pub(super) fn delay_of(&self, properties: &str, sys_flag: i32) -> Option<(u32, bool)> {
+    pub(super) fn delay_of(&self, properties: &str, sys_flag: i32) -> Option<u32> {
         const TRANSACTION_TYPE: i32 = 0b11 << 2;
         const TRANSACTION_COMMIT: i32 = 0b10 << 2;
         let tx = sys_flag & TRANSACTION_TYPE;
@@ -339,7 +377,7 @@ impl<D: Disk> Broker<D> {
             return None;
         }
         let max = self.store.config().delay_levels_ms.len() as i64;
-        Some((level.min(max) as u32, level > max))
+        Some(level.min(max) as u32)
     }
 
     /// The topic to send to, auto-created (with the producer's default queue count, capped by
