@@ -7,8 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use rockfish_core::consumer::{
     ConsumeResult, Consumer, ConsumerConfig, ConsumerEvent, MessageModel,
 };
+use rockfish_core::machine::ConnId;
 use rockfish_core::producer::{Message, Producer, ProducerConfig, ProducerEvent, SendMode};
 use rockfish_core::protocol::MessageQueue;
+use rockfish_core::remoting::RemotingCommand;
+use rockfish_core::remoting::codes::request;
 use rockfish_sim::harness::client::consumer_config;
 use rockfish_sim::harness::cluster::{Cluster, NS};
 
@@ -364,8 +367,12 @@ fn reconsume_later_redelivers_and_holds_the_offset() {
         c.add_consumer("c1", consumer("c1", MessageModel::Clustering, orderly));
         let mut seen = Seen::new();
         let mut refused = false;
-        // Refuse the first delivery of m0 once; accept everything else.
-        let until = c.now + 20_000;
+        // (when, topic the application saw, reconsume count) of each delivery of m0.
+        let mut m0_at = Vec::new();
+        // Refuse the first delivery of m0 once; accept everything else. Concurrent: it comes
+        // back from the retry topic after level 3 (10 s), once the consumer's route refresh
+        // (30 s) has found the retry topic the heartbeat created.
+        let until = c.now + 70_000;
         while c.now < until {
             let to = c.now + 100;
             c.advance(to);
@@ -374,6 +381,9 @@ fn reconsume_later_redelivers_and_holds_the_offset() {
                 if let ConsumerEvent::Deliver { mq, msgs } = e {
                     for m in msgs {
                         let body = String::from_utf8(m.body().to_vec()).unwrap();
+                        if body == "m0" {
+                            m0_at.push((c.now, m.topic().to_string(), m.reconsume_times()));
+                        }
                         let result = if body == "m0" && !refused {
                             refused = true;
                             ConsumeResult::ReconsumeLater
@@ -394,6 +404,23 @@ fn reconsume_later_redelivers_and_holds_the_offset() {
             "orderly={orderly}: m0 is delivered again after reconsume-later"
         );
         assert_eq!(bodies(&seen, None).len(), 4, "orderly={orderly}");
+        assert!(
+            m0_at.iter().all(|(_, t, _)| t == "T"),
+            "the original topic: {m0_at:?}"
+        );
+        assert_eq!(m0_at[1].2, 1, "counted as a reconsumption");
+        let waited = m0_at[1].0 - m0_at[0].0;
+        if orderly {
+            // Retried locally: the queue is suspended a moment.
+            assert!((1_000..10_000).contains(&waited), "{waited}");
+        } else {
+            assert!(waited >= 10_000, "behind its backoff: {waited}");
+            let retry_queue = &seen.iter().filter(|(.., b)| b == "m0").nth(1).unwrap().1;
+            assert_eq!(
+                retry_queue.topic, "%RETRY%G",
+                "from the group's retry topic"
+            );
+        }
         // The committed offset never passed the refused message before it succeeded.
         let q0 = seen
             .iter()
@@ -411,4 +438,119 @@ fn reconsume_later_redelivers_and_holds_the_offset() {
             )
         );
     }
+}
+
+/// Runs the cluster to `until`; `answer(body, reconsume_times)` decides each delivery.
+/// Returns every delivery of `watch`: (when, queue, topic seen, reconsume count).
+fn run_answering(
+    c: &mut Cluster,
+    until: u64,
+    watch: &str,
+    answer: &dyn Fn(&str, i32) -> ConsumeResult,
+) -> Vec<(u64, MessageQueue, String, i32)> {
+    let mut got = Vec::new();
+    while c.now < until {
+        let to = c.now + 100;
+        c.advance(to);
+        let events: Vec<_> = c.consumer_events.drain(..).collect();
+        for (name, e) in events {
+            if let ConsumerEvent::Deliver { mq, msgs } = e {
+                for m in msgs {
+                    let body = String::from_utf8(m.body().to_vec()).unwrap();
+                    if body == watch {
+                        got.push((
+                            c.now,
+                            mq.clone(),
+                            m.topic().to_string(),
+                            m.reconsume_times(),
+                        ));
+                    }
+                    let result = answer(&body, m.reconsume_times());
+                    let now = c.now;
+                    c.consumer(&name).ack(&mq, m.queue_offset(), result, now);
+                }
+            }
+        }
+        c.pump();
+    }
+    got
+}
+
+#[test]
+fn a_refused_send_back_falls_back_to_a_local_retry() {
+    let mut c = Cluster::new();
+    // The retry topic exists read-only: the broker refuses every send-back.
+    let mut cmd = RemotingCommand::request(request::UPDATE_AND_CREATE_TOPIC, 9)
+        .with_ext("topic", "%RETRY%G")
+        .with_ext("readQueueNums", 1)
+        .with_ext("writeQueueNums", 1)
+        .with_ext("perm", 4);
+    cmd.flag |= rockfish_core::remoting::command::FLAG_ONEWAY;
+    c.broker().on_command(ConnId(99), cmd, 0, 0);
+    c.pump();
+    send(&mut c, "m", 2);
+    // T's route registers with the next coalesced registration.
+    let t = c.now + 1_000;
+    c.advance(t);
+    c.add_consumer("c1", consumer("c1", MessageModel::Clustering, false));
+    let until = c.now + 30_000;
+    let got = run_answering(&mut c, until, "m0", &|body, times| {
+        if body == "m0" && times == 0 {
+            ConsumeResult::ReconsumeLater
+        } else {
+            ConsumeResult::Success
+        }
+    });
+    assert_eq!(got.len(), 2, "{got:?} {:?}", c.consumer("c1").assigned());
+    assert_eq!(got[1].1, got[0].1, "again from its own queue");
+    assert_eq!(got[1].3, 1, "counted as a reconsumption");
+    let waited = got[1].0 - got[0].0;
+    assert!(
+        (5_000..7_000).contains(&waited),
+        "local retry after 5 s: {waited}"
+    );
+    let mq = got[0].1.clone();
+    assert_eq!(
+        c.consumer("c1").offsets().get(&mq).copied(),
+        Some(1),
+        "then committed"
+    );
+}
+
+#[test]
+fn orderly_retries_locally_and_sends_to_the_dlq_after_its_max() {
+    let mut c = Cluster::new();
+    send(&mut c, "m", 2);
+    let cfg = ConsumerConfig {
+        orderly: true,
+        max_reconsume_times: 2,
+        seed: 7,
+        ..consumer_config("c1")
+    };
+    c.add_consumer("c1", Consumer::new(cfg, BTreeMap::new(), 0));
+    let until = c.now + 30_000;
+    let got = run_answering(&mut c, until, "m0", &|body, _| {
+        if body == "m0" {
+            ConsumeResult::ReconsumeLater
+        } else {
+            ConsumeResult::Success
+        }
+    });
+    let counts: Vec<i32> = got.iter().map(|g| g.3).collect();
+    assert_eq!(
+        counts,
+        vec![0, 1, 2],
+        "consumed locally until the max, then no more"
+    );
+    let dlq = c
+        .broker()
+        .store()
+        .get("%DLQ%G", 0, 0, 10, usize::MAX, &|_| true)
+        .unwrap()
+        .messages;
+    assert_eq!(dlq.len(), 1, "the dead letter is stored");
+    assert_eq!(&dlq[0].body()[..], b"m0");
+    let mq = got[0].1.clone();
+    let committed = c.consumer("c1").offsets().get(&mq).copied();
+    assert_eq!(committed, Some(1), "the dead letter counts as consumed");
 }

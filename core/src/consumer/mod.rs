@@ -50,11 +50,17 @@ const _: () = assert!(LOCK_RENEW_MS + RPC_TIMEOUT_MS < LOCK_TRUST_MS);
 // before is no longer trusted.
 const _: () = assert!(LOCK_TRUST_MS + RPC_TIMEOUT_MS <= crate::broker::LOCK_RESTART_GRACE_MS);
 const _: () = assert!(SUSPEND_MS < PULL_TIMEOUT_MS);
-/// An orderly consumer that asked to reconsume waits this long (SUSPEND_CURRENT_QUEUE_A_MOMENT).
-const ORDERLY_SUSPEND_MS: u64 = 1_000;
-/// A concurrent consumer's reconsume-later comes back after this long. (RocketMQ sends it back
-/// to the broker's retry topic with a delay level; that needs the broker's delay service.)
+/// A broadcasting consumer's reconsume-later comes back after this long (its messages have no
+/// retry topic: Java drops them; rockfish retries them locally).
 const RECONSUME_DELAY_MS: u64 = 1_000;
+/// A message the consumer could not send back is consumed again locally after this long
+/// (Java's submitConsumeRequestLater).
+pub const LOCAL_RETRY_MS: u64 = 5_000;
+/// How long a send-back may take (Java: 5 s).
+const SEND_BACK_TIMEOUT_MS: u64 = 5_000;
+/// A concurrent consumer's messages go to the dead-letter queue after this many
+/// reconsumptions unless configured otherwise (Java's default for maxReconsumeTimes = -1).
+pub const DEFAULT_MAX_RECONSUME_TIMES: i32 = 16;
 
 pub use crate::protocol::heartbeat::MessageModel;
 
@@ -84,6 +90,13 @@ pub struct ConsumerConfig {
     pub persist_offset_interval_ms: u64,
     pub heartbeat_ms: u64,
     pub route_refresh_ms: u64,
+    /// Reconsumptions before a failing message goes to the group's dead-letter queue; -1 is
+    /// Java's default: 16 for concurrent consumers, unlimited for orderly ones (which retry
+    /// locally, holding their queue).
+    pub max_reconsume_times: i32,
+    /// Orderly: how long a queue waits after its listener asked to reconsume
+    /// (suspendCurrentQueueTimeMillis; Java clamps it to 10..=30,000 ms).
+    pub suspend_current_queue_ms: u64,
     pub seed: u64,
 }
 
@@ -107,6 +120,8 @@ impl Default for ConsumerConfig {
             persist_offset_interval_ms: 5_000,
             heartbeat_ms: 30_000,
             route_refresh_ms: 30_000,
+            max_reconsume_times: -1,
+            suspend_current_queue_ms: 1_000,
             seed: 0,
         }
     }
@@ -155,6 +170,9 @@ struct ProcessQueue {
     /// Concurrent: a message asked to be reconsumed waits until then, alone; the messages
     /// behind it keep flowing, as the Java client's local retry does.
     retry_at: BTreeMap<u64, u64>,
+    /// Messages being sent back to the broker (CONSUMER_SEND_MSG_BACK in flight): still held
+    /// (the commit point cannot pass them) until the broker has the retry.
+    sending_back: BTreeSet<u64>,
 }
 
 impl ProcessQueue {
@@ -182,12 +200,30 @@ impl ProcessQueue {
 
 #[derive(Clone)]
 enum Rpc {
-    Route { topic: String },
-    ConsumerIds { topic: String },
-    QueryOffset { mq: MessageQueue },
-    StartOffset { mq: MessageQueue },
-    Pull { mq: MessageQueue, pq: u64 },
-    Lock { broker: String },
+    Route {
+        topic: String,
+    },
+    ConsumerIds {
+        topic: String,
+    },
+    QueryOffset {
+        mq: MessageQueue,
+    },
+    StartOffset {
+        mq: MessageQueue,
+    },
+    Pull {
+        mq: MessageQueue,
+        pq: u64,
+    },
+    Lock {
+        broker: String,
+    },
+    SendBack {
+        mq: MessageQueue,
+        pq: u64,
+        offset: u64,
+    },
     Other,
 }
 
@@ -456,6 +492,7 @@ impl Consumer {
                     self.start_offset(mq, now);
                 }
             }
+            Rpc::SendBack { mq, pq, offset } => self.send_back_failed(&mq, pq, offset, now),
             Rpc::Route { .. } | Rpc::ConsumerIds { .. } | Rpc::Lock { .. } | Rpc::Other => {}
         }
     }
@@ -572,6 +609,14 @@ impl Consumer {
                 }
             }
             Rpc::Pull { mq, pq } => self.on_pull(mq, pq, cmd, now),
+            Rpc::SendBack { mq, pq, offset } => {
+                if cmd.code == response::SUCCESS {
+                    self.sent_back(&mq, pq, offset, now);
+                } else {
+                    tracing::warn!(queue = %mq, offset, code = cmd.code, remark = ?cmd.remark, "send-back refused; consumed again locally");
+                    self.send_back_failed(&mq, pq, offset, now);
+                }
+            }
             Rpc::Other => {}
         }
         self.pull_due(now);

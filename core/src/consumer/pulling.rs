@@ -104,7 +104,8 @@ impl Consumer {
                     Err((records, e)) => (records, Some(e)),
                 };
                 let decoded_to = records.last().map(|r| r.queue_offset() + 1);
-                for rec in records {
+                for mut rec in records {
+                    rec.restore_retry_topic();
                     // Tag codes can collide: check the tag itself, as RocketMQ's client does.
                     let wanted = filter.as_ref().is_none_or(|f| {
                         f.matches_all()
@@ -191,7 +192,11 @@ impl Consumer {
         let pending: Vec<u64> = pq
             .msgs
             .keys()
-            .filter(|o| !pq.delivered.contains(o) && !pq.retry_at.contains_key(o))
+            .filter(|o| {
+                !pq.delivered.contains(o)
+                    && !pq.retry_at.contains_key(o)
+                    && !pq.sending_back.contains(o)
+            })
             .copied()
             .collect();
         let limit = if orderly {
@@ -227,38 +232,143 @@ impl Consumer {
             pq.msgs.contains_key(&queue_offset),
             "delivered {queue_offset} of {mq} is not held"
         );
+        let clustering = self.config.model == MessageModel::Clustering;
         match result {
             ConsumeResult::Success => {
-                if let Some(rec) = pq.msgs.remove(&queue_offset) {
-                    debug_assert!(
-                        pq.bytes >= rec.body().len(),
-                        "process queue bytes undercounted"
-                    );
-                    pq.bytes = pq.bytes.saturating_sub(rec.body().len());
-                }
-                debug_assert_eq!(
-                    pq.bytes,
-                    pq.msgs.values().map(|r| r.body().len()).sum::<usize>(),
-                    "process queue bytes are its messages' bodies"
-                );
-                pq.committed = pq.consumed_to();
-                pq.dirty = true;
+                Self::consumed(pq, queue_offset);
                 if let Some(o) = pq.committed {
                     self.offsets.insert(mq.clone(), o);
                 }
             }
-            ConsumeResult::ReconsumeLater => {
-                // It stays in the process queue (the committed offset cannot pass it) and is
-                // delivered again after a pause: the whole queue's, if orderly.
-                if orderly {
-                    pq.redeliver_at = pq.redeliver_at.max(now + ORDERLY_SUSPEND_MS);
-                } else {
-                    pq.retry_at.insert(queue_offset, now + RECONSUME_DELAY_MS);
+            // It stays in the process queue (the committed offset cannot pass it) until the
+            // broker holds its retry, or it is consumed again here.
+            ConsumeResult::ReconsumeLater if orderly => {
+                // Retried locally, holding the whole queue, as order demands; past the max it
+                // goes to the dead-letter queue (and stays delivered until the broker has it).
+                let max = match self.config.max_reconsume_times {
+                    -1 => i32::MAX,
+                    m => m,
+                };
+                let times = pq
+                    .msgs
+                    .get(&queue_offset)
+                    .map_or(0, |m| m.reconsume_times());
+                if clustering && times >= max {
+                    pq.delivered.insert(queue_offset);
+                    let id = pq.id;
+                    self.send_back(mq, id, queue_offset, -1, now);
+                    return;
                 }
+                if let Some(m) = pq.msgs.get_mut(&queue_offset) {
+                    m.count_reconsume();
+                }
+                let suspend = self.config.suspend_current_queue_ms.clamp(10, 30_000);
+                pq.redeliver_at = pq.redeliver_at.max(now + suspend);
+            }
+            ConsumeResult::ReconsumeLater if clustering => {
+                // Sent back to the broker's retry topic, behind its backoff.
+                pq.sending_back.insert(queue_offset);
+                let id = pq.id;
+                self.send_back(mq, id, queue_offset, 0, now);
+            }
+            ConsumeResult::ReconsumeLater => {
+                pq.retry_at.insert(queue_offset, now + RECONSUME_DELAY_MS);
             }
         }
         self.deliver(mq, now);
         self.pull_due(now);
+    }
+
+    /// Takes a finished message out of its process queue and moves the commit point.
+    fn consumed(pq: &mut ProcessQueue, queue_offset: u64) {
+        if let Some(rec) = pq.msgs.remove(&queue_offset) {
+            debug_assert!(
+                pq.bytes >= rec.body().len(),
+                "process queue bytes undercounted"
+            );
+            pq.bytes = pq.bytes.saturating_sub(rec.body().len());
+        }
+        debug_assert_eq!(
+            pq.bytes,
+            pq.msgs.values().map(|r| r.body().len()).sum::<usize>(),
+            "process queue bytes are its messages' bodies"
+        );
+        pq.committed = pq.consumed_to();
+        pq.dirty = true;
+    }
+
+    /// CONSUMER_SEND_MSG_BACK for a held message: to the master of the broker it came from.
+    fn send_back(&mut self, mq: &MessageQueue, pq_id: u64, offset: u64, level: i32, now: u64) {
+        let max = match self.config.max_reconsume_times {
+            -1 if self.config.orderly => i32::MAX,
+            -1 => DEFAULT_MAX_RECONSUME_TIMES,
+            m => m,
+        };
+        let Some(msg) = self.queues.get(mq).and_then(|pq| pq.msgs.get(&offset)) else {
+            return;
+        };
+        let (physical, origin_id, origin_topic) =
+            (msg.physical_offset(), msg.msg_id(), msg.topic().to_string());
+        let Some(addr) = self.broker_addr(&mq.topic, &mq.broker_name) else {
+            return self.send_back_failed(mq, pq_id, offset, now);
+        };
+        let opaque = self.client.opaque();
+        let cmd = RemotingCommand::request(request::CONSUMER_SEND_MSG_BACK, opaque)
+            .with_ext("offset", physical)
+            .with_ext("group", &self.config.group)
+            .with_ext("delayLevel", level)
+            .with_ext("originMsgId", origin_id)
+            .with_ext("originTopic", origin_topic)
+            .with_ext("unitMode", false)
+            .with_ext("maxReconsumeTimes", max)
+            .with_ext("bname", &mq.broker_name);
+        let rpc = Rpc::SendBack {
+            mq: mq.clone(),
+            pq: pq_id,
+            offset,
+        };
+        self.client.call(addr, cmd, rpc, now + SEND_BACK_TIMEOUT_MS);
+    }
+
+    /// The broker holds the retry (or dead letter): the message is done here.
+    pub(super) fn sent_back(&mut self, mq: &MessageQueue, pq_id: u64, offset: u64, now: u64) {
+        let Some(pq) = self.queues.get_mut(mq).filter(|pq| pq.id == pq_id) else {
+            // Dropped meanwhile: an orderly queue's lock may go now.
+            return self.unlock_drained(mq, offset, now);
+        };
+        pq.sending_back.remove(&offset);
+        pq.delivered.remove(&offset);
+        Self::consumed(pq, offset);
+        if let Some(o) = pq.committed {
+            self.offsets.insert(mq.clone(), o);
+        }
+        self.deliver(mq, now);
+        self.pull_due(now);
+    }
+
+    /// The broker could not be told (unreachable, refused, no answer): the message is
+    /// consumed again here later, counted as a reconsumption (Java's local retry).
+    pub(super) fn send_back_failed(
+        &mut self,
+        mq: &MessageQueue,
+        pq_id: u64,
+        offset: u64,
+        now: u64,
+    ) {
+        let orderly = self.config.orderly;
+        let suspend = self.config.suspend_current_queue_ms.clamp(10, 30_000);
+        let Some(pq) = self.queues.get_mut(mq).filter(|pq| pq.id == pq_id) else {
+            return self.unlock_drained(mq, offset, now);
+        };
+        if orderly {
+            pq.delivered.remove(&offset);
+            pq.redeliver_at = pq.redeliver_at.max(now + suspend);
+        } else if pq.sending_back.remove(&offset) {
+            if let Some(m) = pq.msgs.get_mut(&offset) {
+                m.count_reconsume();
+            }
+            pq.retry_at.insert(offset, now + LOCAL_RETRY_MS);
+        }
     }
 
     pub(super) fn commit(&mut self, mq: &MessageQueue, offset: u64) {

@@ -130,6 +130,37 @@ impl MessageExt {
     pub fn property(&self, name: &str) -> Option<&[u8]> {
         property(&self.properties, name)
     }
+
+    /// The message id as Java's client reports it: the producer's UNIQ_KEY when present,
+    /// else the broker's offset message id.
+    pub fn msg_id(&self) -> String {
+        match self
+            .property(crate::message::property::UNIQ_KEY)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .filter(|v| !v.is_empty())
+        {
+            Some(id) => id.to_string(),
+            None => crate::message::offset_msg_id(self.store_host, self.physical_offset),
+        }
+    }
+
+    /// A message of a retry topic shows its original topic (RETRY_TOPIC), as Java's
+    /// `resetRetryAndNamespace` does before the listener sees it.
+    pub(crate) fn restore_retry_topic(&mut self) {
+        if crate::protocol::topics::is_retry_topic(&self.topic)
+            && let Some(t) = self
+                .property(crate::message::property::RETRY_TOPIC)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .filter(|v| !v.is_empty())
+        {
+            self.topic = t.to_string();
+        }
+    }
+
+    /// A local retry counts as a reconsumption (Java increments the message's count).
+    pub(crate) fn count_reconsume(&mut self) {
+        self.reconsume_times = self.reconsume_times.saturating_add(1);
+    }
 }
 
 /// Decodes a pull (or query) answer's body: the records one after another. The first record
