@@ -130,6 +130,9 @@ pub fn parse(text: &str) -> Result<BrokerConf, String> {
                 }
             },
             "autoCreateTopicEnable" => broker.auto_create_topic = parse_bool(key, v)?,
+            "autoCreateSubscriptionGroup" => {
+                broker.auto_create_subscription_group = parse_bool(key, v)?
+            }
             "defaultTopicQueueNums" => broker.default_topic_queues = parse_num(key, v)?,
             "mapedFileSizeCommitLog" | "mappedFileSizeCommitLog" => {
                 store.commitlog_segment_size = parse_num(key, v)?

@@ -45,6 +45,9 @@ enum Command {
         /// Commit log segment size in bytes (RocketMQ's mapedFileSizeCommitLog).
         #[arg(long, default_value_t = 1 << 30)]
         segment_size: u64,
+        /// The delay levels (RocketMQ's messageDelayLevel), e.g. "1s 5s 10s 30s 1m".
+        #[arg(long)]
+        message_delay_level: Option<String>,
     },
     /// A name server (all interfaces by default, as Apache's; `--listen 127.0.0.1:9876` for
     /// loopback only).
@@ -386,6 +389,7 @@ async fn run(command: Command) -> Result<(), String> {
             broker_listen,
             flush,
             segment_size,
+            message_delay_level,
         } => {
             let ns = start_namesrv(&namesrv_listen, NameServerConfig::default())
                 .await
@@ -400,10 +404,14 @@ async fn run(command: Command) -> Result<(), String> {
                 },
                 ..BrokerConfig::default()
             };
-            let store = StoreConfig {
+            let mut store = StoreConfig {
                 commitlog_segment_size: segment_size,
                 ..StoreConfig::default()
             };
+            if let Some(levels) = message_delay_level {
+                store.delay_levels_ms = rockfish_store::message_store::parse_delay_levels(&levels)
+                    .map_err(|e| format!("--message-delay-level: {e}"))?;
+            }
             let b = start_broker(&broker_listen, broker, store, &data_dir)
                 .await
                 .map_err(|e| e.to_string())?;

@@ -410,6 +410,10 @@ pub struct ProduceArgs {
     count: u64,
     #[arg(short = 'g', long, default_value = "rockfish-producer")]
     group: String,
+    /// Deliver after the broker's delay level (1 = 1 s, 2 = 5 s, 3 = 10 s … 18 = 2 h with the
+    /// default messageDelayLevel).
+    #[arg(long, default_value_t = 0)]
+    delay_level: u32,
 }
 
 pub async fn produce(args: ProduceArgs) -> Result<(), String> {
@@ -423,7 +427,7 @@ pub async fn produce(args: ProduceArgs) -> Result<(), String> {
         None => std::io::stdin().lines().map_while(Result::ok).collect(),
     };
     for body in bodies {
-        let mut msg = Message::new(&args.topic, body);
+        let mut msg = Message::new(&args.topic, body).with_delay_level(args.delay_level);
         if !args.tag.is_empty() {
             msg = msg.with_tags(&args.tag);
         }

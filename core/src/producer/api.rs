@@ -61,6 +61,18 @@ impl Message {
             ..Message::default()
         }
     }
+
+    /// Delivered after the broker's delay level `level` (1-based: with the default
+    /// messageDelayLevel, 1 = 1 s, 2 = 5 s, 3 = 10 s … 18 = 2 h); 0 removes the delay.
+    pub fn with_delay_level(mut self, level: u32) -> Message {
+        if level == 0 {
+            self.properties.remove(crate::message::property::DELAY);
+        } else {
+            self.properties
+                .insert(crate::message::property::DELAY.into(), level.to_string());
+        }
+        self
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

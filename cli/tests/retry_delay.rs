@@ -1,0 +1,187 @@
+//! Delay levels, retries and dead letters with the Rust SDK against a real
+//! `rockfish standalone` (short delay levels so a run takes seconds): a delayed message
+//! arrives no earlier than its level, a message that fails every time is retried behind its
+//! backoff and lands in the group's DLQ after max_reconsume_times, readable there.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rockfish_net::sdk::{
+    ConsumeFrom, ConsumeResult, ConsumerConfig, ConsumerConfigExt, Message, Producer,
+    ProducerConfig, PullConsumer, PushConsumer,
+};
+
+mod common;
+
+fn start() -> common::Standalone {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = common::start(
+        dir.path(),
+        &[
+            "--segment-size",
+            "16777216",
+            "--message-delay-level",
+            "1s 2s 1s 1s 2s 1s",
+        ],
+        "warn",
+        false,
+    );
+    s.dir = Some(dir);
+    s
+}
+
+fn producer(ns: &str) -> Producer {
+    Producer::start(ProducerConfig {
+        group: "retry-test-producer".into(),
+        namesrv_addrs: vec![ns.into()],
+        ..ProducerConfig::default()
+    })
+}
+
+fn consumer_config(ns: &str, group: &str, topic: &str) -> ConsumerConfig {
+    ConsumerConfig {
+        group: group.into(),
+        namesrv_addrs: vec![ns.into()],
+        consume_from: ConsumeFrom::FirstOffset,
+        // The retry topic exists once the first heartbeat made it: find it soon.
+        route_refresh_ms: 500,
+        rebalance_interval_ms: 500,
+        ..ConsumerConfig::default()
+    }
+    .subscribe(topic, "*")
+}
+
+/// (body, reconsume times, when received, store timestamp).
+type Log = Arc<Mutex<Vec<(String, i32, Instant, i64)>>>;
+
+async fn wait_for(log: &Log, what: impl Fn(&[(String, i32, Instant, i64)]) -> bool, secs: u64) {
+    let start = Instant::now();
+    while !what(&log.lock().unwrap()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out; got {:?}",
+            log.lock()
+                .unwrap()
+                .iter()
+                .map(|(b, n, ..)| (b.clone(), *n))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_message_arrives_no_earlier_than_its_level() {
+    let server = start();
+    let p = producer(&server.namesrv);
+    // Create the topic first so the consumer finds its route at once.
+    p.send(Message::new("Delayed", "warm-up")).await.unwrap();
+    let log: Log = Default::default();
+    let l = log.clone();
+    let c = PushConsumer::start_with_workers(
+        consumer_config(&server.namesrv, "delay-g", "Delayed"),
+        2,
+        move |m| {
+            l.lock().unwrap().push((
+                String::from_utf8(m.body().to_vec()).unwrap(),
+                m.reconsume_times(),
+                Instant::now(),
+                m.store_timestamp(),
+            ));
+            ConsumeResult::Success
+        },
+    );
+    wait_for(&log, |l| !l.is_empty(), 30).await;
+    let sent = Instant::now();
+    let r = p
+        .send(Message::new("Delayed", "later").with_delay_level(2))
+        .await
+        .unwrap();
+    assert_eq!(r.queue.topic, "Delayed");
+    wait_for(&log, |l| l.iter().any(|(b, ..)| b == "later"), 30).await;
+    let got = log.lock().unwrap().clone();
+    let (_, _, at, _) = got.iter().find(|(b, ..)| b == "later").unwrap();
+    let waited = at.duration_since(sent);
+    assert!(
+        waited >= Duration::from_secs(2),
+        "level 2 is 2 s here: {waited:?}"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_always_fails_reaches_the_dlq_after_its_max() {
+    let server = start();
+    let p = producer(&server.namesrv);
+    p.send(Message::new("Work", "ok-0")).await.unwrap();
+    let log: Log = Default::default();
+    let l = log.clone();
+    let cfg = ConsumerConfig {
+        max_reconsume_times: 2,
+        ..consumer_config(&server.namesrv, "work-g", "Work")
+    };
+    let c = PushConsumer::start_with_workers(cfg, 2, move |m| {
+        let body = String::from_utf8(m.body().to_vec()).unwrap();
+        assert_eq!(m.topic(), "Work", "a retry shows its original topic");
+        l.lock().unwrap().push((
+            body.clone(),
+            m.reconsume_times(),
+            Instant::now(),
+            m.store_timestamp(),
+        ));
+        if body == "poison" {
+            ConsumeResult::ReconsumeLater
+        } else {
+            ConsumeResult::Success
+        }
+    });
+    wait_for(&log, |l| !l.is_empty(), 30).await;
+    p.send(Message::new("Work", "poison")).await.unwrap();
+    p.send(Message::new("Work", "ok-1")).await.unwrap();
+    // Delivered with reconsume counts 0, 1, 2 (retries behind levels 3 and 4), then dead.
+    wait_for(
+        &log,
+        |l| l.iter().filter(|(b, ..)| b == "poison").count() >= 3,
+        60,
+    )
+    .await;
+    let pc = PullConsumer::connect(&server.namesrv, "dlq-reader")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let dead = loop {
+        let got = match pc.queues("%DLQ%work-g").await {
+            Ok(queues) if !queues.is_empty() => {
+                pc.pull(&queues[0], 0, 32, "*").await.unwrap().messages
+            }
+            _ => Vec::new(),
+        };
+        if !got.is_empty() {
+            break got;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no dead letter");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(dead.len(), 1);
+    assert_eq!(&dead[0].body()[..], b"poison");
+    assert_eq!(dead[0].reconsume_times(), 3);
+    assert_eq!(dead[0].property("RETRY_TOPIC"), Some("Work"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = log.lock().unwrap().clone();
+    let poison: Vec<_> = got.iter().filter(|(b, ..)| b == "poison").collect();
+    let counts: Vec<i32> = poison.iter().map(|p| p.1).collect();
+    assert_eq!(counts, vec![0, 1, 2], "never delivered again once dead");
+    // Each retry was stored again no earlier than its level (1 s) after the failure before.
+    for w in poison.windows(2) {
+        assert!(
+            w[1].3 >= w[0].3 + 1_000,
+            "backoff kept: {:?}",
+            (w[0].3, w[1].3)
+        );
+    }
+    assert!(
+        got.iter().any(|(b, ..)| b == "ok-1"),
+        "the rest flows meanwhile"
+    );
+    c.shutdown().await;
+}
