@@ -228,3 +228,22 @@ fn get_all_delay_offset_answers_the_table() {
     let table: DelayOffsetTable = serde_json::from_slice(&resp.body).unwrap();
     assert_eq!(table.offset_table.get(&1), Some(&1));
 }
+
+#[test]
+fn a_crash_right_after_a_delivery_does_not_deliver_it_again() {
+    let mut h = H::new(FlushDiskType::Async);
+    h.send_delayed("once", "1");
+    h.at(T0 + 1_000);
+    assert_eq!(h.real().len(), 1);
+    assert_eq!(
+        h.delay_file().offset_table.get(&1),
+        None,
+        "delayOffset.json not written yet"
+    );
+    let disk = h.disk.clone();
+    disk.crash(); // the page cache survives: the journal record says it was delivered
+    let mut h = H::start(FlushDiskType::Async, disk, T0 + 1_500);
+    h.at(T0 + 2_000);
+    assert_eq!(h.real().len(), 1, "delivered exactly once");
+    assert_eq!(h.b.delay_offset(1), 1);
+}

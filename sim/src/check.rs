@@ -116,6 +116,21 @@ pub enum Violation {
     },
     /// The tagged group never consumed a message it was owed whose tag it subscribes to.
     TaggedMissed { body: String, tag: String },
+    /// A message sent with a delay level, or redelivered from the group's retry topic,
+    /// reached a consumer without passing the schedule topic (`due: None`, `stored_ts` the
+    /// copy's), or was stored in its topic earlier than its level's delay after it was
+    /// stored in the schedule topic, by the broker's clock (`due`: the earliest it could be).
+    DelayedEarly {
+        body: String,
+        broker: String,
+        reconsumed: i32,
+        stored_ts: i64,
+        due: Option<i64>,
+    },
+    /// A dead letter that is not one: stored in the DLQ after other than maxReconsumeTimes
+    /// reconsumptions, or an owed message that failed every time and is not in any DLQ at the
+    /// end (or was not delivered once for each reconsumption on the way).
+    DeadLetterWrong { body: String, what: String },
 }
 
 /// How long a message sent to a settled, fault-free cluster may take to reach its consumers:
@@ -137,7 +152,9 @@ impl Violation {
             | Violation::SettledDuplicate { body, .. }
             | Violation::SlowDelivery { body, .. }
             | Violation::TaggedLeak { body, .. }
-            | Violation::TaggedMissed { body, .. } => Some(body),
+            | Violation::TaggedMissed { body, .. }
+            | Violation::DelayedEarly { body, .. }
+            | Violation::DeadLetterWrong { body, .. } => Some(body),
             Violation::OffsetReused { second, .. } => Some(second),
             _ => None,
         }
@@ -162,6 +179,8 @@ impl Violation {
             Violation::BusyTimer { .. } => "timers-not-busy",
             Violation::TaggedLeak { .. } | Violation::TaggedMissed { .. } => "tagged-exact",
             Violation::StoreInconsistent { .. } => "store-consistent",
+            Violation::DelayedEarly { .. } => "delay-not-early",
+            Violation::DeadLetterWrong { .. } => "dead-letter-exact",
         }
     }
 }
@@ -266,8 +285,12 @@ pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
         let owed = (acked && (promised || after_heal(body)))
             || (oneway && after_heal(body) && kept.contains(body.as_str()));
         let unacked = !acked && !oneway;
+        // A poison message is owed to the dead-letter queue, not to the group, and so is one
+        // that failed max_reconsume_times + 1 times by chance (`check_dead_letters` judges
+        // both).
+        let poison = h.poison.contains(body) || h.dead_letters.iter().any(|d| d.2 == *body);
         if after_heal(body)
-            && (unacked || (owed && cfg.consumers > 0 && !group.contains(body.as_str())))
+            && (unacked || (owed && !poison && cfg.consumers > 0 && !group.contains(body.as_str())))
         {
             report.violations.push(Violation::NotConverged {
                 body: body.clone(),
@@ -277,7 +300,7 @@ pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
         if acked {
             report.acked += 1;
         }
-        if acked && promised && cfg.consumers > 0 && !group.contains(body.as_str()) {
+        if acked && promised && !poison && cfg.consumers > 0 && !group.contains(body.as_str()) {
             report
                 .violations
                 .push(Violation::AckedLost { body: body.clone() });
@@ -318,6 +341,8 @@ pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
     }
     check_owners(h, &mut report);
     check_settled(cfg, h, &mut report);
+    check_delays(cfg, h, &mut report);
+    check_dead_letters(cfg, h, &mut report);
     for (broker, what) in &h.store_problems {
         report.violations.push(Violation::StoreInconsistent {
             broker: broker.clone(),
@@ -553,7 +578,12 @@ fn check_settled(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
     let mut consumed = BTreeSet::new();
     let mut first = BTreeSet::new();
     let mut max = None;
-    for d in h.delivered.iter().filter(|d| settled(&d.body)) {
+    // A delayed message's latency is its delay's (judged by `check_delays`).
+    for d in h
+        .delivered
+        .iter()
+        .filter(|d| settled(&d.body) && !h.delayed.contains_key(&d.body))
+    {
         let key = (d.receiver(), d.body.as_str());
         if consumed.contains(&key) {
             report.violations.push(Violation::SettledDuplicate {
@@ -591,4 +621,120 @@ fn check_settled(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
         }
     }
     report.settled_latency_max_ms = max;
+}
+
+/// Every message sent with a delay level, and every message redelivered from a retry topic,
+/// went through the schedule topic and was stored in its topic no earlier than its level's
+/// delay after it was stored in the schedule topic, by the broker's own clock: judged
+/// against the schedule records the broker still holds at the end. A schedule record a power
+/// loss may have taken (ASYNC_FLUSH) or one on a broker down at the end is not judged.
+fn check_delays(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
+    for d in &h.delivered {
+        let retry = rockfish_core::protocol::topics::is_retry_topic(&d.topic);
+        let delayed_send = d.reconsumed == 0 && h.delayed.contains_key(&d.body);
+        if !retry && !delayed_send {
+            continue;
+        }
+        let early = |due: Option<i64>| Violation::DelayedEarly {
+            body: d.body.clone(),
+            broker: d.broker.clone(),
+            reconsumed: d.reconsumed,
+            stored_ts: d.stored_ts,
+            due,
+        };
+        if !d.via_schedule {
+            report.violations.push(early(None));
+            continue;
+        }
+        if !h.stored_brokers.contains(&d.broker) || h.lost_brokers.contains(&d.broker) {
+            continue;
+        }
+        let records = h
+            .scheduled
+            .get(&(d.broker.clone(), d.body.clone()))
+            .map(|r| {
+                r.iter()
+                    .filter(|(_, _, rc)| *rc == d.reconsumed)
+                    .map(|(ts, level, _)| {
+                        let wait = crate::world::SIM_DELAY_LEVELS_MS
+                            .get(*level as usize - 1)
+                            .copied()
+                            .unwrap_or(0);
+                        ts + wait
+                    })
+                    .collect::<Vec<i64>>()
+            })
+            .unwrap_or_default();
+        match records.iter().min() {
+            None => {
+                let sent = h.sent_at.get(&d.body).copied().unwrap_or(0);
+                if cfg.flush == FlushDiskType::Async && power_lost(h, &d.broker, sent, u64::MAX) {
+                    continue;
+                }
+                report.violations.push(early(None));
+            }
+            Some(&first_due) => {
+                if !records.iter().any(|due| *due <= d.stored_ts) {
+                    report.violations.push(early(Some(first_due)));
+                }
+            }
+        }
+    }
+}
+
+/// Dead letters are exact: each one in a DLQ was reconsumed exactly maxReconsumeTimes times
+/// first, and every owed message the group fails every time (poison) ends in a dead-letter
+/// queue, having been delivered once for each reconsumption count on the way.
+fn check_dead_letters(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
+    let max = match cfg.max_reconsume_times {
+        -1 => rockfish_core::consumer::DEFAULT_MAX_RECONSUME_TIMES,
+        m => m,
+    };
+    let mut dead = BTreeSet::new();
+    for (_, _, body, reconsumed) in &h.dead_letters {
+        dead.insert(body.as_str());
+        if *reconsumed != max + 1 {
+            report.violations.push(Violation::DeadLetterWrong {
+                body: body.clone(),
+                what: format!(
+                    "a dead letter after {} reconsumptions; the max is {max}",
+                    reconsumed - 1
+                ),
+            });
+        }
+    }
+    if cfg.consumers == 0 {
+        return;
+    }
+    let promised = cfg.flush == FlushDiskType::Sync || h.power_losses == 0;
+    for body in &h.poison {
+        let acked = h.sent.get(body) == Some(&Some(SendStatus::SendOk));
+        let lost_with_broker = h
+            .acked_at
+            .get(body)
+            .is_some_and(|(broker, ..)| h.lost_brokers.contains(broker))
+            || !h.lost_brokers.is_empty();
+        if !acked || lost_with_broker || !(promised || after_heal(body)) {
+            continue;
+        }
+        if !dead.contains(body.as_str()) {
+            report.violations.push(Violation::DeadLetterWrong {
+                body: body.clone(),
+                what: "failed every time, yet in no dead-letter queue at the end".into(),
+            });
+            continue;
+        }
+        let seen: BTreeSet<i32> = h
+            .delivered
+            .iter()
+            .filter(|d| d.group == Group::Clustering && d.body == *body)
+            .map(|d| d.reconsumed)
+            .collect();
+        if let Some(missing) = (0..=max).find(|k| !seen.contains(k)) {
+            report.violations.push(Violation::DeadLetterWrong {
+                body: body.clone(),
+                what: format!("dead, but never delivered after {missing} reconsumptions"),
+            });
+        }
+    }
 }

@@ -26,6 +26,13 @@ pub struct SimConfig {
     pub mixed_sends: bool,
     /// Chance that the application answers a delivery with "reconsume later".
     pub reconsume_share: f64,
+    /// Chance a message is sent with a delay level (1 to 4 of the simulated levels).
+    pub delay_share: f64,
+    /// Chance a message is poison: the clustering group's application fails it every time,
+    /// so it is retried behind its backoff until it is a dead letter.
+    pub poison_share: f64,
+    /// The clustering group's maxReconsumeTimes (-1: the client's default, 16).
+    pub max_reconsume_times: i32,
     /// Each message body is padded to at least this many bytes (to fill disks).
     pub body_bytes: usize,
     /// The topic exists before the run, and consumers start once brokers have registered.
@@ -121,6 +128,9 @@ impl SimConfig {
             orderly: false,
             mixed_sends: false,
             reconsume_share: 0.0,
+            delay_share: 0.0,
+            poison_share: 0.0,
+            max_reconsume_times: -1,
             body_bytes: 0,
             topic_created: false,
             topic_queues: 4,
@@ -179,6 +189,12 @@ pub struct Bugs {
     pub tag_codes_wrong: bool,
     /// Name servers never expire a silent broker: one that lost power keeps its routes.
     pub namesrv_never_expires: bool,
+    /// Brokers deliver delayed messages half their delay early.
+    pub delay_early: bool,
+    /// Brokers store a sent-back message straight into its retry topic, with no backoff.
+    pub retry_undelayed: bool,
+    /// Brokers make a failing message a dead letter one reconsumption early.
+    pub dlq_early: bool,
 }
 
 impl Bugs {

@@ -71,6 +71,11 @@ const BUILT_IN: &[(&str, &str)] = &[
         "broker-lost",
         include_str!("../../scenarios/broker-lost.toml"),
     ),
+    ("retry-dlq", include_str!("../../scenarios/retry-dlq.toml")),
+    (
+        "delay-power-loss",
+        include_str!("../../scenarios/delay-power-loss.toml"),
+    ),
 ];
 
 /// The names of the built-in scenarios.
@@ -93,6 +98,8 @@ pub const SCENARIOS: &[&str] = &[
     "consume-power-loss-async",
     "many-queues-power-loss",
     "broker-lost",
+    "retry-dlq",
+    "delay-power-loss",
 ];
 
 fn f(v: f64) -> Bound<f64> {
@@ -121,6 +128,8 @@ pub const INVARIANTS: &[&str] = &[
     "timers-not-busy",
     "tagged-exact",
     "store-consistent",
+    "delay-not-early",
+    "dead-letter-exact",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -199,6 +208,14 @@ pub struct Workload {
     pub mixed_sends: bool,
     /// Chance the application asks for a delivery to be retried.
     pub reconsume_share: Bound<f64>,
+    /// Chance a message is sent with a delay level (1 to 4 of the simulated levels, 1 s each
+    /// step: see `world::SIM_DELAY_LEVELS_MS`).
+    pub delay_share: Bound<f64>,
+    /// Chance a message is poison: the clustering group fails it every time, so it must end
+    /// as a dead letter after exactly max_reconsume_times retries.
+    pub poison_share: Bound<f64>,
+    /// The clustering group's maxReconsumeTimes (-1: the client's default, 16).
+    pub max_reconsume_times: i32,
     /// Bodies are padded to this many bytes.
     pub body_bytes: u64,
     /// The topic exists on every broker before the run starts, and consumers start once the
@@ -223,6 +240,9 @@ impl Default for Workload {
             orderly: false,
             mixed_sends: false,
             reconsume_share: f(0.0),
+            delay_share: f(0.0),
+            poison_share: f(0.0),
+            max_reconsume_times: -1,
             body_bytes: 0,
             topic_created: false,
             topic_queues: 4,
@@ -300,6 +320,24 @@ impl ScenarioFile {
         }
         let mut probabilities = self.faults.probabilities(&self.disk);
         probabilities.push(("workload.reconsume_share", self.workload.reconsume_share));
+        probabilities.push(("workload.delay_share", self.workload.delay_share));
+        probabilities.push(("workload.poison_share", self.workload.poison_share));
+        if self.workload.max_reconsume_times < -1 {
+            return err(format!(
+                "workload.max_reconsume_times = {}: -1 (the default) or more",
+                self.workload.max_reconsume_times
+            ));
+        }
+        if self.workload.orderly
+            && (self.workload.delay_share.span().1 > 0.0
+                || self.workload.poison_share.span().1 > 0.0)
+        {
+            return err(
+                "workload: delayed and poison messages are for concurrent groups, not \
+                        orderly ones"
+                    .to_string(),
+            );
+        }
         for (name, b) in probabilities {
             let (lo, hi) = b.span();
             if !(0.0..=1.0).contains(&lo) || !(0.0..=1.0).contains(&hi) || lo > hi {
@@ -370,7 +408,7 @@ impl ScenarioFile {
     pub fn config(&self, seed: u64) -> SimConfig {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x5ce7_a210_5ce7_a210);
         let r = &mut rng;
-        SimConfig {
+        let mut cfg = SimConfig {
             seed,
             flush: self.flush().expect("validated"),
             name_servers: self.topology.name_servers.draw(r) as usize,
@@ -382,6 +420,10 @@ impl ScenarioFile {
             orderly: self.workload.orderly,
             mixed_sends: self.workload.mixed_sends,
             reconsume_share: self.workload.reconsume_share.draw(r),
+            // Drawn after everything else (below): older scenarios draw as they always did.
+            delay_share: 0.0,
+            poison_share: 0.0,
+            max_reconsume_times: self.workload.max_reconsume_times,
             body_bytes: self.workload.body_bytes as usize,
             topic_created: self.workload.topic_created,
             topic_queues: self.workload.topic_queues,
@@ -398,7 +440,10 @@ impl ScenarioFile {
             bugs: self.bugs.clone(),
             invariants: self.invariants.clone(),
             schedule: self.schedule.clone(),
-        }
+        };
+        cfg.delay_share = self.workload.delay_share.draw(r);
+        cfg.poison_share = self.workload.poison_share.draw(r);
+        cfg
     }
 
     /// A scenario file that gives exactly `cfg` (for any seed): what `shrink` writes out.
@@ -426,6 +471,9 @@ impl ScenarioFile {
                 orderly: cfg.orderly,
                 mixed_sends: cfg.mixed_sends,
                 reconsume_share: f(cfg.reconsume_share),
+                delay_share: f(cfg.delay_share),
+                poison_share: f(cfg.poison_share),
+                max_reconsume_times: cfg.max_reconsume_times,
                 body_bytes: cfg.body_bytes as u64,
                 topic_created: cfg.topic_created,
                 topic_queues: cfg.topic_queues,

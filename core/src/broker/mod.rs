@@ -336,6 +336,8 @@ impl<D: Disk> Broker<D> {
             topics.insert(topic.clone(), TopicConfig::new(&topic, queues));
         }
         let (mut offsets, replayed) = offsets::load(&store)?;
+        // The delay service's progress records leave the table here (see schedule.rs).
+        let schedule = schedule::Schedule::load(&store, &mut offsets)?;
         if replayed > 0 {
             tracing::info!(
                 replayed,
@@ -357,7 +359,6 @@ impl<D: Disk> Broker<D> {
         {
             config::save(store.disk_mut(), config::TOPICS_FILE, &topics.table())?;
         }
-        let schedule = schedule::Schedule::load(&store)?;
         let delays_waiting = store
             .queue_ids()
             .any(|(topic, _)| topic == rockfish_store::message_store::SCHEDULE_TOPIC);

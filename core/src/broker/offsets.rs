@@ -111,6 +111,19 @@ impl<D: Disk> Broker<D> {
         }
         self.offsets.table.set(topic, group, queue_id, offset);
         self.offsets.dirty = true;
+        self.journal_offset(topic, group, queue_id, offset, now)
+    }
+
+    /// Appends one journal record (what `commit_offset` journals; the delay service's
+    /// progress goes here alone, never into the snapshot: see `schedule.rs`).
+    pub(super) fn journal_offset(
+        &mut self,
+        topic: &str,
+        group: &str,
+        queue_id: u32,
+        offset: u64,
+        now: u64,
+    ) -> Option<u64> {
         let body = encode_entry(topic, group, queue_id, offset);
         let msg = StoreMessage {
             topic: OFFSET_JOURNAL_TOPIC,

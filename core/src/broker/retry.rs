@@ -226,6 +226,8 @@ impl<D: Disk> Broker<D> {
             Some(m) if cmd.version >= V3_4_9 => m,
             _ => group_max,
         };
+        // A deliberately broken broker (one reconsumption short), for the simulator's checkers.
+        let max = max - crate::buggify::bug("broker.dlq-early") as i32;
         let reconsume = rec.reconsume_times();
         let origin = origin_msg_id
             .or_else(|| {
@@ -257,7 +259,10 @@ impl<D: Disk> Broker<D> {
                 match self.retry_topic(&retry, retry_queues as u32, now) {
                     Ok(queues) => {
                         let q = self.rng.random_range(0..queues.max(1));
-                        (retry, q, Some(level))
+                        // A deliberately broken broker (no backoff), for the checkers.
+                        let delay =
+                            (!crate::buggify::bug("broker.retry-undelayed")).then_some(level);
+                        (retry, q, delay)
                     }
                     Err(e) => return refuse(response::NO_PERMISSION, e),
                 }

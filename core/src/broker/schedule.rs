@@ -11,13 +11,18 @@
 //! a clock stepped back by an hour then fires every pending delay at once). A clock moved
 //! back holds delayed messages by as much, and says so in the log.
 //!
-//! Progress is persisted as delayOffset.json, but only as far as deliveries are durable: a
-//! power loss that takes a delivered copy off the log must not leave a file saying it was
-//! delivered. A crash redelivers what lies past the file's offsets (at least once, as Apache).
+//! Progress is journaled in the commit log right after the deliveries it covers (the consumer
+//! offset journal, as the pseudo-group [`DELAY_PROGRESS_GROUP`] of the schedule topic): a
+//! restart resumes exactly where the last surviving journal record says, so a crash
+//! redelivers nothing (Apache, persisting every 10 s, redelivers up to 10 s of deliveries
+//! after each crash, and each redelivered retry of a failing message starts a chain of its
+//! own), and a power loss that takes delivered copies off the log takes the record saying so
+//! with them. delayOffset.json is still written, as Apache's tools read it, but only as far
+//! as deliveries are durable.
 
 use std::collections::{BTreeMap, VecDeque};
 
-use rockfish_store::config::{self, DelayOffsetTable};
+use rockfish_store::config::{self, ConsumerOffsetTable, DelayOffsetTable};
 use rockfish_store::message_store::SCHEDULE_TOPIC;
 use rockfish_store::record::StoreMessage;
 use rockfish_store::{Disk, MessageStore, StoreError, StoreResult};
@@ -35,6 +40,9 @@ pub const RETRY_AFTER_FAILURE_MS: u64 = 10_000;
 /// A record that cannot be read is tried this many times (a read can fail once and succeed
 /// again) before it is skipped as lost.
 const READ_ATTEMPTS: u32 = 5;
+
+/// The consumer offset journal's pseudo-group that records the schedule topic's progress.
+pub const DELAY_PROGRESS_GROUP: &str = "rmq_sys_ROCKFISH_DELAY_PROGRESS";
 
 /// Delivery progress per level.
 #[derive(Debug, Default)]
@@ -55,11 +63,24 @@ pub(super) struct Schedule {
 
 impl Schedule {
     /// Loads delayOffset.json, each offset kept within what its queue holds after recovery.
-    pub(super) fn load<D: Disk>(store: &MessageStore<D>) -> StoreResult<Schedule> {
+    /// Loads delayOffset.json and what the journal recorded since (`journaled`: the replayed
+    /// consumer offset table, from which the progress records are taken out: the snapshot
+    /// never holds them, as it may be written before the deliveries they cover are durable),
+    /// each offset kept within what its queue holds after recovery.
+    pub(super) fn load<D: Disk>(
+        store: &MessageStore<D>,
+        journaled: &mut ConsumerOffsetTable,
+    ) -> StoreResult<Schedule> {
         let table: DelayOffsetTable =
             config::load(store.disk(), config::DELAY_OFFSETS_FILE)?.unwrap_or_default();
+        let mut offsets = table.offset_table;
+        let key = ConsumerOffsetTable::key(SCHEDULE_TOPIC, DELAY_PROGRESS_GROUP);
+        for (q, o) in journaled.offset_table.remove(&key).into_iter().flatten() {
+            let e = offsets.entry(q + 1).or_insert(0);
+            *e = (*e).max(o);
+        }
         let mut s = Schedule::default();
-        for (level, offset) in table.offset_table {
+        for (level, offset) in offsets {
             if level == 0 {
                 continue;
             }
@@ -166,7 +187,11 @@ impl<D: Disk> Broker<D> {
                     break Walk::Again(now + RETRY_AFTER_FAILURE_MS);
                 }
             };
-            let due = entry.tags_code.max(0) as u64;
+            let mut due = entry.tags_code.max(0) as u64;
+            if crate::buggify::bug("broker.schedule-early") {
+                // A deliberately broken broker, for the simulator's checkers.
+                due = due.saturating_sub(delay / 2);
+            }
             if due > now {
                 if due > now + delay && self.schedule.warned.insert(level, at) != Some(at) {
                     tracing::warn!(
@@ -190,6 +215,8 @@ impl<D: Disk> Broker<D> {
         };
         if at != self.schedule.offset(level) {
             self.schedule.next.insert(level, at);
+            // Journaled after the copies: whatever of it survives, they survived too.
+            self.journal_offset(SCHEDULE_TOPIC, DELAY_PROGRESS_GROUP, q, at, now);
         }
         result
     }

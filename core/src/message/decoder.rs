@@ -69,6 +69,8 @@ pub struct MessageExt {
     store_timestamp: i64,
     store_host: HostAddr,
     reconsume_times: i32,
+    /// Local retries since it was pulled (Java counts them into reconsumeTimes).
+    local_reconsumes: i32,
     prepared_transaction_offset: i64,
     body: Bytes,
     topic: String,
@@ -110,7 +112,13 @@ impl MessageExt {
     pub fn store_host(&self) -> HostAddr {
         self.store_host
     }
+    /// Times it was consumed before: the stored count plus local retries since it was pulled
+    /// (what Java's listener sees in getReconsumeTimes).
     pub fn reconsume_times(&self) -> i32 {
+        self.reconsume_times.saturating_add(self.local_reconsumes)
+    }
+    /// The reconsume count its record was stored with.
+    pub fn stored_reconsume_times(&self) -> i32 {
         self.reconsume_times
     }
     pub fn prepared_transaction_offset(&self) -> i64 {
@@ -159,7 +167,7 @@ impl MessageExt {
 
     /// A local retry counts as a reconsumption (Java increments the message's count).
     pub(crate) fn count_reconsume(&mut self) {
-        self.reconsume_times = self.reconsume_times.saturating_add(1);
+        self.local_reconsumes = self.local_reconsumes.saturating_add(1);
     }
 }
 
@@ -317,6 +325,7 @@ fn decode_one(body: &Bytes, at: usize) -> Result<(MessageExt, usize), DecodeErro
             store_timestamp,
             store_host,
             reconsume_times,
+            local_reconsumes: 0,
             prepared_transaction_offset,
             body,
             topic,

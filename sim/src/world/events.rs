@@ -118,6 +118,23 @@ impl Sim {
                     (true, 7) if !orderly => (SendMode::Async, true),
                     _ => (SendMode::Async, false),
                 };
+                // Delayed (single sends of a concurrent group) and poison messages, decided
+                // once per message: an application's re-send is the same message.
+                let (delay, poison) = if self.history.sent.contains_key(&body) {
+                    (
+                        self.history.delayed.get(&body).copied(),
+                        self.history.poison.contains(&body),
+                    )
+                } else {
+                    let delay = (!batch
+                        && !orderly
+                        && self.cfg.delay_share > 0.0
+                        && self.chance(Stream::Workload, self.cfg.delay_share))
+                    .then(|| self.between(Stream::Workload, (1, super::SIM_MAX_SEND_LEVEL)) as u32);
+                    let poison = self.cfg.poison_share > 0.0
+                        && self.chance(Stream::Workload, self.cfg.poison_share);
+                    (delay, poison)
+                };
                 let bodies: Vec<String> = if batch {
                     (0..3)
                         .map(|i| {
@@ -144,6 +161,9 @@ impl Sim {
                         let mut msg = Message::new(topic_of(n), payload);
                         msg.tags = Some(tag.to_string());
                         msg.keys = vec![format!("k{}", body.replace('.', "-"))];
+                        if let Some(level) = delay {
+                            msg = msg.with_delay_level(level);
+                        }
                         msg
                     })
                     .collect();
@@ -159,6 +179,12 @@ impl Sim {
                         p.send(msgs.pop().expect("one message"), mode, now)
                     };
                     for body in &bodies {
+                        if let Some(level) = delay {
+                            self.history.delayed.insert(body.clone(), level);
+                        }
+                        if poison {
+                            self.history.poison.insert(body.clone());
+                        }
                         self.history.sent_at.entry(body.clone()).or_insert(self.now);
                         self.history.sent.entry(body.clone()).or_insert(None);
                         self.history.tags.insert(body.clone(), tag.to_string());

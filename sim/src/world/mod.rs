@@ -16,7 +16,7 @@ use rockfish_core::producer::{
     Message, Producer, ProducerConfig, ProducerEvent, SendId, SendMode, SendStatus,
 };
 use rockfish_store::config::{self, TopicConfig, TopicConfigTable};
-use rockfish_store::{FaultPlan, MemDisk, MessageStore, StoreConfig, SyncWork};
+use rockfish_store::{FaultPlan, MemDisk, MessageStore, SyncWork};
 
 use crate::config::{Fault, FaultAt, Faults, SimConfig};
 use crate::harness::fabric::{Fabric, Node, Routed, unframe};
@@ -101,8 +101,32 @@ enum Stream {
     ClientCrash,
     /// Clock steps at restarts.
     Clock,
+    /// Which messages are delayed (and by which level) and which are poison.
+    Workload,
 }
-const STREAMS: usize = 14;
+const STREAMS: usize = 15;
+
+/// The simulated brokers' delay levels: level n waits n seconds (a retry after k
+/// reconsumptions takes level 3 + k: 3 s, 4 s, …), so retries and dead letters happen
+/// within a run.
+pub const SIM_DELAY_LEVELS_MS: [i64; 18] = [
+    1_000, 2_000, 3_000, 4_000, 5_000, 6_000, 7_000, 8_000, 9_000, 10_000, 11_000, 12_000, 13_000,
+    14_000, 15_000, 16_000, 17_000, 18_000,
+];
+/// Delayed sends draw a level from 1 to this.
+pub const SIM_MAX_SEND_LEVEL: u64 = 4;
+
+/// The clustering group's name (its retry topic is `%RETRY%SimConsumers`, its dead letters
+/// go to `%DLQ%SimConsumers`).
+pub const CLUSTERING_GROUP: &str = "SimConsumers";
+
+/// The store geometry and delay levels of every simulated broker.
+pub fn sim_store_config() -> rockfish_store::StoreConfig {
+    rockfish_store::StoreConfig {
+        delay_levels_ms: SIM_DELAY_LEVELS_MS.to_vec(),
+        ..rockfish_store::StoreConfig::simulated()
+    }
+}
 
 /// A partition: frames from `a` to `b` are lost (and from `b` to `a` if `both_ways`).
 #[derive(Debug, Clone)]
@@ -239,6 +263,12 @@ pub struct Delivery {
     pub offset: u64,
     /// The application consumed it (else it asked for it again later).
     pub consumed: bool,
+    /// How many times it had been reconsumed (its record's reconsumeTimes).
+    pub reconsumed: i32,
+    /// The broker's store timestamp of the record delivered (its clock when it stored it).
+    pub stored_ts: i64,
+    /// It reached its topic through the schedule topic (it carries REAL_TOPIC).
+    pub via_schedule: bool,
 }
 
 impl Delivery {
@@ -255,6 +285,9 @@ impl Delivery {
             queue: 0,
             offset: 0,
             consumed: true,
+            reconsumed: 0,
+            stored_ts: 0,
+            via_schedule: false,
         }
     }
 
@@ -364,6 +397,16 @@ pub struct History {
     /// Reads of consume queue bytes that came back with a bit flipped, over every broker's
     /// disk and the whole run.
     pub queue_bitflips: u64,
+    /// body -> the delay level it was sent with.
+    pub delayed: BTreeMap<String, u32>,
+    /// Bodies the clustering group's application fails every time.
+    pub poison: BTreeSet<String>,
+    /// What the running brokers' schedule topics hold at the end: (broker, body) -> each
+    /// record's (store timestamp, delay level, reconsume times).
+    pub scheduled: BTreeMap<(String, String), Vec<(i64, u32, i32)>>,
+    /// What the running brokers' dead-letter topics hold at the end: (broker, group's topic,
+    /// body, reconsume times).
+    pub dead_letters: Vec<(String, String, String, i32)>,
 }
 
 /// The end of a run.
@@ -477,6 +520,9 @@ impl Sites {
             ),
             (cfg.bugs.tag_codes_wrong, "broker.tag-codes-wrong"),
             (cfg.bugs.namesrv_never_expires, "namesrv.never-expires"),
+            (cfg.bugs.delay_early, "broker.schedule-early"),
+            (cfg.bugs.retry_undelayed, "broker.retry-undelayed"),
+            (cfg.bugs.dlq_early, "broker.dlq-early"),
         ];
         for (on, name) in bugs {
             if on {
@@ -517,7 +563,7 @@ fn consumer_config(cfg: &SimConfig, i: usize, group: Group, seed: u64) -> Consum
         }
         Group::Clustering => {
             let orderly = cfg.orderly && !cfg.bugs.orderly_as_concurrent;
-            ("SimConsumers", MessageModel::Clustering, orderly, "*")
+            (CLUSTERING_GROUP, MessageModel::Clustering, orderly, "*")
         }
         Group::Tagged => (
             "SimTagged",
@@ -537,6 +583,10 @@ fn consumer_config(cfg: &SimConfig, i: usize, group: Group, seed: u64) -> Consum
         model,
         orderly,
         consume_from: ConsumeFrom::FirstOffset,
+        max_reconsume_times: match group {
+            Group::Clustering => cfg.max_reconsume_times,
+            _ => -1,
+        },
         seed,
         ..ConsumerConfig::default()
     }
@@ -838,6 +888,7 @@ impl Sim {
         }
         self.record_routes();
         self.record_stored();
+        self.record_retries();
         for b in self.broker_nodes() {
             if let Node::Broker { disk, .. } = &self.fabric.nodes[b] {
                 self.history.queue_bitflips += disk.stats().queue_bitflips;

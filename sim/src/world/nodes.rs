@@ -42,7 +42,7 @@ impl Sim {
         else {
             unreachable!()
         };
-        let started = MessageStore::open(disk.clone(), StoreConfig::simulated(), clock)
+        let started = MessageStore::open(disk.clone(), super::sim_store_config(), clock)
             .map_err(|e| format!("recovery failed: {e}"))
             .and_then(|(store, report)| {
                 Broker::new(config, store, clock)
@@ -310,8 +310,10 @@ impl Sim {
             for (i, body) in bodies.into_iter().enumerate() {
                 let line = format!("t={} sent {body} {:?} by {node}", self.now, status);
                 self.log(line);
+                // A delayed send's offset is its place in the schedule topic, not in its topic.
                 if let Ok(r) = &result
                     && r.status == SendStatus::SendOk
+                    && !self.history.delayed.contains_key(&body)
                 {
                     // A batch's messages take consecutive offsets from the first.
                     let slot = (
@@ -336,7 +338,8 @@ impl Sim {
                 let name = payload.split(|b| *b == b'#').next().unwrap_or_default();
                 let body = String::from_utf8_lossy(name).into_owned();
                 // The application consumes it, or now and then asks for it again later.
-                let consumed = !self.chance(Stream::App, self.cfg.reconsume_share);
+                let consumed = !self.chance(Stream::App, self.cfg.reconsume_share)
+                    && !(group == Group::Clustering && self.history.poison.contains(&body));
                 let line = format!(
                     "t={} deliver c{} {body} {}/q{}@{}{}",
                     self.now,
@@ -361,6 +364,9 @@ impl Sim {
                     queue: mq.queue_id,
                     offset: m.queue_offset(),
                     consumed,
+                    reconsumed: m.stored_reconsume_times(),
+                    stored_ts: m.store_timestamp(),
+                    via_schedule: m.property("REAL_TOPIC").is_some(),
                 });
                 let result = if consumed {
                     ConsumeResult::Success

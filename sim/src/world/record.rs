@@ -1,8 +1,69 @@
 //! What the checkers judge: every node's view of the routes and what each broker stores.
 
 use super::*;
+use rockfish_store::message_store::SCHEDULE_TOPIC;
+
+/// The name a workload message's body gives it (the part before its padding).
+fn body_name(payload: &[u8]) -> String {
+    let name = payload.split(|b| *b == b'#').next().unwrap_or_default();
+    String::from_utf8_lossy(name).into_owned()
+}
 
 impl Sim {
+    /// What each running broker holds in its schedule topic and its dead-letter topics at the
+    /// end: what the delay and dead-letter checkers hold deliveries against.
+    pub(super) fn record_retries(&mut self) {
+        let dlq = format!(
+            "{}{}",
+            rockfish_core::protocol::topics::DLQ_GROUP_TOPIC_PREFIX,
+            CLUSTERING_GROUP
+        );
+        for node in self.broker_nodes() {
+            let Node::Broker {
+                machine: Some(b), ..
+            } = &self.fabric.nodes[node]
+            else {
+                continue;
+            };
+            let name = b.config().broker_name.clone();
+            let store = b.store();
+            let queues: Vec<(String, u32)> = store
+                .queue_ids()
+                .filter(|(t, _)| *t == SCHEDULE_TOPIC || *t == dlq)
+                .map(|(t, q)| (t.to_string(), q))
+                .collect();
+            for (topic, q) in queues {
+                let mut offset = store.min_offset(&topic, q);
+                while offset < store.max_offset(&topic, q) {
+                    let Ok(got) = store.get(&topic, q, offset, 256, usize::MAX, &|_| true) else {
+                        break; // store-consistent judges unreadable queues
+                    };
+                    for m in &got.messages {
+                        let body = body_name(&m.body());
+                        if topic == SCHEDULE_TOPIC {
+                            self.history
+                                .scheduled
+                                .entry((name.clone(), body))
+                                .or_default()
+                                .push((m.store_timestamp(), q + 1, m.reconsume_times()));
+                        } else {
+                            self.history.dead_letters.push((
+                                name.clone(),
+                                topic.clone(),
+                                body,
+                                m.reconsume_times(),
+                            ));
+                        }
+                    }
+                    if got.next_offset <= offset {
+                        break;
+                    }
+                    offset = got.next_offset;
+                }
+            }
+        }
+    }
+
     /// Every live node's view of each topic's route, and which brokers host each topic.
     pub(super) fn record_routes(&mut self) {
         let mut views = Vec::new();
@@ -156,7 +217,7 @@ impl Sim {
             // What a power loss right now would leave: recovery must find at least what the
             // broker believes flushed (SYNC_FLUSH acknowledged sends up to there).
             let image = disk.durable_image();
-            match MessageStore::open(image, StoreConfig::simulated(), self.local(node)) {
+            match MessageStore::open(image, super::sim_store_config(), self.local(node)) {
                 Ok((_, report)) if report.log_end < flushed => problems.push(format!(
                     "a power loss now would keep {} bytes of the log, but {flushed} are \
                      believed flushed",
