@@ -195,6 +195,8 @@ pub struct Bugs {
     pub retry_undelayed: bool,
     /// Brokers make a failing message a dead letter one reconsumption early.
     pub dlq_early: bool,
+    /// Brokers never make a failing message a dead letter: it is retried forever.
+    pub dlq_never: bool,
 }
 
 impl Bugs {

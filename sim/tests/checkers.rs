@@ -295,3 +295,64 @@ fn routes_checker_catches_a_name_server_that_never_expires_a_lost_broker() {
     // good closes no connection, so only expiry (120 s) takes it out of the routes.
     catches(LOST, &["routes-converge"], 2);
 }
+
+const DELAYED: &str = r#"
+name = "delay-broken"
+[topology]
+consumers = 2
+[workload]
+topic_created = true
+messages = 100
+delay_share = 0.5
+[bugs]
+delay_early = true
+"#;
+
+#[test]
+fn delay_checker_catches_a_broker_that_delivers_delayed_messages_early() {
+    // The broken machine: the schedule service delivers each entry half its delay early.
+    catches(DELAYED, &["delay-not-early"], 2);
+}
+
+const RETRIES: &str = r#"
+name = "retry-broken"
+[topology]
+consumers = 2
+[workload]
+topic_created = true
+messages = 100
+poison_share = 0.1
+max_reconsume_times = 2
+[bugs]
+"#;
+
+#[test]
+fn delay_checker_catches_a_broker_that_retries_without_backoff() {
+    // The broken machine: a sent-back message goes straight into the retry topic.
+    catches(
+        &format!("{RETRIES}retry_undelayed = true\n"),
+        &["delay-not-early"],
+        2,
+    );
+}
+
+#[test]
+fn dead_letter_checker_catches_a_broker_that_gives_up_one_retry_early() {
+    // The broken machine: a message becomes a dead letter after max_reconsume_times - 1
+    // reconsumptions.
+    catches(
+        &format!("{RETRIES}dlq_early = true\n"),
+        &["dead-letter-exact"],
+        2,
+    );
+}
+
+#[test]
+fn dead_letter_checker_catches_a_broker_that_never_gives_up() {
+    // The broken machine: a failing message is retried forever, never a dead letter.
+    catches(
+        &format!("{RETRIES}dlq_never = true\n"),
+        &["dead-letter-exact"],
+        2,
+    );
+}

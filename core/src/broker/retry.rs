@@ -227,7 +227,11 @@ impl<D: Disk> Broker<D> {
             _ => group_max,
         };
         // A deliberately broken broker (one reconsumption short), for the simulator's checkers.
-        let max = max - crate::buggify::bug("broker.dlq-early") as i32;
+        let max = if crate::buggify::bug("broker.dlq-never") {
+            i32::MAX
+        } else {
+            max - crate::buggify::bug("broker.dlq-early") as i32
+        };
         let reconsume = rec.reconsume_times();
         let origin = origin_msg_id
             .or_else(|| {

@@ -523,6 +523,7 @@ impl Sites {
             (cfg.bugs.delay_early, "broker.schedule-early"),
             (cfg.bugs.retry_undelayed, "broker.retry-undelayed"),
             (cfg.bugs.dlq_early, "broker.dlq-early"),
+            (cfg.bugs.dlq_never, "broker.dlq-never"),
         ];
         for (on, name) in bugs {
             if on {
