@@ -131,7 +131,15 @@ fn shrink_keeps_the_faults_that_matter_and_the_shrunk_file_replays_the_failure()
     let shrunk = shrink(&cfg).expect("it fails, so it shrinks");
     assert_eq!(shrunk.invariant, "acked-durable-not-lost");
     let s = &shrunk.config;
-    assert_eq!(s.faults.drop, 0.0, "{:?}", shrunk.steps);
+    // Drops draw from the network's one stream: removing them all may move the frames the
+    // loss depends on; halving must still take them down to a trace.
+    assert!(
+        s.faults.drop <= cfg.faults.drop / 8.0,
+        "{} of {}: {:?}",
+        s.faults.drop,
+        cfg.faults.drop,
+        shrunk.steps
+    );
     assert_eq!(s.faults.duplicate, 0.0);
     assert_eq!(s.faults.partition_per_sec, 0.0);
     // (Disk faults draw from the disk's one stream: removing one may move the torn pages the
