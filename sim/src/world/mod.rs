@@ -332,6 +332,10 @@ pub struct RouteView {
     pub brokers: Vec<String>,
 }
 
+/// A schedule topic record at the end of a run: (store timestamp, delay level, reconsume
+/// times).
+pub type Scheduled = (i64, u32, i32);
+
 /// A broker crash or power loss.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CrashRecord {
@@ -403,7 +407,7 @@ pub struct History {
     pub poison: BTreeSet<String>,
     /// What the running brokers' schedule topics hold at the end: (broker, body) -> each
     /// record's (store timestamp, delay level, reconsume times).
-    pub scheduled: BTreeMap<(String, String), Vec<(i64, u32, i32)>>,
+    pub scheduled: BTreeMap<(String, String), Vec<Scheduled>>,
     /// What the running brokers' dead-letter topics hold at the end: (broker, group's topic,
     /// body, reconsume times).
     pub dead_letters: Vec<(String, String, String, i32)>,

@@ -338,8 +338,9 @@ impl Sim {
                 let name = payload.split(|b| *b == b'#').next().unwrap_or_default();
                 let body = String::from_utf8_lossy(name).into_owned();
                 // The application consumes it, or now and then asks for it again later.
-                let consumed = !self.chance(Stream::App, self.cfg.reconsume_share)
-                    && !(group == Group::Clustering && self.history.poison.contains(&body));
+                let asked_again = self.chance(Stream::App, self.cfg.reconsume_share);
+                let poison = group == Group::Clustering && self.history.poison.contains(&body);
+                let consumed = !asked_again && !poison;
                 let line = format!(
                     "t={} deliver c{} {body} {}/q{}@{}{}",
                     self.now,
