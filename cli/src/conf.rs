@@ -130,6 +130,17 @@ pub fn parse(text: &str) -> Result<BrokerConf, String> {
                 }
             },
             "autoCreateTopicEnable" => broker.auto_create_topic = parse_bool(key, v)?,
+            "timerWheelEnable" => broker.timer_wheel_enable = parse_bool(key, v)?,
+            "timerMaxDelaySec" => {
+                broker.timer_max_delay_sec = v
+                    .parse()
+                    .map_err(|_| format!("broker.conf: {key}={v}: expected seconds"))?
+            }
+            "timerPrecisionMs" => {
+                broker.timer_precision_ms = v
+                    .parse()
+                    .map_err(|_| format!("broker.conf: {key}={v}: expected milliseconds"))?
+            }
             "autoCreateSubscriptionGroup" => {
                 broker.auto_create_subscription_group = parse_bool(key, v)?
             }

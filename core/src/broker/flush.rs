@@ -73,6 +73,7 @@ impl<D: Disk> Broker<D> {
         self.request_flush();
         self.wake_durable_pulls(now);
         self.schedule_flushed();
+        self.wheel_flushed();
     }
 
     /// A flush failed: the store stops taking writes, and every waiting send gets an error

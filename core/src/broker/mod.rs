@@ -27,7 +27,9 @@ mod registration;
 mod retry;
 pub use retry::DLQ_QUEUES;
 mod schedule;
+mod timer;
 pub use schedule::RETRY_AFTER_FAILURE_MS as SCHEDULE_RETRY_MS;
+pub use timer::{TIMER_WHEEL_FILE, TimerWheelFile, timer_property};
 mod send;
 mod timers;
 mod topics;
@@ -107,6 +109,13 @@ pub struct BrokerConfig {
     pub seed: u64,
     /// Caps on what outside input can grow (see `BrokerLimits`).
     pub limits: BrokerLimits,
+    /// RocketMQ 5 timer messages (TIMER_DELIVER_MS / TIMER_DELAY_SEC / TIMER_DELAY_MS):
+    /// timerWheelEnable.
+    pub timer_wheel_enable: bool,
+    /// The furthest a timer message may be set into the future (timerMaxDelaySec).
+    pub timer_max_delay_sec: u64,
+    /// Delivery times are rounded up to a multiple of this (timerPrecisionMs).
+    pub timer_precision_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -134,6 +143,9 @@ impl Default for BrokerConfig {
             max_pull_messages: 32,
             seed: 0,
             limits: BrokerLimits::default(),
+            timer_wheel_enable: true,
+            timer_max_delay_sec: 3 * 24 * 3600,
+            timer_precision_ms: 1_000,
         }
     }
 }
@@ -227,6 +239,20 @@ impl BrokerConfig {
                 self.max_pull_bytes
             ),
         );
+        check(
+            (1..=10 * 365 * 24 * 3600).contains(&self.timer_max_delay_sec),
+            format!(
+                "timerMaxDelaySec={}: must be 1 s to 10 years",
+                self.timer_max_delay_sec
+            ),
+        );
+        check(
+            (1..=60_000).contains(&self.timer_precision_ms),
+            format!(
+                "timerPrecisionMs={}: must be 1 to 60000 ms",
+                self.timer_precision_ms
+            ),
+        );
         if problems.is_empty() {
             Ok(())
         } else {
@@ -286,6 +312,8 @@ pub struct Broker<D: Disk> {
     schedule: schedule::Schedule,
     /// Subscription groups (subscriptionGroup.json).
     groups: groups::SubscriptionGroups,
+    /// Timer messages: the timing wheel.
+    wheel: timer::TimerWheel,
 }
 
 impl<D: Disk> Broker<D> {
@@ -319,6 +347,7 @@ impl<D: Disk> Broker<D> {
             // clients see.
             if topic != OFFSET_JOURNAL_TOPIC
                 && topic != rockfish_store::message_store::SCHEDULE_TOPIC
+                && topic != rockfish_store::message_store::TIMER_TOPIC
                 && !topics.contains(topic)
             {
                 let n = restored.entry(topic.to_string()).or_insert(0);
@@ -338,6 +367,13 @@ impl<D: Disk> Broker<D> {
         let (mut offsets, replayed) = offsets::load(&store)?;
         // The delay service's progress records leave the table here (see schedule.rs).
         let schedule = schedule::Schedule::load(&store, &mut offsets)?;
+        let wheel = timer::TimerWheel::load(
+            &store,
+            &mut offsets,
+            config.timer_max_delay_sec.saturating_mul(1000),
+            config.timer_precision_ms,
+            now,
+        )?;
         if replayed > 0 {
             tracing::info!(
                 replayed,
@@ -362,7 +398,20 @@ impl<D: Disk> Broker<D> {
         let delays_waiting = store
             .queue_ids()
             .any(|(topic, _)| topic == rockfish_store::message_store::SCHEDULE_TOPIC);
+        let timers_waiting = store
+            .queue_ids()
+            .any(|(topic, _)| topic == rockfish_store::message_store::TIMER_TOPIC);
         let groups = groups::SubscriptionGroups::load(&store)?;
+        // A new wheel's file is written before any timer is stored: a restart must find the
+        // watermark it started from, or it would take every stored timer for delivered.
+        if store
+            .disk()
+            .read_file(timer::TIMER_WHEEL_FILE)
+            .map_err(StoreError::from)?
+            .is_none()
+        {
+            config::save(store.disk_mut(), timer::TIMER_WHEEL_FILE, &wheel.file())?;
+        }
         let rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
         let first_start = store.fresh();
         let mut broker = Broker {
@@ -395,6 +444,9 @@ impl<D: Disk> Broker<D> {
                 if delays_waiting {
                     t.set(Timer::Schedule, now);
                 }
+                if timers_waiting {
+                    t.set(Timer::Wheel, now);
+                }
                 t
             },
             registrations_unanswered: BTreeSet::new(),
@@ -404,6 +456,7 @@ impl<D: Disk> Broker<D> {
             persists: persist::PersistTable::new(now),
             schedule,
             groups,
+            wheel,
             config,
         };
         if restored_any {
@@ -579,6 +632,7 @@ impl<D: Disk> Broker<D> {
             );
             self.persist_offsets();
             self.persist_delay_offsets();
+            self.persist_wheel();
         }
         if self.timers.due(Timer::ClientScan, now) {
             self.timers
@@ -590,6 +644,9 @@ impl<D: Disk> Broker<D> {
         }
         if self.timers.due(Timer::Schedule, now) {
             self.deliver_delayed(now);
+        }
+        if self.timers.due(Timer::Wheel, now) {
+            self.run_wheel(now);
         }
     }
 

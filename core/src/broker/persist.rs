@@ -38,6 +38,7 @@ pub(super) enum PersistKind {
     Offsets,
     DelayOffsets,
     Groups,
+    Wheel,
 }
 
 impl PersistKind {
@@ -155,6 +156,11 @@ impl<D: Disk> Broker<D> {
             }
             (PersistKind::Offsets, Ok(())) | (PersistKind::DelayOffsets, Ok(())) => {}
             (PersistKind::Groups, Ok(())) => self.write_groups(),
+            (PersistKind::Wheel, Ok(())) => {}
+            (PersistKind::Wheel, Err(e)) => {
+                tracing::error!(error = %e, "writing timerWheel.json failed; will retry");
+                self.wheel_write_failed();
+            }
             (PersistKind::Groups, Err(e)) => {
                 tracing::error!(error = %e, "writing subscriptionGroup.json failed; will retry");
                 self.groups_write_failed();
@@ -203,6 +209,12 @@ impl<D: Disk> Broker<D> {
             self.store.disk_mut(),
             config::SUBSCRIPTION_GROUPS_FILE,
             &groups,
+        )?;
+        let wheel = self.wheel_at_shutdown();
+        config::save(
+            self.store.disk_mut(),
+            super::timer::TIMER_WHEEL_FILE,
+            &wheel,
         )?;
         let delays = self.delay_offsets_at_shutdown();
         config::save(self.store.disk_mut(), config::DELAY_OFFSETS_FILE, &delays)?;

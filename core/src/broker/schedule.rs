@@ -342,7 +342,7 @@ impl<D: Disk> Broker<D> {
 
     /// The real topic's queue count, creating the topic if it went away meanwhile (a delayed
     /// message outlives a deleted topic, as in Apache, whose store does not check).
-    fn topic_for_delivery(&mut self, topic: &str, qid: u32, now: u64) -> u32 {
+    pub(super) fn topic_for_delivery(&mut self, topic: &str, qid: u32, now: u64) -> u32 {
         if let Some(t) = self.topics.get(topic) {
             return t.write_queue_nums;
         }

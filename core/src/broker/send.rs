@@ -2,7 +2,7 @@
 
 use rand::Rng;
 use rockfish_store::config::TopicConfig;
-use rockfish_store::message_store::{SCHEDULE_TOPIC, validate_topic};
+use rockfish_store::message_store::{SCHEDULE_TOPIC, TIMER_TOPIC, validate_topic};
 use rockfish_store::record::{EncodeError, StoreMessage};
 use rockfish_store::{DiskError, StoreError};
 
@@ -136,7 +136,10 @@ impl<D: Disk> Broker<D> {
         if let Err(e) = validate_topic(h.topic) {
             return refuse(response::SYSTEM_ERROR, e.to_string());
         }
-        if h.topic == super::OFFSET_JOURNAL_TOPIC || h.topic == SCHEDULE_TOPIC {
+        if h.topic == super::OFFSET_JOURNAL_TOPIC
+            || h.topic == SCHEDULE_TOPIC
+            || h.topic == TIMER_TOPIC
+        {
             // As Apache refuses sends to its system topics.
             return refuse(
                 response::NO_PERMISSION,
@@ -229,24 +232,54 @@ impl<D: Disk> Broker<D> {
         } else {
             self.delay_of(h.properties, h.sys_flag)
         };
+        // A timer message (RocketMQ 5): stored in the timing wheel's bucket queue until due.
+        let timer = if delay.is_some() || h.batch || dlq.is_some() {
+            None
+        } else {
+            match self.timer_due(h.properties, now) {
+                Ok(Some(_)) if !self.config.timer_wheel_enable => {
+                    return refuse(
+                        response::SYSTEM_ERROR,
+                        "timer messages are off on this broker (timerWheelEnable=false)".into(),
+                    );
+                }
+                Ok(due) => due,
+                Err(remark) => return refuse(response::MESSAGE_ILLEGAL, remark),
+            }
+        };
         let mut delayed_props = Vec::new();
-        let (store_topic, store_queue, properties) = match delay {
-            Some(level) => {
-                // DELAY written as the level used (clamped, or chosen for a retry): the store
-                // computes the delivery time from it.
-                let (real_qid, level_s) = (queue_id.to_string(), level.to_string());
+        let (store_topic, store_queue, properties) = match (delay, timer) {
+            (None, Some(due)) => {
+                let (real_qid, due_s) = (queue_id.to_string(), due.to_string());
                 let add = [
-                    (crate::message::property::DELAY, level_s.as_str()),
+                    (super::timer_property::OUT_MS, due_s.as_str()),
                     (crate::message::property::REAL_TOPIC, h.topic),
                     (crate::message::property::REAL_QID, real_qid.as_str()),
                 ];
                 delayed_props =
                     crate::message::rewrite_properties(h.properties.as_bytes(), &[], &add);
-                (SCHEDULE_TOPIC, level - 1, delayed_props.as_slice())
+                (TIMER_TOPIC, self.timer_queue(due), delayed_props.as_slice())
             }
-            None => (h.topic, queue_id, h.properties.as_bytes()),
+            (delay, _) => match delay {
+                Some(level) => {
+                    // DELAY written as the level used (clamped, or chosen for a retry): the store
+                    // computes the delivery time from it.
+                    let (real_qid, level_s) = (queue_id.to_string(), level.to_string());
+                    let add = [
+                        (crate::message::property::DELAY, level_s.as_str()),
+                        (crate::message::property::REAL_TOPIC, h.topic),
+                        (crate::message::property::REAL_QID, real_qid.as_str()),
+                    ];
+                    delayed_props =
+                        crate::message::rewrite_properties(h.properties.as_bytes(), &[], &add);
+                    (SCHEDULE_TOPIC, level - 1, delayed_props.as_slice())
+                }
+                None => (h.topic, queue_id, h.properties.as_bytes()),
+            },
         };
-        if delay.is_some() && delayed_props.len() > rockfish_store::record::MAX_PROPERTIES_LEN / 2 {
+        if (delay.is_some() || timer.is_some())
+            && delayed_props.len() > rockfish_store::record::MAX_PROPERTIES_LEN / 2
+        {
             return refuse(
                 response::MESSAGE_ILLEGAL,
                 format!(
@@ -333,7 +366,10 @@ impl<D: Disk> Broker<D> {
             )
             .with_ext("MSG_REGION", "DefaultRegion")
             .with_ext("TRACE_ON", "true");
-        if let Some(level) = delay {
+        if let Some(due) = timer {
+            let (queue, first) = (store_queue, put.first);
+            self.timer_stored(due, queue, first.queue_offset, first.offset);
+        } else if let Some(level) = delay {
             let wait = self.store.config().delay_levels_ms[level as usize - 1].max(0) as u64;
             self.schedule_stored(now + wait);
         } else if self.visible_on_append() {

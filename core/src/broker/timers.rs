@@ -22,9 +22,11 @@ pub(super) enum Timer {
     ClientScan,
     /// The earliest delayed message falls due (or a delivery is tried again).
     Schedule,
+    /// The timing wheel: the next timer message falls due, or the next window loads.
+    Wheel,
 }
 
-const TIMERS: usize = 8;
+const TIMERS: usize = 9;
 
 #[derive(Debug, Default)]
 pub(super) struct Timers {

@@ -28,6 +28,9 @@ pub use store_config::{
 
 /// RocketMQ's schedule topic: delay messages wait here, tag code = delivery time.
 pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
+/// RocketMQ 5's timer topic: timer messages wait here, tag code = delivery time
+/// (TIMER_OUT_MS), one queue per bucket of the broker's timing wheel.
+pub const TIMER_TOPIC: &str = "rmq_sys_wheel_timer";
 const TRANSACTION_TYPE_MASK: i32 = 0x3 << 2;
 const TRANSACTION_PREPARED: i32 = 0x1 << 2;
 const TRANSACTION_ROLLBACK: i32 = 0x3 << 2;
@@ -456,12 +459,20 @@ fn queue_mut<'a>(
 struct PropertyScan<'a> {
     tags: Option<&'a [u8]>,
     delay_level: Option<&'a [u8]>,
+    timer_out: Option<&'a [u8]>,
 }
 
 impl PropertyScan<'_> {
     /// The consume queue tag code: Java's hashCode of TAGS; for the schedule topic, the
     /// delivery time (RocketMQ's trick so the delay service can scan by time).
     fn tags_code(&self, config: &StoreConfig, topic: &str, store_timestamp: i64) -> i64 {
+        if topic == TIMER_TOPIC {
+            return self
+                .timer_out
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .unwrap_or(store_timestamp);
+        }
         if topic == SCHEDULE_TOPIC {
             let level = self
                 .delay_level
@@ -484,6 +495,7 @@ fn scan_properties<'a>(properties: &'a [u8], keys: &mut Vec<(usize, usize)>) -> 
     let mut scan = PropertyScan {
         tags: None,
         delay_level: None,
+        timer_out: None,
     };
     let first_key = keys.len();
     let base = properties.as_ptr() as usize;
@@ -491,6 +503,7 @@ fn scan_properties<'a>(properties: &'a [u8], keys: &mut Vec<(usize, usize)>) -> 
         match name {
             b"TAGS" => scan.tags = Some(value),
             b"DELAY" => scan.delay_level = Some(value),
+            b"TIMER_OUT_MS" => scan.timer_out = Some(value),
             b"KEYS" if std::str::from_utf8(value).is_ok() => {
                 let at = value.as_ptr() as usize - base;
                 let mut start = 0;
