@@ -230,3 +230,34 @@ fn memory_holds_what_is_due_soon_not_what_is_pending() {
         assert!(r.store_timestamp() as u64 >= due, "never early");
     }
 }
+
+#[test]
+fn a_timer_sent_after_the_clock_went_back_is_not_lost_to_the_watermark() {
+    let mut h = H::new();
+    h.send_timer("first", ("TIMER_DELAY_SEC", "1"));
+    h.run_to(T0 + 60_000); // the watermark reaches T0 + 60 s
+    let disk = h.disk.clone();
+    disk.crash();
+    // Back with a clock an hour behind: a 5 s timer is due before the watermark.
+    let back = T0 - 3_600_000;
+    let mut h = H::start(config(), disk, back);
+    assert_eq!(
+        h.send_timer("late", ("TIMER_DELAY_SEC", "5")).code,
+        response::SUCCESS
+    );
+    h.run_to(back + 1_000);
+    let disk = h.disk.clone();
+    disk.crash(); // before it is due: the restart must still find it
+    let mut h = H::start(config(), disk, back + 2_000);
+    h.run_to(T0 + 61_000);
+    let got: Vec<String> = h
+        .real()
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body()).into_owned())
+        .collect();
+    assert_eq!(
+        got,
+        vec!["first", "late"],
+        "delivered once, at the latest once the clock is back where it was"
+    );
+}

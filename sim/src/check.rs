@@ -579,11 +579,9 @@ fn check_settled(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
     let mut first = BTreeSet::new();
     let mut max = None;
     // A delayed message's latency is its delay's (judged by `check_delays`).
-    for d in h
-        .delivered
-        .iter()
-        .filter(|d| settled(&d.body) && !h.delayed.contains_key(&d.body))
-    {
+    for d in h.delivered.iter().filter(|d| {
+        settled(&d.body) && !h.delayed.contains_key(&d.body) && !h.timers.contains_key(&d.body)
+    }) {
         let key = (d.receiver(), d.body.as_str());
         if consumed.contains(&key) {
             report.violations.push(Violation::SettledDuplicate {
@@ -632,6 +630,24 @@ fn check_delays(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
     for d in &h.delivered {
         let retry = rockfish_core::protocol::topics::is_retry_topic(&d.topic);
         let delayed_send = d.reconsumed == 0 && h.delayed.contains_key(&d.body);
+        let timer = !retry && d.reconsumed == 0 && h.timers.contains_key(&d.body);
+        if timer {
+            // Its due time travels with it, by the broker's clock that set it.
+            let early = match d.timer_due {
+                Some(due) => d.stored_ts < due,
+                None => true,
+            };
+            if early || !d.via_schedule {
+                report.violations.push(Violation::DelayedEarly {
+                    body: d.body.clone(),
+                    broker: d.broker.clone(),
+                    reconsumed: d.reconsumed,
+                    stored_ts: d.stored_ts,
+                    due: d.timer_due,
+                });
+            }
+            continue;
+        }
         if !retry && !delayed_send {
             continue;
         }

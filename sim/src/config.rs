@@ -28,6 +28,8 @@ pub struct SimConfig {
     pub reconsume_share: f64,
     /// Chance a message is sent with a delay level (1 to 4 of the simulated levels).
     pub delay_share: f64,
+    /// Chance a message (not delayed) is a timer message, due 0.5 to 5 s after it is stored.
+    pub timer_share: f64,
     /// Chance a message is poison: the clustering group's application fails it every time,
     /// so it is retried behind its backoff until it is a dead letter.
     pub poison_share: f64,
@@ -129,6 +131,7 @@ impl SimConfig {
             mixed_sends: false,
             reconsume_share: 0.0,
             delay_share: 0.0,
+            timer_share: 0.0,
             poison_share: 0.0,
             max_reconsume_times: -1,
             body_bytes: 0,
@@ -191,6 +194,8 @@ pub struct Bugs {
     pub namesrv_never_expires: bool,
     /// Brokers deliver delayed messages half their delay early.
     pub delay_early: bool,
+    /// Brokers deliver timer messages a second early.
+    pub timer_early: bool,
     /// Brokers store a sent-back message straight into its retry topic, with no backoff.
     pub retry_undelayed: bool,
     /// Brokers make a failing message a dead letter one reconsumption early.

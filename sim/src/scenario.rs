@@ -211,6 +211,8 @@ pub struct Workload {
     /// Chance a message is sent with a delay level (1 to 4 of the simulated levels, 1 s each
     /// step: see `world::SIM_DELAY_LEVELS_MS`).
     pub delay_share: Bound<f64>,
+    /// Chance a message (not delayed) is a timer message (TIMER_DELAY_MS, 0.5 to 5 s).
+    pub timer_share: Bound<f64>,
     /// Chance a message is poison: the clustering group fails it every time, so it must end
     /// as a dead letter after exactly max_reconsume_times retries.
     pub poison_share: Bound<f64>,
@@ -241,6 +243,7 @@ impl Default for Workload {
             mixed_sends: false,
             reconsume_share: f(0.0),
             delay_share: f(0.0),
+            timer_share: f(0.0),
             poison_share: f(0.0),
             max_reconsume_times: -1,
             body_bytes: 0,
@@ -322,6 +325,7 @@ impl ScenarioFile {
         probabilities.push(("workload.reconsume_share", self.workload.reconsume_share));
         probabilities.push(("workload.delay_share", self.workload.delay_share));
         probabilities.push(("workload.poison_share", self.workload.poison_share));
+        probabilities.push(("workload.timer_share", self.workload.timer_share));
         if self.workload.max_reconsume_times < -1 {
             return err(format!(
                 "workload.max_reconsume_times = {}: -1 (the default) or more",
@@ -330,6 +334,7 @@ impl ScenarioFile {
         }
         if self.workload.orderly
             && (self.workload.delay_share.span().1 > 0.0
+                || self.workload.timer_share.span().1 > 0.0
                 || self.workload.poison_share.span().1 > 0.0)
         {
             return err(
@@ -422,6 +427,7 @@ impl ScenarioFile {
             reconsume_share: self.workload.reconsume_share.draw(r),
             // Drawn after everything else (below): older scenarios draw as they always did.
             delay_share: 0.0,
+            timer_share: 0.0,
             poison_share: 0.0,
             max_reconsume_times: self.workload.max_reconsume_times,
             body_bytes: self.workload.body_bytes as usize,
@@ -443,6 +449,7 @@ impl ScenarioFile {
         };
         cfg.delay_share = self.workload.delay_share.draw(r);
         cfg.poison_share = self.workload.poison_share.draw(r);
+        cfg.timer_share = self.workload.timer_share.draw(r);
         cfg
     }
 
@@ -472,6 +479,7 @@ impl ScenarioFile {
                 mixed_sends: cfg.mixed_sends,
                 reconsume_share: f(cfg.reconsume_share),
                 delay_share: f(cfg.delay_share),
+                timer_share: f(cfg.timer_share),
                 poison_share: f(cfg.poison_share),
                 max_reconsume_times: cfg.max_reconsume_times,
                 body_bytes: cfg.body_bytes as u64,

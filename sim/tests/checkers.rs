@@ -356,3 +356,21 @@ fn dead_letter_checker_catches_a_broker_that_never_gives_up() {
         2,
     );
 }
+
+const TIMERS: &str = r#"
+name = "timer-broken"
+[topology]
+consumers = 2
+[workload]
+topic_created = true
+messages = 100
+timer_share = 0.5
+[bugs]
+timer_early = true
+"#;
+
+#[test]
+fn delay_checker_catches_a_broker_that_delivers_timers_early() {
+    // The broken machine: the timing wheel delivers each timer a second early.
+    catches(TIMERS, &["delay-not-early"], 2);
+}

@@ -464,6 +464,11 @@ impl<D: Disk> Broker<D> {
             broker.persists.topics_dirty = true;
             broker.write_topics();
         }
+        // The snapshot anchored above compacted the journal: the delay levels' and the timing
+        // wheel's progress records are journaled again past it (after everything recovery
+        // kept, so whatever of them survives, what they cover survived too).
+        broker.journal_schedule_progress(now);
+        broker.journal_wheel_progress(now);
         broker.register_all(now);
         Ok(broker)
     }

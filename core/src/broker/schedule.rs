@@ -299,6 +299,16 @@ impl<D: Disk> Broker<D> {
         }
     }
 
+    /// Journals every level's progress (at start, after the journal was compacted).
+    pub(super) fn journal_schedule_progress(&mut self, now: u64) {
+        let next: Vec<(u32, u64)> = self.schedule.next.iter().map(|(l, o)| (*l, *o)).collect();
+        for (level, offset) in next {
+            if offset > 0 {
+                self.journal_offset(SCHEDULE_TOPIC, DELAY_PROGRESS_GROUP, level - 1, offset, now);
+            }
+        }
+    }
+
     /// Moves deliveries the flush made durable into what delayOffset.json may say.
     pub(super) fn schedule_flushed(&mut self) {
         let flushed = self.store.flushed();

@@ -120,9 +120,10 @@ impl Sim {
                 };
                 // Delayed (single sends of a concurrent group) and poison messages, decided
                 // once per message: an application's re-send is the same message.
-                let (delay, poison) = if self.history.sent.contains_key(&body) {
+                let (delay, timer, poison) = if self.history.sent.contains_key(&body) {
                     (
                         self.history.delayed.get(&body).copied(),
+                        self.history.timers.get(&body).copied(),
                         self.history.poison.contains(&body),
                     )
                 } else {
@@ -131,9 +132,15 @@ impl Sim {
                         && self.cfg.delay_share > 0.0
                         && self.chance(Stream::Workload, self.cfg.delay_share))
                     .then(|| self.between(Stream::Workload, (1, super::SIM_MAX_SEND_LEVEL)) as u32);
+                    let timer = (delay.is_none()
+                        && !batch
+                        && !orderly
+                        && self.cfg.timer_share > 0.0
+                        && self.chance(Stream::Workload, self.cfg.timer_share))
+                    .then(|| self.between(Stream::Workload, (500, 5_000)));
                     let poison = self.cfg.poison_share > 0.0
                         && self.chance(Stream::Workload, self.cfg.poison_share);
-                    (delay, poison)
+                    (delay, timer, poison)
                 };
                 let bodies: Vec<String> = if batch {
                     (0..3)
@@ -164,6 +171,10 @@ impl Sim {
                         if let Some(level) = delay {
                             msg = msg.with_delay_level(level);
                         }
+                        if let Some(ms) = timer {
+                            msg.properties
+                                .insert("TIMER_DELAY_MS".into(), ms.to_string());
+                        }
                         msg
                     })
                     .collect();
@@ -184,6 +195,9 @@ impl Sim {
                         }
                         if poison {
                             self.history.poison.insert(body.clone());
+                        }
+                        if let Some(ms) = timer {
+                            self.history.timers.insert(body.clone(), ms);
                         }
                         self.history.sent_at.entry(body.clone()).or_insert(self.now);
                         self.history.sent.entry(body.clone()).or_insert(None);

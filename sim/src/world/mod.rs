@@ -267,8 +267,11 @@ pub struct Delivery {
     pub reconsumed: i32,
     /// The broker's store timestamp of the record delivered (its clock when it stored it).
     pub stored_ts: i64,
-    /// It reached its topic through the schedule topic (it carries REAL_TOPIC).
+    /// It reached its topic through the schedule topic or the timing wheel (it carries
+    /// REAL_TOPIC).
     pub via_schedule: bool,
+    /// A timer message's delivery time by the broker's clock (TIMER_OUT_MS).
+    pub timer_due: Option<i64>,
 }
 
 impl Delivery {
@@ -288,6 +291,7 @@ impl Delivery {
             reconsumed: 0,
             stored_ts: 0,
             via_schedule: false,
+            timer_due: None,
         }
     }
 
@@ -403,6 +407,8 @@ pub struct History {
     pub queue_bitflips: u64,
     /// body -> the delay level it was sent with.
     pub delayed: BTreeMap<String, u32>,
+    /// body -> the timer delay (TIMER_DELAY_MS) it was sent with.
+    pub timers: BTreeMap<String, u64>,
     /// Bodies the clustering group's application fails every time.
     pub poison: BTreeSet<String>,
     /// What the running brokers' schedule topics hold at the end: (broker, body) -> each
@@ -525,6 +531,7 @@ impl Sites {
             (cfg.bugs.tag_codes_wrong, "broker.tag-codes-wrong"),
             (cfg.bugs.namesrv_never_expires, "namesrv.never-expires"),
             (cfg.bugs.delay_early, "broker.schedule-early"),
+            (cfg.bugs.timer_early, "broker.timer-early"),
             (cfg.bugs.retry_undelayed, "broker.retry-undelayed"),
             (cfg.bugs.dlq_early, "broker.dlq-early"),
             (cfg.bugs.dlq_never, "broker.dlq-never"),

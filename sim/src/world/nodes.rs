@@ -314,6 +314,7 @@ impl Sim {
                 if let Ok(r) = &result
                     && r.status == SendStatus::SendOk
                     && !self.history.delayed.contains_key(&body)
+                    && !self.history.timers.contains_key(&body)
                 {
                     // A batch's messages take consecutive offsets from the first.
                     let slot = (
@@ -368,6 +369,10 @@ impl Sim {
                     reconsumed: m.stored_reconsume_times(),
                     stored_ts: m.store_timestamp(),
                     via_schedule: m.property("REAL_TOPIC").is_some(),
+                    timer_due: m
+                        .property("TIMER_OUT_MS")
+                        .and_then(|v| std::str::from_utf8(v).ok())
+                        .and_then(|v| v.parse().ok()),
                 });
                 let result = if consumed {
                     ConsumeResult::Success
