@@ -414,6 +414,9 @@ pub struct ProduceArgs {
     /// default messageDelayLevel).
     #[arg(long, default_value_t = 0)]
     delay_level: u32,
+    /// A timer message: delivered this many milliseconds after the broker stores it.
+    #[arg(long)]
+    deliver_after_ms: Option<u64>,
 }
 
 pub async fn produce(args: ProduceArgs) -> Result<(), String> {
@@ -428,6 +431,9 @@ pub async fn produce(args: ProduceArgs) -> Result<(), String> {
     };
     for body in bodies {
         let mut msg = Message::new(&args.topic, body).with_delay_level(args.delay_level);
+        if let Some(ms) = args.deliver_after_ms {
+            msg = msg.with_delay_ms(ms);
+        }
         if !args.tag.is_empty() {
             msg = msg.with_tags(&args.tag);
         }

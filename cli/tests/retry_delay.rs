@@ -185,3 +185,97 @@ async fn a_message_that_always_fails_reaches_the_dlq_after_its_max() {
     );
     c.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_message_arrives_no_earlier_than_its_time() {
+    let server = start();
+    let p = producer(&server.namesrv);
+    p.send(Message::new("Timed", "warm-up")).await.unwrap();
+    let log: Log = Default::default();
+    let l = log.clone();
+    let c = PushConsumer::start_with_workers(
+        consumer_config(&server.namesrv, "timer-g", "Timed"),
+        2,
+        move |m| {
+            l.lock().unwrap().push((
+                String::from_utf8(m.body().to_vec()).unwrap(),
+                m.reconsume_times(),
+                Instant::now(),
+                m.store_timestamp(),
+            ));
+            ConsumeResult::Success
+        },
+    );
+    wait_for(&log, |l| !l.is_empty(), 30).await;
+    let sent = Instant::now();
+    p.send(Message::new("Timed", "in-1.5s").with_delay_ms(1_500))
+        .await
+        .unwrap();
+    let r = p
+        .send(Message::new("Timed", "too-far").with_delay_ms(4 * 24 * 3_600_000))
+        .await;
+    assert!(r.is_err(), "beyond the 3-day horizon: refused, {r:?}");
+    wait_for(&log, |l| l.iter().any(|(b, ..)| b == "in-1.5s"), 30).await;
+    let got = log.lock().unwrap().clone();
+    let (_, _, at, _) = got.iter().find(|(b, ..)| b == "in-1.5s").unwrap();
+    assert!(at.duration_since(sent) >= Duration::from_millis(1_500));
+    c.shutdown().await;
+}
+
+/// Measures how late delayed and timer messages arrive on the real binary (for the notes):
+/// `cargo test -p rockfish --test retry_delay -- --ignored --nocapture precision`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn precision() {
+    let server = start();
+    let p = producer(&server.namesrv);
+    p.send(Message::new("Precise", "warm-up")).await.unwrap();
+    let log: Log = Default::default();
+    let l = log.clone();
+    let c = PushConsumer::start_with_workers(
+        consumer_config(&server.namesrv, "precise-g", "Precise"),
+        4,
+        move |m| {
+            l.lock().unwrap().push((
+                String::from_utf8(m.body().to_vec()).unwrap(),
+                m.reconsume_times(),
+                Instant::now(),
+                m.store_timestamp(),
+            ));
+            ConsumeResult::Success
+        },
+    );
+    wait_for(&log, |l| !l.is_empty(), 30).await;
+    let mut sent = std::collections::BTreeMap::new();
+    for i in 0..100u64 {
+        let (body, msg) = if i % 2 == 0 {
+            let b = format!("level2-{i}");
+            (b.clone(), Message::new("Precise", b).with_delay_level(2))
+        } else {
+            let b = format!("timer2000-{i}");
+            (b.clone(), Message::new("Precise", b).with_delay_ms(2_000))
+        };
+        sent.insert(body, Instant::now());
+        p.send(msg).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(37)).await;
+    }
+    wait_for(&log, |l| l.len() > 100, 60).await;
+    let got = log.lock().unwrap().clone();
+    for kind in ["level2", "timer2000"] {
+        let mut late: Vec<u128> = got
+            .iter()
+            .filter(|(b, ..)| b.starts_with(kind))
+            .map(|(b, _, at, _)| at.duration_since(sent[b]).as_millis().saturating_sub(2_000))
+            .collect();
+        late.sort();
+        println!(
+            "{kind}: {} messages, ms after their time: min {} p50 {} p99 {} max {}",
+            late.len(),
+            late[0],
+            late[late.len() / 2],
+            late[late.len() * 99 / 100],
+            late[late.len() - 1]
+        );
+    }
+    c.shutdown().await;
+}

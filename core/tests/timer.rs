@@ -261,3 +261,35 @@ fn a_timer_sent_after_the_clock_went_back_is_not_lost_to_the_watermark() {
         "delivered once, at the latest once the clock is back where it was"
     );
 }
+
+/// For the notes: a million timers spread over the three-day horizon, and what the wheel
+/// holds in memory. `cargo test --release -p rockfish-core --test timer -- --ignored
+/// --nocapture a_million`.
+#[test]
+#[ignore]
+fn a_million_pending_timers() {
+    let mut h = H::start(config(), MemDisk::new(3), T0);
+    let n = 1_000_000u64;
+    let horizon = 3 * 24 * 3_600_000u64 - 10_000;
+    let started = std::time::Instant::now();
+    for i in 0..n {
+        let delay = 1_000 + i * (horizon - 1_000) / n;
+        let cmd = h.send_v2("T", 0, &[("TIMER_DELAY_MS", &delay.to_string())], b"x");
+        let resp = h.one(P, cmd).0;
+        assert_eq!(resp.code, response::SUCCESS);
+        if i % 65_536 == 0 {
+            h.run_flushes();
+        }
+    }
+    let stored = started.elapsed();
+    h.run_to(T0 + 60_000);
+    println!(
+        "{n} timers stored in {stored:?}; held in memory after the first minute: {} \
+         (each a BTreeMap entry of 32 B key + 8 B value); timer topic queues: {}",
+        h.b.timers_in_memory(),
+        h.b.store()
+            .queue_ids()
+            .filter(|(t, _)| *t == TIMER_TOPIC)
+            .count()
+    );
+}

@@ -62,6 +62,22 @@ impl Message {
         }
     }
 
+    /// A timer message (RocketMQ 5): delivered `ms` after the broker stores it
+    /// (TIMER_DELAY_MS; at most the broker's timerMaxDelaySec ahead, rounded up to its
+    /// timerPrecisionMs).
+    pub fn with_delay_ms(mut self, ms: u64) -> Message {
+        self.properties
+            .insert("TIMER_DELAY_MS".into(), ms.to_string());
+        self
+    }
+
+    /// A timer message delivered at `epoch_ms` (TIMER_DELIVER_MS, by the broker's clock).
+    pub fn with_deliver_time_ms(mut self, epoch_ms: u64) -> Message {
+        self.properties
+            .insert("TIMER_DELIVER_MS".into(), epoch_ms.to_string());
+        self
+    }
+
     /// Delivered after the broker's delay level `level` (1-based: with the default
     /// messageDelayLevel, 1 = 1 s, 2 = 5 s, 3 = 10 s … 18 = 2 h); 0 removes the delay.
     pub fn with_delay_level(mut self, level: u32) -> Message {
