@@ -5,7 +5,7 @@ work=$(mktemp -d)
 log=$work/rockfish.log
 mkdir -p "$work/data"
 "$bin" standalone --namesrv-listen 127.0.0.1:0 --broker-listen 127.0.0.1:0 \
-  --segment-size 67108864 --data-dir "$work/data" >"$log" 2>&1 &
+  --segment-size 67108864 --data-dir "$work/data" ${DELAY_LEVELS:+--message-delay-level "$DELAY_LEVELS"} >"$log" 2>&1 &
 standalone_pid=$!
 stop_standalone() {
   kill "$standalone_pid" 2>/dev/null || true

@@ -75,10 +75,16 @@ def consume(topic, group, seconds, orderly=False, expression="*"):
     c = PushConsumer(group, orderly=orderly)
     c.set_namesrv_addr(NAMESRV)
     c.set_log_root_path(LOGS)
+    failed = set()
 
     def on_message(msg):
         body = msg.body.decode() if isinstance(msg.body, bytes) else msg.body
-        out("RECV", body, msg.queue_id, msg.queue_offset, msg.tags.decode() if isinstance(msg.tags, bytes) else msg.tags)
+        out("RECV", body, msg.queue_id, msg.queue_offset, msg.tags.decode() if isinstance(msg.tags, bytes) else msg.tags, msg.reconsume_times)
+        # A body starting "fail-once" fails its first delivery: the wrapper answers
+        # RECONSUME_LATER for an exception, and the SDK sends the message back.
+        if body.startswith("fail-once") and body not in failed:
+            failed.add(body)
+            raise RuntimeError("fail once")
         # Returning normally acknowledges (the wrapper answers CONSUME_SUCCESS).
 
     c.subscribe(topic, on_message, expression)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts `rockfish standalone` on free loopback ports and runs rocketmq-client-cpp 2.x (PyPI
 # rocketmq-python-cvs bundles librocketmq with a ctypes wrapper) against it: send, push-consume
-# in a clustering group of two, consume orderly, and resume from a committed offset.
+# in a clustering group of two, consume orderly, resume from a committed offset, and a
+# message failed once (RECONSUME_LATER) comes back from the retry topic.
 # Each SDK role runs in its own process (check.py) and is judged by what it printed: the C++
 # push consumer may crash on shutdown after consuming.
 # Usage: compat/cpp/run.sh path/to/rockfish
@@ -12,6 +13,8 @@ python=${PYTHON:-python3}
 if ! "$python" -c 'import rocketmq.client' 2>/dev/null; then
   timeout 300 "$python" -m pip install --quiet --disable-pip-version-check 'rocketmq-python-cvs==2.1.0.3'
 fi
+# Short delay levels: a retry (level 3 and up) comes back after a second.
+DELAY_LEVELS="1s 1s 1s 1s 1s 1s"
 # shellcheck source=../standalone.sh
 source "$here/../standalone.sh"
 mkdir -p "$work/sdk-logs"
@@ -88,6 +91,23 @@ new=$(bodies "$work/c5.out" | grep -c '^second-' || true)
 [ "$new" = 10 ] || fail "resume: second consumer got $new/10 new messages"
 [ "$old" = 0 ] || fail "resume: second consumer got $old already-consumed messages again (committed: $progress)"
 echo "ok: resumed from the committed offset (10 new, 0 old)"
+passed=$((passed + 1))
+
+# 5. Retry: a message whose first delivery fails (RECONSUME_LATER) is sent back by the SDK
+#    (CONSUMER_SEND_MSG_BACK) and delivered again from the group's retry topic, after its
+#    backoff (this standalone's delay levels are 1 s each), once more, and then no more.
+t4=CppRetry$stamp
+topic "$t4"
+role send5 60 send "$t4" fail-once 1
+role send6 60 send "$t4" fine 3
+[ "$(sent_ok send5)" = 1 ] && [ "$(sent_ok send6)" = 3 ] || fail "retry: sends not all SEND_OK"
+role c6 60 consume "$t4" CppRetryGroup 45
+tries=$(grep -c '^RECV fail-once-0 ' "$work/c6.out" || true)
+fine=$(bodies "$work/c6.out" | grep -c '^fine-' || true)
+[ "$tries" = 2 ] || fail "retry: fail-once-0 delivered $tries times, want 2; $(grep RECV "$work/c6.out" | tail -n 5)"
+[ "$fine" = 3 ] || fail "retry: $fine/3 other messages"
+grep -q '^RECV fail-once-0 .* 1$' "$work/c6.out" || fail "retry: the second delivery does not count a reconsumption: $(grep fail-once "$work/c6.out")"
+echo "ok: a message failed once came back from the retry topic, reconsumed once"
 passed=$((passed + 1))
 
 echo "cpp compat: $passed passed, 0 failed"
