@@ -402,16 +402,6 @@ impl<D: Disk> Broker<D> {
             .queue_ids()
             .any(|(topic, _)| topic == rockfish_store::message_store::TIMER_TOPIC);
         let groups = groups::SubscriptionGroups::load(&store)?;
-        // A new wheel's file is written before any timer is stored: a restart must find the
-        // watermark it started from, or it would take every stored timer for delivered.
-        if store
-            .disk()
-            .read_file(timer::TIMER_WHEEL_FILE)
-            .map_err(StoreError::from)?
-            .is_none()
-        {
-            config::save(store.disk_mut(), timer::TIMER_WHEEL_FILE, &wheel.file())?;
-        }
         let rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
         let first_start = store.fresh();
         let mut broker = Broker {

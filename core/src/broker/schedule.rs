@@ -73,7 +73,7 @@ impl Schedule {
     ) -> StoreResult<Schedule> {
         let table: DelayOffsetTable =
             config::load(store.disk(), config::DELAY_OFFSETS_FILE)?.unwrap_or_default();
-        let mut offsets = table.offset_table;
+        let mut offsets = table.offset_table.clone();
         let key = ConsumerOffsetTable::key(SCHEDULE_TOPIC, DELAY_PROGRESS_GROUP);
         for (q, o) in journaled.offset_table.remove(&key).into_iter().flatten() {
             let e = offsets.entry(q + 1).or_insert(0);
@@ -89,7 +89,10 @@ impl Schedule {
                 .max(store.min_offset(SCHEDULE_TOPIC, q))
                 .min(store.max_offset(SCHEDULE_TOPIC, q));
             s.next.insert(level, o);
-            s.durable.insert(level, o);
+            // What the file says is durable; what the journal adds may not be yet.
+            if let Some(&d) = table.offset_table.get(&level) {
+                s.durable.insert(level, d.min(o));
+            }
         }
         Ok(s)
     }

@@ -258,7 +258,11 @@ impl<D: Disk> Broker<D> {
                 ];
                 delayed_props =
                     crate::message::rewrite_properties(h.properties.as_bytes(), &[], &add);
-                (TIMER_TOPIC, self.timer_queue(due), delayed_props.as_slice())
+                (
+                    TIMER_TOPIC,
+                    self.timer_queue(due, now),
+                    delayed_props.as_slice(),
+                )
             }
             (delay, _) => match delay {
                 Some(level) => {

@@ -95,6 +95,10 @@ pub(super) struct TimerWheel {
     undurable: VecDeque<WheelChange>,
     durable: TimerWheelFile,
     dirty: bool,
+    /// The watermark is on record (in timerWheel.json or the journal): until it is, a restart
+    /// would start the wheel at its own start time and take the timers stored before for
+    /// delivered. The first timer stored journals it first.
+    anchored: bool,
 }
 
 impl TimerWheel {
@@ -108,6 +112,7 @@ impl TimerWheel {
         now: u64,
     ) -> StoreResult<TimerWheel> {
         let file: Option<TimerWheelFile> = config::load(store.disk(), TIMER_WHEEL_FILE)?;
+        let mut anchored = file.is_some();
         let mut file = file.unwrap_or_else(|| TimerWheelFile {
             // A new wheel: nothing was due before now.
             watermark: now,
@@ -121,10 +126,14 @@ impl TimerWheel {
             file.bucket_ms = bucket;
             file.buckets = (horizon_ms.div_ceil(bucket) + 2) as u32;
         }
+        // What the file says is durable; what the journal adds may not be yet.
+        let durable = file.clone();
         let key = ConsumerOffsetTable::key(TIMER_TOPIC, TIMER_PROGRESS_GROUP);
         for (q, o) in journaled.offset_table.remove(&key).into_iter().flatten() {
             if q == WATERMARK_QUEUE {
-                file.watermark = file.watermark.max(o);
+                // The journal's watermark counts even below a new wheel's default (now).
+                file.watermark = if anchored { file.watermark.max(o) } else { o };
+                anchored = true;
             } else {
                 let e = file.progress.entry(q).or_insert(0);
                 *e = (*e).max(o);
@@ -140,7 +149,10 @@ impl TimerWheel {
             buckets: file.buckets,
             watermark: file.watermark,
             progress: file.progress.clone(),
-            durable: file,
+            durable,
+            anchored,
+            // A file to write (its shape, at least) at the first offset persist.
+            dirty: true,
             ..TimerWheel::default()
         };
         w.loaded_until = w.window_start(w.watermark);
@@ -207,8 +219,14 @@ impl<D: Disk> Broker<D> {
         ))
     }
 
-    /// Where a timer due then waits: the timer topic's queue for its bucket.
-    pub(super) fn timer_queue(&self, due: u64) -> u32 {
+    /// Where a timer due then waits: the timer topic's queue for its bucket. The first timer
+    /// ever stored journals the watermark ahead of itself (see `TimerWheel::anchored`).
+    pub(super) fn timer_queue(&mut self, due: u64, now: u64) -> u32 {
+        if !self.wheel.anchored {
+            let w = self.wheel.watermark;
+            self.journal_offset(TIMER_TOPIC, TIMER_PROGRESS_GROUP, WATERMARK_QUEUE, w, now);
+            self.wheel.anchored = true;
+        }
         self.wheel.queue_of(due)
     }
 
@@ -430,12 +448,8 @@ impl<D: Disk> Broker<D> {
     /// Journals the watermark and every bucket's progress (at start, after the journal was
     /// compacted).
     pub(super) fn journal_wheel_progress(&mut self, now: u64) {
-        if !self
-            .store
-            .queue_ids()
-            .any(|(topic, _)| topic == TIMER_TOPIC)
-        {
-            return; // no timer was ever stored: the file's watermark is all there is
+        if !self.wheel.anchored {
+            return; // no timer was ever stored
         }
         let progress: Vec<(u32, u64)> = self.wheel.progress.iter().map(|(q, o)| (*q, *o)).collect();
         for (q, o) in progress {
