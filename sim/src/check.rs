@@ -719,6 +719,21 @@ fn check_dead_letters(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
             });
         }
     }
+    // A copy reconsumed more than the max is a dead letter: the group never sees it (a
+    // broker that kept retrying would hand it over).
+    for d in h
+        .delivered
+        .iter()
+        .filter(|d| d.group == Group::Clustering && d.reconsumed > max)
+    {
+        report.violations.push(Violation::DeadLetterWrong {
+            body: d.body.clone(),
+            what: format!(
+                "delivered to the group after {} reconsumptions; the max is {max}",
+                d.reconsumed
+            ),
+        });
+    }
     if cfg.consumers == 0 {
         return;
     }
