@@ -658,6 +658,11 @@ impl<D: Disk> Broker<D> {
     /// Registers with every name server (RocketMQ: every 30 s, and on topic changes).
     /// Flushes, checkpoints and persists offsets; hands back the store's disk.
     pub fn shutdown(mut self, now: u64) -> Result<D, StoreError> {
+        // The log first: the files written next (delay and timer progress, offsets) may only
+        // say what is durable.
+        if self.store.stopped().is_none() {
+            self.store.sync()?;
+        }
         self.save_configs_inline()?;
         self.store.shutdown(now)
     }
