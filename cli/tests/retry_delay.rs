@@ -54,6 +54,29 @@ fn consumer_config(ns: &str, group: &str, topic: &str) -> ConsumerConfig {
 /// (body, reconsume times, when received, store timestamp).
 type Log = Arc<Mutex<Vec<(String, i32, Instant, i64)>>>;
 
+/// Records a delivery in `log`.
+fn record(log: &Log, m: &rockfish_net::sdk::ReceivedMessage) -> String {
+    let body = String::from_utf8(m.body().to_vec()).unwrap();
+    log.lock().unwrap().push((
+        body.clone(),
+        m.reconsume_times(),
+        Instant::now(),
+        m.store_timestamp(),
+    ));
+    body
+}
+
+/// A listener that records every delivery and consumes it.
+fn recorder(
+    log: &Log,
+) -> impl Fn(&rockfish_net::sdk::ReceivedMessage) -> ConsumeResult + Send + Sync + 'static {
+    let log = log.clone();
+    move |m| {
+        record(&log, m);
+        ConsumeResult::Success
+    }
+}
+
 async fn wait_for(log: &Log, what: impl Fn(&[(String, i32, Instant, i64)]) -> bool, secs: u64) {
     let start = Instant::now();
     while !what(&log.lock().unwrap()) {
@@ -77,19 +100,10 @@ async fn a_delayed_message_arrives_no_earlier_than_its_level() {
     // Create the topic first so the consumer finds its route at once.
     p.send(Message::new("Delayed", "warm-up")).await.unwrap();
     let log: Log = Default::default();
-    let l = log.clone();
     let c = PushConsumer::start_with_workers(
         consumer_config(&server.namesrv, "delay-g", "Delayed"),
         2,
-        move |m| {
-            l.lock().unwrap().push((
-                String::from_utf8(m.body().to_vec()).unwrap(),
-                m.reconsume_times(),
-                Instant::now(),
-                m.store_timestamp(),
-            ));
-            ConsumeResult::Success
-        },
+        recorder(&log),
     );
     wait_for(&log, |l| !l.is_empty(), 30).await;
     let sent = Instant::now();
@@ -121,14 +135,8 @@ async fn a_message_that_always_fails_reaches_the_dlq_after_its_max() {
         ..consumer_config(&server.namesrv, "work-g", "Work")
     };
     let c = PushConsumer::start_with_workers(cfg, 2, move |m| {
-        let body = String::from_utf8(m.body().to_vec()).unwrap();
         assert_eq!(m.topic(), "Work", "a retry shows its original topic");
-        l.lock().unwrap().push((
-            body.clone(),
-            m.reconsume_times(),
-            Instant::now(),
-            m.store_timestamp(),
-        ));
+        let body = record(&l, m);
         if body == "poison" {
             ConsumeResult::ReconsumeLater
         } else {
@@ -192,19 +200,10 @@ async fn a_timer_message_arrives_no_earlier_than_its_time() {
     let p = producer(&server.namesrv);
     p.send(Message::new("Timed", "warm-up")).await.unwrap();
     let log: Log = Default::default();
-    let l = log.clone();
     let c = PushConsumer::start_with_workers(
         consumer_config(&server.namesrv, "timer-g", "Timed"),
         2,
-        move |m| {
-            l.lock().unwrap().push((
-                String::from_utf8(m.body().to_vec()).unwrap(),
-                m.reconsume_times(),
-                Instant::now(),
-                m.store_timestamp(),
-            ));
-            ConsumeResult::Success
-        },
+        recorder(&log),
     );
     wait_for(&log, |l| !l.is_empty(), 30).await;
     let sent = Instant::now();
@@ -231,19 +230,10 @@ async fn precision() {
     let p = producer(&server.namesrv);
     p.send(Message::new("Precise", "warm-up")).await.unwrap();
     let log: Log = Default::default();
-    let l = log.clone();
     let c = PushConsumer::start_with_workers(
         consumer_config(&server.namesrv, "precise-g", "Precise"),
         4,
-        move |m| {
-            l.lock().unwrap().push((
-                String::from_utf8(m.body().to_vec()).unwrap(),
-                m.reconsume_times(),
-                Instant::now(),
-                m.store_timestamp(),
-            ));
-            ConsumeResult::Success
-        },
+        recorder(&log),
     );
     wait_for(&log, |l| !l.is_empty(), 30).await;
     let mut sent = std::collections::BTreeMap::new();

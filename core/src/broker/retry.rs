@@ -179,20 +179,8 @@ impl<D: Disk> Broker<D> {
         let refuse = |code: i32, remark: String| {
             Ok(Some(RemotingCommand::response_to(cmd, code, Some(remark))))
         };
-        if self.config.broker_id != crate::protocol::MASTER_ID {
-            return refuse(
-                response::NO_PERMISSION,
-                format!(
-                    "the broker[{}] sending message is forbidden: it is a slave",
-                    self.config.broker_name
-                ),
-            );
-        }
-        if let Some(reason) = self.store.stopped() {
-            return refuse(
-                response::SERVICE_NOT_AVAILABLE,
-                format!("the message store is not writable: {reason}"),
-            );
+        if let Some((code, remark)) = self.unwritable(response::NO_PERMISSION) {
+            return refuse(code, remark);
         }
         let Some(g) = self.find_group(&group, now) else {
             return refuse(

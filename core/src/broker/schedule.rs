@@ -24,7 +24,6 @@ use std::collections::{BTreeMap, VecDeque};
 
 use rockfish_store::config::{self, ConsumerOffsetTable, DelayOffsetTable};
 use rockfish_store::message_store::SCHEDULE_TOPIC;
-use rockfish_store::record::StoreMessage;
 use rockfish_store::{Disk, MessageStore, StoreError, StoreResult};
 
 use super::Broker;
@@ -39,7 +38,7 @@ const DELIVER_BATCH: usize = 128;
 pub const RETRY_AFTER_FAILURE_MS: u64 = 10_000;
 /// A record that cannot be read is tried this many times (a read can fail once and succeed
 /// again) before it is skipped as lost.
-const READ_ATTEMPTS: u32 = 5;
+pub(super) const READ_ATTEMPTS: u32 = 5;
 
 /// The consumer offset journal's pseudo-group that records the schedule topic's progress.
 pub const DELAY_PROGRESS_GROUP: &str = "rmq_sys_ROCKFISH_DELAY_PROGRESS";
@@ -247,47 +246,17 @@ impl<D: Disk> Broker<D> {
                 return Ok(());
             }
         };
-        let real = (
-            rec.property(property::REAL_TOPIC)
-                .and_then(|t| std::str::from_utf8(t).ok())
-                .map(str::to_string),
-            rec.property(property::REAL_QID)
-                .and_then(|t| std::str::from_utf8(t).ok())
-                .and_then(|q| q.trim().parse::<u32>().ok()),
-        );
-        let (Some(topic), Some(qid)) = real else {
-            tracing::error!(
-                level,
-                offset,
-                "delayed message without REAL_TOPIC/REAL_QID; skipped"
-            );
-            return Ok(());
-        };
-        let queues = self.topic_for_delivery(&topic, qid, now);
-        let queue_id = qid % queues.max(1);
-        let props = rewrite_properties(rec.properties(), &[property::DELAY], &[]);
-        let body = rec.body();
-        let msg = StoreMessage {
-            topic: &topic,
-            queue_id,
-            flag: rec.flag(),
-            sys_flag: rec.sys_flag(),
-            born_timestamp: rec.born_timestamp(),
-            born_host: rec.born_host(),
-            store_host: self.store_host,
-            reconsume_times: rec.reconsume_times(),
-            prepared_transaction_offset: 0,
-            body: &body,
-            properties: &props,
-        };
-        match self.store.put(&msg, now) {
-            Ok(put) => {
-                self.schedule
-                    .undurable
-                    .push_back((level, offset + 1, put.end));
-                if self.visible_on_append() {
-                    self.wake_pulls(&topic, queue_id, now);
-                }
+        match self.store_at_real_topic(&rec, &[property::DELAY], now) {
+            Ok(Some(end)) => {
+                self.schedule.undurable.push_back((level, offset + 1, end));
+                Ok(())
+            }
+            Ok(None) => {
+                tracing::error!(
+                    level,
+                    offset,
+                    "delayed message without REAL_TOPIC/REAL_QID; skipped"
+                );
                 Ok(())
             }
             Err(StoreError::Encode(e)) => {
@@ -300,6 +269,43 @@ impl<D: Disk> Broker<D> {
                 Err(now + RETRY_AFTER_FAILURE_MS)
             }
         }
+    }
+
+    /// Stores a record that waited (in the schedule topic or the timing wheel) in its real
+    /// topic and queue (REAL_TOPIC / REAL_QID), without the properties named in `drop`.
+    /// `Ok(None)`: it names no real topic. `Ok(Some(end))`: where the copy ends in the log.
+    pub(super) fn store_at_real_topic(
+        &mut self,
+        rec: &rockfish_store::StoredRecord,
+        drop: &[&str],
+        now: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let real = (
+            rec.property(property::REAL_TOPIC)
+                .and_then(|t| std::str::from_utf8(t).ok())
+                .map(str::to_string),
+            rec.property(property::REAL_QID)
+                .and_then(|t| std::str::from_utf8(t).ok())
+                .and_then(|q| q.trim().parse::<u32>().ok()),
+        );
+        let (Some(topic), Some(qid)) = real else {
+            return Ok(None);
+        };
+        let queues = self.topic_for_delivery(&topic, qid, now);
+        let body = rec.body();
+        let copy = super::retry::Derived {
+            topic: &topic,
+            queue_id: qid % queues.max(1),
+            delay: None,
+            flag: rec.flag(),
+            sys_flag: rec.sys_flag(),
+            born_timestamp: rec.born_timestamp(),
+            born_host: rec.born_host(),
+            reconsume_times: rec.reconsume_times(),
+            body: &body,
+            properties: rewrite_properties(rec.properties(), drop, &[]),
+        };
+        Ok(Some(self.put_derived(copy, now)?.end))
     }
 
     /// Journals every level's progress (at start, after the journal was compacted).

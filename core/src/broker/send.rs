@@ -105,20 +105,8 @@ impl<D: Disk> Broker<D> {
                 ),
             );
         }
-        if self.config.broker_id != crate::protocol::MASTER_ID {
-            return refuse(
-                response::SERVICE_NOT_AVAILABLE,
-                format!(
-                    "the broker[{}] sending message is forbidden: it is a slave",
-                    self.config.broker_name
-                ),
-            );
-        }
-        if let Some(reason) = self.store.stopped() {
-            return refuse(
-                response::SERVICE_NOT_AVAILABLE,
-                format!("the message store is not writable: {reason}"),
-            );
+        if let Some((code, remark)) = self.unwritable(response::SERVICE_NOT_AVAILABLE) {
+            return refuse(code, remark);
         }
         if self.config.flush_disk_type == FlushDiskType::Sync
             && !cmd.is_oneway()
@@ -396,6 +384,26 @@ impl<D: Disk> Broker<D> {
                 Ok(None)
             }
         }
+    }
+
+    /// Why this broker takes no writes, if it does not: a slave (answered `slave_code`) or a
+    /// stopped store.
+    pub(super) fn unwritable(&self, slave_code: i32) -> Option<(i32, String)> {
+        if self.config.broker_id != crate::protocol::MASTER_ID {
+            return Some((
+                slave_code,
+                format!(
+                    "the broker[{}] sending message is forbidden: it is a slave",
+                    self.config.broker_name
+                ),
+            ));
+        }
+        self.store.stopped().map(|reason| {
+            (
+                response::SERVICE_NOT_AVAILABLE,
+                format!("the message store is not writable: {reason}"),
+            )
+        })
     }
 
     /// A send's delay level, clamped to the configured levels: `None` for

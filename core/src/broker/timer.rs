@@ -21,14 +21,12 @@ use std::collections::{BTreeMap, VecDeque};
 
 use rockfish_store::config::{self, ConsumerOffsetTable};
 use rockfish_store::message_store::TIMER_TOPIC;
-use rockfish_store::record::StoreMessage;
 use rockfish_store::{Disk, MessageStore, StoreError, StoreResult};
 use serde::{Deserialize, Serialize};
 
 use super::Broker;
 use super::persist::PersistKind;
 use super::timers::Timer;
-use crate::message::{property, rewrite_properties};
 
 pub const TIMER_WHEEL_FILE: &str = "config/timerWheel.json";
 /// The consumer offset journal's pseudo-group that records the wheel's progress.
@@ -95,6 +93,8 @@ pub(super) struct TimerWheel {
     undurable: VecDeque<WheelChange>,
     durable: TimerWheelFile,
     dirty: bool,
+    /// (commit log offset, failed reads) of a timer record that would not read.
+    read_failure: Option<(u64, u32)>,
     /// The watermark is on record (in timerWheel.json or the journal): until it is, a restart
     /// would start the wheel at its own start time and take the timers stored before for
     /// delivered. The first timer stored journals it first.
@@ -392,46 +392,31 @@ impl<D: Disk> Broker<D> {
     /// again then.
     fn deliver_timer(&mut self, phys: u64, now: u64) -> Result<(), u64> {
         let rec = match self.store.read(phys) {
-            Ok(rec) => rec,
+            Ok(rec) => {
+                self.wheel.read_failure = None;
+                rec
+            }
             Err(e) => {
+                // A read can fail once and succeed again: tried a few times before it is
+                // given up as lost (as the delay levels do).
+                let tries = match self.wheel.read_failure {
+                    Some((at, n)) if at == phys => n + 1,
+                    _ => 1,
+                };
+                if tries < super::schedule::READ_ATTEMPTS {
+                    tracing::warn!(phys, error = %e, tries, "timer message unreadable; trying again");
+                    self.wheel.read_failure = Some((phys, tries));
+                    return Err(now + super::schedule::RETRY_AFTER_FAILURE_MS);
+                }
                 tracing::error!(phys, error = %e, "timer message unreadable; skipped");
+                self.wheel.read_failure = None;
                 return Ok(());
             }
         };
-        let real = (
-            rec.property(property::REAL_TOPIC)
-                .and_then(|t| std::str::from_utf8(t).ok())
-                .map(str::to_string),
-            rec.property(property::REAL_QID)
-                .and_then(|t| std::str::from_utf8(t).ok())
-                .and_then(|q| q.trim().parse::<u32>().ok()),
-        );
-        let (Some(topic), Some(qid)) = real else {
-            tracing::error!(phys, "timer message without REAL_TOPIC/REAL_QID; skipped");
-            return Ok(());
-        };
-        let queues = self.topic_for_delivery(&topic, qid, now);
-        let queue_id = qid % queues.max(1);
-        let props = rewrite_properties(rec.properties(), &[], &[]);
-        let body = rec.body();
-        let msg = StoreMessage {
-            topic: &topic,
-            queue_id,
-            flag: rec.flag(),
-            sys_flag: rec.sys_flag(),
-            born_timestamp: rec.born_timestamp(),
-            born_host: rec.born_host(),
-            store_host: self.store_host,
-            reconsume_times: rec.reconsume_times(),
-            prepared_transaction_offset: 0,
-            body: &body,
-            properties: &props,
-        };
-        match self.store.put(&msg, now) {
-            Ok(_) => {
-                if self.visible_on_append() {
-                    self.wake_pulls(&topic, queue_id, now);
-                }
+        match self.store_at_real_topic(&rec, &[], now) {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => {
+                tracing::error!(phys, "timer message without REAL_TOPIC/REAL_QID; skipped");
                 Ok(())
             }
             Err(StoreError::Encode(e)) => {
