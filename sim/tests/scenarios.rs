@@ -204,6 +204,12 @@ fn regression_seeds() {
     // cluster 44: a synced index sector whose last bytes were zeros was taken for one never
     // written, and a torn write over it left garbage in durable entry fields: a key vanished
     // from the index (MemDisk now tracks which sectors reached the media).
+    // delay-power-loss 71, 251: a broker back with its clock 30 s behind took timers sent
+    // then (due before the wheel's watermark) for delivered at its next restart: acknowledged
+    // timer messages never arrived (timers now wait for the watermark).
+    // retry-dlq 12, 13: the checker read a copy's local reconsume count (a local retry after
+    // a send-back failed) as its stored one; retry-dlq 74: a message that failed four times by
+    // chance was a dead letter, rightly, and the checker owed it to the group.
     for (name, seed) in [
         ("partitions", 186),
         ("swarm", 1649),
@@ -214,6 +220,11 @@ fn regression_seeds() {
         ("many-queues-power-loss", 1145),
         ("orderly", 1020),
         ("cluster", 44),
+        ("delay-power-loss", 71),
+        ("delay-power-loss", 251),
+        ("retry-dlq", 12),
+        ("retry-dlq", 13),
+        ("retry-dlq", 74),
     ] {
         let cfg = ScenarioFile::built_in(name).unwrap().config(seed);
         let out = Sim::new(cfg.clone()).run();
