@@ -207,6 +207,9 @@ impl<D: Disk> Broker<D> {
         }
         // A delay level: stored in the schedule topic's queue for the level, delivered to the
         // real topic when due (see schedule.rs). Prepared transaction halves are not delayed.
+        // One substring search keeps plain sends off the property scans below (DELAY also
+        // matches TIMER_DELAY_SEC and TIMER_DELAY_MS).
+        let timed = h.properties.contains("DELAY") || h.properties.contains("TIMER_DELIVER_MS");
         let delay = if h.batch || dlq.is_some() {
             None
         } else if retry {
@@ -217,11 +220,13 @@ impl<D: Disk> Broker<D> {
                 let level = (3 + h.reconsume_times.max(0) as u32).min(max);
                 Some(level.max(1))
             })
-        } else {
+        } else if timed {
             self.delay_of(h.properties, h.sys_flag)
+        } else {
+            None
         };
         // A timer message (RocketMQ 5): stored in the timing wheel's bucket queue until due.
-        let timer = if delay.is_some() || h.batch || dlq.is_some() {
+        let timer = if !timed || delay.is_some() || h.batch || dlq.is_some() {
             None
         } else {
             match self.timer_due(h.properties, now) {
