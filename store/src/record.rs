@@ -568,6 +568,15 @@ impl StoredRecord {
             HostAddr::V4(ip, be_u32(b, at + 4) as u16)
         }
     }
+    /// A committed transaction message's half (its commit log offset); 0 otherwise.
+    pub fn prepared_transaction_offset(&self) -> i64 {
+        let store_len = if self.sys_flag() & SYSFLAG_STOREHOST_V6 != 0 {
+            20
+        } else {
+            8
+        };
+        be_u64(&self.bytes, self.store_ts_at + 8 + store_len + 4) as i64
+    }
     pub fn reconsume_times(&self) -> i32 {
         let mut b = &self.bytes[self.store_ts_at + 8..];
         let store_len = if self.sys_flag() & SYSFLAG_STOREHOST_V6 != 0 {

@@ -28,8 +28,10 @@ mod retry;
 pub use retry::DLQ_QUEUES;
 mod schedule;
 mod timer;
+mod transaction;
 pub use schedule::RETRY_AFTER_FAILURE_MS as SCHEDULE_RETRY_MS;
 pub use timer::{TIMER_WHEEL_FILE, TimerWheelFile, timer_property};
+pub use transaction::{TRANS_HALF_TOPIC, TRANS_OP_HALF_TOPIC, tx_flag};
 mod send;
 mod timers;
 mod topics;
@@ -348,6 +350,8 @@ impl<D: Disk> Broker<D> {
             if topic != OFFSET_JOURNAL_TOPIC
                 && topic != rockfish_store::message_store::SCHEDULE_TOPIC
                 && topic != rockfish_store::message_store::TIMER_TOPIC
+                && topic != transaction::TRANS_HALF_TOPIC
+                && topic != transaction::TRANS_OP_HALF_TOPIC
                 && !topics.contains(topic)
             {
                 let n = restored.entry(topic.to_string()).or_insert(0);
@@ -574,6 +578,7 @@ impl<D: Disk> Broker<D> {
             }
             request::DELETE_SUBSCRIPTIONGROUP => self.delete_subscription_group(cmd, now).map(Some),
             request::CONSUMER_SEND_MSG_BACK => self.consumer_send_msg_back(conn, cmd, now),
+            request::END_TRANSACTION => self.end_transaction(cmd, now),
             request::GET_ALL_DELAY_OFFSET => Ok(Some(Self::body_response(
                 cmd,
                 crate::protocol::to_body(&self.schedule.table()),

@@ -41,6 +41,8 @@ pub(super) struct Derived<'a> {
     pub born_timestamp: i64,
     pub born_host: HostAddr,
     pub reconsume_times: i32,
+    /// A committed transaction message: its half's commit log offset.
+    pub prepared_transaction_offset: i64,
     pub body: &'a [u8],
     pub properties: Vec<u8>,
 }
@@ -103,7 +105,7 @@ impl<D: Disk> Broker<D> {
             born_host: d.born_host,
             store_host: self.store_host,
             reconsume_times: d.reconsume_times,
-            prepared_transaction_offset: 0,
+            prepared_transaction_offset: d.prepared_transaction_offset,
             body: d.body,
             properties: &props,
         };
@@ -270,6 +272,7 @@ impl<D: Disk> Broker<D> {
             born_timestamp: rec.born_timestamp(),
             born_host: rec.born_host(),
             reconsume_times: reconsume.saturating_add(1),
+            prepared_transaction_offset: 0,
             body: &body,
             properties,
         };

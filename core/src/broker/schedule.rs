@@ -302,6 +302,7 @@ impl<D: Disk> Broker<D> {
             born_timestamp: rec.born_timestamp(),
             born_host: rec.born_host(),
             reconsume_times: rec.reconsume_times(),
+            prepared_transaction_offset: rec.prepared_transaction_offset(),
             body: &body,
             properties: rewrite_properties(rec.properties(), drop, &[]),
         };

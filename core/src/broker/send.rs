@@ -127,6 +127,8 @@ impl<D: Disk> Broker<D> {
         if h.topic == super::OFFSET_JOURNAL_TOPIC
             || h.topic == SCHEDULE_TOPIC
             || h.topic == TIMER_TOPIC
+            || h.topic == super::TRANS_HALF_TOPIC
+            || h.topic == super::TRANS_OP_HALF_TOPIC
         {
             // As Apache refuses sends to its system topics.
             return refuse(
@@ -240,8 +242,20 @@ impl<D: Disk> Broker<D> {
                 Err(remark) => return refuse(response::MESSAGE_ILLEGAL, remark),
             }
         };
+        // A prepared transaction message: a half, hidden until its transaction ends.
+        let half = !h.batch && dlq.is_none() && super::transaction::is_prepared(h.properties);
         let mut delayed_props = Vec::new();
         let (store_topic, store_queue, properties) = match (delay, timer) {
+            _ if half => {
+                let real_qid = queue_id.to_string();
+                let add = [
+                    (crate::message::property::REAL_TOPIC, h.topic),
+                    (crate::message::property::REAL_QID, real_qid.as_str()),
+                ];
+                delayed_props =
+                    crate::message::rewrite_properties(h.properties.as_bytes(), &[], &add);
+                (super::TRANS_HALF_TOPIC, 0, delayed_props.as_slice())
+            }
             (None, Some(due)) => {
                 let (real_qid, due_s) = (queue_id.to_string(), due.to_string());
                 let add = [
@@ -274,7 +288,7 @@ impl<D: Disk> Broker<D> {
                 None => (h.topic, queue_id, h.properties.as_bytes()),
             },
         };
-        if (delay.is_some() || timer.is_some())
+        if (half || delay.is_some() || timer.is_some())
             && delayed_props.len() > rockfish_store::record::MAX_PROPERTIES_LEN / 2
         {
             return refuse(
@@ -294,7 +308,12 @@ impl<D: Disk> Broker<D> {
             topic: store_topic,
             queue_id: store_queue,
             flag: h.flag,
-            sys_flag: h.sys_flag,
+            // A half's transaction bits are cleared: it is queued in the half topic.
+            sys_flag: if half {
+                h.sys_flag & !super::tx_flag::MASK
+            } else {
+                h.sys_flag
+            },
             born_timestamp: h.born_timestamp,
             born_host,
             store_host: self.store_host,
@@ -363,7 +382,9 @@ impl<D: Disk> Broker<D> {
             )
             .with_ext("MSG_REGION", "DefaultRegion")
             .with_ext("TRACE_ON", "true");
-        if let Some(due) = timer {
+        if half {
+            // Nothing to wake: no consumer reads the half topic.
+        } else if let Some(due) = timer {
             let (queue, first) = (store_queue, put.first);
             self.timer_stored(due, queue, first.queue_offset, first.offset);
         } else if let Some(level) = delay {
