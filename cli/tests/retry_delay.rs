@@ -14,20 +14,7 @@ use rockfish_net::sdk::{
 mod common;
 
 fn start() -> common::Standalone {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = common::start(
-        dir.path(),
-        &[
-            "--segment-size",
-            "16777216",
-            "--message-delay-level",
-            "1s 2s 1s 1s 2s 1s",
-        ],
-        "warn",
-        false,
-    );
-    s.dir = Some(dir);
-    s
+    common::start_in_temp_dir(&["--message-delay-level", "1s 2s 1s 1s 2s 1s"])
 }
 
 fn producer(ns: &str) -> Producer {

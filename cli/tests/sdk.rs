@@ -16,10 +16,7 @@ mod common;
 use common::Standalone as Server;
 
 fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = common::start(dir.path(), &["--segment-size", "16777216"], "warn", false);
-    s.dir = Some(dir);
-    s
+    common::start_in_temp_dir(&[])
 }
 
 fn producer(ns: &str) -> Producer {

@@ -31,6 +31,14 @@ impl H {
     fn new() -> H {
         H::with(BrokerConfig::default(), MemDisk::new(1), T0)
     }
+    /// A broker that creates no subscription group on first use.
+    fn without_group_creation() -> H {
+        let cfg = BrokerConfig {
+            auto_create_subscription_group: false,
+            ..BrokerConfig::default()
+        };
+        H::with(cfg, MemDisk::new(1), T0)
+    }
     /// Sends `body` to T queue 0; returns its commit log offset.
     fn send(&mut self, body: &str) -> u64 {
         let cmd = self.send_v2(
@@ -56,13 +64,6 @@ impl H {
     fn send_back(&mut self, offset: u64, delay_level: i32) -> RemotingCommand {
         let cmd = self.send_back_cmd(offset as i64, delay_level);
         self.one(C, cmd).0
-    }
-    fn records(&self, topic: &str, queue: u32) -> Vec<StoredRecord> {
-        self.b
-            .store()
-            .get(topic, queue, 0, 100, usize::MAX, &|_| true)
-            .unwrap()
-            .messages
     }
     fn at(&mut self, now: u64) {
         self.now = now;
@@ -184,14 +185,7 @@ fn a_named_level_is_used_as_given() {
 
 #[test]
 fn bad_send_backs_get_a_clear_error_and_disturb_nothing() {
-    let mut h = H::with(
-        BrokerConfig {
-            auto_create_subscription_group: false,
-            ..BrokerConfig::default()
-        },
-        MemDisk::new(1),
-        T0,
-    );
+    let mut h = H::without_group_creation();
     let off = h.send("m");
     let resp = h.send_back(off, 0);
     assert_eq!(resp.code, response::SUBSCRIPTION_GROUP_NOT_EXIST);
@@ -247,14 +241,7 @@ fn a_clients_own_resend_to_the_retry_topic_keeps_its_backoff_and_turns_dead_at_m
     assert_eq!(dead.len(), 1);
     assert_eq!(prop(&dead[0], "DELAY"), None);
     // A retry topic of a group that cannot exist.
-    let mut h = H::with(
-        BrokerConfig {
-            auto_create_subscription_group: false,
-            ..BrokerConfig::default()
-        },
-        MemDisk::new(1),
-        T0,
-    );
+    let mut h = H::without_group_creation();
     let cmd = h.send_v2("%RETRY%nobody", 0, &[], b"x");
     assert_eq!(h.one(P, cmd).0.code, response::SUBSCRIPTION_GROUP_NOT_EXIST);
 }

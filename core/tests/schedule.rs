@@ -49,11 +49,7 @@ impl H {
     }
     /// What the real topic's queue 1 holds, read from the store.
     fn real(&self) -> Vec<StoredRecord> {
-        self.b
-            .store()
-            .get("T", 1, 0, 100, usize::MAX, &|_| true)
-            .unwrap()
-            .messages
+        self.records("T", 1)
     }
     fn scheduled(&self, level: u32) -> u64 {
         self.b.store().max_offset(SCHEDULE_TOPIC, level - 1)
@@ -82,11 +78,7 @@ fn a_delayed_message_waits_in_its_level_and_reaches_its_topic_when_due() {
     );
     assert_eq!(h.scheduled(2), 1, "stored in the schedule topic's queue 1");
     assert!(h.real().is_empty(), "not in the real topic yet");
-    let waiting =
-        h.b.store()
-            .get(SCHEDULE_TOPIC, 1, 0, 10, usize::MAX, &|_| true)
-            .unwrap()
-            .messages;
+    let waiting = h.records(SCHEDULE_TOPIC, 1);
     assert_eq!(prop(&waiting[0], "REAL_TOPIC").as_deref(), Some("T"));
     assert_eq!(prop(&waiting[0], "REAL_QID").as_deref(), Some("1"));
 
@@ -122,11 +114,7 @@ fn levels_out_of_range_are_clamped_and_non_positive_ones_ignored() {
     assert_eq!(h.send_delayed("huge", "99").code, response::SUCCESS);
     let max = StoreConfig::small().delay_levels_ms.len() as u32;
     assert_eq!(h.scheduled(max), 1, "clamped to the last level");
-    let waiting =
-        h.b.store()
-            .get(SCHEDULE_TOPIC, max - 1, 0, 10, usize::MAX, &|_| true)
-            .unwrap()
-            .messages;
+    let waiting = h.records(SCHEDULE_TOPIC, max - 1);
     assert_eq!(prop(&waiting[0], "DELAY"), Some(max.to_string()));
     for level in ["0", "-3", "x"] {
         assert_eq!(h.send_delayed(level, level).code, response::SUCCESS);

@@ -62,15 +62,7 @@ impl H {
         self.at(until);
     }
     fn real(&self) -> Vec<StoredRecord> {
-        let (store, mut all, mut at) = (self.b.store(), Vec::new(), 0);
-        while at < store.max_offset("T", 0) {
-            let got = store
-                .get("T", 0, at, 10_000, usize::MAX, &|_| true)
-                .unwrap();
-            all.extend(got.messages);
-            at = got.next_offset;
-        }
-        all
+        self.records("T", 0)
     }
 }
 

@@ -70,3 +70,14 @@ pub fn start(dir: &Path, extra: &[&str], log: &str, keep_stderr: bool) -> Standa
         dir: None,
     }
 }
+
+/// A standalone over a data directory of its own (removed with it), with 16 MiB log segments
+/// and `extra` arguments, logging warnings only.
+pub fn start_in_temp_dir(extra: &[&str]) -> Standalone {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--segment-size", "16777216"];
+    args.extend_from_slice(extra);
+    let mut s = start(dir.path(), &args, "warn", false);
+    s.dir = Some(dir);
+    s
+}

@@ -246,7 +246,7 @@ impl<D: Disk> Broker<D> {
                 return Ok(());
             }
         };
-        match self.store_at_real_topic(&rec, &[property::DELAY], now) {
+        match self.store_at_real_topic(&rec, &[property::DELAY], None, now) {
             Ok(Some(end)) => {
                 self.schedule.undurable.push_back((level, offset + 1, end));
                 Ok(())
@@ -271,13 +271,16 @@ impl<D: Disk> Broker<D> {
         }
     }
 
-    /// Stores a record that waited (in the schedule topic or the timing wheel) in its real
-    /// topic and queue (REAL_TOPIC / REAL_QID), without the properties named in `drop`.
-    /// `Ok(None)`: it names no real topic. `Ok(Some(end))`: where the copy ends in the log.
+    /// Stores a record that waited (in the schedule topic, the timing wheel or the
+    /// transaction half topic) in its real topic and queue (REAL_TOPIC / REAL_QID), without
+    /// the properties named in `drop`; `commit_of`: a transaction half at that commit log
+    /// offset, stored with the COMMIT type. `Ok(None)`: it names no real topic.
+    /// `Ok(Some(end))`: where the copy ends in the log.
     pub(super) fn store_at_real_topic(
         &mut self,
         rec: &rockfish_store::StoredRecord,
         drop: &[&str],
+        commit_of: Option<u64>,
         now: u64,
     ) -> Result<Option<u64>, StoreError> {
         let real = (
@@ -298,11 +301,18 @@ impl<D: Disk> Broker<D> {
             queue_id: qid % queues.max(1),
             delay: None,
             flag: rec.flag(),
-            sys_flag: rec.sys_flag(),
+            sys_flag: match commit_of {
+                Some(_) => {
+                    use super::transaction::tx_flag;
+                    (rec.sys_flag() & !tx_flag::MASK) | tx_flag::COMMIT
+                }
+                None => rec.sys_flag(),
+            },
             born_timestamp: rec.born_timestamp(),
             born_host: rec.born_host(),
             reconsume_times: rec.reconsume_times(),
-            prepared_transaction_offset: rec.prepared_transaction_offset(),
+            prepared_transaction_offset: commit_of
+                .map_or(rec.prepared_transaction_offset(), |o| o as i64),
             body: &body,
             properties: rewrite_properties(rec.properties(), drop, &[]),
         };

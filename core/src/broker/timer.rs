@@ -413,7 +413,7 @@ impl<D: Disk> Broker<D> {
                 return Ok(());
             }
         };
-        match self.store_at_real_topic(&rec, &[], now) {
+        match self.store_at_real_topic(&rec, &[], None, now) {
             Ok(Some(_)) => Ok(()),
             Ok(None) => {
                 tracing::error!(phys, "timer message without REAL_TOPIC/REAL_QID; skipped");

@@ -12,11 +12,10 @@
 //! when a producer ends one transaction twice (Apache stores it twice too).
 
 use rockfish_store::Disk;
-use rockfish_store::record::HostAddr;
 
 use super::Broker;
 use super::retry::Derived;
-use crate::message::{properties_string, rewrite_properties};
+use crate::message::properties_string;
 use crate::remoting::codes::response;
 use crate::remoting::{FieldError, RemotingCommand};
 
@@ -116,39 +115,20 @@ impl<D: Disk> Broker<D> {
             );
         }
         if decision == tx_flag::COMMIT {
-            let real = (
-                rec.property(crate::message::property::REAL_TOPIC)
-                    .map(|t| String::from_utf8_lossy(t).into_owned()),
-                rec.property(crate::message::property::REAL_QID)
-                    .and_then(|q| std::str::from_utf8(q).ok())
-                    .and_then(|q| q.trim().parse::<u32>().ok()),
-            );
-            let (Some(topic), Some(qid)) = real else {
-                return refuse(
-                    response::SYSTEM_ERROR,
-                    "the half message names no real topic".into(),
-                );
-            };
-            let queues = self.topic_for_delivery(&topic, qid, now);
-            let body = rec.body();
-            let copy = Derived {
-                topic: &topic,
-                queue_id: qid % queues.max(1),
-                delay: None,
-                flag: rec.flag(),
-                sys_flag: (rec.sys_flag() & !tx_flag::MASK) | tx_flag::COMMIT,
-                born_timestamp: rec.born_timestamp(),
-                born_host: rec.born_host(),
-                reconsume_times: rec.reconsume_times(),
-                prepared_transaction_offset: phys,
-                body: &body,
-                properties: rewrite_properties(rec.properties(), &[], &[]),
-            };
-            if let Err(e) = self.put_derived(copy, now) {
-                return refuse(
-                    response::SERVICE_NOT_AVAILABLE,
-                    format!("committing the transaction failed: {e}"),
-                );
+            match self.store_at_real_topic(&rec, &[], Some(phys as u64), now) {
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return refuse(
+                        response::SYSTEM_ERROR,
+                        "the half message names no real topic".into(),
+                    );
+                }
+                Err(e) => {
+                    return refuse(
+                        response::SERVICE_NOT_AVAILABLE,
+                        format!("committing the transaction failed: {e}"),
+                    );
+                }
             }
         }
         // The decision, recorded: the half is done.
@@ -160,7 +140,7 @@ impl<D: Disk> Broker<D> {
             flag: 0,
             sys_flag: 0,
             born_timestamp: rockfish_store::java_millis(now),
-            born_host: HostAddr::UNSPECIFIED,
+            born_host: self.store_host,
             reconsume_times: 0,
             prepared_transaction_offset: 0,
             body: half_offset.as_bytes(),

@@ -75,6 +75,24 @@ impl BrokerHarness {
         out
     }
 
+    /// Every record the store holds in (`topic`, `queue`), read page by page (a read stops at
+    /// 16,000 entries).
+    pub fn records(&self, topic: &str, queue: u32) -> Vec<rockfish_store::StoredRecord> {
+        let (store, mut all) = (self.b.store(), Vec::new());
+        let mut at = store.min_offset(topic, queue);
+        while at < store.max_offset(topic, queue) {
+            let got = store
+                .get(topic, queue, at, 10_000, usize::MAX, &|_| true)
+                .expect("the test store reads");
+            if got.next_offset <= at {
+                break;
+            }
+            all.extend(got.messages);
+            at = got.next_offset;
+        }
+        all
+    }
+
     /// A request with the next opaque.
     pub fn req(&mut self, code: i32) -> RemotingCommand {
         self.opaque += 1;
