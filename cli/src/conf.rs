@@ -141,6 +141,9 @@ pub fn parse(text: &str) -> Result<BrokerConf, String> {
                     .parse()
                     .map_err(|_| format!("broker.conf: {key}={v}: expected milliseconds"))?
             }
+            "transactionTimeOut" => broker.transaction_timeout_ms = parse_num(key, v)?,
+            "transactionCheckInterval" => broker.transaction_check_interval_ms = parse_num(key, v)?,
+            "transactionCheckMax" => broker.transaction_check_max = parse_num(key, v)?,
             "autoCreateSubscriptionGroup" => {
                 broker.auto_create_subscription_group = parse_bool(key, v)?
             }

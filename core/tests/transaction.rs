@@ -1,8 +1,11 @@
 //! Transaction messages on the broker: a prepared message waits hidden as a half message;
 //! END_TRANSACTION commits it into its topic or rolls it back, and records the decision.
 
-use rockfish_core::broker::{BrokerConfig, TRANS_HALF_TOPIC, TRANS_OP_HALF_TOPIC, tx_flag};
-use rockfish_core::machine::ConnId;
+use rockfish_core::broker::{
+    BrokerConfig, TRANS_CHECK_MAX_TIME_TOPIC, TRANS_HALF_TOPIC, TRANS_OP_HALF_TOPIC, tx_flag,
+};
+use rockfish_core::machine::{ConnId, Output};
+use rockfish_core::message::decoder::decode_messages;
 use rockfish_core::message::parse_offset_msg_id;
 use rockfish_core::remoting::RemotingCommand;
 use rockfish_core::remoting::codes::{request, response};
@@ -11,19 +14,61 @@ use rockfish_store::record::HostAddr;
 use rockfish_store::{MemDisk, StoreConfig};
 
 const P: ConnId = ConnId(1);
+const P2: ConnId = ConnId(2);
+const T0: u64 = 1_700_000_000_000;
 
 rockfish_sim::broker_harness!(H);
 
+/// Checks after 6 s undecided, every 10 s, at most 3 times.
+fn config() -> BrokerConfig {
+    BrokerConfig {
+        transaction_timeout_ms: 6_000,
+        transaction_check_interval_ms: 10_000,
+        transaction_check_max: 3,
+        ..BrokerConfig::default()
+    }
+}
+
+/// A check-back the broker sent: (connection, tranStateTableOffset, commitLogOffset, body).
+type Check = (ConnId, u64, u64, bytes::Bytes);
+
 impl H {
     fn new() -> H {
-        let mut h = BrokerHarness::start(
-            BrokerConfig::default(),
-            StoreConfig::small(),
-            MemDisk::new(1),
-            1_700_000_000_000,
-        );
+        H::start(MemDisk::new(1), T0)
+    }
+    fn start(disk: MemDisk, now: u64) -> H {
+        let mut h = BrokerHarness::start(config(), StoreConfig::small(), disk, now);
         h.connect(P, HostAddr::V4([10, 0, 0, 9], 5555));
+        h.connect(P2, HostAddr::V4([10, 0, 0, 10], 5555));
         H(h)
+    }
+    /// Registers `conn` as a producer of TxGroup.
+    fn producer(&mut self, conn: ConnId, client: &str) {
+        let body = format!(
+            r#"{{"clientID":"{client}","producerDataSet":[{{"groupName":"TxGroup"}}],"consumerDataSet":[]}}"#
+        );
+        let cmd = self.req(request::HEART_BEAT).with_body(body.into_bytes());
+        assert_eq!(self.one(conn, cmd).0.code, response::SUCCESS);
+    }
+    /// Time passes to `now`; returns the check-backs sent.
+    fn at(&mut self, now: u64) -> Vec<Check> {
+        self.now = now;
+        self.b.on_timeout(now);
+        let out = self.drain();
+        out.into_iter()
+            .filter_map(|o| match o {
+                Output::Send { conn, cmd } if cmd.code == request::CHECK_TRANSACTION_STATE => {
+                    assert!(cmd.is_oneway() && !cmd.is_response());
+                    Some((
+                        conn,
+                        cmd.ext("tranStateTableOffset").unwrap().parse().unwrap(),
+                        cmd.ext("commitLogOffset").unwrap().parse().unwrap(),
+                        cmd.body.clone(),
+                    ))
+                }
+                _ => None,
+            })
+            .collect()
     }
     /// Sends a prepared message; returns (commit log offset, half queue offset).
     fn prepare(&mut self, body: &str) -> (u64, u64) {
@@ -49,6 +94,10 @@ impl H {
             .with_ext("commitOrRollback", decision)
             .with_ext("msgId", "x")
             .with_ext("fromTransactionCheck", false)
+    }
+    fn end(&mut self, phys: u64, queue_offset: u64, decision: i32) -> i32 {
+        let cmd = self.end_cmd(phys, queue_offset, decision);
+        self.one(P, cmd).0.code
     }
 }
 
@@ -121,4 +170,155 @@ fn an_unknown_state_is_left_for_the_check_and_bad_ends_are_refused() {
         response::NO_PERMISSION,
         "a system topic"
     );
+}
+
+#[test]
+fn an_undecided_half_is_checked_back_and_the_answer_commits_it_once() {
+    let mut h = H::new();
+    h.producer(P, "c1");
+    let (phys, q) = h.prepare("tx4");
+    assert!(h.at(T0 + 5_000).is_empty(), "not yet due for a check");
+    let checks = h.at(T0 + 10_000);
+    assert_eq!(checks.len(), 1, "one check, to the group's producer");
+    let (conn, copy_q, copy_phys, body) = checks[0].clone();
+    assert_eq!(conn, P);
+    assert!(
+        copy_q > q && copy_phys > phys,
+        "the check names the half put back"
+    );
+    let msgs = decode_messages(&body).expect("the body is a stored message");
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].topic(), "T", "shown with its real topic");
+    assert_eq!(msgs[0].queue_id(), 1);
+    assert_eq!(&msgs[0].body()[..], b"tx4");
+    assert_eq!(msgs[0].property("TRANSACTION_CHECK_TIMES"), Some(&b"1"[..]));
+    assert_eq!(msgs[0].property("PGROUP"), Some(&b"TxGroup"[..]));
+    // The producer's late end for the first half: handed on to the check, refused.
+    assert_eq!(h.end(phys, q, tx_flag::COMMIT), response::SYSTEM_ERROR);
+    assert!(h.records("T", 1).is_empty());
+    // The check's answer commits; a repeat of it is refused.
+    let answer = h
+        .end_cmd(copy_phys, copy_q, tx_flag::COMMIT)
+        .with_ext("fromTransactionCheck", true);
+    assert_eq!(h.one(P, answer).0.code, response::SUCCESS);
+    assert_eq!(
+        h.end(copy_phys, copy_q, tx_flag::COMMIT),
+        response::SYSTEM_ERROR
+    );
+    assert_eq!(
+        h.end(copy_phys, copy_q, tx_flag::ROLLBACK),
+        response::SYSTEM_ERROR
+    );
+    let got = h.records("T", 1);
+    assert_eq!(got.len(), 1, "committed once");
+    assert_eq!(got[0].prepared_transaction_offset(), copy_phys as i64);
+    assert!(h.at(T0 + 30_000).is_empty(), "decided: never checked again");
+    assert_eq!(h.b.transactions_progress(), copy_q + 1);
+}
+
+#[test]
+fn the_check_goes_to_another_producer_when_the_sender_is_gone() {
+    let mut h = H::new();
+    h.producer(P, "c1");
+    h.producer(P2, "c2");
+    h.prepare("tx5");
+    let now = h.now;
+    h.b.on_disconnect(P, now);
+    let checks = h.at(T0 + 10_000);
+    assert_eq!(checks.len(), 1);
+    assert_eq!(checks[0].0, P2, "the live producer of the group answers");
+}
+
+#[test]
+fn a_half_undecided_through_its_checks_is_given_up() {
+    let mut h = H::new();
+    h.producer(P, "c1");
+    h.prepare("tx6");
+    let mut sent = 0;
+    for round in 1..=6 {
+        sent += h.at(T0 + round * 10_000).len();
+    }
+    assert_eq!(sent, 3, "transactionCheckMax checks");
+    let given_up = h.records(TRANS_CHECK_MAX_TIME_TOPIC, 0);
+    assert_eq!(given_up.len(), 1);
+    assert_eq!(&given_up[0].body()[..], b"tx6");
+    assert!(
+        h.b.topic(TRANS_CHECK_MAX_TIME_TOPIC).is_some(),
+        "inspectable"
+    );
+    assert_eq!(
+        h.records(TRANS_HALF_TOPIC, 0).len(),
+        4,
+        "the half and 3 copies"
+    );
+    assert!(h.records("T", 1).is_empty());
+}
+
+#[test]
+fn a_restart_keeps_what_is_decided_and_checks_what_is_not() {
+    let mut h = H::new();
+    h.producer(P, "c1");
+    let (p1, q1) = h.prepare("decided");
+    let (_, q2) = h.prepare("open");
+    let (p3, q3) = h.prepare("decided-later");
+    assert_eq!(h.end(p3, q3, tx_flag::ROLLBACK), response::SUCCESS);
+    assert_eq!(h.end(p1, q1, tx_flag::COMMIT), response::SUCCESS);
+    let disk = h.disk.clone();
+    disk.crash();
+    let mut h = H::start(disk, T0 + 1_000);
+    h.producer(P, "c1");
+    assert_eq!(
+        h.end(p1, q1, tx_flag::COMMIT),
+        response::SYSTEM_ERROR,
+        "decided before the crash"
+    );
+    assert_eq!(
+        h.end(p3, q3, tx_flag::COMMIT),
+        response::SYSTEM_ERROR,
+        "rolled back before the crash"
+    );
+    let checks = h.at(T0 + 11_000);
+    assert_eq!(checks.len(), 1, "only the open one is checked");
+    let msgs = decode_messages(&checks[0].3).unwrap();
+    assert_eq!(&msgs[0].body()[..], b"open");
+    assert_eq!(h.records("T", 1).len(), 1);
+    assert!(q2 < checks[0].1);
+}
+
+#[test]
+fn a_commit_whose_record_of_decision_was_lost_is_not_committed_again() {
+    let mut h = H::new();
+    h.producer(P, "c1");
+    h.at(T0 + 10_000); // a round with nothing to check
+    let (phys, q) = h.prepare("lost-op");
+    let checks = h.at(T0 + 20_000);
+    let (_, copy_q, copy_phys, _) = checks[0].clone();
+    let answer = h.end_cmd(copy_phys, copy_q, tx_flag::COMMIT);
+    assert_eq!(h.one(P, answer).0.code, response::SUCCESS);
+    // The op record, the log's last, is lost (torn by a crash): the commit before it stays.
+    let op = h.records(TRANS_OP_HALF_TOPIC, 0).remove(0);
+    let disk = h.disk.clone();
+    disk.crash();
+    let log = disk
+        .paths()
+        .into_iter()
+        .find(|p| p.starts_with("commitlog/"))
+        .unwrap();
+    disk.corrupt(&log, op.physical_offset() + 4, 3).unwrap();
+    let mut h = H::start(disk, T0 + 21_000);
+    h.producer(P, "c1");
+    assert_eq!(h.records("T", 1).len(), 1, "the commit survived");
+    assert!(
+        h.records(TRANS_OP_HALF_TOPIC, 0).is_empty(),
+        "its op record did not"
+    );
+    // The copy is checked no more: its commit is found by its key.
+    let _ = (phys, q);
+    let later = h.at(T0 + 40_000);
+    assert!(later.is_empty(), "{later:?}");
+    assert_eq!(
+        h.end(copy_phys, copy_q, tx_flag::COMMIT),
+        response::SYSTEM_ERROR
+    );
+    assert_eq!(h.records("T", 1).len(), 1, "committed once");
 }

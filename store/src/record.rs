@@ -211,6 +211,33 @@ pub struct EncodedParts {
     pub total_len: usize,
 }
 
+/// One whole record, as the commit log would hold it at `physical_offset` (a message the
+/// broker hands a client in a stored message's encoding, e.g. a transaction check-back).
+pub fn encode_to_vec(
+    msg: &StoreMessage<'_>,
+    max_body: usize,
+    queue_offset: u64,
+    physical_offset: u64,
+    store_timestamp: i64,
+) -> Result<Vec<u8>, EncodeError> {
+    let len = record_len(msg, max_body)?;
+    let mut scratch = Vec::new();
+    let parts = encode_record(
+        &mut scratch,
+        msg,
+        len,
+        queue_offset,
+        physical_offset,
+        store_timestamp,
+    );
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(&scratch[..parts.head_len]);
+    out.extend_from_slice(msg.body);
+    out.extend_from_slice(&scratch[parts.head_len..]);
+    debug_assert_eq!(out.len(), len);
+    Ok(out)
+}
+
 /// Encodes `msg` into `scratch` (cleared first) as head then tail. Returns the split point.
 /// `total_len` must come from [`record_len`].
 pub fn encode_record(

@@ -175,6 +175,14 @@ impl ClientTable {
         changed
     }
 
+    /// The connections of a producer group's live clients (check-backs go to one of them).
+    pub(super) fn producer_conns(&self, group: &str) -> Vec<ConnId> {
+        self.producers
+            .get(group)
+            .map(|p| p.values().map(|c| c.conn).collect())
+            .unwrap_or_default()
+    }
+
     /// Whether `data` fits the caps: no new group past `max_groups`, no new client in a
     /// group past `max_clients_per_group`.
     pub(super) fn admits(

@@ -31,7 +31,10 @@ mod timer;
 mod transaction;
 pub use schedule::RETRY_AFTER_FAILURE_MS as SCHEDULE_RETRY_MS;
 pub use timer::{TIMER_WHEEL_FILE, TimerWheelFile, timer_property};
-pub use transaction::{TRANS_HALF_TOPIC, TRANS_OP_HALF_TOPIC, tx_flag};
+pub use transaction::{
+    TRANS_CHECK_MAX_TIME_TOPIC, TRANS_HALF_TOPIC, TRANS_OP_HALF_TOPIC, TRANSACTION_PROGRESS_GROUP,
+    tx_flag,
+};
 mod send;
 mod timers;
 mod topics;
@@ -118,6 +121,14 @@ pub struct BrokerConfig {
     pub timer_max_delay_sec: u64,
     /// Delivery times are rounded up to a multiple of this (timerPrecisionMs).
     pub timer_precision_ms: u64,
+    /// A transaction half undecided this long after it was stored is checked back with its
+    /// producer group (transactionTimeOut).
+    pub transaction_timeout_ms: u64,
+    /// How often undecided halves are checked (transactionCheckInterval).
+    pub transaction_check_interval_ms: u64,
+    /// Checks per half before it is given up into TRANS_CHECK_MAX_TIME_TOPIC
+    /// (transactionCheckMax).
+    pub transaction_check_max: u32,
 }
 
 impl Default for BrokerConfig {
@@ -148,6 +159,9 @@ impl Default for BrokerConfig {
             timer_wheel_enable: true,
             timer_max_delay_sec: 3 * 24 * 3600,
             timer_precision_ms: 1_000,
+            transaction_timeout_ms: 6_000,
+            transaction_check_interval_ms: 60_000,
+            transaction_check_max: 15,
         }
     }
 }
@@ -209,6 +223,11 @@ impl BrokerConfig {
             ),
             ("long polling max suspend", self.max_suspend_ms),
             ("waitTimeMillsInSendQueue", self.max_wait_in_queue_ms),
+            ("transactionTimeOut", self.transaction_timeout_ms),
+            (
+                "transactionCheckInterval",
+                self.transaction_check_interval_ms,
+            ),
         ] {
             check(v > 0, format!("{key}={v}: must be above 0 ms"));
         }
@@ -253,6 +272,13 @@ impl BrokerConfig {
             format!(
                 "timerPrecisionMs={}: must be 1 to 60000 ms",
                 self.timer_precision_ms
+            ),
+        );
+        check(
+            self.transaction_check_max <= 10_000,
+            format!(
+                "transactionCheckMax={}: must be at most 10000",
+                self.transaction_check_max
             ),
         );
         if problems.is_empty() {
@@ -316,6 +342,8 @@ pub struct Broker<D: Disk> {
     groups: groups::SubscriptionGroups,
     /// Timer messages: the timing wheel.
     wheel: timer::TimerWheel,
+    /// Transaction halves: the check-back's progress and what is decided.
+    transactions: transaction::Transactions,
 }
 
 impl<D: Disk> Broker<D> {
@@ -406,6 +434,7 @@ impl<D: Disk> Broker<D> {
             .queue_ids()
             .any(|(topic, _)| topic == rockfish_store::message_store::TIMER_TOPIC);
         let groups = groups::SubscriptionGroups::load(&store)?;
+        let transactions = transaction::Transactions::load(&store, &mut offsets)?;
         let rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
         let first_start = store.fresh();
         let mut broker = Broker {
@@ -441,6 +470,10 @@ impl<D: Disk> Broker<D> {
                 if timers_waiting {
                     t.set(Timer::Wheel, now);
                 }
+                t.set(
+                    Timer::TransactionCheck,
+                    now + config.transaction_check_interval_ms,
+                );
                 t
             },
             registrations_unanswered: BTreeSet::new(),
@@ -451,6 +484,7 @@ impl<D: Disk> Broker<D> {
             schedule,
             groups,
             wheel,
+            transactions,
             config,
         };
         if restored_any {
@@ -463,6 +497,7 @@ impl<D: Disk> Broker<D> {
         // kept, so whatever of them survives, what they cover survived too).
         broker.journal_schedule_progress(now);
         broker.journal_wheel_progress(now);
+        broker.journal_transaction_progress(now);
         broker.register_all(now);
         Ok(broker)
     }
@@ -647,6 +682,9 @@ impl<D: Disk> Broker<D> {
         }
         if self.timers.due(Timer::Wheel, now) {
             self.run_wheel(now);
+        }
+        if self.timers.due(Timer::TransactionCheck, now) {
+            self.check_transactions(now);
         }
     }
 

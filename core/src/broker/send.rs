@@ -129,6 +129,7 @@ impl<D: Disk> Broker<D> {
             || h.topic == TIMER_TOPIC
             || h.topic == super::TRANS_HALF_TOPIC
             || h.topic == super::TRANS_OP_HALF_TOPIC
+            || h.topic == super::TRANS_CHECK_MAX_TIME_TOPIC
         {
             // As Apache refuses sends to its system topics.
             return refuse(

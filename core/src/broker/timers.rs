@@ -24,9 +24,11 @@ pub(super) enum Timer {
     Schedule,
     /// The timing wheel: the next timer message falls due, or the next window loads.
     Wheel,
+    /// Undecided transaction halves are checked back with their producers.
+    TransactionCheck,
 }
 
-const TIMERS: usize = 9;
+const TIMERS: usize = 10;
 
 #[derive(Debug, Default)]
 pub(super) struct Timers {
