@@ -115,6 +115,12 @@ pub trait ClientMachine {
     type Event;
     /// A response (or a request from a broker) arrived from a peer.
     fn on_command(&mut self, cmd: RemotingCommand, now: u64);
+    /// A request from the peer at `from` (a broker's transaction check-back, a consumer-ids
+    /// change): answers go back to that address. By default it is taken as any command.
+    fn on_request(&mut self, from: &str, cmd: RemotingCommand, now: u64) {
+        let _ = from;
+        self.on_command(cmd, now)
+    }
     fn on_timeout(&mut self, now: u64);
     /// The connection to `addr` failed or closed: what waits on it may fail now.
     fn on_peer_lost(&mut self, addr: &str, now: u64);

@@ -53,7 +53,7 @@ fn send(c: &mut Cluster, prefix: &str, n: usize) {
     let ok = c
         .producer_events
         .drain(..)
-        .filter(|ProducerEvent::Sent { result, .. }| result.is_ok())
+        .filter(|e| matches!(e, ProducerEvent::Sent { result, .. } if result.is_ok()))
         .count();
     assert_eq!(ok, n, "every send is acknowledged");
 }

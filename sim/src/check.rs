@@ -131,6 +131,11 @@ pub enum Violation {
     /// reconsumptions, or an owed message that failed every time and is not in any DLQ at the
     /// end (or was not delivered once for each reconsumption on the way).
     DeadLetterWrong { body: String, what: String },
+    /// A transaction's message stored or delivered against its outcome: committed though the
+    /// application rolled it back (or never ran its local transaction), delivered though
+    /// rolled back, committed twice from one half, or a half of a committed transaction left
+    /// uncommitted long after the check-backs should have resolved it.
+    TransactionWrong { body: String, what: String },
 }
 
 /// How long a message sent to a settled, fault-free cluster may take to reach its consumers:
@@ -181,6 +186,7 @@ impl Violation {
             Violation::StoreInconsistent { .. } => "store-consistent",
             Violation::DelayedEarly { .. } => "delay-not-early",
             Violation::DeadLetterWrong { .. } => "dead-letter-exact",
+            Violation::TransactionWrong { .. } => "transaction-exact",
         }
     }
 }
@@ -272,6 +278,10 @@ pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
     // acknowledged, the group owes it (a consumer offset past it must not skip it).
     let kept: BTreeSet<&str> = h.stored.values().map(String::as_str).collect();
     for (body, status) in &h.sent {
+        // A rolled-back transaction is owed to nobody (`check_transactions` judges it).
+        if h.transactions.contains_key(body) && !committed(h, body) {
+            continue;
+        }
         let acked = *status == Some(SendStatus::SendOk);
         // A message stored on a broker lost for good is gone with that machine (no replica
         // yet): nothing is owed of it.
@@ -343,6 +353,7 @@ pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
     check_settled(cfg, h, &mut report);
     check_delays(cfg, h, &mut report);
     check_dead_letters(cfg, h, &mut report);
+    check_transactions(cfg, h, &mut report);
     for (broker, what) in &h.store_problems {
         report.violations.push(Violation::StoreInconsistent {
             broker: broker.clone(),
@@ -766,6 +777,77 @@ fn check_dead_letters(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
                 body: body.clone(),
                 what: format!("dead, but never delivered after {missing} reconsumptions"),
             });
+        }
+    }
+}
+
+/// Whether a transaction's outcome is commit: the application's local transaction ran (its
+/// half came back SEND_OK) and committed.
+fn committed(h: &History, body: &str) -> bool {
+    h.transactions.get(body).is_some_and(|p| p.commit) && h.tx_ran.contains(body)
+}
+
+/// Transactions, judged on what the brokers store at the end: a committed copy only of a
+/// committed transaction, at most one per first half (a check's answer racing a late end
+/// must not store it twice), none delivered when rolled back, and every first half of a
+/// committed transaction committed once the check-backs had time (`TX_RESOLVE_BOUND_MS`
+/// after it was stored and after the heal).
+fn check_transactions(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
+    if h.transactions.is_empty() {
+        return;
+    }
+    let mut wrong = |body: &str, what: String| {
+        report.violations.push(Violation::TransactionWrong {
+            body: body.to_string(),
+            what,
+        })
+    };
+    let mut from_half: BTreeSet<(&str, u64)> = BTreeSet::new();
+    for (broker, body, origin) in &h.tx_commits {
+        if !committed(h, body) {
+            wrong(
+                body,
+                format!("committed on {broker} though its transaction rolled back"),
+            );
+        }
+        if let Some(o) = origin
+            && !from_half.insert((broker, *o))
+        {
+            wrong(
+                body,
+                format!("committed twice on {broker} from the half at {o}"),
+            );
+        }
+    }
+    let mut reported = BTreeSet::new();
+    for d in &h.delivered {
+        if h.transactions.contains_key(&d.body)
+            && !committed(h, &d.body)
+            && reported.insert(d.body.as_str())
+        {
+            wrong(
+                &d.body,
+                format!("delivered to consumer {} though rolled back", d.consumer),
+            );
+        }
+    }
+    let bound = crate::world::TX_RESOLVE_BOUND_MS + cfg.faults.clock_step_ms.1;
+    if cfg.liveness_ms < bound {
+        return;
+    }
+    for half in &h.tx_halves {
+        let old = half.broker_now as i64 - half.stored_ts >= bound as i64;
+        if old
+            && committed(h, &half.body)
+            && !from_half.contains(&(half.broker.as_str(), half.queue_offset))
+        {
+            wrong(
+                &half.body,
+                format!(
+                    "its half at {} on {} was never committed",
+                    half.queue_offset, half.broker
+                ),
+            );
         }
     }
 }

@@ -35,6 +35,10 @@ pub struct SimConfig {
     pub poison_share: f64,
     /// The clustering group's maxReconsumeTimes (-1: the client's default, 16).
     pub max_reconsume_times: i32,
+    /// Chance a message (single, concurrent, not delayed) is sent in a transaction: its
+    /// local transaction commits or rolls back, ends late or not at all, and check-backs
+    /// answer for it (`world::TxPlan`).
+    pub transaction_share: f64,
     /// Each message body is padded to at least this many bytes (to fill disks).
     pub body_bytes: usize,
     /// The topic exists before the run, and consumers start once brokers have registered.
@@ -134,6 +138,7 @@ impl SimConfig {
             timer_share: 0.0,
             poison_share: 0.0,
             max_reconsume_times: -1,
+            transaction_share: 0.0,
             body_bytes: 0,
             topic_created: false,
             topic_queues: 4,
@@ -202,6 +207,13 @@ pub struct Bugs {
     pub dlq_early: bool,
     /// Brokers never make a failing message a dead letter: it is retried forever.
     pub dlq_never: bool,
+    /// Brokers commit a transaction the producer rolled back.
+    pub tx_rollback_commits: bool,
+    /// Brokers accept every end of a transaction, also a repeat or a late one for a half
+    /// already handed to its check (Apache's behaviour): a message committed twice.
+    pub tx_ends_twice: bool,
+    /// Brokers never send a check-back: an undecided transaction stays undecided.
+    pub tx_never_checks: bool,
 }
 
 impl Bugs {

@@ -130,6 +130,7 @@ pub const INVARIANTS: &[&str] = &[
     "store-consistent",
     "delay-not-early",
     "dead-letter-exact",
+    "transaction-exact",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -218,6 +219,9 @@ pub struct Workload {
     pub poison_share: Bound<f64>,
     /// The clustering group's maxReconsumeTimes (-1: the client's default, 16).
     pub max_reconsume_times: i32,
+    /// Chance a message is sent in a transaction (committed, rolled back, ended late or
+    /// never, resolved by check-backs).
+    pub transaction_share: Bound<f64>,
     /// Bodies are padded to this many bytes.
     pub body_bytes: u64,
     /// The topic exists on every broker before the run starts, and consumers start once the
@@ -246,6 +250,7 @@ impl Default for Workload {
             timer_share: f(0.0),
             poison_share: f(0.0),
             max_reconsume_times: -1,
+            transaction_share: f(0.0),
             body_bytes: 0,
             topic_created: false,
             topic_queues: 4,
@@ -326,6 +331,10 @@ impl ScenarioFile {
         probabilities.push(("workload.delay_share", self.workload.delay_share));
         probabilities.push(("workload.poison_share", self.workload.poison_share));
         probabilities.push(("workload.timer_share", self.workload.timer_share));
+        probabilities.push((
+            "workload.transaction_share",
+            self.workload.transaction_share,
+        ));
         if self.workload.max_reconsume_times < -1 {
             return err(format!(
                 "workload.max_reconsume_times = {}: -1 (the default) or more",
@@ -335,7 +344,8 @@ impl ScenarioFile {
         if self.workload.orderly
             && (self.workload.delay_share.span().1 > 0.0
                 || self.workload.timer_share.span().1 > 0.0
-                || self.workload.poison_share.span().1 > 0.0)
+                || self.workload.poison_share.span().1 > 0.0
+                || self.workload.transaction_share.span().1 > 0.0)
         {
             return err(
                 "workload: delayed and poison messages are for concurrent groups, not \
@@ -429,6 +439,7 @@ impl ScenarioFile {
             delay_share: 0.0,
             timer_share: 0.0,
             poison_share: 0.0,
+            transaction_share: 0.0,
             max_reconsume_times: self.workload.max_reconsume_times,
             body_bytes: self.workload.body_bytes as usize,
             topic_created: self.workload.topic_created,
@@ -450,6 +461,7 @@ impl ScenarioFile {
         cfg.delay_share = self.workload.delay_share.draw(r);
         cfg.poison_share = self.workload.poison_share.draw(r);
         cfg.timer_share = self.workload.timer_share.draw(r);
+        cfg.transaction_share = self.workload.transaction_share.draw(r);
         cfg
     }
 
@@ -482,6 +494,7 @@ impl ScenarioFile {
                 timer_share: f(cfg.timer_share),
                 poison_share: f(cfg.poison_share),
                 max_reconsume_times: cfg.max_reconsume_times,
+                transaction_share: f(cfg.transaction_share),
                 body_bytes: cfg.body_bytes as u64,
                 topic_created: cfg.topic_created,
                 topic_queues: cfg.topic_queues,

@@ -374,3 +374,55 @@ fn delay_checker_catches_a_broker_that_delivers_timers_early() {
     // The broken machine: the timing wheel delivers each timer a second early.
     catches(TIMERS, &["delay-not-early"], 2);
 }
+
+/// Transactions in a quiet cluster, some ending late (racing the check-back) or UNKNOW, and
+/// producers killed mid-transaction.
+const TRANSACTIONS: &str = r#"
+name = "tx-broken"
+[topology]
+producers = 2
+consumers = 2
+[workload]
+topic_created = true
+messages = 100
+transaction_share = 0.5
+[phases]
+safety_ms = 10_000
+liveness_ms = 60_000
+[faults]
+client_crash_per_sec = 0.05
+down_ms = [500, 2_000]
+[bugs]
+"#;
+
+#[test]
+fn transaction_checker_catches_a_broker_that_commits_a_rollback() {
+    // The broken machine: END_TRANSACTION's rollback commits the message.
+    catches(
+        &format!("{TRANSACTIONS}tx_rollback_commits = true\n"),
+        &["transaction-exact"],
+        2,
+    );
+}
+
+#[test]
+fn transaction_checker_catches_a_broker_that_commits_twice() {
+    // The broken machine: a late end for a half already handed to its check, or a repeated
+    // answer, is accepted (as Apache does): the message is stored twice.
+    catches(
+        &format!("{TRANSACTIONS}tx_ends_twice = true\n"),
+        &["transaction-exact"],
+        3,
+    );
+}
+
+#[test]
+fn transaction_checker_catches_a_broker_that_never_checks_back() {
+    // The broken machine: no check-back is ever sent; transactions left UNKNOW or whose
+    // producer died stay undecided.
+    catches(
+        &format!("{TRANSACTIONS}tx_never_checks = true\n"),
+        &["transaction-exact"],
+        2,
+    );
+}

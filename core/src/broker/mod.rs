@@ -28,7 +28,7 @@ mod retry;
 pub use retry::DLQ_QUEUES;
 mod schedule;
 mod timer;
-mod transaction;
+pub mod transaction;
 pub use schedule::RETRY_AFTER_FAILURE_MS as SCHEDULE_RETRY_MS;
 pub use timer::{TIMER_WHEEL_FILE, TimerWheelFile, timer_property};
 pub use transaction::{

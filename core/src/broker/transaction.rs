@@ -213,6 +213,14 @@ impl<D: Disk> Broker<D> {
         let phys: i64 = cmd.ext_req("commitLogOffset")?;
         let decision: i32 = cmd.ext_req("commitOrRollback")?;
         let from_check: bool = cmd.ext_opt("fromTransactionCheck")?.unwrap_or(false);
+        // Deliberately broken brokers, for the simulator's checkers.
+        let decision =
+            if decision == tx_flag::ROLLBACK && crate::buggify::bug("broker.tx-rollback-commits") {
+                tx_flag::COMMIT
+            } else {
+                decision
+            };
+        let ends_twice = crate::buggify::bug("broker.tx-ends-twice");
         let refuse = |code: i32, remark: String| {
             Ok(Some(RemotingCommand::response_to(cmd, code, Some(remark))))
         };
@@ -270,7 +278,9 @@ impl<D: Disk> Broker<D> {
             );
         }
         let half = rec.queue_offset();
-        if half < self.transactions.half_next || self.transactions.decided.contains(&half) {
+        if (half < self.transactions.half_next || self.transactions.decided.contains(&half))
+            && !ends_twice
+        {
             return refuse(
                 response::SYSTEM_ERROR,
                 format!(
@@ -279,7 +289,10 @@ impl<D: Disk> Broker<D> {
                 ),
             );
         }
-        if rec.property(PROPERTY_PREPARED_QUEUE_OFFSET).is_some() && self.commit_stored(&rec) {
+        if !ends_twice
+            && rec.property(PROPERTY_PREPARED_QUEUE_OFFSET).is_some()
+            && self.commit_stored(&rec)
+        {
             // A copy of a transaction whose commit is stored (its op record lost).
             self.record_decision(half, now);
             return refuse(
@@ -566,6 +579,9 @@ impl<D: Disk> Broker<D> {
         let Some(group) = text(PROPERTY_PGROUP) else {
             return;
         };
+        if crate::buggify::bug("broker.tx-never-checks") {
+            return;
+        }
         let conns = self.clients.producer_conns(&group);
         if conns.is_empty() {
             tracing::debug!(%group, half = at.queue_offset, "no live producer of the group to check a transaction with");

@@ -141,6 +141,42 @@ pub enum SendError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SendId(pub u64);
 
+/// A local transaction's outcome (Java's LocalTransactionState).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransactionState {
+    /// Show the message to consumers (COMMIT_MESSAGE).
+    Commit,
+    /// Throw it away (ROLLBACK_MESSAGE).
+    Rollback,
+    /// Not known yet: the broker asks again later (UNKNOW).
+    Unknown,
+}
+
+impl TransactionState {
+    /// END_TRANSACTION's commitOrRollback value (MessageSysFlag's transaction types).
+    pub fn code(self) -> i32 {
+        use crate::broker::tx_flag;
+        match self {
+            TransactionState::Commit => tx_flag::COMMIT,
+            TransactionState::Rollback => tx_flag::ROLLBACK,
+            TransactionState::Unknown => tx_flag::NOT,
+        }
+    }
+}
+
+/// A broker asking about a transaction it holds undecided (CHECK_TRANSACTION_STATE).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionCheck {
+    /// The broker that asked: the answer goes back to it.
+    pub broker_addr: String,
+    /// The half message, shown with its real topic and queue.
+    pub msg: crate::message::MessageExt,
+    /// The transaction's id (the message's UNIQ_KEY).
+    pub transaction_id: String,
+    pub tran_state_table_offset: u64,
+    pub commit_log_offset: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProducerEvent {
     /// A sync or async send finished (oneway sends report `Ok` once written).
@@ -149,4 +185,7 @@ pub enum ProducerEvent {
         result: Result<SendResult, SendError>,
         attempts: u32,
     },
+    /// A broker asks how a transaction of this producer's group ended: answer it with
+    /// `Producer::answer_check` (any producer of the group may, as in RocketMQ).
+    CheckTransaction(Box<TransactionCheck>),
 }

@@ -28,6 +28,7 @@ mod publish_info;
 
 pub use api::{
     Message, ProducerConfig, ProducerEvent, SendError, SendId, SendMode, SendResult, SendStatus,
+    TransactionCheck, TransactionState,
 };
 use latency_faults::LatencyFaults;
 use publish_info::{TopicPublishInfo, publish_info};
@@ -46,6 +47,8 @@ struct PendingSend {
     last_broker: Option<String>,
     /// For batch sends: every message (all to `msg.topic`), each with its own UNIQ_KEY.
     batch: Vec<(Message, String)>,
+    /// A transaction's half (sysFlag TRANSACTION_PREPARED).
+    prepared: bool,
 }
 
 #[derive(Clone)]
@@ -166,6 +169,132 @@ impl Producer {
         self.start_with(msg, mode, selector, Vec::new(), None, now)
     }
 
+    /// Sends a transaction's half message (Java's sendMessageInTransaction, first step): the
+    /// broker keeps it from consumers until `end_transaction` (or a check's answer) commits
+    /// it. Its result names the half; run the local transaction once it is `SendOk`.
+    pub fn send_transactional(&mut self, mut msg: Message, now: u64) -> SendId {
+        // As Java: a transaction message is never delayed.
+        msg.properties.remove(crate::message::property::DELAY);
+        msg.properties.insert(
+            crate::broker::transaction::PROPERTY_TRAN_MSG.into(),
+            "true".into(),
+        );
+        msg.properties.insert(
+            crate::broker::transaction::PROPERTY_PGROUP.into(),
+            self.config.group.clone(),
+        );
+        let id = self.start(msg, SendMode::Sync, None, now);
+        if let Some(s) = self.sends.get_mut(&id) {
+            s.prepared = true;
+        }
+        id
+    }
+
+    /// Ends the transaction whose half `half` names (oneway, to the master that stored it).
+    /// `Unknown` sends nothing: the broker will check back. False when the broker's address
+    /// is not known (the check-back then decides).
+    pub fn end_transaction(&mut self, half: &SendResult, state: TransactionState) -> bool {
+        if state == TransactionState::Unknown {
+            return true;
+        }
+        let addr = self
+            .routes
+            .get(&half.queue.topic)
+            .and_then(|i| i.brokers.get(&half.queue.broker_name))
+            .cloned();
+        let phys = crate::message::parse_offset_msg_id(&half.offset_msg_id).map(|(_, o)| o);
+        let (Some(addr), Some(phys)) = (addr, phys) else {
+            return false;
+        };
+        self.send_end(addr, half.queue_offset, phys, &half.msg_id, state, false);
+        true
+    }
+
+    /// Answers a broker's check-back (END_TRANSACTION with fromTransactionCheck, oneway, to
+    /// the broker that asked). `Unknown` sends nothing: the broker asks again.
+    pub fn answer_check(&mut self, check: &TransactionCheck, state: TransactionState) {
+        if state == TransactionState::Unknown {
+            return;
+        }
+        self.send_end(
+            check.broker_addr.clone(),
+            check.tran_state_table_offset,
+            check.commit_log_offset,
+            &check.transaction_id,
+            state,
+            true,
+        );
+    }
+
+    fn send_end(
+        &mut self,
+        addr: String,
+        table_offset: u64,
+        phys: u64,
+        transaction_id: &str,
+        state: TransactionState,
+        from_check: bool,
+    ) {
+        let opaque = self.client.opaque();
+        let mut cmd = RemotingCommand::request(request::END_TRANSACTION, opaque)
+            .with_ext("producerGroup", &self.config.group)
+            .with_ext("tranStateTableOffset", table_offset)
+            .with_ext("commitLogOffset", phys)
+            .with_ext("commitOrRollback", state.code())
+            .with_ext("fromTransactionCheck", from_check)
+            .with_ext("msgId", transaction_id)
+            .with_ext("transactionId", transaction_id);
+        cmd.flag |= crate::remoting::command::FLAG_ONEWAY;
+        self.client.send(addr, cmd);
+    }
+
+    /// A request from the broker at `from`: a transaction check-back for this group becomes
+    /// a `CheckTransaction` event; anything else is ignored.
+    pub fn on_request(&mut self, from: &str, cmd: RemotingCommand, _now: u64) {
+        if cmd.code != request::CHECK_TRANSACTION_STATE || cmd.is_response() {
+            return;
+        }
+        let (Ok(Some(table)), Ok(Some(phys))) = (
+            cmd.ext_opt::<u64>("tranStateTableOffset"),
+            cmd.ext_opt::<u64>("commitLogOffset"),
+        ) else {
+            tracing::warn!(%from, "a transaction check without its offsets; ignored");
+            return;
+        };
+        let msg = match crate::message::decode_messages(&cmd.body) {
+            Ok(mut m) if m.len() == 1 => m.remove(0),
+            _ => {
+                tracing::warn!(%from, "a transaction check without one readable message; ignored");
+                return;
+            }
+        };
+        let group = msg
+            .property(crate::broker::transaction::PROPERTY_PGROUP)
+            .and_then(|g| std::str::from_utf8(g).ok());
+        if group != Some(self.config.group.as_str()) {
+            tracing::warn!(%from, ?group, "a transaction check for another group; ignored");
+            return;
+        }
+        let transaction_id = cmd
+            .ext("transactionId")
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .or_else(|| {
+                msg.property(crate::message::property::UNIQ_KEY)
+                    .and_then(|u| std::str::from_utf8(u).ok())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        self.events
+            .push_back(ProducerEvent::CheckTransaction(Box::new(TransactionCheck {
+                broker_addr: from.to_string(),
+                msg,
+                transaction_id,
+                tran_state_table_offset: table,
+                commit_log_offset: phys,
+            })));
+    }
+
     fn start_with(
         &mut self,
         msg: Message,
@@ -190,6 +319,7 @@ impl Producer {
                 attempts: 0,
                 last_broker: None,
                 batch,
+                prepared: false,
             },
         );
         if self.routes.contains_key(&topic) {
@@ -280,7 +410,14 @@ impl Producer {
             .with_ext("c", crate::broker::DEFAULT_TOPIC)
             .with_ext("d", self.config.default_topic_queues)
             .with_ext("e", mq.queue_id)
-            .with_ext("f", 0)
+            .with_ext(
+                "f",
+                if s.prepared {
+                    crate::broker::tx_flag::PREPARED
+                } else {
+                    0
+                },
+            )
             .with_ext("g", now)
             .with_ext("h", s.msg.flag)
             .with_ext("i", props)
@@ -581,5 +718,8 @@ impl crate::machine::ClientMachine for Producer {
     }
     fn poll_event(&mut self) -> Option<ProducerEvent> {
         Producer::poll_event(self)
+    }
+    fn on_request(&mut self, from: &str, cmd: RemotingCommand, now: u64) {
+        Producer::on_request(self, from, cmd, now)
     }
 }

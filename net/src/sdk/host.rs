@@ -130,8 +130,10 @@ where
             Some(ev) = ev_rx.recv() => match ev {
                 // Only from a connection still open: a lost peer's late frames are not served.
                 ConnEvent::Command { conn, cmd, .. } => {
-                    if peers.addr_of.contains_key(&conn) {
-                        machine.on_command(cmd, now_ms());
+                    match peers.addr_of.get(&conn) {
+                        Some(from) if !cmd.is_response() => machine.on_request(from, cmd, now_ms()),
+                        Some(_) => machine.on_command(cmd, now_ms()),
+                        None => {}
                     }
                 }
                 // A client answers no requests; a refused one (over a limit) is only logged.

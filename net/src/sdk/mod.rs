@@ -33,7 +33,9 @@ pub use rockfish_core::consumer::{ConsumeFrom, ConsumeResult, ConsumerConfig, Me
 use rockfish_core::consumer::{Consumer, ConsumerEvent};
 // Core's decoded message; `MessageExt` here is the SDK's builder trait.
 use rockfish_core::message::{MessageExt as DecodedMessage, decode_messages};
-pub use rockfish_core::producer::{Message, ProducerConfig, SendError, SendResult, SendStatus};
+pub use rockfish_core::producer::{
+    Message, ProducerConfig, SendError, SendResult, SendStatus, TransactionState,
+};
 use rockfish_core::producer::{ProducerEvent, SendId, SendMode};
 pub use rockfish_core::protocol::MessageQueue;
 use rockfish_core::protocol::TopicRouteData;
@@ -83,6 +85,18 @@ impl ConsumerConfigExt for ConsumerConfig {
 
 type Waiters = Arc<Mutex<HashMap<SendId, oneshot::Sender<Result<SendResult, SendError>>>>>;
 
+/// Answers a broker's check-back about a transaction of the producer's group (Java's
+/// TransactionListener.checkLocalTransaction): how did the local transaction of this half
+/// message end? Runs on a blocking thread.
+pub type TransactionChecker = Arc<dyn Fn(&ReceivedMessage) -> TransactionState + Send + Sync>;
+
+/// What `send_in_transaction` did: the half's send, and how the transaction was ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionSendResult {
+    pub send: SendResult,
+    pub state: TransactionState,
+}
+
 /// A producer. Cheap to share behind an `Arc`; every method may be called concurrently.
 pub struct Producer {
     calls: mpsc::UnboundedSender<Call<rockfish_core::producer::Producer>>,
@@ -100,7 +114,21 @@ fn client_id() -> String {
 
 impl Producer {
     /// Starts a producer (must be called inside a tokio runtime).
-    pub fn start(mut config: ProducerConfig) -> Producer {
+    pub fn start(config: ProducerConfig) -> Producer {
+        Self::start_with(config, None)
+    }
+
+    /// Starts a transactional producer: `checker` answers the brokers' check-backs about
+    /// transactions of its group left undecided (its own, or those of a producer of the group
+    /// that is gone).
+    pub fn start_transactional(
+        config: ProducerConfig,
+        checker: impl Fn(&ReceivedMessage) -> TransactionState + Send + Sync + 'static,
+    ) -> Producer {
+        Self::start_with(config, Some(Arc::new(checker)))
+    }
+
+    fn start_with(mut config: ProducerConfig, checker: Option<TransactionChecker>) -> Producer {
         if config.client_id == ProducerConfig::default().client_id {
             config.client_id = client_id();
         }
@@ -109,10 +137,41 @@ impl Producer {
         let (calls, rx) = mpsc::unbounded_channel();
         let waiters: Waiters = Arc::new(Mutex::new(HashMap::new()));
         let w = waiters.clone();
-        let task = tokio::spawn(host::run(machine, rx, move |e| {
-            let ProducerEvent::Sent { id, result, .. } = e;
-            if let Some(tx) = w.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) {
-                let _ = tx.send(result);
+        // Weak: the machine's task ends once every handle is dropped.
+        let answers = calls.downgrade();
+        let task = tokio::spawn(host::run(machine, rx, move |e| match e {
+            ProducerEvent::Sent { id, result, .. } => {
+                if let Some(tx) = w.lock().unwrap_or_else(|e| e.into_inner()).remove(&id) {
+                    let _ = tx.send(result);
+                }
+            }
+            ProducerEvent::CheckTransaction(check) => {
+                let Some(checker) = checker.clone() else {
+                    tracing::warn!(
+                        transaction = %check.transaction_id,
+                        "a transaction check-back, but this producer has no checker"
+                    );
+                    return;
+                };
+                let answers = answers.clone();
+                tokio::spawn(async move {
+                    let queue = MessageQueue {
+                        topic: check.msg.topic().to_string(),
+                        broker_name: String::new(),
+                        queue_id: check.msg.queue_id(),
+                    };
+                    let msg = ReceivedMessage::new(check.msg.clone(), queue);
+                    let state = tokio::task::spawn_blocking(move || checker(&msg))
+                        .await
+                        .unwrap_or(TransactionState::Unknown);
+                    if let Some(calls) = answers.upgrade() {
+                        let _ = calls.send(Box::new(
+                            move |m: &mut rockfish_core::producer::Producer, _now| {
+                                m.answer_check(&check, state)
+                            },
+                        ));
+                    }
+                });
             }
         }));
         Producer {
@@ -176,6 +235,31 @@ impl Producer {
     pub async fn send_ordered(&self, msg: Message, key: &str) -> Result<SendResult, SendError> {
         let key = key.to_string();
         Self::wait(self.submit(move |m, now| m.send_ordered(msg, &key, SendMode::Sync, now))).await
+    }
+
+    /// Sends a transaction message (Java's sendMessageInTransaction): the half is stored
+    /// hidden from consumers; once it is stored (`SendOk`), `local` runs the local
+    /// transaction, and its answer commits or rolls back the message (`Unknown` leaves it to
+    /// the broker's check-back). A half stored with another status is rolled back without
+    /// running `local`, as Java does.
+    pub async fn send_in_transaction(
+        &self,
+        msg: Message,
+        local: impl FnOnce(&SendResult) -> TransactionState,
+    ) -> Result<TransactionSendResult, SendError> {
+        let send = Self::wait(self.submit(move |m, now| m.send_transactional(msg, now))).await?;
+        let state = if send.status == SendStatus::SendOk {
+            local(&send)
+        } else {
+            TransactionState::Rollback
+        };
+        let half = send.clone();
+        let _ = self.calls.send(Box::new(move |m, _now| {
+            if !m.end_transaction(&half, state) {
+                tracing::warn!(msg_id = %half.msg_id, "the half's broker is not known: its check-back will end it");
+            }
+        }));
+        Ok(TransactionSendResult { send, state })
     }
 
     /// Waits for nothing more and stops.

@@ -266,6 +266,15 @@ impl Fabric {
             self.server_reads(to, conn, cmd, received_at, now);
             return;
         }
+        if !cmd.is_response() && !self.nodes[to].is_server() {
+            let from = self.addr_of(from).unwrap_or_default().to_string();
+            match &mut self.nodes[to] {
+                Node::Producer(p) => p.on_request(&from, cmd, now),
+                Node::Consumer(c) => ClientMachine::on_request(c, &from, cmd, now),
+                _ => {}
+            }
+            return;
+        }
         match &mut self.nodes[to] {
             Node::Producer(p) => p.on_command(cmd, now),
             Node::Consumer(c) => c.on_command(cmd, now),

@@ -142,6 +142,34 @@ impl Sim {
                         && self.chance(Stream::Workload, self.cfg.poison_share);
                     (delay, timer, poison)
                 };
+                // A transaction: single concurrent sends, not delayed, planned once.
+                let tx = match self.history.transactions.get(&body).copied() {
+                    Some(plan) => Some(plan),
+                    // Sent while the faults fly: the liveness phase has time to resolve it.
+                    None if n < m
+                        && !batch
+                        && !orderly
+                        && delay.is_none()
+                        && timer.is_none()
+                        && !self.history.sent.contains_key(&body)
+                        && self.cfg.transaction_share > 0.0
+                        && self.chance(Stream::Transaction, self.cfg.transaction_share) =>
+                    {
+                        let commit = self.chance(Stream::Transaction, 0.7);
+                        let ends = self.chance(Stream::Transaction, 0.8);
+                        let end_after_ms = if self.chance(Stream::Transaction, 0.2) {
+                            self.between(Stream::Transaction, (2_000, 8_000))
+                        } else {
+                            self.between(Stream::Transaction, (0, 200))
+                        };
+                        Some(super::TxPlan {
+                            commit,
+                            ends,
+                            end_after_ms,
+                        })
+                    }
+                    None => None,
+                };
                 let bodies: Vec<String> = if batch {
                     (0..3)
                         .map(|i| {
@@ -180,7 +208,11 @@ impl Sim {
                     .collect();
                 if let Node::Producer(p) = &mut self.fabric.nodes[producer] {
                     let mut msgs = msgs;
-                    let id = if batch {
+                    let id = if let Some(plan) = tx {
+                        self.history.transactions.insert(bodies[0].clone(), plan);
+                        self.tx_sent_at.insert(bodies[0].clone(), self.now);
+                        p.send_transactional(msgs.pop().expect("one message"), now)
+                    } else if batch {
                         p.send_batch(msgs, mode, now)
                     } else if orderly {
                         // Messages of one sharding key go to one queue, in order.
@@ -455,6 +487,7 @@ impl Sim {
                 }
                 self.after(consumer);
             }
+            Ev::EndTransaction { ticket } => self.end_transaction(ticket),
             Ev::Liveness => {
                 self.faults_on = false;
                 // The machines' own fault sites stop with the other faults.

@@ -26,6 +26,7 @@ mod faults;
 mod network;
 mod nodes;
 mod record;
+mod transactions;
 
 /// Name server `i` listens here.
 fn ns_addr(i: usize) -> String {
@@ -103,8 +104,10 @@ enum Stream {
     Clock,
     /// Which messages are delayed (and by which level) and which are poison.
     Workload,
+    /// Transactions: each one's plan, and the check-backs' answers.
+    Transaction,
 }
-const STREAMS: usize = 15;
+const STREAMS: usize = 16;
 
 /// The simulated brokers' delay levels: level n waits n seconds (a retry after k
 /// reconsumptions takes level 3 + k: 3 s, 4 s, …), so retries and dead letters happen
@@ -233,6 +236,10 @@ enum Ev {
         consumer: usize,
     },
     Liveness,
+    /// A producer's application ends a transaction (`Sim::tx_ends`).
+    EndTransaction {
+        ticket: u64,
+    },
 }
 
 /// Which group a consumer belongs to.
@@ -417,7 +424,51 @@ pub struct History {
     /// What the running brokers' dead-letter topics hold at the end: (broker, group's topic,
     /// body, reconsume times).
     pub dead_letters: Vec<(String, String, String, i32)>,
+    /// body -> how its transaction goes (transactional sends only).
+    pub transactions: BTreeMap<String, TxPlan>,
+    /// Transactions whose local transaction ran (the half's send came back SEND_OK): the
+    /// application's database, which every producer of the group answers check-backs from.
+    pub tx_ran: BTreeSet<String>,
+    /// The first halves (not the copies a check puts back) the running brokers hold at the
+    /// end.
+    pub tx_halves: Vec<TxHalf>,
+    /// The committed copies the running brokers hold at the end: (broker, body, the queue
+    /// offset of the transaction's first half, if its half reads).
+    pub tx_commits: Vec<(String, String, Option<u64>)>,
 }
+
+/// How a simulated application's transaction goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxPlan {
+    /// The local transaction commits (else it rolls back).
+    pub commit: bool,
+    /// The producer ends it with the outcome (else it says UNKNOW and leaves it to the
+    /// check-back).
+    pub ends: bool,
+    /// The end comes this long after the half's SEND_OK (past the broker's check timeout, it
+    /// races the check-back).
+    pub end_after_ms: u64,
+}
+
+/// A transaction's first half stored at the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxHalf {
+    pub broker: String,
+    pub body: String,
+    pub queue_offset: u64,
+    /// Its store time and the broker's clock at the end: how long check-backs had.
+    pub stored_ts: i64,
+    pub broker_now: u64,
+}
+
+/// How long after a half is stored (and after the heal) its transaction must be resolved:
+/// a producer heartbeat (a restarted broker knows no producer until then), the timeout,
+/// three check intervals (answers may be UNKNOW), and the application's slowest end.
+pub const TX_RESOLVE_BOUND_MS: u64 =
+    30_000 + SIM_TX_TIMEOUT_MS + 3 * SIM_TX_CHECK_INTERVAL_MS + 8_000;
+/// The simulated brokers' transactionTimeOut and transactionCheckInterval.
+pub const SIM_TX_TIMEOUT_MS: u64 = 2_000;
+pub const SIM_TX_CHECK_INTERVAL_MS: u64 = 3_000;
 
 /// The end of a run.
 #[derive(Debug, Clone)]
@@ -484,6 +535,13 @@ pub struct Sim {
     sends: BTreeMap<(usize, SendId), (usize, Vec<String>)>,
     /// body -> how many times the application sent it again after a failure.
     resent: BTreeMap<String, u32>,
+    /// Transaction ends the applications will send: ticket -> (producer, its incarnation,
+    /// the half's send result, body). A producer killed meanwhile never sends its end.
+    tx_ends: BTreeMap<u64, (usize, u32, rockfish_core::producer::SendResult, String)>,
+    next_tx_end: u64,
+    /// body -> when its transactional send was last made (a check-back before the send can
+    /// have finished is answered UNKNOW).
+    tx_sent_at: BTreeMap<String, u64>,
     /// Disk work the brokers asked for, built when they asked (as the driver builds it for
     /// its flush thread) and run when it completes: by id.
     disk_work: BTreeMap<u64, Result<SyncWork, String>>,
@@ -535,6 +593,9 @@ impl Sites {
             (cfg.bugs.retry_undelayed, "broker.retry-undelayed"),
             (cfg.bugs.dlq_early, "broker.dlq-early"),
             (cfg.bugs.dlq_never, "broker.dlq-never"),
+            (cfg.bugs.tx_rollback_commits, "broker.tx-rollback-commits"),
+            (cfg.bugs.tx_ends_twice, "broker.tx-ends-twice"),
+            (cfg.bugs.tx_never_checks, "broker.tx-never-checks"),
         ];
         for (on, name) in bugs {
             if on {
@@ -697,6 +758,9 @@ impl Sim {
             faults_on: true,
             sends: BTreeMap::new(),
             resent: BTreeMap::new(),
+            tx_ends: BTreeMap::new(),
+            next_tx_end: 0,
+            tx_sent_at: BTreeMap::new(),
             disk_work: BTreeMap::new(),
             next_work: 0,
             jobs: BTreeMap::new(),
@@ -901,6 +965,7 @@ impl Sim {
         self.record_routes();
         self.record_stored();
         self.record_retries();
+        self.record_transactions();
         for b in self.broker_nodes() {
             if let Node::Broker { disk, .. } = &self.fabric.nodes[b] {
                 self.history.queue_bitflips += disk.stats().queue_bitflips;

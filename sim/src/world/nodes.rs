@@ -16,6 +16,10 @@ impl Sim {
             flush_disk_type: self.cfg.flush,
             limits: self.cfg.broker_limits.clone(),
             seed,
+            transaction_timeout_ms: super::SIM_TX_TIMEOUT_MS,
+            transaction_check_interval_ms: super::SIM_TX_CHECK_INTERVAL_MS,
+            // Producers come back within a run: a half is never given up.
+            transaction_check_max: 10_000,
             ..BrokerConfig::default()
         };
         if self.cfg.bugs.register_once {
@@ -287,7 +291,14 @@ impl Sim {
                 }
             }
         }
-        for ProducerEvent::Sent { id, result, .. } in sent {
+        for event in sent {
+            let (id, result) = match event {
+                ProducerEvent::Sent { id, result, .. } => (id, result),
+                ProducerEvent::CheckTransaction(check) => {
+                    self.on_transaction_check(node, *check);
+                    continue;
+                }
+            };
             let Some((n, bodies)) = self.sends.remove(&(node, id)) else {
                 continue;
             };
@@ -296,7 +307,16 @@ impl Sim {
                 continue;
             }
             let status = result.as_ref().ok().map(|r| r.status);
+            let tx = bodies
+                .first()
+                .is_some_and(|b| self.history.transactions.contains_key(b));
+            if tx && let Ok(r) = &result {
+                self.transaction_sent(node, r.clone(), bodies[0].clone());
+            }
+            // A transaction is not sent again by the application: its first half may still
+            // be committed by a check-back.
             if self.cfg.resend_failed
+                && !tx
                 && status != Some(SendStatus::SendOk)
                 && !self.faults_on
                 && let Some(first) = bodies.first()
@@ -315,6 +335,7 @@ impl Sim {
                     && r.status == SendStatus::SendOk
                     && !self.history.delayed.contains_key(&body)
                     && !self.history.timers.contains_key(&body)
+                    && !tx
                 {
                     // A batch's messages take consecutive offsets from the first.
                     let slot = (

@@ -4,7 +4,7 @@ use super::*;
 use rockfish_store::message_store::SCHEDULE_TOPIC;
 
 /// The name a workload message's body gives it (the part before its padding).
-fn body_name(payload: &[u8]) -> String {
+pub(super) fn body_name(payload: &[u8]) -> String {
     let name = payload.split(|b| *b == b'#').next().unwrap_or_default();
     String::from_utf8_lossy(name).into_owned()
 }
