@@ -48,6 +48,12 @@ enum Command {
         /// The delay levels (RocketMQ's messageDelayLevel), e.g. "1s 5s 10s 30s 1m".
         #[arg(long)]
         message_delay_level: Option<String>,
+        /// A transaction undecided this long is checked back (transactionTimeOut).
+        #[arg(long, default_value_t = 6_000)]
+        transaction_timeout_ms: u64,
+        /// How often undecided transactions are checked (transactionCheckInterval).
+        #[arg(long, default_value_t = 60_000)]
+        transaction_check_interval_ms: u64,
     },
     /// A name server (all interfaces by default, as Apache's; `--listen 127.0.0.1:9876` for
     /// loopback only).
@@ -390,6 +396,8 @@ async fn run(command: Command) -> Result<(), String> {
             flush,
             segment_size,
             message_delay_level,
+            transaction_timeout_ms,
+            transaction_check_interval_ms,
         } => {
             let ns = start_namesrv(&namesrv_listen, NameServerConfig::default())
                 .await
@@ -402,6 +410,8 @@ async fn run(command: Command) -> Result<(), String> {
                     Flush::Async => FlushDiskType::Async,
                     Flush::Sync => FlushDiskType::Sync,
                 },
+                transaction_timeout_ms,
+                transaction_check_interval_ms,
                 ..BrokerConfig::default()
             };
             let mut store = StoreConfig {

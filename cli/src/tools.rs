@@ -15,7 +15,7 @@ use rockfish_core::remoting::codes::{request, response};
 use rockfish_net::Client;
 use rockfish_net::sdk::{
     ConsumeFrom, ConsumeResult, ConsumerConfig, ConsumerConfigExt, Message, MessageExt, Producer,
-    ProducerConfig, PullConsumer, PushConsumer,
+    ProducerConfig, PullConsumer, PushConsumer, TransactionState,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -417,13 +417,50 @@ pub struct ProduceArgs {
     /// A timer message: delivered this many milliseconds after the broker stores it.
     #[arg(long)]
     deliver_after_ms: Option<u64>,
+    /// Send in a transaction whose local transaction ends so (`unknown` leaves it to the
+    /// broker's check-back).
+    #[arg(long, value_enum)]
+    transaction: Option<TxOutcome>,
+    /// How this producer answers the broker's check-backs (while it lingers).
+    #[arg(long, value_enum, default_value = "commit")]
+    check_answer: TxOutcome,
+    /// Stay up this long after sending, answering check-backs.
+    #[arg(long, default_value_t = 0)]
+    linger_secs: u64,
+}
+
+/// A local transaction's outcome, as the CLI takes it.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum TxOutcome {
+    Commit,
+    Rollback,
+    Unknown,
+}
+
+impl From<TxOutcome> for TransactionState {
+    fn from(o: TxOutcome) -> Self {
+        match o {
+            TxOutcome::Commit => TransactionState::Commit,
+            TxOutcome::Rollback => TransactionState::Rollback,
+            TxOutcome::Unknown => TransactionState::Unknown,
+        }
+    }
 }
 
 pub async fn produce(args: ProduceArgs) -> Result<(), String> {
-    let producer = Producer::start(ProducerConfig {
+    let config = ProducerConfig {
         group: args.group.clone(),
         namesrv_addrs: vec![args.namesrv.clone()],
         ..ProducerConfig::default()
+    };
+    let answer = TransactionState::from(args.check_answer);
+    let producer = Producer::start_transactional(config, move |m| {
+        println!(
+            "CHECK msgId={} topic={} answered {answer:?}",
+            m.msg_id(),
+            m.topic()
+        );
+        answer
     });
     let bodies: Vec<String> = match &args.body {
         Some(b) => (0..args.count).map(|_| b.clone()).collect(),
@@ -440,11 +477,33 @@ pub async fn produce(args: ProduceArgs) -> Result<(), String> {
         if !args.key.is_empty() {
             msg = msg.with_keys(&[args.key.as_str()]);
         }
-        let r = producer.send(msg).await.map_err(|e| format!("send: {e}"))?;
+        let (r, state) = match args.transaction {
+            Some(outcome) => {
+                let t = producer
+                    .send_in_transaction(msg, |_| outcome.into())
+                    .await
+                    .map_err(|e| format!("send: {e}"))?;
+                (t.send, Some(t.state))
+            }
+            None => (
+                producer.send(msg).await.map_err(|e| format!("send: {e}"))?,
+                None,
+            ),
+        };
+        let status = match r.status {
+            rockfish_net::sdk::SendStatus::SendOk => "SEND_OK",
+            rockfish_net::sdk::SendStatus::FlushDiskTimeout => "FLUSH_DISK_TIMEOUT",
+            rockfish_net::sdk::SendStatus::FlushSlaveTimeout => "FLUSH_SLAVE_TIMEOUT",
+            rockfish_net::sdk::SendStatus::SlaveNotAvailable => "SLAVE_NOT_AVAILABLE",
+        };
+        let tx = state.map_or(String::new(), |s| format!(" transaction={s:?}"));
         println!(
-            "SEND_OK msgId={} offsetMsgId={} queue={} queueOffset={}",
+            "{status} msgId={} offsetMsgId={} queue={} queueOffset={}{tx}",
             r.msg_id, r.offset_msg_id, r.queue.queue_id, r.queue_offset
         );
+    }
+    if args.linger_secs > 0 {
+        tokio::time::sleep(std::time::Duration::from_secs(args.linger_secs)).await;
     }
     producer.shutdown().await;
     Ok(())

@@ -286,13 +286,15 @@ impl Producer {
             })
             .unwrap_or_default();
         self.events
-            .push_back(ProducerEvent::CheckTransaction(Box::new(TransactionCheck {
-                broker_addr: from.to_string(),
-                msg,
-                transaction_id,
-                tran_state_table_offset: table,
-                commit_log_offset: phys,
-            })));
+            .push_back(ProducerEvent::CheckTransaction(Box::new(
+                TransactionCheck {
+                    broker_addr: from.to_string(),
+                    msg,
+                    transaction_id,
+                    tran_state_table_offset: table,
+                    commit_log_offset: phys,
+                },
+            )));
     }
 
     fn start_with(
