@@ -144,6 +144,7 @@ pub fn parse(text: &str) -> Result<BrokerConf, String> {
             "transactionTimeOut" => broker.transaction_timeout_ms = parse_num(key, v)?,
             "transactionCheckInterval" => broker.transaction_check_interval_ms = parse_num(key, v)?,
             "transactionCheckMax" => broker.transaction_check_max = parse_num(key, v)?,
+            "enablePropertyFilter" => broker.enable_property_filter = parse_bool(key, v)?,
             "autoCreateSubscriptionGroup" => {
                 broker.auto_create_subscription_group = parse_bool(key, v)?
             }

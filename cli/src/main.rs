@@ -412,6 +412,8 @@ async fn run(command: Command) -> Result<(), String> {
                 },
                 transaction_timeout_ms,
                 transaction_check_interval_ms,
+                // SQL92 subscriptions work out of the box here (Apache's default is off).
+                enable_property_filter: true,
                 ..BrokerConfig::default()
             };
             let mut store = StoreConfig {

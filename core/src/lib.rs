@@ -18,6 +18,7 @@ pub mod broker;
 pub use rockfish_store::buggify;
 pub mod client;
 pub mod consumer;
+pub mod filter;
 pub mod machine;
 pub mod message;
 pub mod namesrv;

@@ -9,8 +9,8 @@ use rockfish_store::config::TopicConfig;
 use serde::{Deserialize, Serialize};
 
 use super::Broker;
+use crate::filter::SubscriptionFilter;
 use crate::machine::{ConnId, Output};
-use crate::message::TagFilter;
 use crate::protocol::heartbeat::{ConsumeFromWhere, ConsumeType, MessageModel};
 use crate::protocol::{request_body, to_body};
 use crate::remoting::codes::{request, response};
@@ -64,6 +64,15 @@ pub struct HeartbeatData {
     pub consumer_data_set: Vec<ConsumerData>,
 }
 
+/// CHECK_CLIENT_CONFIG's body (Java's CheckClientRequestBody).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CheckClientRequestBody {
+    pub client_id: String,
+    pub group: String,
+    pub subscription_data: Option<SubscriptionData>,
+}
+
 /// GET_CONSUMER_LIST_BY_GROUP's body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -80,7 +89,7 @@ struct Client {
 #[derive(Debug, Default)]
 struct Group {
     clients: BTreeMap<String, Client>,
-    subscriptions: BTreeMap<String, TagFilter>,
+    subscriptions: BTreeMap<String, SubscriptionFilter>,
     clustering: bool,
 }
 
@@ -91,10 +100,18 @@ pub(super) struct ClientTable {
 }
 
 impl ClientTable {
-    /// Records a heartbeat. Returns the consumer groups whose members or subscriptions changed.
-    fn heartbeat(&mut self, conn: ConnId, data: &HeartbeatData, now: u64) -> Vec<String> {
+    /// Records a heartbeat whose subscriptions `compiled` holds (one map per consumer group
+    /// of the heartbeat, in order). Returns the consumer groups whose members or
+    /// subscriptions changed.
+    fn heartbeat(
+        &mut self,
+        conn: ConnId,
+        data: &HeartbeatData,
+        compiled: Vec<BTreeMap<String, SubscriptionFilter>>,
+        now: u64,
+    ) -> Vec<String> {
         let mut changed = Vec::new();
-        for c in &data.consumer_data_set {
+        for (c, subs) in data.consumer_data_set.iter().zip(compiled) {
             let group = self.consumers.entry(c.group_name.clone()).or_default();
             group.clustering = !c.is_broadcasting();
             let fresh = match group.clients.insert(
@@ -107,11 +124,6 @@ impl ClientTable {
                 None => true,
                 Some(old) => old.conn != conn,
             };
-            let subs: BTreeMap<String, TagFilter> = c
-                .subscription_data_set
-                .iter()
-                .map(|s| (s.topic.clone(), TagFilter::parse(&s.sub_string)))
-                .collect();
             let subs_changed = group.subscriptions != subs;
             group.subscriptions = subs;
             if fresh || subs_changed {
@@ -247,7 +259,7 @@ impl ClientTable {
         self.consumers.get(group).is_some_and(|g| !g.clustering)
     }
 
-    pub(super) fn subscription(&self, group: &str, topic: &str) -> Option<TagFilter> {
+    pub(super) fn subscription(&self, group: &str, topic: &str) -> Option<SubscriptionFilter> {
         self.consumers.get(group)?.subscriptions.get(topic).cloned()
     }
 
@@ -280,7 +292,28 @@ impl<D: Disk> Broker<D> {
                 Some(why),
             ));
         }
-        let changed = self.clients.heartbeat(conn, &data, now);
+        // Every subscription compiled before any of the heartbeat is applied: a malformed
+        // SQL92 expression refuses the heartbeat (Apache's checkClientConfig answer).
+        let mut compiled = Vec::with_capacity(data.consumer_data_set.len());
+        for c in &data.consumer_data_set {
+            let mut subs = BTreeMap::new();
+            for s in &c.subscription_data_set {
+                match SubscriptionFilter::compile(s.expression_type.as_deref(), &s.sub_string) {
+                    Ok(f) => {
+                        subs.insert(s.topic.clone(), f);
+                    }
+                    Err(e) => {
+                        return Ok(RemotingCommand::response_to(
+                            cmd,
+                            response::SUBSCRIPTION_PARSE_FAILED,
+                            Some(format!("group {} topic {}: {e}", c.group_name, s.topic)),
+                        ));
+                    }
+                }
+            }
+            compiled.push(subs);
+        }
+        let changed = self.clients.heartbeat(conn, &data, compiled, now);
         // Clustering consumers also consume their group's retry topic: make sure it exists.
         let mut created = false;
         for c in &data.consumer_data_set {
@@ -340,6 +373,37 @@ impl<D: Disk> Broker<D> {
             ));
         }
         self.clients.admits(data, limits)
+    }
+
+    /// CHECK_CLIENT_CONFIG: can this broker serve the subscription? (A Java consumer asks
+    /// every broker before it starts with an SQL92 selector.)
+    pub(super) fn check_client_config(
+        &mut self,
+        cmd: &RemotingCommand,
+    ) -> Result<RemotingCommand, FieldError> {
+        let body: CheckClientRequestBody = request_body(cmd, "CheckClientRequestBody JSON")?;
+        let answer = |code, remark: Option<String>| RemotingCommand::response_to(cmd, code, remark);
+        let Some(s) = body.subscription_data else {
+            return Ok(answer(response::SUCCESS, None));
+        };
+        if crate::filter::is_tag_type(s.expression_type.as_deref()) {
+            return Ok(answer(response::SUCCESS, None));
+        }
+        if !self.config.enable_property_filter {
+            return Ok(answer(
+                response::SYSTEM_ERROR,
+                Some(format!(
+                    "The broker does not support consumer to filter message by {}",
+                    s.expression_type.unwrap_or_default()
+                )),
+            ));
+        }
+        Ok(
+            match SubscriptionFilter::compile(s.expression_type.as_deref(), &s.sub_string) {
+                Ok(_) => answer(response::SUCCESS, None),
+                Err(e) => answer(response::SUBSCRIPTION_PARSE_FAILED, Some(e.to_string())),
+            },
+        )
     }
 
     pub(super) fn unregister_client(

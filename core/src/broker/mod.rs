@@ -129,6 +129,8 @@ pub struct BrokerConfig {
     /// Checks per half before it is given up into TRANS_CHECK_MAX_TIME_TOPIC
     /// (transactionCheckMax).
     pub transaction_check_max: u32,
+    /// SQL92 subscriptions are served (enablePropertyFilter; off by default, as Apache's).
+    pub enable_property_filter: bool,
 }
 
 impl Default for BrokerConfig {
@@ -162,6 +164,7 @@ impl Default for BrokerConfig {
             transaction_timeout_ms: 6_000,
             transaction_check_interval_ms: 60_000,
             transaction_check_max: 15,
+            enable_property_filter: false,
         }
     }
 }
@@ -614,6 +617,7 @@ impl<D: Disk> Broker<D> {
             request::DELETE_SUBSCRIPTIONGROUP => self.delete_subscription_group(cmd, now).map(Some),
             request::CONSUMER_SEND_MSG_BACK => self.consumer_send_msg_back(conn, cmd, now),
             request::END_TRANSACTION => self.end_transaction(cmd, now),
+            request::CHECK_CLIENT_CONFIG => self.check_client_config(cmd).map(Some),
             request::GET_ALL_DELAY_OFFSET => Ok(Some(Self::body_response(
                 cmd,
                 crate::protocol::to_body(&self.schedule.table()),

@@ -5,8 +5,8 @@ use rockfish_store::{Disk, GetStatus, StoreResult};
 
 use super::held_pulls::PendingPull;
 use super::{Broker, FlushDiskType};
+use crate::filter::SubscriptionFilter;
 use crate::machine::{ConnId, Output};
-use crate::message::TagFilter;
 use crate::protocol::perm;
 use crate::remoting::codes::response;
 use crate::remoting::{FieldError, RemotingCommand};
@@ -93,7 +93,18 @@ impl<D: Disk> Broker<D> {
             );
         }
         let filter = if sys_flag & SUBSCRIPTION != 0 {
-            TagFilter::parse(cmd.ext("subscription").unwrap_or("*"))
+            match SubscriptionFilter::compile(
+                cmd.ext("expressionType"),
+                cmd.ext("subscription").unwrap_or("*"),
+            ) {
+                Ok(f) => f,
+                Err(e) => {
+                    return refuse(
+                        response::SUBSCRIPTION_PARSE_FAILED,
+                        format!("parse the consumer's subscription failed: {e}"),
+                    );
+                }
+            }
         } else {
             match self.clients.subscription(&group, &topic) {
                 Some(f) => f,
@@ -107,6 +118,12 @@ impl<D: Disk> Broker<D> {
                 }
             }
         };
+        if filter.is_sql() && !self.config.enable_property_filter {
+            return refuse(
+                response::SYSTEM_ERROR,
+                "The broker does not support consumer to filter message by SQL92".into(),
+            );
+        }
         // Only a pull's first run commits: a held pull woken later carries a stale offset
         // that must not rewind what the consumer committed since (as RocketMQ does).
         // A consumer that lived through a restart may pull from past what recovery kept: it
@@ -144,7 +161,7 @@ impl<D: Disk> Broker<D> {
         let got = match self
             .visible_max_offset(&topic, queue_id)
             .and_then(|visible| {
-                self.store.get_below(
+                self.store.get_filtered(
                     &topic,
                     queue_id,
                     offset,
@@ -154,6 +171,10 @@ impl<D: Disk> Broker<D> {
                         // A deliberately broken broker, for the simulator's checkers.
                         let c = c + crate::buggify::bug("broker.tag-codes-wrong") as i64;
                         filter.matches_code(c)
+                    },
+                    &|props| {
+                        // A deliberately broken broker, for the simulator's checkers.
+                        filter.matches_record(props) ^ crate::buggify::bug("broker.sql-inverted")
                     },
                     visible,
                 )

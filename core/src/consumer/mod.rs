@@ -75,8 +75,12 @@ pub struct ConsumerConfig {
     pub group: String,
     pub client_id: String,
     pub namesrv_addrs: Vec<String>,
-    /// topic -> tag expression ("*" or "TagA || TagB").
+    /// topic -> tag expression ("*" or "TagA || TagB"), or an SQL92 expression for the
+    /// topics in `sql_topics`.
     pub subscriptions: BTreeMap<String, String>,
+    /// Topics whose subscription is an SQL92 expression over message properties (the broker
+    /// filters; it needs enablePropertyFilter).
+    pub sql_topics: std::collections::BTreeSet<String>,
     pub model: MessageModel,
     pub consume_from: ConsumeFrom,
     pub strategy: Box<dyn AllocateStrategy + Send>,
@@ -107,6 +111,7 @@ impl Default for ConsumerConfig {
             client_id: "127.0.0.1@rockfish".into(),
             namesrv_addrs: vec!["127.0.0.1:9876".into()],
             subscriptions: BTreeMap::new(),
+            sql_topics: Default::default(),
             model: MessageModel::Clustering,
             consume_from: ConsumeFrom::LastOffset,
             strategy: Box::new(Averagely),
@@ -254,10 +259,18 @@ impl Consumer {
         local_offsets: BTreeMap<MessageQueue, u64>,
         now: u64,
     ) -> Consumer {
+        // SQL92 is the broker's to judge: the client passes all it is sent.
         let filters = config
             .subscriptions
             .iter()
-            .map(|(t, e)| (t.clone(), TagFilter::parse(e)))
+            .map(|(t, e)| {
+                let local = if config.sql_topics.contains(t) {
+                    TagFilter::ALL
+                } else {
+                    e
+                };
+                (t.clone(), TagFilter::parse(local))
+            })
             .collect();
         let client_config = ClientConfig {
             client_id: config.client_id.clone(),
@@ -438,6 +451,15 @@ impl Consumer {
         self.pull_due(now);
     }
 
+    /// RocketMQ's expression type of a topic's subscription.
+    fn expression_type(&self, topic: &str) -> &'static str {
+        if self.config.sql_topics.contains(topic) {
+            crate::filter::expression_type::SQL92
+        } else {
+            crate::filter::expression_type::TAG
+        }
+    }
+
     fn heartbeat(&mut self, now: u64) {
         let subscription_data_set = self
             .topics()
@@ -449,7 +471,8 @@ impl Consumer {
                     .get(t)
                     .cloned()
                     .unwrap_or_else(|| "*".into());
-                let f = TagFilter::parse(&expr);
+                let sql = self.config.sql_topics.contains(t);
+                let f = TagFilter::parse(if sql { TagFilter::ALL } else { &expr });
                 SubscriptionData {
                     topic: t.clone(),
                     sub_string: expr,
@@ -457,7 +480,7 @@ impl Consumer {
                     code_set: f.codes,
                     sub_version: now as i64,
                     class_filter_mode: false,
-                    expression_type: Some("TAG".into()),
+                    expression_type: Some(self.expression_type(t).into()),
                 }
             })
             .collect();

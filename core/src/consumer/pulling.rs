@@ -70,7 +70,7 @@ impl Consumer {
                 .with_ext("suspendTimeoutMillis", SUSPEND_MS)
                 .with_ext("subscription", expr)
                 .with_ext("subVersion", 0)
-                .with_ext("expressionType", "TAG");
+                .with_ext("expressionType", self.expression_type(&mq.topic));
             self.client.call(
                 addr,
                 cmd,

@@ -73,12 +73,22 @@ impl MessageExt for Message {
 pub trait ConsumerConfigExt {
     /// Subscribes to `topic` with a tag expression ("*", "TagA || TagB").
     fn subscribe(self, topic: &str, expression: &str) -> ConsumerConfig;
+    /// Subscribes to `topic` with an SQL92 expression over message properties (Java's
+    /// MessageSelector.bySql), e.g. "TAGS IN ('TagA', 'TagB') AND price > 100".
+    fn subscribe_sql(self, topic: &str, sql: &str) -> ConsumerConfig;
 }
 
 impl ConsumerConfigExt for ConsumerConfig {
     fn subscribe(mut self, topic: &str, expression: &str) -> ConsumerConfig {
         self.subscriptions
             .insert(topic.to_string(), expression.to_string());
+        self.sql_topics.remove(topic);
+        self
+    }
+    fn subscribe_sql(mut self, topic: &str, sql: &str) -> ConsumerConfig {
+        self.subscriptions
+            .insert(topic.to_string(), sql.to_string());
+        self.sql_topics.insert(topic.to_string());
         self
     }
 }
@@ -594,6 +604,28 @@ impl PullConsumer {
         max: u32,
         expression: &str,
     ) -> Result<PullResult, String> {
+        self.pull_by(mq, offset, max, "TAG", expression).await
+    }
+
+    /// Pulls up to `max` messages from `offset` matching the SQL92 expression `sql`.
+    pub async fn pull_sql(
+        &self,
+        mq: &MessageQueue,
+        offset: u64,
+        max: u32,
+        sql: &str,
+    ) -> Result<PullResult, String> {
+        self.pull_by(mq, offset, max, "SQL92", sql).await
+    }
+
+    async fn pull_by(
+        &self,
+        mq: &MessageQueue,
+        offset: u64,
+        max: u32,
+        expression_type: &str,
+        expression: &str,
+    ) -> Result<PullResult, String> {
         let b = self.broker(&mq.topic, &mq.broker_name).await?;
         let cmd = RemotingCommand::request(request::PULL_MESSAGE, 0)
             .with_ext("consumerGroup", &self.group)
@@ -606,7 +638,7 @@ impl PullConsumer {
             .with_ext("suspendTimeoutMillis", 0)
             .with_ext("subscription", expression)
             .with_ext("subVersion", 0)
-            .with_ext("expressionType", "TAG");
+            .with_ext("expressionType", expression_type);
         let r = b.request(cmd, TIMEOUT).await.map_err(|e| e.to_string())?;
         let num = |k: &str| r.ext(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         let messages = if r.code == response::SUCCESS {

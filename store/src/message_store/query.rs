@@ -111,6 +111,33 @@ impl<D: Disk> MessageStore<D> {
         filter: &dyn Fn(i64) -> bool,
         below: u64,
     ) -> StoreResult<GetResult> {
+        self.get_filtered(
+            topic,
+            queue_id,
+            offset,
+            max_count,
+            max_bytes,
+            filter,
+            &|_| true,
+            below,
+        )
+    }
+
+    /// As [`get_below`](Self::get_below), with a second filter on each record read: its
+    /// properties (a property filter, e.g. SQL92). A record it refuses is skipped like one
+    /// the tag code refused.
+    #[allow(clippy::too_many_arguments)]
+    pub fn get_filtered(
+        &self,
+        topic: &str,
+        queue_id: u32,
+        offset: u64,
+        max_count: usize,
+        max_bytes: usize,
+        filter: &dyn Fn(i64) -> bool,
+        record_filter: &dyn Fn(&[u8]) -> bool,
+        below: u64,
+    ) -> StoreResult<GetResult> {
         let Some(cq) = self.queue(topic, queue_id) else {
             return Ok(GetResult {
                 status: GetStatus::NoMatchedLogicQueue,
@@ -188,6 +215,9 @@ impl<D: Disk> MessageStore<D> {
                                     rec.queue_offset()
                                 ),
                             });
+                        }
+                        if !record_filter(rec.properties()) {
+                            continue;
                         }
                         bytes += rec.total_size() as usize;
                         messages.push(rec);
