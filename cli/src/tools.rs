@@ -417,6 +417,9 @@ pub struct ProduceArgs {
     /// A timer message: delivered this many milliseconds after the broker stores it.
     #[arg(long)]
     deliver_after_ms: Option<u64>,
+    /// A user property, `name=value` (repeatable): what SQL92 subscriptions filter on.
+    #[arg(short = 'p', long = "property", value_parser = parse_property)]
+    properties: Vec<(String, String)>,
     /// Send in a transaction whose local transaction ends so (`unknown` leaves it to the
     /// broker's check-back).
     #[arg(long, value_enum)]
@@ -427,6 +430,13 @@ pub struct ProduceArgs {
     /// Stay up this long after sending, answering check-backs.
     #[arg(long, default_value_t = 0)]
     linger_secs: u64,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?}: expected name=value")),
+    }
 }
 
 /// A local transaction's outcome, as the CLI takes it.
@@ -477,6 +487,9 @@ pub async fn produce(args: ProduceArgs) -> Result<(), String> {
         if !args.key.is_empty() {
             msg = msg.with_keys(&[args.key.as_str()]);
         }
+        for (k, v) in &args.properties {
+            msg = msg.with_property(k, v);
+        }
         let (r, state) = match args.transaction {
             Some(outcome) => {
                 let t = producer
@@ -520,6 +533,10 @@ pub struct ConsumeArgs {
     /// Tag expression ("*", "TagA || TagB").
     #[arg(short = 's', long, default_value = "*")]
     subscription: String,
+    /// An SQL92 expression over message properties instead of tags ("price > 100 AND
+    /// TAGS IN ('TagA')"; the broker needs enablePropertyFilter, on in standalone).
+    #[arg(long, conflicts_with = "subscription")]
+    sql: Option<String>,
     /// Start from each queue's first message instead of its end.
     #[arg(long)]
     from_beginning: bool,
@@ -549,7 +566,13 @@ pub async fn consume(args: ConsumeArgs) -> Result<(), String> {
     loop {
         let mut got_any = false;
         for (mq, offset) in queues.iter_mut() {
-            let r = pc.pull(mq, *offset, 32, &args.subscription).await?;
+            let r = match &args.sql {
+                Some(sql) => pc.pull_sql(mq, *offset, 32, sql).await?,
+                None => pc.pull(mq, *offset, 32, &args.subscription).await?,
+            };
+            if r.code == response::SUBSCRIPTION_PARSE_FAILED || r.code == response::SYSTEM_ERROR {
+                return Err(format!("pull refused: {}", r.remark.unwrap_or_default()));
+            }
             if r.code == response::SUCCESS
                 || r.code == response::PULL_NOT_FOUND
                 || r.code == response::PULL_RETRY_IMMEDIATELY

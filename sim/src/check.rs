@@ -214,8 +214,13 @@ fn after_heal(body: &str) -> bool {
     body.contains("-L") || settled(body)
 }
 
-/// Whether the tagged group's subscription matches `tags`.
-fn subscribed(tags: &str) -> bool {
+/// Whether the tagged group's subscription matches a message with these tags: its tag
+/// expression, or with `tagged_sql` its SQL92 expression over the tag and `prio`.
+fn subscribed(cfg: &SimConfig, h: &History, body: &str, tags: &str) -> bool {
+    if cfg.tagged_sql {
+        let prio = h.prio.get(body).copied().unwrap_or(u32::MAX);
+        return crate::world::tagged_sql_matches(tags, prio);
+    }
     TAGGED_SUBSCRIPTION.split("||").any(|t| t.trim() == tags)
 }
 
@@ -246,7 +251,7 @@ pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
         if !seen.insert((d.receiver(), d.body.as_str())) {
             report.duplicates += 1;
         }
-        if d.group == Group::Tagged && !subscribed(&d.tags) {
+        if d.group == Group::Tagged && !subscribed(cfg, h, &d.body, &d.tags) {
             report.violations.push(Violation::TaggedLeak {
                 body: d.body.clone(),
                 tags: d.tags.clone(),
@@ -322,7 +327,7 @@ pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
         if owed
             && cfg.tagged_consumers > 0
             && h.queue_bitflips == 0
-            && subscribed(tag)
+            && subscribed(cfg, h, body, tag)
             && !tagged.contains(body.as_str())
         {
             report.violations.push(Violation::TaggedMissed {

@@ -22,6 +22,9 @@ pub struct SimConfig {
     pub tagged_consumers: usize,
     /// The clustering group consumes orderly and producers send by sharding key.
     pub orderly: bool,
+    /// The tagged group subscribes with an SQL92 expression over the tag and a numeric
+    /// property (`world::TAGGED_SQL`) instead of a tag expression.
+    pub tagged_sql: bool,
     /// Producers mix their sends: sync, async, oneway and batches (else async only).
     pub mixed_sends: bool,
     /// Chance that the application answers a delivery with "reconsume later".
@@ -132,6 +135,7 @@ impl SimConfig {
             broadcast_consumers: 0,
             tagged_consumers: 0,
             orderly: false,
+            tagged_sql: false,
             mixed_sends: false,
             reconsume_share: 0.0,
             delay_share: 0.0,
@@ -214,6 +218,9 @@ pub struct Bugs {
     pub tx_ends_twice: bool,
     /// Brokers never send a check-back: an undecided transaction stays undecided.
     pub tx_never_checks: bool,
+    /// Brokers serve an SQL92 subscription the messages it does not match, and not those it
+    /// matches.
+    pub sql_inverted: bool,
 }
 
 impl Bugs {

@@ -205,6 +205,8 @@ pub struct Workload {
     pub liveness_messages: u64,
     /// The clustering group consumes orderly; producers send by sharding key.
     pub orderly: bool,
+    /// The tagged group subscribes with SQL92 (tag and a numeric property) instead of tags.
+    pub tagged_sql: bool,
     /// Producers mix sync, async and oneway sends and batches of three (else async only).
     pub mixed_sends: bool,
     /// Chance the application asks for a delivery to be retried.
@@ -244,6 +246,7 @@ impl Default for Workload {
             send_interval_ms: u(20),
             liveness_messages: 20,
             orderly: false,
+            tagged_sql: false,
             mixed_sends: false,
             reconsume_share: f(0.0),
             delay_share: f(0.0),
@@ -433,6 +436,7 @@ impl ScenarioFile {
             broadcast_consumers: self.topology.broadcast_consumers.draw(r) as usize,
             tagged_consumers: self.topology.tagged_consumers.draw(r) as usize,
             orderly: self.workload.orderly,
+            tagged_sql: self.workload.tagged_sql,
             mixed_sends: self.workload.mixed_sends,
             reconsume_share: self.workload.reconsume_share.draw(r),
             // Drawn after everything else (below): older scenarios draw as they always did.
@@ -488,6 +492,7 @@ impl ScenarioFile {
                 send_interval_ms: u(cfg.send_interval_ms),
                 liveness_messages: cfg.liveness_messages as u64,
                 orderly: cfg.orderly,
+                tagged_sql: cfg.tagged_sql,
                 mixed_sends: cfg.mixed_sends,
                 reconsume_share: f(cfg.reconsume_share),
                 delay_share: f(cfg.delay_share),

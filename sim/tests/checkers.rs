@@ -426,3 +426,13 @@ fn transaction_checker_catches_a_broker_that_never_checks_back() {
         2,
     );
 }
+
+#[test]
+fn tagged_checker_catches_a_broker_that_inverts_an_sql_subscription() {
+    // The broken machine: an SQL92 subscription is served the messages it does not match
+    // (and none of those it does).
+    let text = "name = \"sql_inverted\"\n[topology]\nconsumers = 2\ntagged_consumers = 1\n\
+                [workload]\ntopic_created = true\nmixed_sends = true\nmessages = 60\n\
+                tagged_sql = true\n[bugs]\nsql_inverted = true\n";
+    catches(text, &["tagged-exact"], 2);
+}

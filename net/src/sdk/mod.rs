@@ -534,6 +534,8 @@ pub struct PullResult {
     pub next_offset: u64,
     pub min_offset: u64,
     pub max_offset: u64,
+    /// The broker's remark (why a pull was refused).
+    pub remark: Option<String>,
 }
 
 /// A pull consumer: you pick the queue and the offset, and keep offsets yourself (or commit
@@ -656,6 +658,7 @@ impl PullConsumer {
             next_offset: num("nextBeginOffset"),
             min_offset: num("minOffset"),
             max_offset: num("maxOffset"),
+            remark: r.remark.clone(),
         })
     }
 

@@ -203,6 +203,10 @@ impl Sim {
                             msg.properties
                                 .insert("TIMER_DELAY_MS".into(), ms.to_string());
                         }
+                        if self.cfg.tagged_sql {
+                            msg.properties
+                                .insert("prio".into(), super::sql_prio(n).to_string());
+                        }
                         msg
                     })
                     .collect();
@@ -234,6 +238,9 @@ impl Sim {
                         self.history.sent_at.entry(body.clone()).or_insert(self.now);
                         self.history.sent.entry(body.clone()).or_insert(None);
                         self.history.tags.insert(body.clone(), tag.to_string());
+                        if self.cfg.tagged_sql {
+                            self.history.prio.insert(body.clone(), super::sql_prio(n));
+                        }
                         if mode == SendMode::Oneway {
                             self.history.oneway.insert(body.clone());
                         }

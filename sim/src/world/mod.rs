@@ -50,6 +50,20 @@ fn topic_of(n: usize) -> &'static str {
 const TAGS: [&str; 3] = ["TagA", "TagB", "TagC"];
 /// What the tagged group subscribes to.
 pub const TAGGED_SUBSCRIPTION: &str = "TagA || TagC";
+/// What the tagged group subscribes to with `tagged_sql`: over the tag and the `prio`
+/// property (0 to 9, [`sql_prio`]); [`tagged_sql_matches`] is the checker's reading of it.
+pub const TAGGED_SQL: &str = "(TAGS IN ('TagA', 'TagC') AND prio < 7) OR \
+     /* TagB only when urgent */ (TAGS = 'TagB' AND prio BETWEEN 8 AND 9)";
+
+/// The `prio` property of message number `n` (with `tagged_sql`).
+pub fn sql_prio(n: usize) -> u32 {
+    (n * 7 % 10) as u32
+}
+
+/// Whether [`TAGGED_SQL`] matches a message of this tag and prio.
+pub fn tagged_sql_matches(tag: &str, prio: u32) -> bool {
+    ((tag == "TagA" || tag == "TagC") && prio < 7) || (tag == "TagB" && (8..=9).contains(&prio))
+}
 /// How long after the heal producers send again: routes converge within one broker register
 /// interval (30 s, as RocketMQ's: a name server that came back empty learns a broker at its
 /// next registration), then a few seconds for clients to refresh. Consumers then need up to a
@@ -424,6 +438,8 @@ pub struct History {
     /// What the running brokers' dead-letter topics hold at the end: (broker, group's topic,
     /// body, reconsume times).
     pub dead_letters: Vec<(String, String, String, i32)>,
+    /// body -> its `prio` property (with `tagged_sql`).
+    pub prio: BTreeMap<String, u32>,
     /// body -> how its transaction goes (transactional sends only).
     pub transactions: BTreeMap<String, TxPlan>,
     /// Transactions whose local transaction ran (the half's send came back SEND_OK): the
@@ -596,6 +612,7 @@ impl Sites {
             (cfg.bugs.tx_rollback_commits, "broker.tx-rollback-commits"),
             (cfg.bugs.tx_ends_twice, "broker.tx-ends-twice"),
             (cfg.bugs.tx_never_checks, "broker.tx-never-checks"),
+            (cfg.bugs.sql_inverted, "broker.sql-inverted"),
         ];
         for (on, name) in bugs {
             if on {
@@ -642,8 +659,17 @@ fn consumer_config(cfg: &SimConfig, i: usize, group: Group, seed: u64) -> Consum
             "SimTagged",
             MessageModel::Clustering,
             false,
-            TAGGED_SUBSCRIPTION,
+            if cfg.tagged_sql {
+                TAGGED_SQL
+            } else {
+                TAGGED_SUBSCRIPTION
+            },
         ),
+    };
+    let sql_topics = if group == Group::Tagged && cfg.tagged_sql {
+        TOPICS.iter().map(|t| t.to_string()).collect()
+    } else {
+        Default::default()
     };
     ConsumerConfig {
         group: name.into(),
@@ -653,6 +679,7 @@ fn consumer_config(cfg: &SimConfig, i: usize, group: Group, seed: u64) -> Consum
             .iter()
             .map(|t| (t.to_string(), expression.to_string()))
             .collect(),
+        sql_topics,
         model,
         orderly,
         consume_from: ConsumeFrom::FirstOffset,

@@ -20,6 +20,7 @@ impl Sim {
             transaction_check_interval_ms: super::SIM_TX_CHECK_INTERVAL_MS,
             // Producers come back within a run: a half is never given up.
             transaction_check_max: 10_000,
+            enable_property_filter: true,
             ..BrokerConfig::default()
         };
         if self.cfg.bugs.register_once {
