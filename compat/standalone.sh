@@ -1,11 +1,14 @@
 # Sourced by the compat checks: starts `rockfish standalone` ("$bin") on free loopback ports
 # with its data in a fresh directory "$work", waits for it, and sets "$namesrv" (host:port)
-# and "$log" (its output). The standalone is stopped and "$work" removed on exit.
+# and "$log" (its output). DELAY_LEVELS sets the delay levels, TX_CHECK_MS the transaction
+# check-back's timeout and interval. The standalone is stopped and "$work" removed on exit.
 work=$(mktemp -d)
 log=$work/rockfish.log
 mkdir -p "$work/data"
 "$bin" standalone --namesrv-listen 127.0.0.1:0 --broker-listen 127.0.0.1:0 \
-  --segment-size 67108864 --data-dir "$work/data" ${DELAY_LEVELS:+--message-delay-level "$DELAY_LEVELS"} >"$log" 2>&1 &
+  --segment-size 67108864 --data-dir "$work/data" ${DELAY_LEVELS:+--message-delay-level "$DELAY_LEVELS"} \
+  ${TX_CHECK_MS:+--transaction-timeout-ms "$TX_CHECK_MS" --transaction-check-interval-ms "$TX_CHECK_MS"} \
+  >"$log" 2>&1 &
 standalone_pid=$!
 stop_standalone() {
   kill "$standalone_pid" 2>/dev/null || true

@@ -8,6 +8,11 @@ lines, because the C++ push consumer may crash on shutdown after it consumed.
                                           "0,1,2"), bodies kKEY-SEQ
   check.py consume TOPIC GROUP SECONDS [orderly] [EXPR]
                                           push-consumes for SECONDS, one RECV line each
+  check.py send-tx TOPIC SECONDS          a transactional producer (the C API's
+                                          CreateTransactionProducer): tx-commit commits,
+                                          tx-rollback rolls back, tx-check says UNKNOWN and its
+                                          check-back is answered COMMIT (CHECK lines); then it
+                                          stays up SECONDS answering check-backs
 """
 
 import os
@@ -15,7 +20,10 @@ import sys
 import threading
 import time
 
-from rocketmq.client import Message, Producer, PushConsumer
+import ctypes
+
+from rocketmq.client import Message, Producer, PushConsumer, RecvMessage
+from rocketmq.ffi import _CSendResult, dll
 
 NAMESRV = os.environ["NAMESRV"]
 LOGS = os.environ.get("CPP_LOG_DIR", "/tmp")
@@ -97,12 +105,57 @@ def consume(topic, group, seconds, orderly=False, expression="*"):
     out("SHUTDOWN DONE")
 
 
+# The C API's CTransactionStatus.
+COMMIT, ROLLBACK, UNKNOWN = 0, 1, 2
+# CLocalTransactionCheckerCallback / CLocalTransactionExecutorCallback:
+# (CProducer*, CMessage[Ext]*, void* userData) -> CTransactionStatus.
+TX_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
+dll.CreateTransactionProducer.argtypes = [ctypes.c_char_p, TX_CALLBACK, ctypes.c_void_p]
+dll.CreateTransactionProducer.restype = ctypes.c_void_p
+dll.SendMessageTransaction.argtypes = [
+    ctypes.c_void_p, ctypes.c_void_p, TX_CALLBACK, ctypes.c_void_p, ctypes.POINTER(_CSendResult)]
+dll.SendMessageTransaction.restype = ctypes.c_int
+dll.GetOriginMessageBody.argtypes = [ctypes.c_void_p]
+dll.GetOriginMessageBody.restype = ctypes.c_char_p
+
+
+def send_tx(topic, seconds):
+    outcome = {"tx-commit": COMMIT, "tx-rollback": ROLLBACK, "tx-check": UNKNOWN}
+
+    def on_check(_producer, c_msg, _data):
+        body = RecvMessage(c_msg).body.decode("utf-8")
+        out("CHECK", body, RecvMessage(c_msg).topic)
+        return ROLLBACK if body == "tx-rollback" else COMMIT
+
+    def on_local(_producer, c_msg, _data):
+        return outcome[dll.GetOriginMessageBody(c_msg).decode("utf-8")]
+
+    checker, local = TX_CALLBACK(on_check), TX_CALLBACK(on_local)
+    p = Producer.__new__(Producer)
+    p._callback_refs = [checker, local]
+    p._handle = dll.CreateTransactionProducer(b"cpp-compat-tx-pg", checker, None)
+    p.set_namesrv_addr(NAMESRV)
+    p.set_log_root_path(LOGS)
+    p.start()
+    for body in ("tx-commit", "tx-rollback", "tx-check"):
+        m = Message(topic)
+        m.set_body(body)
+        r = _CSendResult()
+        code = dll.SendMessageTransaction(p._handle, m._handle, local, None, ctypes.pointer(r))
+        out("SENT", body, "OK" if code == 0 and r.sendStatus == 0 else "FAILED:%d" % code,
+            r.msgId.decode("utf-8"))
+    time.sleep(float(seconds))
+    out("SEND DONE")
+
+
 def main(argv):
     role = argv[1]
     if role == "send":
         send(argv[2], argv[3], argv[4])
     elif role == "send-orderly":
         send_orderly(argv[2], argv[3], argv[4])
+    elif role == "send-tx":
+        send_tx(argv[2], argv[3])
     elif role == "consume":
         orderly = len(argv) > 5 and argv[5] == "orderly"
         expression = argv[6] if len(argv) > 6 else "*"

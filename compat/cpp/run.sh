@@ -2,7 +2,8 @@
 # Starts `rockfish standalone` on free loopback ports and runs rocketmq-client-cpp 2.x (PyPI
 # rocketmq-python-cvs bundles librocketmq with a ctypes wrapper) against it: send, push-consume
 # in a clustering group of two, consume orderly, resume from a committed offset, and a
-# message failed once (RECONSUME_LATER) comes back from the retry topic.
+# message failed once (RECONSUME_LATER) comes back from the retry topic, and transactions
+# (commit, rollback, a check-back answered by the SDK's checker).
 # Each SDK role runs in its own process (check.py) and is judged by what it printed: the C++
 # push consumer may crash on shutdown after consuming.
 # Usage: compat/cpp/run.sh path/to/rockfish
@@ -15,6 +16,8 @@ if ! "$python" -c 'import rocketmq.client' 2>/dev/null; then
 fi
 # Short delay levels: a retry (level 3 and up) comes back after a second.
 DELAY_LEVELS="1s 1s 1s 1s 1s 1s"
+# Transactions left undecided are checked back after 1 s, every 1 s.
+TX_CHECK_MS=1000
 # shellcheck source=../standalone.sh
 source "$here/../standalone.sh"
 mkdir -p "$work/sdk-logs"
@@ -108,6 +111,22 @@ fine=$(bodies "$work/c6.out" | grep -c '^fine-' || true)
 [ "$fine" = 3 ] || fail "retry: $fine/3 other messages"
 grep -q '^RECV fail-once-0 .* 1$' "$work/c6.out" || fail "retry: the second delivery does not count a reconsumption: $(grep fail-once "$work/c6.out")"
 echo "ok: a message failed once came back from the retry topic, reconsumed once"
+passed=$((passed + 1))
+
+# 6. Transactions: the C++ SDK's transactional producer commits one, rolls one back and
+#    leaves one UNKNOWN; the broker checks that one back (this standalone checks after 1 s,
+#    every 1 s), the SDK's checker commits it. A consumer gets the two committed, never the
+#    rolled-back one.
+t5=CppTx$stamp
+topic "$t5"
+role tx1 40 send-tx "$t5" 8
+[ "$(sent_ok tx1)" = 3 ] || fail "transactions: $(sent_ok tx1)/3 halves stored; $(cat "$work/tx1.out"; tail -n 3 "$work/tx1.err")"
+grep -q '^CHECK tx-check ' "$work/tx1.out" || fail "transactions: no check-back reached the SDK: $(cat "$work/tx1.out")"
+grep -q "^CHECK tx-check $t5\$" "$work/tx1.out" || fail "transactions: the check-back does not show the real topic: $(grep CHECK "$work/tx1.out")"
+role c7 40 consume "$t5" CppTxGroup 15
+got=$(bodies "$work/c7.out" | tr '\n' ' ')
+[ "$got" = "tx-check tx-commit " ] || fail "transactions: consumed [$got], want [tx-check tx-commit ]"
+echo "ok: transactions committed, rolled back and resolved by a check-back answered by the SDK"
 passed=$((passed + 1))
 
 echo "cpp compat: $passed passed, 0 failed"
