@@ -322,3 +322,15 @@ fn a_commit_whose_record_of_decision_was_lost_is_not_committed_again() {
     );
     assert_eq!(h.records("T", 1).len(), 1, "committed once");
 }
+
+#[test]
+fn an_end_from_the_cpp_sdk_with_a_numeric_boolean_is_taken() {
+    // rocketmq-client-cpp writes fromTransactionCheck as "1"/"0" (its to_string(bool)).
+    let mut h = H::new();
+    let (phys, q) = h.prepare("cpp");
+    let cmd = h
+        .end_cmd(phys, q, tx_flag::COMMIT)
+        .with_ext("fromTransactionCheck", "0");
+    assert_eq!(h.one(P, cmd).0.code, response::SUCCESS);
+    assert_eq!(h.records("T", 1).len(), 1);
+}

@@ -576,6 +576,15 @@ impl<D: Disk> Broker<D> {
     fn reply(&mut self, conn: ConnId, request: &RemotingCommand, reply: RemotingCommand) {
         if !request.is_oneway() {
             self.outputs.push_back(Output::Send { conn, cmd: reply });
+        } else if reply.code != response::SUCCESS {
+            // Nobody hears a oneway request's refusal (an END_TRANSACTION, an offset
+            // commit): the log must.
+            tracing::warn!(
+                code = request.code,
+                answer = reply.code,
+                remark = reply.remark.as_deref().unwrap_or(""),
+                "a oneway request was refused"
+            );
         }
     }
 

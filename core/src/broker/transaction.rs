@@ -212,7 +212,8 @@ impl<D: Disk> Broker<D> {
         let queue_offset: i64 = cmd.ext_req("tranStateTableOffset")?;
         let phys: i64 = cmd.ext_req("commitLogOffset")?;
         let decision: i32 = cmd.ext_req("commitOrRollback")?;
-        let from_check: bool = cmd.ext_opt("fromTransactionCheck")?.unwrap_or(false);
+        // Read as Java's Boolean.parseBoolean: the C++ SDK sends "1"/"0".
+        let from_check = cmd.ext_bool("fromTransactionCheck")?.unwrap_or(false);
         // Deliberately broken brokers, for the simulator's checkers.
         let decision =
             if decision == tx_flag::ROLLBACK && crate::buggify::bug("broker.tx-rollback-commits") {
