@@ -147,7 +147,7 @@ impl<D: Disk> Broker<D> {
         now: u64,
     ) -> Result<RemotingCommand, FieldError> {
         let group: String = cmd.ext_req("groupName")?;
-        let remove_offset: bool = cmd.ext_opt("removeOffset")?.unwrap_or(false);
+        let remove_offset = cmd.ext_bool("removeOffset")?.unwrap_or(false);
         if self
             .groups
             .table
