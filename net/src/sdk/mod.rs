@@ -171,6 +171,9 @@ impl Producer {
                         queue_id: check.msg.queue_id(),
                     };
                     let msg = ReceivedMessage::new(check.msg.clone(), queue);
+                    // The user's checker may block. (madsim's tokio deprecates spawn_blocking,
+                    // a real thread: the madsim tier sends no transactions.)
+                    #[allow(deprecated)]
                     let state = tokio::task::spawn_blocking(move || checker(&msg))
                         .await
                         .unwrap_or(TransactionState::Unknown);
