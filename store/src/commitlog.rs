@@ -216,6 +216,94 @@ impl CommitLog {
         Ok(())
     }
 
+    /// Replication, the slave's side: appends one unit the master's log holds at this log's
+    /// end — a record already validated at this offset (`Some`), or the end-of-segment blank
+    /// (`None`, claiming `blank_len` bytes: the rest of the segment). The same bytes land at
+    /// the same offsets as on the master.
+    pub fn append_replicated<D: Disk>(
+        &mut self,
+        disk: &mut D,
+        record: Option<&[u8]>,
+        blank_len: u32,
+    ) -> StoreResult<()> {
+        self.check_running()?;
+        let size = self.segments.size;
+        let (_, at) = self.segments.for_write(disk, self.write_pos, 0)?;
+        let remaining = size - at;
+        let (bytes, advance): (&[u8], u64) = match record {
+            Some(r) if r.len() as u64 + END_FILE_MIN_BLANK_LENGTH <= remaining => {
+                (r, r.len() as u64)
+            }
+            Some(r) => {
+                return Err(StoreError::Invalid {
+                    what: format!(
+                        "a replicated record of {} bytes at {} runs past its segment ({remaining}                          left): the master's segment size differs",
+                        r.len(),
+                        self.write_pos
+                    ),
+                });
+            }
+            None if blank_len as u64 == remaining => (&[][..], remaining),
+            None => {
+                return Err(StoreError::Invalid {
+                    what: format!(
+                        "a replicated blank of {blank_len} bytes at {}, {remaining} left in the                          segment: the master's segment size differs",
+                        self.write_pos
+                    ),
+                });
+            }
+        };
+        let marker = record::blank_marker(blank_len);
+        let bytes = if record.is_none() { &marker[..] } else { bytes };
+        let result = self
+            .segments
+            .for_write(disk, self.write_pos, bytes.len() as u64)
+            .and_then(|(file, at)| Ok(disk.write_at(file, at, bytes)?));
+        match result {
+            Ok(()) => {
+                self.write_pos += advance;
+                Ok(())
+            }
+            Err(e @ StoreError::Disk(DiskError::Full { .. })) => Err(e),
+            Err(e) => {
+                if matches!(e, StoreError::Disk(_)) {
+                    self.stop(e.to_string());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Replication, the master's side: the unit at `offset` — `Ok(Some(Ok(record)))`, or the
+    /// end-of-segment blank (`Ok(Some(Err(len)))`, the rest of the segment) — or `Ok(None)`
+    /// at the log's end.
+    pub fn read_unit<D: Disk>(
+        &self,
+        disk: &D,
+        offset: u64,
+    ) -> StoreResult<Option<Result<StoredRecord, u32>>> {
+        if offset >= self.write_pos {
+            return Ok(None);
+        }
+        let (seg, at) = self
+            .segments
+            .locate(offset)
+            .ok_or(StoreError::OffsetOutOfRange {
+                offset,
+                min: self.min_offset(),
+                max: self.write_pos,
+            })?;
+        let head = disk.read_at(seg.file, at, 8)?;
+        let head: [u8; 8] = head[..].try_into().map_err(|_| StoreError::Corrupt {
+            file: self.segments.path_of(seg.start),
+            what: format!("no unit header at {offset}"),
+        })?;
+        match record::peek(&head) {
+            Peek::Blank { len } => Ok(Some(Err(len))),
+            _ => Ok(Some(Ok(self.read(disk, offset, None)?))),
+        }
+    }
+
     /// Reads and validates the record at `offset`. `size` (from a consume queue entry) saves
     /// reading the header first; it must match the record's own size.
     pub fn read<D: Disk>(

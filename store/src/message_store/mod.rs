@@ -20,6 +20,7 @@ use crate::record::{self, StoreMessage, StoredRecord};
 mod checkpointing;
 mod query;
 mod recovery;
+mod replication;
 mod store_config;
 
 pub use store_config::{
