@@ -19,6 +19,7 @@ pub use rockfish_store::buggify;
 pub mod client;
 pub mod consumer;
 pub mod filter;
+pub mod ha;
 pub mod machine;
 pub mod message;
 pub mod namesrv;

@@ -1,0 +1,279 @@
+//! Master/slave replication (RocketMQ's HA service) as two Sans-IO machines over the store's
+//! replication ends (`MessageStore::read_replicated` / `append_replicated`).
+//!
+//! The stream is Apache's HA framing on the master's HA port (listenPort + 1), raw, not
+//! remoting frames:
+//! - slave → master: 8 bytes, the slave's log end: what it holds, and where to go on from.
+//!   Sent on connecting, after every append, and every [`HEARTBEAT_INTERVAL_MS`].
+//! - master → slave: a 12-byte header (offset u64, length u32) and that many bytes of log
+//!   units (whole records; an end-of-segment blank as its 8-byte marker). Length 0 is a
+//!   heartbeat.
+//!
+//! What the master counts as held by a slave (for SYNC_MASTER) is never more than it sent on
+//! that connection: `acked = min(report, sent_end)`, where `sent_end` starts at the slave's
+//! first report (its resume point, refused if past the master's end). A slave reporting more
+//! than it was sent (a bogus offset, RocketMQ #1155/#3015) moves nothing. The master keeps at
+//! most [`MAX_IN_FLIGHT`] bytes unacknowledged per slave: a slow slave slows its own stream,
+//! not the master's memory.
+
+use std::collections::BTreeMap;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use rockfish_store::{Disk, MessageStore, StoreError};
+
+use crate::machine::ConnId;
+
+/// The master → slave header: offset and length.
+pub const TRANSFER_HEADER_LEN: usize = 12;
+/// The slave → master report: its log end.
+pub const REPORT_LEN: usize = 8;
+/// Bytes of log per transfer (Apache's haTransferBatchSize).
+pub const MAX_TRANSFER_BYTES: usize = 32 * 1024;
+/// Most bytes sent to a slave and not yet reported back.
+pub const MAX_IN_FLIGHT: u64 = 4 * 1024 * 1024;
+/// Reports and heartbeats at least this often (haSendHeartbeatInterval).
+pub const HEARTBEAT_INTERVAL_MS: u64 = 5_000;
+/// A peer silent this long is dropped (haHousekeepingInterval).
+pub const HOUSEKEEPING_MS: u64 = 20_000;
+/// The largest transfer a slave accepts: a record may exceed the batch size.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HaError {
+    #[error("the slave resumes at {report}, past the master's end {end}: its log diverged")]
+    AheadOfMaster { report: u64, end: u64 },
+    #[error("the slave's report went back from {from} to {to}")]
+    ReportWentBack { from: u64, to: u64 },
+    #[error("a transfer of {0} bytes (limit {MAX_FRAME_BYTES})")]
+    FrameTooLarge(usize),
+    #[error("the master sent offset {sent}, the slave's log ends at {end}")]
+    OffsetMismatch { sent: u64, end: u64 },
+    #[error("appending replicated data failed: {0}")]
+    Store(String),
+}
+
+/// Encodes a master → slave transfer.
+pub fn encode_transfer(offset: u64, data: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(TRANSFER_HEADER_LEN + data.len());
+    b.put_u64(offset);
+    b.put_u32(data.len() as u32);
+    b.put_slice(data);
+    b.freeze()
+}
+
+/// Encodes a slave → master report.
+pub fn encode_report(offset: u64) -> [u8; REPORT_LEN] {
+    offset.to_be_bytes()
+}
+
+/// One slave as the master sees it.
+#[derive(Debug)]
+struct SlaveConn {
+    /// The slave's last report (None until its first).
+    report: Option<u64>,
+    /// The end of what was sent on this connection (starts at the first report).
+    sent_end: u64,
+    last_heard: u64,
+    last_sent: u64,
+    /// Report bytes not yet a whole report.
+    partial: BytesMut,
+}
+
+/// The master's side: every connected slave's position, and what to send each.
+#[derive(Debug, Default)]
+pub struct HaMaster {
+    slaves: BTreeMap<ConnId, SlaveConn>,
+}
+
+impl HaMaster {
+    pub fn on_connect(&mut self, conn: ConnId, now: u64) {
+        self.slaves.insert(
+            conn,
+            SlaveConn {
+                report: None,
+                sent_end: 0,
+                last_heard: now,
+                last_sent: now,
+                partial: BytesMut::new(),
+            },
+        );
+    }
+
+    pub fn on_disconnect(&mut self, conn: ConnId) {
+        self.slaves.remove(&conn);
+    }
+
+    /// Bytes from a slave (reports, split anywhere). `master_end`: the master's log end.
+    /// An error means the connection must be closed.
+    pub fn on_bytes(
+        &mut self,
+        conn: ConnId,
+        bytes: &[u8],
+        master_end: u64,
+        now: u64,
+    ) -> Result<(), HaError> {
+        let Some(s) = self.slaves.get_mut(&conn) else {
+            return Ok(());
+        };
+        s.partial.extend_from_slice(bytes);
+        s.last_heard = now;
+        while s.partial.len() >= REPORT_LEN {
+            let report = s.partial.get_u64();
+            match s.report {
+                None if report > master_end => {
+                    return Err(HaError::AheadOfMaster {
+                        report,
+                        end: master_end,
+                    });
+                }
+                None => s.sent_end = report,
+                Some(prev) if report < prev => {
+                    return Err(HaError::ReportWentBack {
+                        from: prev,
+                        to: report,
+                    });
+                }
+                Some(_) => {}
+            }
+            s.report = Some(report);
+        }
+        Ok(())
+    }
+
+    /// What a slave holds that the master sent it: never more than was sent.
+    fn acked_of(s: &SlaveConn) -> Option<u64> {
+        s.report.map(|r| r.min(s.sent_end))
+    }
+
+    /// The furthest offset some connected slave holds (SYNC_MASTER acks up to it).
+    pub fn acked(&self) -> Option<u64> {
+        self.slaves.values().filter_map(Self::acked_of).max()
+    }
+
+    /// Connected slaves that have reported.
+    pub fn slaves(&self) -> usize {
+        self.slaves.values().filter(|s| s.report.is_some()).count()
+    }
+
+    /// The transfers to write now: each slave's next units (within its in-flight window), or
+    /// a heartbeat when it was sent nothing for a heartbeat interval.
+    pub fn poll_transfers<D: Disk>(
+        &mut self,
+        store: &MessageStore<D>,
+        now: u64,
+    ) -> Result<Vec<(ConnId, Bytes)>, StoreError> {
+        let mut out = Vec::new();
+        for (conn, s) in self.slaves.iter_mut() {
+            let Some(report) = s.report else { continue };
+            let in_flight = s.sent_end.saturating_sub(report);
+            if s.sent_end < store.write_pos() && in_flight < MAX_IN_FLIGHT {
+                let (data, next) = store.read_replicated(s.sent_end, MAX_TRANSFER_BYTES)?;
+                if !data.is_empty() {
+                    out.push((*conn, encode_transfer(s.sent_end, &data)));
+                    s.sent_end = next;
+                    s.last_sent = now;
+                    continue;
+                }
+            }
+            if now >= s.last_sent + HEARTBEAT_INTERVAL_MS {
+                out.push((*conn, encode_transfer(s.sent_end, &[])));
+                s.last_sent = now;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Slaves silent past the housekeeping interval: close them.
+    pub fn expired(&self, now: u64) -> Vec<ConnId> {
+        self.slaves
+            .iter()
+            .filter(|(_, s)| now >= s.last_heard + HOUSEKEEPING_MS)
+            .map(|(c, _)| *c)
+            .collect()
+    }
+
+    /// When the master next has something to do for its slaves (a heartbeat or an expiry).
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.slaves
+            .values()
+            .map(|s| (s.last_sent + HEARTBEAT_INTERVAL_MS).min(s.last_heard + HOUSEKEEPING_MS))
+            .min()
+    }
+}
+
+/// The slave's side of one connection to its master.
+#[derive(Debug, Default)]
+pub struct HaSlave {
+    partial: BytesMut,
+    last_heard: u64,
+    last_reported: u64,
+}
+
+impl HaSlave {
+    /// Connected: the first report says where this slave's log ends.
+    pub fn on_connected(&mut self, log_end: u64, now: u64) -> [u8; REPORT_LEN] {
+        self.partial.clear();
+        self.last_heard = now;
+        self.last_reported = now;
+        encode_report(log_end)
+    }
+
+    /// Bytes from the master: every whole transfer is appended to `store`. Returns the report
+    /// to send (the new log end) when something was appended. An error means the connection
+    /// must be closed (and made again).
+    pub fn on_bytes<D: Disk>(
+        &mut self,
+        store: &mut MessageStore<D>,
+        bytes: &[u8],
+        now: u64,
+    ) -> Result<Option<[u8; REPORT_LEN]>, HaError> {
+        self.partial.extend_from_slice(bytes);
+        self.last_heard = now;
+        let mut appended = false;
+        while self.partial.len() >= TRANSFER_HEADER_LEN {
+            let offset = u64::from_be_bytes(self.partial[..8].try_into().expect("8 bytes"));
+            let len = u32::from_be_bytes(self.partial[8..12].try_into().expect("4 bytes")) as usize;
+            if len > MAX_FRAME_BYTES {
+                return Err(HaError::FrameTooLarge(len));
+            }
+            if self.partial.len() < TRANSFER_HEADER_LEN + len {
+                break;
+            }
+            self.partial.advance(TRANSFER_HEADER_LEN);
+            let data = self.partial.split_to(len);
+            if len == 0 {
+                continue; // a heartbeat
+            }
+            let end = store.write_pos();
+            if offset != end {
+                return Err(HaError::OffsetMismatch { sent: offset, end });
+            }
+            store
+                .append_replicated(offset, &data)
+                .map_err(|e| HaError::Store(e.to_string()))?;
+            appended = true;
+        }
+        if appended {
+            self.last_reported = now;
+            return Ok(Some(encode_report(store.write_pos())));
+        }
+        Ok(None)
+    }
+
+    /// Time passed: a report is due every heartbeat interval; `Err` when the master has been
+    /// silent past the housekeeping interval (reconnect).
+    pub fn on_timeout(&mut self, log_end: u64, now: u64) -> Result<Option<[u8; REPORT_LEN]>, ()> {
+        if now >= self.last_heard + HOUSEKEEPING_MS {
+            return Err(());
+        }
+        if now >= self.last_reported + HEARTBEAT_INTERVAL_MS {
+            self.last_reported = now;
+            return Ok(Some(encode_report(log_end)));
+        }
+        Ok(None)
+    }
+
+    pub fn next_deadline(&self) -> u64 {
+        (self.last_reported + HEARTBEAT_INTERVAL_MS).min(self.last_heard + HOUSEKEEPING_MS)
+    }
+}
