@@ -50,6 +50,8 @@ pub enum HaError {
     OffsetMismatch { sent: u64, end: u64 },
     #[error("appending replicated data failed: {0}")]
     Store(String),
+    #[error("the master has been silent for {HOUSEKEEPING_MS} ms")]
+    MasterSilent,
 }
 
 /// Encodes a master → slave transfer.
@@ -262,9 +264,13 @@ impl HaSlave {
 
     /// Time passed: a report is due every heartbeat interval; `Err` when the master has been
     /// silent past the housekeeping interval (reconnect).
-    pub fn on_timeout(&mut self, log_end: u64, now: u64) -> Result<Option<[u8; REPORT_LEN]>, ()> {
+    pub fn on_timeout(
+        &mut self,
+        log_end: u64,
+        now: u64,
+    ) -> Result<Option<[u8; REPORT_LEN]>, HaError> {
         if now >= self.last_heard + HOUSEKEEPING_MS {
-            return Err(());
+            return Err(HaError::MasterSilent);
         }
         if now >= self.last_reported + HEARTBEAT_INTERVAL_MS {
             self.last_reported = now;

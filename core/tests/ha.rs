@@ -180,5 +180,8 @@ fn a_slave_refuses_data_for_the_wrong_offset_and_reconnects_when_its_master_is_s
             .unwrap()
             .is_some()
     );
-    assert_eq!(slave.on_timeout(0, NOW + HOUSEKEEPING_MS), Err(()));
+    assert_eq!(
+        slave.on_timeout(0, NOW + HOUSEKEEPING_MS),
+        Err(HaError::MasterSilent)
+    );
 }
