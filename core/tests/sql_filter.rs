@@ -212,3 +212,22 @@ fn enormous_and_deep_expressions_are_refused_at_once() {
         "still serving"
     );
 }
+
+#[test]
+fn an_unknown_expression_type_is_registered_and_its_pulls_refused() {
+    // As Apache: the heartbeat is taken (the client stays a member), its pulls fail.
+    let mut h = H::new(true);
+    h.send_ten();
+    let body = serde_json::json!({
+        "clientID": "c1",
+        "consumerDataSet": [{
+            "groupName": "CG",
+            "subscriptionDataSet": [{"topic": "T", "subString": "/a", "expressionType": "XPATH"}]
+        }]
+    });
+    let cmd = h
+        .req(request::HEART_BEAT)
+        .with_body(serde_json::to_vec(&body).unwrap());
+    assert_eq!(h.one(C, cmd).0.code, response::SUCCESS);
+    assert_eq!(h.pull(0, "ignored"), Err(response::SUBSCRIPTION_NOT_EXIST));
+}

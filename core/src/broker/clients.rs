@@ -298,7 +298,8 @@ impl<D: Disk> Broker<D> {
         for c in &data.consumer_data_set {
             let mut subs = BTreeMap::new();
             for s in &c.subscription_data_set {
-                match SubscriptionFilter::compile(s.expression_type.as_deref(), &s.sub_string) {
+                match SubscriptionFilter::for_heartbeat(s.expression_type.as_deref(), &s.sub_string)
+                {
                     Ok(f) => {
                         subs.insert(s.topic.clone(), f);
                     }

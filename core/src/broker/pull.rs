@@ -118,6 +118,15 @@ impl<D: Disk> Broker<D> {
                 }
             }
         };
+        if let SubscriptionFilter::Unsupported(t) = &filter {
+            return refuse(
+                response::SUBSCRIPTION_NOT_EXIST,
+                format!(
+                    "The broker's consumer filter data is not exist!Your expression may be wrong! \
+                     (expression type {t})"
+                ),
+            );
+        }
         if filter.is_sql() && !self.config.enable_property_filter {
             return refuse(
                 response::SYSTEM_ERROR,

@@ -30,6 +30,9 @@ pub enum SubscriptionFilter {
     Tag(TagFilter),
     /// The expression's text, and its compiled form (shared by every pull).
     Sql(String, Arc<SqlFilter>),
+    /// A heartbeat's subscription of an expression type this broker has no filter for: the
+    /// heartbeat is taken, as Apache takes it, and the group's pulls are refused.
+    Unsupported(String),
 }
 
 impl SubscriptionFilter {
@@ -53,6 +56,21 @@ impl SubscriptionFilter {
         }
     }
 
+    /// As a heartbeat registers a subscription: an SQL92 expression that does not parse is
+    /// refused; an unknown expression type is kept as `Unsupported` (Apache registers the
+    /// consumer and fails its pulls).
+    pub fn for_heartbeat(
+        expression_type: Option<&str>,
+        expression: &str,
+    ) -> Result<SubscriptionFilter, SqlError> {
+        match expression_type {
+            Some(t) if !is_tag_type(Some(t)) && t != expression_type::SQL92 => {
+                Ok(SubscriptionFilter::Unsupported(t.to_string()))
+            }
+            t => Self::compile(t, expression),
+        }
+    }
+
     pub fn is_sql(&self) -> bool {
         matches!(self, SubscriptionFilter::Sql(..))
     }
@@ -62,6 +80,7 @@ impl SubscriptionFilter {
         match self {
             SubscriptionFilter::Tag(t) => t.matches_code(code),
             SubscriptionFilter::Sql(..) => true,
+            SubscriptionFilter::Unsupported(_) => false,
         }
     }
 
@@ -70,6 +89,7 @@ impl SubscriptionFilter {
         match self {
             SubscriptionFilter::Tag(_) => true,
             SubscriptionFilter::Sql(_, f) => f.matches(properties),
+            SubscriptionFilter::Unsupported(_) => false,
         }
     }
 }
