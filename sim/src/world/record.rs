@@ -9,6 +9,27 @@ pub(super) fn body_name(payload: &[u8]) -> String {
     String::from_utf8_lossy(name).into_owned()
 }
 
+/// Every record a queue holds, page by page; a queue that does not read ends the walk there
+/// (store-consistent judges unreadable queues).
+pub(super) fn each_record<D: rockfish_store::Disk>(
+    store: &rockfish_store::MessageStore<D>,
+    topic: &str,
+    q: u32,
+    mut visit: impl FnMut(&rockfish_store::StoredRecord),
+) {
+    let mut offset = store.min_offset(topic, q);
+    while offset < store.max_offset(topic, q) {
+        let Ok(got) = store.get(topic, q, offset, 256, usize::MAX, &|_| true) else {
+            break;
+        };
+        got.messages.iter().for_each(&mut visit);
+        if got.next_offset <= offset {
+            break;
+        }
+        offset = got.next_offset;
+    }
+}
+
 impl Sim {
     /// What each running broker holds in its schedule topic and its dead-letter topics at the
     /// end: what the delay and dead-letter checkers hold deliveries against.
@@ -33,33 +54,23 @@ impl Sim {
                 .map(|(t, q)| (t.to_string(), q))
                 .collect();
             for (topic, q) in queues {
-                let mut offset = store.min_offset(&topic, q);
-                while offset < store.max_offset(&topic, q) {
-                    let Ok(got) = store.get(&topic, q, offset, 256, usize::MAX, &|_| true) else {
-                        break; // store-consistent judges unreadable queues
-                    };
-                    for m in &got.messages {
-                        let body = body_name(&m.body());
-                        if topic == SCHEDULE_TOPIC {
-                            self.history
-                                .scheduled
-                                .entry((name.clone(), body))
-                                .or_default()
-                                .push((m.store_timestamp(), q + 1, m.reconsume_times()));
-                        } else {
-                            self.history.dead_letters.push((
-                                name.clone(),
-                                topic.clone(),
-                                body,
-                                m.reconsume_times(),
-                            ));
-                        }
+                each_record(store, &topic, q, |m| {
+                    let body = body_name(&m.body());
+                    if topic == SCHEDULE_TOPIC {
+                        self.history
+                            .scheduled
+                            .entry((name.clone(), body))
+                            .or_default()
+                            .push((m.store_timestamp(), q + 1, m.reconsume_times()));
+                    } else {
+                        self.history.dead_letters.push((
+                            name.clone(),
+                            topic.clone(),
+                            body,
+                            m.reconsume_times(),
+                        ));
                     }
-                    if got.next_offset <= offset {
-                        break;
-                    }
-                    offset = got.next_offset;
-                }
+                });
             }
         }
     }

@@ -3,7 +3,7 @@
 //! the group answers the brokers' check-backs from the shared "database" (`History::tx_ran`).
 //! At the end, what the brokers store of each transaction is recorded for the checker.
 
-use super::record::body_name;
+use super::record::{body_name, each_record};
 use super::*;
 use rockfish_core::broker::TRANS_HALF_TOPIC;
 use rockfish_core::broker::transaction::{PROPERTY_PREPARED_QUEUE_OFFSET, tx_flag};
@@ -118,37 +118,27 @@ impl Sim {
                 .map(|(t, q)| (t.to_string(), q))
                 .collect();
             for (topic, q) in queues {
-                let mut offset = store.min_offset(&topic, q);
-                while offset < store.max_offset(&topic, q) {
-                    let Ok(got) = store.get(&topic, q, offset, 256, usize::MAX, &|_| true) else {
-                        break; // store-consistent judges unreadable queues
-                    };
-                    for m in &got.messages {
-                        let body = body_name(&m.body());
-                        if topic == TRANS_HALF_TOPIC {
-                            if m.property(PROPERTY_PREPARED_QUEUE_OFFSET).is_none() {
-                                self.history.tx_halves.push(TxHalf {
-                                    broker: name.clone(),
-                                    body,
-                                    queue_offset: m.queue_offset(),
-                                    stored_ts: m.store_timestamp(),
-                                    broker_now,
-                                });
-                            }
-                        } else if m.sys_flag() & tx_flag::MASK == tx_flag::COMMIT {
-                            let half = u64::try_from(m.prepared_transaction_offset())
-                                .ok()
-                                .and_then(|o| store.read(o).ok())
-                                .filter(|h| h.topic() == TRANS_HALF_TOPIC)
-                                .map(|h| origin(&h));
-                            self.history.tx_commits.push((name.clone(), body, half));
+                each_record(store, &topic, q, |m| {
+                    let body = body_name(&m.body());
+                    if topic == TRANS_HALF_TOPIC {
+                        if m.property(PROPERTY_PREPARED_QUEUE_OFFSET).is_none() {
+                            self.history.tx_halves.push(TxHalf {
+                                broker: name.clone(),
+                                body,
+                                queue_offset: m.queue_offset(),
+                                stored_ts: m.store_timestamp(),
+                                broker_now,
+                            });
                         }
+                    } else if m.sys_flag() & tx_flag::MASK == tx_flag::COMMIT {
+                        let half = u64::try_from(m.prepared_transaction_offset())
+                            .ok()
+                            .and_then(|o| store.read(o).ok())
+                            .filter(|h| h.topic() == TRANS_HALF_TOPIC)
+                            .map(|h| origin(&h));
+                        self.history.tx_commits.push((name.clone(), body, half));
                     }
-                    if got.next_offset <= offset {
-                        break;
-                    }
-                    offset = got.next_offset;
-                }
+                });
             }
         }
     }
