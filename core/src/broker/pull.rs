@@ -167,6 +167,10 @@ impl<D: Disk> Broker<D> {
             self.commit_offset(&topic, &group, queue_id, commit_offset as u64, now);
         }
 
+        // Deliberately broken brokers, for the simulator's checkers: looked up once per pull,
+        // not per entry.
+        let code_skew = crate::buggify::bug("broker.tag-codes-wrong") as i64;
+        let sql_inverted = crate::buggify::bug("broker.sql-inverted");
         let got = match self
             .visible_max_offset(&topic, queue_id)
             .and_then(|visible| {
@@ -176,15 +180,8 @@ impl<D: Disk> Broker<D> {
                     offset,
                     max_msgs,
                     self.config.max_pull_bytes,
-                    &|c| {
-                        // A deliberately broken broker, for the simulator's checkers.
-                        let c = c + crate::buggify::bug("broker.tag-codes-wrong") as i64;
-                        filter.matches_code(c)
-                    },
-                    &|props| {
-                        // A deliberately broken broker, for the simulator's checkers.
-                        filter.matches_record(props) ^ crate::buggify::bug("broker.sql-inverted")
-                    },
+                    &|c| filter.matches_code(c + code_skew),
+                    &|props| filter.matches_record(props) ^ sql_inverted,
                     visible,
                 )
             }) {
