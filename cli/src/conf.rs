@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use rockfish_core::broker::{BrokerConfig, FlushDiskType};
+use rockfish_core::broker::{BrokerConfig, BrokerRole, FlushDiskType};
 use rockfish_store::StoreConfig;
 use rockfish_store::message_store::parse_delay_levels;
 
@@ -31,12 +31,9 @@ const ACCEPTED_UNUSED: &[&str] = &[
     "abortFile",
     "diskMaxUsedSpaceRatio",
     "brokerIP2",
-    "haListenPort",
-    "enablePropertyFilter",
     "traceTopicEnable",
     "aclEnable",
     "transientStorePoolEnable",
-    "slaveReadEnable",
     "useReentrantLockWhenPutMessage",
     "maxTransferCountOnMessageInMemory",
 ];
@@ -59,6 +56,7 @@ pub fn parse(text: &str) -> Result<BrokerConf, String> {
     let mut broker = BrokerConfig::default();
     let mut store = StoreConfig::default();
     let mut listen_port = 10911u16;
+    let mut ha_port: Option<u16> = None;
     let mut bind_address = "0.0.0.0".to_string();
     let mut ip: Option<String> = None;
     let mut data_dir = default_store_root();
@@ -116,19 +114,17 @@ pub fn parse(text: &str) -> Result<BrokerConf, String> {
                     }
                 }
             }
-            "brokerRole" => match v {
-                "ASYNC_MASTER" | "SYNC_MASTER" => {}
-                "SLAVE" => {
-                    return Err(
-                        "broker.conf: brokerRole=SLAVE: replication is not available yet".into(),
-                    );
-                }
-                _ => {
-                    return Err(format!(
-                        "broker.conf: brokerRole={v:?}: use ASYNC_MASTER, SYNC_MASTER or SLAVE"
-                    ));
-                }
-            },
+            "brokerRole" => {
+                broker.broker_role = BrokerRole::parse(v).ok_or_else(|| {
+                    format!("broker.conf: brokerRole={v:?}: use ASYNC_MASTER, SYNC_MASTER or SLAVE")
+                })?
+            }
+            "haListenPort" => ha_port = Some(parse_num(key, v)?),
+            "haMasterAddress" => {
+                broker.ha_master_addr = Some(v.to_string()).filter(|v| !v.is_empty())
+            }
+            "haMaxGapNotInSync" => broker.ha_max_gap_not_in_sync = parse_num(key, v)?,
+            "slaveReadEnable" => broker.slave_read_enable = parse_bool(key, v)?,
             "autoCreateTopicEnable" => broker.auto_create_topic = parse_bool(key, v)?,
             "timerWheelEnable" => broker.timer_wheel_enable = parse_bool(key, v)?,
             "timerMaxDelaySec" => {
@@ -179,6 +175,9 @@ pub fn parse(text: &str) -> Result<BrokerConf, String> {
     }
     let ip = ip.unwrap_or_else(|| "127.0.0.1".into());
     broker.broker_addr = format!("{ip}:{listen_port}");
+    if let Some(p) = ha_port {
+        broker.ha_addr = format!("{ip}:{p}");
+    }
     broker.validate().map_err(|e| format!("broker.conf: {e}"))?;
     store.validate().map_err(|e| format!("broker.conf: {e}"))?;
     Ok(BrokerConf {

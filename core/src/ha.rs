@@ -152,6 +152,14 @@ impl HaMaster {
         self.slaves.values().filter_map(Self::acked_of).max()
     }
 
+    /// Slaves that hold at least `min_acked` (as far as it was sent them).
+    pub fn in_sync(&self, min_acked: u64) -> usize {
+        self.slaves
+            .values()
+            .filter(|s| Self::acked_of(s).is_some_and(|a| a >= min_acked))
+            .count()
+    }
+
     /// Connected slaves that have reported.
     pub fn slaves(&self) -> usize {
         self.slaves.values().filter(|s| s.report.is_some()).count()
@@ -203,32 +211,38 @@ impl HaMaster {
     }
 }
 
-/// The slave's side of one connection to its master.
+/// The slave's side of one connection to its master. It reports what it holds durably (the
+/// broker calls [`HaSlave::report`] as its flushes finish), so a master that acks a
+/// SYNC_MASTER send on a report has the message on two disks, not in a page cache.
 #[derive(Debug, Default)]
 pub struct HaSlave {
     partial: BytesMut,
     last_heard: u64,
-    last_reported: u64,
+    last_reported_at: u64,
+    /// The last offset reported: reports never go back.
+    reported: u64,
 }
 
 impl HaSlave {
-    /// Connected: the first report says where this slave's log ends.
-    pub fn on_connected(&mut self, log_end: u64, now: u64) -> [u8; REPORT_LEN] {
+    /// Connected: the first report says where this slave's log ends (`resume`, which must be
+    /// durable: later reports are durable offsets and may not go back from it).
+    pub fn on_connected(&mut self, resume: u64, now: u64) -> [u8; REPORT_LEN] {
         self.partial.clear();
         self.last_heard = now;
-        self.last_reported = now;
-        encode_report(log_end)
+        self.last_reported_at = now;
+        self.reported = resume;
+        encode_report(resume)
     }
 
-    /// Bytes from the master: every whole transfer is appended to `store`. Returns the report
-    /// to send (the new log end) when something was appended. An error means the connection
-    /// must be closed (and made again).
+    /// Bytes from the master: every whole transfer is appended to `store`. True when
+    /// something was appended (the broker flushes it, then reports). An error means the
+    /// connection must be closed (and made again).
     pub fn on_bytes<D: Disk>(
         &mut self,
         store: &mut MessageStore<D>,
         bytes: &[u8],
         now: u64,
-    ) -> Result<Option<[u8; REPORT_LEN]>, HaError> {
+    ) -> Result<bool, HaError> {
         self.partial.extend_from_slice(bytes);
         self.last_heard = now;
         let mut appended = false;
@@ -239,6 +253,9 @@ impl HaSlave {
                 return Err(HaError::FrameTooLarge(len));
             }
             if self.partial.len() < TRANSFER_HEADER_LEN + len {
+                // Room for the whole transfer at once, not a doubling per read.
+                self.partial
+                    .reserve(TRANSFER_HEADER_LEN + len - self.partial.len());
                 break;
             }
             self.partial.advance(TRANSFER_HEADER_LEN);
@@ -255,31 +272,38 @@ impl HaSlave {
                 .map_err(|e| HaError::Store(e.to_string()))?;
             appended = true;
         }
-        if appended {
-            self.last_reported = now;
-            return Ok(Some(encode_report(store.write_pos())));
+        Ok(appended)
+    }
+
+    /// The log is durable below `durable`: the report to send, if it says more than the last.
+    pub fn report(&mut self, durable: u64, now: u64) -> Option<[u8; REPORT_LEN]> {
+        if durable <= self.reported {
+            return None;
         }
-        Ok(None)
+        self.reported = durable;
+        self.last_reported_at = now;
+        Some(encode_report(durable))
+    }
+
+    /// The last offset reported.
+    pub fn reported(&self) -> u64 {
+        self.reported
     }
 
     /// Time passed: a report is due every heartbeat interval; `Err` when the master has been
     /// silent past the housekeeping interval (reconnect).
-    pub fn on_timeout(
-        &mut self,
-        log_end: u64,
-        now: u64,
-    ) -> Result<Option<[u8; REPORT_LEN]>, HaError> {
+    pub fn on_timeout(&mut self, now: u64) -> Result<Option<[u8; REPORT_LEN]>, HaError> {
         if now >= self.last_heard + HOUSEKEEPING_MS {
             return Err(HaError::MasterSilent);
         }
-        if now >= self.last_reported + HEARTBEAT_INTERVAL_MS {
-            self.last_reported = now;
-            return Ok(Some(encode_report(log_end)));
+        if now >= self.last_reported_at + HEARTBEAT_INTERVAL_MS {
+            self.last_reported_at = now;
+            return Ok(Some(encode_report(self.reported)));
         }
         Ok(None)
     }
 
     pub fn next_deadline(&self) -> u64 {
-        (self.last_reported + HEARTBEAT_INTERVAL_MS).min(self.last_heard + HOUSEKEEPING_MS)
+        (self.last_reported_at + HEARTBEAT_INTERVAL_MS).min(self.last_heard + HOUSEKEEPING_MS)
     }
 }

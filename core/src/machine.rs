@@ -28,6 +28,12 @@
 //! - **`Flush` is answered** by `on_flushed` or `on_flush_failed`, and **`Persist`** by
 //!   `on_persisted`, each exactly once, in the order asked; only a machine that emits them
 //!   receives them.
+//! - **Streams** are raw byte connections beside the remoting ones (a broker's HA port):
+//!   accepted ones come in through `on_stream_accepted`, dialed ones (`OpenStream`) are
+//!   answered at once by `on_stream_opened` with their `ConnId` (writes queue until the
+//!   connection is up; a failed dial is an `on_disconnect`). Their bytes arrive through
+//!   `on_stream_bytes`, in order and split anywhere; `SendBytes` writes to them; they close
+//!   as remoting connections do. Only a machine that asks for streams receives them.
 
 use bytes::Bytes;
 
@@ -67,6 +73,10 @@ pub enum Output {
         token: u64,
         files: Vec<(String, Bytes)>,
     },
+    /// Dial a raw byte stream to `addr`; answered at once by `on_stream_opened(addr, conn)`.
+    OpenStream { addr: String },
+    /// Write raw bytes to a stream connection.
+    SendBytes { conn: ConnId, bytes: Bytes },
 }
 
 impl Output {
@@ -79,6 +89,8 @@ impl Output {
             Output::Close { .. } => "Close",
             Output::Flush { .. } => "Flush",
             Output::Persist { .. } => "Persist",
+            Output::OpenStream { .. } => "OpenStream",
+            Output::SendBytes { .. } => "SendBytes",
         }
     }
 }
@@ -103,6 +115,29 @@ pub trait Machine {
     /// A persist finished (answers `Output::Persist { token }`).
     fn on_persisted(&mut self, token: u64, result: Result<(), String>, now: u64) {
         refuse_input(&format!("on_persisted({token}, {result:?}) at {now}"));
+    }
+    /// A stream connection came in on the machine's stream listener (a broker's HA port).
+    fn on_stream_accepted(
+        &mut self,
+        conn: ConnId,
+        peer: rockfish_store::record::HostAddr,
+        now: u64,
+    ) {
+        refuse_input(&format!(
+            "on_stream_accepted({conn:?} from {peer:?}) at {now}"
+        ));
+    }
+    /// The stream dialed by `OpenStream { addr }` is `conn` (answered at once: it may not be
+    /// connected yet; a failed dial comes back as `on_disconnect(conn)`).
+    fn on_stream_opened(&mut self, addr: &str, conn: ConnId, now: u64) {
+        refuse_input(&format!("on_stream_opened({addr}, {conn:?}) at {now}"));
+    }
+    /// Bytes read from a stream connection, in order, split anywhere.
+    fn on_stream_bytes(&mut self, conn: ConnId, bytes: Bytes, now: u64) {
+        refuse_input(&format!(
+            "on_stream_bytes({conn:?}, {} bytes) at {now}",
+            bytes.len()
+        ));
     }
     fn poll_output(&mut self) -> Option<Output>;
     fn poll_timeout(&self) -> Option<u64>;

@@ -245,6 +245,7 @@ fn every_send_refusal_has_its_code() {
     // A slave refuses sends.
     let mut s = H::new(BrokerConfig {
         broker_id: 1,
+        broker_role: rockfish_core::broker::BrokerRole::Slave,
         ..BrokerConfig::default()
     });
     assert_eq!(

@@ -36,11 +36,20 @@ pub(crate) fn split(stream: TcpStream) -> (ReadHalf, WriteHalf) {
     }
 }
 
+/// How a connection's bytes are read.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Framing {
+    /// Remoting frames, at most this large.
+    Remoting(usize),
+    /// A raw byte stream (a broker's HA port), handed over as it arrives.
+    Raw,
+}
+
 /// Serves a connected socket: its writer runs on a task of its own, its reader here.
 pub(crate) async fn serve(
     conn: ConnId,
     stream: TcpStream,
-    max_frame: usize,
+    framing: Framing,
     rx: mpsc::UnboundedReceiver<WriteItem>,
     queued: Arc<AtomicUsize>,
     events: mpsc::Sender<ConnEvent>,
@@ -48,7 +57,10 @@ pub(crate) async fn serve(
     let _ = stream.set_nodelay(true);
     let (rd, wr) = split(stream);
     tokio::spawn(write_loop(wr, rx, queued));
-    read_loop(conn, rd, max_frame, events).await;
+    match framing {
+        Framing::Remoting(max_frame) => read_loop(conn, rd, max_frame, events).await,
+        Framing::Raw => raw_read_loop(conn, rd, events).await,
+    }
 }
 
 /// Dials `target` (3 s to connect) and serves the connection; a failed dial is reported as
@@ -56,7 +68,7 @@ pub(crate) async fn serve(
 pub(crate) async fn dial(
     conn: ConnId,
     target: String,
-    max_frame: usize,
+    framing: Framing,
     rx: mpsc::UnboundedReceiver<WriteItem>,
     queued: Arc<AtomicUsize>,
     events: mpsc::Sender<ConnEvent>,
@@ -66,7 +78,7 @@ pub(crate) async fn dial(
         TcpStream::connect(&target),
     );
     let reason = match connect.await {
-        Ok(Ok(stream)) => return serve(conn, stream, max_frame, rx, queued, events).await,
+        Ok(Ok(stream)) => return serve(conn, stream, framing, rx, queued, events).await,
         Ok(Err(e)) => format!("connect to {target}: {e}"),
         Err(_) => format!("connect to {target}: timed out"),
     };
@@ -101,6 +113,11 @@ pub(crate) enum ConnEvent {
     Answer {
         conn: ConnId,
         cmd: RemotingCommand,
+    },
+    /// Bytes read from a raw stream.
+    Bytes {
+        conn: ConnId,
+        bytes: Bytes,
     },
 }
 
@@ -216,6 +233,27 @@ pub(crate) async fn read_loop(
         match rd.read_buf(&mut buf).await {
             Ok(0) => break "closed by peer".to_string(),
             Ok(_) => {}
+            Err(e) => break format!("read error: {e}"),
+        }
+    };
+    let _ = events.send(ConnEvent::Closed { conn, reason }).await;
+}
+
+/// Reads a raw stream: what arrives is handed over as it is, a read buffer at a time.
+async fn raw_read_loop(conn: ConnId, mut rd: ReadHalf, events: mpsc::Sender<ConnEvent>) {
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let reason = loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(READ_CHUNK);
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) => break "closed by peer".to_string(),
+            Ok(_) => {
+                let bytes = buf.split().freeze();
+                if events.send(ConnEvent::Bytes { conn, bytes }).await.is_err() {
+                    return;
+                }
+            }
             Err(e) => break format!("read error: {e}"),
         }
     };

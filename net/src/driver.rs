@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
-use crate::conn::{ConnEvent, ConnWriter, MAX_QUEUED_BYTES, WriteItem, dial, serve};
+use crate::conn::{ConnEvent, ConnWriter, Framing, MAX_QUEUED_BYTES, WriteItem, dial, serve};
 use crate::flush::{FlushDone, FlushJob, spawn_flusher};
 use crate::now_ms;
 
@@ -67,6 +67,8 @@ fn host(addr: SocketAddr) -> HostAddr {
 pub struct Server<M> {
     machine: M,
     listener: TcpListener,
+    /// Raw byte streams (a broker's HA port), if the machine serves them.
+    stream_listener: Option<TcpListener>,
     max_frame: usize,
     max_queued: usize,
 }
@@ -100,9 +102,17 @@ impl<M: Durable + Send + 'static> Server<M> {
         Server {
             machine,
             listener,
+            stream_listener: None,
             max_frame: DEFAULT_MAX_FRAME,
             max_queued: MAX_QUEUED_BYTES,
         }
+    }
+
+    /// Also accepts raw byte streams on `listener` (a broker's HA port): the machine hears
+    /// them through `on_stream_accepted` and `on_stream_bytes`.
+    pub fn with_stream_listener(mut self, listener: TcpListener) -> Self {
+        self.stream_listener = Some(listener);
+        self
     }
 
     /// Bytes a connection may have waiting to be written before it is closed as too slow
@@ -123,7 +133,8 @@ impl<M: Durable + Send + 'static> Server<M> {
             .expect("bound listener has an address");
         let (stop, stopped) = watch::channel(false);
         let limits = (self.max_frame, self.max_queued);
-        let join = tokio::spawn(run(self.machine, self.listener, limits, stopped));
+        let listeners = (self.listener, self.stream_listener);
+        let join = tokio::spawn(run(self.machine, listeners, limits, stopped));
         ServerHandle { stop, join, addr }
     }
 }
@@ -144,11 +155,11 @@ impl Conns {
         ConnId(self.next)
     }
 
-    fn adopt(&mut self, stream: TcpStream) -> ConnId {
+    fn adopt(&mut self, stream: TcpStream, framing: Framing) -> ConnId {
         let conn = self.next_id();
         let (writer, rx, queued) = ConnWriter::new(self.max_queued);
         let events = self.events.clone();
-        let reader = tokio::spawn(serve(conn, stream, self.max_frame, rx, queued, events));
+        let reader = tokio::spawn(serve(conn, stream, framing, rx, queued, events));
         self.writers.insert(conn, writer);
         self.readers.insert(conn, reader.abort_handle());
         conn
@@ -165,7 +176,26 @@ impl Conns {
         self.outbound.insert(addr.to_string(), conn);
         let events = self.events.clone();
         let target = addr.to_string();
-        let task = tokio::spawn(dial(conn, target, self.max_frame, rx, queued, events));
+        let framing = Framing::Remoting(self.max_frame);
+        let task = tokio::spawn(dial(conn, target, framing, rx, queued, events));
+        self.readers.insert(conn, task.abort_handle());
+        conn
+    }
+
+    /// A new raw stream to `addr`, dialed in the background (writes queue until it is up).
+    fn dial_stream(&mut self, addr: &str) -> ConnId {
+        let conn = self.next_id();
+        let (writer, rx, queued) = ConnWriter::new(self.max_queued);
+        self.writers.insert(conn, writer);
+        let events = self.events.clone();
+        let task = tokio::spawn(dial(
+            conn,
+            addr.to_string(),
+            Framing::Raw,
+            rx,
+            queued,
+            events,
+        ));
         self.readers.insert(conn, task.abort_handle());
         conn
     }
@@ -238,9 +268,17 @@ fn frame(cmd: &rockfish_core::remoting::RemotingCommand, stage: &mut Stage) -> O
     }
 }
 
+/// Accepts on an optional listener (pending forever without one).
+async fn accept_on(listener: &Option<TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn run<M: Durable>(
     mut machine: M,
-    listener: TcpListener,
+    (listener, stream_listener): (TcpListener, Option<TcpListener>),
     (max_frame, max_queued): (usize, usize),
     mut stop: watch::Receiver<bool>,
 ) -> M {
@@ -270,10 +308,17 @@ async fn run<M: Durable>(
             _ = stop.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let conn = conns.adopt(stream);
+                    let conn = conns.adopt(stream, Framing::Remoting(conns.max_frame));
                     machine.on_connect(conn, host(peer), now_ms());
                 }
                 Err(e) => tracing::warn!(error = %e, "accept failed"),
+            },
+            accepted = accept_on(&stream_listener) => match accepted {
+                Ok((stream, peer)) => {
+                    let conn = conns.adopt(stream, Framing::Raw);
+                    machine.on_stream_accepted(conn, host(peer), now_ms());
+                }
+                Err(e) => tracing::warn!(error = %e, "accept failed (stream port)"),
             },
             Some(ev) = ev_rx.recv() => match ev {
                 // A command read before its connection was closed here is not served: the
@@ -281,6 +326,11 @@ async fn run<M: Durable>(
                 ConnEvent::Command { conn, cmd, received_at } => {
                     if conns.is_open(conn) {
                         machine.on_command(conn, cmd, received_at, now_ms());
+                    }
+                }
+                ConnEvent::Bytes { conn, bytes } => {
+                    if conns.is_open(conn) {
+                        machine.on_stream_bytes(conn, bytes, now_ms());
                     }
                 }
                 ConnEvent::Answer { conn, cmd } => {
@@ -361,6 +411,14 @@ fn drain<M: Durable>(
             Output::Close { conn, reason } => {
                 tracing::info!(conn = conn.0, %reason, "closing connection");
                 conns.close(conn).then_some(conn)
+            }
+            Output::OpenStream { addr } => {
+                let conn = conns.dial_stream(&addr);
+                machine.on_stream_opened(&addr, conn, now_ms());
+                None
+            }
+            Output::SendBytes { conn, bytes } => {
+                conns.send(conn, WriteItem::One(bytes)).then_some(conn)
             }
             Output::Flush { upto } => {
                 match machine.flush_job(upto) {

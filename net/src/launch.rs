@@ -55,15 +55,49 @@ pub async fn start_broker(
         addr: listen.into(),
         error,
     })?;
-    if config.broker_addr.ends_with(":0") {
+    let any_port = config.broker_addr.ends_with(":0");
+    if any_port {
         let ip = config.broker_addr.trim_end_matches(":0").to_string();
         config.broker_addr = format!("{ip}:{}", bound.port());
     }
+    // A master serves its slaves on the HA port (haListenPort: the broker's port + 1 unless
+    // set; any free port when the broker's was).
+    let ha_listener = if config.broker_role.is_master() {
+        let ha_port = if any_port && config.ha_addr.is_empty() {
+            0
+        } else {
+            config
+                .effective_ha_addr()
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .unwrap_or(0)
+        };
+        let ha_listen = format!("{}:{ha_port}", bound.ip());
+        let l = tokio::net::TcpListener::bind(&ha_listen)
+            .await
+            .map_err(|error| LaunchError::Bind {
+                addr: format!("{ha_listen} (haListenPort)"),
+                error,
+            })?;
+        let ha_bound = l.local_addr().map_err(|error| LaunchError::Bind {
+            addr: ha_listen.clone(),
+            error,
+        })?;
+        let ip = config
+            .broker_addr
+            .rsplit_once(':')
+            .map_or("127.0.0.1", |(h, _)| h);
+        config.ha_addr = format!("{ip}:{}", ha_bound.port());
+        Some(l)
+    } else {
+        None
+    };
     let mut disk = MmapDisk::open_root(data_dir).map_err(|e| store_err(e.to_string()))?;
     if let Some(max) = store_config.max_mapped_files {
         disk.set_max_mapped(max);
     }
-    serve_broker(listener, config, store_config, disk).map_err(|error| store_err(error.to_string()))
+    serve_broker(listener, ha_listener, config, store_config, disk)
+        .map_err(|error| store_err(error.to_string()))
 }
 
 /// A store that could not be opened, or a broker that could not start on it.
@@ -75,6 +109,7 @@ pub struct StartError(pub String);
 /// of a broker start shared by real disks and the simulated one (the madsim tier).
 pub fn serve_broker<D: Disk>(
     listener: tokio::net::TcpListener,
+    ha_listener: Option<tokio::net::TcpListener>,
     config: BrokerConfig,
     store_config: StoreConfig,
     disk: D,
@@ -104,7 +139,13 @@ where
         );
     }
     let broker = Broker::new(config, store, now_ms()).map_err(|e| StartError(e.to_string()))?;
-    let server = Server::from_listener(listener, broker);
-    tracing::info!(addr = %bound, "broker listening");
+    let role = broker.role().name();
+    let mut server = Server::from_listener(listener, broker);
+    if let Some(ha) = ha_listener {
+        let ha_addr = ha.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(addr = %ha_addr, "HA port listening");
+        server = server.with_stream_listener(ha);
+    }
+    tracing::info!(addr = %bound, role, "broker listening");
     Ok(server.spawn())
 }

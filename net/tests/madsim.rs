@@ -107,7 +107,7 @@ async fn acknowledged_sends_survive_kills_restarts_and_clogged_links() {
                     flush_disk_type: FlushDiskType::Sync,
                     ..BrokerConfig::default()
                 };
-                let _server = serve_broker(listener, config, StoreConfig::simulated(), disk)
+                let _server = serve_broker(listener, None, config, StoreConfig::simulated(), disk)
                     .expect("broker recovers and starts");
                 std::future::pending::<()>().await;
             }

@@ -29,6 +29,9 @@ pub enum StoreError {
     Config { file: String, what: String },
     #[error("{what}")]
     Invalid { what: String },
+    /// A slave's store: only its master's log, replicated, is written to it.
+    #[error("this store is a replica: only what its master replicates is written to it")]
+    Replica,
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

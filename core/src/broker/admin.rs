@@ -84,6 +84,7 @@ impl<D: Disk> Broker<D> {
                     end,
                     deadline: now + self.config.sync_flush_timeout_ms,
                     timeout_code: response::SYSTEM_ERROR,
+                    replicate: false,
                 });
                 self.request_flush();
                 Ok(None)

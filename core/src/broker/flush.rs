@@ -19,6 +19,8 @@ pub(super) struct SyncWaiter {
     pub deadline: u64,
     /// The answer's code if the flush does not finish in time.
     pub timeout_code: i32,
+    /// Under SYNC_MASTER, the answer also waits for a slave to hold the data (a send's).
+    pub replicate: bool,
 }
 
 /// Flushes asked of the driver and the sends waiting on them.
@@ -63,17 +65,23 @@ impl<D: Disk> Broker<D> {
             let w = self.flush.waiters.pop_front().expect("checked");
             // Waiters are in append order: each acked one ends at or before the next.
             debug_assert!(self.flush.waiters.front().is_none_or(|n| n.end >= w.end));
-            self.outputs.push_back(Output::Send {
-                conn: w.conn,
-                cmd: w.response,
-            });
+            if w.replicate && self.repl.role == super::BrokerRole::SyncMaster {
+                self.await_replica(w, now);
+            } else {
+                self.outputs.push_back(Output::Send {
+                    conn: w.conn,
+                    cmd: w.response,
+                });
+            }
         }
         // What arrived during that flush is flushed next: waiters' sends, and sends nobody
         // waits for (oneway), which under SYNC_FLUSH no consumer sees until durable.
         self.request_flush();
-        self.wake_durable_pulls(now);
+        self.wake_visible_pulls(now);
         self.schedule_flushed();
         self.wheel_flushed();
+        self.replication_flushed(now);
+        self.after_input(now);
     }
 
     /// A flush failed: the store stops taking writes, and every waiting send gets an error

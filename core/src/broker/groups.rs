@@ -37,6 +37,14 @@ impl SubscriptionGroups {
         })
     }
 
+    /// A slave takes its master's table.
+    pub(super) fn follow(&mut self, master: SubscriptionGroupTable) {
+        if master != self.table {
+            self.table = master;
+            self.dirty = true;
+        }
+    }
+
     pub(super) fn get(&self, group: &str) -> Option<&SubscriptionGroupConfig> {
         self.table.subscription_group_table.get(group)
     }

@@ -24,6 +24,8 @@ mod held_pulls;
 mod pull;
 mod recovery;
 mod registration;
+mod replication;
+pub use replication::{RECONNECT_MS, SLAVE_SYNC_INTERVAL_MS};
 mod retry;
 pub use retry::DLQ_QUEUES;
 mod schedule;
@@ -72,6 +74,40 @@ pub const TOPICS_PERSIST_DELAY_MS: u64 = 500;
 pub const REGISTER_RETRY_MS: u64 = 5_000;
 /// Clients are checked for expiry this often.
 const CLIENT_SCAN_INTERVAL_MS: u64 = 10_000;
+
+/// A broker's part in its group (brokerRole).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerRole {
+    /// Acks a send once stored locally; slaves follow as they can.
+    AsyncMaster,
+    /// Acks a send once an in-sync slave holds it durably (else FLUSH_SLAVE_TIMEOUT or
+    /// SLAVE_NOT_AVAILABLE: stored on the master alone).
+    SyncMaster,
+    /// Follows its master's log, serves reads, takes no writes.
+    Slave,
+}
+
+impl BrokerRole {
+    /// broker.conf's spelling.
+    pub fn parse(s: &str) -> Option<BrokerRole> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "ASYNC_MASTER" => Some(BrokerRole::AsyncMaster),
+            "SYNC_MASTER" => Some(BrokerRole::SyncMaster),
+            "SLAVE" => Some(BrokerRole::Slave),
+            _ => None,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            BrokerRole::AsyncMaster => "ASYNC_MASTER",
+            BrokerRole::SyncMaster => "SYNC_MASTER",
+            BrokerRole::Slave => "SLAVE",
+        }
+    }
+    pub fn is_master(self) -> bool {
+        self != BrokerRole::Slave
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FlushDiskType {
@@ -131,6 +167,21 @@ pub struct BrokerConfig {
     pub transaction_check_max: u32,
     /// SQL92 subscriptions are served (enablePropertyFilter; off by default, as Apache's).
     pub enable_property_filter: bool,
+    /// Master (brokerId 0) or slave (brokerId >= 1): brokerRole.
+    pub broker_role: BrokerRole,
+    /// Where slaves reach this broker's HA port ("ip:port"; haListenPort, by default the
+    /// broker's port + 1). Empty: derived from `broker_addr`.
+    pub ha_addr: String,
+    /// A slave's master's HA address (haMasterAddress); `None`: learned from the name
+    /// servers' answers to its registration, as Apache's slaves do.
+    pub ha_master_addr: Option<String>,
+    /// A slave more than this many bytes behind is not in sync (haMaxGapNotInSync): a
+    /// SYNC_MASTER send does not wait for it.
+    pub ha_max_gap_not_in_sync: u64,
+    /// A consumer this far behind (bytes) on a master is told to read from a slave
+    /// (slaveReadEnable; accessMessageInMemoryMaxRatio of memory, here a fixed size).
+    pub slave_read_enable: bool,
+    pub slave_read_behind_bytes: u64,
 }
 
 impl Default for BrokerConfig {
@@ -165,11 +216,32 @@ impl Default for BrokerConfig {
             transaction_check_interval_ms: 60_000,
             transaction_check_max: 15,
             enable_property_filter: false,
+            broker_role: BrokerRole::AsyncMaster,
+            ha_addr: String::new(),
+            ha_master_addr: None,
+            ha_max_gap_not_in_sync: 256 * 1024 * 1024,
+            slave_read_enable: false,
+            slave_read_behind_bytes: 256 * 1024 * 1024,
         }
     }
 }
 
 impl BrokerConfig {
+    /// Where slaves reach this broker's HA port: `ha_addr`, or the broker's port + 1
+    /// (Apache's haListenPort default).
+    pub fn effective_ha_addr(&self) -> String {
+        if !self.ha_addr.is_empty() {
+            return self.ha_addr.clone();
+        }
+        match self.broker_addr.rsplit_once(':') {
+            Some((host, port)) => match port.parse::<u16>() {
+                Ok(p) => format!("{host}:{}", p.wrapping_add(1)),
+                Err(_) => String::new(),
+            },
+            None => String::new(),
+        }
+    }
+
     /// Refuses a configuration the broker cannot run safely, naming the key (RocketMQ's
     /// broker.conf name where there is one) and the rule.
     pub fn validate(&self) -> Result<(), String> {
@@ -277,6 +349,33 @@ impl BrokerConfig {
                 self.timer_precision_ms
             ),
         );
+        match self.broker_role {
+            BrokerRole::Slave => check(
+                self.broker_id != crate::protocol::MASTER_ID,
+                "brokerRole=SLAVE: a slave's brokerId must be 1 or more".into(),
+            ),
+            role => check(
+                self.broker_id == crate::protocol::MASTER_ID,
+                format!(
+                    "brokerRole={}: a master's brokerId must be 0 (it is {})",
+                    role.name(),
+                    self.broker_id
+                ),
+            ),
+        }
+        check(
+            self.ha_addr.is_empty() || parse_host(&self.ha_addr).is_some(),
+            format!(
+                "haListenPort address {:?}: expected ipv4:port",
+                self.ha_addr
+            ),
+        );
+        if let Some(m) = &self.ha_master_addr {
+            let ok = m
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            check(ok, format!("haMasterAddress {m:?}: expected host:port"));
+        }
         check(
             self.transaction_check_max <= 10_000,
             format!(
@@ -347,6 +446,8 @@ pub struct Broker<D: Disk> {
     wheel: timer::TimerWheel,
     /// Transaction halves: the check-back's progress and what is decided.
     transactions: transaction::Transactions,
+    /// The broker's part in its group: slaves it streams to, or the master it follows.
+    repl: replication::Replication,
 }
 
 impl<D: Disk> Broker<D> {
@@ -358,6 +459,9 @@ impl<D: Disk> Broker<D> {
         now: u64,
     ) -> Result<Self, BrokerError> {
         config.validate().map_err(BrokerError::Config)?;
+        let slave = config.broker_role == BrokerRole::Slave;
+        // A slave's log stays its master's, byte for byte: nothing else writes to it.
+        store.set_replica(slave);
         let store_host = parse_host(&config.broker_addr)
             .ok_or_else(|| BrokerError::BadAddr(config.broker_addr.clone()))?;
         let loaded: TopicConfigTable =
@@ -466,17 +570,20 @@ impl<D: Disk> Broker<D> {
                     now + config.offset_persist_interval_ms,
                 );
                 t.set(Timer::ClientScan, now + CLIENT_SCAN_INTERVAL_MS);
-                // Whatever fell due while the broker was down goes out at once.
-                if delays_waiting {
+                // Whatever fell due while the broker was down goes out at once. A slave
+                // delivers nothing and checks nothing: its master does.
+                if delays_waiting && !slave {
                     t.set(Timer::Schedule, now);
                 }
-                if timers_waiting {
+                if timers_waiting && !slave {
                     t.set(Timer::Wheel, now);
                 }
-                t.set(
-                    Timer::TransactionCheck,
-                    now + config.transaction_check_interval_ms,
-                );
+                if !slave {
+                    t.set(
+                        Timer::TransactionCheck,
+                        now + config.transaction_check_interval_ms,
+                    );
+                }
                 t
             },
             registrations_unanswered: BTreeSet::new(),
@@ -488,6 +595,7 @@ impl<D: Disk> Broker<D> {
             groups,
             wheel,
             transactions,
+            repl: replication::Replication::new(config.broker_role, config.ha_master_addr.clone()),
             config,
         };
         if restored_any {
@@ -498,9 +606,11 @@ impl<D: Disk> Broker<D> {
         // The snapshot anchored above compacted the journal: the delay levels' and the timing
         // wheel's progress records are journaled again past it (after everything recovery
         // kept, so whatever of them survives, what they cover survived too).
-        broker.journal_schedule_progress(now);
-        broker.journal_wheel_progress(now);
-        broker.journal_transaction_progress(now);
+        if !slave {
+            broker.journal_schedule_progress(now);
+            broker.journal_wheel_progress(now);
+            broker.journal_transaction_progress(now);
+        }
         broker.register_all(now);
         Ok(broker)
     }
@@ -531,6 +641,9 @@ impl<D: Disk> Broker<D> {
         if let Some(d) = self.held.next_deadline() {
             t = t.min(d);
         }
+        if let Some(d) = self.repl.next_deadline() {
+            t = t.min(d);
+        }
         Some(t)
     }
 
@@ -545,21 +658,36 @@ impl<D: Disk> Broker<D> {
         self.offsets.fences.forget(conn);
         self.held.drop_conn(conn);
         self.flush.waiters.retain(|w| w.conn != conn);
+        self.replication_disconnect(conn, now);
         let changed = self.clients.remove_conn(conn);
         for group in changed {
             self.notify_group(&group, now);
         }
+        self.after_input(now);
+    }
+
+    /// Work every input may have made due: slaves are sent what was appended.
+    fn after_input(&mut self, now: u64) {
+        self.pump_replication(now);
     }
 
     /// A command arrived on `conn`; the driver read it off the socket at `received_at`.
     pub fn on_command(&mut self, conn: ConnId, cmd: RemotingCommand, received_at: u64, now: u64) {
+        self.serve_command(conn, cmd, received_at, now);
+        self.after_input(now);
+    }
+
+    fn serve_command(&mut self, conn: ConnId, cmd: RemotingCommand, received_at: u64, now: u64) {
         if cmd.is_response() {
+            if self.on_sync_answer(&cmd, now) {
+                return;
+            }
             // Name server replies: a successful registration needs no retry.
-            if cmd.code == response::SUCCESS
-                && self.registrations_unanswered.remove(&cmd.opaque)
-                && self.registrations_unanswered.is_empty()
-            {
-                self.timers.clear(Timer::RegisterRetry);
+            if cmd.code == response::SUCCESS && self.registrations_unanswered.remove(&cmd.opaque) {
+                self.learn_master(&cmd, now);
+                if self.registrations_unanswered.is_empty() {
+                    self.timers.clear(Timer::RegisterRetry);
+                }
             }
             return;
         }
@@ -699,6 +827,8 @@ impl<D: Disk> Broker<D> {
         if self.timers.due(Timer::TransactionCheck, now) {
             self.check_transactions(now);
         }
+        self.replication_timeout(now);
+        self.after_input(now);
     }
 
     /// Delay levels: the next schedule queue offset each level delivers.
@@ -749,6 +879,15 @@ impl<D: Disk> crate::machine::Machine for Broker<D> {
     }
     fn on_persisted(&mut self, token: u64, result: Result<(), String>, now: u64) {
         Broker::on_persisted(self, token, result, now)
+    }
+    fn on_stream_accepted(&mut self, conn: ConnId, peer: HostAddr, now: u64) {
+        Broker::on_stream_accepted(self, conn, peer, now)
+    }
+    fn on_stream_opened(&mut self, addr: &str, conn: ConnId, now: u64) {
+        Broker::on_stream_opened(self, addr, conn, now)
+    }
+    fn on_stream_bytes(&mut self, conn: ConnId, bytes: Bytes, now: u64) {
+        Broker::on_stream_bytes(self, conn, bytes, now)
     }
     fn poll_output(&mut self) -> Option<Output> {
         Broker::poll_output(self)

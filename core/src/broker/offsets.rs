@@ -111,6 +111,10 @@ impl<D: Disk> Broker<D> {
         }
         self.offsets.table.set(topic, group, queue_id, offset);
         self.offsets.dirty = true;
+        if !self.repl.role.is_master() {
+            // A slave's log is its master's: its offsets live in memory and its snapshot.
+            return None;
+        }
         self.journal_offset(topic, group, queue_id, offset, now)
     }
 

@@ -251,7 +251,7 @@ impl<D: Disk> Broker<D> {
             .with_ext("nextBeginOffset", got.next_offset)
             .with_ext("minOffset", got.min_offset)
             .with_ext("maxOffset", got.max_offset)
-            .with_ext("suggestWhichBrokerId", 0);
+            .with_ext("suggestWhichBrokerId", self.suggest_broker(&got.messages));
         if code == response::SUCCESS {
             let records = got.messages.iter().map(|m| m.bytes().clone()).collect();
             if !cmd.is_oneway() {
@@ -266,29 +266,60 @@ impl<D: Disk> Broker<D> {
         Ok(Some(resp))
     }
 
-    /// Whether a message is visible to consumers once appended (ASYNC_FLUSH), rather than
-    /// once durable (SYNC_FLUSH).
+    /// Which broker of the group the consumer should pull from next (suggestWhichBrokerId):
+    /// with slaveReadEnable, a master sends a consumer reading far behind its log's end to
+    /// slave 1 (reading old data from disk there, not here); else the master.
+    fn suggest_broker(&self, served: &[rockfish_store::StoredRecord]) -> u64 {
+        let behind = served.first().map_or(0, |r| {
+            self.store.write_pos().saturating_sub(r.physical_offset())
+        });
+        if self.config.slave_read_enable
+            && self.repl.role.is_master()
+            && self.connected_slaves() > 0
+            && behind > self.config.slave_read_behind_bytes
+        {
+            1
+        } else {
+            crate::protocol::MASTER_ID
+        }
+    }
+
+    /// Whether a message is visible to consumers once appended (ASYNC_FLUSH on a master
+    /// that waits for no slave), rather than once durable (SYNC_FLUSH) or held by a slave
+    /// (SYNC_MASTER).
     pub(super) fn visible_on_append(&self) -> bool {
-        self.config.flush_disk_type == FlushDiskType::Async
+        (self.config.flush_disk_type == FlushDiskType::Async
+            && self.repl.role != super::BrokerRole::SyncMaster)
             || crate::buggify::bug("broker.serve-unflushed")
+    }
+
+    /// The log offset below which records are visible (see `visible_max_offset`).
+    fn visible_log_end(&self) -> u64 {
+        let durable = if self.config.flush_disk_type == FlushDiskType::Sync {
+            self.store.flushed()
+        } else {
+            self.store.write_pos()
+        };
+        durable.min(self.replicated_bound())
     }
 
     /// The queue offset below which consumers are served, the max offset pulls and
     /// GET_MAX_OFFSET report. ASYNC_FLUSH: everything appended. SYNC_FLUSH: only what is
     /// durable, so a message a consumer has seen never vanishes in a power loss and its queue
     /// offset is never reused for another message (RocketMQ #8239, fixed in Apache PR #8240).
+    /// SYNC_MASTER with a slave in sync: only what a slave holds too (a failover keeps it).
     pub(super) fn visible_max_offset(&self, topic: &str, queue_id: u32) -> StoreResult<u64> {
         if self.visible_on_append() {
             return Ok(self.store.max_offset(topic, queue_id));
         }
         self.store
-            .max_offset_upto(topic, queue_id, self.store.flushed())
+            .max_offset_upto(topic, queue_id, self.visible_log_end())
     }
 
-    /// A flush made more of the log durable: under SYNC_FLUSH that is when messages become
-    /// visible, so held pulls whose queue now holds something at their offset get another try.
-    pub(super) fn wake_durable_pulls(&mut self, now: u64) {
-        if self.visible_on_append() {
+    /// More of the log became visible (a flush, a slave's report, a replicated append on a
+    /// slave): held pulls whose queue now holds something at their offset get another try.
+    pub(super) fn wake_visible_pulls(&mut self, now: u64) {
+        if self.visible_on_append() && self.repl.role.is_master() {
             return; // woken on append instead
         }
         let mut due = Vec::new();

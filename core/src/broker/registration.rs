@@ -25,6 +25,11 @@ impl<D: Disk> Broker<D> {
             filter_server_list: Vec::new(),
         };
         let body = crate::protocol::to_body(&body);
+        let ha_addr = if self.repl.role.is_master() {
+            self.config.effective_ha_addr()
+        } else {
+            String::new()
+        };
         for addr in self.config.namesrv_addrs.clone() {
             let opaque = self.next_opaque();
             self.registrations_unanswered.insert(opaque);
@@ -33,7 +38,7 @@ impl<D: Disk> Broker<D> {
                 .with_ext("brokerName", &self.config.broker_name)
                 .with_ext("brokerId", self.config.broker_id)
                 .with_ext("clusterName", &self.config.cluster_name)
-                .with_ext("haServerAddr", "")
+                .with_ext("haServerAddr", &ha_addr)
                 .with_ext("compressed", false)
                 .with_ext("bodyCrc32", crc32fast::hash(&body) as i32)
                 .with_body(body.clone());

@@ -306,6 +306,7 @@ impl<D: Disk> Broker<D> {
                     deadline: now + self.config.sync_flush_timeout_ms,
                     // Not stored for sure: the consumer retries it locally.
                     timeout_code: response::SYSTEM_ERROR,
+                    replicate: false,
                 });
                 self.request_flush();
                 Ok(None)

@@ -102,6 +102,20 @@ impl Schedule {
         }
     }
 
+    /// A slave takes its master's progress (delivered by the master, never by the slave):
+    /// each level's offset as the master's delayOffset.json says, within what this log holds.
+    pub(super) fn follow<D: Disk>(&mut self, master: &DelayOffsetTable, store: &MessageStore<D>) {
+        for (&level, &offset) in &master.offset_table {
+            if level == 0 {
+                continue;
+            }
+            let o = offset.min(store.max_offset(SCHEDULE_TOPIC, level - 1));
+            self.next.insert(level, o);
+            self.durable.insert(level, o);
+        }
+        self.dirty = true;
+    }
+
     /// The next offset to deliver of a level (GET_ALL_DELAY_OFFSET, tests).
     pub fn offset(&self, level: u32) -> u64 {
         self.next.get(&level).copied().unwrap_or(0)

@@ -395,6 +395,20 @@ impl<D: Disk> Broker<D> {
             self.wake_pulls(h.topic, queue_id, now);
         }
         match self.config.flush_disk_type {
+            FlushDiskType::Async
+                if self.repl.role == super::BrokerRole::SyncMaster && !cmd.is_oneway() =>
+            {
+                let w = SyncWaiter {
+                    conn,
+                    response: resp,
+                    end: put.end,
+                    deadline: now + self.config.sync_flush_timeout_ms,
+                    timeout_code: response::FLUSH_SLAVE_TIMEOUT,
+                    replicate: true,
+                };
+                self.await_replica(w, now);
+                Ok(None)
+            }
             FlushDiskType::Async => Ok(Some(resp)),
             FlushDiskType::Sync => {
                 if !cmd.is_oneway() {
@@ -405,6 +419,7 @@ impl<D: Disk> Broker<D> {
                         end: put.end,
                         deadline,
                         timeout_code: response::FLUSH_DISK_TIMEOUT,
+                        replicate: true,
                     });
                 }
                 self.request_flush();
@@ -416,7 +431,7 @@ impl<D: Disk> Broker<D> {
     /// Why this broker takes no writes, if it does not: a slave (answered `slave_code`) or a
     /// stopped store.
     pub(super) fn unwritable(&self, slave_code: i32) -> Option<(i32, String)> {
-        if self.config.broker_id != crate::protocol::MASTER_ID {
+        if !self.repl.role.is_master() {
             return Some((
                 slave_code,
                 format!(

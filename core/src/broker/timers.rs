@@ -26,9 +26,11 @@ pub(super) enum Timer {
     Wheel,
     /// Undecided transaction halves are checked back with their producers.
     TransactionCheck,
+    /// A slave asks its master for its configs.
+    SlaveSync,
 }
 
-const TIMERS: usize = 10;
+const TIMERS: usize = 11;
 
 #[derive(Debug, Default)]
 pub(super) struct Timers {

@@ -225,7 +225,7 @@ impl<D: Disk> Broker<D> {
         let refuse = |code: i32, remark: String| {
             Ok(Some(RemotingCommand::response_to(cmd, code, Some(remark))))
         };
-        if self.config.broker_id != crate::protocol::MASTER_ID {
+        if !self.repl.role.is_master() {
             return refuse(
                 response::SLAVE_NOT_AVAILABLE,
                 "the broker is a slave: transactions end on the master".into(),

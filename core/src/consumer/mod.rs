@@ -350,7 +350,7 @@ impl Consumer {
             .broker_datas
             .iter()
             .find(|b| b.broker_name == broker)?
-            .master_addr()
+            .read_addr()
             .map(String::from)
     }
 
@@ -359,7 +359,7 @@ impl Consumer {
         let addrs: Vec<String> = route
             .broker_datas
             .iter()
-            .filter_map(|b| b.master_addr().map(String::from))
+            .filter_map(|b| b.read_addr().map(String::from))
             .collect();
         if addrs.is_empty() {
             return None;
@@ -376,14 +376,16 @@ impl Consumer {
     }
 
     /// The group's topics: the subscriptions plus, for clustering, the retry topic.
-    /// Every master broker of every route known (heartbeats and unregistration go to each).
-    fn master_addrs(&self) -> BTreeSet<String> {
+    /// Every broker of every route known, slaves too (heartbeats and unregistration go to
+    /// each, as Java's consumers send them: a slave serves the group's pulls while its
+    /// master is gone).
+    fn all_broker_addrs(&self) -> BTreeSet<String> {
         self.routes
             .values()
             .flat_map(|r| {
                 r.broker_datas
                     .iter()
-                    .filter_map(|b| b.master_addr().map(String::from))
+                    .flat_map(|b| b.broker_addrs.values().cloned())
             })
             .collect()
     }
@@ -496,7 +498,7 @@ impl Consumer {
                 unit_mode: false,
             }],
         });
-        let brokers = self.master_addrs();
+        let brokers = self.all_broker_addrs();
         let awaited = Some((Rpc::Other, now + RPC_TIMEOUT_MS));
         self.client.heartbeat(brokers, &body, awaited);
     }
@@ -544,10 +546,10 @@ impl Consumer {
                     // the group may ask that broker who the members are, and a member it
                     // does not know of would leave its queues with two owners until the next
                     // heartbeat round (30 s).
-                    let before = self.master_addrs();
+                    let before = self.all_broker_addrs();
                     let first = !self.routes.contains_key(&topic);
                     self.routes.insert(topic, route);
-                    if first || !self.master_addrs().is_subset(&before) {
+                    if first || !self.all_broker_addrs().is_subset(&before) {
                         self.client.heartbeat_at(now);
                         self.next_rebalance = now;
                     }
@@ -668,7 +670,7 @@ impl Consumer {
         for mq in draining {
             self.unlock(&mq, now);
         }
-        let brokers = self.master_addrs();
+        let brokers = self.all_broker_addrs();
         self.client
             .unregister(brokers, None, Some(&self.config.group));
     }

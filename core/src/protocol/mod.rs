@@ -102,6 +102,13 @@ impl BrokerData {
     pub fn master_addr(&self) -> Option<&str> {
         self.broker_addrs.get(&MASTER_ID).map(String::as_str)
     }
+
+    /// Where a consumer reads and commits: the master, or while it is gone the slave with
+    /// the lowest id (as Java's findBrokerAddressInSubscribe / InAdmin fall back).
+    pub fn read_addr(&self) -> Option<&str> {
+        self.master_addr()
+            .or_else(|| self.broker_addrs.values().next().map(String::as_str))
+    }
 }
 
 /// GET_ROUTEINFO_BY_TOPIC's body.

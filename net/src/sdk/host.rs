@@ -38,8 +38,9 @@ impl Peers {
             .insert(addr.to_string(), (conn, writer.clone()));
         self.addr_of.insert(conn, addr.to_string());
         let (events, target) = (self.events.clone(), addr.to_string());
-        let max_frame = rockfish_core::remoting::frame::DEFAULT_MAX_FRAME;
-        let task = tokio::spawn(dial(conn, target, max_frame, rx, queued, events));
+        let framing =
+            crate::conn::Framing::Remoting(rockfish_core::remoting::frame::DEFAULT_MAX_FRAME);
+        let task = tokio::spawn(dial(conn, target, framing, rx, queued, events));
         self.tasks.insert(conn, task.abort_handle());
         writer
     }
@@ -138,6 +139,8 @@ where
                 }
                 // A client answers no requests; a refused one (over a limit) is only logged.
                 ConnEvent::Answer { .. } => {}
+                // A client dials no raw streams.
+                ConnEvent::Bytes { .. } => {}
                 ConnEvent::Closed { conn, reason } => {
                     tracing::debug!(%reason, "client connection closed");
                     if let Some(addr) = peers.lost(conn) {

@@ -17,6 +17,10 @@ use super::fabric::{ClientEvent, Fabric, Node, Routed, unframe};
 
 pub use super::client::NS;
 pub const BROKER: &str = "127.0.0.1:10911";
+/// The master's HA port (its port + 1).
+pub const BROKER_HA: &str = "127.0.0.1:10912";
+/// Where `with_slave` puts the slave.
+pub const SLAVE: &str = "127.0.0.1:10921";
 
 const NS_NODE: usize = 0;
 const BROKER_NODE: usize = 1;
@@ -31,6 +35,8 @@ pub struct Cluster {
     /// Clients whose process is gone: nothing runs there, frames to and from them are lost.
     gone: BTreeSet<usize>,
     frames: VecDeque<(usize, usize, Bytes)>,
+    /// Bytes on raw streams: (stream, to, bytes).
+    stream_bytes: VecDeque<(u64, usize, Bytes)>,
     pub producer_events: Vec<ProducerEvent>,
     pub consumer_events: Vec<(String, ConsumerEvent)>,
 }
@@ -43,12 +49,18 @@ impl Default for Cluster {
 
 impl Cluster {
     pub fn new() -> Cluster {
+        Cluster::with_broker(BrokerConfig::default())
+    }
+
+    /// A cluster whose broker runs `config` (its addresses set to the cluster's).
+    pub fn with_broker(config: BrokerConfig) -> Cluster {
         let disk = MemDisk::new(1);
         let (store, _) = MessageStore::open(disk.clone(), StoreConfig::small(), 0)
             .expect("a fresh MemDisk opens");
         let config = BrokerConfig {
             namesrv_addrs: vec![NS.into()],
-            ..BrokerConfig::default()
+            broker_addr: BROKER.into(),
+            ..config
         };
         let broker = Broker::new(config, store, 0).expect("a broker starts on a fresh store");
         let mut fabric = Fabric::default();
@@ -60,17 +72,56 @@ impl Cluster {
             generation: 1,
         };
         assert_eq!(fabric.add(Some(BROKER.into()), broker), BROKER_NODE);
+        fabric.add_stream_addr(BROKER_HA.into(), BROKER_NODE);
         let mut c = Cluster {
             now: 0,
             fabric,
             names: BTreeMap::new(),
             gone: BTreeSet::new(),
             frames: VecDeque::new(),
+            stream_bytes: VecDeque::new(),
             producer_events: Vec::new(),
             consumer_events: Vec::new(),
         };
         c.pump();
         c
+    }
+
+    /// Adds a slave of the broker (brokerId 1) at [`SLAVE`], on a disk of its own; it
+    /// registers, learns its master and follows it. Returns its node.
+    pub fn add_slave(&mut self, config: BrokerConfig) -> usize {
+        let disk = MemDisk::new(2);
+        let (store, _) = MessageStore::open(disk.clone(), StoreConfig::small(), self.now)
+            .expect("a fresh MemDisk opens");
+        let config = BrokerConfig {
+            namesrv_addrs: vec![NS.into()],
+            broker_addr: SLAVE.into(),
+            broker_id: 1,
+            broker_role: rockfish_core::broker::BrokerRole::Slave,
+            ..config
+        };
+        let broker = Broker::new(config, store, self.now).expect("a slave starts");
+        let node = Node::Broker {
+            machine: Some(Box::new(broker)),
+            disk,
+            generation: 1,
+        };
+        let n = self.fabric.add(Some(SLAVE.into()), node);
+        self.names.insert("slave".into(), n);
+        self.pump();
+        n
+    }
+
+    /// The slave `add_slave` started.
+    pub fn slave(&mut self) -> &mut Broker<MemDisk> {
+        let n = self.names["slave"];
+        self.fabric.nodes[n].broker().expect("the slave runs")
+    }
+
+    /// The broker at node `n` stops without a word (a frozen or dead process): nothing runs
+    /// there any more, and what is sent to it is lost.
+    pub fn stop_node(&mut self, n: usize) {
+        self.gone.insert(n);
     }
 
     pub fn broker(&mut self) -> &mut Broker<MemDisk> {
@@ -151,6 +202,12 @@ impl Cluster {
                 let cmd = unframe(&frame).expect("machines emit decodable frames");
                 self.fabric.dispatch(from, to, cmd, self.now, self.now);
             }
+            while let Some((sid, to, bytes)) = self.stream_bytes.pop_front() {
+                moved = true;
+                if !self.gone.contains(&to) {
+                    self.fabric.stream_bytes(sid, to, bytes, self.now);
+                }
+            }
             if !moved {
                 return;
             }
@@ -172,8 +229,32 @@ impl Cluster {
                         self.fabric.peer_lost(n, client, now);
                     }
                 }
-                Routed::Flush { upto } => self.broker().run_flush(upto, now),
-                Routed::Persist { token, files } => self.broker().run_persist(token, files, now),
+                Routed::OpenStream { addr } => {
+                    if let (None, conn) = self.fabric.open_stream(n, &addr, true, now)
+                        && let Some(b) = self.fabric.nodes[n].broker()
+                    {
+                        b.on_disconnect(conn, now);
+                    }
+                }
+                Routed::StreamBytes { sid, to, bytes } => {
+                    self.stream_bytes.push_back((sid, to, bytes))
+                }
+                Routed::CloseStream { sid } => {
+                    if let Some(s) = self.fabric.stream(sid) {
+                        let peer = s.peer_of(n).0;
+                        self.fabric.close_stream(sid, &[n, peer], now);
+                    }
+                }
+                Routed::Flush { upto } => {
+                    if let Some(b) = self.fabric.nodes[n].broker() {
+                        b.run_flush(upto, now)
+                    }
+                }
+                Routed::Persist { token, files } => {
+                    if let Some(b) = self.fabric.nodes[n].broker() {
+                        b.run_persist(token, files, now)
+                    }
+                }
                 Routed::Nowhere if self.fabric.nodes[n].is_server() => {
                     // An answer on a connection that closed meanwhile: lost, as on a socket.
                 }

@@ -131,6 +131,12 @@ pub enum Routed {
     Frame { to: usize, frame: Bytes },
     /// The node closes one of its server connections.
     Close { conn: ConnId, reason: String },
+    /// The node dials a raw stream (`Fabric::open_stream` makes it).
+    OpenStream { addr: String },
+    /// Raw bytes for the other end of stream `sid`, node `to`.
+    StreamBytes { sid: u64, to: usize, bytes: Bytes },
+    /// The node closes its end of stream `sid` (`Fabric::close_stream`).
+    CloseStream { sid: u64 },
     /// Disk work for the broker: the caller decides when it completes.
     Flush { upto: u64 },
     Persist {
@@ -142,12 +148,46 @@ pub enum Routed {
     Nowhere,
 }
 
+/// A raw byte stream between two nodes (a slave's link to its master's HA port): each end
+/// knows it by its own `ConnId`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stream {
+    pub dialer: usize,
+    pub dialer_conn: ConnId,
+    pub server: usize,
+    pub server_conn: ConnId,
+}
+
+impl Stream {
+    /// The other end from `node`: (node, its conn).
+    pub fn peer_of(&self, node: usize) -> (usize, ConnId) {
+        if node == self.dialer {
+            (self.server, self.server_conn)
+        } else {
+            (self.dialer, self.dialer_conn)
+        }
+    }
+    pub fn conn_of(&self, node: usize) -> ConnId {
+        if node == self.dialer {
+            self.dialer_conn
+        } else {
+            self.server_conn
+        }
+    }
+}
+
 /// The nodes and their connections: servers know each client by a `ConnId`, clients know
 /// servers by address.
 #[derive(Default)]
 pub struct Fabric {
     pub nodes: Vec<Node>,
     addrs: BTreeMap<String, usize>,
+    /// Stream listeners (a broker's HA port): address -> node.
+    stream_addrs: BTreeMap<String, usize>,
+    /// Open streams by id, and each end's conn -> stream id.
+    streams: BTreeMap<u64, Stream>,
+    stream_of: BTreeMap<(usize, ConnId), u64>,
+    next_stream: u64,
     /// A server's connection for each client: (server, client) -> conn.
     conns: BTreeMap<(usize, usize), ConnId>,
     /// Who is on the other end of a server's connection: (server, conn) -> client.
@@ -164,6 +204,102 @@ impl Fabric {
         }
         self.nodes.push(node);
         n
+    }
+
+    /// Node `node` accepts raw streams at `addr` (a broker's HA port).
+    pub fn add_stream_addr(&mut self, addr: String, node: usize) {
+        self.stream_addrs.insert(addr, node);
+    }
+
+    /// The node listening for streams at `addr`.
+    pub fn stream_listener(&self, addr: &str) -> Option<usize> {
+        self.stream_addrs.get(addr).copied()
+    }
+
+    /// Opens a stream from `dialer` to the stream listener at `addr`: the dialer is told
+    /// `on_stream_opened` at once (as the driver does); the listener, if `accept` and it
+    /// exists and runs, accepts it (`on_stream_accepted`). `None` if not (the caller then
+    /// fails the dial: `on_disconnect` of the returned conn, when the dial would fail).
+    pub fn open_stream(
+        &mut self,
+        dialer: usize,
+        addr: &str,
+        accept: bool,
+        now: u64,
+    ) -> (Option<u64>, ConnId) {
+        self.next_conn += 1;
+        let dialer_conn = ConnId(self.next_conn);
+        if let Some(b) = self.nodes[dialer].broker() {
+            b.on_stream_opened(addr, dialer_conn, now);
+        }
+        let Some(server) = self.stream_addrs.get(addr).copied() else {
+            return (None, dialer_conn);
+        };
+        if !accept || self.nodes[server].broker().is_none() {
+            return (None, dialer_conn);
+        }
+        self.next_conn += 1;
+        let server_conn = ConnId(self.next_conn);
+        self.next_stream += 1;
+        let sid = self.next_stream;
+        self.streams.insert(
+            sid,
+            Stream {
+                dialer,
+                dialer_conn,
+                server,
+                server_conn,
+            },
+        );
+        self.stream_of.insert((dialer, dialer_conn), sid);
+        self.stream_of.insert((server, server_conn), sid);
+        if let Some(b) = self.nodes[server].broker() {
+            b.on_stream_accepted(
+                server_conn,
+                HostAddr::V4([10, 0, 1, dialer as u8], 40_001),
+                now,
+            );
+        }
+        (Some(sid), dialer_conn)
+    }
+
+    pub fn stream(&self, sid: u64) -> Option<Stream> {
+        self.streams.get(&sid).copied()
+    }
+
+    /// Every open stream with an end at `node`.
+    pub fn streams_of(&self, node: usize) -> Vec<u64> {
+        self.streams
+            .iter()
+            .filter(|(_, s)| s.dialer == node || s.server == node)
+            .map(|(sid, _)| *sid)
+            .collect()
+    }
+
+    /// Hands bytes that arrived on stream `sid` to its end at `to`.
+    pub fn stream_bytes(&mut self, sid: u64, to: usize, bytes: Bytes, now: u64) {
+        let Some(s) = self.streams.get(&sid) else {
+            return;
+        };
+        let conn = s.conn_of(to);
+        if let Some(b) = self.nodes[to].broker() {
+            b.on_stream_bytes(conn, bytes, now);
+        }
+    }
+
+    /// Forgets stream `sid`; each end in `tell` still running is told `on_disconnect`.
+    pub fn close_stream(&mut self, sid: u64, tell: &[usize], now: u64) {
+        let Some(s) = self.streams.remove(&sid) else {
+            return;
+        };
+        self.stream_of.remove(&(s.dialer, s.dialer_conn));
+        self.stream_of.remove(&(s.server, s.server_conn));
+        for &n in tell {
+            let conn = s.conn_of(n);
+            if let Some(b) = self.nodes[n].broker() {
+                b.on_disconnect(conn, now);
+            }
+        }
     }
 
     pub fn node_at(&self, addr: &str) -> Option<usize> {
@@ -203,7 +339,21 @@ impl Fabric {
                 },
                 None => Routed::Nowhere,
             },
+            Output::Close { conn, .. } if self.stream_of.contains_key(&(from, conn)) => {
+                Routed::CloseStream {
+                    sid: self.stream_of[&(from, conn)],
+                }
+            }
             Output::Close { conn, reason } => Routed::Close { conn, reason },
+            Output::OpenStream { addr } => Routed::OpenStream { addr },
+            Output::SendBytes { conn, bytes } => match self.stream_of.get(&(from, conn)) {
+                Some(sid) => Routed::StreamBytes {
+                    sid: *sid,
+                    to: self.streams[sid].peer_of(from).0,
+                    bytes,
+                },
+                None => Routed::Nowhere,
+            },
             Output::Flush { upto } => Routed::Flush { upto },
             Output::Persist { token, files } => Routed::Persist { token, files },
         }

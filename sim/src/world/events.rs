@@ -6,7 +6,8 @@ impl Sim {
     /// The node an event happens on, if it is one a pause holds back.
     pub(super) fn target(ev: &Ev) -> Option<usize> {
         match ev {
-            Ev::Frame { to, .. } => Some(*to),
+            Ev::Frame { to, .. } | Ev::StreamBytes { to, .. } => Some(*to),
+            Ev::StreamLost { node, .. } => Some(*node),
             Ev::Tick { node } => Some(*node),
             Ev::Send { producer, .. } => Some(*producer),
             Ev::FlushDone { broker, .. } | Ev::PersistDone { broker, .. } => Some(*broker),
@@ -56,6 +57,24 @@ impl Sim {
             self.log(line);
         }
         match ev {
+            Ev::StreamBytes {
+                sid,
+                from,
+                to,
+                bytes,
+                epochs,
+            } => self.deliver_stream(sid, (from, to), epochs, bytes),
+            Ev::StreamLost { node, conn, epoch } => {
+                if self.epochs[node] == epoch && !self.down.contains(&node) {
+                    let now = self.local(node);
+                    if let Some(b) = self.fabric.nodes[node].broker() {
+                        b.on_disconnect(conn, now);
+                    }
+                    let line = format!("t={} stream {conn:?} of {node} lost", self.now);
+                    self.log(line);
+                    self.after(node);
+                }
+            }
             Ev::Frame {
                 sent,
                 from,

@@ -254,6 +254,20 @@ enum Ev {
     EndTransaction {
         ticket: u64,
     },
+    /// Bytes on a raw stream (a slave's HA link), FIFO per link as frames.
+    StreamBytes {
+        sid: u64,
+        from: usize,
+        to: usize,
+        bytes: Bytes,
+        epochs: (u32, u32),
+    },
+    /// One end of a stream learns it is gone (the peer reset it, the dial failed).
+    StreamLost {
+        node: usize,
+        conn: ConnId,
+        epoch: u32,
+    },
 }
 
 /// Which group a consumer belongs to.

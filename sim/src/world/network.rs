@@ -126,6 +126,154 @@ impl Sim {
         self.after(client);
     }
 
+    /// Whether frames from `from` reach `to` now (both up, no cut between).
+    fn reachable(&self, from: usize, to: usize) -> bool {
+        !(self.down.contains(&from)
+            || self.down.contains(&to)
+            || self.left.contains(&to)
+            || self
+                .cuts
+                .iter()
+                .any(|c| c.blocks(from, to) || c.blocks(to, from)))
+    }
+
+    /// A node dials a stream: the listener accepts it if it is reachable, else the dial fails
+    /// after a round trip's latency.
+    pub(super) fn open_stream(&mut self, node: usize, addr: &str) {
+        let now = self.local(node);
+        let to = self.fabric.stream_listener(addr);
+        let accept = to.is_some_and(|to| self.reachable(node, to));
+        let (sid, conn) = self.fabric.open_stream(node, addr, accept, now);
+        let line = format!("t={} {node} dials stream {addr}: {sid:?}", self.now);
+        self.log(line);
+        match (sid, to) {
+            (Some(_), Some(to)) => self.after(to),
+            _ => {
+                let at = self.now + self.between(Stream::Net, self.cfg.faults.latency_ms) * 2;
+                let epoch = self.epochs[node];
+                self.push(at, Ev::StreamLost { node, conn, epoch });
+            }
+        }
+        self.after(node);
+    }
+
+    /// Bytes on a stream: FIFO with the link's frames. A cut or a dropped packet resets the
+    /// stream (TCP never delivers a stream with a hole): both ends learn it a latency later.
+    /// Bytes to a machine that is down vanish (its peer finds out by its own timeouts).
+    pub(super) fn transmit_stream(&mut self, sid: u64, from: usize, to: usize, bytes: Bytes) {
+        if self.down.contains(&to) || self.down.contains(&from) {
+            return;
+        }
+        let drop = self.faults_on && self.chance(Stream::Net, self.cfg.faults.drop);
+        if drop || self.cuts.iter().any(|c| c.blocks(from, to)) {
+            self.reset_stream(sid, "cut or dropped");
+            return;
+        }
+        let now = self.now;
+        let held = self
+            .clogs
+            .iter()
+            .filter(|c| (c.node == from || c.node == to) && c.from <= now && now < c.until)
+            .map(|c| c.until)
+            .max()
+            .unwrap_or(0);
+        let latency = self.between(Stream::Net, self.cfg.faults.latency_ms);
+        let free = self.link_free.get(&(from, to)).copied().unwrap_or(0);
+        let at = (self.now + latency).max(free).max(held);
+        self.link_free.insert((from, to), at);
+        let epochs = (self.epochs[from], self.epochs[to]);
+        self.push(
+            at,
+            Ev::StreamBytes {
+                sid,
+                from,
+                to,
+                bytes,
+                epochs,
+            },
+        );
+    }
+
+    pub(super) fn deliver_stream(
+        &mut self,
+        sid: u64,
+        (from, to): (usize, usize),
+        epochs: (u32, u32),
+        bytes: Bytes,
+    ) {
+        if self.down.contains(&to) || self.epochs[to] != epochs.1 || self.epochs[from] != epochs.0 {
+            return;
+        }
+        let now = self.local(to);
+        self.fabric.stream_bytes(sid, to, bytes, now);
+        self.after(to);
+    }
+
+    /// A stream breaks: forgotten now, each running end told a latency later.
+    fn reset_stream(&mut self, sid: u64, why: &str) {
+        let Some(s) = self.fabric.stream(sid) else {
+            return;
+        };
+        self.fabric.close_stream(sid, &[], self.now);
+        let line = format!("t={} stream {sid} reset: {why}", self.now);
+        self.log(line);
+        for (node, conn) in [(s.dialer, s.dialer_conn), (s.server, s.server_conn)] {
+            let at = self.now + self.between(Stream::Net, self.cfg.faults.latency_ms);
+            let epoch = self.epochs[node];
+            self.push(at, Ev::StreamLost { node, conn, epoch });
+        }
+    }
+
+    /// A node closes its end of a stream: it is told at once (the contract), the peer a
+    /// latency later.
+    pub(super) fn close_stream(&mut self, node: usize, sid: u64) {
+        let Some(s) = self.fabric.stream(sid) else {
+            return;
+        };
+        let now = self.local(node);
+        self.fabric.close_stream(sid, &[node], now);
+        let (peer, conn) = s.peer_of(node);
+        let at = self.now + self.between(Stream::Net, self.cfg.faults.latency_ms);
+        let epoch = self.epochs[peer];
+        self.push(
+            at,
+            Ev::StreamLost {
+                node: peer,
+                conn,
+                epoch,
+            },
+        );
+        self.after(node);
+    }
+
+    /// A broker died: its streams die with it. A killed process's kernel resets them (the
+    /// peers learn it a latency later); a machine that lost power says nothing (its peers
+    /// find out by their own timeouts, and close their ends then).
+    pub(super) fn streams_die_with(&mut self, node: usize, power: bool) {
+        for sid in self.fabric.streams_of(node) {
+            let Some(s) = self.fabric.stream(sid) else {
+                continue;
+            };
+            let (peer, conn) = s.peer_of(node);
+            self.fabric.close_stream(sid, &[], self.now);
+            if power {
+                // Nothing tells the peer: its writes vanish until its own timeouts close
+                // its end (a connection already forgotten here).
+                continue;
+            }
+            let at = self.now + self.between(Stream::Net, self.cfg.faults.latency_ms);
+            let epoch = self.epochs[peer];
+            self.push(
+                at,
+                Ev::StreamLost {
+                    node: peer,
+                    conn,
+                    epoch,
+                },
+            );
+        }
+    }
+
     /// Closes every connection a client had to the servers, as its process exiting would.
     pub(super) fn disconnect(&mut self, client: usize) {
         for (server, conn) in self.fabric.connections_of(client) {

@@ -121,6 +121,7 @@ impl Sim {
         self.log(line);
         // Its connections die with it.
         self.fabric.forget_server(broker);
+        self.streams_die_with(broker, power);
         self.ticks.remove(&broker);
         // A killed process's sockets are closed by its kernel: its clients see the
         // connections drop at once. A machine that lost power closes nothing: its
@@ -284,6 +285,11 @@ impl Sim {
                     })
                 }
                 Routed::Close { conn, reason } => self.close(node, conn, &reason),
+                Routed::OpenStream { addr } => self.open_stream(node, &addr),
+                Routed::StreamBytes { sid, to, bytes } => {
+                    self.transmit_stream(sid, node, to, bytes)
+                }
+                Routed::CloseStream { sid } => self.close_stream(node, sid),
                 Routed::Nowhere => {
                     // As on a socket: a write to a closed connection is lost. Traced, not
                     // silent.

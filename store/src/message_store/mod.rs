@@ -138,6 +138,9 @@ pub struct MessageStore<D: Disk> {
     pending_created: CreatedSet,
     /// Open found no trace of an earlier process (`RecoveryReport::fresh`).
     fresh: bool,
+    /// A slave's store: puts are refused, only `append_replicated` writes (a slave's log
+    /// must stay its master's, byte for byte).
+    replica: bool,
 }
 
 /// Most queue entries staged in memory across all queues between checkpoints (20 MiB); a
@@ -193,6 +196,14 @@ impl<D: Disk> MessageStore<D> {
         self.fresh
     }
 
+    /// Makes this a replica's store (a slave: puts refused) or a master's again.
+    pub fn set_replica(&mut self, replica: bool) {
+        self.replica = replica;
+    }
+    pub fn is_replica(&self) -> bool {
+        self.replica
+    }
+
     /// Why the store stopped accepting writes, if it did.
     pub fn stopped(&self) -> Option<&str> {
         self.stopped.as_deref().or(self.log.stopped())
@@ -214,6 +225,9 @@ impl<D: Disk> MessageStore<D> {
             return Err(StoreError::Stopped {
                 reason: reason.clone(),
             });
+        }
+        if self.replica {
+            return Err(StoreError::Replica);
         }
         let Some(first) = msgs.first() else {
             return Err(StoreError::Invalid {

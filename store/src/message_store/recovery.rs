@@ -249,6 +249,7 @@ impl<D: Disk> MessageStore<D> {
             refusal_logged_at: None,
             pending_created: CreatedSet::default(),
             fresh: report.fresh,
+            replica: false,
         };
         store.log.set_positions(scan_from, scan_from);
         let mut redispatched = 0u64;
