@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use rockfish_store::{Disk, MessageStore, StoreError};
+use rockfish_store::{Disk, MessageStore};
 
 use crate::machine::ConnId;
 
@@ -42,6 +42,10 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 pub enum HaError {
     #[error("the slave resumes at {report}, past the master's end {end}: its log diverged")]
     AheadOfMaster { report: u64, end: u64 },
+    #[error("the slave resumes at {0}, inside a record of the master's log: its log diverged")]
+    NotABoundary(u64),
+    #[error("reading the log for the slave failed: {0}")]
+    Read(String),
     #[error("the slave's report went back from {from} to {to}")]
     ReportWentBack { from: u64, to: u64 },
     #[error("a transfer of {0} bytes (limit {MAX_FRAME_BYTES})")]
@@ -105,13 +109,16 @@ impl HaMaster {
         self.slaves.remove(&conn);
     }
 
-    /// Bytes from a slave (reports, split anywhere). `master_end`: the master's log end.
-    /// An error means the connection must be closed.
+    /// Bytes from a slave (reports, split anywhere). `master_end`: the master's log end;
+    /// `is_boundary(o)`: whether a unit of the master's log starts at `o` (a slave resuming
+    /// elsewhere holds what this master never had there). An error means the connection
+    /// must be closed.
     pub fn on_bytes(
         &mut self,
         conn: ConnId,
         bytes: &[u8],
         master_end: u64,
+        is_boundary: impl Fn(u64) -> bool,
         now: u64,
     ) -> Result<(), HaError> {
         let Some(s) = self.slaves.get_mut(&conn) else {
@@ -127,6 +134,9 @@ impl HaMaster {
                         report,
                         end: master_end,
                     });
+                }
+                None if report < master_end && !is_boundary(report) => {
+                    return Err(HaError::NotABoundary(report));
                 }
                 None => s.sent_end = report,
                 Some(prev) if report < prev => {
@@ -166,31 +176,39 @@ impl HaMaster {
     }
 
     /// The transfers to write now: each slave's next units (within its in-flight window), or
-    /// a heartbeat when it was sent nothing for a heartbeat interval.
+    /// a heartbeat when it was sent nothing for a heartbeat interval. A slave whose next
+    /// units do not read gets an error instead (its connection must close: its stream
+    /// cannot go on).
     pub fn poll_transfers<D: Disk>(
         &mut self,
         store: &MessageStore<D>,
         now: u64,
-    ) -> Result<Vec<(ConnId, Bytes)>, StoreError> {
+    ) -> Vec<(ConnId, Result<Bytes, HaError>)> {
         let mut out = Vec::new();
         for (conn, s) in self.slaves.iter_mut() {
             let Some(report) = s.report else { continue };
             let in_flight = s.sent_end.saturating_sub(report);
             if s.sent_end < store.write_pos() && in_flight < MAX_IN_FLIGHT {
-                let (data, next) = store.read_replicated(s.sent_end, MAX_TRANSFER_BYTES)?;
-                if !data.is_empty() {
-                    out.push((*conn, encode_transfer(s.sent_end, &data)));
-                    s.sent_end = next;
-                    s.last_sent = now;
-                    continue;
+                match store.read_replicated(s.sent_end, MAX_TRANSFER_BYTES) {
+                    Ok((data, next)) if !data.is_empty() => {
+                        out.push((*conn, Ok(encode_transfer(s.sent_end, &data))));
+                        s.sent_end = next;
+                        s.last_sent = now;
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        out.push((*conn, Err(HaError::Read(e.to_string()))));
+                        continue;
+                    }
                 }
             }
             if now >= s.last_sent + HEARTBEAT_INTERVAL_MS {
-                out.push((*conn, encode_transfer(s.sent_end, &[])));
+                out.push((*conn, Ok(encode_transfer(s.sent_end, &[]))));
                 s.last_sent = now;
             }
         }
-        Ok(out)
+        out
     }
 
     /// Slaves silent past the housekeeping interval: close them.
@@ -204,9 +222,16 @@ impl HaMaster {
 
     /// When the master next has something to do for its slaves (a heartbeat or an expiry).
     pub fn next_deadline(&self) -> Option<u64> {
+        // A slave that has not reported yet is sent nothing, heartbeats included: only its
+        // expiry is due.
         self.slaves
             .values()
-            .map(|s| (s.last_sent + HEARTBEAT_INTERVAL_MS).min(s.last_heard + HOUSEKEEPING_MS))
+            .map(|s| match s.report {
+                Some(_) => {
+                    (s.last_sent + HEARTBEAT_INTERVAL_MS).min(s.last_heard + HOUSEKEEPING_MS)
+                }
+                None => s.last_heard + HOUSEKEEPING_MS,
+            })
             .min()
     }
 }

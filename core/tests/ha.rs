@@ -52,7 +52,11 @@ fn pump(
     now: u64,
 ) {
     loop {
-        let out = master.poll_transfers(m, now).unwrap();
+        let out: Vec<_> = master
+            .poll_transfers(m, now)
+            .into_iter()
+            .map(|(c, t)| (c, t.unwrap()))
+            .collect();
         if out.is_empty() {
             break;
         }
@@ -61,7 +65,9 @@ fn pump(
                 if slave.on_bytes(s, piece, now).unwrap()
                     && let Some(report) = slave.report(s.write_pos(), now)
                 {
-                    master.on_bytes(S, &report, m.write_pos(), now).unwrap();
+                    master
+                        .on_bytes(S, &report, m.write_pos(), |_| true, now)
+                        .unwrap();
                 }
             }
         }
@@ -76,7 +82,9 @@ fn a_slave_catches_up_and_the_master_counts_what_it_holds() {
         let (mut master, mut slave) = (HaMaster::default(), HaSlave::default());
         master.on_connect(S, NOW);
         let hello = slave.on_connected(s.write_pos(), NOW);
-        master.on_bytes(S, &hello, m.write_pos(), NOW).unwrap();
+        master
+            .on_bytes(S, &hello, m.write_pos(), |_| true, NOW)
+            .unwrap();
         assert_eq!(master.acked(), Some(0));
         pump(&mut master, &m, &mut slave, &mut s, split, NOW);
         assert_eq!(s.write_pos(), m.write_pos(), "split {split}");
@@ -97,13 +105,25 @@ fn a_report_beyond_what_was_sent_is_not_trusted() {
     let mut master = HaMaster::default();
     master.on_connect(S, NOW);
     master
-        .on_bytes(S, &encode_report(s.write_pos()), m.write_pos(), NOW)
+        .on_bytes(
+            S,
+            &encode_report(s.write_pos()),
+            m.write_pos(),
+            |_| true,
+            NOW,
+        )
         .unwrap();
-    let sent = master.poll_transfers(&m, NOW).unwrap();
+    let sent = master.poll_transfers(&m, NOW);
     assert_eq!(sent.len(), 1);
     // The slave claims everything, having been sent one batch: only that batch counts.
     master
-        .on_bytes(S, &encode_report(m.write_pos()), m.write_pos(), NOW)
+        .on_bytes(
+            S,
+            &encode_report(m.write_pos()),
+            m.write_pos(),
+            |_| true,
+            NOW,
+        )
         .unwrap();
     let acked = master.acked().unwrap();
     assert!(
@@ -111,11 +131,30 @@ fn a_report_beyond_what_was_sent_is_not_trusted() {
         "acked {acked} of {}",
         m.write_pos()
     );
+    // A first report inside one of the master's records: a diverged log, refused.
+    let mut inside = HaMaster::default();
+    inside.on_connect(S, NOW);
+    assert!(matches!(
+        inside.on_bytes(
+            S,
+            &encode_report(100),
+            m.write_pos(),
+            |o| m.is_unit_start(o),
+            NOW
+        ),
+        Err(HaError::NotABoundary(100))
+    ));
     // A first report past the master's end: a diverged log, refused.
     let mut other = HaMaster::default();
     other.on_connect(S, NOW);
     assert!(matches!(
-        other.on_bytes(S, &encode_report(m.write_pos() + 1), m.write_pos(), NOW),
+        other.on_bytes(
+            S,
+            &encode_report(m.write_pos() + 1),
+            m.write_pos(),
+            |_| true,
+            NOW
+        ),
         Err(HaError::AheadOfMaster { .. })
     ));
 }
@@ -127,15 +166,18 @@ fn the_window_in_flight_is_bounded_and_idle_links_heartbeat_and_expire() {
     let mut master = HaMaster::default();
     master.on_connect(S, NOW);
     master
-        .on_bytes(S, &encode_report(0), m.write_pos(), NOW)
+        .on_bytes(S, &encode_report(0), m.write_pos(), |_| true, NOW)
         .unwrap();
     let mut sent = 0u64;
     loop {
-        let out = master.poll_transfers(&m, NOW).unwrap();
+        let out = master.poll_transfers(&m, NOW);
         if out.is_empty() {
             break;
         }
-        sent += out.iter().map(|(_, f)| f.len() as u64 - 12).sum::<u64>();
+        sent += out
+            .iter()
+            .map(|(_, f)| f.as_ref().unwrap().len() as u64 - 12)
+            .sum::<u64>();
     }
     // The window counts log offsets (an end-of-segment blank covers its segment's rest).
     assert!(sent <= MAX_IN_FLIGHT + 64 * 1024, "sent {sent}");
@@ -144,17 +186,28 @@ fn the_window_in_flight_is_bounded_and_idle_links_heartbeat_and_expire() {
         "the rest waits for the slave's report"
     );
     // Idle: a heartbeat after the interval (an empty transfer at the send position).
-    let hb = master
-        .poll_transfers(&m, NOW + HEARTBEAT_INTERVAL_MS)
-        .unwrap();
+    let hb = master.poll_transfers(&m, NOW + HEARTBEAT_INTERVAL_MS);
     assert_eq!(hb.len(), 1);
-    assert_eq!(hb[0].1.len(), 12);
+    assert_eq!(hb[0].1.as_ref().unwrap().len(), 12);
     // The slave reports what it holds: the stream goes on.
     let later = NOW + HEARTBEAT_INTERVAL_MS;
     master
-        .on_bytes(S, &encode_report(MAX_IN_FLIGHT), m.write_pos(), later)
+        .on_bytes(
+            S,
+            &encode_report(MAX_IN_FLIGHT),
+            m.write_pos(),
+            |_| true,
+            later,
+        )
         .unwrap();
-    assert!(master.poll_transfers(&m, later).unwrap()[0].1.len() > 12);
+    assert!(
+        master.poll_transfers(&m, later)[0]
+            .1
+            .as_ref()
+            .unwrap()
+            .len()
+            > 12
+    );
     assert_eq!(
         master.expired(later + HOUSEKEEPING_MS),
         vec![S],

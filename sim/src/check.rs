@@ -136,6 +136,10 @@ pub enum Violation {
     /// rolled back, committed twice from one half, or a half of a committed transaction left
     /// uncommitted long after the check-backs should have resolved it.
     TransactionWrong { body: String, what: String },
+    /// A slave's log is not its master's (a byte differs, or it goes further).
+    ReplicaDiverged { broker: String, what: String },
+    /// A SYNC_MASTER acked SEND_OK a message its slave did not hold durably.
+    SyncAckUnreplicated { body: String, what: String },
 }
 
 /// How long a message sent to a settled, fault-free cluster may take to reach its consumers:
@@ -159,7 +163,8 @@ impl Violation {
             | Violation::TaggedLeak { body, .. }
             | Violation::TaggedMissed { body, .. }
             | Violation::DelayedEarly { body, .. }
-            | Violation::DeadLetterWrong { body, .. } => Some(body),
+            | Violation::DeadLetterWrong { body, .. }
+            | Violation::SyncAckUnreplicated { body, .. } => Some(body),
             Violation::OffsetReused { second, .. } => Some(second),
             _ => None,
         }
@@ -187,6 +192,8 @@ impl Violation {
             Violation::DelayedEarly { .. } => "delay-not-early",
             Violation::DeadLetterWrong { .. } => "dead-letter-exact",
             Violation::TransactionWrong { .. } => "transaction-exact",
+            Violation::ReplicaDiverged { .. } => "replica-prefix",
+            Violation::SyncAckUnreplicated { .. } => "sync-master-replicated",
         }
     }
 }
@@ -359,6 +366,18 @@ pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
     check_delays(cfg, h, &mut report);
     check_dead_letters(cfg, h, &mut report);
     check_transactions(cfg, h, &mut report);
+    for (broker, what) in &h.replica_problems {
+        report.violations.push(Violation::ReplicaDiverged {
+            broker: broker.clone(),
+            what: what.clone(),
+        });
+    }
+    for (body, what) in &h.sync_unreplicated {
+        report.violations.push(Violation::SyncAckUnreplicated {
+            body: body.clone(),
+            what: what.clone(),
+        });
+    }
     for (broker, what) in &h.store_problems {
         report.violations.push(Violation::StoreInconsistent {
             broker: broker.clone(),

@@ -11,7 +11,12 @@ pub struct SimConfig {
     pub seed: u64,
     pub flush: FlushDiskType,
     pub name_servers: usize,
+    /// Broker groups: a master each, and `slaves` slaves.
     pub brokers: usize,
+    /// Slaves per broker group (brokerId 1..): they follow their master's log.
+    pub slaves: usize,
+    /// The masters' role (ASYNC_MASTER or SYNC_MASTER; slaves are SLAVE).
+    pub master_role: rockfish_core::broker::BrokerRole,
     pub producers: usize,
     /// Consumers of the clustering group.
     pub consumers: usize,
@@ -130,6 +135,8 @@ impl SimConfig {
             flush: FlushDiskType::Sync,
             name_servers: 1,
             brokers: 1,
+            slaves: 0,
+            master_role: rockfish_core::broker::BrokerRole::AsyncMaster,
             producers: 1,
             consumers: 2,
             broadcast_consumers: 0,
@@ -221,6 +228,11 @@ pub struct Bugs {
     /// Brokers serve an SQL92 subscription the messages it does not match, and not those it
     /// matches.
     pub sql_inverted: bool,
+    /// A SYNC_MASTER acks a send without waiting for its slave.
+    pub ha_ack_before_slave: bool,
+    /// A slave writes to its own log (it journals the consumer offsets committed to it):
+    /// its log is no longer its master's.
+    pub slave_writes: bool,
 }
 
 impl Bugs {

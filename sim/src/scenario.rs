@@ -6,7 +6,7 @@ use std::fmt;
 
 use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
-use rockfish_core::broker::FlushDiskType;
+use rockfish_core::broker::{BrokerRole, FlushDiskType};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Bugs, FaultAt, SimConfig};
@@ -15,6 +15,14 @@ pub use crate::knobs::{Bound, DiskBounds, FaultBounds};
 /// The built-in scenarios: (name, file text).
 const BUILT_IN: &[(&str, &str)] = &[
     ("smoke", include_str!("../../scenarios/smoke.toml")),
+    (
+        "replication",
+        include_str!("../../scenarios/replication.toml"),
+    ),
+    (
+        "sync-master",
+        include_str!("../../scenarios/sync-master.toml"),
+    ),
     (
         "broker-crash-sync",
         include_str!("../../scenarios/broker-crash-sync.toml"),
@@ -131,6 +139,8 @@ pub const INVARIANTS: &[&str] = &[
     "delay-not-early",
     "dead-letter-exact",
     "transaction-exact",
+    "replica-prefix",
+    "sync-master-replicated",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -170,7 +180,12 @@ pub struct Topology {
     /// "SYNC_FLUSH" or "ASYNC_FLUSH", as in broker.conf.
     pub flush: String,
     pub name_servers: Bound<u64>,
+    /// Broker groups.
     pub brokers: Bound<u64>,
+    /// Slaves per broker group (0 or 1).
+    pub slaves: u64,
+    /// The masters' brokerRole: "ASYNC_MASTER" or "SYNC_MASTER".
+    pub master_role: String,
     pub producers: Bound<u64>,
     /// The clustering group's consumers.
     pub consumers: Bound<u64>,
@@ -187,6 +202,8 @@ impl Default for Topology {
             flush: "SYNC_FLUSH".into(),
             name_servers: u(1),
             brokers: u(1),
+            slaves: 0,
+            master_role: "ASYNC_MASTER".into(),
             producers: u(1),
             consumers: u(2),
             broadcast_consumers: u(0),
@@ -321,6 +338,21 @@ impl ScenarioFile {
                 self.topology.flush
             ));
         }
+        if !matches!(
+            BrokerRole::parse(&self.topology.master_role),
+            Some(BrokerRole::AsyncMaster | BrokerRole::SyncMaster)
+        ) {
+            return err(format!(
+                "topology.master_role = {:?}: expected ASYNC_MASTER or SYNC_MASTER",
+                self.topology.master_role
+            ));
+        }
+        if self.topology.slaves > 1 {
+            return err(format!(
+                "topology.slaves = {}: 0 or 1 per broker group",
+                self.topology.slaves
+            ));
+        }
         for inv in &self.invariants {
             if !INVARIANTS.contains(&inv.as_str()) {
                 return err(format!(
@@ -431,6 +463,8 @@ impl ScenarioFile {
             flush: self.flush().expect("validated"),
             name_servers: self.topology.name_servers.draw(r) as usize,
             brokers: self.topology.brokers.draw(r) as usize,
+            slaves: self.topology.slaves as usize,
+            master_role: BrokerRole::parse(&self.topology.master_role).expect("validated"),
             producers: self.topology.producers.draw(r) as usize,
             consumers: self.topology.consumers.draw(r) as usize,
             broadcast_consumers: self.topology.broadcast_consumers.draw(r) as usize,
@@ -482,6 +516,8 @@ impl ScenarioFile {
                 },
                 name_servers: u(cfg.name_servers as u64),
                 brokers: u(cfg.brokers as u64),
+                slaves: cfg.slaves as u64,
+                master_role: cfg.master_role.name().into(),
                 producers: u(cfg.producers as u64),
                 consumers: u(cfg.consumers as u64),
                 broadcast_consumers: u(cfg.broadcast_consumers as u64),

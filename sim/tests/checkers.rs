@@ -436,3 +436,53 @@ fn tagged_checker_catches_a_broker_that_inverts_an_sql_subscription() {
                 tagged_sql = true\n[bugs]\nsql_inverted = true\n";
     catches(text, &["tagged-exact"], 2);
 }
+
+/// A broker group of a master and a slave whose master's process dies and stays down long
+/// enough for consumers to read from, and commit to, the slave.
+const GROUPS: &str = r#"
+name = "ha-broken"
+[topology]
+flush = "ASYNC_FLUSH"
+slaves = 1
+master_role = "SYNC_MASTER"
+producers = 1
+consumers = 2
+[workload]
+topic_created = true
+messages = 300
+send_interval_ms = 50
+[phases]
+safety_ms = 50_000
+liveness_ms = 60_000
+[faults]
+latency_ms = [1, 10]
+down_ms = [40_000, 40_000]
+[[schedule]]
+at = 5000
+fault = "crash"
+broker = 1
+power = false
+[bugs]
+"#;
+
+#[test]
+fn sync_master_checker_catches_a_master_that_acks_before_its_slave() {
+    // The broken machine: a SYNC_MASTER answers SEND_OK as soon as the message is stored
+    // locally, without waiting for its slave's durable report.
+    catches(
+        &format!("{GROUPS}ha_ack_before_slave = true\n"),
+        &["sync-master-replicated"],
+        2,
+    );
+}
+
+#[test]
+fn replica_checker_catches_a_slave_that_writes_its_own_log() {
+    // The broken machine: a slave journals the consumer offsets committed to it (while its
+    // master is down) into its own commit log, which then is no longer its master's.
+    catches(
+        &format!("{GROUPS}slave_writes = true\n"),
+        &["replica-prefix"],
+        4,
+    );
+}

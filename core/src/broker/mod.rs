@@ -460,8 +460,9 @@ impl<D: Disk> Broker<D> {
     ) -> Result<Self, BrokerError> {
         config.validate().map_err(BrokerError::Config)?;
         let slave = config.broker_role == BrokerRole::Slave;
-        // A slave's log stays its master's, byte for byte: nothing else writes to it.
-        store.set_replica(slave);
+        // A slave's log stays its master's, byte for byte: nothing else writes to it (unless
+        // deliberately broken, for the simulator's checkers).
+        store.set_replica(slave && !crate::buggify::bug("broker.slave-writes"));
         let store_host = parse_host(&config.broker_addr)
             .ok_or_else(|| BrokerError::BadAddr(config.broker_addr.clone()))?;
         let loaded: TopicConfigTable =

@@ -111,7 +111,7 @@ impl<D: Disk> Broker<D> {
         }
         self.offsets.table.set(topic, group, queue_id, offset);
         self.offsets.dirty = true;
-        if !self.repl.role.is_master() {
+        if !self.repl.role.is_master() && !crate::buggify::bug("broker.slave-writes") {
             // A slave's log is its master's: its offsets live in memory and its snapshot.
             return None;
         }

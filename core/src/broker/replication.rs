@@ -81,10 +81,11 @@ impl Replication {
     pub(super) fn next_deadline(&self) -> Option<u64> {
         let w = self.waiters.front().map(|w| w.deadline);
         let ha = match self.role {
-            BrokerRole::Slave => Some(match self.slave.conn {
-                Some(_) => self.slave.ha.next_deadline(),
-                None => self.slave.connect_at,
-            }),
+            BrokerRole::Slave => match self.slave.conn {
+                Some(_) => Some(self.slave.ha.next_deadline()),
+                None if self.slave.connect_at == u64::MAX => None,
+                None => Some(self.slave.connect_at),
+            },
             _ => self.master.next_deadline(),
         };
         [w, ha].into_iter().flatten().min()
@@ -187,13 +188,18 @@ impl<D: Disk> Broker<D> {
         if !self.repl.role.is_master() || self.repl.master.slaves() == 0 {
             return;
         }
-        match self.repl.master.poll_transfers(&self.store, now) {
-            Ok(transfers) => {
-                for (conn, bytes) in transfers {
-                    self.outputs.push_back(Output::SendBytes { conn, bytes });
+        for (conn, transfer) in self.repl.master.poll_transfers(&self.store, now) {
+            match transfer {
+                Ok(bytes) => self.outputs.push_back(Output::SendBytes { conn, bytes }),
+                Err(e) => {
+                    tracing::error!(conn = conn.0, error = %e, "closing a slave's stream");
+                    self.repl.master.on_disconnect(conn);
+                    self.outputs.push_back(Output::Close {
+                        conn,
+                        reason: e.to_string(),
+                    });
                 }
             }
-            Err(e) => tracing::error!(error = %e, "reading the log for a slave failed"),
         }
     }
 
@@ -231,7 +237,13 @@ impl<D: Disk> Broker<D> {
     pub fn on_stream_bytes(&mut self, conn: ConnId, bytes: bytes::Bytes, now: u64) {
         if self.repl.role.is_master() {
             let end = self.store.write_pos();
-            if let Err(e) = self.repl.master.on_bytes(conn, &bytes, end, now) {
+            let store = &self.store;
+            let is_boundary = |o: u64| store.is_unit_start(o);
+            if let Err(e) = self
+                .repl
+                .master
+                .on_bytes(conn, &bytes, end, is_boundary, now)
+            {
                 tracing::warn!(conn = conn.0, error = %e, "closing a slave's stream");
                 self.repl.master.on_disconnect(conn);
                 self.outputs.push_back(Output::Close {
@@ -310,10 +322,14 @@ impl<D: Disk> Broker<D> {
             return;
         }
         let Some(addr) = link.master_ha_addr.clone() else {
+            // Nowhere to dial until a registration names the master (`learn_master`).
+            self.repl.slave.connect_at = u64::MAX;
             return;
         };
         if self.store.flushed() < self.store.write_pos() {
+            // Dialed once the log is durable (the flush's end tries again), or in a while.
             self.request_flush();
+            self.repl.slave.connect_at = now + RECONNECT_MS;
             return;
         }
         self.repl.slave.dialed = Some(addr.clone());
@@ -383,6 +399,7 @@ impl<D: Disk> Broker<D> {
         }
         if self.config.ha_master_addr.is_none() && ha.is_some() && link.master_ha_addr != ha {
             link.master_ha_addr = ha;
+            link.connect_at = now;
             if link.conn.is_some() {
                 self.drop_master_stream(now, "the master's HA address changed".into());
                 self.repl.slave.connect_at = now;

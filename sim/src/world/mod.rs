@@ -37,6 +37,11 @@ fn ns_addr(i: usize) -> String {
 fn broker_addr(j: usize) -> String {
     format!("10.0.1.{}:10911", j + 1)
 }
+
+/// Broker `j`'s HA port (a master's: its slaves dial it).
+fn broker_ha_addr(j: usize) -> String {
+    format!("10.0.1.{}:10912", j + 1)
+}
 const TOPIC: &str = "SimTopic";
 /// Every message goes to one of these topics, chosen by its sharding key (so an orderly key
 /// stays in one topic); every group subscribes to both.
@@ -437,6 +442,11 @@ pub struct History {
     /// (broker, what) for each way a running broker's store disagreed with itself or with
     /// its disk at the end.
     pub store_problems: Vec<(String, String)>,
+    /// (group, what) for each slave whose log is not a prefix of its master's at the end.
+    pub replica_problems: Vec<(String, String)>,
+    /// (body, what) for each send a SYNC_MASTER acked SEND_OK that its slave did not hold
+    /// durably when the producer heard the ack.
+    pub sync_unreplicated: Vec<(String, String)>,
     /// Reads of consume queue bytes that came back with a bit flipped, over every broker's
     /// disk and the whole run.
     pub queue_bitflips: u64,
@@ -627,6 +637,8 @@ impl Sites {
             (cfg.bugs.tx_ends_twice, "broker.tx-ends-twice"),
             (cfg.bugs.tx_never_checks, "broker.tx-never-checks"),
             (cfg.bugs.sql_inverted, "broker.sql-inverted"),
+            (cfg.bugs.ha_ack_before_slave, "broker.ha-ack-before-slave"),
+            (cfg.bugs.slave_writes, "broker.slave-writes"),
         ];
         for (on, name) in bugs {
             if on {
@@ -716,7 +728,8 @@ impl Sim {
             )
         });
         let name_servers = cfg.name_servers.max(1);
-        let brokers = cfg.brokers.max(1);
+        // Masters first (broker j of the groups is group j), then the slaves of each group.
+        let brokers = cfg.brokers.max(1) * (1 + cfg.slaves);
         // Each node's clock runs ahead of simulated time by a fixed skew, drawn once.
         let total = name_servers + brokers + cfg.producers + cfg.all_consumers();
         let mut skew_rng = Xoshiro256PlusPlus::seed_from_u64(cfg.seed ^ 0x5ce3_c10c_5ce3_c10c);
@@ -749,7 +762,8 @@ impl Sim {
                 disk,
                 generation: 0,
             };
-            fabric.add(Some(broker_addr(j)), broker);
+            let n = fabric.add(Some(broker_addr(j)), broker);
+            fabric.add_stream_addr(broker_ha_addr(j), n);
         }
         for i in 0..cfg.producers {
             let pc = producer_config(&cfg, i, rng.random());
@@ -992,6 +1006,23 @@ impl Sim {
         self.name_servers..self.first_client()
     }
 
+    /// Broker groups (a master each).
+    fn groups(&self) -> usize {
+        self.cfg.brokers.max(1)
+    }
+
+    /// Broker node `node`'s group and its brokerId (0: the master).
+    fn group_and_id(&self, node: usize) -> (usize, u64) {
+        let j = node - self.name_servers;
+        (j % self.groups(), (j / self.groups()) as u64)
+    }
+
+    /// The master nodes: what the stored-data checkers judge (a slave holds its master's
+    /// log; `replica-prefix` holds the two against each other).
+    fn master_nodes(&self) -> std::ops::Range<usize> {
+        self.name_servers..self.name_servers + self.groups()
+    }
+
     /// Runs to the end of the liveness phase.
     pub fn run(mut self) -> Outcome {
         let end = self.cfg.safety_ms + self.cfg.liveness_ms;
@@ -1007,6 +1038,7 @@ impl Sim {
         self.record_stored();
         self.record_retries();
         self.record_transactions();
+        self.record_replicas();
         for b in self.broker_nodes() {
             if let Node::Broker { disk, .. } = &self.fabric.nodes[b] {
                 self.history.queue_bitflips += disk.stats().queue_bitflips;

@@ -164,6 +164,22 @@ impl Sim {
         if self.down.contains(&to) || self.down.contains(&from) {
             return;
         }
+        // The HA stream's framing, for the trace: a master's transfer header (offset,
+        // length), a slave's 8-byte report.
+        let what = match bytes.len() {
+            8 => format!(
+                "report={}",
+                u64::from_be_bytes(bytes[..8].try_into().expect("8"))
+            ),
+            n if n >= 12 => format!(
+                "transfer@{} len={}",
+                u64::from_be_bytes(bytes[..8].try_into().expect("8")),
+                u32::from_be_bytes(bytes[8..12].try_into().expect("4"))
+            ),
+            n => format!("{n} bytes"),
+        };
+        let line = format!("t={} stream {sid} {from}->{to} {what}", self.now);
+        self.log(line);
         let drop = self.faults_on && self.chance(Stream::Net, self.cfg.faults.drop);
         if drop || self.cuts.iter().any(|c| c.blocks(from, to)) {
             self.reset_stream(sid, "cut or dropped");

@@ -8,10 +8,18 @@ impl Sim {
         let now = self.now;
         let seed = self.stream(Stream::Main).random();
         let j = node - self.name_servers;
+        let (group, broker_id) = self.group_and_id(node);
         let namesrv_addrs = (0..self.name_servers).map(ns_addr).collect();
         let mut config = BrokerConfig {
             broker_addr: broker_addr(j),
-            broker_name: format!("broker-{j}"),
+            broker_name: format!("broker-{group}"),
+            broker_id,
+            broker_role: if broker_id == 0 {
+                self.cfg.master_role
+            } else {
+                rockfish_core::broker::BrokerRole::Slave
+            },
+            ha_addr: broker_ha_addr(j),
             namesrv_addrs,
             flush_disk_type: self.cfg.flush,
             limits: self.cfg.broker_limits.clone(),
@@ -57,8 +65,9 @@ impl Sim {
         if fuse && disk.fuse_blown() {
             let disk = disk.clone();
             drop(started);
+            let how = if power { "lost power" } else { "died" };
             let line =
-                format!("t={now} broker {node} died during recovery at disk operation {ops}");
+                format!("t={now} broker {node} {how} during recovery at disk operation {ops}");
             self.log(line);
             if power {
                 disk.power_loss();
@@ -119,7 +128,12 @@ impl Sim {
             if power { "power loss" } else { "crash" }
         );
         self.log(line);
-        // Its connections die with it.
+        // Its connections die with it: a killed process's kernel closes those it dialed (the
+        // name servers see its registration connection close); a machine that lost power
+        // closes nothing.
+        if !power {
+            self.disconnect(broker);
+        }
         self.fabric.forget_server(broker);
         self.streams_die_with(broker, power);
         self.ticks.remove(&broker);
@@ -151,15 +165,64 @@ impl Sim {
 
     /// A broker process died (its disk already crashed or lost power): counted for the
     /// checkers, and its connections' frames are lost from now on.
+    /// A SYNC_MASTER's SEND_OK was just heard: the group's slave must hold the message
+    /// durably already (it was acked on the slave's durable report).
+    fn judge_sync_ack(&mut self, r: &rockfish_core::producer::SendResult, bodies: &[String]) {
+        if self.cfg.slaves == 0
+            || self.cfg.master_role != rockfish_core::broker::BrokerRole::SyncMaster
+        {
+            return;
+        }
+        let Some(group) = r
+            .queue
+            .broker_name
+            .strip_prefix("broker-")
+            .and_then(|g| g.parse::<usize>().ok())
+        else {
+            return;
+        };
+        let slave = self.name_servers + group + self.groups();
+        let Some(b) = self.fabric.nodes[slave].broker() else {
+            return; // down now: its durable log is on its disk, judged when it runs
+        };
+        let durable = b.store().flushed();
+        let last = r
+            .offset_msg_id
+            .split(',')
+            .filter_map(rockfish_core::message::parse_offset_msg_id)
+            .map(|(_, phys)| phys)
+            .max();
+        if let Some(phys) = last
+            && durable <= phys
+        {
+            let what = format!(
+                "acked at log offset {phys} of {}; its slave holds {durable} durably",
+                r.queue.broker_name
+            );
+            let line = format!("t={} sync ack unreplicated: {what}", self.now);
+            self.log(line);
+            for body in bodies {
+                self.history
+                    .sync_unreplicated
+                    .push((body.clone(), what.clone()));
+            }
+        }
+    }
+
     pub(super) fn record_crash(&mut self, broker: usize, power: bool) {
         self.epochs[broker] += 1;
         if power {
             self.history.power_losses += 1;
         }
         self.history.crashes += 1;
+        let (group, id) = self.group_and_id(broker);
         self.history.crash_log.push(CrashRecord {
             at: self.now,
-            broker: format!("broker-{}", broker - self.name_servers),
+            broker: if id == 0 {
+                format!("broker-{group}")
+            } else {
+                format!("broker-{group}-slave{id}")
+            },
             power,
         });
     }
@@ -333,6 +396,11 @@ impl Sim {
                 let line = format!("t={} app resends {first} after {status:?}", self.now);
                 self.log(line);
                 self.push(self.now + APP_RESEND_MS, Ev::Send { producer: node, n });
+            }
+            if let Ok(r) = &result
+                && r.status == SendStatus::SendOk
+            {
+                self.judge_sync_ack(r, &bodies);
             }
             for (i, body) in bodies.into_iter().enumerate() {
                 let line = format!("t={} sent {body} {:?} by {node}", self.now, status);

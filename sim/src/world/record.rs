@@ -31,6 +31,69 @@ pub(super) fn each_record<D: rockfish_store::Disk>(
 }
 
 impl Sim {
+    /// Each slave's log against its master's at the end: the same bytes as far as the slave
+    /// goes, and no further than the master. A group whose master lost power is not judged:
+    /// without a controller to move the mastership, a slave that held more than its master
+    /// kept stays ahead of it (and is refused), the one case one history cannot be kept.
+    pub(super) fn record_replicas(&mut self) {
+        for g in 0..self.groups() {
+            let master = self.name_servers + g;
+            let name = format!("broker-{g}");
+            if self
+                .history
+                .crash_log
+                .iter()
+                .any(|c| c.power && c.broker == name)
+            {
+                continue;
+            }
+            let Node::Broker {
+                machine: Some(m), ..
+            } = &self.fabric.nodes[master]
+            else {
+                continue;
+            };
+            let Ok((mlog, _)) = m.store().read_replicated(0, usize::MAX) else {
+                continue;
+            };
+            for s in 1..=self.cfg.slaves {
+                let node = master + s * self.groups();
+                let Node::Broker {
+                    machine: Some(sb), ..
+                } = &self.fabric.nodes[node]
+                else {
+                    continue;
+                };
+                let slog = match sb.store().read_replicated(0, usize::MAX) {
+                    Ok((l, _)) => l,
+                    Err(e) => {
+                        let what = format!("slave {node}'s log does not read: {e}");
+                        self.history.replica_problems.push((name.clone(), what));
+                        continue;
+                    }
+                };
+                let common = slog.len().min(mlog.len());
+                let differ = (0..common).find(|&i| slog[i] != mlog[i]);
+                let what = match differ {
+                    Some(at) => Some(format!(
+                        "slave {node}'s log differs from its master's at byte {at}"
+                    )),
+                    None if slog.len() > mlog.len() => Some(format!(
+                        "slave {node}'s log ends at {}, past its master's {}",
+                        slog.len(),
+                        mlog.len()
+                    )),
+                    None => None,
+                };
+                if let Some(what) = what {
+                    let line = format!("t={} replica problem: {what}", self.now);
+                    self.log(line);
+                    self.history.replica_problems.push((name.clone(), what));
+                }
+            }
+        }
+    }
+
     /// What each running broker holds in its schedule topic and its dead-letter topics at the
     /// end: what the delay and dead-letter checkers hold deliveries against.
     pub(super) fn record_retries(&mut self) {
@@ -39,7 +102,7 @@ impl Sim {
             rockfish_core::protocol::topics::DLQ_GROUP_TOPIC_PREFIX,
             CLUSTERING_GROUP
         );
-        for node in self.broker_nodes() {
+        for node in self.master_nodes() {
             let Node::Broker {
                 machine: Some(b), ..
             } = &self.fabric.nodes[node]
@@ -126,6 +189,11 @@ impl Sim {
                 }
             }
         }
+        // A group's slave hosts what its master does: one name per group.
+        for names in hosting.values_mut() {
+            names.sort();
+            names.dedup();
+        }
         self.history.hosting = hosting;
         self.history.routes = views;
     }
@@ -139,7 +207,7 @@ impl Sim {
         self.history
             .stored_topics
             .extend(TOPICS.iter().map(|t| t.to_string()));
-        for node in self.broker_nodes() {
+        for node in self.master_nodes() {
             let Node::Broker {
                 machine: Some(b),
                 disk,

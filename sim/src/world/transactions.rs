@@ -96,7 +96,7 @@ impl Sim {
         if self.history.transactions.is_empty() {
             return;
         }
-        for node in self.broker_nodes() {
+        for node in self.master_nodes() {
             let broker_now = self.local(node);
             let Node::Broker {
                 machine: Some(b), ..

@@ -32,6 +32,11 @@ impl<D: Disk> MessageStore<D> {
         Ok((out, pos))
     }
 
+    /// Whether a unit (a record, or a segment's end blank) of this log starts at `offset`.
+    pub fn is_unit_start(&self, offset: u64) -> bool {
+        matches!(self.log.read_unit(&self.disk, offset), Ok(Some(_)))
+    }
+
     /// The slave's side: appends the units `data` carries (what `read_replicated` returned
     /// for `at`), which must start at this log's end. Each record is validated (its CRC, its
     /// own offset) before it is written, then dispatched; a unit that does not validate stops
