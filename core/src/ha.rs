@@ -37,6 +37,9 @@ pub const HEARTBEAT_INTERVAL_MS: u64 = 5_000;
 pub const HOUSEKEEPING_MS: u64 = 20_000;
 /// The largest transfer a slave accepts: a record may exceed the batch size.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+/// Most HA streams a master keeps (its slaves; each may hold [`MAX_IN_FLIGHT`] of the log in
+/// write queues): a flood of connections to the HA port costs a bounded amount.
+pub const MAX_SLAVE_STREAMS: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HaError {
@@ -107,6 +110,11 @@ impl HaMaster {
 
     pub fn on_disconnect(&mut self, conn: ConnId) {
         self.slaves.remove(&conn);
+    }
+
+    /// Streams open (reported or not).
+    pub fn streams(&self) -> usize {
+        self.slaves.len()
     }
 
     /// Bytes from a slave (reports, split anywhere). `master_end`: the master's log end;

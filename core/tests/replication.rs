@@ -462,3 +462,28 @@ fn a_slave_restarted_resumes_where_its_log_ends() {
     p.advance(2_000);
     assert!(log_of(p.master.store()) == log_of(p.slave().store()));
 }
+
+#[test]
+fn a_flood_of_ha_connections_is_refused_past_the_cap() {
+    let mut p = Pair::new(BrokerRole::AsyncMaster, FlushDiskType::Async);
+    let now = p.now;
+    // The pair's own slave holds one stream; more connect (and say nothing).
+    let mut closed = 0;
+    for i in 0..20u64 {
+        p.master
+            .on_stream_accepted(ConnId(1_000 + i), HostAddr::V4([10, 9, 9, 9], 1), now);
+        while let Some(out) = p.master.poll_output() {
+            if let Output::Close { conn, .. } = out {
+                assert_eq!(conn, ConnId(1_000 + i));
+                closed += 1;
+            }
+        }
+    }
+    let open = rockfish_core::ha::MAX_SLAVE_STREAMS as u64 - 1;
+    assert_eq!(closed, 20 - open);
+    // The real slave still follows.
+    let r = p.send("after-flood", 1).unwrap();
+    assert_eq!(r.code, response::SUCCESS);
+    p.advance(100);
+    assert_eq!(p.slave().store().write_pos(), p.master.store().write_pos());
+}

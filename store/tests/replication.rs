@@ -126,3 +126,71 @@ fn wrong_torn_or_corrupt_data_is_refused() {
     replicate(&m, &mut s, 3_000);
     same(&m, &s);
 }
+
+#[test]
+fn a_replica_cut_back_to_a_common_point_follows_another_history() {
+    // Two masters that share a prefix and then diverge (an old master's tail, a new
+    // master's history): the replica that holds the old tail is cut back to the shared point
+    // and then holds the new history exactly, also across a restart.
+    let new = master(300);
+    let mut old = open(MemDisk::new(3));
+    let (shared, cut) = new.read_replicated(0, 150_000).unwrap();
+    old.append_replicated(0, &shared).unwrap();
+    // The old master's own tail, which the new one never had.
+    let host = HostAddr::V4([10, 0, 0, 9], 10911);
+    for i in 0..30 {
+        let body = vec![b'z'; 333];
+        let props = format!("KEYS\u{1}stray{i}\u{2}");
+        let msg = StoreMessage {
+            topic: "A",
+            queue_id: 0,
+            flag: 0,
+            sys_flag: 0,
+            born_timestamp: 1,
+            born_host: host,
+            store_host: host,
+            reconsume_times: 0,
+            prepared_transaction_offset: 0,
+            body: &body,
+            properties: props.as_bytes(),
+        };
+        old.put(&msg, NOW).unwrap();
+    }
+    assert!(old.write_pos() > cut);
+    assert_eq!(
+        old.query_by_key("A", "stray3", 0, i64::MAX, 4)
+            .unwrap()
+            .len(),
+        1
+    );
+    // Not a record boundary: refused, nothing cut.
+    let end = old.write_pos();
+    assert!(matches!(
+        old.truncate_log(cut + 1),
+        Err(StoreError::Invalid { .. })
+    ));
+    assert!(matches!(
+        old.truncate_log(end + 1),
+        Err(StoreError::Invalid { .. })
+    ));
+    assert_eq!(old.write_pos(), end);
+    old.truncate_log(cut).unwrap();
+    assert_eq!(old.write_pos(), cut);
+    assert!(
+        old.query_by_key("A", "stray3", 0, i64::MAX, 4)
+            .unwrap()
+            .is_empty()
+    );
+    replicate(&new, &mut old, 4_096);
+    same(&new, &old);
+    assert!(
+        old.query_by_key("A", "stray3", 0, i64::MAX, 4)
+            .unwrap()
+            .is_empty()
+    );
+    old.sync().unwrap();
+    let disk = old.crash();
+    disk.power_loss();
+    let old = open(disk);
+    same(&new, &old);
+}

@@ -211,6 +211,17 @@ impl<D: Disk> Broker<D> {
             });
             return;
         }
+        if self.repl.master.streams() >= crate::ha::MAX_SLAVE_STREAMS {
+            tracing::warn!(conn = conn.0, ?peer, "HA stream refused: too many open");
+            self.outputs.push_back(Output::Close {
+                conn,
+                reason: format!(
+                    "at most {} HA streams (slaves) at once",
+                    crate::ha::MAX_SLAVE_STREAMS
+                ),
+            });
+            return;
+        }
         tracing::info!(conn = conn.0, ?peer, "a slave connected");
         self.repl.master.on_connect(conn, now);
         self.after_input(now);

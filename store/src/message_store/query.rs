@@ -266,7 +266,13 @@ impl<D: Disk> MessageStore<D> {
             }
             let rec = match self.log.read(&self.disk, phy, None) {
                 Ok(rec) => rec,
-                Err(StoreError::OffsetOutOfRange { .. }) => continue,
+                // An entry into a tail a truncation cut (and later records overwrote) points
+                // at no record of this log: not a match.
+                Err(
+                    StoreError::OffsetOutOfRange { .. }
+                    | StoreError::BadRecord { .. }
+                    | StoreError::Corrupt { .. },
+                ) => continue,
                 Err(e) => return Err(e),
             };
             index_keys(&mut keys, rec.properties());

@@ -302,26 +302,7 @@ impl<D: Disk> MessageStore<D> {
         report.truncated = stop;
         report.log_end = end;
         // Queues may hold entries past the end (their records were cut): drop them.
-        for cq in store.queues.iter_mut() {
-            let Some(last) = cq.max_offset().checked_sub(1) else {
-                continue;
-            };
-            if last < cq.min_offset() {
-                continue;
-            }
-            if let Some(e) = cq.get_stable(&store.disk, last)?
-                && e.offset + e.size as u64 > end
-            {
-                let mut keep = last;
-                while keep > cq.min_offset() {
-                    match cq.get_stable(&store.disk, keep - 1)? {
-                        Some(e) if e.offset + e.size as u64 > end => keep -= 1,
-                        _ => break,
-                    }
-                }
-                cq.truncate(&mut store.disk, keep)?;
-            }
-        }
+        store.cut_queues_past(end)?;
         for ((topic, queue_id), before) in held_before {
             let after = store.max_offset(&topic, queue_id);
             if after < before {

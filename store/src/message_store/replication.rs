@@ -32,6 +32,54 @@ impl<D: Disk> MessageStore<D> {
         Ok((out, pos))
     }
 
+    /// Drops every consume queue entry whose record ends past `end` (the log was cut there).
+    pub(super) fn cut_queues_past(&mut self, end: u64) -> StoreResult<()> {
+        for cq in self.queues.iter_mut() {
+            let Some(last) = cq.max_offset().checked_sub(1) else {
+                continue;
+            };
+            if last < cq.min_offset() {
+                continue;
+            }
+            if let Some(e) = cq.get_stable(&self.disk, last)?
+                && e.offset + e.size as u64 > end
+            {
+                let mut keep = last;
+                while keep > cq.min_offset() {
+                    match cq.get_stable(&self.disk, keep - 1)? {
+                        Some(e) if e.offset + e.size as u64 > end => keep -= 1,
+                        _ => break,
+                    }
+                }
+                cq.truncate(&mut self.disk, keep)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cuts this log back to `end`, a unit boundary at or below its end: the tail a replica
+    /// holds that the history it is to follow never had (a returning old master, a slave that
+    /// was ahead). The log past `end` is zeroed and its later segments removed, consume queue
+    /// entries past it dropped; index entries stay (a key lookup reads and checks the record
+    /// an entry points at). Appends go on at `end`.
+    pub fn truncate_log(&mut self, end: u64) -> StoreResult<()> {
+        let write_pos = self.log.write_pos();
+        if end > write_pos || (end < write_pos && !self.is_unit_start(end)) {
+            return Err(StoreError::Invalid {
+                what: format!(
+                    "cannot cut the log at {end}: not a record boundary below its end {write_pos}"
+                ),
+            });
+        }
+        if end == write_pos {
+            return Ok(());
+        }
+        let durable = self.log.flushed().min(end);
+        self.log.truncate(&mut self.disk, end, durable)?;
+        self.cut_queues_past(end)?;
+        Ok(())
+    }
+
     /// Whether a unit (a record, or a segment's end blank) of this log starts at `offset`.
     pub fn is_unit_start(&self, offset: u64) -> bool {
         matches!(self.log.read_unit(&self.disk, offset), Ok(Some(_)))
