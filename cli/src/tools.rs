@@ -666,6 +666,8 @@ struct Stats {
     msgs: AtomicU64,
     bytes: AtomicU64,
     errors: AtomicU64,
+    /// The first error seen (printed with the totals: a count alone says nothing of why).
+    first_error: std::sync::Mutex<Option<String>>,
     hist: std::sync::Mutex<hdrhistogram::Histogram<u64>>,
 }
 
@@ -675,10 +677,18 @@ impl Stats {
             msgs: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            first_error: std::sync::Mutex::new(None),
             hist: std::sync::Mutex::new(
                 hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
             ),
         })
+    }
+    fn error(&self, e: impl std::fmt::Display) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
+        if first.is_none() {
+            *first = Some(e.to_string());
+        }
     }
     fn record(&self, n: u64, bytes: u64, latency_us: Option<u64>) {
         self.msgs.fetch_add(n, Ordering::Relaxed);
@@ -729,6 +739,14 @@ async fn report(stats: Arc<Stats>, seconds: u64, what: &str) {
         h.max(),
         stats.errors.load(Ordering::Relaxed)
     );
+    if let Some(e) = stats
+        .first_error
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
+        println!("{what} first error: {e}");
+    }
 }
 
 /// Sends `per_topic` small messages to every topic, `inflight` at a time, and reports how
@@ -851,9 +869,7 @@ pub async fn bench(args: BenchArgs) -> Result<(), String> {
                                 (body.len() * n) as u64,
                                 Some(t0.elapsed().as_micros() as u64),
                             ),
-                            Err(_) => {
-                                stats.errors.fetch_add(1, Ordering::Relaxed);
-                            }
+                            Err(e) => stats.error(e),
                         }
                     }
                 }));

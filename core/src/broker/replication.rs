@@ -229,7 +229,7 @@ impl<D: Disk> Broker<D> {
 
     pub fn on_stream_opened(&mut self, addr: &str, conn: ConnId, now: u64) {
         let link = &mut self.repl.slave;
-        if self.repl.role != BrokerRole::Slave || link.conn.is_some() {
+        if self.repl.role != BrokerRole::Slave || link.conn.is_some() || link.dialed.is_none() {
             self.outputs.push_back(Output::Close {
                 conn,
                 reason: "no stream was asked for".into(),
@@ -329,7 +329,12 @@ impl<D: Disk> Broker<D> {
     /// resume point it reports first must be).
     fn maybe_dial_master(&mut self, now: u64) {
         let link = &self.repl.slave;
-        if self.repl.role != BrokerRole::Slave || link.conn.is_some() || now < link.connect_at {
+        // One dial at a time: `dialed` is set until the stream closes.
+        if self.repl.role != BrokerRole::Slave
+            || link.conn.is_some()
+            || link.dialed.is_some()
+            || now < link.connect_at
+        {
             return;
         }
         let Some(addr) = link.master_ha_addr.clone() else {
