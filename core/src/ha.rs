@@ -37,13 +37,18 @@ pub const HEARTBEAT_INTERVAL_MS: u64 = 5_000;
 pub const HOUSEKEEPING_MS: u64 = 20_000;
 /// The largest transfer a slave accepts: a record may exceed the batch size.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+/// A stream must send its first whole report this soon, or it is closed (a connection that
+/// says nothing holds one of the [`MAX_SLAVE_STREAMS`] places).
+pub const HANDSHAKE_MS: u64 = 5_000;
 /// Most HA streams a master keeps (its slaves; each may hold [`MAX_IN_FLIGHT`] of the log in
 /// write queues): a flood of connections to the HA port costs a bounded amount.
 pub const MAX_SLAVE_STREAMS: usize = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HaError {
-    #[error("the slave resumes at {report}, past the master's end {end}: its log diverged")]
+    #[error(
+        "the slave resumes at {report}, past what this master ever held or sent ({end}): its log diverged"
+    )]
     AheadOfMaster { report: u64, end: u64 },
     #[error("the slave resumes at {0}, inside a record of the master's log: its log diverged")]
     NotABoundary(u64),
@@ -92,9 +97,22 @@ struct SlaveConn {
 #[derive(Debug, Default)]
 pub struct HaMaster {
     slaves: BTreeMap<ConnId, SlaveConn>,
+    /// The furthest offset this process can vouch for: its log's end when it started, then
+    /// the end of everything it sent. A slave resuming past it holds bytes this process never
+    /// had there (a tail its predecessor lost in a power loss, followed since by other
+    /// records): refused, even once the log has grown past that offset.
+    vouched: u64,
 }
 
 impl HaMaster {
+    /// A master whose log ended at `recovered_end` when it started.
+    pub fn new(recovered_end: u64) -> HaMaster {
+        HaMaster {
+            slaves: BTreeMap::new(),
+            vouched: recovered_end,
+        }
+    }
+
     pub fn on_connect(&mut self, conn: ConnId, now: u64) {
         self.slaves.insert(
             conn,
@@ -129,19 +147,18 @@ impl HaMaster {
         is_boundary: impl Fn(u64) -> bool,
         now: u64,
     ) -> Result<(), HaError> {
+        let limit = master_end.min(self.vouched);
         let Some(s) = self.slaves.get_mut(&conn) else {
             return Ok(());
         };
         s.partial.extend_from_slice(bytes);
-        s.last_heard = now;
         while s.partial.len() >= REPORT_LEN {
             let report = s.partial.get_u64();
+            // Only whole reports keep a stream alive.
+            s.last_heard = now;
             match s.report {
-                None if report > master_end => {
-                    return Err(HaError::AheadOfMaster {
-                        report,
-                        end: master_end,
-                    });
+                None if report > limit => {
+                    return Err(HaError::AheadOfMaster { report, end: limit });
                 }
                 None if report < master_end && !is_boundary(report) => {
                     return Err(HaError::NotABoundary(report));
@@ -193,6 +210,7 @@ impl HaMaster {
         now: u64,
     ) -> Vec<(ConnId, Result<Bytes, HaError>)> {
         let mut out = Vec::new();
+        let mut vouched = self.vouched;
         for (conn, s) in self.slaves.iter_mut() {
             let Some(report) = s.report else { continue };
             let in_flight = s.sent_end.saturating_sub(report);
@@ -201,6 +219,7 @@ impl HaMaster {
                     Ok((data, next)) if !data.is_empty() => {
                         out.push((*conn, Ok(encode_transfer(s.sent_end, &data))));
                         s.sent_end = next;
+                        vouched = vouched.max(next);
                         s.last_sent = now;
                         continue;
                     }
@@ -216,6 +235,7 @@ impl HaMaster {
                 s.last_sent = now;
             }
         }
+        self.vouched = vouched;
         out
     }
 
@@ -223,7 +243,14 @@ impl HaMaster {
     pub fn expired(&self, now: u64) -> Vec<ConnId> {
         self.slaves
             .iter()
-            .filter(|(_, s)| now >= s.last_heard + HOUSEKEEPING_MS)
+            .filter(|(_, s)| {
+                let silence = if s.report.is_some() {
+                    HOUSEKEEPING_MS
+                } else {
+                    HANDSHAKE_MS
+                };
+                now >= s.last_heard + silence
+            })
             .map(|(c, _)| *c)
             .collect()
     }
@@ -238,7 +265,7 @@ impl HaMaster {
                 Some(_) => {
                     (s.last_sent + HEARTBEAT_INTERVAL_MS).min(s.last_heard + HOUSEKEEPING_MS)
                 }
-                None => s.last_heard + HOUSEKEEPING_MS,
+                None => s.last_heard + HANDSHAKE_MS,
             })
             .min()
     }

@@ -79,7 +79,7 @@ fn a_slave_catches_up_and_the_master_counts_what_it_holds() {
     for split in [1, 5, 13, 4096, usize::MAX] {
         let (mut m, mut s) = (store(1), store(2));
         put(&mut m, 200, 900);
-        let (mut master, mut slave) = (HaMaster::default(), HaSlave::default());
+        let (mut master, mut slave) = (HaMaster::new(u64::MAX), HaSlave::default());
         master.on_connect(S, NOW);
         let hello = slave.on_connected(s.write_pos(), NOW);
         master
@@ -102,7 +102,7 @@ fn a_slave_catches_up_and_the_master_counts_what_it_holds() {
 fn a_report_beyond_what_was_sent_is_not_trusted() {
     let (mut m, s) = (store(1), store(2));
     put(&mut m, 100, 900);
-    let mut master = HaMaster::default();
+    let mut master = HaMaster::new(u64::MAX);
     master.on_connect(S, NOW);
     master
         .on_bytes(
@@ -132,7 +132,7 @@ fn a_report_beyond_what_was_sent_is_not_trusted() {
         m.write_pos()
     );
     // A first report inside one of the master's records: a diverged log, refused.
-    let mut inside = HaMaster::default();
+    let mut inside = HaMaster::new(u64::MAX);
     inside.on_connect(S, NOW);
     assert!(matches!(
         inside.on_bytes(
@@ -145,7 +145,7 @@ fn a_report_beyond_what_was_sent_is_not_trusted() {
         Err(HaError::NotABoundary(100))
     ));
     // A first report past the master's end: a diverged log, refused.
-    let mut other = HaMaster::default();
+    let mut other = HaMaster::new(u64::MAX);
     other.on_connect(S, NOW);
     assert!(matches!(
         other.on_bytes(
@@ -163,7 +163,7 @@ fn a_report_beyond_what_was_sent_is_not_trusted() {
 fn the_window_in_flight_is_bounded_and_idle_links_heartbeat_and_expire() {
     let mut m = store(1);
     put(&mut m, 1_500, 4_000); // ~6 MB: more than the window
-    let mut master = HaMaster::default();
+    let mut master = HaMaster::new(u64::MAX);
     master.on_connect(S, NOW);
     master
         .on_bytes(S, &encode_report(0), m.write_pos(), |_| true, NOW)
@@ -239,4 +239,51 @@ fn a_slave_refuses_data_for_the_wrong_offset_and_reconnects_when_its_master_is_s
         slave.on_timeout(NOW + HOUSEKEEPING_MS),
         Err(HaError::MasterSilent)
     );
+}
+
+#[test]
+fn a_slave_resuming_past_what_this_master_process_held_or_sent_is_refused() {
+    // The master's predecessor lost a tail in a power loss; this process started with its log
+    // ending at 0 here and grew since. A slave that kept the lost tail resumes at a record
+    // boundary of the new log: the offset exists, the bytes below it are not this log's.
+    let mut m = store(1);
+    put(&mut m, 50, 900);
+    let first_end = m.read_replicated(0, 1).unwrap().1;
+    assert!(m.is_unit_start(first_end));
+    let mut master = HaMaster::new(0);
+    master.on_connect(S, NOW);
+    let end = m.write_pos();
+    assert!(matches!(
+        master.on_bytes(
+            S,
+            &encode_report(first_end),
+            end,
+            |o| m.is_unit_start(o),
+            NOW
+        ),
+        Err(HaError::AheadOfMaster { .. })
+    ));
+    // Once this process has sent up to there (to a slave that resumed at 0), it vouches.
+    let mut master = HaMaster::new(0);
+    master.on_connect(ConnId(1), NOW);
+    master
+        .on_bytes(
+            ConnId(1),
+            &encode_report(0),
+            end,
+            |o| m.is_unit_start(o),
+            NOW,
+        )
+        .unwrap();
+    while !master.poll_transfers(&m, NOW).is_empty() {}
+    master.on_connect(S, NOW);
+    master
+        .on_bytes(
+            S,
+            &encode_report(first_end),
+            end,
+            |o| m.is_unit_start(o),
+            NOW,
+        )
+        .unwrap();
 }

@@ -545,6 +545,7 @@ impl<D: Disk> Broker<D> {
         let transactions = transaction::Transactions::load(&store, &mut offsets)?;
         let rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
         let first_start = store.fresh();
+        let log_end = store.write_pos();
         let mut broker = Broker {
             store_host,
             store,
@@ -596,7 +597,11 @@ impl<D: Disk> Broker<D> {
             groups,
             wheel,
             transactions,
-            repl: replication::Replication::new(config.broker_role, config.ha_master_addr.clone()),
+            repl: replication::Replication::new(
+                config.broker_role,
+                config.ha_master_addr.clone(),
+                log_end,
+            ),
             config,
         };
         if restored_any {
@@ -659,6 +664,7 @@ impl<D: Disk> Broker<D> {
         self.offsets.fences.forget(conn);
         self.held.drop_conn(conn);
         self.flush.waiters.retain(|w| w.conn != conn);
+        self.repl.waiters.retain(|w| w.conn != conn);
         self.replication_disconnect(conn, now);
         let changed = self.clients.remove_conn(conn);
         for group in changed {

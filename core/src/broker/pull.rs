@@ -289,7 +289,8 @@ impl<D: Disk> Broker<D> {
     /// (SYNC_MASTER).
     pub(super) fn visible_on_append(&self) -> bool {
         (self.config.flush_disk_type == FlushDiskType::Async
-            && self.repl.role != super::BrokerRole::SyncMaster)
+            && (self.repl.role != super::BrokerRole::SyncMaster
+                || self.replicated_bound() == u64::MAX))
             || crate::buggify::bug("broker.serve-unflushed")
     }
 
@@ -319,7 +320,10 @@ impl<D: Disk> Broker<D> {
     /// More of the log became visible (a flush, a slave's report, a replicated append on a
     /// slave): held pulls whose queue now holds something at their offset get another try.
     pub(super) fn wake_visible_pulls(&mut self, now: u64) {
-        if self.visible_on_append() && self.repl.role.is_master() {
+        if self.visible_on_append()
+            && self.repl.role.is_master()
+            && self.repl.role != super::BrokerRole::SyncMaster
+        {
             return; // woken on append instead
         }
         let mut due = Vec::new();

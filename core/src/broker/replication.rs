@@ -60,15 +60,24 @@ pub(super) struct Replication {
     pub role: BrokerRole,
     master: HaMaster,
     /// SYNC_MASTER answers waiting for a slave to hold their data, in append order.
-    waiters: VecDeque<SyncWaiter>,
+    pub(super) waiters: VecDeque<SyncWaiter>,
+    /// What consumers could see while no slave was in sync: visibility never goes back below
+    /// it when a slave returns (a consumer that read it must not be sent back).
+    visible_floor: u64,
     slave: SlaveLink,
 }
 
 impl Replication {
-    pub(super) fn new(role: BrokerRole, ha_master_addr: Option<String>) -> Replication {
+    /// `log_end`: the store's end when the broker started (what its HA master can vouch for).
+    pub(super) fn new(
+        role: BrokerRole,
+        ha_master_addr: Option<String>,
+        log_end: u64,
+    ) -> Replication {
         Replication {
             role,
-            master: HaMaster::default(),
+            master: HaMaster::new(log_end),
+            visible_floor: 0,
             waiters: VecDeque::new(),
             slave: SlaveLink {
                 master_ha_addr: ha_master_addr,
@@ -119,7 +128,11 @@ impl<D: Disk> Broker<D> {
     /// message a consumer saw never vanishes with the master. `u64::MAX` otherwise.
     pub(super) fn replicated_bound(&self) -> u64 {
         if self.repl.role == BrokerRole::SyncMaster && self.in_sync_slaves() > 0 {
-            self.repl.master.acked().unwrap_or(0)
+            self.repl
+                .master
+                .acked()
+                .unwrap_or(0)
+                .max(self.repl.visible_floor)
         } else {
             u64::MAX
         }
@@ -185,6 +198,10 @@ impl<D: Disk> Broker<D> {
 
     /// After an input: a master sends its slaves what they lack.
     pub(super) fn pump_replication(&mut self, now: u64) {
+        if self.repl.role == BrokerRole::SyncMaster && self.replicated_bound() == u64::MAX {
+            // Everything appended is visible now: a slave that returns must not hide it.
+            self.repl.visible_floor = self.store.write_pos();
+        }
         if !self.repl.role.is_master() || self.repl.master.slaves() == 0 {
             return;
         }

@@ -231,6 +231,7 @@ impl Cluster {
                 }
                 Routed::OpenStream { addr } => {
                     if let (None, conn) = self.fabric.open_stream(n, &addr, true, now)
+                        && self.fabric.take_untold(n, conn)
                         && let Some(b) = self.fabric.nodes[n].broker()
                     {
                         b.on_disconnect(conn, now);
@@ -238,6 +239,13 @@ impl Cluster {
                 }
                 Routed::StreamBytes { sid, to, bytes } => {
                     self.stream_bytes.push_back((sid, to, bytes))
+                }
+                Routed::CloseUntold { conn } => {
+                    if self.fabric.take_untold(n, conn)
+                        && let Some(b) = self.fabric.nodes[n].broker()
+                    {
+                        b.on_disconnect(conn, now);
+                    }
                 }
                 Routed::CloseStream { sid } => {
                     if let Some(s) = self.fabric.stream(sid) {

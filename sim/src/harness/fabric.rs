@@ -137,6 +137,9 @@ pub enum Routed {
     StreamBytes { sid: u64, to: usize, bytes: Bytes },
     /// The node closes its end of stream `sid` (`Fabric::close_stream`).
     CloseStream { sid: u64 },
+    /// The node closes a stream connection that is already gone but that it was not told of
+    /// yet (`Fabric::take_untold`): it is told now, as the driver tells it of any close.
+    CloseUntold { conn: ConnId },
     /// Disk work for the broker: the caller decides when it completes.
     Flush { upto: u64 },
     Persist {
@@ -188,6 +191,9 @@ pub struct Fabric {
     streams: BTreeMap<u64, Stream>,
     stream_of: BTreeMap<(usize, ConnId), u64>,
     next_stream: u64,
+    /// Stream ends gone (a reset, a failed dial, a peer's close) whose node has not been told
+    /// `on_disconnect` yet: told once, by whichever comes first, the news or its own close.
+    untold: std::collections::BTreeSet<(usize, ConnId)>,
     /// A server's connection for each client: (server, client) -> conn.
     conns: BTreeMap<(usize, usize), ConnId>,
     /// Who is on the other end of a server's connection: (server, conn) -> client.
@@ -236,6 +242,7 @@ impl Fabric {
             return (None, dialer_conn);
         };
         if !accept || self.nodes[server].broker().is_none() {
+            self.untold.insert((dialer, dialer_conn));
             return (None, dialer_conn);
         }
         self.next_conn += 1;
@@ -294,12 +301,25 @@ impl Fabric {
         };
         self.stream_of.remove(&(s.dialer, s.dialer_conn));
         self.stream_of.remove(&(s.server, s.server_conn));
-        for &n in tell {
-            let conn = s.conn_of(n);
-            if let Some(b) = self.nodes[n].broker() {
-                b.on_disconnect(conn, now);
+        for (n, conn) in [(s.dialer, s.dialer_conn), (s.server, s.server_conn)] {
+            if tell.contains(&n) {
+                if let Some(b) = self.nodes[n].broker() {
+                    b.on_disconnect(conn, now);
+                }
+            } else {
+                self.untold.insert((n, conn));
             }
         }
+    }
+
+    /// Whether `node` still has to be told its stream `conn` is gone; it counts as told now.
+    pub fn take_untold(&mut self, node: usize, conn: ConnId) -> bool {
+        self.untold.remove(&(node, conn))
+    }
+
+    /// A process died: whatever it was not told goes with it.
+    pub fn forget_untold(&mut self, node: usize) {
+        self.untold.retain(|(n, _)| *n != node);
     }
 
     pub fn node_at(&self, addr: &str) -> Option<usize> {
@@ -343,6 +363,9 @@ impl Fabric {
                 Routed::CloseStream {
                     sid: self.stream_of[&(from, conn)],
                 }
+            }
+            Output::Close { conn, .. } if self.untold.contains(&(from, conn)) => {
+                Routed::CloseUntold { conn }
             }
             Output::Close { conn, reason } => Routed::Close { conn, reason },
             Output::OpenStream { addr } => Routed::OpenStream { addr },

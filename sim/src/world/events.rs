@@ -65,7 +65,10 @@ impl Sim {
                 epochs,
             } => self.deliver_stream(sid, (from, to), epochs, bytes),
             Ev::StreamLost { node, conn, epoch } => {
-                if self.epochs[node] == epoch && !self.down.contains(&node) {
+                if self.epochs[node] == epoch
+                    && !self.down.contains(&node)
+                    && self.fabric.take_untold(node, conn)
+                {
                     let now = self.local(node);
                     if let Some(b) = self.fabric.nodes[node].broker() {
                         b.on_disconnect(conn, now);

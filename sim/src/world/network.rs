@@ -272,6 +272,7 @@ impl Sim {
             };
             let (peer, conn) = s.peer_of(node);
             self.fabric.close_stream(sid, &[], self.now);
+            self.fabric.take_untold(node, s.conn_of(node));
             if power {
                 // Nothing tells the peer: its writes vanish until its own timeouts close
                 // its end (a connection already forgotten here).

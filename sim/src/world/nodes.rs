@@ -135,6 +135,7 @@ impl Sim {
             self.disconnect(broker);
         }
         self.fabric.forget_server(broker);
+        self.fabric.forget_untold(broker);
         self.streams_die_with(broker, power);
         self.ticks.remove(&broker);
         // A killed process's sockets are closed by its kernel: its clients see the
@@ -353,6 +354,15 @@ impl Sim {
                     self.transmit_stream(sid, node, to, bytes)
                 }
                 Routed::CloseStream { sid } => self.close_stream(node, sid),
+                Routed::CloseUntold { conn } => {
+                    if self.fabric.take_untold(node, conn) {
+                        let now = self.local(node);
+                        if let Some(b) = self.fabric.nodes[node].broker() {
+                            b.on_disconnect(conn, now);
+                        }
+                        self.after(node);
+                    }
+                }
                 Routed::Nowhere => {
                     // As on a socket: a write to a closed connection is lost. Traced, not
                     // silent.
