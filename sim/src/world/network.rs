@@ -12,15 +12,6 @@ impl Sim {
         if self.cuts.iter().any(|c| c.blocks(from, to)) {
             return;
         }
-        // A clogged link holds what is sent until the clog clears.
-        let now = self.now;
-        let held = self
-            .clogs
-            .iter()
-            .filter(|c| (c.node == from || c.node == to) && c.from <= now && now < c.until)
-            .map(|c| c.until)
-            .max()
-            .unwrap_or(0);
         let (drop, dup) = if self.faults_on {
             (self.cfg.faults.drop, self.cfg.faults.duplicate)
         } else {
@@ -33,10 +24,7 @@ impl Sim {
         }
         let copies = if self.chance(Stream::Net, dup) { 2 } else { 1 };
         for _ in 0..copies {
-            let latency = self.between(Stream::Net, self.cfg.faults.latency_ms);
-            let free = self.link_free.get(&(from, to)).copied().unwrap_or(0);
-            let at = (self.now + latency).max(free).max(held);
-            self.link_free.insert((from, to), at);
+            let at = self.arrival(from, to);
             self.push(
                 at,
                 Ev::Frame {
@@ -49,6 +37,24 @@ impl Sim {
                 },
             );
         }
+    }
+
+    /// When something sent now from `from` reaches `to`: a drawn latency, never before what
+    /// was sent on the link earlier (FIFO), and held while a clog on either end lasts.
+    fn arrival(&mut self, from: usize, to: usize) -> u64 {
+        let now = self.now;
+        let held = self
+            .clogs
+            .iter()
+            .filter(|c| (c.node == from || c.node == to) && c.from <= now && now < c.until)
+            .map(|c| c.until)
+            .max()
+            .unwrap_or(0);
+        let latency = self.between(Stream::Net, self.cfg.faults.latency_ms);
+        let free = self.link_free.get(&(from, to)).copied().unwrap_or(0);
+        let at = (now + latency).max(free).max(held);
+        self.link_free.insert((from, to), at);
+        at
     }
 
     pub(super) fn deliver(
@@ -185,18 +191,7 @@ impl Sim {
             self.reset_stream(sid, "cut or dropped");
             return;
         }
-        let now = self.now;
-        let held = self
-            .clogs
-            .iter()
-            .filter(|c| (c.node == from || c.node == to) && c.from <= now && now < c.until)
-            .map(|c| c.until)
-            .max()
-            .unwrap_or(0);
-        let latency = self.between(Stream::Net, self.cfg.faults.latency_ms);
-        let free = self.link_free.get(&(from, to)).copied().unwrap_or(0);
-        let at = (self.now + latency).max(free).max(held);
-        self.link_free.insert((from, to), at);
+        let at = self.arrival(from, to);
         let epochs = (self.epochs[from], self.epochs[to]);
         self.push(
             at,
