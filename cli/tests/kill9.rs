@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rockfish_core::message::{properties_string, split_records};
+use rockfish_core::message::properties_string;
 use rockfish_core::remoting::RemotingCommand;
 use rockfish_core::remoting::codes::{request, response};
 use rockfish_net::Client;
@@ -93,27 +93,7 @@ async fn every_send_ok_survives_kill_9() {
     let mut server = start(dir.path());
     let c = Client::connect(&server.broker).await.unwrap();
     for (queue, sent) in &acked {
-        let mut found: Vec<(u64, String)> = Vec::new();
-        let mut offset = 0u64;
-        loop {
-            let pull = RemotingCommand::request(request::PULL_MESSAGE, 0)
-                .with_ext("consumerGroup", "check")
-                .with_ext("topic", "CrashTopic")
-                .with_ext("queueId", queue)
-                .with_ext("queueOffset", offset)
-                .with_ext("maxMsgNums", 32)
-                .with_ext("sysFlag", 4)
-                .with_ext("subscription", "*");
-            let r = c.request(pull, Duration::from_secs(5)).await.unwrap();
-            if r.code != response::SUCCESS {
-                break;
-            }
-            for rec in split_records(r.body.clone()).unwrap() {
-                let key = String::from_utf8(rec.property("UNIQ_KEY").unwrap().to_vec()).unwrap();
-                found.push((rec.queue_offset(), key));
-            }
-            offset = r.ext("nextBeginOffset").unwrap().parse().unwrap();
-        }
+        let found = common::read_queue(&c, "CrashTopic", *queue).await;
         // In order, dense, no duplicates.
         for (i, (o, _)) in found.iter().enumerate() {
             assert_eq!(*o, i as u64, "queue {queue}: offsets are dense and ordered");

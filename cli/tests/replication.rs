@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use rockfish_core::message::{properties_string, split_records};
+use rockfish_core::message::properties_string;
 use rockfish_core::remoting::RemotingCommand;
 use rockfish_core::remoting::codes::{request, response};
 use rockfish_net::Client;
@@ -138,27 +138,7 @@ async fn what_a_sync_master_acked_is_on_its_slave_after_kill_9() {
 
     let s = Client::connect(&slave_addr).await.unwrap();
     for (queue, sent) in &acked {
-        let mut found: Vec<(u64, String)> = Vec::new();
-        let mut offset = 0u64;
-        loop {
-            let pull = RemotingCommand::request(request::PULL_MESSAGE, 0)
-                .with_ext("consumerGroup", "check")
-                .with_ext("topic", "HaTopic")
-                .with_ext("queueId", queue)
-                .with_ext("queueOffset", offset)
-                .with_ext("maxMsgNums", 32)
-                .with_ext("sysFlag", 4)
-                .with_ext("subscription", "*");
-            let r = s.request(pull, Duration::from_secs(5)).await.unwrap();
-            if r.code != response::SUCCESS {
-                break;
-            }
-            for rec in split_records(r.body.clone()).unwrap() {
-                let key = String::from_utf8(rec.property("UNIQ_KEY").unwrap().to_vec()).unwrap();
-                found.push((rec.queue_offset(), key));
-            }
-            offset = r.ext("nextBeginOffset").unwrap().parse().unwrap();
-        }
+        let found = common::read_queue(&s, "HaTopic", *queue).await;
         for (o, key) in sent {
             assert_eq!(
                 found.get(*o as usize).map(|(_, k)| k),

@@ -71,6 +71,37 @@ pub fn start(dir: &Path, extra: &[&str], log: &str, keep_stderr: bool) -> Standa
     }
 }
 
+/// Every message of a queue, pulled from its start: (queue offset, UNIQ_KEY).
+pub async fn read_queue(c: &rockfish_net::Client, topic: &str, queue: u32) -> Vec<(u64, String)> {
+    use rockfish_core::remoting::RemotingCommand;
+    use rockfish_core::remoting::codes::{request, response};
+    let mut found = Vec::new();
+    let mut offset = 0u64;
+    loop {
+        let pull = RemotingCommand::request(request::PULL_MESSAGE, 0)
+            .with_ext("consumerGroup", "check")
+            .with_ext("topic", topic)
+            .with_ext("queueId", queue)
+            .with_ext("queueOffset", offset)
+            .with_ext("maxMsgNums", 32)
+            .with_ext("sysFlag", 4)
+            .with_ext("subscription", "*");
+        let r = c
+            .request(pull, std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+        if r.code != response::SUCCESS {
+            break;
+        }
+        for rec in rockfish_core::message::split_records(r.body.clone()).unwrap() {
+            let key = String::from_utf8(rec.property("UNIQ_KEY").unwrap().to_vec()).unwrap();
+            found.push((rec.queue_offset(), key));
+        }
+        offset = r.ext("nextBeginOffset").unwrap().parse().unwrap();
+    }
+    found
+}
+
 /// A standalone over a data directory of its own (removed with it), with 16 MiB log segments
 /// and `extra` arguments, logging warnings only.
 pub fn start_in_temp_dir(extra: &[&str]) -> Standalone {
