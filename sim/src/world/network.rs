@@ -155,9 +155,8 @@ impl Sim {
         match (sid, to) {
             (Some(_), Some(to)) => self.after(to),
             _ => {
-                let at = self.now + self.between(Stream::Net, self.cfg.faults.latency_ms) * 2;
-                let epoch = self.epochs[node];
-                self.push(at, Ev::StreamLost { node, conn, epoch });
+                // A refused or unanswered dial fails after a round trip.
+                self.stream_lost_later(node, conn, 2);
             }
         }
         self.after(node);
@@ -229,9 +228,7 @@ impl Sim {
         let line = format!("t={} stream {sid} reset: {why}", self.now);
         self.log(line);
         for (node, conn) in [(s.dialer, s.dialer_conn), (s.server, s.server_conn)] {
-            let at = self.now + self.between(Stream::Net, self.cfg.faults.latency_ms);
-            let epoch = self.epochs[node];
-            self.push(at, Ev::StreamLost { node, conn, epoch });
+            self.stream_lost_later(node, conn, 1);
         }
     }
 
@@ -244,16 +241,7 @@ impl Sim {
         let now = self.local(node);
         self.fabric.close_stream(sid, &[node], now);
         let (peer, conn) = s.peer_of(node);
-        let at = self.now + self.between(Stream::Net, self.cfg.faults.latency_ms);
-        let epoch = self.epochs[peer];
-        self.push(
-            at,
-            Ev::StreamLost {
-                node: peer,
-                conn,
-                epoch,
-            },
-        );
+        self.stream_lost_later(peer, conn, 1);
         self.after(node);
     }
 
@@ -273,17 +261,16 @@ impl Sim {
                 // its end (a connection already forgotten here).
                 continue;
             }
-            let at = self.now + self.between(Stream::Net, self.cfg.faults.latency_ms);
-            let epoch = self.epochs[peer];
-            self.push(
-                at,
-                Ev::StreamLost {
-                    node: peer,
-                    conn,
-                    epoch,
-                },
-            );
+            self.stream_lost_later(peer, conn, 1);
         }
+    }
+
+    /// `node` (its current process) learns its stream `conn` is gone, `hops` drawn latencies
+    /// from now.
+    fn stream_lost_later(&mut self, node: usize, conn: ConnId, hops: u64) {
+        let at = self.now + self.between(Stream::Net, self.cfg.faults.latency_ms) * hops;
+        let epoch = self.epochs[node];
+        self.push(at, Ev::StreamLost { node, conn, epoch });
     }
 
     /// Closes every connection a client had to the servers, as its process exiting would.
