@@ -46,13 +46,22 @@ fn broker(config: BrokerConfig, disk: MemDisk, now: u64) -> Broker<MemDisk> {
 
 impl Pair {
     fn new(role: BrokerRole, flush: FlushDiskType) -> Pair {
+        Pair::with_master(BrokerConfig {
+            broker_role: role,
+            flush_disk_type: flush,
+            ..BrokerConfig::default()
+        })
+    }
+
+    /// A pair whose master runs `config` (its addresses set to the pair's); the slave uses
+    /// the master's flush type.
+    fn with_master(config: BrokerConfig) -> Pair {
+        let flush = config.flush_disk_type;
         let master = broker(
             BrokerConfig {
                 broker_addr: MASTER.into(),
                 namesrv_addrs: vec![NS.into()],
-                broker_role: role,
-                flush_disk_type: flush,
-                ..BrokerConfig::default()
+                ..config
             },
             MemDisk::new(1),
             NOW,
@@ -329,7 +338,7 @@ fn a_slave_follows_its_master_byte_for_byte_and_serves_reads() {
 }
 
 #[test]
-fn consumer_offsets_reach_the_slave() {
+fn consumer_offsets_and_subscription_groups_reach_the_slave() {
     let mut p = Pair::new(BrokerRole::AsyncMaster, FlushDiskType::Async);
     p.send("a", 1).unwrap();
     let commit = RemotingCommand::request(request::UPDATE_CONSUMER_OFFSET, 5)
@@ -339,8 +348,22 @@ fn consumer_offsets_reach_the_slave() {
         .with_ext("commitOffset", 1);
     let now = p.now;
     p.master.on_command(P, commit, now, now);
+    let group = RemotingCommand::request(request::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP, 7)
+        .with_body(Bytes::from_static(
+            br#"{"groupName":"MadeOnMaster","retryMaxTimes":"3"}"#,
+        ));
+    p.master.on_command(P, group, now, now);
     p.pump();
+    assert_eq!(p.answer(7).unwrap().code, response::SUCCESS);
     p.advance(11_000);
+    // Subscription groups follow the master's.
+    let all = RemotingCommand::request(request::GET_ALL_SUBSCRIPTIONGROUP_CONFIG, 8);
+    let now = p.now;
+    p.slave().on_command(P, all, now, now);
+    p.pump();
+    let r = p.from_slave.pop().unwrap();
+    let body = String::from_utf8(r.body.to_vec()).unwrap();
+    assert!(body.contains("MadeOnMaster"), "{body}");
     let q = RemotingCommand::request(request::QUERY_CONSUMER_OFFSET, 6)
         .with_ext("consumerGroup", "CG")
         .with_ext("topic", "TopicA")
@@ -486,4 +509,35 @@ fn a_flood_of_ha_connections_is_refused_past_the_cap() {
     assert_eq!(r.code, response::SUCCESS);
     p.advance(100);
     assert_eq!(p.slave().store().write_pos(), p.master.store().write_pos());
+}
+
+#[test]
+fn with_slave_read_enabled_a_consumer_far_behind_is_sent_to_the_slave() {
+    // slaveReadEnable: a pull reading further behind the log's end than the limit is told
+    // suggestWhichBrokerId = 1; one near the end, or any pull without it, is told 0.
+    for enabled in [false, true] {
+        let mut p = Pair::with_master(BrokerConfig {
+            slave_read_enable: enabled,
+            slave_read_behind_bytes: 20_000,
+            ..BrokerConfig::default()
+        });
+        for i in 0..200 {
+            p.send(&format!("m{i}"), i + 1).unwrap();
+        }
+        p.advance(100);
+        let suggested = |p: &mut Pair, offset: u64| {
+            let pull = p.pull_cmd(offset, 4);
+            let now = p.now;
+            p.master.on_command(P, pull, now, now);
+            p.pump();
+            let r = p.answer(9_000 + offset as i32).expect("answered");
+            assert_eq!(r.code, response::SUCCESS);
+            r.ext("suggestWhichBrokerId").unwrap().to_string()
+        };
+        let far = suggested(&mut p, 0);
+        let last = p.master.store().max_offset("TopicA", 0) - 1;
+        let near = suggested(&mut p, last);
+        assert_eq!(far, if enabled { "1" } else { "0" }, "enabled={enabled}");
+        assert_eq!(near, "0");
+    }
 }
