@@ -481,7 +481,8 @@ impl<D: Disk> Broker<D> {
         match kind {
             SyncKind::Topics => match decode_body::<TopicConfigSerializeWrapper>(&cmd.body) {
                 Ok(w) => {
-                    let changed = w.data_version != self.topics.table().data_version;
+                    // The version alone (the table's snapshot copies every topic).
+                    let changed = w.data_version != *self.topics.data_version();
                     if changed {
                         let table = config::TopicConfigTable {
                             topic_config_table: w.topic_config_table,

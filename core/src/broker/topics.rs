@@ -55,6 +55,10 @@ impl Topics {
         }
     }
 
+    pub fn data_version(&self) -> &DataVersion {
+        &self.data_version
+    }
+
     /// The table changed at `now` (name servers compare versions).
     pub fn bump_version(&mut self, now: u64) {
         self.data_version.timestamp = rockfish_store::java_millis(now);
