@@ -317,6 +317,18 @@ fn a_slave_follows_its_master_byte_for_byte_and_serves_reads() {
         p.slave().store().max_offset("TopicA", 0),
         p.master.store().max_offset("TopicA", 0)
     );
+    // A topic the master creates between two config syncs: the slave serves what it holds.
+    let fresh = p.send_cmd("fresh", 500).with_ext("b", "Fresh");
+    let now = p.now;
+    p.master.on_command(P, fresh, now, now);
+    p.advance(100);
+    assert!(p.slave().topic("Fresh").is_none(), "not synced yet");
+    let pull = p.pull_cmd(0, 4).with_ext("topic", "Fresh");
+    let now = p.now;
+    p.slave().on_command(P, pull, now, now);
+    p.pump();
+    let r = p.from_slave.pop().expect("answered");
+    assert_eq!(r.code, response::SUCCESS, "{r:?}");
     // The slave's configs follow the master's (topics at once through the sync).
     p.advance(11_000);
     assert!(p.slave().topic("TopicA").is_some(), "topic config synced");

@@ -71,6 +71,9 @@ impl<D: Disk> Broker<D> {
             }
             Some(_) => {}
         }
+        if !self.topics.contains(&topic) {
+            self.adopt_replicated_topic(&topic);
+        }
         let Some(tc) = self.topics.get(&topic) else {
             return refuse(
                 response::TOPIC_NOT_EXIST,

@@ -411,6 +411,33 @@ impl<D: Disk> Broker<D> {
         }
     }
 
+    /// A slave asked for a topic it holds queues of but has no config for yet (the master
+    /// created it since the last config sync): it serves what it holds, as a topic with as
+    /// many queues as its log shows (the next sync brings the master's config).
+    pub(super) fn adopt_replicated_topic(&mut self, topic: &str) {
+        if self.repl.role != BrokerRole::Slave {
+            return;
+        }
+        let queues = self
+            .store
+            .queue_ids()
+            .filter(|(t, _)| *t == topic)
+            .map(|(_, q)| q.saturating_add(1))
+            .max();
+        if let Some(n) = queues {
+            let n = n.max(self.config.default_topic_queues);
+            tracing::info!(
+                topic,
+                queues = n,
+                "serving a replicated topic before its config sync"
+            );
+            self.topics.insert(
+                topic.to_string(),
+                rockfish_store::config::TopicConfig::new(topic, n),
+            );
+        }
+    }
+
     /// A registration's answer named this slave's master (masterAddr, haServerAddr).
     pub(super) fn learn_master(&mut self, cmd: &RemotingCommand, now: u64) {
         if self.repl.role != BrokerRole::Slave {
