@@ -18,6 +18,7 @@ pub mod broker;
 pub use rockfish_store::buggify;
 pub mod client;
 pub mod consumer;
+pub mod controller;
 pub mod filter;
 pub mod ha;
 pub mod machine;

@@ -56,6 +56,16 @@ pub mod request {
     pub const SEND_MESSAGE_V2: i32 = 310;
     pub const SEND_BATCH_MESSAGE: i32 = 320;
     pub const QUERY_DATA_VERSION: i32 = 322;
+    /// RocketMQ 5 controller mode (Apache's codes).
+    pub const BROKER_HEARTBEAT: i32 = 904;
+    pub const CONTROLLER_ALTER_SYNC_STATE_SET: i32 = 1001;
+    pub const CONTROLLER_ELECT_MASTER: i32 = 1002;
+    pub const CONTROLLER_REGISTER_BROKER: i32 = 1003;
+    pub const CONTROLLER_GET_REPLICA_INFO: i32 = 1004;
+    pub const GET_BROKER_EPOCH_CACHE: i32 = 1007;
+    /// rockfish's own: a raft message between controllers (oneway; Apache's controllers
+    /// speak DLedger or JRaft on a port of their own).
+    pub const CONTROLLER_RAFT_MESSAGE: i32 = 1050;
 }
 
 /// Response codes.
@@ -89,4 +99,14 @@ pub mod response {
     pub const TRANSACTION_SHOULD_ROLLBACK: i32 = 201;
     pub const TRANSACTION_STATE_UNKNOW: i32 = 202;
     pub const CONSUMER_NOT_ONLINE: i32 = 206;
+    pub const CONTROLLER_FENCED_MASTER_EPOCH: i32 = 2000;
+    pub const CONTROLLER_FENCED_SYNC_STATE_SET_EPOCH: i32 = 2001;
+    pub const CONTROLLER_INVALID_MASTER: i32 = 2002;
+    pub const CONTROLLER_INVALID_REPLICAS: i32 = 2003;
+    pub const CONTROLLER_MASTER_NOT_AVAILABLE: i32 = 2004;
+    pub const CONTROLLER_INVALID_REQUEST: i32 = 2005;
+    pub const CONTROLLER_BROKER_NOT_ALIVE: i32 = 2006;
+    pub const CONTROLLER_NOT_LEADER: i32 = 2007;
+    pub const CONTROLLER_BROKER_METADATA_NOT_EXIST: i32 = 2008;
+    pub const CONTROLLER_ELECT_MASTER_FAILED: i32 = 2012;
 }
