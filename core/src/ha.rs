@@ -27,6 +27,10 @@ use crate::machine::ConnId;
 pub const TRANSFER_HEADER_LEN: usize = 12;
 /// The slave → master report: its log end.
 pub const REPORT_LEN: usize = 8;
+/// In controller mode a slave says who it is before its first report: magic, the master
+/// epoch it follows, its brokerId (the master counts SyncStateSet members by id).
+pub const HELLO_LEN: usize = 16;
+const HELLO_MAGIC: u32 = 0x5246_4841; // "RFHA"
 /// Bytes of log per transfer (Apache's haTransferBatchSize).
 pub const MAX_TRANSFER_BYTES: usize = 32 * 1024;
 /// Most bytes sent to a slave and not yet reported back.
@@ -64,6 +68,19 @@ pub enum HaError {
     Store(String),
     #[error("the master has been silent for {HOUSEKEEPING_MS} ms")]
     MasterSilent,
+    #[error("the slave's hello is malformed")]
+    BadHello,
+    #[error("the slave follows epoch {slave}, this master leads epoch {master}")]
+    WrongEpoch { slave: u32, master: u32 },
+}
+
+/// Encodes a slave's hello (controller mode).
+pub fn encode_hello(epoch: u64, broker_id: u64) -> [u8; HELLO_LEN] {
+    let mut b = [0u8; HELLO_LEN];
+    b[..4].copy_from_slice(&HELLO_MAGIC.to_be_bytes());
+    b[4..8].copy_from_slice(&(epoch as u32).to_be_bytes());
+    b[8..].copy_from_slice(&broker_id.to_be_bytes());
+    b
 }
 
 /// Encodes a master → slave transfer.
@@ -91,6 +108,8 @@ struct SlaveConn {
     last_sent: u64,
     /// Report bytes not yet a whole report.
     partial: BytesMut,
+    /// Who it is (controller mode: from its hello).
+    broker_id: Option<u64>,
 }
 
 /// The master's side: every connected slave's position, and what to send each.
@@ -102,6 +121,8 @@ pub struct HaMaster {
     /// had there (a tail its predecessor lost in a power loss, followed since by other
     /// records): refused, even once the log has grown past that offset.
     vouched: u64,
+    /// Controller mode: every stream starts with a hello for this epoch.
+    hello_epoch: Option<u64>,
 }
 
 impl HaMaster {
@@ -110,7 +131,40 @@ impl HaMaster {
         HaMaster {
             slaves: BTreeMap::new(),
             vouched: recovered_end,
+            hello_epoch: None,
         }
+    }
+
+    /// A master of controller mode's `epoch`, whose log ended at `end` when it took over:
+    /// slaves say who they are and which epoch they follow first.
+    pub fn for_epoch(end: u64, epoch: u64) -> HaMaster {
+        HaMaster {
+            hello_epoch: Some(epoch),
+            ..HaMaster::new(end)
+        }
+    }
+
+    /// What slave `id` holds, as far as this master sent it (its best stream).
+    pub fn acked_by(&self, id: u64) -> Option<u64> {
+        self.slaves
+            .values()
+            .filter(|s| s.broker_id == Some(id))
+            .filter_map(Self::acked_of)
+            .max()
+    }
+
+    /// The brokerIds of the slaves that said hello and reported.
+    pub fn slave_ids(&self) -> std::collections::BTreeSet<u64> {
+        self.slaves
+            .values()
+            .filter(|s| s.report.is_some())
+            .filter_map(|s| s.broker_id)
+            .collect()
+    }
+
+    /// Every stream, to close them all (a master stepping down).
+    pub fn conns(&self) -> Vec<ConnId> {
+        self.slaves.keys().copied().collect()
     }
 
     pub fn on_connect(&mut self, conn: ConnId, now: u64) {
@@ -122,6 +176,7 @@ impl HaMaster {
                 last_heard: now,
                 last_sent: now,
                 partial: BytesMut::new(),
+                broker_id: None,
             },
         );
     }
@@ -152,6 +207,24 @@ impl HaMaster {
             return Ok(());
         };
         s.partial.extend_from_slice(bytes);
+        if let Some(epoch) = self.hello_epoch
+            && s.broker_id.is_none()
+        {
+            if s.partial.len() < HELLO_LEN {
+                return Ok(());
+            }
+            if s.partial.get_u32() != HELLO_MAGIC {
+                return Err(HaError::BadHello);
+            }
+            let slave = s.partial.get_u32();
+            if slave != epoch as u32 {
+                return Err(HaError::WrongEpoch {
+                    slave,
+                    master: epoch as u32,
+                });
+            }
+            s.broker_id = Some(s.partial.get_u64());
+        }
         while s.partial.len() >= REPORT_LEN {
             let report = s.partial.get_u64();
             // Only whole reports keep a stream alive.

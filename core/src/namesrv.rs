@@ -87,6 +87,17 @@ pub struct NameServer {
     conns: BTreeSet<ConnId>,
     next_scan: u64,
     outputs: VecDeque<Output>,
+    /// RocketMQ 5's controller, embedded (enableControllerInNamesrv): served on the same
+    /// port, its requests (BROKER_HEARTBEAT, CONTROLLER_*, raft messages) handed to it.
+    controller: Option<Box<crate::controller::Controller>>,
+}
+
+/// Whether a request is the embedded controller's.
+fn is_controller_request(code: i32) -> bool {
+    code == request::BROKER_HEARTBEAT
+        || (request::CONTROLLER_ALTER_SYNC_STATE_SET..=request::CONTROLLER_GET_REPLICA_INFO)
+            .contains(&code)
+        || code == request::CONTROLLER_RAFT_MESSAGE
 }
 
 impl NameServer {
@@ -103,21 +114,55 @@ impl NameServer {
             conns: BTreeSet::new(),
             next_scan,
             outputs: VecDeque::new(),
+            controller: None,
         }
+    }
+
+    /// A name server with a controller embedded (enableControllerInNamesrv).
+    pub fn with_controller(
+        config: NameServerConfig,
+        controller: crate::controller::Controller,
+        now: u64,
+    ) -> Self {
+        NameServer {
+            controller: Some(Box::new(controller)),
+            ..NameServer::new(config, now)
+        }
+    }
+
+    /// The embedded controller, if any.
+    pub fn controller(&self) -> Option<&crate::controller::Controller> {
+        self.controller.as_deref()
     }
 
     /// The next output for the driver.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        self.outputs
+            .pop_front()
+            .or_else(|| self.controller.as_mut().and_then(|c| c.poll_output()))
     }
 
     /// When the machine next wants `on_timeout`.
     pub fn poll_timeout(&self) -> Option<u64> {
-        Some(self.next_scan)
+        let c = self.controller.as_ref().and_then(|c| c.poll_timeout());
+        Some(c.map_or(self.next_scan, |c| c.min(self.next_scan)))
+    }
+
+    /// A persist of the embedded controller finished.
+    pub fn on_persisted(&mut self, token: u64, result: Result<(), String>, now: u64) {
+        match self.controller.as_mut() {
+            Some(c) => c.on_persisted(token, result, now),
+            None => crate::machine::refuse(&format!(
+                "on_persisted({token}) of a name server without a controller"
+            )),
+        }
     }
 
     /// Time passed: runs the expiry scan when it is due.
     pub fn on_timeout(&mut self, now: u64) {
+        if let Some(c) = self.controller.as_mut() {
+            c.on_timeout(now);
+        }
         if now < self.next_scan {
             return;
         }
@@ -142,9 +187,12 @@ impl NameServer {
     }
 
     /// A connection opened: past the cap it is closed at once.
-    pub fn on_connect(&mut self, conn: ConnId, _now: u64) {
+    pub fn on_connect(&mut self, conn: ConnId, now: u64) {
         if self.conns.len() < self.config.limits.max_connections {
             self.conns.insert(conn);
+            if let Some(c) = self.controller.as_mut() {
+                c.on_connect(conn, now);
+            }
             return;
         }
         let max = self.config.limits.max_connections;
@@ -160,8 +208,11 @@ impl NameServer {
     }
 
     /// A connection closed: brokers registered over it are gone (RocketMQ does the same).
-    pub fn on_disconnect(&mut self, conn: ConnId, _now: u64) {
+    pub fn on_disconnect(&mut self, conn: ConnId, now: u64) {
         self.conns.remove(&conn);
+        if let Some(c) = self.controller.as_mut() {
+            c.on_disconnect(conn, now);
+        }
         let gone: Vec<String> = self
             .broker_live_table
             .iter()
@@ -178,6 +229,12 @@ impl NameServer {
     pub fn on_command(&mut self, conn: ConnId, cmd: RemotingCommand, now: u64) {
         if cmd.is_response() {
             return; // the name server sends no requests, so no response is awaited
+        }
+        if is_controller_request(cmd.code)
+            && let Some(c) = self.controller.as_mut()
+        {
+            c.on_command(conn, cmd, now);
+            return;
         }
         let reply = match self.handle(conn, &cmd, now) {
             Ok(reply) => reply,
@@ -550,6 +607,9 @@ impl crate::machine::Machine for NameServer {
     }
     fn on_timeout(&mut self, now: u64) {
         NameServer::on_timeout(self, now)
+    }
+    fn on_persisted(&mut self, token: u64, result: Result<(), String>, now: u64) {
+        NameServer::on_persisted(self, token, result, now)
     }
     fn poll_output(&mut self) -> Option<Output> {
         NameServer::poll_output(self)

@@ -140,6 +140,8 @@ pub enum Violation {
     ReplicaDiverged { broker: String, what: String },
     /// A SYNC_MASTER acked SEND_OK a message its slave did not hold durably.
     SyncAckUnreplicated { body: String, what: String },
+    /// Two replicas of a group acted as master in one master epoch (controller mode).
+    TwoMastersInEpoch { broker: String, what: String },
 }
 
 /// How long a message sent to a settled, fault-free cluster may take to reach its consumers:
@@ -194,6 +196,7 @@ impl Violation {
             Violation::TransactionWrong { .. } => "transaction-exact",
             Violation::ReplicaDiverged { .. } => "replica-prefix",
             Violation::SyncAckUnreplicated { .. } => "sync-master-replicated",
+            Violation::TwoMastersInEpoch { .. } => "one-master-per-epoch",
         }
     }
 }
@@ -368,6 +371,12 @@ pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
     check_transactions(cfg, h, &mut report);
     for (broker, what) in &h.replica_problems {
         report.violations.push(Violation::ReplicaDiverged {
+            broker: broker.clone(),
+            what: what.clone(),
+        });
+    }
+    for (broker, what) in &h.two_masters {
+        report.violations.push(Violation::TwoMastersInEpoch {
             broker: broker.clone(),
             what: what.clone(),
         });

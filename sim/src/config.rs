@@ -17,6 +17,10 @@ pub struct SimConfig {
     pub slaves: usize,
     /// The masters' role (ASYNC_MASTER or SYNC_MASTER; slaves are SLAVE).
     pub master_role: rockfish_core::broker::BrokerRole,
+    /// Controller mode: every name server embeds a controller (three name servers: a raft
+    /// group of three) and the brokers of a group are replicas (brokerId 1..) whose master
+    /// the controllers elect; `master_role` says how a master acks.
+    pub controller: bool,
     pub producers: usize,
     /// Consumers of the clustering group.
     pub consumers: usize,
@@ -137,6 +141,7 @@ impl SimConfig {
             brokers: 1,
             slaves: 0,
             master_role: rockfish_core::broker::BrokerRole::AsyncMaster,
+            controller: false,
             producers: 1,
             consumers: 2,
             broadcast_consumers: 0,

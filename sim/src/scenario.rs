@@ -141,6 +141,7 @@ pub const INVARIANTS: &[&str] = &[
     "transaction-exact",
     "replica-prefix",
     "sync-master-replicated",
+    "one-master-per-epoch",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -186,6 +187,9 @@ pub struct Topology {
     pub slaves: u64,
     /// The masters' brokerRole: "ASYNC_MASTER" or "SYNC_MASTER".
     pub master_role: String,
+    /// Controller mode (name servers embed the controllers; the controllers elect each
+    /// group's master from its SyncStateSet).
+    pub controller: bool,
     pub producers: Bound<u64>,
     /// The clustering group's consumers.
     pub consumers: Bound<u64>,
@@ -204,6 +208,7 @@ impl Default for Topology {
             brokers: u(1),
             slaves: 0,
             master_role: "ASYNC_MASTER".into(),
+            controller: false,
             producers: u(1),
             consumers: u(2),
             broadcast_consumers: u(0),
@@ -347,6 +352,11 @@ impl ScenarioFile {
                 self.topology.master_role
             ));
         }
+        if self.topology.controller && self.topology.slaves == 0 {
+            return err(
+                "topology.controller needs topology.slaves = 1 (a group of two replicas)".into(),
+            );
+        }
         if self.topology.slaves > 1 {
             return err(format!(
                 "topology.slaves = {}: 0 or 1 per broker group",
@@ -465,6 +475,7 @@ impl ScenarioFile {
             brokers: self.topology.brokers.draw(r) as usize,
             slaves: self.topology.slaves as usize,
             master_role: BrokerRole::parse(&self.topology.master_role).expect("validated"),
+            controller: self.topology.controller,
             producers: self.topology.producers.draw(r) as usize,
             consumers: self.topology.consumers.draw(r) as usize,
             broadcast_consumers: self.topology.broadcast_consumers.draw(r) as usize,
@@ -518,6 +529,7 @@ impl ScenarioFile {
                 brokers: u(cfg.brokers as u64),
                 slaves: cfg.slaves as u64,
                 master_role: cfg.master_role.name().into(),
+                controller: cfg.controller,
                 producers: u(cfg.producers as u64),
                 consumers: u(cfg.consumers as u64),
                 broadcast_consumers: u(cfg.broadcast_consumers as u64),

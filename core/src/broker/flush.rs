@@ -81,6 +81,7 @@ impl<D: Disk> Broker<D> {
         self.schedule_flushed();
         self.wheel_flushed();
         self.replication_flushed(now);
+        self.try_promote(now);
         self.after_input(now);
     }
 

@@ -10,6 +10,7 @@
 
 mod admin;
 mod clients;
+pub mod failover;
 mod limits;
 mod locks;
 mod offsets;
@@ -182,6 +183,17 @@ pub struct BrokerConfig {
     /// (slaveReadEnable; accessMessageInMemoryMaxRatio of memory, here a fixed size).
     pub slave_read_enable: bool,
     pub slave_read_behind_bytes: u64,
+    /// RocketMQ 5's controller mode (enableControllerMode): the controllers elect this
+    /// group's master; `broker_role` only says how a master acks (SYNC_MASTER: once the
+    /// other SyncStateSet members hold a send).
+    pub enable_controller_mode: bool,
+    /// The controllers (controllerAddr, `;`-separated in broker.conf).
+    pub controller_addrs: Vec<String>,
+    /// Heartbeats to the controller (controllerHeartBeatInterval... Apache: 1 s).
+    pub controller_heartbeat_ms: u64,
+    /// A SyncStateSet member behind the master this long leaves the set
+    /// (haMaxTimeSlaveNotCatchup).
+    pub ha_max_time_slave_not_catchup_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -222,11 +234,24 @@ impl Default for BrokerConfig {
             ha_max_gap_not_in_sync: 256 * 1024 * 1024,
             slave_read_enable: false,
             slave_read_behind_bytes: 256 * 1024 * 1024,
+            enable_controller_mode: false,
+            controller_addrs: Vec::new(),
+            controller_heartbeat_ms: 1_000,
+            ha_max_time_slave_not_catchup_ms: 15_000,
         }
     }
 }
 
 impl BrokerConfig {
+    /// How this broker acts when it is master: `broker_role`, or ASYNC_MASTER for a replica
+    /// configured as SLAVE in controller mode.
+    pub fn master_role(&self) -> BrokerRole {
+        match self.broker_role {
+            BrokerRole::SyncMaster => BrokerRole::SyncMaster,
+            _ => BrokerRole::AsyncMaster,
+        }
+    }
+
     /// Where slaves reach this broker's HA port: `ha_addr`, or the broker's port + 1
     /// (Apache's haListenPort default).
     pub fn effective_ha_addr(&self) -> String {
@@ -349,19 +374,44 @@ impl BrokerConfig {
                 self.timer_precision_ms
             ),
         );
-        match self.broker_role {
-            BrokerRole::Slave => check(
+        if self.enable_controller_mode {
+            check(
+                !self.controller_addrs.is_empty(),
+                "enableControllerMode: controllerAddr must name the controllers".into(),
+            );
+            for c in &self.controller_addrs {
+                let ok = c
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+                check(ok, format!("controllerAddr {c:?}: expected host:port"));
+            }
+            // Routes name a group's master as brokerId 0: every replica needs its own id.
+            check(
                 self.broker_id != crate::protocol::MASTER_ID,
-                "brokerRole=SLAVE: a slave's brokerId must be 1 or more".into(),
-            ),
-            role => check(
-                self.broker_id == crate::protocol::MASTER_ID,
+                "enableControllerMode: each replica's brokerId must be 1 or more (the master is listed as 0)".into(),
+            );
+            check(
+                self.controller_heartbeat_ms >= 10,
                 format!(
-                    "brokerRole={}: a master's brokerId must be 0 (it is {})",
-                    role.name(),
-                    self.broker_id
+                    "controller heartbeat {} ms: must be at least 10 ms",
+                    self.controller_heartbeat_ms
                 ),
-            ),
+            );
+        } else {
+            match self.broker_role {
+                BrokerRole::Slave => check(
+                    self.broker_id != crate::protocol::MASTER_ID,
+                    "brokerRole=SLAVE: a slave's brokerId must be 1 or more".into(),
+                ),
+                role => check(
+                    self.broker_id == crate::protocol::MASTER_ID,
+                    format!(
+                        "brokerRole={}: a master's brokerId must be 0 (it is {})",
+                        role.name(),
+                        self.broker_id
+                    ),
+                ),
+            }
         }
         check(
             self.ha_addr.is_empty() || parse_host(&self.ha_addr).is_some(),
@@ -448,6 +498,18 @@ pub struct Broker<D: Disk> {
     transactions: transaction::Transactions,
     /// The broker's part in its group: slaves it streams to, or the master it follows.
     repl: replication::Replication,
+    /// Controller mode: what the controller said and what was asked of it.
+    ctl: failover::ControllerLink,
+}
+
+/// What a master's start loads from its store (and a replica taking over as master).
+struct MasterState {
+    offsets: offsets::Offsets,
+    schedule: schedule::Schedule,
+    wheel: timer::TimerWheel,
+    transactions: transaction::Transactions,
+    delays_waiting: bool,
+    timers_waiting: bool,
 }
 
 impl<D: Disk> Broker<D> {
@@ -459,7 +521,9 @@ impl<D: Disk> Broker<D> {
         now: u64,
     ) -> Result<Self, BrokerError> {
         config.validate().map_err(BrokerError::Config)?;
-        let slave = config.broker_role == BrokerRole::Slave;
+        // In controller mode every replica starts as a slave with no master: the controller
+        // says who leads (failover.rs).
+        let slave = config.broker_role == BrokerRole::Slave || config.enable_controller_mode;
         // A slave's log stays its master's, byte for byte: nothing else writes to it (unless
         // deliberately broken, for the simulator's checkers).
         store.set_replica(slave && !crate::buggify::bug("broker.slave-writes"));
@@ -504,28 +568,14 @@ impl<D: Disk> Broker<D> {
             tracing::info!(%topic, queues, "topic restored from its consume queues");
             topics.insert(topic.clone(), TopicConfig::new(&topic, queues));
         }
-        let (mut offsets, replayed) = offsets::load(&store)?;
-        // The delay service's progress records leave the table here (see schedule.rs).
-        let schedule = schedule::Schedule::load(&store, &mut offsets)?;
-        let wheel = timer::TimerWheel::load(
-            &store,
-            &mut offsets,
-            config.timer_max_delay_sec.saturating_mul(1000),
-            config.timer_precision_ms,
-            now,
-        )?;
-        if replayed > 0 {
-            tracing::info!(
-                replayed,
-                "consumer offsets: journal records applied past the snapshot"
-            );
-        }
-        correct_consumer_offsets(&mut offsets, &store);
-        let fences = recovery::fences_for(config.flush_disk_type, &store, &offsets);
-        // Anchor the snapshot at the journal's recovered end before any new record lands, with
-        // the corrections: another power loss must not bring back offsets of a history
-        // recovery has already rewritten.
-        config::save(store.disk_mut(), config::CONSUMER_OFFSETS_FILE, &offsets)?;
+        let MasterState {
+            offsets,
+            schedule,
+            wheel,
+            transactions,
+            delays_waiting,
+            timers_waiting,
+        } = Self::load_master_state(&config, &mut store, now)?;
         // A fresh store still needs its config files to exist for operators to find.
         if store
             .disk()
@@ -535,14 +585,9 @@ impl<D: Disk> Broker<D> {
         {
             config::save(store.disk_mut(), config::TOPICS_FILE, &topics.table())?;
         }
-        let delays_waiting = store
-            .queue_ids()
-            .any(|(topic, _)| topic == rockfish_store::message_store::SCHEDULE_TOPIC);
-        let timers_waiting = store
-            .queue_ids()
-            .any(|(topic, _)| topic == rockfish_store::message_store::TIMER_TOPIC);
         let groups = groups::SubscriptionGroups::load(&store)?;
-        let transactions = transaction::Transactions::load(&store, &mut offsets)?;
+        let epochs: failover::EpochCache =
+            config::load(store.disk(), failover::EPOCHS_FILE)?.unwrap_or_default();
         let rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
         let first_start = store.fresh();
         let log_end = store.write_pos();
@@ -550,11 +595,7 @@ impl<D: Disk> Broker<D> {
             store_host,
             store,
             topics,
-            offsets: offsets::Offsets {
-                table: offsets,
-                dirty: false,
-                fences,
-            },
+            offsets,
             clients: clients::ClientTable::default(),
             locks: locks::LockTable::started(now, first_start),
             peers: BTreeMap::new(),
@@ -572,6 +613,9 @@ impl<D: Disk> Broker<D> {
                     now + config.offset_persist_interval_ms,
                 );
                 t.set(Timer::ClientScan, now + CLIENT_SCAN_INTERVAL_MS);
+                if config.enable_controller_mode {
+                    t.set(Timer::ControllerBeat, now);
+                }
                 // Whatever fell due while the broker was down goes out at once. A slave
                 // delivers nothing and checks nothing: its master does.
                 if delays_waiting && !slave {
@@ -598,10 +642,15 @@ impl<D: Disk> Broker<D> {
             wheel,
             transactions,
             repl: replication::Replication::new(
-                config.broker_role,
+                if slave {
+                    BrokerRole::Slave
+                } else {
+                    config.broker_role
+                },
                 config.ha_master_addr.clone(),
                 log_end,
             ),
+            ctl: failover::ControllerLink::new(config.enable_controller_mode, epochs),
             config,
         };
         if restored_any {
@@ -619,6 +668,57 @@ impl<D: Disk> Broker<D> {
         }
         broker.register_all(now);
         Ok(broker)
+    }
+
+    /// Consumer offsets (the snapshot and the journal past it), delay levels' and the timing
+    /// wheel's progress, transaction halves: loaded as a master's start needs them.
+    fn load_master_state(
+        config: &BrokerConfig,
+        store: &mut MessageStore<D>,
+        now: u64,
+    ) -> Result<MasterState, BrokerError> {
+        let (mut offsets, replayed) = offsets::load(store)?;
+        // The delay service's progress records leave the table here (see schedule.rs).
+        let schedule = schedule::Schedule::load(store, &mut offsets)?;
+        let wheel = timer::TimerWheel::load(
+            store,
+            &mut offsets,
+            config.timer_max_delay_sec.saturating_mul(1000),
+            config.timer_precision_ms,
+            now,
+        )?;
+        if replayed > 0 {
+            tracing::info!(
+                replayed,
+                "consumer offsets: journal records applied past the snapshot"
+            );
+        }
+        correct_consumer_offsets(&mut offsets, store);
+        let fences = recovery::fences_for(config.flush_disk_type, store, &offsets);
+        // Anchor the snapshot at the journal's recovered end before any new record lands, with
+        // the corrections: another power loss must not bring back offsets of a history
+        // recovery has already rewritten.
+        config::save(store.disk_mut(), config::CONSUMER_OFFSETS_FILE, &offsets)?;
+        let delays_waiting = store
+            .queue_ids()
+            .any(|(topic, _)| topic == rockfish_store::message_store::SCHEDULE_TOPIC);
+        let timers_waiting = store
+            .queue_ids()
+            .any(|(topic, _)| topic == rockfish_store::message_store::TIMER_TOPIC);
+        let transactions = transaction::Transactions::load(store, &mut offsets)?;
+        Ok(MasterState {
+            offsets: offsets::Offsets {
+                table: offsets,
+                dirty: false,
+                fences,
+                sync_mark: None,
+            },
+            schedule,
+            wheel,
+            transactions,
+            delays_waiting,
+            timers_waiting,
+        })
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -686,7 +786,10 @@ impl<D: Disk> Broker<D> {
 
     fn serve_command(&mut self, conn: ConnId, cmd: RemotingCommand, received_at: u64, now: u64) {
         if cmd.is_response() {
-            if self.on_sync_answer(&cmd, now) {
+            if self.on_sync_answer(&cmd, now)
+                || self.on_controller_answer(&cmd, now)
+                || self.on_epoch_answer(&cmd, now)
+            {
                 return;
             }
             // Name server replies: a successful registration needs no retry.
@@ -762,6 +865,7 @@ impl<D: Disk> Broker<D> {
             request::CONSUMER_SEND_MSG_BACK => self.consumer_send_msg_back(conn, cmd, now),
             request::END_TRANSACTION => self.end_transaction(cmd, now),
             request::CHECK_CLIENT_CONFIG => self.check_client_config(cmd).map(Some),
+            request::GET_BROKER_EPOCH_CACHE => Ok(Some(self.epoch_cache_answer(cmd))),
             request::GET_ALL_DELAY_OFFSET => Ok(Some(Self::body_response(
                 cmd,
                 crate::protocol::to_body(&self.schedule.table()),
@@ -833,6 +937,9 @@ impl<D: Disk> Broker<D> {
         }
         if self.timers.due(Timer::TransactionCheck, now) {
             self.check_transactions(now);
+        }
+        if self.timers.due(Timer::ControllerBeat, now) {
+            self.controller_beat(now);
         }
         self.replication_timeout(now);
         self.after_input(now);

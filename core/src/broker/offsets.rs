@@ -46,6 +46,9 @@ pub(super) struct Offsets {
     pub dirty: bool,
     /// Consumer offsets that may point past what recovery kept (ASYNC_FLUSH).
     pub fences: super::recovery::OffsetFences,
+    /// A slave: the journal's end when its master's offsets were last taken (the table
+    /// covers the journal that far; a take-over replays the journal from there).
+    pub sync_mark: Option<u64>,
 }
 
 /// Loads `consumerOffset.json` and replays the journal past the offset it covers. Returns the
@@ -166,7 +169,15 @@ impl<D: Disk> Broker<D> {
 
     /// Marks the table with the journal offset it covers (everything below is applied).
     pub(super) fn stamp_offsets(&mut self) {
-        self.offsets.table.journal_offset = Some(self.store.max_offset(OFFSET_JOURNAL_TOPIC, 0));
+        let end = self.store.max_offset(OFFSET_JOURNAL_TOPIC, 0);
+        if self.repl.role.is_master() {
+            self.offsets.table.journal_offset = Some(end);
+        } else {
+            // A slave's table is its master's as of its last sync: it covers the replicated
+            // journal only that far (what came since is replayed when it takes over).
+            let covered = self.offsets.sync_mark.or(self.offsets.table.journal_offset);
+            self.offsets.table.journal_offset = Some(covered.unwrap_or(0).min(end));
+        }
     }
 
     /// Writes the compacted table, stamped with the journal offset it covers, off the task.

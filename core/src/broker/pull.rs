@@ -292,8 +292,7 @@ impl<D: Disk> Broker<D> {
     /// (SYNC_MASTER).
     pub(super) fn visible_on_append(&self) -> bool {
         (self.config.flush_disk_type == FlushDiskType::Async
-            && (self.repl.role != super::BrokerRole::SyncMaster
-                || self.replicated_bound() == u64::MAX))
+            && (!self.replication_bounds_visibility() || self.replicated_bound() == u64::MAX))
             || crate::buggify::bug("broker.serve-unflushed")
     }
 
@@ -325,7 +324,7 @@ impl<D: Disk> Broker<D> {
     pub(super) fn wake_visible_pulls(&mut self, now: u64) {
         if self.visible_on_append()
             && self.repl.role.is_master()
-            && self.repl.role != super::BrokerRole::SyncMaster
+            && !self.replication_bounds_visibility()
         {
             return; // woken on append instead
         }

@@ -30,13 +30,20 @@ impl<D: Disk> Broker<D> {
         } else {
             String::new()
         };
+        // Controller mode: routes list the group's master as brokerId 0, whichever replica
+        // it is.
+        let broker_id = if self.ctl.enabled && self.repl.role.is_master() {
+            crate::protocol::MASTER_ID
+        } else {
+            self.config.broker_id
+        };
         for addr in self.config.namesrv_addrs.clone() {
             let opaque = self.next_opaque();
             self.registrations_unanswered.insert(opaque);
             let cmd = RemotingCommand::request(request::REGISTER_BROKER, opaque)
                 .with_ext("brokerAddr", &self.config.broker_addr)
                 .with_ext("brokerName", &self.config.broker_name)
-                .with_ext("brokerId", self.config.broker_id)
+                .with_ext("brokerId", broker_id)
                 .with_ext("clusterName", &self.config.cluster_name)
                 .with_ext("haServerAddr", &ha_addr)
                 .with_ext("compressed", false)

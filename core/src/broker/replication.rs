@@ -41,30 +41,30 @@ enum SyncKind {
 
 /// A slave's link to its master.
 #[derive(Debug, Default)]
-struct SlaveLink {
+pub(super) struct SlaveLink {
     ha: HaSlave,
     /// The stream to the master's HA port, once dialed.
-    conn: Option<ConnId>,
+    pub conn: Option<ConnId>,
     /// The stream's address when it was dialed.
     dialed: Option<String>,
     /// The master's remoting address (for config syncs) and HA address.
-    master_addr: Option<String>,
-    master_ha_addr: Option<String>,
+    pub master_addr: Option<String>,
+    pub master_ha_addr: Option<String>,
     /// Not before then is the stream dialed again.
-    connect_at: u64,
+    pub connect_at: u64,
     sync_pending: BTreeMap<i32, SyncKind>,
 }
 
 /// The replication state of a broker, whatever its role.
 pub(super) struct Replication {
     pub role: BrokerRole,
-    master: HaMaster,
+    pub(super) master: HaMaster,
     /// SYNC_MASTER answers waiting for a slave to hold their data, in append order.
     pub(super) waiters: VecDeque<SyncWaiter>,
     /// What consumers could see while no slave was in sync: visibility never goes back below
     /// it when a slave returns (a consumer that read it must not be sent back).
     visible_floor: u64,
-    slave: SlaveLink,
+    pub(super) slave: SlaveLink,
 }
 
 impl Replication {
@@ -84,6 +84,16 @@ impl Replication {
                 ..SlaveLink::default()
             },
         }
+    }
+
+    pub(super) fn master_acked_by(&self, id: u64) -> Option<u64> {
+        self.master.acked_by(id)
+    }
+    pub(super) fn master_slave_ids(&self) -> std::collections::BTreeSet<u64> {
+        self.master.slave_ids()
+    }
+    pub(super) fn master_conns(&self) -> Vec<ConnId> {
+        self.master.conns()
     }
 
     /// The earliest moment replication has something to do.
@@ -116,8 +126,35 @@ impl<D: Disk> Broker<D> {
         self.repl.master.acked()
     }
 
-    /// Slaves close enough to count for SYNC_MASTER.
+    /// Whether replication bounds what consumers see: SYNC_MASTER, and every master in
+    /// controller mode (its SyncStateSet).
+    pub(super) fn replication_bounds_visibility(&self) -> bool {
+        self.repl.role == BrokerRole::SyncMaster
+            || (self.controller_mode() && self.repl.role.is_master())
+    }
+
+    /// What the slaves a send waits for hold (controller mode: every other SyncStateSet
+    /// member; else the furthest slave).
+    fn replica_acked(&self) -> u64 {
+        if self.controller_mode() {
+            self.sync_peers_acked().unwrap_or(0)
+        } else {
+            self.repl.master.acked().unwrap_or(0)
+        }
+    }
+
+    /// Slaves close enough to count for SYNC_MASTER (controller mode: the SyncStateSet's
+    /// other members).
     fn in_sync_slaves(&self) -> usize {
+        if self.controller_mode() {
+            let me = self.config.broker_id;
+            return self
+                .ctl
+                .sync_state_set
+                .iter()
+                .filter(|&&id| id != me)
+                .count();
+        }
         let end = self.store.write_pos();
         self.repl
             .master
@@ -127,6 +164,21 @@ impl<D: Disk> Broker<D> {
     /// Under SYNC_MASTER with a slave in sync, consumers see only what a slave holds: a
     /// message a consumer saw never vanishes with the master. `u64::MAX` otherwise.
     pub(super) fn replicated_bound(&self) -> u64 {
+        if self.controller_mode() {
+            if !self.repl.role.is_master() {
+                return u64::MAX;
+            }
+            // What every other member (and a slave being let in) holds.
+            let peers = self.sync_peers();
+            return match peers
+                .iter()
+                .map(|&id| self.repl.master.acked_by(id).unwrap_or(0))
+                .min()
+            {
+                Some(held) => held.max(self.repl.visible_floor),
+                None => u64::MAX,
+            };
+        }
         if self.repl.role == BrokerRole::SyncMaster && self.in_sync_slaves() > 0 {
             self.repl
                 .master
@@ -143,7 +195,7 @@ impl<D: Disk> Broker<D> {
     /// alone) if no slave is in sync, else held until one reports it or the timeout
     /// (FLUSH_SLAVE_TIMEOUT).
     pub(super) fn await_replica(&mut self, mut w: SyncWaiter, now: u64) {
-        let acked = self.repl.master.acked().unwrap_or(0);
+        let acked = self.replica_acked();
         // A deliberately broken master (for the simulator's checkers) acks without waiting.
         if acked >= w.end || crate::buggify::bug("broker.ha-ack-before-slave") {
             self.outputs.push_back(Output::Send {
@@ -167,9 +219,13 @@ impl<D: Disk> Broker<D> {
     }
 
     /// Answers the SYNC_MASTER waiters a slave now holds, and those out of time.
-    fn release_replica_waiters(&mut self, now: u64) {
-        let acked = self.repl.master.acked().unwrap_or(0);
-        let no_slave = self.repl.master.slaves() == 0;
+    pub(super) fn release_replica_waiters(&mut self, now: u64) {
+        let acked = self.replica_acked();
+        let no_slave = if self.controller_mode() {
+            self.in_sync_slaves() == 0
+        } else {
+            self.repl.master.slaves() == 0
+        };
         while let Some(w) = self.repl.waiters.front() {
             let code = if w.end <= acked {
                 response::SUCCESS
@@ -198,7 +254,7 @@ impl<D: Disk> Broker<D> {
 
     /// After an input: a master sends its slaves what they lack.
     pub(super) fn pump_replication(&mut self, now: u64) {
-        if self.repl.role == BrokerRole::SyncMaster && self.replicated_bound() == u64::MAX {
+        if self.replication_bounds_visibility() && self.replicated_bound() == u64::MAX {
             // Everything appended is visible now: a slave that returns must not hide it.
             self.repl.visible_floor = self.store.write_pos();
         }
@@ -255,6 +311,14 @@ impl<D: Disk> Broker<D> {
         }
         tracing::info!(master = addr, conn = conn.0, "following the master");
         link.conn = Some(conn);
+        if self.ctl.enabled {
+            let hello = crate::ha::encode_hello(self.ctl.epoch, self.config.broker_id);
+            self.outputs.push_back(Output::SendBytes {
+                conn,
+                bytes: bytes::Bytes::copy_from_slice(&hello),
+            });
+        }
+        let link = &mut self.repl.slave;
         let report = link.ha.on_connected(self.store.write_pos(), now);
         self.outputs.push_back(Output::SendBytes {
             conn,
@@ -280,7 +344,7 @@ impl<D: Disk> Broker<D> {
                 });
             }
             self.release_replica_waiters(now);
-            if self.repl.role == BrokerRole::SyncMaster {
+            if self.replication_bounds_visibility() {
                 self.wake_visible_pulls(now);
             }
         } else if self.repl.slave.conn == Some(conn) {
@@ -300,7 +364,7 @@ impl<D: Disk> Broker<D> {
     }
 
     /// A slave's stream closed (or is closed now, with `reason`): dialed again soon.
-    fn drop_master_stream(&mut self, now: u64, reason: String) {
+    pub(super) fn drop_master_stream(&mut self, now: u64, reason: String) {
         if let Some(conn) = self.repl.slave.conn.take() {
             self.outputs.push_back(Output::Close { conn, reason });
         }
@@ -318,7 +382,7 @@ impl<D: Disk> Broker<D> {
         }
         if self.repl.role.is_master() {
             self.release_replica_waiters(now);
-            if self.repl.role == BrokerRole::SyncMaster {
+            if self.replication_bounds_visibility() {
                 // No slave in sync any more: what the master holds becomes visible.
                 self.wake_visible_pulls(now);
             }
@@ -359,6 +423,11 @@ impl<D: Disk> Broker<D> {
             self.repl.slave.connect_at = u64::MAX;
             return;
         };
+        if !self.ready_to_dial(now) {
+            // Controller mode: the log is checked against the master's epochs first.
+            self.repl.slave.connect_at = now + RECONNECT_MS;
+            return;
+        }
         if self.store.flushed() < self.store.write_pos() {
             // Dialed once the log is durable (the flush's end tries again), or in a while.
             self.request_flush();
@@ -402,7 +471,7 @@ impl<D: Disk> Broker<D> {
                         conn,
                         reason: "silent slave".into(),
                     });
-                    if self.repl.role == BrokerRole::SyncMaster {
+                    if self.replication_bounds_visibility() {
                         self.wake_visible_pulls(now);
                     }
                 }
@@ -440,7 +509,8 @@ impl<D: Disk> Broker<D> {
 
     /// A registration's answer named this slave's master (masterAddr, haServerAddr).
     pub(super) fn learn_master(&mut self, cmd: &RemotingCommand, now: u64) {
-        if self.repl.role != BrokerRole::Slave {
+        // In controller mode the controller names the master, not the name servers.
+        if self.repl.role != BrokerRole::Slave || self.ctl.enabled {
             return;
         }
         let master: Option<String> = cmd
@@ -525,6 +595,11 @@ impl<D: Disk> Broker<D> {
             },
             SyncKind::Offsets => match decode_body::<ConsumerOffsetTable>(&cmd.body) {
                 Ok(t) => {
+                    // The master's table covers at least the journal this log holds now.
+                    self.offsets.sync_mark = Some(
+                        self.store
+                            .max_offset(super::offsets::OFFSET_JOURNAL_TOPIC, 0),
+                    );
                     for (key, queues) in t.offset_table {
                         self.offsets.table.offset_table.insert(key, queues);
                     }

@@ -28,9 +28,11 @@ pub(super) enum Timer {
     TransactionCheck,
     /// A slave asks its master for its configs.
     SlaveSync,
+    /// Controller mode: a heartbeat (or registration) to the controller.
+    ControllerBeat,
 }
 
-const TIMERS: usize = 11;
+const TIMERS: usize = 12;
 
 #[derive(Debug, Default)]
 pub(super) struct Timers {

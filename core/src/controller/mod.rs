@@ -669,6 +669,10 @@ impl Controller {
                 let id: u64 = cmd.ext_req("brokerId")?;
                 let log_end: u64 = cmd.ext_opt("maxOffset")?.unwrap_or(0);
                 let key = (group.clone(), id);
+                let restart = cmd.ext_bool("restart")?.unwrap_or(false);
+                if restart {
+                    self.master_restarted(&group, id, now);
+                }
                 let known = self
                     .table
                     .group(&group)
@@ -690,28 +694,7 @@ impl Controller {
                     ha_addr: cmd.ext_opt("haServerAddr")?.unwrap_or_default(),
                 };
                 let cluster: String = cmd.ext_opt("clusterName")?.unwrap_or_default();
-                let restart = cmd.ext_bool("restart")?.unwrap_or(false);
                 self.heard(key, log_end, now);
-                let g = self.table.group(&group);
-                if restart
-                    && g.is_some_and(|g| g.master == Some(id))
-                    && self
-                        .elections
-                        .get(&group)
-                        .is_none_or(|e| e.proposed_at.is_none())
-                {
-                    // A master that restarted may have lost its log's tail: a new epoch,
-                    // elected among everyone's fresh log ends, decides whose log goes on.
-                    tracing::info!(%group, id, "the master restarted: electing again");
-                    self.elections.insert(
-                        group.clone(),
-                        Election {
-                            started: now,
-                            exclude: None,
-                            proposed_at: None,
-                        },
-                    );
-                }
                 if known.as_ref() == Some(&addr)
                     && self
                         .table
@@ -812,6 +795,29 @@ impl Controller {
                 Ok(Some(self.replica_info(cmd, &group, None)))
             }
         }
+    }
+
+    /// A replica says it restarted (and leads nothing yet): if the controllers still take it
+    /// for the master, a new epoch, elected among everyone's fresh log ends, decides whose
+    /// log goes on (it may have lost its log's tail, and never leads an epoch twice).
+    fn master_restarted(&mut self, group: &str, id: u64, now: u64) {
+        if self.table.group(group).is_none_or(|g| g.master != Some(id)) {
+            return;
+        }
+        match self.elections.get(group) {
+            // One election at a time; a lost master back in the race joins it.
+            Some(e) if e.exclude != Some(id) || e.proposed_at.is_some() => return,
+            _ => {}
+        }
+        tracing::info!(%group, id, "the master restarted: electing again");
+        self.elections.insert(
+            group.to_string(),
+            Election {
+                started: now,
+                exclude: None,
+                proposed_at: None,
+            },
+        );
     }
 
     fn heard(&mut self, key: (String, u64), log_end: u64, now: u64) {

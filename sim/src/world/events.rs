@@ -11,6 +11,7 @@ impl Sim {
             Ev::Tick { node } => Some(*node),
             Ev::Send { producer, .. } => Some(*producer),
             Ev::FlushDone { broker, .. } | Ev::PersistDone { broker, .. } => Some(*broker),
+            Ev::NsPersistDone { ns, .. } => Some(*ns),
             // A paused application finishes later.
             Ev::Processed { consumer, .. } => Some(*consumer),
             _ => None,
@@ -304,6 +305,23 @@ impl Sim {
                     self.after(broker);
                 }
             }
+            Ev::NsPersistDone {
+                ns,
+                epoch,
+                token,
+                work,
+            } => {
+                let work = self.disk_work.remove(&work).expect("work is run once");
+                // A name server that went down since never finished its write.
+                if self.down.contains(&ns) || self.epochs[ns] != epoch {
+                    return;
+                }
+                let now = self.local(ns);
+                if let Node::NameServer(n) = &mut self.fabric.nodes[ns] {
+                    n.on_persisted(token, work.and_then(|work| work()), now);
+                    self.after(ns);
+                }
+            }
             Ev::PersistDone {
                 broker,
                 generation,
@@ -403,9 +421,16 @@ impl Sim {
             Ev::NsRestart { ns } => {
                 if self.down.remove(&ns) {
                     self.step_clock(ns);
-                    // It comes back with an empty route table: brokers fill it again.
-                    self.fabric.nodes[ns] = Node::NameServer(NameServer::new(
-                        NameServerConfig::default(),
+                    // It comes back with an empty route table: brokers fill it again. Its
+                    // controller comes back from its raft log.
+                    let log = self.ns_disks[ns]
+                        .read_file(rockfish_core::controller::RAFT_LOG_FILE)
+                        .expect("a name server's disk reads");
+                    self.fabric.nodes[ns] = Node::NameServer(super::name_server(
+                        &self.cfg,
+                        ns,
+                        self.name_servers,
+                        log.as_deref(),
                         self.local(ns),
                     ));
                     let line = format!("t={} name server {ns} up", self.now);

@@ -10,13 +10,14 @@ use rockfish_core::broker::{Broker, BrokerConfig};
 use rockfish_core::consumer::{
     ConsumeFrom, ConsumeResult, Consumer, ConsumerConfig, ConsumerEvent, MessageModel,
 };
+use rockfish_core::controller::{Controller, ControllerConfig};
 use rockfish_core::machine::ConnId;
 use rockfish_core::namesrv::{NameServer, NameServerConfig};
 use rockfish_core::producer::{
     Message, Producer, ProducerConfig, ProducerEvent, SendId, SendMode, SendStatus,
 };
 use rockfish_store::config::{self, TopicConfig, TopicConfigTable};
-use rockfish_store::{FaultPlan, MemDisk, MessageStore, SyncWork};
+use rockfish_store::{Disk, FaultPlan, MemDisk, MessageStore, OffTaskSync, SyncWork};
 
 use crate::config::{Fault, FaultAt, Faults, SimConfig};
 use crate::harness::fabric::{Fabric, Node, Routed, unframe};
@@ -206,6 +207,14 @@ enum Ev {
     PersistDone {
         broker: usize,
         generation: u64,
+        token: u64,
+        work: u64,
+    },
+    /// A name server's embedded controller's persist completes (unless it went down since:
+    /// `epoch` is its process's).
+    NsPersistDone {
+        ns: usize,
+        epoch: u32,
         token: u64,
         work: u64,
     },
@@ -447,6 +456,12 @@ pub struct History {
     /// (body, what) for each send a SYNC_MASTER acked SEND_OK that its slave did not hold
     /// durably when the producer heard the ack.
     pub sync_unreplicated: Vec<(String, String)>,
+    /// Controller mode: (group, what) for each master epoch two replicas led.
+    pub two_masters: Vec<(String, String)>,
+    /// Controller mode: (group, master epoch) -> the replica (node) that led it.
+    pub epoch_masters: BTreeMap<(usize, u64), usize>,
+    /// Controller mode: failovers seen (a group's master epoch moving on).
+    pub failovers: u64,
     /// Reads of consume queue bytes that came back with a bit flipped, over every broker's
     /// disk and the whole run.
     pub queue_bitflips: u64,
@@ -585,6 +600,8 @@ pub struct Sim {
     /// Disk work the brokers asked for, built when they asked (as the driver builds it for
     /// its flush thread) and run when it completes: by id.
     disk_work: BTreeMap<u64, Result<SyncWork, String>>,
+    /// Controller mode: each name server's disk (its controller's raft log).
+    ns_disks: Vec<MemDisk>,
     next_work: u64,
     /// Batches the applications are working on, by id.
     jobs: BTreeMap<u64, Job>,
@@ -718,6 +735,36 @@ fn consumer_config(cfg: &SimConfig, i: usize, group: Group, seed: u64) -> Consum
     }
 }
 
+/// The controller of name server `i` in controller mode (`persisted`: its raft log).
+fn controller_config(cfg: &SimConfig, i: usize, name_servers: usize) -> ControllerConfig {
+    ControllerConfig {
+        id: i as u64 + 1,
+        peers: (0..name_servers).map(ns_addr).collect(),
+        broker_timeout_ms: SIM_BROKER_TIMEOUT_MS,
+        seed: cfg.seed ^ 0xc0_17_20_11 ^ (i as u64) << 32,
+        ..ControllerConfig::default()
+    }
+}
+
+/// Name server `i`, with its controller embedded in controller mode.
+fn name_server(
+    cfg: &SimConfig,
+    i: usize,
+    name_servers: usize,
+    persisted: Option<&[u8]>,
+    now: u64,
+) -> NameServer {
+    if !cfg.controller {
+        return NameServer::new(NameServerConfig::default(), now);
+    }
+    let c = Controller::new(controller_config(cfg, i, name_servers), persisted, now)
+        .expect("the controller's own log reads back");
+    NameServer::with_controller(NameServerConfig::default(), c, now)
+}
+
+/// Controller mode: a broker silent this long to the controller leader is dead.
+pub const SIM_BROKER_TIMEOUT_MS: u64 = 3_000;
+
 impl Sim {
     pub fn new(cfg: SimConfig) -> Sim {
         let sites = Sites::arm(&cfg);
@@ -751,8 +798,11 @@ impl Sim {
         let clock = |n: usize| clock_at(skew[n], drift[n], 0);
         let ns_addrs: Vec<String> = (0..name_servers).map(ns_addr).collect();
         let mut fabric = Fabric::default();
+        let ns_disks: Vec<MemDisk> = (0..name_servers)
+            .map(|i| MemDisk::new(cfg.seed ^ 0xc0_17_20_11 ^ i as u64))
+            .collect();
         for (i, addr) in ns_addrs.iter().enumerate() {
-            let ns = NameServer::new(NameServerConfig::default(), clock(i));
+            let ns = name_server(&cfg, i, name_servers, None, clock(i));
             fabric.add(Some(addr.clone()), Node::NameServer(ns));
         }
         for j in 0..brokers {
@@ -817,6 +867,7 @@ impl Sim {
             next_tx_end: 0,
             tx_sent_at: BTreeMap::new(),
             disk_work: BTreeMap::new(),
+            ns_disks,
             next_work: 0,
             jobs: BTreeMap::new(),
             next_job: 0,
@@ -1019,8 +1070,34 @@ impl Sim {
 
     /// The master nodes: what the stored-data checkers judge (a slave holds its master's
     /// log; `replica-prefix` holds the two against each other).
-    fn master_nodes(&self) -> std::ops::Range<usize> {
-        self.name_servers..self.name_servers + self.groups()
+    fn master_nodes(&self) -> Vec<usize> {
+        (0..self.groups()).map(|g| self.master_of(g)).collect()
+    }
+
+    /// Group `g`'s replicas (nodes), the configured master first.
+    fn replicas_of(&self, g: usize) -> Vec<usize> {
+        (0..=self.cfg.slaves)
+            .map(|s| self.name_servers + g + s * self.groups())
+            .collect()
+    }
+
+    /// Group `g`'s master: the configured one, or in controller mode the running replica
+    /// that leads the latest epoch (the configured first replica when none leads).
+    fn master_of(&self, g: usize) -> usize {
+        let first = self.name_servers + g;
+        if !self.cfg.controller {
+            return first;
+        }
+        self.replicas_of(g)
+            .into_iter()
+            .filter_map(|n| match &self.fabric.nodes[n] {
+                Node::Broker {
+                    machine: Some(b), ..
+                } if b.role().is_master() => Some((b.master_epoch(), n)),
+                _ => None,
+            })
+            .max()
+            .map_or(first, |(_, n)| n)
     }
 
     /// Runs to the end of the liveness phase.

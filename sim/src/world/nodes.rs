@@ -9,16 +9,25 @@ impl Sim {
         let seed = self.stream(Stream::Main).random();
         let j = node - self.name_servers;
         let (group, broker_id) = self.group_and_id(node);
-        let namesrv_addrs = (0..self.name_servers).map(ns_addr).collect();
+        let namesrv_addrs: Vec<String> = (0..self.name_servers).map(ns_addr).collect();
+        let controller = self.cfg.controller;
         let mut config = BrokerConfig {
             broker_addr: broker_addr(j),
             broker_name: format!("broker-{group}"),
-            broker_id,
-            broker_role: if broker_id == 0 {
+            // Controller mode: replicas 1.. (routes list whichever leads as 0).
+            broker_id: broker_id + controller as u64,
+            broker_role: if broker_id == 0 || controller {
                 self.cfg.master_role
             } else {
                 rockfish_core::broker::BrokerRole::Slave
             },
+            enable_controller_mode: controller,
+            controller_addrs: if controller {
+                namesrv_addrs.clone()
+            } else {
+                Vec::new()
+            },
+            ha_max_time_slave_not_catchup_ms: 5_000,
             ha_addr: broker_ha_addr(j),
             namesrv_addrs,
             flush_disk_type: self.cfg.flush,
@@ -74,7 +83,7 @@ impl Sim {
             } else {
                 disk.crash();
             }
-            self.record_crash(node, power);
+            self.record_crash(node, power, false);
             self.push(now + 500, Ev::Restart { broker: node });
             return;
         }
@@ -113,15 +122,17 @@ impl Sim {
         let Node::Broker { machine, disk, .. } = &mut self.fabric.nodes[broker] else {
             unreachable!()
         };
-        if machine.take().is_none() {
+        let Some(gone) = machine.take() else {
             return;
-        }
+        };
+        let was_master = gone.role().is_master();
+        drop(gone);
         if power {
             disk.power_loss();
         } else {
             disk.crash();
         }
-        self.record_crash(broker, power);
+        self.record_crash(broker, power, was_master);
         let line = format!(
             "t={} broker {broker} {}",
             self.now,
@@ -182,17 +193,32 @@ impl Sim {
         else {
             return;
         };
-        let slave = self.name_servers + group + self.groups();
-        let Some(b) = self.fabric.nodes[slave].broker() else {
-            return; // down now: its durable log is on its disk, judged when it runs
-        };
-        let durable = b.store().flushed();
-        let last = r
+        let ids: Vec<_> = r
             .offset_msg_id
             .split(',')
             .filter_map(rockfish_core::message::parse_offset_msg_id)
-            .map(|(_, phys)| phys)
-            .max();
+            .collect();
+        let last = ids.iter().map(|(_, phys)| *phys).max();
+        // The replica that acked (its address is in the offset message id); the others must
+        // hold the message (controller mode: whichever replica leads).
+        let acker = ids.first().and_then(|(host, _)| {
+            self.replicas_of(group).into_iter().find(|&n| {
+                rockfish_core::broker::parse_host(&broker_addr(n - self.name_servers))
+                    .is_some_and(|h| h == *host)
+            })
+        });
+        let others: Vec<usize> = self
+            .replicas_of(group)
+            .into_iter()
+            .filter(|&n| Some(n) != acker)
+            .collect();
+        let mut durable = 0;
+        for n in others {
+            let Some(b) = self.fabric.nodes[n].broker() else {
+                return; // down now: its durable log is on its disk, judged when it runs
+            };
+            durable = durable.max(b.store().flushed());
+        }
         if let Some(phys) = last
             && durable <= phys
         {
@@ -210,7 +236,52 @@ impl Sim {
         }
     }
 
-    pub(super) fn record_crash(&mut self, broker: usize, power: bool) {
+    /// Controller mode: a replica acting as master of an epoch another replica led is two
+    /// masters in one epoch.
+    fn record_epoch_master(&mut self, node: usize) {
+        let Node::Broker {
+            machine: Some(b), ..
+        } = &self.fabric.nodes[node]
+        else {
+            return;
+        };
+        if !b.role().is_master() {
+            return;
+        }
+        let epoch = b.master_epoch();
+        let (group, _) = self.group_and_id(node);
+        match self.history.epoch_masters.get(&(group, epoch)).copied() {
+            None => {
+                if self
+                    .history
+                    .epoch_masters
+                    .keys()
+                    .any(|(g, e)| *g == group && *e < epoch)
+                {
+                    self.history.failovers += 1;
+                }
+                self.history.epoch_masters.insert((group, epoch), node);
+                let line = format!(
+                    "t={} broker {node} leads broker-{group} in epoch {epoch}",
+                    self.now
+                );
+                self.log(line);
+            }
+            Some(other) if other != node => {
+                let what = format!("brokers {other} and {node} both led epoch {epoch}");
+                let line = format!("t={} two masters: {what}", self.now);
+                self.log(line);
+                self.history
+                    .two_masters
+                    .push((format!("broker-{group}"), what));
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// `was_master`: controller mode names a crash by the role the replica had (a master's
+    /// power loss may take what it acked under ASYNC_FLUSH, as a configured master's).
+    pub(super) fn record_crash(&mut self, broker: usize, power: bool, was_master: bool) {
         self.epochs[broker] += 1;
         if power {
             self.history.power_losses += 1;
@@ -219,7 +290,7 @@ impl Sim {
         let (group, id) = self.group_and_id(broker);
         self.history.crash_log.push(CrashRecord {
             at: self.now,
-            broker: if id == 0 {
+            broker: if (id == 0 && !self.cfg.controller) || (self.cfg.controller && was_master) {
                 format!("broker-{group}")
             } else {
                 format!("broker-{group}-slave{id}")
@@ -302,6 +373,9 @@ impl Sim {
             self.crash_broker(node, power, lost);
             return;
         }
+        if self.cfg.controller && self.is_broker(node) {
+            self.record_epoch_master(node);
+        }
         let mut outs = Vec::new();
         let mut delivered = Vec::new();
         let mut sent = Vec::new();
@@ -335,6 +409,24 @@ impl Sim {
                         upto,
                         work,
                     })
+                }
+                Routed::Persist { token, files } if node < self.name_servers => {
+                    // The embedded controller's raft log, written after a sync's latency.
+                    let work = self.ns_disks[node].write_job(files);
+                    self.next_work += 1;
+                    let id = self.next_work;
+                    self.disk_work.insert(id, work);
+                    let took = self.between(Stream::Main, self.cfg.faults.sync_ms);
+                    let epoch = self.epochs[node];
+                    self.push(
+                        self.now + took,
+                        Ev::NsPersistDone {
+                            ns: node,
+                            epoch,
+                            token,
+                            work: id,
+                        },
+                    );
                 }
                 Routed::Persist { token, files } => {
                     let Some(b) = self.fabric.nodes[node].broker() else {

@@ -37,13 +37,16 @@ impl Sim {
     /// kept stays ahead of it (and is refused), the one case one history cannot be kept.
     pub(super) fn record_replicas(&mut self) {
         for g in 0..self.groups() {
-            let master = self.name_servers + g;
+            let master = self.master_of(g);
             let name = format!("broker-{g}");
-            if self
-                .history
-                .crash_log
-                .iter()
-                .any(|c| c.power && c.broker == name)
+            // Controller mode moves the mastership and cuts a returning replica's tail: one
+            // history is kept whatever lost power.
+            if !self.cfg.controller
+                && self
+                    .history
+                    .crash_log
+                    .iter()
+                    .any(|c| c.power && c.broker == name)
             {
                 continue;
             }
@@ -56,8 +59,7 @@ impl Sim {
             let Ok((mlog, _)) = m.store().read_replicated(0, usize::MAX) else {
                 continue;
             };
-            for s in 1..=self.cfg.slaves {
-                let node = master + s * self.groups();
+            for node in self.replicas_of(g).into_iter().filter(|&n| n != master) {
                 let Node::Broker {
                     machine: Some(sb), ..
                 } = &self.fabric.nodes[node]

@@ -17,7 +17,7 @@ use crate::checkpoint::CHECKPOINT_FILE;
 
 /// A checkpoint mark no queue reaches: the queue was being rebuilt from the log when the
 /// recovery that wrote it stopped, so the next one rebuilds it again.
-const REBUILD_MARK: u64 = u64::MAX;
+pub(super) const REBUILD_MARK: u64 = u64::MAX;
 
 impl<D: Disk> MessageStore<D> {
     /// Opens (or creates) a store on `disk` and recovers it. `now` stamps the checkpoint.

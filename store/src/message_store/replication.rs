@@ -74,10 +74,26 @@ impl<D: Disk> MessageStore<D> {
         if end == write_pos {
             return Ok(());
         }
+        // The checkpoint on disk may vouch for bytes past `end`: lowered durably first (every
+        // queue marked for a rebuild, as recovery marks one it is rebuilding), so that a crash
+        // in the middle of the cut never meets a checkpoint past the log's end.
+        if let Some(mut cp) = crate::checkpoint::Checkpoint::load(&self.disk)?
+            && cp.offset > end
+        {
+            cp.offset = end;
+            cp.clean_shutdown = false;
+            for m in &mut cp.queues {
+                m.max_offset = super::recovery::REBUILD_MARK;
+            }
+            cp.store(&mut self.disk)?;
+        }
+        self.checkpointed = self.checkpointed.min(end);
         let durable = self.log.flushed().min(end);
         self.log.truncate(&mut self.disk, end, durable)?;
         self.cut_queues_past(end)?;
-        Ok(())
+        // And a true checkpoint of the cut store at once.
+        let now = crate::checkpoint::Checkpoint::load(&self.disk)?.map_or(0, |c| c.timestamp);
+        self.checkpoint_inner(now, false, false)
     }
 
     /// Whether a unit (a record, or a segment's end blank) of this log starts at `offset`.
