@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use rockfish_core::broker::{BrokerConfig, BrokerRole, FlushDiskType};
+use rockfish_core::controller::ControllerConfig;
 use rockfish_store::StoreConfig;
 use rockfish_store::message_store::parse_delay_levels;
 
@@ -76,14 +77,7 @@ pub fn parse(text: &str) -> Result<BrokerConf, String> {
             "brokerClusterName" => broker.cluster_name = v.to_string(),
             "brokerName" => broker.broker_name = v.to_string(),
             "brokerId" => broker.broker_id = parse_num(key, v)?,
-            "namesrvAddr" => {
-                broker.namesrv_addrs = v
-                    .split(';')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect()
-            }
+            "namesrvAddr" => broker.namesrv_addrs = split_addrs(v),
             "listenPort" => listen_port = parse_num(key, v)?,
             "bindAddress" => {
                 bind_address = v
@@ -125,6 +119,14 @@ pub fn parse(text: &str) -> Result<BrokerConf, String> {
             }
             "haMaxGapNotInSync" => broker.ha_max_gap_not_in_sync = parse_num(key, v)?,
             "slaveReadEnable" => broker.slave_read_enable = parse_bool(key, v)?,
+            "enableControllerMode" => broker.enable_controller_mode = parse_bool(key, v)?,
+            "controllerAddr" => broker.controller_addrs = split_addrs(v),
+            "controllerHeartBeatInterval" | "brokerHeartbeatInterval" => {
+                broker.controller_heartbeat_ms = parse_num(key, v)?
+            }
+            "haMaxTimeSlaveNotCatchup" => {
+                broker.ha_max_time_slave_not_catchup_ms = parse_num(key, v)?
+            }
             "autoCreateTopicEnable" => broker.auto_create_topic = parse_bool(key, v)?,
             "timerWheelEnable" => broker.timer_wheel_enable = parse_bool(key, v)?,
             "timerMaxDelaySec" => {
@@ -189,6 +191,141 @@ pub fn parse(text: &str) -> Result<BrokerConf, String> {
     })
 }
 
+/// `a:1;b:2` (RocketMQ's list form) as addresses.
+fn split_addrs(v: &str) -> Vec<String> {
+    v.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// The controller embedded in a name server (or run as `rockfish controller`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerConf {
+    pub config: ControllerConfig,
+    /// Where the controller keeps its raft log (controllerStorePath).
+    pub data_dir: PathBuf,
+}
+
+/// The controller from its peers and own id, in rockfish's form (`a:1;b:2;c:3`, id 1..=n) or
+/// Apache's (controllerDLegerPeers `n0-a:1;n1-b:2`, controllerDLegerSelfId `n0`). rockfish
+/// carries raft on the controller's remoting port: the peers are the addresses brokers name
+/// in controllerAddr.
+pub fn controller_conf(
+    peers: &str,
+    self_id: &str,
+    data_dir: PathBuf,
+) -> Result<ControllerConf, String> {
+    let mut names = Vec::new();
+    let mut addrs = Vec::new();
+    for p in split_addrs(peers) {
+        match p.split_once('-') {
+            Some((name, addr)) if !name.contains(':') => {
+                names.push(name.to_string());
+                addrs.push(addr.to_string());
+            }
+            _ => addrs.push(p),
+        }
+    }
+    if !names.is_empty() && names.len() != addrs.len() {
+        return Err(format!(
+            "controller peers {peers:?}: name every peer (n0-host:port) or none"
+        ));
+    }
+    let id = match names.iter().position(|n| n == self_id) {
+        Some(i) => i as u64 + 1,
+        None => self_id.parse::<u64>().map_err(|_| {
+            format!(
+                "controller self id {self_id:?}: not one of the peers' names or a number from 1"
+            )
+        })?,
+    };
+    let config = ControllerConfig {
+        id,
+        peers: addrs,
+        ..ControllerConfig::default()
+    };
+    config.validate().map_err(|e| format!("controller: {e}"))?;
+    Ok(ControllerConf { config, data_dir })
+}
+
+/// A name server's properties file (namesrv.conf, `key=value`): its port and, with
+/// enableControllerInNamesrv, the embedded controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamesrvConf {
+    pub listen_port: Option<u16>,
+    pub controller: Option<ControllerConf>,
+}
+
+pub fn parse_namesrv(text: &str) -> Result<NamesrvConf, String> {
+    let mut listen_port = None;
+    let mut enabled = false;
+    let (mut peers, mut self_id) = (None, None);
+    let mut data_dir = PathBuf::from("./rockfish-controller");
+    let mut heartbeat_timeout = None;
+    for (n, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once(['=', ':']) else {
+            return Err(format!(
+                "namesrv.conf line {}: expected key=value, got {line:?}",
+                n + 1
+            ));
+        };
+        let (key, v) = (key.trim(), value.trim());
+        match key {
+            "listenPort" => listen_port = Some(parse_num(key, v)?),
+            "enableControllerInNamesrv" => enabled = parse_bool(key, v)?,
+            "controllerDLegerPeers" => peers = Some(v.to_string()),
+            "controllerDLegerSelfId" => self_id = Some(v.to_string()),
+            "controllerStorePath" => data_dir = PathBuf::from(expand_home(v)),
+            // A broker silent this long is dead (Apache: the broker's heartbeat timeout).
+            "controllerHeartBeatTimeoutMills" | "brokerHeartbeatTimeoutMills" => {
+                heartbeat_timeout = Some(parse_num::<u64>(key, v)?)
+            }
+            "controllerDLegerGroup"
+            | "controllerType"
+            | "scanNotActiveBrokerInterval"
+            | "enableElectUncleanMaster"
+            | "notifyBrokerRoleChanged"
+            | "rocketmqHome"
+            | "kvConfigPath"
+            | "configStorePath"
+            | "productEnvName"
+            | "clusterTest"
+            | "orderMessageEnable" => {
+                if key == "enableElectUncleanMaster" && parse_bool(key, v)? {
+                    return Err("namesrv.conf: enableElectUncleanMaster=true is refused: rockfish elects only from the SyncStateSet".into());
+                }
+            }
+            _ => return Err(format!("namesrv.conf line {}: unknown key {key:?}", n + 1)),
+        }
+    }
+    let controller = if enabled {
+        let peers =
+            peers.ok_or("namesrv.conf: enableControllerInNamesrv needs controllerDLegerPeers")?;
+        let self_id = self_id
+            .ok_or("namesrv.conf: enableControllerInNamesrv needs controllerDLegerSelfId")?;
+        let mut c = controller_conf(&peers, &self_id, data_dir)?;
+        if let Some(t) = heartbeat_timeout {
+            c.config.broker_timeout_ms = t;
+            c.config
+                .validate()
+                .map_err(|e| format!("namesrv.conf: {e}"))?;
+        }
+        Some(c)
+    } else {
+        None
+    };
+    Ok(NamesrvConf {
+        listen_port,
+        controller,
+    })
+}
+
 fn default_store_root() -> PathBuf {
     PathBuf::from("./rockfish-data")
 }
@@ -222,6 +359,52 @@ mod tests {
         assert_eq!(conf.bind_address, "0.0.0.0");
         let conf = parse("bindAddress=127.0.0.1\n").unwrap();
         assert_eq!(conf.bind_address, "127.0.0.1");
+    }
+
+    #[test]
+    fn parses_controller_mode() {
+        let conf = parse(
+            "brokerId=2\nbrokerRole=SYNC_MASTER\nenableControllerMode=true\n\
+             controllerAddr=127.0.0.1:9876;127.0.0.1:9886\nhaMaxTimeSlaveNotCatchup=8000\n",
+        )
+        .unwrap();
+        assert!(conf.broker.enable_controller_mode);
+        assert_eq!(
+            conf.broker.controller_addrs,
+            vec!["127.0.0.1:9876", "127.0.0.1:9886"]
+        );
+        assert_eq!(conf.broker.ha_max_time_slave_not_catchup_ms, 8000);
+        let e = parse("brokerId=0\nenableControllerMode=true\ncontrollerAddr=a:1\n").unwrap_err();
+        assert!(e.contains("brokerId"), "{e}");
+        let e = parse("brokerId=1\nenableControllerMode=true\n").unwrap_err();
+        assert!(e.contains("controllerAddr"), "{e}");
+    }
+
+    #[test]
+    fn parses_namesrv_conf_with_an_embedded_controller() {
+        let conf = parse_namesrv(
+            "listenPort=9886\nenableControllerInNamesrv=true\ncontrollerDLegerGroup=group1\n\
+             controllerDLegerPeers=n0-127.0.0.1:9876;n1-127.0.0.1:9886;n2-127.0.0.1:9896\n\
+             controllerDLegerSelfId=n1\ncontrollerStorePath=/tmp/ctl\n",
+        )
+        .unwrap();
+        assert_eq!(conf.listen_port, Some(9886));
+        let c = conf.controller.unwrap();
+        assert_eq!(c.config.id, 2);
+        assert_eq!(c.config.peers.len(), 3);
+        assert_eq!(c.config.peers[2], "127.0.0.1:9896");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/ctl"));
+        assert_eq!(parse_namesrv("listenPort=1\n").unwrap().controller, None);
+        let c = controller_conf("a:1;b:2;c:3", "3", PathBuf::from(".")).unwrap();
+        assert_eq!(c.config.id, 3);
+        let e = controller_conf("a:1;b:2", "n7", PathBuf::from(".")).unwrap_err();
+        assert!(e.contains("n7"), "{e}");
+        let e = controller_conf("a:1;b:2", "3", PathBuf::from(".")).unwrap_err();
+        assert!(e.contains("controller id 3"), "{e}");
+        let e = parse_namesrv("enableControllerInNamesrv=true\n").unwrap_err();
+        assert!(e.contains("controllerDLegerPeers"), "{e}");
+        let e = parse_namesrv("enableElectUncleanMaster=true\n").unwrap_err();
+        assert!(e.contains("SyncStateSet"), "{e}");
     }
 
     #[test]

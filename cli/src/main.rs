@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use rockfish_core::broker::{BrokerConfig, FlushDiskType};
 use rockfish_core::namesrv::NameServerConfig;
+use rockfish_net::controller::start_controller_namesrv;
 use rockfish_net::launch::{start_broker, start_namesrv};
 use rockfish_store::StoreConfig;
 
@@ -60,6 +61,16 @@ enum Command {
     Namesrv {
         #[arg(long, default_value = "0.0.0.0:9876")]
         listen: String,
+        #[command(flatten)]
+        controller: ControllerArgs,
+    },
+    /// A name server with RocketMQ 5's controller embedded (as `namesrv --controller-peers`):
+    /// brokers with enableControllerMode name these addresses in controllerAddr.
+    Controller {
+        #[arg(long, default_value = "0.0.0.0:9876")]
+        listen: String,
+        #[command(flatten)]
+        controller: ControllerArgs,
     },
     /// A broker configured by a RocketMQ broker.conf.
     Broker {
@@ -77,6 +88,51 @@ enum Command {
     /// The deterministic simulator.
     #[command(subcommand)]
     Sim(SimCmd),
+}
+
+/// The controller embedded in a name server (Apache's enableControllerInNamesrv).
+#[derive(clap::Args)]
+struct ControllerArgs {
+    /// A namesrv.conf (listenPort, enableControllerInNamesrv, controllerDLegerPeers,
+    /// controllerDLegerSelfId, controllerStorePath).
+    #[arg(short = 'c', long = "config")]
+    config: Option<PathBuf>,
+    /// Every controller's address in order, `;`-separated (`a:9876;b:9876;c:9876`, or
+    /// Apache's `n0-a:9876;n1-b:9876;...`); raft travels on these same ports.
+    #[arg(long)]
+    controller_peers: Option<String>,
+    /// This controller among the peers: its position from 1, or its name (`n0`).
+    #[arg(long, default_value = "1")]
+    controller_id: String,
+    /// Where the controller keeps its raft log (controllerStorePath).
+    #[arg(long, default_value = "./rockfish-controller")]
+    controller_dir: PathBuf,
+}
+
+impl ControllerArgs {
+    /// The port from a config file, and the controller if one is asked for.
+    fn resolve(self, listen: String) -> Result<(String, Option<conf::ControllerConf>), String> {
+        let mut listen = listen;
+        let mut controller = None;
+        if let Some(path) = &self.config {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let c = conf::parse_namesrv(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            if let Some(port) = c.listen_port {
+                let host = listen.rsplit_once(':').map_or("0.0.0.0", |(h, _)| h);
+                listen = format!("{host}:{port}");
+            }
+            controller = c.controller;
+        }
+        if let Some(peers) = &self.controller_peers {
+            controller = Some(conf::controller_conf(
+                peers,
+                &self.controller_id,
+                self.controller_dir.clone(),
+            )?);
+        }
+        Ok((listen, controller))
+    }
 }
 
 #[derive(Subcommand)]
@@ -387,6 +443,36 @@ async fn shutdown_signal() {
     }
 }
 
+/// A name server until a shutdown signal, with its controller if one is configured.
+async fn serve_namesrv(listen: &str, ctl: Option<conf::ControllerConf>) -> Result<(), String> {
+    let Some(ctl) = ctl else {
+        let ns = start_namesrv(listen, NameServerConfig::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        println!("rockfish name server on {}", ns.local_addr());
+        shutdown_signal().await;
+        ns.stop().await;
+        return Ok(());
+    };
+    let (id, peers) = (ctl.config.id, ctl.config.peers.len());
+    let ns = start_controller_namesrv(
+        listen,
+        NameServerConfig::default(),
+        ctl.config,
+        &ctl.data_dir,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    println!(
+        "rockfish name server on {} with controller {id} of {peers}, raft log under {}",
+        ns.local_addr(),
+        ctl.data_dir.display()
+    );
+    shutdown_signal().await;
+    ns.stop().await;
+    Ok(())
+}
+
 async fn run(command: Command) -> Result<(), String> {
     match command {
         Command::Standalone {
@@ -443,14 +529,16 @@ async fn run(command: Command) -> Result<(), String> {
             ns.stop().await;
             Ok(())
         }
-        Command::Namesrv { listen } => {
-            let ns = start_namesrv(&listen, NameServerConfig::default())
-                .await
-                .map_err(|e| e.to_string())?;
-            println!("rockfish name server on {}", ns.local_addr());
-            shutdown_signal().await;
-            ns.stop().await;
-            Ok(())
+        Command::Namesrv { listen, controller } => {
+            let (listen, ctl) = controller.resolve(listen)?;
+            serve_namesrv(&listen, ctl).await
+        }
+        Command::Controller { listen, controller } => {
+            let (listen, ctl) = controller.resolve(listen)?;
+            let Some(ctl) = ctl else {
+                return Err("controller: name the peers (--controller-peers, or -c namesrv.conf with enableControllerInNamesrv=true)".into());
+            };
+            serve_namesrv(&listen, Some(ctl)).await
         }
         Command::Broker { config } => {
             let text = std::fs::read_to_string(&config)

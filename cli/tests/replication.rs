@@ -4,8 +4,6 @@
 //! server lists both brokers of the group while both run.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -16,38 +14,7 @@ use rockfish_net::Client;
 
 mod common;
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts `rockfish <args>` and waits for its first line on stdout.
-fn spawn(args: &[&str]) -> (Proc, String) {
-    let mut child = Command::new(common::BIN)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("rockfish starts");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (Proc(child), line)
-}
+use common::{free_port, spawn};
 
 fn broker_conf(dir: &std::path::Path, ns: &str, id: u32, role: &str, port: u16, ha: u16) -> String {
     let data = dir.join(format!("broker-{id}"));

@@ -62,7 +62,8 @@ pub async fn start_broker(
     }
     // A master serves its slaves on the HA port (haListenPort: the broker's port + 1 unless
     // set; any free port when the broker's was).
-    let ha_listener = if config.broker_role.is_master() {
+    // In controller mode any replica may be elected: each listens from the start.
+    let ha_listener = if config.broker_role.is_master() || config.enable_controller_mode {
         let ha_port = if any_port && config.ha_addr.is_empty() {
             0
         } else {

@@ -24,6 +24,7 @@ pub(crate) use select;
 
 pub mod client;
 mod conn;
+pub mod controller;
 pub mod driver;
 pub mod flush;
 pub mod launch;
