@@ -230,10 +230,15 @@ impl HaMaster {
             // Only whole reports keep a stream alive.
             s.last_heard = now;
             match s.report {
-                None if report > limit => {
+                // A deliberately broken master (for the simulator's checkers) believes a
+                // first report past its end (Apache's early-ack loss, #1155/#3015).
+                None if report > limit && !crate::buggify::bug("ha.trust-report") => {
                     return Err(HaError::AheadOfMaster { report, end: limit });
                 }
-                None if report < master_end && !is_boundary(report) => {
+                None if report < master_end
+                    && !is_boundary(report)
+                    && !crate::buggify::bug("ha.trust-report") =>
+                {
                     return Err(HaError::NotABoundary(report));
                 }
                 None => s.sent_end = report,
@@ -252,6 +257,9 @@ impl HaMaster {
 
     /// What a slave holds that the master sent it: never more than was sent.
     fn acked_of(s: &SlaveConn) -> Option<u64> {
+        if crate::buggify::bug("ha.trust-report") {
+            return s.report;
+        }
         s.report.map(|r| r.min(s.sent_end))
     }
 

@@ -114,6 +114,9 @@ pub enum Fault {
     OneWay { node: usize, deaf: bool, ms: u64 },
     /// A node is cut off from every other, both ways.
     Isolate { node: usize, ms: u64 },
+    /// Two nodes stop hearing each other, both ways (a master and its slave, say), each
+    /// still reaching everyone else.
+    Cut { a: usize, b: usize, ms: u64 },
     /// A swizzle-clog (its nodes and timings drawn when it starts).
     Swizzle,
     /// A node stops handling anything for a while.
@@ -235,6 +238,15 @@ pub struct Bugs {
     pub sql_inverted: bool,
     /// A SYNC_MASTER acks a send without waiting for its slave.
     pub ha_ack_before_slave: bool,
+    /// A master believes a slave's first report past its own end, and every report past
+    /// what it sent the slave (Apache #1155/#3015's early ack).
+    pub ha_trust_report: bool,
+    /// Controllers elect any registered replica, in the SyncStateSet or not.
+    pub elect_outside_sync_set: bool,
+    /// A returning old master keeps the tail the new master never had.
+    pub no_truncation: bool,
+    /// A replica cut off from its master's stream takes over by itself, in its epoch.
+    pub self_promote: bool,
     /// A slave writes to its own log (it journals the consumer offsets committed to it):
     /// its log is no longer its master's.
     pub slave_writes: bool,

@@ -486,3 +486,84 @@ fn replica_checker_catches_a_slave_that_writes_its_own_log() {
         4,
     );
 }
+
+#[test]
+fn sync_master_checker_catches_a_master_that_trusts_a_slave_report_past_its_end() {
+    // The broken machine (Apache #1155/#3015): a master that lost its unflushed tail to a
+    // power loss believes its slave's report of the longer log it had, and acks its next
+    // sends (the liveness phase's) at those offsets at once, though the slave holds other
+    // messages there.
+    let text = GROUPS
+        .replace("down_ms = [40_000, 40_000]", "down_ms = [1_000, 1_000]")
+        .replace("broker = 1\npower = false", "broker = 1\npower = true")
+        // The sends end soon after the power loss: the master's log is still shorter than
+        // the slave's when the slave sees the stream is gone and reports again.
+        .replace("messages = 300", "messages = 110")
+        + "ha_trust_report = true\n";
+    catches(&text, &["sync-master-replicated"], 4);
+}
+
+/// Controller mode: three name servers embedding the controllers, one group of two replicas
+/// (nodes 3 and 4; the controllers first elect node 3, the lower id), consumers consuming.
+const CONTROLLED: &str = r#"
+name = "controller-broken"
+[topology]
+flush = "ASYNC_FLUSH"
+name_servers = 3
+slaves = 1
+master_role = "SYNC_MASTER"
+controller = true
+producers = 1
+consumers = 2
+[workload]
+topic_created = true
+messages = 400
+send_interval_ms = 40
+[phases]
+safety_ms = 40_000
+liveness_ms = 80_000
+[faults]
+latency_ms = [1, 10]
+down_ms = [20_000, 20_000]
+"#;
+
+#[test]
+fn vanish_checker_catches_a_controller_that_elects_outside_the_sync_state_set() {
+    // The slave is cut from its master long enough to leave the SyncStateSet; consumers then
+    // read what only the master holds. The master dies: a broken controller elects the
+    // slave, whose log lacks what was delivered. (Consumers find the topic's route at their
+    // 30 s refresh: the master is elected after their first look.)
+    let text = format!(
+        "{}[[schedule]]\nat = 33_000\nfault = \"cut\"\na = 3\nb = 4\nms = 14_000\n\
+         [[schedule]]\nat = 44_000\nfault = \"crash\"\nbroker = 3\npower = false\n\
+         [bugs]\nelect_outside_sync_set = true\n",
+        CONTROLLED
+            .replace("messages = 400", "messages = 1200")
+            .replace("safety_ms = 40_000", "safety_ms = 60_000")
+    );
+    catches(&text, &["delivered-not-vanished"], 2);
+}
+
+#[test]
+fn replica_checker_catches_an_old_master_that_keeps_its_tail() {
+    // The master writes while cut from its slave, then dies; the slave is elected (it is
+    // still in the SyncStateSet) and takes new writes. The old master returns without
+    // cutting the tail the new master never had: two histories.
+    let text = format!(
+        "{CONTROLLED}[[schedule]]\nat = 8000\nfault = \"cut\"\na = 3\nb = 4\nms = 2_500\n\
+         [[schedule]]\nat = 9500\nfault = \"crash\"\nbroker = 3\npower = false\n\
+         [bugs]\nno_truncation = true\n"
+    );
+    catches(&text, &["replica-prefix"], 2);
+}
+
+#[test]
+fn epoch_checker_catches_a_replica_that_takes_over_by_itself() {
+    // The slave is cut from its live master: a broken replica takes over in the epoch it
+    // follows, without the controller. Two masters in one epoch.
+    let text = format!(
+        "{CONTROLLED}[[schedule]]\nat = 5000\nfault = \"cut\"\na = 3\nb = 4\nms = 15_000\n\
+         [bugs]\nself_promote = true\n"
+    );
+    catches(&text, &["one-master-per-epoch"], 2);
+}

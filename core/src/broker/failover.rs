@@ -133,6 +133,9 @@ pub(super) struct ControllerLink {
     epoch_asked_at: u64,
     pub log_checked: bool,
     pub epochs: EpochCache,
+    /// A follower without a stream to its master since then (only a deliberately broken
+    /// replica acts on it).
+    silent_since: Option<u64>,
 }
 
 impl ControllerLink {
@@ -228,6 +231,26 @@ impl<D: Disk> Broker<D> {
         self.outputs.push_back(Output::SendTo { addr, cmd });
         if self.repl.role.is_master() {
             self.maintain_sync_state_set(now);
+        } else {
+            self.self_promote_if_broken(now);
+        }
+    }
+
+    /// A deliberately broken replica (for the simulator's checkers): one cut off from its
+    /// master's stream for the catch-up time takes over by itself, in the epoch it follows,
+    /// without asking the controller (two masters in one epoch while the master lives).
+    fn self_promote_if_broken(&mut self, now: u64) {
+        if self.repl.slave.conn.is_some() || self.ctl.epoch == 0 {
+            self.ctl.silent_since = None;
+            return;
+        }
+        let since = *self.ctl.silent_since.get_or_insert(now);
+        if now.saturating_sub(since) >= self.config.ha_max_time_slave_not_catchup_ms
+            && crate::buggify::bug("broker.self-promote")
+        {
+            self.ctl.silent_since = None;
+            self.ctl.promote_to = Some(self.ctl.epoch);
+            self.try_promote(now);
         }
     }
 

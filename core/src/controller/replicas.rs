@@ -54,7 +54,11 @@ impl GroupReplicas {
         if self.master_epoch == 0 {
             self.brokers.contains_key(&id)
         } else {
+            // A deliberately broken controller (for the simulator's checkers) elects any
+            // registered replica.
             self.sync_state_set.contains(&id)
+                || (self.brokers.contains_key(&id)
+                    && crate::buggify::bug("controller.elect-outside-sync-set"))
         }
     }
 }
@@ -177,12 +181,7 @@ impl ReplicaTable {
                         ),
                     );
                 }
-                // A deliberately broken controller (for the simulator's checkers) elects any
-                // registered replica.
-                let electable = g.electable(*master)
-                    || (g.brokers.contains_key(master)
-                        && crate::buggify::bug("controller.elect-outside-sync-set"));
-                if !electable {
+                if !g.electable(*master) {
                     return refuse(
                         response::CONTROLLER_ELECT_MASTER_FAILED,
                         format!("broker {master} of {group} is not in the SyncStateSet"),

@@ -166,6 +166,9 @@ impl Sim {
                 let others = (0..total).filter(|n| *n != node).collect();
                 self.partition("isolate", node, [node].into(), others, true, ms);
             }
+            Fault::Cut { a, b, ms } => {
+                self.partition("cut", a, [a].into(), [b].into(), true, ms);
+            }
             Fault::Swizzle => self.swizzle(),
             Fault::Pause { node, ms } => self.push(at, Ev::Pause { node, ms }),
             Fault::Leave { consumer } => self.push(at, Ev::Leave { consumer }),

@@ -95,6 +95,7 @@ const PROCESSING_MS: (u64, u64) = (1, 8);
 /// With `topic_created`, consumers start this long after the brokers (which register the
 /// topic at once), so their first route query finds it.
 const CONSUMERS_START_MS: u64 = 200;
+const CONTROLLER_CONSUMERS_START_MS: u64 = 5_000;
 
 /// The random streams (see `Sim::streams`).
 #[derive(Debug, Clone, Copy)]
@@ -561,6 +562,9 @@ pub struct Sim {
     /// Per node, how many times its process died: a connection dies with the process at
     /// either end, so a restarted node never sees frames of its predecessor's connections.
     epochs: Vec<u32>,
+    /// Per broker node: it was a master when its process last died (controller mode: a
+    /// power loss while it recovers takes that master's unflushed tail).
+    died_as_master: Vec<bool>,
     /// Brokers set to die at one of their next disk operations (`MemDisk::arm_fuse`), and
     /// whether that is a power loss, and for good.
     armed: BTreeMap<usize, (bool, bool)>,
@@ -656,6 +660,13 @@ impl Sites {
             (cfg.bugs.sql_inverted, "broker.sql-inverted"),
             (cfg.bugs.ha_ack_before_slave, "broker.ha-ack-before-slave"),
             (cfg.bugs.slave_writes, "broker.slave-writes"),
+            (cfg.bugs.ha_trust_report, "ha.trust-report"),
+            (
+                cfg.bugs.elect_outside_sync_set,
+                "controller.elect-outside-sync-set",
+            ),
+            (cfg.bugs.no_truncation, "broker.no-truncation"),
+            (cfg.bugs.self_promote, "broker.self-promote"),
         ];
         for (on, name) in bugs {
             if on {
@@ -680,6 +691,7 @@ fn producer_config(cfg: &SimConfig, i: usize, seed: u64) -> ProducerConfig {
         namesrv_addrs: (0..cfg.name_servers.max(1)).map(ns_addr).collect(),
         seed,
         latency_fault: cfg.latency_fault,
+        route_refresh_ms: client_route_refresh_ms(cfg),
         ..ProducerConfig::default()
     }
 }
@@ -731,8 +743,16 @@ fn consumer_config(cfg: &SimConfig, i: usize, group: Group, seed: u64) -> Consum
             _ => -1,
         },
         seed,
+        route_refresh_ms: client_route_refresh_ms(cfg),
         ..ConsumerConfig::default()
     }
+}
+
+/// How often clients poll routes (pollNameServerInterval). Controller mode: 5 s, as a
+/// deployment with failover sets it, so clients find an elected master within seconds
+/// rather than the 30 s default.
+fn client_route_refresh_ms(cfg: &SimConfig) -> u64 {
+    if cfg.controller { 5_000 } else { 30_000 }
 }
 
 /// The controller of name server `i` in controller mode (`persisted`: its raft log).
@@ -845,6 +865,7 @@ impl Sim {
             name_servers,
             brokers,
             epochs: vec![0; total],
+            died_as_master: vec![false; total],
             armed: BTreeMap::new(),
             lost: BTreeSet::new(),
             faults: Vec::new(),
@@ -902,7 +923,14 @@ impl Sim {
             let consumers = sim.cfg.all_consumers();
             for c in sim.fabric.nodes.len() - consumers..sim.fabric.nodes.len() {
                 sim.left.insert(c);
-                sim.push(CONSUMERS_START_MS, Ev::Join { consumer: c });
+                // Controller mode: once the controllers have elected the first masters (no
+                // route lists a group before), or consumers would wait out a route refresh.
+                let start = if sim.cfg.controller {
+                    CONTROLLER_CONSUMERS_START_MS
+                } else {
+                    CONSUMERS_START_MS
+                };
+                sim.push(start, Ev::Join { consumer: c });
             }
         }
         for b in sim.broker_nodes() {

@@ -83,7 +83,8 @@ impl Sim {
             } else {
                 disk.crash();
             }
-            self.record_crash(node, power, false);
+            let was_master = self.died_as_master[node];
+            self.record_crash(node, power, was_master);
             self.push(now + 500, Ev::Restart { broker: node });
             return;
         }
@@ -126,6 +127,7 @@ impl Sim {
             return;
         };
         let was_master = gone.role().is_master();
+        self.died_as_master[broker] = was_master;
         drop(gone);
         if power {
             disk.power_loss();
@@ -212,20 +214,37 @@ impl Sim {
             .into_iter()
             .filter(|&n| Some(n) != acker)
             .collect();
+        // Held: durable on some other replica, and the same message there (a replica whose
+        // log diverged may hold other bytes at the offset).
         let mut durable = 0;
+        let mut same = false;
         for n in others {
             let Some(b) = self.fabric.nodes[n].broker() else {
                 return; // down now: its durable log is on its disk, judged when it runs
             };
-            durable = durable.max(b.store().flushed());
+            let flushed = b.store().flushed();
+            durable = durable.max(flushed);
+            same |= last.is_some_and(|phys| flushed > phys)
+                && ids.iter().zip(bodies).all(|((_, phys), body)| {
+                    b.store()
+                        .read(*phys)
+                        .is_ok_and(|rec| rec.body().as_ref() == body.as_bytes())
+                });
         }
         if let Some(phys) = last
-            && durable <= phys
+            && !same
         {
-            let what = format!(
-                "acked at log offset {phys} of {}; its slave holds {durable} durably",
-                r.queue.broker_name
-            );
+            let what = if durable > phys {
+                format!(
+                    "acked at log offset {phys} of {}; its slave holds other bytes there",
+                    r.queue.broker_name
+                )
+            } else {
+                format!(
+                    "acked at log offset {phys} of {}; its slave holds {durable} durably",
+                    r.queue.broker_name
+                )
+            };
             let line = format!("t={} sync ack unreplicated: {what}", self.now);
             self.log(line);
             for body in bodies {
