@@ -205,6 +205,9 @@ fault_knobs! {
         one_way_per_sec: shrink to 0.0, "no one-way partitions";
         /// Chance per second that one node (any kind) is cut off from all others both ways.
         isolate_per_sec: shrink to 0.0, "no isolated nodes";
+        /// Chance per second that two replicas of one broker group (a master and its slave)
+        /// stop hearing each other for `partition_ms`, each still reaching everyone else.
+        replica_cut_per_sec: shrink to 0.0, "no cuts between replicas";
         /// Chance per second of a swizzle: a few nodes' links clog one after another (frames
         /// are held, not lost), then unclog in another order (FoundationDB's swizzle-clogging).
         swizzle_per_sec: shrink to 0.0, "no swizzle-clogging";

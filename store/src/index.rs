@@ -533,6 +533,46 @@ impl IndexService {
         }))
     }
 
+    /// The index's checkpoint state as if the commit log ended at `end` (a cut's checkpoint,
+    /// before `truncate` runs).
+    pub(crate) fn mark_at<D: Disk>(
+        &self,
+        disk: &D,
+        end: u64,
+    ) -> StoreResult<Option<IndexCheckpoint>> {
+        self.checkpoint_mark(disk, end)
+    }
+
+    /// Cuts the index back to the entries of records below `end` (the commit log is cut
+    /// there): files begun at or past it go, the last file keeps its entries below it, slots
+    /// rebuilt. Entries stay in log order, which checkpoints and recovery count on: appends
+    /// after the cut land below entries of the cut tail otherwise.
+    pub(crate) fn truncate<D: Disk>(&mut self, disk: &mut D, end: u64) -> StoreResult<()> {
+        while self.files.last().is_some_and(|f| f.start >= end) {
+            let f = self.files.pop().expect("checked");
+            disk.close(f.file);
+            disk.remove(&Self::path(f.start))?;
+        }
+        let Some(mark) = self.checkpoint_mark(disk, end)? else {
+            return Ok(());
+        };
+        let cfg = self.config;
+        let active = self.files.last_mut().expect("a mark names the last file");
+        assert_eq!(active.start, mark.file_start, "the mark is the last file's");
+        let keep = mark.header.index_count;
+        if keep >= active.header.index_count {
+            return Ok(());
+        }
+        active.header.index_count = keep;
+        active.header.end_phy_offset = if keep > 1 {
+            let b = stable_read_at(disk, active.file, cfg.entry_pos(keep as u32 - 1) + 4, 8)?;
+            i64::from_be_bytes(b[..].try_into().expect("8 bytes"))
+        } else {
+            active.header.begin_phy_offset
+        };
+        self.reset_active(disk)
+    }
+
     pub fn file_count(&self) -> usize {
         self.files.len()
     }

@@ -68,8 +68,21 @@ fn same(master: &MessageStore<MemDisk>, slave: &MessageStore<MemDisk>) {
             assert_eq!(all(slave), all(master), "{topic}/{q}");
         }
     }
-    let found = slave.query_by_key("B", "k7", 0, i64::MAX, 4).unwrap();
-    assert_eq!(found.len(), 1, "the index is built too");
+    // The index is built too: every key finds its record, and only it.
+    for topic in ["A", "B"] {
+        for q in 0..4 {
+            for rec in master
+                .get(topic, q, 0, 10_000, usize::MAX, &|_| true)
+                .unwrap()
+                .messages
+            {
+                let key = String::from_utf8(rec.property("KEYS").unwrap().to_vec()).unwrap();
+                let found = slave.query_by_key(topic, &key, 0, i64::MAX, 4).unwrap();
+                let at: Vec<u64> = found.iter().map(|r| r.physical_offset()).collect();
+                assert_eq!(at, vec![rec.physical_offset()], "{topic} key {key}");
+            }
+        }
+    }
 }
 
 #[test]
@@ -193,4 +206,63 @@ fn a_replica_cut_back_to_a_common_point_follows_another_history() {
     disk.power_loss();
     let old = open(disk);
     same(&new, &old);
+}
+
+#[test]
+fn a_cut_replica_indexes_the_new_history_across_checkpoints_and_crashes() {
+    // The cut is checkpointed with the index as it stood at the cut; the new history's
+    // records land below the cut tail's offsets and must be indexed (and found) whether the
+    // replica then checkpoints, crashes, or loses power at any point.
+    let new = master(300);
+    for (checkpoint_after, power) in [(false, false), (false, true), (true, false), (true, true)] {
+        let mut old = open(MemDisk::new(4));
+        let (shared, cut) = new.read_replicated(0, 120_000).unwrap();
+        old.append_replicated(0, &shared).unwrap();
+        let host = HostAddr::V4([10, 0, 0, 9], 10911);
+        for i in 0..60 {
+            let body = vec![b'z'; 900];
+            let props = format!("KEYS\u{1}stray{i}\u{2}");
+            let msg = StoreMessage {
+                topic: "B",
+                queue_id: 1,
+                flag: 0,
+                sys_flag: 0,
+                born_timestamp: 1,
+                born_host: host,
+                store_host: host,
+                reconsume_times: 0,
+                prepared_transaction_offset: 0,
+                body: &body,
+                properties: props.as_bytes(),
+            };
+            old.put(&msg, NOW).unwrap();
+        }
+        // The tail is checkpointed (its index entries durable) before the cut.
+        old.sync().unwrap();
+        old.checkpoint(NOW).unwrap();
+        let tail_end = old.write_pos();
+        old.truncate_log(cut).unwrap();
+        // Part of the new history, ending below where the cut tail ended.
+        let (part, next) = new.read_replicated(cut, 20_000).unwrap();
+        assert!(next < tail_end);
+        old.append_replicated(cut, &part).unwrap();
+        if checkpoint_after {
+            old.sync().unwrap();
+            old.checkpoint(NOW).unwrap();
+        }
+        let disk = old.crash();
+        if power {
+            disk.power_loss();
+        } else {
+            disk.crash();
+        }
+        let mut old = open(disk);
+        replicate(&new, &mut old, 8_192);
+        same(&new, &old);
+        assert!(
+            old.query_by_key("B", "stray7", 0, i64::MAX, 4)
+                .unwrap()
+                .is_empty()
+        );
+    }
 }

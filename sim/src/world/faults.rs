@@ -83,6 +83,21 @@ impl Sim {
                 fault: Fault::Isolate { node, ms },
             });
         }
+        if self.cfg.slaves > 0 && self.chance(Stream::ReplicaCut, f.replica_cut_per_sec) {
+            let group = self.below(Stream::ReplicaCut, self.groups());
+            let replicas = self.replicas_of(group);
+            let a = self.below(Stream::ReplicaCut, replicas.len());
+            let b = (a + 1 + self.below(Stream::ReplicaCut, replicas.len() - 1)) % replicas.len();
+            let ms = self.between(Stream::ReplicaCut, f.partition_ms);
+            drawn.push(FaultAt {
+                at: now,
+                fault: Fault::Cut {
+                    a: replicas[a],
+                    b: replicas[b],
+                    ms,
+                },
+            });
+        }
         if self.chance(Stream::Swizzle, f.swizzle_per_sec) {
             drawn.push(FaultAt {
                 at: now,

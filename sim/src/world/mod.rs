@@ -127,8 +127,10 @@ enum Stream {
     Workload,
     /// Transactions: each one's plan, and the check-backs' answers.
     Transaction,
+    /// Cuts between two replicas of a group.
+    ReplicaCut,
 }
-const STREAMS: usize = 16;
+const STREAMS: usize = 17;
 
 /// The simulated brokers' delay levels: level n waits n seconds (a retry after k
 /// reconsumptions takes level 3 + k: 3 s, 4 s, …), so retries and dead letters happen

@@ -60,8 +60,7 @@ impl<D: Disk> MessageStore<D> {
     /// Cuts this log back to `end`, a unit boundary at or below its end: the tail a replica
     /// holds that the history it is to follow never had (a returning old master, a slave that
     /// was ahead). The log past `end` is zeroed and its later segments removed, consume queue
-    /// entries past it dropped; index entries stay (a key lookup reads and checks the record
-    /// an entry points at). Appends go on at `end`.
+    /// and index entries past it dropped. Appends go on at `end`.
     pub fn truncate_log(&mut self, end: u64) -> StoreResult<()> {
         let write_pos = self.log.write_pos();
         if end > write_pos || (end < write_pos && !self.is_unit_start(end)) {
@@ -85,12 +84,16 @@ impl<D: Disk> MessageStore<D> {
             for m in &mut cp.queues {
                 m.max_offset = super::recovery::REBUILD_MARK;
             }
+            // The index as it stood at `end` (entries it counts were durable under the old
+            // checkpoint, which covered more): recovery cuts what lies past it.
+            cp.index = self.index.mark_at(&self.disk, end)?;
             cp.store(&mut self.disk)?;
         }
         self.checkpointed = self.checkpointed.min(end);
         let durable = self.log.flushed().min(end);
         self.log.truncate(&mut self.disk, end, durable)?;
         self.cut_queues_past(end)?;
+        self.index.truncate(&mut self.disk, end)?;
         // And a true checkpoint of the cut store at once.
         let now = crate::checkpoint::Checkpoint::load(&self.disk)?.map_or(0, |c| c.timestamp);
         self.checkpoint_inner(now, false, false)
