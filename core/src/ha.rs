@@ -7,7 +7,10 @@
 //!   Sent on connecting, after every append, and every [`HEARTBEAT_INTERVAL_MS`].
 //! - master → slave: a 12-byte header (offset u64, length u32) and that many bytes of log
 //!   units (whole records; an end-of-segment blank as its 8-byte marker). Length 0 is a
-//!   heartbeat.
+//!   heartbeat. In controller mode the header carries an 8-byte third field, the master's
+//!   confirmed offset: what its consumers may see, which every SyncStateSet member holds. A
+//!   replica serves consumers no further than the last confirmed offset it heard, so nothing it
+//!   delivers can be cut from the group by a failover (Apache 5's confirmOffset).
 //!
 //! What the master counts as held by a slave (for SYNC_MASTER) is never more than it sent on
 //! that connection: `acked = min(report, sent_end)`, where `sent_end` starts at the slave's
@@ -25,6 +28,8 @@ use crate::machine::ConnId;
 
 /// The master → slave header: offset and length.
 pub const TRANSFER_HEADER_LEN: usize = 12;
+/// The header in controller mode: offset, length, confirmed offset.
+pub const CONFIRMED_HEADER_LEN: usize = 20;
 /// The slave → master report: its log end.
 pub const REPORT_LEN: usize = 8;
 /// In controller mode a slave says who it is before its first report: magic, the master
@@ -83,11 +88,14 @@ pub fn encode_hello(epoch: u64, broker_id: u64) -> [u8; HELLO_LEN] {
     b
 }
 
-/// Encodes a master → slave transfer.
-pub fn encode_transfer(offset: u64, data: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(TRANSFER_HEADER_LEN + data.len());
+/// Encodes a master → slave transfer (with the confirmed offset in controller mode).
+pub fn encode_transfer(offset: u64, data: &[u8], confirmed: Option<u64>) -> Bytes {
+    let mut b = BytesMut::with_capacity(CONFIRMED_HEADER_LEN + data.len());
     b.put_u64(offset);
     b.put_u32(data.len() as u32);
+    if let Some(c) = confirmed {
+        b.put_u64(c);
+    }
     b.put_slice(data);
     b.freeze()
 }
@@ -110,6 +118,8 @@ struct SlaveConn {
     partial: BytesMut,
     /// Who it is (controller mode: from its hello).
     broker_id: Option<u64>,
+    /// The confirmed offset last sent (controller mode).
+    confirmed_sent: u64,
 }
 
 /// The master's side: every connected slave's position, and what to send each.
@@ -177,6 +187,7 @@ impl HaMaster {
                 last_sent: now,
                 partial: BytesMut::new(),
                 broker_id: None,
+                confirmed_sent: 0,
             },
         );
     }
@@ -282,23 +293,27 @@ impl HaMaster {
     }
 
     /// The transfers to write now: each slave's next units (within its in-flight window), or
-    /// a heartbeat when it was sent nothing for a heartbeat interval. A slave whose next
+    /// a heartbeat when it was sent nothing for a heartbeat interval (controller mode: or
+    /// when `confirmed`, what this master's consumers may see, moved). A slave whose next
     /// units do not read gets an error instead (its connection must close: its stream
     /// cannot go on).
     pub fn poll_transfers<D: Disk>(
         &mut self,
         store: &MessageStore<D>,
+        confirmed: u64,
         now: u64,
     ) -> Vec<(ConnId, Result<Bytes, HaError>)> {
         let mut out = Vec::new();
         let mut vouched = self.vouched;
+        let confirm = self.hello_epoch.map(|_| confirmed);
         for (conn, s) in self.slaves.iter_mut() {
             let Some(report) = s.report else { continue };
             let in_flight = s.sent_end.saturating_sub(report);
             if s.sent_end < store.write_pos() && in_flight < MAX_IN_FLIGHT {
                 match store.read_replicated(s.sent_end, MAX_TRANSFER_BYTES) {
                     Ok((data, next)) if !data.is_empty() => {
-                        out.push((*conn, Ok(encode_transfer(s.sent_end, &data))));
+                        out.push((*conn, Ok(encode_transfer(s.sent_end, &data, confirm))));
+                        s.confirmed_sent = confirmed;
                         s.sent_end = next;
                         vouched = vouched.max(next);
                         s.last_sent = now;
@@ -311,8 +326,10 @@ impl HaMaster {
                     }
                 }
             }
-            if now >= s.last_sent + HEARTBEAT_INTERVAL_MS {
-                out.push((*conn, Ok(encode_transfer(s.sent_end, &[]))));
+            let confirm_moved = confirm.is_some() && confirmed > s.confirmed_sent;
+            if now >= s.last_sent + HEARTBEAT_INTERVAL_MS || confirm_moved {
+                out.push((*conn, Ok(encode_transfer(s.sent_end, &[], confirm))));
+                s.confirmed_sent = confirmed;
                 s.last_sent = now;
             }
         }
@@ -362,13 +379,21 @@ pub struct HaSlave {
     last_reported_at: u64,
     /// The last offset reported: reports never go back.
     reported: u64,
+    /// Controller mode: transfers carry the master's confirmed offset.
+    controller: bool,
+    /// The highest confirmed offset heard on this stream.
+    confirmed: u64,
 }
 
 impl HaSlave {
     /// Connected: the first report says where this slave's log ends (`resume`, which must be
     /// durable: later reports are durable offsets and may not go back from it).
-    pub fn on_connected(&mut self, resume: u64, now: u64) -> [u8; REPORT_LEN] {
+    /// `controller`: the stream is controller mode's (a hello went first; transfers carry
+    /// the confirmed offset).
+    pub fn on_connected(&mut self, resume: u64, controller: bool, now: u64) -> [u8; REPORT_LEN] {
         self.partial.clear();
+        self.controller = controller;
+        self.confirmed = 0;
         self.last_heard = now;
         self.last_reported_at = now;
         self.reported = resume;
@@ -387,19 +412,27 @@ impl HaSlave {
         self.partial.extend_from_slice(bytes);
         self.last_heard = now;
         let mut appended = false;
-        while self.partial.len() >= TRANSFER_HEADER_LEN {
+        let header = if self.controller {
+            CONFIRMED_HEADER_LEN
+        } else {
+            TRANSFER_HEADER_LEN
+        };
+        while self.partial.len() >= header {
             let offset = u64::from_be_bytes(self.partial[..8].try_into().expect("8 bytes"));
             let len = u32::from_be_bytes(self.partial[8..12].try_into().expect("4 bytes")) as usize;
             if len > MAX_FRAME_BYTES {
                 return Err(HaError::FrameTooLarge(len));
             }
-            if self.partial.len() < TRANSFER_HEADER_LEN + len {
+            if self.partial.len() < header + len {
                 // Room for the whole transfer at once, not a doubling per read.
-                self.partial
-                    .reserve(TRANSFER_HEADER_LEN + len - self.partial.len());
+                self.partial.reserve(header + len - self.partial.len());
                 break;
             }
-            self.partial.advance(TRANSFER_HEADER_LEN);
+            if self.controller {
+                let c = u64::from_be_bytes(self.partial[12..20].try_into().expect("8 bytes"));
+                self.confirmed = self.confirmed.max(c);
+            }
+            self.partial.advance(header);
             let data = self.partial.split_to(len);
             if len == 0 {
                 continue; // a heartbeat
@@ -429,6 +462,11 @@ impl HaSlave {
     /// The last offset reported.
     pub fn reported(&self) -> u64 {
         self.reported
+    }
+
+    /// The highest confirmed offset the master sent on this stream (controller mode).
+    pub fn confirmed(&self) -> u64 {
+        self.confirmed
     }
 
     /// Time passed: a report is due every heartbeat interval; `Err` when the master has been

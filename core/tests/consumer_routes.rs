@@ -78,3 +78,68 @@ fn a_broker_back_in_the_route_gets_a_heartbeat_at_once() {
         out.iter().map(|(a, r)| (a, r.code)).collect::<Vec<_>>()
     );
 }
+
+/// A queue whose broker group is in no route when its starting offset is due (its master
+/// died, the next not elected yet) is asked again once a route names a broker: left alone it
+/// stayed assigned and never pulled, until the assignment changed (found by the simulator's
+/// failover scenario: a consumer held two queues idle for the whole run).
+#[test]
+fn a_start_offset_that_could_not_be_asked_is_asked_once_a_route_names_a_broker() {
+    let mut config = consumer_config("c1");
+    config.route_refresh_ms = 1_000;
+    let mut c = Consumer::new(config, BTreeMap::new(), 0);
+    // What the name server says of group "b": its master, then nothing, then a new master.
+    let mut master: Option<&str> = Some(BROKER);
+    let route = |req: &RemotingCommand, master: Option<&str>| {
+        let mut route = one_queue_route();
+        route.broker_datas = vec![BrokerData::new(
+            "C",
+            "b",
+            master
+                .map(|m| BTreeMap::from([(0, m.to_string())]))
+                .unwrap_or_default(),
+        )];
+        answer(req, response::SUCCESS).with_body(serde_json::to_vec(&route).expect("JSON"))
+    };
+    let mut now = 0;
+    // Runs the consumer until it asks a queue's offset (returning where), or `until`.
+    let run = |c: &mut Consumer, master: Option<&str>, now: &mut u64, until: u64| loop {
+        c.on_timeout(*now);
+        for (addr, req) in sent(c) {
+            match req.code {
+                request::GET_ROUTEINFO_BY_TOPIC => c.on_command(route(&req, master), *now),
+                request::GET_CONSUMER_LIST_BY_GROUP => {
+                    let body = serde_json::to_vec(&serde_json::json!({ "consumerIdList": ["c1"] }))
+                        .expect("JSON");
+                    c.on_command(answer(&req, response::SUCCESS).with_body(body), *now);
+                }
+                request::QUERY_CONSUMER_OFFSET => return Some(addr),
+                _ => {}
+            }
+        }
+        *now += 100;
+        if *now > until {
+            return None;
+        }
+    };
+    assert_eq!(
+        run(&mut c, master, &mut now, 30_000).as_deref(),
+        Some(BROKER),
+        "the queue's offset is asked of its master"
+    );
+    // The master dies before answering; the next route poll lists no broker of the group.
+    master = None;
+    let polled = now + 2_000;
+    assert_eq!(run(&mut c, master, &mut now, polled), None);
+    c.on_peer_lost(BROKER, now);
+    let later = now + 5_000;
+    assert_eq!(run(&mut c, master, &mut now, later), None);
+    // A new master is elected and routed: the offset is asked of it.
+    master = Some(SECOND);
+    let later = now + 10_000;
+    assert_eq!(
+        run(&mut c, master, &mut now, later).as_deref(),
+        Some(SECOND),
+        "the offset that could not be asked is asked once a route names a broker"
+    );
+}

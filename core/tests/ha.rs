@@ -53,7 +53,7 @@ fn pump(
 ) {
     loop {
         let out: Vec<_> = master
-            .poll_transfers(m, now)
+            .poll_transfers(m, 0, now)
             .into_iter()
             .map(|(c, t)| (c, t.unwrap()))
             .collect();
@@ -81,7 +81,7 @@ fn a_slave_catches_up_and_the_master_counts_what_it_holds() {
         put(&mut m, 200, 900);
         let (mut master, mut slave) = (HaMaster::new(u64::MAX), HaSlave::default());
         master.on_connect(S, NOW);
-        let hello = slave.on_connected(s.write_pos(), NOW);
+        let hello = slave.on_connected(s.write_pos(), false, NOW);
         master
             .on_bytes(S, &hello, m.write_pos(), |_| true, NOW)
             .unwrap();
@@ -113,7 +113,7 @@ fn a_report_beyond_what_was_sent_is_not_trusted() {
             NOW,
         )
         .unwrap();
-    let sent = master.poll_transfers(&m, NOW);
+    let sent = master.poll_transfers(&m, 0, NOW);
     assert_eq!(sent.len(), 1);
     // The slave claims everything, having been sent one batch: only that batch counts.
     master
@@ -170,7 +170,7 @@ fn the_window_in_flight_is_bounded_and_idle_links_heartbeat_and_expire() {
         .unwrap();
     let mut sent = 0u64;
     loop {
-        let out = master.poll_transfers(&m, NOW);
+        let out = master.poll_transfers(&m, 0, NOW);
         if out.is_empty() {
             break;
         }
@@ -186,7 +186,7 @@ fn the_window_in_flight_is_bounded_and_idle_links_heartbeat_and_expire() {
         "the rest waits for the slave's report"
     );
     // Idle: a heartbeat after the interval (an empty transfer at the send position).
-    let hb = master.poll_transfers(&m, NOW + HEARTBEAT_INTERVAL_MS);
+    let hb = master.poll_transfers(&m, 0, NOW + HEARTBEAT_INTERVAL_MS);
     assert_eq!(hb.len(), 1);
     assert_eq!(hb[0].1.as_ref().unwrap().len(), 12);
     // The slave reports what it holds: the stream goes on.
@@ -201,7 +201,7 @@ fn the_window_in_flight_is_bounded_and_idle_links_heartbeat_and_expire() {
         )
         .unwrap();
     assert!(
-        master.poll_transfers(&m, later)[0]
+        master.poll_transfers(&m, 0, later)[0]
             .1
             .as_ref()
             .unwrap()
@@ -221,8 +221,8 @@ fn a_slave_refuses_data_for_the_wrong_offset_and_reconnects_when_its_master_is_s
     put(&mut m, 20, 900);
     let (data, _) = m.read_replicated(0, 100_000).unwrap();
     let mut slave = HaSlave::default();
-    slave.on_connected(0, NOW);
-    let wrong = rockfish_core::ha::encode_transfer(64, &data);
+    slave.on_connected(0, false, NOW);
+    let wrong = rockfish_core::ha::encode_transfer(64, &data, None);
     assert!(matches!(
         slave.on_bytes(&mut s, &wrong, NOW),
         Err(HaError::OffsetMismatch { .. })
@@ -275,7 +275,7 @@ fn a_slave_resuming_past_what_this_master_process_held_or_sent_is_refused() {
             NOW,
         )
         .unwrap();
-    while !master.poll_transfers(&m, NOW).is_empty() {}
+    while !master.poll_transfers(&m, 0, NOW).is_empty() {}
     master.on_connect(S, NOW);
     master
         .on_bytes(

@@ -247,6 +247,9 @@ pub struct Bugs {
     pub no_truncation: bool,
     /// A replica cut off from its master's stream takes over by itself, in its epoch.
     pub self_promote: bool,
+    /// A replica that is not master serves consumers everything it holds, not only what its
+    /// master confirmed (a deposed master's tail, before it is cut).
+    pub slave_serves_unconfirmed: bool,
     /// A slave writes to its own log (it journals the consumer offsets committed to it):
     /// its log is no longer its master's.
     pub slave_writes: bool,

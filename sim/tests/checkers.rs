@@ -567,3 +567,20 @@ fn epoch_checker_catches_a_replica_that_takes_over_by_itself() {
     );
     catches(&text, &["one-master-per-epoch"], 2);
 }
+
+#[test]
+fn vanish_checker_catches_a_replica_that_serves_what_its_master_never_confirmed() {
+    // The master writes while cut from its slave (a tail the slave never gets), is then
+    // isolated and deposed: the slave is elected, and dies. The old master returns, follows
+    // the dead new master (so nothing cuts its tail yet) and, the route listing no master,
+    // consumers read from it. A broken replica serves them its unconfirmed tail; when the
+    // new master returns the tail is cut, and what was delivered is gone.
+    let text = format!(
+        "{}[[schedule]]\nat = 8_000\nfault = \"cut\"\na = 3\nb = 4\nms = 2_000\n\
+         [[schedule]]\nat = 9_000\nfault = \"isolate\"\nnode = 3\nms = 12_000\n\
+         [[schedule]]\nat = 15_000\nfault = \"crash\"\nbroker = 4\npower = false\n\
+         [bugs]\nslave_serves_unconfirmed = true\n",
+        CONTROLLED.replace("messages = 400", "messages = 800")
+    );
+    catches(&text, &["delivered-not-vanished"], 2);
+}

@@ -413,6 +413,8 @@ impl<D: Disk> Broker<D> {
             });
         }
         self.repl.master = HaMaster::for_epoch(end, epoch);
+        // Its whole log is the group's history now: what consumers see starts there.
+        self.repl.visible_floor = end;
         self.drop_master_stream(now, "this broker leads now".into());
         self.repl.slave = Default::default();
         self.repl.role = self.config.master_role();
@@ -461,6 +463,9 @@ impl<D: Disk> Broker<D> {
     /// from this log), its slaves' streams closed, its services stopped.
     fn step_down(&mut self, now: u64) {
         tracing::warn!("stepping down: no longer master");
+        // What consumers saw here stays served (the replicas elected from hold it); the
+        // tail past it waits for the next master's word, or is cut.
+        self.repl.confirmed = self.repl.confirmed.max(self.visible_log_end());
         let waiters: Vec<_> = self
             .flush
             .waiters
@@ -544,6 +549,13 @@ impl<D: Disk> Broker<D> {
         {
             // A cut under a flush or a checkpoint write in flight would race it: asked
             // again shortly.
+            self.repl.slave.connect_at = now + super::replication::RECONNECT_MS;
+            return true;
+        }
+        if theirs.last_epoch() < self.ctl.epoch {
+            // The master has not taken over the epoch this replica follows yet: its cache
+            // would miss the epoch's start, and the data streamed in this epoch would count
+            // as the last one's (cut again at the next comparison). Asked again shortly.
             self.repl.slave.connect_at = now + super::replication::RECONNECT_MS;
             return true;
         }

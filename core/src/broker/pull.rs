@@ -297,7 +297,7 @@ impl<D: Disk> Broker<D> {
     }
 
     /// The log offset below which records are visible (see `visible_max_offset`).
-    fn visible_log_end(&self) -> u64 {
+    pub(super) fn visible_log_end(&self) -> u64 {
         let durable = if self.config.flush_disk_type == FlushDiskType::Sync {
             self.store.flushed()
         } else {

@@ -61,9 +61,14 @@ pub(super) struct Replication {
     pub(super) master: HaMaster,
     /// SYNC_MASTER answers waiting for a slave to hold their data, in append order.
     pub(super) waiters: VecDeque<SyncWaiter>,
-    /// What consumers could see while no slave was in sync: visibility never goes back below
-    /// it when a slave returns (a consumer that read it must not be sent back).
-    visible_floor: u64,
+    /// What consumers of this master could see: visibility never goes back below it when a
+    /// slave returns or joins (a consumer that read it must not be sent back).
+    pub(super) visible_floor: u64,
+    /// Controller mode, a replica that is not master: the group's confirmed offset as last
+    /// heard from a master (or as this replica confirmed it while it led). Consumers are
+    /// served no further: everything below it is held by the replicas a failover elects
+    /// from, so nothing served here can be cut from the group.
+    pub(super) confirmed: u64,
     pub(super) slave: SlaveLink,
 }
 
@@ -78,6 +83,7 @@ impl Replication {
             role,
             master: HaMaster::new(log_end),
             visible_floor: 0,
+            confirmed: 0,
             waiters: VecDeque::new(),
             slave: SlaveLink {
                 master_ha_addr: ha_master_addr,
@@ -126,11 +132,10 @@ impl<D: Disk> Broker<D> {
         self.repl.master.acked()
     }
 
-    /// Whether replication bounds what consumers see: SYNC_MASTER, and every master in
-    /// controller mode (its SyncStateSet).
+    /// Whether replication bounds what consumers see: SYNC_MASTER, and every replica in
+    /// controller mode (a master: its SyncStateSet; a slave: the confirmed offset).
     pub(super) fn replication_bounds_visibility(&self) -> bool {
-        self.repl.role == BrokerRole::SyncMaster
-            || (self.controller_mode() && self.repl.role.is_master())
+        self.repl.role == BrokerRole::SyncMaster || self.controller_mode()
     }
 
     /// What the slaves a send waits for hold (controller mode: every other SyncStateSet
@@ -162,11 +167,17 @@ impl<D: Disk> Broker<D> {
     }
 
     /// Under SYNC_MASTER with a slave in sync, consumers see only what a slave holds: a
-    /// message a consumer saw never vanishes with the master. `u64::MAX` otherwise.
+    /// message a consumer saw never vanishes with the master. In controller mode a slave
+    /// shows only what its master confirmed. `u64::MAX` otherwise.
     pub(super) fn replicated_bound(&self) -> u64 {
         if self.controller_mode() {
             if !self.repl.role.is_master() {
-                return u64::MAX;
+                // A deliberately broken replica (for the simulator's checkers) serves all it
+                // holds.
+                if crate::buggify::bug("broker.slave-serves-unconfirmed") {
+                    return u64::MAX;
+                }
+                return self.repl.confirmed;
             }
             // What every other member (and a slave being let in) holds.
             let peers = self.sync_peers();
@@ -254,14 +265,17 @@ impl<D: Disk> Broker<D> {
 
     /// After an input: a master sends its slaves what they lack.
     pub(super) fn pump_replication(&mut self, now: u64) {
-        if self.replication_bounds_visibility() && self.replicated_bound() == u64::MAX {
-            // Everything appended is visible now: a slave that returns must not hide it.
-            self.repl.visible_floor = self.store.write_pos();
+        if self.repl.role.is_master() && self.replication_bounds_visibility() {
+            // What consumers see never goes back: a slave that returns or joins must not
+            // hide it.
+            let bound = self.replicated_bound().min(self.store.write_pos());
+            self.repl.visible_floor = self.repl.visible_floor.max(bound);
         }
         if !self.repl.role.is_master() || self.repl.master.slaves() == 0 {
             return;
         }
-        for (conn, transfer) in self.repl.master.poll_transfers(&self.store, now) {
+        let confirmed = self.visible_log_end();
+        for (conn, transfer) in self.repl.master.poll_transfers(&self.store, confirmed, now) {
             match transfer {
                 Ok(bytes) => self.outputs.push_back(Output::SendBytes { conn, bytes }),
                 Err(e) => {
@@ -319,7 +333,9 @@ impl<D: Disk> Broker<D> {
             });
         }
         let link = &mut self.repl.slave;
-        let report = link.ha.on_connected(self.store.write_pos(), now);
+        let report = link
+            .ha
+            .on_connected(self.store.write_pos(), self.ctl.enabled, now);
         self.outputs.push_back(Output::SendBytes {
             conn,
             bytes: bytes::Bytes::copy_from_slice(&report),
@@ -348,11 +364,16 @@ impl<D: Disk> Broker<D> {
                 self.wake_visible_pulls(now);
             }
         } else if self.repl.slave.conn == Some(conn) {
-            match self.repl.slave.ha.on_bytes(&mut self.store, &bytes, now) {
+            let result = self.repl.slave.ha.on_bytes(&mut self.store, &bytes, now);
+            let confirmed = self.repl.slave.ha.confirmed();
+            let confirm_moved = confirmed > self.repl.confirmed;
+            self.repl.confirmed = self.repl.confirmed.max(confirmed);
+            match result {
                 Ok(true) => {
                     self.request_flush();
                     self.wake_visible_pulls(now);
                 }
+                Ok(false) if confirm_moved => self.wake_visible_pulls(now),
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "closing the stream from the master");

@@ -123,7 +123,7 @@ impl Consumer {
 
     pub(super) fn start_offset(&mut self, mq: MessageQueue, now: u64) {
         let Some(addr) = self.broker_addr(&mq.topic, &mq.broker_name) else {
-            return;
+            return self.offset_unasked(&mq, now);
         };
         if self.config.model == MessageModel::Broadcasting {
             if let Some(o) = self.offsets.get(&mq).copied() {
@@ -166,8 +166,19 @@ impl Consumer {
             .call(addr, cmd, Rpc::StartOffset { mq }, now + RPC_TIMEOUT_MS);
     }
 
+    /// No broker of the queue's group to ask its starting offset of (its master down, no
+    /// slave listed): asked again after a while, once a route may name one. Without it the
+    /// queue would stay assigned and never pulled until the assignment changed.
+    pub(super) fn offset_unasked(&mut self, mq: &MessageQueue, now: u64) {
+        if let Some(pq) = self.queues.get_mut(mq) {
+            pq.offset_unasked = true;
+            pq.not_before = now + super::EXCEPTION_DELAY_MS;
+        }
+    }
+
     pub(super) fn set_start(&mut self, mq: &MessageQueue, offset: u64) {
         if let Some(pq) = self.queues.get_mut(mq) {
+            pq.offset_unasked = false;
             pq.next_offset = Some(offset);
             pq.committed = Some(offset);
         }

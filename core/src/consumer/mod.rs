@@ -158,6 +158,9 @@ struct ProcessQueue {
     id: u64,
     /// Next offset to pull; `None` until the starting offset is known.
     next_offset: Option<u64>,
+    /// The starting offset could not be asked (no broker of the queue's group in the route:
+    /// its master down and no slave listed): asked again at `not_before`.
+    offset_unasked: bool,
     /// Pulled, not yet acknowledged.
     msgs: BTreeMap<u64, MessageExt>,
     /// Delivered to the application, not yet acknowledged.
@@ -312,7 +315,7 @@ impl Consumer {
             t = t.min(self.next_lock);
         }
         for pq in self.queues.values() {
-            if !pq.pulling && pq.next_offset.is_some() && pq.not_before > 0 {
+            if !pq.pulling && (pq.next_offset.is_some() || pq.offset_unasked) && pq.not_before > 0 {
                 t = t.min(pq.not_before);
             }
             if let Some(at) = pq.next_redelivery() {
@@ -586,11 +589,10 @@ impl Consumer {
                     .flatten();
                 match offset {
                     Some(o) if o >= 0 => self.set_start(&mq, o as u64),
-                    _ => {
-                        if let Some(addr) = self.broker_addr(&mq.topic, &mq.broker_name) {
-                            self.start_from_config(mq, addr, now);
-                        }
-                    }
+                    _ => match self.broker_addr(&mq.topic, &mq.broker_name) {
+                        Some(addr) => self.start_from_config(mq, addr, now),
+                        None => self.offset_unasked(&mq, now),
+                    },
                 }
             }
             Rpc::StartOffset { mq } => match cmd.ext_opt::<i64>("offset").ok().flatten() {

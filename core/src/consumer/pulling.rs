@@ -8,8 +8,13 @@ impl Consumer {
     /// flow-control limits, locked if orderly).
     pub(super) fn pull_due(&mut self, now: u64) {
         let mut due = Vec::new();
+        let mut unasked = Vec::new();
         for (mq, pq) in self.queues.iter_mut() {
             let Some(offset) = pq.next_offset else {
+                if pq.offset_unasked && pq.not_before <= now {
+                    pq.offset_unasked = false;
+                    unasked.push(mq.clone());
+                }
                 continue;
             };
             if pq.pulling || pq.not_before > now {
@@ -35,6 +40,9 @@ impl Consumer {
             }
             pq.pulling = true;
             due.push((mq.clone(), pq.id, offset, pq.committed));
+        }
+        for mq in unasked {
+            self.start_offset(mq, now);
         }
         for (mq, pq_id, offset, committed) in due {
             let Some(addr) = self.broker_addr(&mq.topic, &mq.broker_name) else {

@@ -570,6 +570,9 @@ pub struct Sim {
     /// Brokers set to die at one of their next disk operations (`MemDisk::arm_fuse`), and
     /// whether that is a power loss, and for good.
     armed: BTreeMap<usize, (bool, bool)>,
+    /// Controller mode: each replica's role, epoch and log end as last seen (the trace
+    /// names each change, and each cut of a log).
+    replica_views: BTreeMap<usize, (bool, u64, u64)>,
     /// Brokers lost for good.
     lost: BTreeSet<usize>,
     /// Fault events started so far (`Outcome::faults`).
@@ -669,6 +672,10 @@ impl Sites {
             ),
             (cfg.bugs.no_truncation, "broker.no-truncation"),
             (cfg.bugs.self_promote, "broker.self-promote"),
+            (
+                cfg.bugs.slave_serves_unconfirmed,
+                "broker.slave-serves-unconfirmed",
+            ),
         ];
         for (on, name) in bugs {
             if on {
@@ -869,6 +876,7 @@ impl Sim {
             epochs: vec![0; total],
             died_as_master: vec![false; total],
             armed: BTreeMap::new(),
+            replica_views: BTreeMap::new(),
             lost: BTreeSet::new(),
             faults: Vec::new(),
             scheduled_done: BTreeSet::new(),

@@ -120,6 +120,7 @@ impl Sim {
     /// The broker's process dies now (a kill, or the machine losing power); `lost`: the
     /// machine never comes back.
     pub(super) fn crash_broker(&mut self, broker: usize, power: bool, lost: bool) {
+        self.replica_views.remove(&broker);
         let Node::Broker { machine, disk, .. } = &mut self.fabric.nodes[broker] else {
             unreachable!()
         };
@@ -264,10 +265,38 @@ impl Sim {
         else {
             return;
         };
-        if !b.role().is_master() {
+        let view = (
+            b.role().is_master(),
+            b.master_epoch(),
+            b.store().write_pos(),
+        );
+        if let Some(&(master, epoch, end)) = self.replica_views.get(&node)
+            && (master, epoch) != (view.0, view.1)
+        {
+            let role = if view.0 { "master" } else { "slave" };
+            let line = format!(
+                "t={} broker {node} now {role} in epoch {} at {} (was {} in epoch {epoch} at {end})",
+                self.now,
+                view.1,
+                view.2,
+                if master { "master" } else { "slave" },
+            );
+            self.log(line);
+        }
+        if let Some(&(_, _, end)) = self.replica_views.get(&node)
+            && view.2 < end
+        {
+            let line = format!(
+                "t={} broker {node} log cut from {end} to {}",
+                self.now, view.2
+            );
+            self.log(line);
+        }
+        self.replica_views.insert(node, view);
+        if !view.0 {
             return;
         }
-        let epoch = b.master_epoch();
+        let epoch = view.1;
         let (group, _) = self.group_and_id(node);
         match self.history.epoch_masters.get(&(group, epoch)).copied() {
             None => {
