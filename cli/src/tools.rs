@@ -643,8 +643,13 @@ enum BenchMode {
         /// Consumers in the group (clustering).
         #[arg(short = 'c', long, default_value_t = 1)]
         consumers: usize,
+        /// At most this long.
         #[arg(short = 'd', long, default_value_t = 10)]
         seconds: u64,
+        /// Stop once this many messages arrived (a backlog's size): the rate is over the time
+        /// they took.
+        #[arg(long)]
+        count: Option<u64>,
     },
     /// End-to-end latency (send to delivery) at a fixed send rate.
     E2e {
@@ -703,11 +708,20 @@ impl Stats {
     }
 }
 
-async fn report(stats: Arc<Stats>, seconds: u64, what: &str) {
+/// Prints a line each second for `seconds`, then the totals. With `until`, stops as soon as
+/// that many messages were counted.
+async fn report(stats: Arc<Stats>, seconds: u64, what: &str, until: Option<u64>) {
     let start = Instant::now();
     let (mut last_msgs, mut last_bytes) = (0, 0);
-    for _ in 0..seconds {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    for second in 1..=seconds {
+        let tick = start + Duration::from_secs(second);
+        let reached = || until.is_some_and(|n| stats.msgs.load(Ordering::Relaxed) >= n);
+        while Instant::now() < tick && !reached() {
+            tokio::time::sleep(Duration::from_millis(5).min(tick - Instant::now())).await;
+        }
+        if reached() {
+            break;
+        }
         let (m, b) = (
             stats.msgs.load(Ordering::Relaxed),
             stats.bytes.load(Ordering::Relaxed),
@@ -874,7 +888,7 @@ pub async fn bench(args: BenchArgs) -> Result<(), String> {
                     }
                 }));
             }
-            report(stats, seconds, "produce").await;
+            report(stats, seconds, "produce", None).await;
             stop.store(true, Ordering::Relaxed);
             for t in tasks {
                 let _ = t.await;
@@ -889,6 +903,7 @@ pub async fn bench(args: BenchArgs) -> Result<(), String> {
             topic,
             consumers,
             seconds,
+            count,
         } => {
             let stats = Stats::new();
             let group = format!("bench-consumer-{}", rockfish_net::now_ms());
@@ -907,7 +922,7 @@ pub async fn bench(args: BenchArgs) -> Result<(), String> {
                     ConsumeResult::Success
                 }));
             }
-            report(stats, seconds, "consume").await;
+            report(stats, seconds, "consume", count).await;
             for c in started {
                 c.shutdown().await;
             }
@@ -969,7 +984,7 @@ pub async fn bench(args: BenchArgs) -> Result<(), String> {
                     }
                 })
             };
-            report(stats, seconds, "e2e").await;
+            report(stats, seconds, "e2e", None).await;
             stop.store(true, Ordering::Relaxed);
             let _ = sender.await;
             consumer.shutdown().await;

@@ -10,6 +10,27 @@
 //! do nothing until a simulator arms the current thread with [`arm`]: a real broker never
 //! does, so no site ever fires outside a simulated run. All randomness comes from the seed
 //! given to `arm`, so a run stays a function of its seed.
+//!
+//! The one `rockfish` binary carries the simulator (`rockfish sim`), so its machines are
+//! built with the sites. A process that never armed a site nor set a bug pays one relaxed
+//! load of a global flag per site reached ([`in_use`]), not a thread-local map lookup.
+
+/// Set once any thread of this process armed its sites or set a bug; never cleared (a
+/// process that simulated once keeps checking its threads' state).
+#[cfg(feature = "buggify")]
+static IN_USE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether any simulation in this process ever armed a site or set a bug.
+#[cfg(feature = "buggify")]
+#[inline]
+fn in_use() -> bool {
+    IN_USE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[cfg(feature = "buggify")]
+fn mark_in_use() {
+    IN_USE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
 
 #[cfg(feature = "buggify")]
 mod armed {
@@ -70,6 +91,7 @@ mod armed {
 /// Arms this thread's sites for one simulated run, all draws from `seed`.
 #[cfg(feature = "buggify")]
 pub fn arm(seed: u64) {
+    mark_in_use();
     armed::arm(seed)
 }
 
@@ -84,7 +106,7 @@ pub fn disarm() -> u64 {
 pub fn fire(site: &'static str) -> bool {
     #[cfg(feature = "buggify")]
     {
-        armed::fire(site)
+        in_use() && armed::fire(site)
     }
     #[cfg(not(feature = "buggify"))]
     {
@@ -130,6 +152,7 @@ mod bugs {
 /// Switches a deliberate bug on for this thread (until [`clear_bugs`]).
 #[cfg(feature = "buggify")]
 pub fn set_bug(name: &'static str) {
+    mark_in_use();
     bugs::set(name)
 }
 
@@ -144,7 +167,7 @@ pub fn clear_bugs() {
 pub fn bug(name: &'static str) -> bool {
     #[cfg(feature = "buggify")]
     {
-        bugs::on(name)
+        in_use() && bugs::on(name)
     }
     #[cfg(not(feature = "buggify"))]
     {
