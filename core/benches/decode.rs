@@ -149,5 +149,39 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+/// The answer every stored batch of 32 gets: its 32 offset message ids written into the
+/// header (`write_offset_msg_id`), then the frame encoded.
+fn send_answer(c: &mut Criterion) {
+    use rockfish_core::message::write_offset_msg_id;
+    use rockfish_core::remoting::RemotingCommand;
+    use rockfish_store::record::HostAddr;
+    let host = HostAddr::V4([10, 0, 1, 7], 10911);
+    let mut scratch = Vec::new();
+    let mut out = bytes::BytesMut::new();
+    let request = RemotingCommand::request(320, 7);
+    let mut g = c.benchmark_group("encode_answer");
+    g.bench_function("send_batch32_msg_ids", |b| {
+        b.iter(|| {
+            let mut resp = RemotingCommand::response_to(&request, 0, None);
+            resp.ext_fields.insert_with("msgId", |w| {
+                for i in 0..32u64 {
+                    if i > 0 {
+                        w.write_char(',')?;
+                    }
+                    write_offset_msg_id(w, host, black_box(1 << 30) + i * 1100)?;
+                }
+                Ok(())
+            });
+            let resp = resp
+                .with_ext("queueId", 3)
+                .with_ext("queueOffset", 123_456_789);
+            out.clear();
+            rockfish_core::remoting::frame::encode(&resp, &mut scratch, &mut out).unwrap();
+            black_box(out.len())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, send_answer);
 criterion_main!(benches);
