@@ -157,6 +157,10 @@ pub fn parse(text: &str) -> Result<BrokerConf, String> {
             "maxMessageSize" => store.max_message_size = parse_num(key, v)?,
             // rockfish's own: files kept mapped at once (default: from vm.max_map_count).
             "maxMappedFiles" => store.max_mapped_files = Some(parse_num(key, v)?),
+            // Default: on exactly under SYNC_FLUSH (see StoreConfig::warm_mapped_file).
+            "warmMapedFileEnable" | "warmMappedFileEnable" => {
+                store.warm_mapped_file = Some(parse_bool(key, v)?)
+            }
             "flushIntervalCommitLog" => broker.flush_interval_ms = parse_num(key, v)?,
             "syncFlushTimeout" => broker.sync_flush_timeout_ms = parse_num(key, v)?,
             "waitTimeMillsInSendQueue" => broker.max_wait_in_queue_ms = parse_num(key, v)?,

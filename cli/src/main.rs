@@ -55,6 +55,10 @@ enum Command {
         /// How often undecided transactions are checked (transactionCheckInterval).
         #[arg(long, default_value_t = 60_000)]
         transaction_check_interval_ms: u64,
+        /// Prewrite the commit log's space ahead of appends (warmMapedFileEnable); default:
+        /// on exactly with `--flush sync`, where every append waits for a sync.
+        #[arg(long)]
+        warm_mapped_file: Option<bool>,
     },
     /// A name server (all interfaces by default, as Apache's; `--listen 127.0.0.1:9876` for
     /// loopback only).
@@ -484,6 +488,7 @@ async fn run(command: Command) -> Result<(), String> {
             message_delay_level,
             transaction_timeout_ms,
             transaction_check_interval_ms,
+            warm_mapped_file,
         } => {
             let ns = start_namesrv(&namesrv_listen, NameServerConfig::default())
                 .await
@@ -504,6 +509,7 @@ async fn run(command: Command) -> Result<(), String> {
             };
             let mut store = StoreConfig {
                 commitlog_segment_size: segment_size,
+                warm_mapped_file,
                 ..StoreConfig::default()
             };
             if let Some(levels) = message_delay_level {

@@ -183,5 +183,21 @@ fn send_answer(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, send_answer);
+/// What every send pays before the store: its frame decoded, then the header fields the
+/// broker reads (a SEND_MESSAGE_V2's short keys, in the order the send path asks).
+fn send_fields(c: &mut Criterion) {
+    let f = frame(0, &send_v2());
+    c.bench_function("decode_header/send_v2_and_fields", |b| {
+        b.iter(|| {
+            let cmd = decode_frame(black_box(f.clone())).expect("a send header decodes");
+            let mut found = 0usize;
+            for key in ["b", "d", "e", "f", "g", "h", "i", "j", "m", "a", "k"] {
+                found += cmd.ext(key).map_or(0, str::len);
+            }
+            black_box(found)
+        })
+    });
+}
+
+criterion_group!(benches, bench, send_answer, send_fields);
 criterion_main!(benches);

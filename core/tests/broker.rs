@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use rockfish_core::broker::{
     Broker, BrokerConfig, FlushDiskType, HeartbeatData, LOCK_RESTART_GRACE_MS,
+    MAX_FLUSHES_IN_FLIGHT,
 };
 use rockfish_core::machine::{ConnId, Output};
 use rockfish_core::message::{BatchItem, encode_batch, parse_offset_msg_id, properties_string};
@@ -422,41 +423,44 @@ fn sync_flush_acks_only_once_durable_with_group_commit() {
             }
         }
     }
-    assert_eq!(flushes.len(), 1, "one flush in flight at a time");
+    // The first send's flush, then the second's (queued behind it); the third waits.
+    assert_eq!(
+        flushes.len(),
+        MAX_FLUSHES_IN_FLIGHT,
+        "two flushes in flight at most"
+    );
+    assert!(flushes[0] < flushes[1]);
     let durable_before = h
         .disk
         .durable_bytes("commitlog/00000000000000000000")
         .unwrap();
     assert!(durable_before.iter().all(|&b| b == 0), "nothing synced yet");
-    h.b.run_flush(flushes[0], 10);
-    let mut acked: Vec<i32> = Vec::new();
-    let mut more = Vec::new();
-    for o in h.drain() {
-        match o {
-            Output::Send { cmd, .. } => {
-                assert_eq!(cmd.code, response::SUCCESS);
-                acked.push(cmd.opaque);
+    let drain_acks = |h: &mut H| {
+        let (mut acked, mut more) = (Vec::new(), Vec::new());
+        for o in h.drain() {
+            match o {
+                Output::Send { cmd, .. } => {
+                    assert_eq!(cmd.code, response::SUCCESS);
+                    acked.push(cmd.opaque);
+                }
+                Output::Flush { upto } => more.push(upto),
+                _ => {}
             }
-            Output::Flush { upto } => more.push(upto),
-            _ => {}
         }
-    }
-    // The first flush covered the first send; the rest ride the next one.
-    assert_eq!(acked, vec![opaques[0]]);
+        (acked, more)
+    };
+    // The second flush is answered first: its bytes are durable, the first's not yet, so
+    // nothing counts.
+    h.b.run_flush(flushes[1], 10);
+    assert_eq!(drain_acks(&mut h), (vec![], vec![]));
+    // The first one's answer makes both count: the first two sends are acked, in order,
+    // and the third send's flush is asked.
+    h.b.run_flush(flushes[0], 11);
+    let (acked, more) = drain_acks(&mut h);
+    assert_eq!(acked, vec![opaques[0], opaques[1]]);
     assert_eq!(more.len(), 1);
-    h.b.run_flush(more[0], 11);
-    let acked: Vec<i32> = h
-        .drain()
-        .into_iter()
-        .filter_map(|o| {
-            if let Output::Send { cmd, .. } = o {
-                Some(cmd.opaque)
-            } else {
-                None
-            }
-        })
-        .collect();
-    assert_eq!(acked, vec![opaques[1], opaques[2]], "one flush acked both");
+    h.b.run_flush(more[0], 12);
+    assert_eq!(drain_acks(&mut h), (vec![opaques[2]], vec![]));
     assert!(
         h.disk
             .durable_bytes("commitlog/00000000000000000000")

@@ -97,9 +97,10 @@ fn flush_of(out: &[Output]) -> Option<u64> {
 fn sync_flush_serves_only_durable_messages_and_wakes_held_pulls_on_flush() {
     let mut h = H::start(FlushDiskType::Sync, MemDisk::new(1), 0);
     let first = flush_of(&h.send("m0")).expect("a flush for the first send");
+    let second = flush_of(&h.send("m1")).expect("a second flush, queued behind the first");
     assert!(
-        flush_of(&h.send("m1")).is_none(),
-        "one flush in flight; m1 waits"
+        flush_of(&h.send("m2")).is_none(),
+        "two flushes in flight; m2 waits"
     );
     // Nothing is durable: nothing is served, and every offset says so.
     assert_eq!(h.pull(0), (response::PULL_NOT_FOUND, vec![], 0, 0));
@@ -118,15 +119,26 @@ fn sync_flush_serves_only_durable_messages_and_wakes_held_pulls_on_flush() {
     assert_eq!(
         h.pull(0),
         (response::SUCCESS, vec!["m0".to_string()], 1, 1),
-        "m1 is appended but not durable: not served, not counted"
+        "m1 and m2 are appended but not durable: not served, not counted"
     );
     assert_eq!(h.pull(1), (response::PULL_NOT_FOUND, vec![], 1, 1));
-    let second = flush_of(&out).expect("the next flush for m1");
+    let third = flush_of(&out).expect("m2's flush, asked once the first is done");
     h.b.run_flush(second, 2);
     h.drain();
     assert_eq!(
         h.pull(0),
         (response::SUCCESS, vec!["m0".into(), "m1".into()], 2, 2)
+    );
+    h.b.run_flush(third, 3);
+    h.drain();
+    assert_eq!(
+        h.pull(0),
+        (
+            response::SUCCESS,
+            vec!["m0".into(), "m1".into(), "m2".into()],
+            3,
+            3
+        )
     );
 }
 
@@ -137,18 +149,24 @@ fn sync_flush_flushes_a_oneway_send_that_arrived_during_a_flush() {
     // flushes next (found by the simulator's delivery-latency checker: 4.3 s).
     let mut h = H::start(FlushDiskType::Sync, MemDisk::new(1), 0);
     let first = flush_of(&h.send("m0")).expect("a flush for the first send");
-    let cmd = h.send_v2("TopicA", 0, &[("UNIQ_KEY", "m1")], b"m1");
-    let mut cmd = cmd;
+    let second = flush_of(&h.send("m1")).expect("a second flush");
+    let mut cmd = h.send_v2("TopicA", 0, &[("UNIQ_KEY", "m2")], b"m2");
     cmd.flag |= rockfish_core::remoting::command::FLAG_ONEWAY;
-    assert!(flush_of(&h.call(P, cmd)).is_none(), "one flush in flight");
+    assert!(flush_of(&h.call(P, cmd)).is_none(), "two flushes in flight");
     h.b.run_flush(first, 1);
     let out = h.drain();
-    let second = flush_of(&out).expect("the oneway send is flushed next");
+    let third = flush_of(&out).expect("the oneway send is flushed next");
     h.b.run_flush(second, 2);
+    h.b.run_flush(third, 3);
     h.drain();
     assert_eq!(
         h.pull(0),
-        (response::SUCCESS, vec!["m0".into(), "m1".into()], 2, 2)
+        (
+            response::SUCCESS,
+            vec!["m0".into(), "m1".into(), "m2".into()],
+            3,
+            3
+        )
     );
 }
 

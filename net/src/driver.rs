@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::conn::{ConnEvent, ConnWriter, Framing, MAX_QUEUED_BYTES, WriteItem, dial, serve};
-use crate::flush::{FlushDone, FlushJob, spawn_flusher};
+use crate::flush::{FlushDone, FlushJob, Flusher, spawn_flusher};
 use crate::now_ms;
 
 /// A machine whose flush and persist requests can be run on the flush thread: how to build
@@ -374,12 +374,7 @@ fn flushed<M: Durable>(machine: &mut M, done: FlushDone, result: Result<(), Stri
 /// Carries out the machine's outputs. A connection closed on the way (the machine's
 /// `Close`, or a writer too far behind) is reported back to the machine at once, and its
 /// outputs (rebalance notices, answers) are drained in the same loop.
-fn drain<M: Durable>(
-    machine: &mut M,
-    conns: &mut Conns,
-    flusher: &mpsc::UnboundedSender<FlushJob>,
-    stage: &mut Stage,
-) {
+fn drain<M: Durable>(machine: &mut M, conns: &mut Conns, flusher: &Flusher, stage: &mut Stage) {
     while let Some(out) = machine.poll_output() {
         let closed = match out {
             Output::Send { conn, cmd } => match frame(&cmd, stage) {

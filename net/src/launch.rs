@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use rockfish_core::broker::{Broker, BrokerConfig};
+use rockfish_core::broker::{Broker, BrokerConfig, FlushDiskType};
 use rockfish_core::namesrv::{NameServer, NameServerConfig};
 use rockfish_store::{Disk, MessageStore, MmapDisk, StoreConfig};
 
@@ -121,6 +121,11 @@ where
     let bound = listener
         .local_addr()
         .map_err(|e| StartError(e.to_string()))?;
+    let mut store_config = store_config;
+    // Prewriting the log's space ahead pays where every append waits for a sync.
+    store_config.warm_mapped_file = store_config
+        .warm_mapped_file
+        .or(Some(config.flush_disk_type == FlushDiskType::Sync));
     let (store, report) =
         MessageStore::open(disk, store_config, now_ms()).map_err(|e| StartError(e.to_string()))?;
     if report.fresh {

@@ -109,6 +109,8 @@ crash_per_sec = 1.0
 power_loss_share = 1.0
 down_ms = [200, 500]
 churn_per_sec = 1.0
+# Slow syncs: served-but-unflushed messages sit exposed long enough for a power loss.
+sync_ms = [10, 40]
 [disk]
 writeback = 0.3
 torn_page = 0.5

@@ -222,7 +222,7 @@ fn flush_from_another_thread_while_appending() {
     let sent = fill(&mut store, 0, 50, 1_000);
     // The flush thread gets the ranges and handles; the writer keeps appending meanwhile.
     let upto = store.write_pos();
-    let ranges = store.commit_log().flush_ranges(upto);
+    let ranges = store.commit_log().flush_ranges(store.flushed(), upto);
     let handles: Vec<_> = ranges
         .iter()
         .map(|(f, off, len)| (store.disk().sync_handle(*f).unwrap(), *off, *len))

@@ -365,7 +365,7 @@ impl<D: Disk> Broker<D> {
         let Some(epoch) = self.ctl.promote_to else {
             return;
         };
-        if self.store.flushed() < self.store.write_pos() || self.flush.in_flight.is_some() {
+        if self.store.flushed() < self.store.write_pos() || self.flush.busy() {
             self.request_flush();
             return; // again when the flush ends
         }
@@ -542,7 +542,7 @@ impl<D: Disk> Broker<D> {
                 return true;
             }
         };
-        if self.flush.in_flight.is_some()
+        if self.flush.busy()
             || self
                 .persists
                 .in_flight(super::persist::PersistKind::Checkpoint(0))

@@ -1,6 +1,8 @@
 //! Commit log flushes as the broker asks for them (`Output::Flush`, answered through
-//! `on_flushed` / `on_flush_failed`) and the SYNC_FLUSH sends waiting on them: one flush in
-//! flight at a time, waiters acked in append order once the durable offset passes them.
+//! `on_flushed` / `on_flush_failed`) and the SYNC_FLUSH sends waiting on them: up to
+//! [`MAX_FLUSHES_IN_FLIGHT`] flushes asked at once, each of the bytes appended since the one
+//! before it; the durable offset advances through them in order however they are answered,
+//! and waiters are acked in append order once it passes them.
 
 use std::collections::VecDeque;
 
@@ -23,44 +25,90 @@ pub(super) struct SyncWaiter {
     pub replicate: bool,
 }
 
+/// Flushes asked and not yet answered, at most. With one, the flush thread idled while its
+/// answer reached the broker and the next flush came back (a round trip of thread wake-ups,
+/// as long as the sync itself on a fast disk); with two, the next flush is queued behind the
+/// running one, holding what arrived since that one was asked.
+pub const MAX_FLUSHES_IN_FLIGHT: usize = 2;
+
 /// Flushes asked of the driver and the sends waiting on them.
 #[derive(Default)]
 pub(super) struct Flushes {
     /// SYNC_FLUSH sends waiting for their data to become durable, in append order.
     pub waiters: VecDeque<SyncWaiter>,
-    /// The one flush asked and not yet answered: the mark it asked for.
-    pub in_flight: Option<u64>,
+    /// Flushes asked and not yet counted, in the order asked: the mark each asked for
+    /// (ascending; each covers the bytes from the previous mark) and whether it was
+    /// answered. Only the answered prefix is durable.
+    pub in_flight: VecDeque<(u64, bool)>,
+}
+
+impl Flushes {
+    /// Whether any flush is asked and not yet counted.
+    pub fn busy(&self) -> bool {
+        !self.in_flight.is_empty()
+    }
 }
 
 impl<D: Disk> Broker<D> {
-    /// Asks the driver to flush everything appended so far, unless a flush is running.
+    /// Asks the driver to flush everything appended and not yet asked, unless as many
+    /// flushes as may be are in flight.
     pub(super) fn request_flush(&mut self) {
         let upto = self.store.write_pos();
-        if self.flush.in_flight.is_none()
-            && upto > self.store.flushed()
+        let asked = self
+            .flush
+            .in_flight
+            .back()
+            .map_or(self.store.flushed(), |f| f.0);
+        if self.flush.in_flight.len() < MAX_FLUSHES_IN_FLIGHT
+            && upto > asked
             && self.store.stopped().is_none()
         {
-            self.flush.in_flight = Some(upto);
+            self.flush.in_flight.push_back((upto, false));
             self.outputs.push_back(Output::Flush { upto });
         }
     }
 
-    /// Commit log byte ranges a flush thread must sync to make `upto` durable.
+    /// Commit log byte ranges a flush thread must sync for `Output::Flush { upto }`: from the
+    /// mark of the flush asked before it (or the durable offset) to `upto`.
     pub fn flush_ranges(&self, upto: u64) -> Vec<(rockfish_store::FileId, u64, u64)> {
-        self.store.commit_log().flush_ranges(upto)
+        let from = self
+            .flush
+            .in_flight
+            .iter()
+            .map(|f| f.0)
+            .take_while(|&mark| mark < upto)
+            .last()
+            .unwrap_or(self.store.flushed());
+        self.store.commit_log().flush_ranges(from, upto)
     }
 
-    /// A flush finished: everything below `upto` is durable. Acks the sends it covers.
+    /// A flush finished: its range is durable, and everything below `upto` once the flushes
+    /// asked before it are too. Acks the sends that covers.
     pub fn on_flushed(&mut self, upto: u64, now: u64) {
-        // One flush in flight at a time, answered with the mark it asked for.
-        debug_assert_eq!(
-            self.flush.in_flight,
-            Some(upto),
-            "a flush answered that was not asked"
-        );
-        self.flush.in_flight = None;
-        self.store.commit_log_mut().on_flushed(upto);
+        let Some(at) = self.flush.in_flight.iter().position(|f| f.0 == upto) else {
+            // Answered after a failed flush forgot every flush in flight (the store has
+            // stopped: nothing more becomes durable), or never asked.
+            debug_assert!(
+                self.store.stopped().is_some(),
+                "a flush answered that was not asked"
+            );
+            return;
+        };
+        self.flush.in_flight[at].1 = true;
+        let mut durable_to = None;
+        while self.flush.in_flight.front().is_some_and(|f| f.1) {
+            durable_to = self.flush.in_flight.pop_front().map(|f| f.0);
+        }
+        let Some(durable_to) = durable_to else {
+            // An earlier flush is still running: nothing counts until it is done.
+            return;
+        };
+        self.store.commit_log_mut().on_flushed(durable_to);
         let durable = self.store.flushed();
+        // What arrived during that flush is flushed next, asked before the answers go out
+        // so the flush thread waits as little as it can: waiters' sends, and sends nobody
+        // waits for (oneway), which under SYNC_FLUSH no consumer sees until durable.
+        self.request_flush();
         while self.flush.waiters.front().is_some_and(|w| w.end <= durable) {
             let w = self.flush.waiters.pop_front().expect("checked");
             // Waiters are in append order: each acked one ends at or before the next.
@@ -74,9 +122,6 @@ impl<D: Disk> Broker<D> {
                 });
             }
         }
-        // What arrived during that flush is flushed next: waiters' sends, and sends nobody
-        // waits for (oneway), which under SYNC_FLUSH no consumer sees until durable.
-        self.request_flush();
         self.wake_visible_pulls(now);
         self.schedule_flushed();
         self.wheel_flushed();
@@ -88,7 +133,7 @@ impl<D: Disk> Broker<D> {
     /// A flush failed: the store stops taking writes, and every waiting send gets an error
     /// (its message may or may not be durable; it is never reported stored).
     pub fn on_flush_failed(&mut self, reason: String, _now: u64) {
-        self.flush.in_flight = None;
+        self.flush.in_flight.clear();
         self.store.commit_log_mut().on_flush_failed(reason.clone());
         for w in std::mem::take(&mut self.flush.waiters) {
             let mut r = w.response;

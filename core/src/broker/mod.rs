@@ -20,6 +20,7 @@ pub use persist::{
 };
 mod flush;
 mod groups;
+pub use flush::MAX_FLUSHES_IN_FLIGHT;
 pub use groups::{MAX_RETRY_QUEUES, MAX_RETRY_TIMES};
 mod held_pulls;
 mod pull;

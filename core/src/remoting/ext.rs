@@ -49,7 +49,10 @@ impl ExtFields {
     }
 
     fn position(&self, key: &str) -> Option<usize> {
-        self.spans.iter().position(|s| self.text(s[0], s[1]) == key)
+        // Bytes, not text: a lookup scans every key, and validating each as UTF-8 first
+        // was most of a send header's field reads.
+        let key = key.as_bytes();
+        self.spans.iter().position(|s| self.key_bytes(s) == key)
     }
 
     pub fn get(&self, key: &str) -> Option<&str> {

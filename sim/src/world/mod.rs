@@ -150,6 +150,9 @@ pub const CLUSTERING_GROUP: &str = "SimConsumers";
 pub fn sim_store_config() -> rockfish_store::StoreConfig {
     rockfish_store::StoreConfig {
         delay_levels_ms: SIM_DELAY_LEVELS_MS.to_vec(),
+        // The simulated disk really zeroes what is prewritten: a store that prewrote over
+        // its own data would lose it under every checker.
+        warm_mapped_file: Some(true),
         ..rockfish_store::StoreConfig::simulated()
     }
 }

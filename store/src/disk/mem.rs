@@ -60,6 +60,8 @@ pub struct DiskStats {
     pub torn_pages: u64,
     /// Torn sectors left holding garbage.
     pub garbage_sectors: u64,
+    /// Bytes zeroed by `Disk::prewrite`.
+    pub prewritten: u64,
 }
 
 struct MemFile {
@@ -578,6 +580,23 @@ impl Disk for MemDisk {
             .filter_map(|(k, _)| k[prefix.len()..].split('/').next().map(str::to_string))
             .collect();
         Ok(names.into_iter().collect())
+    }
+
+    /// Really zeroes the range (in the page cache's copy), with no fault and no draw of the
+    /// fault plan's randomness: on correct callers it changes nothing, and a store that
+    /// prewrote over its own data would see it gone at once.
+    fn prewrite(&mut self, file: FileId, offset: u64, len: u64) {
+        let mut s = self.lock();
+        let s = &mut *s;
+        let Ok(path) = s.handle(file).map(str::to_string) else {
+            return;
+        };
+        let f = s.files.get_mut(&path).expect("handle checked");
+        let end = (offset + len).min(f.volatile.len() as u64);
+        if offset < end {
+            f.volatile[offset as usize..end as usize].fill(0);
+            s.stats.prewritten += end - offset;
+        }
     }
 
     fn write_at(&mut self, file: FileId, offset: u64, data: &[u8]) -> DiskResult<()> {

@@ -212,6 +212,25 @@ fn allocate(file: &File, offset: u64, len: u64) -> io::Result<()> {
     }
 }
 
+/// Starts writing `[offset, offset + len)` out without waiting for it
+/// (sync_file_range(SYNC_FILE_RANGE_WRITE)); elsewhere the kernel's writeback does it later.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: plain syscall on a valid descriptor; advisory, its result is not needed.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_: &File, _: u64, _: u64) {}
+
 #[cfg(not(target_os = "linux"))]
 fn allocate(_: &File, _: u64, _: u64) -> io::Result<()> {
     Ok(())
@@ -705,6 +724,38 @@ impl Disk for MmapDisk {
         // which this range is not (or, during recovery, no reader exists yet).
         unsafe { copy_into(map, offset, data) };
         Ok(())
+    }
+
+    fn prewrite(&mut self, file: FileId, offset: u64, len: u64) {
+        use std::os::unix::fs::FileExt;
+        static ZEROS: [u8; 256 << 10] = [0; 256 << 10];
+        let Ok(f) = self.get(file) else { return };
+        if len == 0 || check_bounds(&f.path, "prewrite", offset, len, f.size).is_err() {
+            return;
+        }
+        // Through the appender's descriptor when it is this file (the usual case: the
+        // segment being appended to), else a descriptor of its own for this call.
+        let own;
+        let fd = match &self.appender {
+            Some((id, fd)) if *id == file => fd,
+            _ => match Self::reopen(f) {
+                Ok(fd) => {
+                    own = fd;
+                    &own
+                }
+                Err(_) => return,
+            },
+        };
+        let mut at = offset;
+        while at < offset + len {
+            let n = (offset + len - at).min(ZEROS.len() as u64);
+            // Advisory (see the trait): a failed write of zeros leaves zeros-or-nothing.
+            if fd.write_all_at(&ZEROS[..n as usize], at).is_err() {
+                return;
+            }
+            at += n;
+        }
+        start_writeback(fd, offset, len);
     }
 
     fn read_at(&self, file: FileId, offset: u64, len: usize) -> DiskResult<Bytes> {

@@ -126,6 +126,14 @@ pub trait Disk {
         }
         Ok(())
     }
+    /// Writes zeros over `[offset, offset + len)`, which holds no data and will get none
+    /// before a later write (the commit log calls it ahead of its appends), and starts
+    /// writing them out. Zeros are what such a range reads as already, so this changes no
+    /// content: on a real disk it makes the blocks written before data lands there, and a
+    /// later sync of the data need not also record the blocks' conversion from allocated to
+    /// written (a metadata write per sync otherwise). Advisory: a disk may do nothing, and
+    /// a failure changes nothing the store relies on.
+    fn prewrite(&mut self, _file: FileId, _offset: u64, _len: u64) {}
     /// Durably zeroes `[offset, offset + len)`; used to erase a torn tail at recovery so that
     /// stale records can never resurface after a later power loss. The range may lose its
     /// reservation (a punched hole): reserve again before writing there.

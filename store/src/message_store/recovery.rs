@@ -15,6 +15,9 @@
 use super::*;
 use crate::checkpoint::CHECKPOINT_FILE;
 
+/// How far ahead of its appends a warmed commit log keeps its space prewritten.
+const WARM_AHEAD: u64 = 1 << 20;
+
 /// A checkpoint mark no queue reaches: the queue was being rebuilt from the log when the
 /// recovery that wrote it stopped, so the next one rebuilds it again.
 pub(super) const REBUILD_MARK: u64 = u64::MAX;
@@ -315,6 +318,10 @@ impl<D: Disk> MessageStore<D> {
             }
         }
         store.checkpoint_inner(now, false, true)?;
+        // Warm only from here on: recovery's own writes (redirty) lie below the end.
+        if store.config.warm_mapped_file == Some(true) {
+            store.log.set_warm_ahead(WARM_AHEAD);
+        }
         Ok((store, report))
     }
 }

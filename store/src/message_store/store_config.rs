@@ -18,6 +18,12 @@ pub struct StoreConfig {
     /// ones are unmapped, and mapped again on demand). `None`: what `vm.max_map_count`
     /// leaves room for.
     pub max_mapped_files: Option<usize>,
+    /// RocketMQ's warmMapedFileEnable, done as rockfish does it: the commit log keeps the
+    /// next megabyte past its appends prewritten with zeros (`Disk::prewrite`), so a sync
+    /// after each append writes the data alone, not also the blocks' change from allocated
+    /// to written. `None`: on exactly when the broker flushes synchronously (the broker
+    /// decides at start); the store treats `None` as off.
+    pub warm_mapped_file: Option<bool>,
 }
 
 impl Default for StoreConfig {
@@ -32,6 +38,7 @@ impl Default for StoreConfig {
             )
             .expect("default levels parse"),
             max_mapped_files: None,
+            warm_mapped_file: None,
         }
     }
 }
