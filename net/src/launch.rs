@@ -141,6 +141,9 @@ where
         tracing::info!(
             clean = report.clean_shutdown,
             end = report.log_end,
+            checkpoint = report.checkpoint,
+            replayed_bytes = report.log_end.saturating_sub(report.scanned_from),
+            redispatched = report.redispatched,
             "store recovered"
         );
     }

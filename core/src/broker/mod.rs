@@ -776,6 +776,7 @@ impl<D: Disk> Broker<D> {
 
     /// Work every input may have made due: slaves are sent what was appended.
     fn after_input(&mut self, now: u64) {
+        self.flush_if_far_behind();
         self.pump_replication(now);
     }
 
