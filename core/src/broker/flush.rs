@@ -33,12 +33,12 @@ pub const MAX_FLUSHES_IN_FLIGHT: usize = 2;
 
 /// Under ASYNC_FLUSH, a flush is asked as soon as this much is appended past what was asked,
 /// not only every `flush_interval_ms`...
-pub const ASYNC_FLUSH_BEHIND_BYTES: u64 = 32 << 20;
+pub const ASYNC_FLUSH_BEHIND_BYTES: u64 = 16 << 20;
 /// ...and a checkpoint once the flushed offset is this far past the last one, not only every
 /// `checkpoint_interval_ms`: what recovery after a crash re-reads (and rewrites, after an
 /// unclean stop) is what lies past the checkpoint, so it stays bounded at any write rate
 /// (at 200 MB/s the timers alone left 250–300 MB past it: 1.2 s to the first send).
-pub const CHECKPOINT_BEHIND_BYTES: u64 = 64 << 20;
+pub const CHECKPOINT_BEHIND_BYTES: u64 = 32 << 20;
 
 /// Flushes asked of the driver and the sends waiting on them.
 #[derive(Default)]
