@@ -3,7 +3,9 @@
 //! - `append_<size>/put` and `/put_batch32`: `MessageStore::put` one message at a time and
 //!   `MessageStore::put_batch` with 32 messages, for 1 KiB and 128 B bodies (TAGS only, so the
 //!   index is not touched); `append_1KiB/put_uniq_key` adds a distinct UNIQ_KEY per message, so
-//!   every put also writes an index entry.
+//!   every put also writes an index entry. `append_<size>/put_warm`: `put` on a warmed log
+//!   (`warm_mapped_file`, SYNC_FLUSH's default): 256 KiB of zeros prewritten and their
+//!   writeback started every 256 KiB appended.
 //! - `append_<size>/raw_1` and `/raw_32`: the baseline. The same records, encoded once up front,
 //!   memcpyed with `Disk::write_at` into the same kind of files (`MmapDisk::create`: 256 MiB,
 //!   reserved whole at creation, synced, mmapped), one record or 32 records per write, rolling to a new
@@ -99,9 +101,21 @@ struct StoreRig {
 
 impl StoreRig {
     fn new() -> Self {
+        Self::with(store_config())
+    }
+
+    /// A warmed commit log (SYNC_FLUSH's default): zeros prewritten ahead of the appends.
+    fn warm() -> Self {
+        Self::with(StoreConfig {
+            warm_mapped_file: Some(true),
+            ..store_config()
+        })
+    }
+
+    fn with(config: StoreConfig) -> Self {
         let dir = temp_dir();
         let disk = MmapDisk::open_root(dir.path()).expect("open the disk");
-        let (store, _) = MessageStore::open(disk, store_config(), T0).expect("open the store");
+        let (store, _) = MessageStore::open(disk, config, T0).expect("open the store");
         StoreRig {
             store,
             _dir: dir,
@@ -241,6 +255,16 @@ fn append_group(c: &mut Criterion, name: &str, body_len: usize) {
     group.bench_function("put", |b| {
         b.iter_custom(|iters| {
             timed(&mut slot, iters, per_rig, StoreRig::new, |rig| {
+                rig.now += 1;
+                black_box(rig.store.put(&msg, rig.now).expect("put"));
+            })
+        })
+    });
+    drop(slot);
+    let mut slot = None;
+    group.bench_function("put_warm", |b| {
+        b.iter_custom(|iters| {
+            timed(&mut slot, iters, per_rig, StoreRig::warm, |rig| {
                 rig.now += 1;
                 black_box(rig.store.put(&msg, rig.now).expect("put"));
             })
