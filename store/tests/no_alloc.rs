@@ -48,6 +48,8 @@ fn append_path_allocates_nothing_per_message() {
             hash_slots: 4096,
             max_entries: 100_000,
         },
+        // SYNC_FLUSH's put path: zeros prewritten ahead of the appends, allocation-free too.
+        warm_mapped_file: Some(true),
         ..StoreConfig::default()
     };
     let (mut store, _) =
