@@ -436,7 +436,6 @@ impl CommitLog {
         })
     }
 
-    /// Byte ranges to sync so that everything below `upto` is durable.
     /// Byte ranges holding the log's `[from, upto)`, from no lower than the durable offset.
     pub fn flush_ranges(&self, from: u64, upto: u64) -> Vec<(FileId, u64, u64)> {
         let upto = upto.min(self.write_pos);

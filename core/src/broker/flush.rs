@@ -31,13 +31,10 @@ pub(super) struct SyncWaiter {
 /// running one, holding what arrived since that one was asked.
 pub const MAX_FLUSHES_IN_FLIGHT: usize = 2;
 
-/// Under ASYNC_FLUSH, a flush is asked as soon as this much is appended past what was asked,
-/// not only every `flush_interval_ms`...
+/// Default `BrokerConfig::flush_behind_bytes`...
 pub const ASYNC_FLUSH_BEHIND_BYTES: u64 = 16 << 20;
-/// ...and a checkpoint once the flushed offset is this far past the last one, not only every
-/// `checkpoint_interval_ms`: what recovery after a crash re-reads (and rewrites, after an
-/// unclean stop) is what lies past the checkpoint, so it stays bounded at any write rate
-/// (at 200 MB/s the timers alone left 250–300 MB past it: 1.2 s to the first send).
+/// ...and `checkpoint_behind_bytes` (at 200 MB/s the timers alone left 250–300 MB past the
+/// checkpoint: 1.2 s from a kill -9 to the first send; 10–25 MB and 0.33–0.38 s with these).
 pub const CHECKPOINT_BEHIND_BYTES: u64 = 32 << 20;
 
 /// Flushes asked of the driver and the sends waiting on them.
@@ -63,13 +60,8 @@ impl<D: Disk> Broker<D> {
     /// flushes as may be are in flight.
     pub(super) fn request_flush(&mut self) {
         let upto = self.store.write_pos();
-        let asked = self
-            .flush
-            .in_flight
-            .back()
-            .map_or(self.store.flushed(), |f| f.0);
         if self.flush.in_flight.len() < MAX_FLUSHES_IN_FLIGHT
-            && upto > asked
+            && upto > self.flush_asked()
             && self.store.stopped().is_none()
         {
             self.flush.in_flight.push_back((upto, false));
@@ -77,17 +69,20 @@ impl<D: Disk> Broker<D> {
         }
     }
 
-    /// Under ASYNC_FLUSH, asks a flush early once much is appended and not asked.
-    pub(super) fn flush_if_far_behind(&mut self) {
-        if self.config.flush_disk_type != super::FlushDiskType::Async {
-            return;
-        }
-        let asked = self
-            .flush
+    /// Where the flushes asked so far end: the last one's mark, or the durable offset.
+    fn flush_asked(&self) -> u64 {
+        self.flush
             .in_flight
             .back()
-            .map_or(self.store.flushed(), |f| f.0);
-        if self.store.write_pos().saturating_sub(asked) >= ASYNC_FLUSH_BEHIND_BYTES {
+            .map_or(self.store.flushed(), |f| f.0)
+    }
+
+    /// Under ASYNC_FLUSH, asks a flush early once much is appended and not asked.
+    pub(super) fn flush_if_far_behind(&mut self) {
+        if self.config.flush_disk_type == super::FlushDiskType::Async
+            && self.store.write_pos().saturating_sub(self.flush_asked())
+                >= self.config.flush_behind_bytes
+        {
             self.request_flush();
         }
     }
@@ -129,7 +124,8 @@ impl<D: Disk> Broker<D> {
         };
         self.store.commit_log_mut().on_flushed(durable_to);
         let durable = self.store.flushed();
-        if durable.saturating_sub(self.store.checkpointed()) >= CHECKPOINT_BEHIND_BYTES {
+        if durable.saturating_sub(self.store.checkpointed()) >= self.config.checkpoint_behind_bytes
+        {
             self.start_checkpoint(now);
         }
         // What arrived during that flush is flushed next, asked before the answers go out

@@ -137,6 +137,13 @@ pub struct BrokerConfig {
     pub flush_interval_ms: u64,
     pub register_interval_ms: u64,
     pub checkpoint_interval_ms: u64,
+    /// ASYNC_FLUSH: a flush is also asked once this many bytes are appended past what was
+    /// asked, not only every `flush_interval_ms`.
+    pub flush_behind_bytes: u64,
+    /// A checkpoint is also started once the flushed offset is this far past the last one:
+    /// what recovery re-reads (and rewrites, after an unclean stop) stays bounded at any
+    /// write rate, not only by `checkpoint_interval_ms`.
+    pub checkpoint_behind_bytes: u64,
     pub offset_persist_interval_ms: u64,
     /// Consumers silent this long are dropped from their group.
     pub client_expire_ms: u64,
@@ -213,6 +220,8 @@ impl Default for BrokerConfig {
             flush_interval_ms: 500,
             register_interval_ms: 30_000,
             checkpoint_interval_ms: 1_000,
+            flush_behind_bytes: flush::ASYNC_FLUSH_BEHIND_BYTES,
+            checkpoint_behind_bytes: flush::CHECKPOINT_BEHIND_BYTES,
             offset_persist_interval_ms: 5_000,
             client_expire_ms: 120_000,
             long_polling: true,
@@ -318,6 +327,8 @@ impl BrokerConfig {
             ("syncFlushTimeout", self.sync_flush_timeout_ms),
             ("flushIntervalCommitLog", self.flush_interval_ms),
             ("checkpoint interval", self.checkpoint_interval_ms),
+            ("flush behind bytes", self.flush_behind_bytes),
+            ("checkpoint behind bytes", self.checkpoint_behind_bytes),
             (
                 "flushConsumerOffsetInterval",
                 self.offset_persist_interval_ms,

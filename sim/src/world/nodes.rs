@@ -38,6 +38,10 @@ impl Sim {
             // Producers come back within a run: a half is never given up.
             transaction_check_max: 10_000,
             enable_property_filter: true,
+            // The simulated log is small (64 KiB segments): early flushes and checkpoints by
+            // bytes happen here as they do under a real broker's heavy load.
+            flush_behind_bytes: 16 << 10,
+            checkpoint_behind_bytes: 32 << 10,
             ..BrokerConfig::default()
         };
         if self.cfg.bugs.register_once {
