@@ -154,17 +154,15 @@ pub fn decode_batch(mut b: Bytes) -> Result<Vec<BatchItem>, BatchError> {
 
 /// Encodes messages as a client batch body (for our own producers and tests).
 pub fn encode_batch(items: &[BatchItem]) -> Vec<u8> {
-    let mut out = Vec::new();
+    let size = items
+        .iter()
+        .map(|it| 22 + it.body.len() + it.properties.len())
+        .sum();
+    let mut out = Vec::with_capacity(size);
     for it in items {
-        let total = 20 + it.body.len() + 2 + it.properties.len();
-        out.extend_from_slice(&(total as i32).to_be_bytes());
-        out.extend_from_slice(&0i32.to_be_bytes());
-        out.extend_from_slice(&((crc32fast::hash(&it.body) & 0x7FFF_FFFF) as i32).to_be_bytes());
-        out.extend_from_slice(&it.flag.to_be_bytes());
-        out.extend_from_slice(&(it.body.len() as i32).to_be_bytes());
-        out.extend_from_slice(&it.body);
-        out.extend_from_slice(&(it.properties.len() as i16).to_be_bytes());
-        out.extend_from_slice(&it.properties);
+        push_batch_item(&mut out, it.flag, &it.body, |o| {
+            o.extend_from_slice(&it.properties)
+        });
     }
     out
 }
@@ -173,12 +171,42 @@ pub fn encode_batch(items: &[BatchItem]) -> Vec<u8> {
 pub fn properties_string<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<u8> {
     let mut out = Vec::new();
     for (k, v) in pairs {
-        out.extend_from_slice(k.as_bytes());
-        out.push(NAME_VALUE_SEPARATOR);
-        out.extend_from_slice(v.as_bytes());
-        out.push(PROPERTY_SEPARATOR);
+        push_property(&mut out, k, v);
     }
     out
+}
+
+/// Appends one "k\x01v\x02" pair of a properties string.
+pub fn push_property(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend_from_slice(name.as_bytes());
+    out.push(NAME_VALUE_SEPARATOR);
+    out.extend_from_slice(value.as_bytes());
+    out.push(PROPERTY_SEPARATOR);
+}
+
+/// Appends one message of a client batch body (see [`encode_batch`]) whose properties are
+/// written by `properties` straight into `out`: the item's sizes are patched in after, so
+/// a batch is encoded into one buffer with no allocation per message.
+pub fn push_batch_item(
+    out: &mut Vec<u8>,
+    flag: i32,
+    body: &[u8],
+    properties: impl FnOnce(&mut Vec<u8>),
+) {
+    let start = out.len();
+    out.extend_from_slice(&0i32.to_be_bytes()); // total size, patched below
+    out.extend_from_slice(&0i32.to_be_bytes());
+    out.extend_from_slice(&((crc32fast::hash(body) & 0x7FFF_FFFF) as i32).to_be_bytes());
+    out.extend_from_slice(&flag.to_be_bytes());
+    out.extend_from_slice(&(body.len() as i32).to_be_bytes());
+    out.extend_from_slice(body);
+    let props_at = out.len();
+    out.extend_from_slice(&0i16.to_be_bytes()); // properties length, patched below
+    properties(out);
+    let props_len = out.len() - props_at - 2;
+    out[props_at..props_at + 2].copy_from_slice(&(props_len as i16).to_be_bytes());
+    let total = out.len() - start;
+    out[start..start + 4].copy_from_slice(&(total as i32).to_be_bytes());
 }
 
 /// Property names the broker reads and writes (RocketMQ's MessageConst).
@@ -288,7 +316,25 @@ pub fn split_records(
 /// A client-side unique message id (RocketMQ's UNIQ_KEY shape: 32 hex digits) from a
 /// client-chosen prefix and a counter.
 pub fn uniq_key(prefix: u64, counter: u64) -> String {
-    format!("{prefix:016X}{counter:016X}")
+    let mut id = String::with_capacity(32);
+    write_uniq_key(&mut id, prefix, counter);
+    id
+}
+
+/// Appends [`uniq_key`]'s 32 digits to `out` (one per message of a batch, so no `format!`).
+pub fn write_uniq_key(out: &mut String, prefix: u64, counter: u64) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut digits = [0u8; 32];
+    for (i, b) in prefix
+        .to_be_bytes()
+        .iter()
+        .chain(&counter.to_be_bytes())
+        .enumerate()
+    {
+        digits[2 * i] = HEX[(b >> 4) as usize];
+        digits[2 * i + 1] = HEX[(b & 0xf) as usize];
+    }
+    out.push_str(std::str::from_utf8(&digits).expect("hex digits are ASCII"));
 }
 
 #[cfg(test)]

@@ -158,7 +158,8 @@ fn command() -> impl Strategy<Value = RemotingCommand> {
         any::<i32>(),
         0i32..4,
         proptest::option::of("[ -~]{0,20}"),
-        prop::collection::btree_map("[a-zA-Z]{1,12}", "[ -~]{0,24}", 0..6),
+        // Values with control characters too (a properties string is full of \x01 \x02).
+        prop::collection::btree_map("[a-zA-Z]{1,12}", "[\\x00-\\x7e]{0,24}", 0..6),
         any::<bool>(),
         prop::collection::vec(any::<u8>(), 0..64),
     )

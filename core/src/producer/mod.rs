@@ -17,10 +17,11 @@ use rockfish_store::record::java_string_hash;
 
 use crate::client::{ClientConfig, ClientInstance};
 use crate::machine::Output;
-use crate::message::{properties_string, uniq_key};
+use crate::message::{push_batch_item, push_property, uniq_key};
 use crate::protocol::{MessageQueue, TopicRouteData, decode_body};
 use crate::remoting::RemotingCommand;
 use crate::remoting::codes::{request, response};
+use rockfish_store::record::{NAME_VALUE_SEPARATOR, PROPERTY_SEPARATOR};
 
 mod api;
 mod latency_faults;
@@ -157,11 +158,13 @@ impl Producer {
             .enumerate()
             .map(|(i, m)| (m, uniq_key(prefix, base + i as u64)))
             .collect();
-        let uniq = batch
-            .iter()
-            .map(|(_, u)| u.as_str())
-            .collect::<Vec<_>>()
-            .join(",");
+        let mut uniq = String::with_capacity(batch.len() * 33);
+        for (i, (_, u)) in batch.iter().enumerate() {
+            if i > 0 {
+                uniq.push(',');
+            }
+            uniq.push_str(u);
+        }
         self.start_with(first, mode, None, batch, Some(uniq), now)
     }
 
@@ -392,19 +395,16 @@ impl Producer {
         let (code, body) = if s.batch.is_empty() {
             (request::SEND_MESSAGE_V2, s.msg.body.clone())
         } else {
-            let items: Vec<crate::message::BatchItem> = s
-                .batch
-                .iter()
-                .map(|(m, uniq)| crate::message::BatchItem {
-                    flag: m.flag,
-                    body: m.body.clone(),
-                    properties: Bytes::from(message_properties(m, uniq)),
-                })
-                .collect();
-            (
-                request::SEND_BATCH_MESSAGE,
-                Bytes::from(crate::message::encode_batch(&items)),
-            )
+            // One buffer for the whole body: the messages' sizes plus room for their
+            // properties (resized at most once or twice for unusually many properties).
+            let guess = s.batch.iter().map(|(m, _)| m.body.len() + 128).sum();
+            let mut body = Vec::with_capacity(guess);
+            for (m, uniq) in &s.batch {
+                push_batch_item(&mut body, m.flag, &m.body, |o| {
+                    write_message_properties(o, m, uniq)
+                });
+            }
+            (request::SEND_BATCH_MESSAGE, Bytes::from(body))
         };
         let mut cmd = RemotingCommand::request(code, opaque)
             .with_ext("a", &self.config.group)
@@ -689,16 +689,36 @@ impl Producer {
 
 /// A batch item's properties: UNIQ_KEY, WAIT, TAGS, KEYS, then the user's.
 fn message_properties(m: &Message, uniq: &str) -> Vec<u8> {
-    let keys = m.keys.join(" ");
-    let mut props: Vec<(&str, &str)> = vec![("UNIQ_KEY", uniq), ("WAIT", "true")];
+    let mut out = Vec::new();
+    write_message_properties(&mut out, m, uniq);
+    out
+}
+
+/// Appends a message's properties string (UNIQ_KEY, WAIT, TAGS, KEYS space-joined, then
+/// its own properties) to `out`, allocating nothing else: a batch writes each of its
+/// messages' straight into the request body.
+fn write_message_properties(out: &mut Vec<u8>, m: &Message, uniq: &str) {
+    push_property(out, "UNIQ_KEY", uniq);
+    push_property(out, "WAIT", "true");
     if let Some(t) = &m.tags {
-        props.push(("TAGS", t));
+        push_property(out, "TAGS", t);
     }
-    if !keys.is_empty() {
-        props.push(("KEYS", &keys));
+    // As Java's setKeys: the keys joined by one space, left out when that is empty.
+    let joined_len = m.keys.iter().map(|k| k.len()).sum::<usize>() + m.keys.len().saturating_sub(1);
+    if joined_len > 0 {
+        out.extend_from_slice(b"KEYS");
+        out.push(NAME_VALUE_SEPARATOR);
+        for (i, k) in m.keys.iter().enumerate() {
+            if i > 0 {
+                out.push(b' ');
+            }
+            out.extend_from_slice(k.as_bytes());
+        }
+        out.push(PROPERTY_SEPARATOR);
     }
-    props.extend(m.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    properties_string(props)
+    for (k, v) in &m.properties {
+        push_property(out, k, v);
+    }
 }
 
 impl crate::machine::ClientMachine for Producer {
@@ -723,5 +743,91 @@ impl crate::machine::ClientMachine for Producer {
     }
     fn on_request(&mut self, from: &str, cmd: RemotingCommand, now: u64) {
         Producer::on_request(self, from, cmd, now)
+    }
+}
+
+#[cfg(test)]
+mod encode_tests {
+    use super::*;
+    use crate::message::{BatchItem, decode_batch, encode_batch, properties_string};
+
+    /// The properties string as built pair by pair (what the writer must reproduce).
+    fn reference(m: &Message, uniq: &str) -> Vec<u8> {
+        let keys = m.keys.join(" ");
+        let mut props: Vec<(&str, &str)> = vec![("UNIQ_KEY", uniq), ("WAIT", "true")];
+        if let Some(t) = &m.tags {
+            props.push(("TAGS", t));
+        }
+        if !keys.is_empty() {
+            props.push(("KEYS", &keys));
+        }
+        props.extend(m.properties.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        properties_string(props)
+    }
+
+    fn samples() -> Vec<Message> {
+        let mut out = Vec::new();
+        for keys in [
+            vec![],
+            vec![""],
+            vec!["", ""],
+            vec!["k1"],
+            vec!["k1", "k 2", ""],
+        ] {
+            for tags in [None, Some("TagA")] {
+                let mut m = Message::new("T", vec![b'x'; keys.len() * 7]);
+                m.keys = keys.iter().map(|k| k.to_string()).collect();
+                m.tags = tags.map(str::to_string);
+                m.flag = keys.len() as i32;
+                if m.keys.len() > 1 {
+                    m.properties.insert("a".into(), "1".into());
+                    m.properties.insert("DELAY".into(), "3".into());
+                }
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn properties_are_written_as_built_pair_by_pair() {
+        for (i, m) in samples().iter().enumerate() {
+            let uniq = uniq_key(0xABCD, i as u64);
+            assert_eq!(message_properties(m, &uniq), reference(m, &uniq), "{m:?}");
+        }
+    }
+
+    #[test]
+    fn a_batch_body_written_in_place_equals_the_item_encoding() {
+        let msgs = samples();
+        let items: Vec<BatchItem> = msgs
+            .iter()
+            .enumerate()
+            .map(|(i, m)| BatchItem {
+                flag: m.flag,
+                body: m.body.clone(),
+                properties: Bytes::from(reference(m, &uniq_key(1, i as u64))),
+            })
+            .collect();
+        let mut body = Vec::new();
+        for (i, m) in msgs.iter().enumerate() {
+            push_batch_item(&mut body, m.flag, &m.body, |o| {
+                write_message_properties(o, m, &uniq_key(1, i as u64))
+            });
+        }
+        assert_eq!(body, encode_batch(&items));
+        assert_eq!(decode_batch(Bytes::from(body)).unwrap().len(), msgs.len());
+    }
+
+    #[test]
+    fn uniq_keys_are_32_uppercase_hex_digits() {
+        assert_eq!(
+            uniq_key(0x0123_4567_89AB_CDEF, 0xFE),
+            format!("{:016X}{:016X}", 0x0123_4567_89AB_CDEFu64, 0xFEu64)
+        );
+        assert_eq!(
+            uniq_key(u64::MAX, 0),
+            format!("{:016X}{:016X}", u64::MAX, 0)
+        );
     }
 }

@@ -326,7 +326,11 @@ fn json_str(out: &mut Vec<u8>, s: &str) {
         };
         out.extend_from_slice(&bytes[start..i]);
         if esc.is_empty() {
-            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+            // Control characters as \u00XX: a properties string has two per property.
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[(b >> 4) as usize]);
+            out.push(HEX[(b & 0xf) as usize]);
         } else {
             out.extend_from_slice(esc);
         }
