@@ -185,6 +185,9 @@ fn send_answer(c: &mut Criterion) {
 
 /// What every send pays before the store: its frame decoded, then the header fields the
 /// broker reads (a SEND_MESSAGE_V2's short keys, in the order the send path asks).
+/// On the 2-core VM, `send_v2` / this: 2.17 / 3.01 µs with UTF-8 checked piece by piece,
+/// `\u` escapes parsed through `from_str_radix` and numbers through an f64 parse; 1.66 /
+/// 2.24 µs with the header checked once and those done byte by byte.
 fn send_fields(c: &mut Criterion) {
     let f = frame(0, &send_v2());
     c.bench_function("decode_header/send_v2_and_fields", |b| {

@@ -293,4 +293,17 @@ fn json_headers_skip_unknowns_and_refuse_garbage() {
             "accepted {bad:?}"
         );
     }
+    // Bytes that are not UTF-8, in a value, in a key, in a skipped value, outside strings.
+    for bad in [
+        &b"{\"code\":1,\"extFields\":{\"a\":\"x\xff\"}}"[..],
+        b"{\"code\":1,\"extFields\":{\"\xc3\":\"x\"}}",
+        b"{\"unknown\":[\"\xe2\x82\"],\"code\":1}",
+        b"{\"code\":1}\xff",
+    ] {
+        let got = FrameDecoder::default().decode(&mut raw_frame(0, bad, b""));
+        assert!(
+            matches!(&got, Err(FrameError::BadJson(m)) if m.contains("UTF-8")),
+            "{bad:?}: {got:?}"
+        );
+    }
 }

@@ -17,6 +17,10 @@ type Key = SmallVec<[u8; 64]>;
 
 struct Reader<'a> {
     b: &'a [u8],
+    /// `b` as text: validated as UTF-8 once, so the pieces of strings are sliced from it
+    /// rather than validated one by one (a header that is not UTF-8 is malformed anyway:
+    /// outside strings only ASCII is JSON, and strings must be UTF-8).
+    t: &'a str,
     i: usize,
     /// The first limit the header broke: it is answered with this, not served. From then on
     /// nothing more is stored, but the scan goes on for the code, opaque and flag.
@@ -73,8 +77,17 @@ impl<'a> Reader<'a> {
             .b
             .get(self.i..self.i + 4)
             .ok_or("truncated \\u escape")?;
-        let s = std::str::from_utf8(s).map_err(|_| "bad \\u escape")?;
-        let v = u32::from_str_radix(s, 16).map_err(|_| format!("bad \\u escape {s:?}"))?;
+        // Digit by digit: every property separator of a Java client's header is one.
+        let mut v = 0u32;
+        for &c in s {
+            let d = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                b'A'..=b'F' => c - b'A' + 10,
+                _ => return Err(format!("bad \\u escape {:?}", String::from_utf8_lossy(s))),
+            };
+            v = v << 4 | d as u32;
+        }
         self.i += 4;
         Ok(v)
     }
@@ -84,17 +97,13 @@ impl<'a> Reader<'a> {
         self.eat(b'"')?;
         loop {
             let start = self.i;
-            while let Some(&c) = self.b.get(self.i) {
-                if c == b'"' || c == b'\\' || c < 0x20 {
-                    break;
-                }
-                self.i += 1;
-            }
+            self.i += self.b[start..]
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
+                .unwrap_or(self.b.len() - start);
             if self.i > start {
-                sink(
-                    std::str::from_utf8(&self.b[start..self.i])
-                        .map_err(|_| "a string is not UTF-8")?,
-                );
+                // A piece ends at an ASCII byte (or the input's end): a char boundary.
+                sink(&self.t[start..self.i]);
             }
             match self.b.get(self.i) {
                 None => return Err("unterminated string".into()),
@@ -142,10 +151,9 @@ impl<'a> Reader<'a> {
     }
 
     /// Skips a string (the opening quote next) without unescaping it: one tight scan, its
-    /// escapes and UTF-8 still checked, for what nobody reads.
+    /// escapes still checked (its UTF-8 was, with the whole header), for what nobody reads.
     fn skip_string(&mut self) -> Result<(), String> {
         self.eat(b'"')?;
-        let start = self.i;
         loop {
             let rest = &self.b[self.i..];
             let n = rest
@@ -155,8 +163,6 @@ impl<'a> Reader<'a> {
             self.i += n;
             match self.b[self.i] {
                 b'"' => {
-                    std::str::from_utf8(&self.b[start..self.i])
-                        .map_err(|_| "a string is not UTF-8")?;
                     self.i += 1;
                     return Ok(());
                 }
@@ -213,8 +219,11 @@ impl<'a> Reader<'a> {
                 "number at byte {start} is longer than {MAX_NUMBER_LEN} characters"
             ));
         }
-        let s = std::str::from_utf8(&self.b[start..self.i]).map_err(|_| "bad number")?;
-        if s.is_empty() || s.parse::<f64>().is_err() {
+        let s = &self.t[start..self.i];
+        // Plain integers (nearly every number of a header) need no float parse to be valid.
+        let digits = s.strip_prefix('-').unwrap_or(s);
+        let integer = !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit());
+        if !integer && (s.is_empty() || s.parse::<f64>().is_err()) {
             return Err(format!("bad number at byte {start}"));
         }
         Ok(s)
@@ -335,10 +344,16 @@ impl<'a> Reader<'a> {
                 ext.push_with(key, |w| {
                     let mut put = |s: &str| {
                         let room = MAX_EXT_VALUE_LEN.saturating_sub(written);
-                        let n = s.len().min(room);
-                        // Cut at a char boundary: the arena holds UTF-8 only.
-                        let n = (0..=n).rev().find(|&n| s.is_char_boundary(n)).unwrap_or(0);
-                        let _ = w.write_str(&s[..n]);
+                        if s.len() <= room {
+                            let _ = w.write_str(s);
+                        } else {
+                            // Cut at a char boundary: the arena holds UTF-8 only.
+                            let n = (0..=room)
+                                .rev()
+                                .find(|&n| s.is_char_boundary(n))
+                                .unwrap_or(0);
+                            let _ = w.write_str(&s[..n]);
+                        }
                         written += s.len();
                     };
                     match self.scalar(&mut put) {
@@ -389,8 +404,15 @@ pub(super) fn decode_header(
     cmd: &mut RemotingCommand,
     refused: Option<String>,
 ) -> Result<Decoded, String> {
+    let text = std::str::from_utf8(input).map_err(|e| {
+        format!(
+            "the header is not UTF-8 (at byte {}): strings must be, and JSON outside them is ASCII",
+            e.valid_up_to()
+        )
+    })?;
     let mut r = Reader {
         b: input,
+        t: text,
         i: 0,
         over: refused,
     };
