@@ -320,33 +320,16 @@ async fn run<M: Durable>(
                 }
                 Err(e) => tracing::warn!(error = %e, "accept failed (stream port)"),
             },
-            Some(ev) = ev_rx.recv() => match ev {
-                // A command read before its connection was closed here is not served: the
-                // machine has already forgotten the connection (a held pull would linger).
-                ConnEvent::Command { conn, cmd, received_at } => {
-                    if conns.is_open(conn) {
-                        machine.on_command(conn, cmd, received_at, now_ms());
-                    }
+            Some(ev) = ev_rx.recv() => {
+                on_event(&mut machine, &mut conns, &flusher, &mut stage, ev);
+                // What else is already queued is taken in the same turn (bounded, so timers
+                // and flush answers still come round): one wake-up, one timer and one drain
+                // for a run of requests instead of one each.
+                for _ in 1..EVENTS_PER_TURN {
+                    let Ok(ev) = ev_rx.try_recv() else { break };
+                    on_event(&mut machine, &mut conns, &flusher, &mut stage, ev);
                 }
-                ConnEvent::Bytes { conn, bytes } => {
-                    if conns.is_open(conn) {
-                        machine.on_stream_bytes(conn, bytes, now_ms());
-                    }
-                }
-                ConnEvent::Answer { conn, cmd } => {
-                    if let Some(f) = frame(&cmd, &mut stage)
-                        && conns.send(conn, WriteItem::One(f))
-                    {
-                        machine.on_disconnect(conn, now_ms());
-                    }
-                }
-                ConnEvent::Closed { conn, reason } => {
-                    tracing::debug!(conn = conn.0, %reason, "connection closed");
-                    if conns.close(conn) {
-                        machine.on_disconnect(conn, now_ms());
-                    }
-                }
-            },
+            }
             Some((done, result)) = flush_rx.recv() => flushed(&mut machine, done, result),
             _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
         }
@@ -360,6 +343,53 @@ async fn run<M: Durable>(
         flushed(&mut machine, done, result);
     }
     machine
+}
+
+/// Connection events handed to the machine in one turn of the driver's loop, at most.
+const EVENTS_PER_TURN: usize = 64;
+
+/// One event from the connections' tasks, handed to the machine.
+fn on_event<M: Durable>(
+    machine: &mut M,
+    conns: &mut Conns,
+    flusher: &Flusher,
+    stage: &mut Stage,
+    ev: ConnEvent,
+) {
+    match ev {
+        // A command read before its connection was closed here is not served: the machine
+        // has already forgotten the connection (a held pull would linger).
+        ConnEvent::Command {
+            conn,
+            cmd,
+            received_at,
+        } => {
+            if conns.is_open(conn) {
+                machine.on_command(conn, cmd, received_at, now_ms());
+            }
+        }
+        ConnEvent::Bytes { conn, bytes } => {
+            if conns.is_open(conn) {
+                machine.on_stream_bytes(conn, bytes, now_ms());
+            }
+        }
+        ConnEvent::Answer { conn, cmd } => {
+            if let Some(f) = frame(&cmd, stage)
+                && conns.send(conn, WriteItem::One(f))
+            {
+                machine.on_disconnect(conn, now_ms());
+            }
+        }
+        ConnEvent::Closed { conn, reason } => {
+            // Answers to what this connection sent before closing go out first, as they
+            // would had each request had its own turn (a client may half-close and read).
+            drain(machine, conns, flusher, stage);
+            tracing::debug!(conn = conn.0, %reason, "connection closed");
+            if conns.close(conn) {
+                machine.on_disconnect(conn, now_ms());
+            }
+        }
+    }
 }
 
 /// A flusher job finished: the machine hears how.
