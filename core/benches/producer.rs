@@ -87,6 +87,21 @@ fn batch(c: &mut Criterion) {
             while p.poll_event().is_some() {}
         })
     });
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("send_1KiB_to_frame", |b| {
+        b.iter(|| {
+            p.send(Message::new("T", body.clone()), SendMode::Sync, 10);
+            for s in sends(&mut p) {
+                if s.code == request::SEND_MESSAGE_V2 {
+                    frame.clear();
+                    encode(&s, &mut scratch, &mut frame).expect("encodes");
+                    black_box(&frame);
+                }
+                p.on_command(ok(&s), 11);
+            }
+            while p.poll_event().is_some() {}
+        })
+    });
     g.finish();
 }
 

@@ -406,27 +406,28 @@ impl Producer {
             }
             (request::SEND_BATCH_MESSAGE, Bytes::from(body))
         };
-        let mut cmd = RemotingCommand::request(code, opaque)
-            .with_ext("a", &self.config.group)
-            .with_ext("b", &topic)
-            .with_ext("c", crate::broker::DEFAULT_TOPIC)
-            .with_ext("d", self.config.default_topic_queues)
-            .with_ext("e", mq.queue_id)
-            .with_ext(
-                "f",
-                if s.prepared {
-                    crate::broker::tx_flag::PREPARED
-                } else {
-                    0
-                },
-            )
-            .with_ext("g", now)
-            .with_ext("h", s.msg.flag)
-            .with_ext("i", props)
-            .with_ext("j", 0)
-            .with_ext("k", false)
-            .with_ext("m", code == request::SEND_BATCH_MESSAGE)
-            .with_body(body);
+        // Filled in place: a command is ~1 KiB with its inline arena, and a `with_ext` chain
+        // moved it once per field.
+        let mut cmd = RemotingCommand::request(code, opaque);
+        let ext = &mut cmd.ext_fields;
+        ext.insert("a", &self.config.group);
+        ext.insert("b", &topic);
+        ext.insert("c", crate::broker::DEFAULT_TOPIC);
+        ext.insert("d", self.config.default_topic_queues);
+        ext.insert("e", mq.queue_id);
+        let sys_flag = if s.prepared {
+            crate::broker::tx_flag::PREPARED
+        } else {
+            0
+        };
+        ext.insert("f", sys_flag);
+        ext.insert("g", now);
+        ext.insert("h", s.msg.flag);
+        ext.insert("i", props);
+        ext.insert("j", 0);
+        ext.insert("k", false);
+        ext.insert("m", code == request::SEND_BATCH_MESSAGE);
+        cmd.body = body;
         let mode = s.mode;
         if mode == SendMode::Oneway {
             cmd.flag |= crate::remoting::command::FLAG_ONEWAY;

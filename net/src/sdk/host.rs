@@ -85,6 +85,31 @@ fn client_frame(out: Output, scratch: &mut Vec<u8>) -> Option<(String, bytes::By
     }
 }
 
+/// Calls or connection events handed to the machine in one turn of the loop, at most.
+const EVENTS_PER_TURN: usize = 64;
+
+/// One event from a connection's tasks, handed to the machine.
+fn on_conn_event<M: ClientMachine>(machine: &mut M, peers: &mut Peers, ev: ConnEvent) {
+    match ev {
+        // Only from a connection still open: a lost peer's late frames are not served.
+        ConnEvent::Command { conn, cmd, .. } => match peers.addr_of.get(&conn) {
+            Some(from) if !cmd.is_response() => machine.on_request(from, cmd, now_ms()),
+            Some(_) => machine.on_command(cmd, now_ms()),
+            None => {}
+        },
+        // A client answers no requests; a refused one (over a limit) is only logged.
+        ConnEvent::Answer { .. } => {}
+        // A client dials no raw streams.
+        ConnEvent::Bytes { .. } => {}
+        ConnEvent::Closed { conn, reason } => {
+            tracing::debug!(%reason, "client connection closed");
+            if let Some(addr) = peers.lost(conn) {
+                machine.on_peer_lost(&addr, now_ms());
+            }
+        }
+    }
+}
+
 /// Runs `machine` until every call sender is gone; `on_event` sees each event in order.
 pub async fn run<M>(
     mut machine: M,
@@ -104,50 +129,53 @@ where
         events: ev_tx,
     };
     let mut scratch = Vec::with_capacity(1024);
-    loop {
-        let now = now_ms();
-        if machine.poll_timeout().is_some_and(|t| t <= now) {
-            machine.on_timeout(now);
-        }
+    // Sends what the machine asked to; the events it reported go to `on_event`.
+    let mut drain = |machine: &mut M, peers: &mut Peers, scratch: &mut Vec<u8>| {
         while let Some(out) = machine.poll_output() {
-            let Some((addr, frame)) = client_frame(out, &mut scratch) else {
+            let Some((addr, frame)) = client_frame(out, scratch) else {
                 continue;
             };
             if let Some(lost) = peers.send(&addr, frame) {
-                machine.on_peer_lost(&lost, now);
+                machine.on_peer_lost(&lost, now_ms());
             }
         }
         while let Some(e) = machine.poll_event() {
             on_event(e);
         }
+    };
+    loop {
+        let now = now_ms();
+        if machine.poll_timeout().is_some_and(|t| t <= now) {
+            machine.on_timeout(now);
+        }
+        drain(&mut machine, &mut peers, &mut scratch);
         let sleep = machine
             .poll_timeout()
             .map_or(1_000, |t| t.saturating_sub(now_ms()).max(1));
         crate::select! {
             call = calls.recv() => match call {
-                Some(f) => f(&mut machine, now_ms()),
+                Some(f) => {
+                    f(&mut machine, now_ms());
+                    // Calls already queued are taken in the same turn (bounded): one wake-up
+                    // and one drain for a run of sends, as the broker's driver does.
+                    for _ in 1..EVENTS_PER_TURN {
+                        let Ok(f) = calls.try_recv() else { break };
+                        f(&mut machine, now_ms());
+                    }
+                }
                 None => break,
             },
-            Some(ev) = ev_rx.recv() => match ev {
-                // Only from a connection still open: a lost peer's late frames are not served.
-                ConnEvent::Command { conn, cmd, .. } => {
-                    match peers.addr_of.get(&conn) {
-                        Some(from) if !cmd.is_response() => machine.on_request(from, cmd, now_ms()),
-                        Some(_) => machine.on_command(cmd, now_ms()),
-                        None => {}
+            Some(ev) = ev_rx.recv() => {
+                let mut ev = Some(ev);
+                for _ in 0..EVENTS_PER_TURN {
+                    let Some(e) = ev.take().or_else(|| ev_rx.try_recv().ok()) else { break };
+                    if matches!(e, ConnEvent::Closed { .. }) {
+                        // What was asked before the loss goes out (or is found lost) first.
+                        drain(&mut machine, &mut peers, &mut scratch);
                     }
+                    on_conn_event(&mut machine, &mut peers, e);
                 }
-                // A client answers no requests; a refused one (over a limit) is only logged.
-                ConnEvent::Answer { .. } => {}
-                // A client dials no raw streams.
-                ConnEvent::Bytes { .. } => {}
-                ConnEvent::Closed { conn, reason } => {
-                    tracing::debug!(%reason, "client connection closed");
-                    if let Some(addr) = peers.lost(conn) {
-                        machine.on_peer_lost(&addr, now_ms());
-                    }
-                }
-            },
+            }
             _ = tokio::time::sleep(Duration::from_millis(sleep)) => {}
         }
     }
