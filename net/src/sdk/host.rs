@@ -157,22 +157,23 @@ where
                 Some(f) => {
                     f(&mut machine, now_ms());
                     // Calls already queued are taken in the same turn (bounded): one wake-up
-                    // and one timer for a run of sends, as the broker's driver does; each
-                    // one's requests go out before the next call runs.
+                    // and one drain for a run of sends, as the broker's driver does.
                     for _ in 1..EVENTS_PER_TURN {
                         let Ok(f) = calls.try_recv() else { break };
-                        drain(&mut machine, &mut peers, &mut scratch);
                         f(&mut machine, now_ms());
                     }
                 }
                 None => break,
             },
             Some(ev) = ev_rx.recv() => {
-                on_conn_event(&mut machine, &mut peers, ev);
-                for _ in 1..EVENTS_PER_TURN {
-                    let Ok(ev) = ev_rx.try_recv() else { break };
-                    drain(&mut machine, &mut peers, &mut scratch);
-                    on_conn_event(&mut machine, &mut peers, ev);
+                let mut ev = Some(ev);
+                for _ in 0..EVENTS_PER_TURN {
+                    let Some(e) = ev.take().or_else(|| ev_rx.try_recv().ok()) else { break };
+                    if matches!(e, ConnEvent::Closed { .. }) {
+                        // What was asked before the loss goes out (or is found lost) first.
+                        drain(&mut machine, &mut peers, &mut scratch);
+                    }
+                    on_conn_event(&mut machine, &mut peers, e);
                 }
             }
             _ = tokio::time::sleep(Duration::from_millis(sleep)) => {}
