@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::hint::black_box;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rockfish_core::machine::Output;
 use rockfish_core::producer::{Message, Producer, ProducerConfig, SendMode};
@@ -66,40 +66,43 @@ fn ok(req: &RemotingCommand) -> RemotingCommand {
         .with_ext("queueOffset", 0)
 }
 
+/// Encodes the producer's send request (`code`) into a frame, answers every request it
+/// made, and takes its events: one send's round, without the network.
+fn frame_and_answer(p: &mut Producer, code: i32, scratch: &mut Vec<u8>, frame: &mut BytesMut) {
+    for s in sends(p) {
+        if s.code == code {
+            frame.clear();
+            encode(&s, scratch, frame).expect("encodes");
+            black_box(&*frame);
+        }
+        p.on_command(ok(&s), 11);
+    }
+    while p.poll_event().is_some() {}
+}
+
 fn batch(c: &mut Criterion) {
     let mut p = ready();
     let body = Bytes::from(vec![b'x'; 1024]);
-    let (mut scratch, mut frame) = (Vec::new(), bytes::BytesMut::new());
+    let (mut scratch, mut frame) = (Vec::new(), BytesMut::new());
     let mut g = c.benchmark_group("producer");
     g.throughput(Throughput::Elements(32));
     g.bench_function("send_batch32_1KiB_to_frame", |b| {
         b.iter(|| {
             let msgs = (0..32).map(|_| Message::new("T", body.clone())).collect();
             p.send_batch(msgs, SendMode::Sync, 10);
-            for s in sends(&mut p) {
-                if s.code == request::SEND_BATCH_MESSAGE {
-                    frame.clear();
-                    encode(&s, &mut scratch, &mut frame).expect("encodes");
-                    black_box(&frame);
-                }
-                p.on_command(ok(&s), 11);
-            }
-            while p.poll_event().is_some() {}
+            frame_and_answer(
+                &mut p,
+                request::SEND_BATCH_MESSAGE,
+                &mut scratch,
+                &mut frame,
+            );
         })
     });
     g.throughput(Throughput::Elements(1));
     g.bench_function("send_1KiB_to_frame", |b| {
         b.iter(|| {
             p.send(Message::new("T", body.clone()), SendMode::Sync, 10);
-            for s in sends(&mut p) {
-                if s.code == request::SEND_MESSAGE_V2 {
-                    frame.clear();
-                    encode(&s, &mut scratch, &mut frame).expect("encodes");
-                    black_box(&frame);
-                }
-                p.on_command(ok(&s), 11);
-            }
-            while p.poll_event().is_some() {}
+            frame_and_answer(&mut p, request::SEND_MESSAGE_V2, &mut scratch, &mut frame);
         })
     });
     g.finish();

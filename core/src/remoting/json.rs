@@ -17,9 +17,8 @@ type Key = SmallVec<[u8; 64]>;
 
 struct Reader<'a> {
     b: &'a [u8],
-    /// `b` as text: validated as UTF-8 once, so the pieces of strings are sliced from it
-    /// rather than validated one by one (a header that is not UTF-8 is malformed anyway:
-    /// outside strings only ASCII is JSON, and strings must be UTF-8).
+    /// `b` as text (the header made UTF-8 once, up front), so the pieces of strings are
+    /// sliced from it rather than validated one by one.
     t: &'a str,
     i: usize,
     /// The first limit the header broke: it is answered with this, not served. From then on
@@ -404,15 +403,15 @@ pub(super) fn decode_header(
     cmd: &mut RemotingCommand,
     refused: Option<String>,
 ) -> Result<Decoded, String> {
-    let text = std::str::from_utf8(input).map_err(|e| {
-        format!(
-            "the header is not UTF-8 (at byte {}): strings must be, and JSON outside them is ASCII",
-            e.valid_up_to()
-        )
-    })?;
+    // As Apache's broker reads a header (`new String(bytes, UTF_8)`, then fastjson): bytes
+    // that are not UTF-8 become U+FFFD rather than an error (a copy made only then).
+    let text = match std::str::from_utf8(input) {
+        Ok(t) => std::borrow::Cow::Borrowed(t),
+        Err(_) => String::from_utf8_lossy(input),
+    };
     let mut r = Reader {
-        b: input,
-        t: text,
+        b: text.as_bytes(),
+        t: &text,
         i: 0,
         over: refused,
     };
