@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
 use rockfish_core::message::{MessageExt as DecodedMessage, decode_messages, parse_offset_msg_id};
-use rockfish_core::protocol::{ClusterInfo, TopicList, TopicRouteData, decode_body};
+use rockfish_core::protocol::{ClusterInfo, TopicList, TopicRouteData, decode_body, to_body};
 use rockfish_core::remoting::RemotingCommand;
 use rockfish_core::remoting::codes::{request, response};
 use rockfish_net::Client;
@@ -17,6 +17,7 @@ use rockfish_net::sdk::{
     ConsumeFrom, ConsumeResult, ConsumerConfig, ConsumerConfigExt, Message, MessageExt, Producer,
     ProducerConfig, PullConsumer, PushConsumer, TransactionState,
 };
+use rockfish_store::config::SubscriptionGroupConfig;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -120,6 +121,52 @@ enum AdminCmd {
         topic: String,
         #[arg(short = 'c', default_value = "DefaultCluster")]
         cluster: String,
+    },
+    /// Create or update a consumer group's config on every master of a cluster (or one
+    /// broker). Unset flags take SubscriptionGroupConfig's defaults, as mqadmin's do.
+    UpdateSubGroup {
+        #[arg(short = 'g')]
+        group: String,
+        #[arg(short = 'c', default_value = "DefaultCluster")]
+        cluster: String,
+        #[arg(short = 'b')]
+        broker: Option<String>,
+        /// consumeEnable
+        #[arg(short = 's', default_value_t = true, action = clap::ArgAction::Set)]
+        consume_enable: bool,
+        /// consumeFromMinEnable
+        #[arg(short = 'm', default_value_t = true, action = clap::ArgAction::Set)]
+        consume_from_min: bool,
+        /// consumeBroadcastEnable
+        #[arg(short = 'd', default_value_t = true, action = clap::ArgAction::Set)]
+        broadcast: bool,
+        /// retryQueueNums
+        #[arg(short = 'q', default_value_t = 1)]
+        retry_queues: i32,
+        /// retryMaxTimes: deliveries before a message goes to the group's DLQ
+        #[arg(short = 'r', default_value_t = 16)]
+        retry_max_times: i32,
+        /// brokerId to consume from
+        #[arg(short = 'i', default_value_t = 0)]
+        broker_id: i64,
+        /// whichBrokerWhenConsumeSlowly
+        #[arg(short = 'w', default_value_t = 1)]
+        slow_broker_id: i64,
+        /// notifyConsumerIdsChangedEnable
+        #[arg(short = 'a', default_value_t = true, action = clap::ArgAction::Set)]
+        notify_ids_changed: bool,
+    },
+    /// Delete a consumer group's config from every master of a cluster (or one broker).
+    DeleteSubGroup {
+        #[arg(short = 'g')]
+        group: String,
+        #[arg(short = 'c', default_value = "DefaultCluster")]
+        cluster: String,
+        #[arg(short = 'b')]
+        broker: Option<String>,
+        /// Also remove the group's committed offsets (removeOffset).
+        #[arg(short = 'r', default_value_t = false, action = clap::ArgAction::Set)]
+        remove_offset: bool,
     },
     /// List every topic the name server knows.
     TopicList,
@@ -254,6 +301,85 @@ pub async fn admin(args: AdminArgs) -> Result<(), String> {
                 .with_ext("topic", &topic);
             ok(&call(&ns, cmd).await?, "delete in name server")?;
             println!("delete topic [{topic}] from cluster [{cluster}] success.");
+        }
+        AdminCmd::UpdateSubGroup {
+            group,
+            cluster,
+            broker,
+            consume_enable,
+            consume_from_min,
+            broadcast,
+            retry_queues,
+            retry_max_times,
+            broker_id,
+            slow_broker_id,
+            notify_ids_changed,
+        } => {
+            let cfg = SubscriptionGroupConfig {
+                group_name: group,
+                consume_enable,
+                consume_from_min_enable: consume_from_min,
+                consume_broadcast_enable: broadcast,
+                retry_queue_nums: retry_queues,
+                retry_max_times,
+                broker_id,
+                which_broker_when_consume_slowly: slow_broker_id,
+                notify_consumer_ids_changed_enable: notify_ids_changed,
+            };
+            let targets = match broker {
+                Some(b) => vec![b],
+                None => cluster_masters(&ns, &cluster).await?,
+            };
+            for addr in targets {
+                let b = Client::connect(&addr).await.map_err(|e| e.to_string())?;
+                let cmd = RemotingCommand::request(request::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP, 0)
+                    .with_body(to_body(&cfg));
+                ok(
+                    &call(&b, cmd).await?,
+                    &format!("update subscription group on {addr}"),
+                )?;
+                println!("create subscription group to {addr} success.");
+                // As mqadmin prints it (SubscriptionGroupConfig.toString of 4.9).
+                println!(
+                    "SubscriptionGroupConfig [groupName={}, consumeEnable={}, \
+                     consumeFromMinEnable={}, consumeBroadcastEnable={}, retryQueueNums={}, \
+                     retryMaxTimes={}, brokerId={}, whichBrokerWhenConsumeSlowly={}, \
+                     notifyConsumerIdsChangedEnable={}]",
+                    cfg.group_name,
+                    cfg.consume_enable,
+                    cfg.consume_from_min_enable,
+                    cfg.consume_broadcast_enable,
+                    cfg.retry_queue_nums,
+                    cfg.retry_max_times,
+                    cfg.broker_id,
+                    cfg.which_broker_when_consume_slowly,
+                    cfg.notify_consumer_ids_changed_enable
+                );
+            }
+        }
+        AdminCmd::DeleteSubGroup {
+            group,
+            cluster,
+            broker,
+            remove_offset,
+        } => {
+            let targets = match broker {
+                Some(b) => vec![b],
+                None => cluster_masters(&ns, &cluster).await?,
+            };
+            for addr in targets {
+                let b = Client::connect(&addr).await.map_err(|e| e.to_string())?;
+                let cmd = RemotingCommand::request(request::DELETE_SUBSCRIPTIONGROUP, 0)
+                    .with_ext("groupName", &group)
+                    .with_ext("removeOffset", remove_offset);
+                ok(
+                    &call(&b, cmd).await?,
+                    &format!("delete subscription group on {addr}"),
+                )?;
+                println!(
+                    "delete subscription group [{group}] from broker [{addr}] in cluster [{cluster}] success."
+                );
+            }
         }
         AdminCmd::TopicList => {
             let resp = call(

@@ -183,6 +183,52 @@ fn tools_work_against_standalone_and_sigterm_is_clean() {
         progress.contains("Diff Total: 3"),
         "a group that never committed is 3 behind: {progress}"
     );
+    // A consumer group's config: what the broker stores (its subscriptionGroup.json), not
+    // only what the command printed.
+    let groups_file = dir.path().join("config/subscriptionGroup.json");
+    let stored = |want: &dyn Fn(&serde_json::Value) -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let json: serde_json::Value = std::fs::read(&groups_file)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            if want(&json["subscriptionGroupTable"]) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "subscriptionGroup.json never showed it: {json}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    let updated = stdout(&[
+        "admin",
+        "-n",
+        &ns,
+        "updateSubGroup",
+        "-g",
+        "ToolGroup",
+        "-r",
+        "3",
+        "-d",
+        "false",
+    ]);
+    assert!(
+        updated.contains("success") && updated.contains("retryMaxTimes=3"),
+        "{updated}"
+    );
+    stored(&|t| {
+        t["ToolGroup"]["retryMaxTimes"] == 3 && t["ToolGroup"]["consumeBroadcastEnable"] == false
+    });
+    let dropped = stdout(&["admin", "-n", &ns, "deleteSubGroup", "-g", "ToolGroup"]);
+    assert!(
+        dropped.contains("delete subscription group [ToolGroup]"),
+        "{dropped}"
+    );
+    stored(&|t| t.is_object() && t.get("ToolGroup").is_none());
+
     let deleted = stdout(&["admin", "-n", &ns, "deleteTopic", "-t", "Orders"]);
     assert!(deleted.contains("success"), "{deleted}");
     let bad = Command::new(BIN)
