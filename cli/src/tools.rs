@@ -194,6 +194,17 @@ enum AdminCmd {
         #[arg(short = 'k')]
         key: String,
     },
+    /// Look a message up by its unique key (the client-side msgId a send returns).
+    QueryMsgByUniqueKey {
+        #[arg(short = 'i')]
+        id: String,
+        #[arg(short = 't')]
+        topic: String,
+        /// Print every message stored with this key (a retried send stores it twice), not
+        /// only the first.
+        #[arg(short = 'a', default_value_t = false)]
+        show_all: bool,
+    },
     /// A consumer group's offsets against the queues' max offsets.
     ConsumerProgress {
         #[arg(short = 'g')]
@@ -223,6 +234,33 @@ fn print_message(rec: &DecodedMessage) {
         props,
         String::from_utf8_lossy(&rec.body())
     );
+}
+
+/// QUERY_MESSAGE on every master of `topic`'s route: the messages indexed under `key`
+/// (as a unique key when `unique`, Apache's `_UNIQUE_KEY_QUERY`).
+async fn query_by_key(
+    ns: &Client,
+    topic: &str,
+    key: &str,
+    unique: bool,
+) -> Result<Vec<DecodedMessage>, String> {
+    let r = route(ns, topic).await?;
+    let mut found = Vec::new();
+    for (_, addr, _, _) in masters(&r) {
+        let b = Client::connect(&addr).await.map_err(|e| e.to_string())?;
+        let cmd = RemotingCommand::request(request::QUERY_MESSAGE, 0)
+            .with_ext("topic", topic)
+            .with_ext("key", key)
+            .with_ext("maxNum", 64)
+            .with_ext("beginTimestamp", 0)
+            .with_ext("endTimestamp", i64::MAX)
+            .with_ext("_UNIQUE_KEY_QUERY", unique);
+        let resp = call(&b, cmd).await?;
+        if resp.code == response::SUCCESS {
+            found.extend(decode_messages(&resp.body).map_err(|(_, e)| e.to_string())?);
+        }
+    }
+    Ok(found)
 }
 
 async fn cluster_info(ns: &Client) -> Result<ClusterInfo, String> {
@@ -461,27 +499,31 @@ pub async fn admin(args: AdminArgs) -> Result<(), String> {
             }
         }
         AdminCmd::QueryMsgByKey { topic, key } => {
-            let r = route(&ns, &topic).await?;
-            let mut found = 0;
-            for (_, addr, _, _) in masters(&r) {
-                let b = Client::connect(&addr).await.map_err(|e| e.to_string())?;
-                let cmd = RemotingCommand::request(request::QUERY_MESSAGE, 0)
-                    .with_ext("topic", &topic)
-                    .with_ext("key", &key)
-                    .with_ext("maxNum", 64)
-                    .with_ext("beginTimestamp", 0)
-                    .with_ext("endTimestamp", i64::MAX);
-                let resp = call(&b, cmd).await?;
-                if resp.code == response::SUCCESS {
-                    for rec in decode_messages(&resp.body).map_err(|(_, e)| e.to_string())? {
-                        found += 1;
-                        print_message(&rec);
-                    }
-                }
-            }
-            if found == 0 {
+            let found = query_by_key(&ns, &topic, &key, false).await?;
+            if found.is_empty() {
                 return Err(format!("no message with key {key:?} in {topic}"));
             }
+            found.iter().for_each(print_message);
+        }
+        AdminCmd::QueryMsgByUniqueKey {
+            id,
+            topic,
+            show_all,
+        } => {
+            // The index holds hashes: what it returns is checked against the key itself.
+            let found: Vec<_> = query_by_key(&ns, &topic, &id, true)
+                .await?
+                .into_iter()
+                .filter(|m| {
+                    rockfish_store::record::properties(m.properties())
+                        .any(|(k, v)| k == b"UNIQ_KEY" && v == id.as_bytes())
+                })
+                .collect();
+            if found.is_empty() {
+                return Err(format!("no message with unique key {id:?} in {topic}"));
+            }
+            let shown = if show_all { found.len() } else { 1 };
+            found.iter().take(shown).for_each(print_message);
         }
         AdminCmd::ConsumerProgress { group, topic } => {
             let r = route(&ns, &topic).await?;

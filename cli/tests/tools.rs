@@ -169,6 +169,35 @@ fn tools_work_against_standalone_and_sigterm_is_clean() {
             && String::from_utf8_lossy(&refused.stderr).contains("does not know")
     );
     assert!(by_id.contains("body=hello tools"), "{by_id}");
+    // That client-side id is the message's unique key: found by it.
+    let by_uniq = stdout(&[
+        "admin",
+        "-n",
+        &ns,
+        "queryMsgByUniqueKey",
+        "-i",
+        &uniq,
+        "-t",
+        "ToolTopic",
+    ]);
+    assert!(
+        by_uniq.contains("body=hello tools") && by_uniq.contains(&uniq),
+        "{by_uniq}"
+    );
+    let unknown = Command::new(BIN)
+        .args([
+            "admin",
+            "-n",
+            &ns,
+            "queryMsgByUniqueKey",
+            "-i",
+            "0A0B",
+            "-t",
+            "ToolTopic",
+        ])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
     let progress = stdout(&[
         "admin",
         "-n",
