@@ -205,6 +205,18 @@ enum AdminCmd {
         #[arg(short = 'a', default_value_t = false)]
         show_all: bool,
     },
+    /// Print the message at one offset of one queue (a pull of one message).
+    QueryMsgByOffset {
+        #[arg(short = 't')]
+        topic: String,
+        /// The queue's broker, by name.
+        #[arg(short = 'b')]
+        broker: String,
+        #[arg(short = 'i')]
+        queue: u32,
+        #[arg(short = 'o')]
+        offset: u64,
+    },
     /// A consumer group's offsets against the queues' max offsets.
     ConsumerProgress {
         #[arg(short = 'g')]
@@ -524,6 +536,46 @@ pub async fn admin(args: AdminArgs) -> Result<(), String> {
             }
             let shown = if show_all { found.len() } else { 1 };
             found.iter().take(shown).for_each(print_message);
+        }
+        AdminCmd::QueryMsgByOffset {
+            topic,
+            broker,
+            queue,
+            offset,
+        } => {
+            let r = route(&ns, &topic).await?;
+            let addr = masters(&r)
+                .into_iter()
+                .find(|(name, ..)| *name == broker)
+                .map(|(_, addr, ..)| addr)
+                .ok_or_else(|| format!("{topic} has no queues on a broker named {broker}"))?;
+            let b = Client::connect(&addr).await.map_err(|e| e.to_string())?;
+            // One message, nothing committed, no suspension; the subscription sent along
+            // (sysFlag 4), so no consumer group needs to exist.
+            let cmd = RemotingCommand::request(request::PULL_MESSAGE, 0)
+                .with_ext("consumerGroup", "TOOLS_CONSUMER")
+                .with_ext("topic", &topic)
+                .with_ext("queueId", queue)
+                .with_ext("queueOffset", offset)
+                .with_ext("maxMsgNums", 1)
+                .with_ext("sysFlag", 4)
+                .with_ext("commitOffset", 0)
+                .with_ext("suspendTimeoutMillis", 0)
+                .with_ext("subscription", "*")
+                .with_ext("subVersion", 0);
+            let resp = call(&b, cmd).await?;
+            let found = match resp.code {
+                response::SUCCESS => decode_messages(&resp.body).map_err(|(_, e)| e.to_string())?,
+                _ => Vec::new(),
+            };
+            let Some(m) = found.first().filter(|m| m.queue_offset() == offset) else {
+                return Err(format!(
+                    "no message at offset {offset} of {topic} queue {queue} on {broker} \
+                     (the broker answered code {})",
+                    resp.code
+                ));
+            };
+            print_message(m);
         }
         AdminCmd::ConsumerProgress { group, topic } => {
             let r = route(&ns, &topic).await?;

@@ -198,6 +198,56 @@ fn tools_work_against_standalone_and_sigterm_is_clean() {
         .output()
         .unwrap();
     assert!(!unknown.status.success());
+    // And by its queue and offset, as the send reported them.
+    let field = |name: &str| {
+        sent.lines()
+            .next()
+            .unwrap()
+            .split(&format!(" {name}="))
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let (queue, offset) = (field("queue"), field("queueOffset"));
+    let at = stdout(&[
+        "admin",
+        "-n",
+        &ns,
+        "queryMsgByOffset",
+        "-t",
+        "ToolTopic",
+        "-b",
+        "broker-a",
+        "-i",
+        &queue,
+        "-o",
+        &offset,
+    ]);
+    assert!(
+        at.contains("body=hello tools") && at.contains(&uniq),
+        "{at}"
+    );
+    let past = Command::new(BIN)
+        .args([
+            "admin",
+            "-n",
+            &ns,
+            "queryMsgByOffset",
+            "-t",
+            "ToolTopic",
+            "-b",
+            "broker-a",
+            "-i",
+            &queue,
+            "-o",
+            "999",
+        ])
+        .output()
+        .unwrap();
+    assert!(!past.status.success());
     let progress = stdout(&[
         "admin",
         "-n",
