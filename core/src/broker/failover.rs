@@ -19,7 +19,10 @@
 //!   `ha_max_time_slave_not_catchup_ms` to leave. Consumers see what every member holds;
 //!   SYNC_MASTER acks once every other member holds it (none: SLAVE_NOT_AVAILABLE). The
 //!   controller elects only from the set, so nothing acknowledged or seen is lost to a
-//!   failover of one replica.
+//!   failover of one replica. A change the master asked for whose outcome it has not
+//!   learned (a NOT_LEADER answer may come from a controller that already proposed it) may
+//!   be the controllers' set: until it hears a newer set, the master counts those members
+//!   too, and asks for the set it holds to settle the question.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -123,6 +126,12 @@ pub(super) struct ControllerLink {
     alter_sent_at: u64,
     /// A slave asked into the set: consumers' view waits for it too, so it can catch up.
     pub joining: Option<u64>,
+    /// Members of sets asked for (alters sent) whose outcome this master has not learned:
+    /// a controller that answers NOT_LEADER, or no answer at all, may still commit one. Until
+    /// it hears a set newer than `sync_state_set_epoch`, the master acts on its set together
+    /// with these (what consumers see, SYNC_MASTER acks), as the controller may elect any of
+    /// them.
+    pub unsettled: BTreeSet<u64>,
     /// Per set member, when it last held what the master had at the previous check.
     caught_up_at: BTreeMap<u64, u64>,
     last_mark: u64,
@@ -177,6 +186,7 @@ impl<D: Disk> Broker<D> {
             .iter()
             .copied()
             .chain(self.ctl.joining)
+            .chain(self.ctl.unsettled.iter().copied())
             .filter(|&id| id != me)
             .collect()
     }
@@ -186,7 +196,7 @@ impl<D: Disk> Broker<D> {
         let me = self.config.broker_id;
         self.ctl
             .sync_state_set
-            .iter()
+            .union(&self.ctl.unsettled)
             .filter(|&&id| id != me)
             .map(|&id| self.repl.master_acked_by(id).unwrap_or(0))
             .min()
@@ -321,6 +331,10 @@ impl<D: Disk> Broker<D> {
                 if self.ctl.joining.is_some_and(|j| set.contains(&j)) {
                     self.ctl.joining = None;
                 }
+                if set_epoch > self.ctl.sync_state_set_epoch {
+                    // Every alter sent was based on the older epoch: none can apply now.
+                    self.ctl.unsettled.clear();
+                }
                 for id in &set {
                     self.ctl.caught_up_at.entry(*id).or_insert(now);
                 }
@@ -420,6 +434,7 @@ impl<D: Disk> Broker<D> {
         self.repl.role = self.config.master_role();
         self.store.set_replica(false);
         self.ctl.joining = None;
+        self.ctl.unsettled.clear();
         self.ctl.log_checked = false;
         self.ctl.epoch_asked = None;
         if !was_master {
@@ -491,6 +506,7 @@ impl<D: Disk> Broker<D> {
         self.store.set_replica(true);
         self.ctl.sync_state_set.clear();
         self.ctl.joining = None;
+        self.ctl.unsettled.clear();
         self.ctl.caught_up_at.clear();
         for t in [Timer::Schedule, Timer::Wheel, Timer::TransactionCheck] {
             self.timers.clear(t);
@@ -644,17 +660,27 @@ impl<D: Disk> Broker<D> {
                             .is_some_and(|a| a + self.config.ha_max_gap_not_in_sync >= end)
                 }),
             };
-            let Some(c) = candidate else { return };
-            if self.repl.master_acked_by(c).is_none() {
-                self.ctl.joining = None; // it went away
-                return;
+            match candidate {
+                Some(c) if self.repl.master_acked_by(c).is_some() => {
+                    self.ctl.joining = Some(c);
+                    if self.repl.master_acked_by(c).unwrap_or(0) < bound {
+                        return; // catching up
+                    }
+                    tracing::info!(slave = c, "a slave caught up: joining the SyncStateSet");
+                    set.insert(c);
+                }
+                other => {
+                    if other.is_some() {
+                        self.ctl.joining = None; // it went away (still counted while unsettled)
+                    }
+                    if self.ctl.unsettled.is_subset(&set) {
+                        return;
+                    }
+                    // An earlier alter's outcome is unknown: asking for the set as held settles
+                    // it (applied, it moves the set epoch past every older alter; refused, the
+                    // older one was applied and the answers bring the set it made).
+                }
             }
-            self.ctl.joining = Some(c);
-            if self.repl.master_acked_by(c).unwrap_or(0) < bound {
-                return; // catching up
-            }
-            tracing::info!(slave = c, "a slave caught up: joining the SyncStateSet");
-            set.insert(c);
         }
         let Some(addr) = self
             .ctl
@@ -667,6 +693,7 @@ impl<D: Disk> Broker<D> {
         let opaque = self.next_opaque();
         self.ctl.alter_in_flight = Some(opaque);
         self.ctl.alter_sent_at = now;
+        self.ctl.unsettled.extend(set.iter().copied());
         let ids = set.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
         self.outputs.push_back(Output::SendTo {
             addr,
