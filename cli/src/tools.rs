@@ -285,6 +285,18 @@ async fn cluster_info(ns: &Client) -> Result<ClusterInfo, String> {
     decode_body(&resp.body).map_err(|e| format!("cluster info: bad body: {e}"))
 }
 
+/// The brokers a command acts on: the one named by `-b`, else every master of the cluster.
+async fn targets(
+    ns: &Client,
+    broker: Option<String>,
+    cluster: &str,
+) -> Result<Vec<String>, String> {
+    match broker {
+        Some(b) => Ok(vec![b]),
+        None => cluster_masters(ns, cluster).await,
+    }
+}
+
 async fn cluster_masters(ns: &Client, cluster: &str) -> Result<Vec<String>, String> {
     let info = cluster_info(ns).await?;
     let names = info
@@ -316,11 +328,7 @@ pub async fn admin(args: AdminArgs) -> Result<(), String> {
             perm,
             order,
         } => {
-            let targets = match broker {
-                Some(b) => vec![b],
-                None => cluster_masters(&ns, &cluster).await?,
-            };
-            for addr in targets {
+            for addr in targets(&ns, broker, &cluster).await? {
                 let b = Client::connect(&addr).await.map_err(|e| e.to_string())?;
                 let cmd = RemotingCommand::request(request::UPDATE_AND_CREATE_TOPIC, 0)
                     .with_ext("topic", &topic)
@@ -376,11 +384,7 @@ pub async fn admin(args: AdminArgs) -> Result<(), String> {
                 which_broker_when_consume_slowly: slow_broker_id,
                 notify_consumer_ids_changed_enable: notify_ids_changed,
             };
-            let targets = match broker {
-                Some(b) => vec![b],
-                None => cluster_masters(&ns, &cluster).await?,
-            };
-            for addr in targets {
+            for addr in targets(&ns, broker, &cluster).await? {
                 let b = Client::connect(&addr).await.map_err(|e| e.to_string())?;
                 let cmd = RemotingCommand::request(request::UPDATE_AND_CREATE_SUBSCRIPTIONGROUP, 0)
                     .with_body(to_body(&cfg));
@@ -413,11 +417,7 @@ pub async fn admin(args: AdminArgs) -> Result<(), String> {
             broker,
             remove_offset,
         } => {
-            let targets = match broker {
-                Some(b) => vec![b],
-                None => cluster_masters(&ns, &cluster).await?,
-            };
-            for addr in targets {
+            for addr in targets(&ns, broker, &cluster).await? {
                 let b = Client::connect(&addr).await.map_err(|e| e.to_string())?;
                 let cmd = RemotingCommand::request(request::DELETE_SUBSCRIPTIONGROUP, 0)
                     .with_ext("groupName", &group)
