@@ -29,6 +29,17 @@ fn run(args: &[&str]) -> Output {
     out
 }
 
+/// Runs `rockfish args` expecting it to fail; its output, for what it said.
+fn failing(args: &[&str]) -> Output {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "rockfish {args:?} succeeded");
+    out
+}
+
 fn stdout(args: &[&str]) -> String {
     String::from_utf8(run(args).stdout).unwrap()
 }
@@ -149,25 +160,22 @@ fn tools_work_against_standalone_and_sigterm_is_clean() {
     assert_eq!(by_key.matches("body=hello tools").count(), 3, "{by_key}");
     let by_id = stdout(&["admin", "-n", &ns, "queryMsgById", "-i", &msg_id]);
     // A client-side id decodes to no known broker: refused, nothing dialled.
-    let uniq = sent
-        .lines()
-        .next()
-        .unwrap()
-        .split("msgId=")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .to_string();
-    let refused = Command::new(BIN)
-        .args(["admin", "-n", &ns, "queryMsgById", "-i", &uniq])
-        .output()
-        .unwrap();
-    assert!(
-        !refused.status.success()
-            && String::from_utf8_lossy(&refused.stderr).contains("does not know")
-    );
+    // A send's line: `SEND_OK msgId=… offsetMsgId=… queue=… queueOffset=…`.
+    let field = |name: &str| {
+        sent.lines()
+            .next()
+            .unwrap()
+            .split(&format!(" {name}="))
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let uniq = field("msgId");
+    let refused = failing(&["admin", "-n", &ns, "queryMsgById", "-i", &uniq]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("does not know"));
     assert!(by_id.contains("body=hello tools"), "{by_id}");
     // That client-side id is the message's unique key: found by it.
     let by_uniq = stdout(&[
@@ -184,33 +192,17 @@ fn tools_work_against_standalone_and_sigterm_is_clean() {
         by_uniq.contains("body=hello tools") && by_uniq.contains(&uniq),
         "{by_uniq}"
     );
-    let unknown = Command::new(BIN)
-        .args([
-            "admin",
-            "-n",
-            &ns,
-            "queryMsgByUniqueKey",
-            "-i",
-            "0A0B",
-            "-t",
-            "ToolTopic",
-        ])
-        .output()
-        .unwrap();
-    assert!(!unknown.status.success());
+    failing(&[
+        "admin",
+        "-n",
+        &ns,
+        "queryMsgByUniqueKey",
+        "-i",
+        "0A0B",
+        "-t",
+        "ToolTopic",
+    ]);
     // And by its queue and offset, as the send reported them.
-    let field = |name: &str| {
-        sent.lines()
-            .next()
-            .unwrap()
-            .split(&format!(" {name}="))
-            .nth(1)
-            .unwrap()
-            .split(' ')
-            .next()
-            .unwrap()
-            .to_string()
-    };
     let (queue, offset) = (field("queue"), field("queueOffset"));
     let at = stdout(&[
         "admin",
@@ -230,24 +222,20 @@ fn tools_work_against_standalone_and_sigterm_is_clean() {
         at.contains("body=hello tools") && at.contains(&uniq),
         "{at}"
     );
-    let past = Command::new(BIN)
-        .args([
-            "admin",
-            "-n",
-            &ns,
-            "queryMsgByOffset",
-            "-t",
-            "ToolTopic",
-            "-b",
-            "broker-a",
-            "-i",
-            &queue,
-            "-o",
-            "999",
-        ])
-        .output()
-        .unwrap();
-    assert!(!past.status.success());
+    failing(&[
+        "admin",
+        "-n",
+        &ns,
+        "queryMsgByOffset",
+        "-t",
+        "ToolTopic",
+        "-b",
+        "broker-a",
+        "-i",
+        &queue,
+        "-o",
+        "999",
+    ]);
     let progress = stdout(&[
         "admin",
         "-n",
@@ -310,11 +298,8 @@ fn tools_work_against_standalone_and_sigterm_is_clean() {
 
     let deleted = stdout(&["admin", "-n", &ns, "deleteTopic", "-t", "Orders"]);
     assert!(deleted.contains("success"), "{deleted}");
-    let bad = Command::new(BIN)
-        .args(["admin", "-n", &ns, "topicRoute", "-t", "Nope"])
-        .output()
-        .unwrap();
-    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("Nope"));
+    let bad = failing(&["admin", "-n", &ns, "topicRoute", "-t", "Nope"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("Nope"));
 
     let bench = stdout(&[
         "bench",
