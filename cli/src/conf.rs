@@ -18,6 +18,8 @@ pub struct BrokerConf {
     /// interfaces, as Apache brokers do.
     pub bind_address: String,
     pub data_dir: PathBuf,
+    /// The HTTP port (metrics, console), when metricsExporterType=PROM: "host:port".
+    pub http_listen: Option<String>,
 }
 
 /// Keys RocketMQ ships in sample configs that rockfish accepts but does not act on.
@@ -61,6 +63,7 @@ pub fn parse(text: &str) -> Result<BrokerConf, String> {
     let mut bind_address = "0.0.0.0".to_string();
     let mut ip: Option<String> = None;
     let mut data_dir = default_store_root();
+    let (mut prom, mut prom_port, mut prom_host) = (false, 5557u16, None::<String>);
     for (n, raw) in text.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
@@ -75,6 +78,20 @@ pub fn parse(text: &str) -> Result<BrokerConf, String> {
         let (key, v) = (key.trim(), value.trim());
         match key {
             "brokerClusterName" => broker.cluster_name = v.to_string(),
+            // RocketMQ 5's keys: PROM (or 2) serves /metrics (and the console) on the port.
+            "metricsExporterType" => {
+                prom = match v.to_ascii_uppercase().as_str() {
+                    "PROM" | "2" => true,
+                    "DISABLE" | "0" => false,
+                    other => {
+                        return Err(format!(
+                            "broker.conf: metricsExporterType={other}: rockfish exports PROM or DISABLE"
+                        ));
+                    }
+                }
+            }
+            "metricsPromExporterPort" => prom_port = parse_num(key, v)?,
+            "metricsPromExporterHost" => prom_host = Some(v.to_string()).filter(|h| !h.is_empty()),
             "brokerName" => broker.broker_name = v.to_string(),
             "brokerId" => broker.broker_id = parse_num(key, v)?,
             "namesrvAddr" => broker.namesrv_addrs = split_addrs(v),
@@ -179,6 +196,14 @@ pub fn parse(text: &str) -> Result<BrokerConf, String> {
     if store.commitlog_segment_size < 64 * 1024 {
         return Err("broker.conf: mapedFileSizeCommitLog must be at least 65536".into());
     }
+    // An empty host listens on brokerIP1, as Apache's broker does.
+    let http_listen = prom.then(|| {
+        let host = prom_host
+            .clone()
+            .or(ip.clone())
+            .unwrap_or_else(|| "127.0.0.1".into());
+        format!("{host}:{prom_port}")
+    });
     let ip = ip.unwrap_or_else(|| "127.0.0.1".into());
     broker.broker_addr = format!("{ip}:{listen_port}");
     if let Some(p) = ha_port {
@@ -192,6 +217,7 @@ pub fn parse(text: &str) -> Result<BrokerConf, String> {
         listen_port,
         bind_address,
         data_dir,
+        http_listen,
     })
 }
 

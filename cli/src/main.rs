@@ -1,6 +1,8 @@
 //! The `rockfish` binary: one command per job.
 
 mod conf;
+mod grpc_bench;
+mod ops;
 mod tools;
 
 use std::path::PathBuf;
@@ -59,6 +61,23 @@ enum Command {
         /// on exactly with `--flush sync`, where every append waits for a sync.
         #[arg(long)]
         warm_mapped_file: Option<bool>,
+        /// The HTTP port: /metrics (Prometheus) and the web console at /. "" turns it off; a
+        /// port already taken only warns.
+        #[arg(long, default_value = "127.0.0.1:5557")]
+        http_listen: String,
+        /// RocketMQ 5's gRPC port (the proxy's MessagingService, for the 5.x SDKs). "" turns
+        /// it off.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        grpc_listen: String,
+    },
+    /// RocketMQ 5's gRPC proxy alone, in front of a cluster's name servers: the 5.x SDKs
+    /// (rocketmq-clients) connect here.
+    Proxy {
+        /// The name servers, ';'-separated.
+        #[arg(short = 'n', long, default_value = "127.0.0.1:9876")]
+        namesrv_addr: String,
+        #[arg(long, default_value = "0.0.0.0:8081")]
+        grpc_listen: String,
     },
     /// A name server (all interfaces by default, as Apache's; `--listen 127.0.0.1:9876` for
     /// loopback only).
@@ -67,6 +86,9 @@ enum Command {
         listen: String,
         #[command(flatten)]
         controller: ControllerArgs,
+        /// Serve /metrics and the web console on this address (off by default).
+        #[arg(long, default_value = "")]
+        http_listen: String,
     },
     /// A name server with RocketMQ 5's controller embedded (as `namesrv --controller-peers`):
     /// brokers with enableControllerMode name these addresses in controllerAddr.
@@ -75,6 +97,9 @@ enum Command {
         listen: String,
         #[command(flatten)]
         controller: ControllerArgs,
+        /// Serve /metrics and the web console on this address (off by default).
+        #[arg(long, default_value = "")]
+        http_listen: String,
     },
     /// A broker configured by a RocketMQ broker.conf.
     Broker {
@@ -263,6 +288,7 @@ fn sim(cmd: SimCmd) -> Result<(), String> {
                 .collect::<Result<Vec<_>, _>>()?;
             let mut rows = Vec::new();
             let mut failed = Vec::new();
+            let mut last_progress = std::time::Instant::now();
             for (arg, file) in &files {
                 let started = std::time::Instant::now();
                 let (mut events, mut sim_ms, mut failures) = (0u64, 0u64, 0u64);
@@ -291,8 +317,17 @@ fn sim(cmd: SimCmd) -> Result<(), String> {
                         failures += 1;
                         failed.push(format!("{}:{seed}", file.name));
                     }
-                    if (seed - a + 1) % 100 == 0 {
-                        eprintln!("  {}: {} of {} seeds", file.name, seed - a + 1, b - a);
+                    // Progress on stderr every 100 seeds, and at least every 5 s of a long run.
+                    if (seed - a + 1) % 100 == 0 || last_progress.elapsed().as_secs() >= 5 {
+                        last_progress = std::time::Instant::now();
+                        eprintln!(
+                            "  {}: {} of {} seeds, {} failed, {:.0} s",
+                            file.name,
+                            seed - a + 1,
+                            b - a,
+                            failures,
+                            started.elapsed().as_secs_f64()
+                        );
                     }
                 }
                 rows.push((
@@ -428,6 +463,53 @@ fn sim(cmd: SimCmd) -> Result<(), String> {
     }
 }
 
+/// Serves RocketMQ 5's gRPC messaging service on `listen` ("" for none) in front of
+/// `namesrvs`.
+async fn serve_grpc(
+    listen: &str,
+    namesrvs: Vec<String>,
+) -> Result<Option<rockfish_net::grpc::GrpcServer>, String> {
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    let l = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("gRPC port {listen}: {e}"))?;
+    let config = rockfish_core::proxy::ProxyConfig {
+        client_id: format!("{listen}@rockfish-proxy#{}", std::process::id()),
+        namesrv_addrs: namesrvs,
+        seed: rockfish_net::now_ms(),
+        ..Default::default()
+    };
+    rockfish_net::grpc::spawn(l, config, rockfish_net::grpc::GrpcLimits::default())
+        .map(Some)
+        .map_err(|e| format!("gRPC port {listen}: {e}"))
+}
+
+/// Serves /metrics and the console on `listen` ("" for none); a port that cannot be bound
+/// only warns (the broker serves without it). Returns the bound address.
+async fn serve_http(
+    listen: &str,
+    probes: Vec<rockfish_net::driver::MetricsProbe>,
+    namesrv: &str,
+) -> Option<std::net::SocketAddr> {
+    if listen.is_empty() {
+        return None;
+    }
+    match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => {
+            let addr = l.local_addr().ok();
+            rockfish_net::http::spawn(l, probes, namesrv.to_string());
+            addr
+        }
+        Err(e) => {
+            tracing::warn!(%listen, error = %e, "the HTTP port (metrics, console) is off: cannot bind");
+            eprintln!("rockfish: HTTP port {listen} not served: {e}");
+            None
+        }
+    }
+}
+
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
@@ -448,12 +530,33 @@ async fn shutdown_signal() {
 }
 
 /// A name server until a shutdown signal, with its controller if one is configured.
-async fn serve_namesrv(listen: &str, ctl: Option<conf::ControllerConf>) -> Result<(), String> {
+async fn serve_namesrv(
+    listen: &str,
+    ctl: Option<conf::ControllerConf>,
+    http_listen: &str,
+) -> Result<(), String> {
+    // The console asks this name server: over loopback when it listens on every interface.
+    let own = |a: std::net::SocketAddr| {
+        if a.ip().is_unspecified() {
+            format!("127.0.0.1:{}", a.port())
+        } else {
+            a.to_string()
+        }
+    };
+    let http_note = |h: Option<std::net::SocketAddr>| {
+        h.map(|a| format!(", metrics and console http://{a}/"))
+            .unwrap_or_default()
+    };
     let Some(ctl) = ctl else {
         let ns = start_namesrv(listen, NameServerConfig::default())
             .await
             .map_err(|e| e.to_string())?;
-        println!("rockfish name server on {}", ns.local_addr());
+        let http = serve_http(http_listen, vec![ns.metrics()], &own(ns.local_addr())).await;
+        println!(
+            "rockfish name server on {}{}",
+            ns.local_addr(),
+            http_note(http)
+        );
         shutdown_signal().await;
         ns.stop().await;
         return Ok(());
@@ -467,10 +570,12 @@ async fn serve_namesrv(listen: &str, ctl: Option<conf::ControllerConf>) -> Resul
     )
     .await
     .map_err(|e| e.to_string())?;
+    let http = serve_http(http_listen, vec![ns.metrics()], &own(ns.local_addr())).await;
     println!(
-        "rockfish name server on {} with controller {id} of {peers}, raft log under {}",
+        "rockfish name server on {} with controller {id} of {peers}, raft log under {}{}",
         ns.local_addr(),
-        ctl.data_dir.display()
+        ctl.data_dir.display(),
+        http_note(http)
     );
     shutdown_signal().await;
     ns.stop().await;
@@ -489,6 +594,8 @@ async fn run(command: Command) -> Result<(), String> {
             transaction_timeout_ms,
             transaction_check_interval_ms,
             warm_mapped_file,
+            http_listen,
+            grpc_listen,
         } => {
             let ns = start_namesrv(&namesrv_listen, NameServerConfig::default())
                 .await
@@ -519,12 +626,30 @@ async fn run(command: Command) -> Result<(), String> {
             let b = start_broker(&broker_listen, broker, store, &data_dir)
                 .await
                 .map_err(|e| e.to_string())?;
+            let http = serve_http(&http_listen, vec![ns.metrics(), b.metrics()], &ns_addr).await;
+            // As the HTTP port: one already taken only warns (remoting serves without it).
+            let grpc = serve_grpc(&grpc_listen, vec![ns_addr.clone()])
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "the gRPC port is off");
+                    eprintln!("rockfish: {e}");
+                    None
+                });
             // Announce readiness only once clients can find the broker through the name server.
             wait_until_registered(&ns_addr).await;
+            // The gRPC line first: scripts wait for the name server's line, then read both.
+            if let Some(g) = &grpc {
+                println!(
+                    "rockfish standalone: gRPC (RocketMQ 5 clients) on {}",
+                    g.local_addr
+                );
+            }
             println!(
-                "rockfish standalone: name server {ns_addr}, broker {}, data {}",
+                "rockfish standalone: name server {ns_addr}, broker {}, data {}{}",
                 b.local_addr(),
-                data_dir.display()
+                data_dir.display(),
+                http.map(|a| format!(", console and metrics http://{a}/"))
+                    .unwrap_or_default()
             );
             shutdown_signal().await;
             tracing::info!("shutting down: flushing and checkpointing");
@@ -535,16 +660,44 @@ async fn run(command: Command) -> Result<(), String> {
             ns.stop().await;
             Ok(())
         }
-        Command::Namesrv { listen, controller } => {
-            let (listen, ctl) = controller.resolve(listen)?;
-            serve_namesrv(&listen, ctl).await
+        Command::Proxy {
+            namesrv_addr,
+            grpc_listen,
+        } => {
+            let namesrvs: Vec<String> = namesrv_addr
+                .split(';')
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect();
+            let Some(g) = serve_grpc(&grpc_listen, namesrvs).await? else {
+                return Err("--grpc-listen is empty: nothing to serve".into());
+            };
+            println!(
+                "rockfish proxy: gRPC on {}, name servers {namesrv_addr}",
+                g.local_addr
+            );
+            shutdown_signal().await;
+            g.stop();
+            Ok(())
         }
-        Command::Controller { listen, controller } => {
+        Command::Namesrv {
+            listen,
+            controller,
+            http_listen,
+        } => {
+            let (listen, ctl) = controller.resolve(listen)?;
+            serve_namesrv(&listen, ctl, &http_listen).await
+        }
+        Command::Controller {
+            listen,
+            controller,
+            http_listen,
+        } => {
             let (listen, ctl) = controller.resolve(listen)?;
             let Some(ctl) = ctl else {
                 return Err("controller: name the peers (--controller-peers, or -c namesrv.conf with enableControllerInNamesrv=true)".into());
             };
-            serve_namesrv(&listen, Some(ctl)).await
+            serve_namesrv(&listen, Some(ctl), &http_listen).await
         }
         Command::Broker { config } => {
             let text = std::fs::read_to_string(&config)
@@ -562,11 +715,23 @@ async fn run(command: Command) -> Result<(), String> {
             )
             .await
             .map_err(|e| e.to_string())?;
+            let ns = conf
+                .broker
+                .namesrv_addrs
+                .first()
+                .cloned()
+                .unwrap_or_default();
+            let http = match &conf.http_listen {
+                Some(l) => serve_http(l, vec![b.metrics()], &ns).await,
+                None => None,
+            };
             println!(
-                "rockfish broker {} on {} (advertised {})",
+                "rockfish broker {} on {} (advertised {}){}",
                 conf.broker.broker_name,
                 b.local_addr(),
-                conf.broker.broker_addr
+                conf.broker.broker_addr,
+                http.map(|a| format!(", metrics and console http://{a}/"))
+                    .unwrap_or_default()
             );
             shutdown_signal().await;
             let broker = b.stop().await;
@@ -575,7 +740,18 @@ async fn run(command: Command) -> Result<(), String> {
                 .map_err(|e| format!("clean shutdown failed: {e}"))?;
             Ok(())
         }
-        Command::Admin(args) => tools::admin(args).await,
+        Command::Admin(args) => {
+            // Output piped into `head` or `grep -m` ends quietly, as mqadmin's does, instead
+            // of a panic on the closed pipe. Only here: a server must see EPIPE on a socket,
+            // never die of it.
+            #[cfg(unix)]
+            // SAFETY: restoring a signal's default disposition before any thread writes to
+            // stdout; nothing here relies on SIGPIPE being ignored.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            }
+            tools::admin(args).await
+        }
         Command::Produce(args) => tools::produce(args).await,
         Command::Consume(args) => tools::consume(args).await,
         Command::Bench(args) => tools::bench(args).await,

@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::ops;
 use bytes::Bytes;
 use clap::{Args, Subcommand};
-use rockfish_core::message::{MessageExt as DecodedMessage, decode_messages, parse_offset_msg_id};
+use rockfish_core::message::MessageExt as DecodedMessage;
 use rockfish_core::protocol::{ClusterInfo, TopicList, TopicRouteData, decode_body, to_body};
 use rockfish_core::remoting::RemotingCommand;
 use rockfish_core::remoting::codes::{request, response};
 use rockfish_net::Client;
+use rockfish_net::admin::MessageView;
 use rockfish_net::sdk::{
     ConsumeFrom, ConsumeResult, ConsumerConfig, ConsumerConfigExt, Message, MessageExt, Producer,
     ProducerConfig, PullConsumer, PushConsumer, TransactionState,
@@ -40,17 +42,6 @@ fn ok(resp: &RemotingCommand, what: &str) -> Result<(), String> {
     }
 }
 
-/// GET_MIN_OFFSET or GET_MAX_OFFSET of one queue; `None` if the broker sent no offset.
-async fn queue_offset(b: &Client, code: i32, topic: &str, q: u32) -> Result<Option<u64>, String> {
-    let cmd = RemotingCommand::request(code, 0)
-        .with_ext("topic", topic)
-        .with_ext("queueId", q);
-    Ok(call(b, cmd)
-        .await?
-        .ext("offset")
-        .and_then(|v| v.parse().ok()))
-}
-
 async fn route(ns: &Client, topic: &str) -> Result<TopicRouteData, String> {
     let resp = call(
         ns,
@@ -59,26 +50,6 @@ async fn route(ns: &Client, topic: &str) -> Result<TopicRouteData, String> {
     .await?;
     ok(&resp, &format!("route of {topic}"))?;
     decode_body(&resp.body).map_err(|e| format!("route of {topic}: bad body: {e}"))
-}
-
-/// (broker name, master address, write queues, read queues) for each broker serving a topic.
-fn masters(route: &TopicRouteData) -> Vec<(String, String, u32, u32)> {
-    route
-        .queue_datas
-        .iter()
-        .filter_map(|q| {
-            let b = route
-                .broker_datas
-                .iter()
-                .find(|b| b.broker_name == q.broker_name)?;
-            Some((
-                q.broker_name.clone(),
-                b.master_addr()?.to_string(),
-                q.write_queue_nums,
-                q.read_queue_nums,
-            ))
-        })
-        .collect()
 }
 
 #[derive(Args)]
@@ -91,6 +62,9 @@ pub struct AdminArgs {
         global = true
     )]
     namesrv: String,
+    /// Print JSON instead of mqadmin's text.
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     cmd: AdminCmd,
 }
@@ -217,12 +191,107 @@ enum AdminCmd {
         #[arg(short = 'o')]
         offset: u64,
     },
-    /// A consumer group's offsets against the queues' max offsets.
+    /// A consumer group's offsets against the queues' max offsets (every topic it has
+    /// offsets for, without -t).
     ConsumerProgress {
         #[arg(short = 'g')]
         group: String,
         #[arg(short = 't')]
+        topic: Option<String>,
+    },
+    /// A broker's runtime figures (GET_BROKER_RUNTIME_INFO), one broker or a cluster's masters.
+    BrokerStatus {
+        #[arg(short = 'b')]
+        broker: Option<String>,
+        #[arg(short = 'c')]
+        cluster: Option<String>,
+    },
+    /// A consumer group's connected clients and subscriptions.
+    ConsumerConnection {
+        #[arg(short = 'g')]
+        group: String,
+    },
+    /// A producer group's connected clients.
+    ProducerConnection {
+        #[arg(short = 'g')]
+        group: String,
+        #[arg(short = 't')]
         topic: String,
+    },
+    /// Move a group's offsets on a topic to the first message stored at a time
+    /// (now, milliseconds, or yyyy-MM-dd#HH:mm:ss:SSS).
+    ResetOffsetByTime {
+        #[arg(short = 'g')]
+        group: String,
+        #[arg(short = 't')]
+        topic: String,
+        #[arg(short = 's')]
+        timestamp: String,
+        /// Also move forward (false: only backwards).
+        #[arg(short = 'f', default_value_t = true, action = clap::ArgAction::Set)]
+        force: bool,
+    },
+    /// Copy one group's offsets on a topic to another group.
+    CloneGroupOffset {
+        #[arg(short = 's')]
+        src: String,
+        #[arg(short = 'd')]
+        dest: String,
+        #[arg(short = 't')]
+        topic: String,
+        /// The source group need not be consuming the topic now.
+        #[arg(short = 'o', default_value_t = false, action = clap::ArgAction::Set)]
+        offline: bool,
+    },
+    /// Every message of a topic stored between two times, queue by queue.
+    PrintMsg {
+        #[arg(short = 't')]
+        topic: String,
+        #[arg(short = 'b')]
+        begin: Option<String>,
+        #[arg(short = 'e')]
+        end: Option<String>,
+        #[arg(short = 'd', default_value_t = false, action = clap::ArgAction::Set)]
+        print_body: bool,
+    },
+    /// Send one message and print where it went.
+    SendMessage {
+        #[arg(short = 't')]
+        topic: String,
+        #[arg(short = 'p')]
+        body: String,
+        #[arg(short = 'k')]
+        keys: Option<String>,
+        #[arg(short = 'c')]
+        tags: Option<String>,
+    },
+    /// A broker's settings (GET_BROKER_CONFIG).
+    GetBrokerConfig {
+        #[arg(short = 'b')]
+        broker: Option<String>,
+        #[arg(short = 'c')]
+        cluster: Option<String>,
+    },
+    /// Change a setting while the broker runs (the dynamic keys; kept across restarts).
+    UpdateBrokerConfig {
+        #[arg(short = 'b')]
+        broker: Option<String>,
+        #[arg(short = 'c')]
+        cluster: Option<String>,
+        #[arg(short = 'k')]
+        key: String,
+        #[arg(short = 'v')]
+        value: String,
+    },
+    /// Round-trip time of sends to each broker of a cluster.
+    #[command(name = "clusterRT")]
+    ClusterRt {
+        #[arg(short = 'a', default_value_t = 100)]
+        amount: u64,
+        #[arg(short = 's', default_value_t = 128)]
+        size: usize,
+        #[arg(short = 'c')]
+        cluster: Option<String>,
     },
 }
 
@@ -246,33 +315,6 @@ fn print_message(rec: &DecodedMessage) {
         props,
         String::from_utf8_lossy(&rec.body())
     );
-}
-
-/// QUERY_MESSAGE on every master of `topic`'s route: the messages indexed under `key`
-/// (as a unique key when `unique`, Apache's `_UNIQUE_KEY_QUERY`).
-async fn query_by_key(
-    ns: &Client,
-    topic: &str,
-    key: &str,
-    unique: bool,
-) -> Result<Vec<DecodedMessage>, String> {
-    let r = route(ns, topic).await?;
-    let mut found = Vec::new();
-    for (_, addr, _, _) in masters(&r) {
-        let b = Client::connect(&addr).await.map_err(|e| e.to_string())?;
-        let cmd = RemotingCommand::request(request::QUERY_MESSAGE, 0)
-            .with_ext("topic", topic)
-            .with_ext("key", key)
-            .with_ext("maxNum", 64)
-            .with_ext("beginTimestamp", 0)
-            .with_ext("endTimestamp", i64::MAX)
-            .with_ext("_UNIQUE_KEY_QUERY", unique);
-        let resp = call(&b, cmd).await?;
-        if resp.code == response::SUCCESS {
-            found.extend(decode_messages(&resp.body).map_err(|(_, e)| e.to_string())?);
-        }
-    }
-    Ok(found)
 }
 
 async fn cluster_info(ns: &Client) -> Result<ClusterInfo, String> {
@@ -318,7 +360,54 @@ pub async fn admin(args: AdminArgs) -> Result<(), String> {
     let ns = Client::connect(&args.namesrv)
         .await
         .map_err(|e| e.to_string())?;
+    let adm = rockfish_net::admin::Admin::connect(&args.namesrv).await?;
+    let j = args.json;
     match args.cmd {
+        AdminCmd::BrokerStatus { broker, cluster } => {
+            ops::broker_status(&adm, broker, cluster, j).await?
+        }
+        AdminCmd::ConsumerConnection { group } => ops::consumer_connection(&adm, &group, j).await?,
+        AdminCmd::ProducerConnection { group, topic } => {
+            ops::producer_connection(&adm, &group, &topic, j).await?
+        }
+        AdminCmd::ResetOffsetByTime {
+            group,
+            topic,
+            timestamp,
+            force,
+        } => ops::reset_offset_by_time(&adm, &group, &topic, &timestamp, force, j).await?,
+        AdminCmd::CloneGroupOffset {
+            src,
+            dest,
+            topic,
+            offline,
+        } => ops::clone_group_offset(&adm, &src, &dest, &topic, offline).await?,
+        AdminCmd::PrintMsg {
+            topic,
+            begin,
+            end,
+            print_body,
+        } => ops::print_msg(&adm, &topic, begin, end, print_body, j).await?,
+        AdminCmd::SendMessage {
+            topic,
+            body,
+            keys,
+            tags,
+        } => ops::send_message(&args.namesrv, &topic, &body, keys, tags, j).await?,
+        AdminCmd::GetBrokerConfig { broker, cluster } => {
+            ops::get_broker_config(&adm, broker, cluster, j).await?
+        }
+        AdminCmd::UpdateBrokerConfig {
+            broker,
+            cluster,
+            key,
+            value,
+        } => ops::update_broker_config(&adm, broker, cluster, &key, &value).await?,
+        AdminCmd::ClusterRt {
+            amount,
+            size,
+            cluster,
+        } => ops::cluster_rt(&adm, &args.namesrv, amount, size, cluster, j).await?,
         AdminCmd::UpdateTopic {
             topic,
             cluster,
@@ -431,6 +520,12 @@ pub async fn admin(args: AdminArgs) -> Result<(), String> {
                 );
             }
         }
+        AdminCmd::TopicList if j => ops::json(&adm.topic_list().await?)?,
+        AdminCmd::ClusterList if j => ops::json(&adm.brokers().await?)?,
+        AdminCmd::TopicStatus { topic } => ops::topic_status(&adm, &topic, j).await?,
+        AdminCmd::ConsumerProgress { group, topic } => {
+            ops::consumer_progress(&adm, &group, topic.as_deref(), j).await?
+        }
         AdminCmd::TopicList => {
             let resp = call(
                 &ns,
@@ -450,92 +545,35 @@ pub async fn admin(args: AdminArgs) -> Result<(), String> {
                 serde_json::to_string_pretty(&r).map_err(|e| e.to_string())?
             );
         }
-        AdminCmd::TopicStatus { topic } => {
-            let r = route(&ns, &topic).await?;
-            println!(
-                "{:<20} {:>6} {:>16} {:>16}",
-                "#Broker Name", "#QID", "#Min Offset", "#Max Offset"
-            );
-            for (name, addr, _, read) in masters(&r) {
-                let b = Client::connect(&addr).await.map_err(|e| e.to_string())?;
-                for q in 0..read {
-                    let show = |o: Option<u64>| o.map_or("?".to_string(), |o| o.to_string());
-                    let min = show(queue_offset(&b, request::GET_MIN_OFFSET, &topic, q).await?);
-                    let max = show(queue_offset(&b, request::GET_MAX_OFFSET, &topic, q).await?);
-                    println!("{:<20} {:>6} {:>16} {:>16}", name, q, min, max);
-                }
-            }
-        }
-        AdminCmd::ClusterList => {
-            let info = cluster_info(&ns).await?;
-            println!(
-                "{:<20} {:<20} {:>4} {:<24}",
-                "#Cluster Name", "#Broker Name", "#BID", "#Addr"
-            );
-            for (cluster, names) in &info.cluster_addr_table {
-                for name in names {
-                    if let Some(b) = info.broker_addr_table.get(name) {
-                        for (id, addr) in &b.broker_addrs {
-                            println!("{cluster:<20} {name:<20} {id:>4} {addr:<24}");
-                        }
-                    }
-                }
-            }
-        }
+        AdminCmd::ClusterList => ops::cluster_list(&adm).await?,
         AdminCmd::QueryMsgById { id } => {
-            let (host, offset) = parse_offset_msg_id(&id)
-                .ok_or_else(|| format!("{id:?} is not an offset message id"))?;
-            // Only dial a broker the name server knows: a client-side id (UNIQ_KEY) decodes to
-            // a meaningless address.
-            let host = host.to_string();
-            let known = cluster_info(&ns)
-                .await?
-                .broker_addr_table
-                .values()
-                .any(|b| b.broker_addrs.values().any(|a| *a == host));
-            if !known {
-                return Err(format!(
-                    "{id:?} names broker {host}, which the name server does not know \
-                     (a client-side msgId? use the offsetMsgId)"
-                ));
-            }
-            let b = Client::connect(&host).await.map_err(|e| e.to_string())?;
-            let resp = call(
-                &b,
-                RemotingCommand::request(request::VIEW_MESSAGE_BY_ID, 0).with_ext("offset", offset),
-            )
-            .await?;
-            ok(&resp, "query by id")?;
-            for rec in decode_messages(&resp.body).map_err(|(_, e)| e.to_string())? {
-                print_message(&rec);
-            }
+            let found = adm.message_by_id(&id).await?;
+            ops::print_messages(&found, j)?
         }
         AdminCmd::QueryMsgByKey { topic, key } => {
-            let found = query_by_key(&ns, &topic, &key, false).await?;
+            let found = adm.messages_by_key(&topic, &key, false).await?;
             if found.is_empty() {
                 return Err(format!("no message with key {key:?} in {topic}"));
             }
-            found.iter().for_each(print_message);
+            let views: Vec<MessageView> = found.iter().map(MessageView::from).collect();
+            if j {
+                ops::json(&views)?
+            } else {
+                ops::print_key_table(&views)
+            }
         }
         AdminCmd::QueryMsgByUniqueKey {
             id,
             topic,
             show_all,
         } => {
-            // The index holds hashes: what it returns is checked against the key itself.
-            let found: Vec<_> = query_by_key(&ns, &topic, &id, true)
-                .await?
-                .into_iter()
-                .filter(|m| {
-                    rockfish_store::record::properties(m.properties())
-                        .any(|(k, v)| k == b"UNIQ_KEY" && v == id.as_bytes())
-                })
-                .collect();
+            // The index holds hashes: the admin API checks what it returns against the key.
+            let found = adm.messages_by_key(&topic, &id, true).await?;
             if found.is_empty() {
                 return Err(format!("no message with unique key {id:?} in {topic}"));
             }
             let shown = if show_all { found.len() } else { 1 };
-            found.iter().take(shown).for_each(print_message);
+            ops::print_messages(&found[..shown], j)?
         }
         AdminCmd::QueryMsgByOffset {
             topic,
@@ -543,70 +581,16 @@ pub async fn admin(args: AdminArgs) -> Result<(), String> {
             queue,
             offset,
         } => {
-            let r = route(&ns, &topic).await?;
-            let addr = masters(&r)
-                .into_iter()
-                .find(|(name, ..)| *name == broker)
-                .map(|(_, addr, ..)| addr)
-                .ok_or_else(|| format!("{topic} has no queues on a broker named {broker}"))?;
-            let b = Client::connect(&addr).await.map_err(|e| e.to_string())?;
-            // One message, nothing committed, no suspension; the subscription sent along
-            // (sysFlag 4), so no consumer group needs to exist.
-            let cmd = RemotingCommand::request(request::PULL_MESSAGE, 0)
-                .with_ext("consumerGroup", "TOOLS_CONSUMER")
-                .with_ext("topic", &topic)
-                .with_ext("queueId", queue)
-                .with_ext("queueOffset", offset)
-                .with_ext("maxMsgNums", 1)
-                .with_ext("sysFlag", 4)
-                .with_ext("commitOffset", 0)
-                .with_ext("suspendTimeoutMillis", 0)
-                .with_ext("subscription", "*")
-                .with_ext("subVersion", 0);
-            let resp = call(&b, cmd).await?;
-            let found = match resp.code {
-                response::SUCCESS => decode_messages(&resp.body).map_err(|(_, e)| e.to_string())?,
-                _ => Vec::new(),
-            };
-            let Some(m) = found.first().filter(|m| m.queue_offset() == offset) else {
+            // One message, nothing committed, no suspension; no consumer group need exist.
+            let (found, resp) = adm.pull_at(&topic, &broker, queue, offset, 1).await?;
+            let Some(m) = found.iter().find(|m| m.queue_offset() == offset) else {
                 return Err(format!(
                     "no message at offset {offset} of {topic} queue {queue} on {broker} \
                      (the broker answered code {})",
                     resp.code
                 ));
             };
-            print_message(m);
-        }
-        AdminCmd::ConsumerProgress { group, topic } => {
-            let r = route(&ns, &topic).await?;
-            println!(
-                "{:<20} {:>6} {:>16} {:>16} {:>10}",
-                "#Broker Name", "#QID", "#Broker Offset", "#Consumer Offset", "#Diff"
-            );
-            let mut total = 0u64;
-            for (name, addr, _, read) in masters(&r) {
-                let b = Client::connect(&addr).await.map_err(|e| e.to_string())?;
-                for q in 0..read {
-                    let max = queue_offset(&b, request::GET_MAX_OFFSET, &topic, q)
-                        .await?
-                        .unwrap_or(0);
-                    let c = call(
-                        &b,
-                        RemotingCommand::request(request::QUERY_CONSUMER_OFFSET, 0)
-                            .with_ext("consumerGroup", &group)
-                            .with_ext("topic", &topic)
-                            .with_ext("queueId", q),
-                    )
-                    .await?;
-                    let consumed: u64 = c.ext("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
-                    total += max.saturating_sub(consumed);
-                    println!(
-                        "{name:<20} {q:>6} {max:>16} {consumed:>16} {:>10}",
-                        max.saturating_sub(consumed)
-                    );
-                }
-            }
-            println!("Diff Total: {total}");
+            ops::print_messages(std::slice::from_ref(m), j)?
         }
     }
     Ok(())
@@ -871,6 +855,33 @@ enum BenchMode {
         #[arg(long)]
         count: Option<u64>,
     },
+    /// Sends over RocketMQ 5's gRPC port (the proxy), as `produce` does over remoting.
+    GrpcProduce {
+        /// The gRPC endpoint (`rockfish standalone` serves 127.0.0.1:8081).
+        #[arg(short = 'e', long, default_value = "127.0.0.1:8081")]
+        endpoint: String,
+        #[arg(short = 't', long, default_value = "BenchmarkTest")]
+        topic: String,
+        #[arg(short = 's', long, default_value_t = 1024)]
+        size: usize,
+        #[arg(short = 'w', long, default_value_t = 16)]
+        inflight: usize,
+        #[arg(short = 'd', long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// Simple consumers over gRPC (receive up to 32, ack them), one group, from the start.
+    GrpcConsume {
+        #[arg(short = 'e', long, default_value = "127.0.0.1:8081")]
+        endpoint: String,
+        #[arg(short = 't', long, default_value = "BenchmarkTest")]
+        topic: String,
+        #[arg(short = 'g', long, default_value = "BenchmarkGrpcConsumer")]
+        group: String,
+        #[arg(short = 'c', long, default_value_t = 4)]
+        consumers: usize,
+        #[arg(short = 'd', long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// End-to-end latency (send to delivery) at a fixed send rate.
     E2e {
         #[arg(short = 'n', long = "namesrv", default_value = "127.0.0.1:9876")]
@@ -1047,6 +1058,20 @@ fn bench_producer(namesrv: &str) -> Arc<Producer> {
 
 pub async fn bench(args: BenchArgs) -> Result<(), String> {
     match args.mode {
+        BenchMode::GrpcProduce {
+            endpoint,
+            topic,
+            size,
+            inflight,
+            seconds,
+        } => crate::grpc_bench::produce(&endpoint, &topic, size, inflight, seconds).await,
+        BenchMode::GrpcConsume {
+            endpoint,
+            topic,
+            group,
+            consumers,
+            seconds,
+        } => crate::grpc_bench::consume(&endpoint, &topic, &group, consumers, seconds).await,
         BenchMode::Produce {
             namesrv,
             topic,

@@ -104,6 +104,10 @@ pub trait Machine {
     /// `received_at`: when the driver read the command off the wire (for flow control).
     fn on_command(&mut self, conn: ConnId, cmd: RemotingCommand, received_at: u64, now: u64);
     fn on_timeout(&mut self, now: u64);
+    /// What the machine reports to the metrics endpoint: a read of its state, no effect.
+    fn metrics(&self, _now: u64) -> crate::metrics::Snapshot {
+        crate::metrics::Snapshot::default()
+    }
     /// The commit log is durable below `upto` (answers `Output::Flush`).
     fn on_flushed(&mut self, upto: u64, now: u64) {
         refuse_input(&format!("on_flushed({upto}) at {now}"));

@@ -596,6 +596,27 @@ impl NameServer {
 }
 
 impl crate::machine::Machine for NameServer {
+    fn metrics(&self, _now: u64) -> crate::metrics::Snapshot {
+        let mut m = crate::metrics::Snapshot {
+            common: vec![("node_type", "namesrv".into())],
+            ..Default::default()
+        };
+        m.gauge(
+            "rockfish_namesrv_brokers",
+            "Broker addresses registered and alive.",
+            None,
+        )
+        .push(vec![], self.broker_live_table.len() as f64);
+        m.gauge(
+            "rockfish_namesrv_topics",
+            "Topics in the route table.",
+            None,
+        )
+        .push(vec![], self.topic_queue_table.len() as f64);
+        m.gauge("rockfish_namesrv_clusters", "Clusters known.", None)
+            .push(vec![], self.cluster_addr_table.len() as f64);
+        m
+    }
     fn on_connect(&mut self, conn: ConnId, _peer: rockfish_store::record::HostAddr, now: u64) {
         NameServer::on_connect(self, conn, now)
     }

@@ -554,3 +554,31 @@ fn orderly_retries_locally_and_sends_to_the_dlq_after_its_max() {
     let committed = c.consumer("c1").offsets().get(&mq).copied();
     assert_eq!(committed, Some(1), "the dead letter counts as consumed");
 }
+
+#[test]
+fn an_offset_reset_by_the_broker_restarts_the_held_queues_there() {
+    let mut c = Cluster::new();
+    send(&mut c, "a", 40);
+    c.add_consumer("c1", consumer("c1", MessageModel::Clustering, false));
+    let mut seen = Seen::new();
+    run(&mut c, 20_000, &mut seen, &|_| true);
+    assert_eq!(bodies(&seen, None).len(), 40);
+    // An operator's resetOffsetByTime to the first message (oneway here: the harness has
+    // no admin client to answer); the broker tells the online consumer.
+    let mut reset = RemotingCommand::request(request::INVOKE_BROKER_TO_RESET_OFFSET, 7)
+        .with_ext("topic", "T")
+        .with_ext("group", consumer_config("c1").group)
+        .with_ext("timestamp", 0)
+        .with_ext("isForce", true);
+    reset.flag |= rockfish_core::remoting::command::FLAG_ONEWAY;
+    let now = c.now;
+    c.broker().on_command(ConnId(999), reset, now, now);
+    c.pump();
+    let mut again = Seen::new();
+    run(&mut c, 60_000, &mut again, &|_| true);
+    assert_eq!(
+        bodies(&again, None).len(),
+        40,
+        "every message is consumed again from the reset point"
+    );
+}

@@ -369,3 +369,37 @@ fn groups_are_auto_created_on_first_use_up_to_the_cap() {
     }
     assert_eq!(h.groups().subscription_group_table.len(), 2);
 }
+
+#[test]
+fn a_send_back_of_an_offset_that_holds_another_record_is_refused() {
+    // Found by the simulator (pop seed 63): under ASYNC_FLUSH a power loss took a message a
+    // consumer had been served, and its commit log offset came to hold an offset journal
+    // record; the consumer's send-back named that offset, and the broker stored the journal
+    // record as a retry: the group was handed a message nobody sent.
+    let mut h = H::new();
+    let m1 = h.send("m1");
+    let m2 = h.send("m2");
+    let back = |h: &mut H, offset: u64, id: &str| {
+        let cmd = h
+            .send_back_cmd(offset as i64, 0)
+            .with_ext("originMsgId", id);
+        h.one(C, cmd).0
+    };
+    let resp = back(&mut h, m2, "m1");
+    assert_eq!(resp.code, response::SYSTEM_ERROR);
+    assert!(
+        resp.remark
+            .as_deref()
+            .unwrap()
+            .contains("is not message m1"),
+        "{:?}",
+        resp.remark
+    );
+    assert!(h.records(SCHEDULE_TOPIC, 2).is_empty(), "nothing stored");
+    // The message itself, by its unique key or its offset message id, goes back.
+    assert_eq!(back(&mut h, m1, "m1").code, response::SUCCESS);
+    let store_host = HostAddr::V4([127, 0, 0, 1], 10911);
+    let id = offset_msg_id(store_host, m2);
+    assert_eq!(back(&mut h, m2, &id).code, response::SUCCESS);
+    assert_eq!(h.records(SCHEDULE_TOPIC, 2).len(), 2);
+}

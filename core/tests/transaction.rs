@@ -334,3 +334,34 @@ fn an_end_from_the_cpp_sdk_with_a_numeric_boolean_is_taken() {
     assert_eq!(h.one(P, cmd).0.code, response::SUCCESS);
     assert_eq!(h.records("T", 1).len(), 1);
 }
+
+#[test]
+fn a_half_handed_to_its_check_stays_decided_across_a_snapshot_and_a_restart() {
+    let mut h = H::new();
+    h.producer(P, "c1");
+    let (phys, q) = h.prepare("handed-on");
+    let checks = h.at(T0 + 10_000);
+    let (_, copy_q, copy_phys, _) = checks[0].clone();
+    let answer = h
+        .end_cmd(copy_phys, copy_q, tx_flag::COMMIT)
+        .with_ext("fromTransactionCheck", true);
+    assert_eq!(h.one(P, answer).0.code, response::SUCCESS);
+    // A consumer commits, so the offsets are snapshotted (the journal compacted past the
+    // check's progress record), and no walk runs before the broker restarts.
+    let commit = h
+        .req(request::UPDATE_CONSUMER_OFFSET)
+        .with_ext("consumerGroup", "CG")
+        .with_ext("topic", "T")
+        .with_ext("queueId", 1)
+        .with_ext("commitOffset", 1);
+    assert_eq!(h.one(P2, commit).0.code, response::SUCCESS);
+    h.at(T0 + 15_000);
+    let disk = h.disk.clone();
+    disk.crash();
+    let mut h = H::start(disk, T0 + 16_000);
+    h.producer(P, "c1");
+    assert!(h.b.transactions_progress() > q, "the progress survived");
+    // The sender's late end for the first half: still handed on, refused.
+    assert_eq!(h.end(phys, q, tx_flag::COMMIT), response::SYSTEM_ERROR);
+    assert_eq!(h.records("T", 1).len(), 1, "committed once");
+}

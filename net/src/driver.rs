@@ -19,7 +19,9 @@ use tokio::task::{AbortHandle, JoinHandle};
 
 use crate::conn::{ConnEvent, ConnWriter, Framing, MAX_QUEUED_BYTES, WriteItem, dial, serve};
 use crate::flush::{FlushDone, FlushJob, Flusher, spawn_flusher};
+use crate::metrics::DriverStats;
 use crate::now_ms;
+use rockfish_core::metrics::Snapshot;
 
 /// A machine whose flush and persist requests can be run on the flush thread: how to build
 /// the work. Their answers are `Machine::on_flushed`, `on_flush_failed` and `on_persisted`.
@@ -78,11 +80,29 @@ pub struct ServerHandle<M> {
     stop: watch::Sender<bool>,
     join: JoinHandle<M>,
     addr: SocketAddr,
+    probe: MetricsProbe,
+}
+
+/// Asks a running server for its metrics: the machine's snapshot with the driver's counts
+/// added, taken on the machine's task between two inputs.
+#[derive(Clone, Debug)]
+pub struct MetricsProbe(mpsc::Sender<tokio::sync::oneshot::Sender<Snapshot>>);
+
+impl MetricsProbe {
+    /// None once the server has stopped.
+    pub async fn snapshot(&self) -> Option<Snapshot> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.0.send(tx).await.ok()?;
+        rx.await.ok()
+    }
 }
 
 impl<M> ServerHandle<M> {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+    pub fn metrics(&self) -> MetricsProbe {
+        self.probe.clone()
     }
     /// Stops accepting and serving, and returns the machine.
     pub async fn stop(self) -> M {
@@ -134,8 +154,15 @@ impl<M: Durable + Send + 'static> Server<M> {
         let (stop, stopped) = watch::channel(false);
         let limits = (self.max_frame, self.max_queued);
         let listeners = (self.listener, self.stream_listener);
-        let join = tokio::spawn(run(self.machine, listeners, limits, stopped));
-        ServerHandle { stop, join, addr }
+        // Scrapes wait in line (a few at most: each is one snapshot).
+        let (probe, probes) = mpsc::channel(16);
+        let join = tokio::spawn(run(self.machine, listeners, limits, (stopped, probes)));
+        ServerHandle {
+            stop,
+            join,
+            addr,
+            probe: MetricsProbe(probe),
+        }
     }
 }
 
@@ -147,6 +174,7 @@ struct Conns {
     events: mpsc::Sender<ConnEvent>,
     max_frame: usize,
     max_queued: usize,
+    stats: DriverStats,
 }
 
 impl Conns {
@@ -213,6 +241,7 @@ impl Conns {
         if let Some(r) = self.readers.remove(&conn) {
             r.abort();
         }
+        self.stats.closed(conn);
         self.outbound.retain(|_, c| *c != conn);
         open
     }
@@ -280,7 +309,10 @@ async fn run<M: Durable>(
     mut machine: M,
     (listener, stream_listener): (TcpListener, Option<TcpListener>),
     (max_frame, max_queued): (usize, usize),
-    mut stop: watch::Receiver<bool>,
+    (mut stop, mut probes): (
+        watch::Receiver<bool>,
+        mpsc::Receiver<tokio::sync::oneshot::Sender<Snapshot>>,
+    ),
 ) -> M {
     let (ev_tx, mut ev_rx) = mpsc::channel::<ConnEvent>(8192);
     let (flush_tx, mut flush_rx) = mpsc::unbounded_channel();
@@ -293,6 +325,7 @@ async fn run<M: Durable>(
         events: ev_tx,
         max_frame,
         max_queued,
+        stats: DriverStats::default(),
     };
     let mut stage = Stage::new();
     loop {
@@ -309,6 +342,7 @@ async fn run<M: Durable>(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let conn = conns.adopt(stream, Framing::Remoting(conns.max_frame));
+                    conns.stats.connections_accepted += 1;
                     machine.on_connect(conn, host(peer), now_ms());
                 }
                 Err(e) => tracing::warn!(error = %e, "accept failed"),
@@ -334,6 +368,12 @@ async fn run<M: Durable>(
                 }
             }
             Some((done, result)) = flush_rx.recv() => flushed(&mut machine, done, result),
+            Some(reply) = probes.recv() => {
+                let mut snap = machine.metrics(now_ms());
+                conns.stats.connections_open = conns.writers.len() as u64;
+                conns.stats.append(&mut snap);
+                let _ = reply.send(snap);
+            }
             _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
         }
     }
@@ -368,6 +408,9 @@ fn on_event<M: Durable>(
             received_at,
         } => {
             if conns.is_open(conn) {
+                if !cmd.is_response() && !cmd.is_oneway() {
+                    conns.stats.request(conn, cmd.opaque, cmd.code, received_at);
+                }
                 machine.on_command(conn, cmd, received_at, now_ms());
             }
         }
@@ -377,6 +420,7 @@ fn on_event<M: Durable>(
             }
         }
         ConnEvent::Answer { conn, cmd } => {
+            conns.stats.frames_refused += 1;
             if let Some(f) = frame(&cmd, stage)
                 && conns.send(conn, WriteItem::One(f))
             {
@@ -388,6 +432,9 @@ fn on_event<M: Durable>(
             // would had each request had its own turn (a client may half-close and read).
             drain(machine, conns, flusher, stage);
             tracing::debug!(conn = conn.0, %reason, "connection closed");
+            if reason.starts_with("malformed frame") {
+                conns.stats.frames_malformed += 1;
+            }
             if conns.close(conn) {
                 machine.on_disconnect(conn, now_ms());
             }
@@ -408,13 +455,25 @@ fn flushed<M: Durable>(machine: &mut M, done: FlushDone, result: Result<(), Stri
 /// `Close`, or a writer too far behind) is reported back to the machine at once, and its
 /// outputs (rebalance notices, answers) are drained in the same loop.
 fn drain<M: Durable>(machine: &mut M, conns: &mut Conns, flusher: &Flusher, stage: &mut Stage) {
+    // One clock read for the latencies of every answer of this drain.
+    let answered_at = now_ms();
     while let Some(out) = machine.poll_output() {
         let closed = match out {
-            Output::Send { conn, cmd } => match frame(&cmd, stage) {
-                Some(f) => conns.send(conn, WriteItem::One(f)).then_some(conn),
-                None => None,
-            },
+            Output::Send { conn, cmd } => {
+                if cmd.is_response() {
+                    conns
+                        .stats
+                        .answered(conn, cmd.opaque, cmd.code, answered_at);
+                }
+                match frame(&cmd, stage) {
+                    Some(f) => conns.send(conn, WriteItem::One(f)).then_some(conn),
+                    None => None,
+                }
+            }
             Output::SendRecords { conn, cmd, records } => {
+                conns
+                    .stats
+                    .answered(conn, cmd.opaque, cmd.code, answered_at);
                 let body_len = cmd.body.len() + records.iter().map(Bytes::len).sum::<usize>();
                 stage.room();
                 if let Err(e) = encode_prefix(&cmd, body_len, &mut stage.scratch, &mut stage.buf) {

@@ -126,8 +126,10 @@ where
     store_config.warm_mapped_file = store_config
         .warm_mapped_file
         .or(Some(config.flush_disk_type == FlushDiskType::Sync));
+    let opened = now_ms();
     let (store, report) =
         MessageStore::open(disk, store_config, now_ms()).map_err(|e| StartError(e.to_string()))?;
+    let recovery_ms = now_ms().saturating_sub(opened);
     if report.fresh {
         tracing::info!("store created (a new data directory, nothing to recover)");
     } else if report.truncated.is_some()
@@ -147,7 +149,12 @@ where
             "store recovered"
         );
     }
-    let broker = Broker::new(config, store, now_ms()).map_err(|e| StartError(e.to_string()))?;
+    let mut broker = Broker::new(config, store, now_ms()).map_err(|e| StartError(e.to_string()))?;
+    broker.set_recovery_stats(
+        recovery_ms,
+        report.log_end.saturating_sub(report.scanned_from),
+        report.redispatched,
+    );
     let role = broker.role().name();
     let mut server = Server::from_listener(listener, broker);
     if let Some(ha) = ha_listener {

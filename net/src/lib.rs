@@ -22,12 +22,18 @@ macro_rules! select {
 }
 pub(crate) use select;
 
+pub mod admin;
 pub mod client;
 mod conn;
 pub mod controller;
 pub mod driver;
 pub mod flush;
+#[cfg(not(madsim))]
+pub mod grpc;
+#[cfg(not(madsim))]
+pub mod http;
 pub mod launch;
+pub mod metrics;
 pub mod sdk;
 
 pub use client::{Client, ClientError};

@@ -142,6 +142,33 @@ pub enum Violation {
     SyncAckUnreplicated { body: String, what: String },
     /// Two replicas of a group acted as master in one master epoch (controller mode).
     TwoMastersInEpoch { broker: String, what: String },
+    /// A message the pop group acked (the broker answered SUCCESS) was handed out again:
+    /// its slot itself, or a copy one reconsumption further on when every earlier hand-out
+    /// of it was acked (ASYNC_FLUSH allows it only across a power loss of its broker).
+    PopAckedResurrected {
+        body: String,
+        broker: String,
+        /// The acked slot (for a copy: the earliest acked hand-out it could come from).
+        topic: String,
+        queue: u32,
+        offset: u64,
+        acked_at: u64,
+        again_at: u64,
+        reconsumed: i32,
+    },
+    /// A message handed out to the pop group came back before the invisible time it was
+    /// handed out under had passed (by its broker's clock): a copy one reconsumption
+    /// further on with no hand-out before it that long ago, or its very slot again.
+    PopBackEarly {
+        body: String,
+        broker: String,
+        reconsumed: i32,
+        at: u64,
+        what: String,
+    },
+    /// At the end, a message owed to the pop group was never acked by it (nor, for a message
+    /// it never acks, stored in `%DLQ%SimPop`).
+    PopLost { body: String, what: String },
 }
 
 /// How long a message sent to a settled, fault-free cluster may take to reach its consumers:
@@ -166,7 +193,10 @@ impl Violation {
             | Violation::TaggedMissed { body, .. }
             | Violation::DelayedEarly { body, .. }
             | Violation::DeadLetterWrong { body, .. }
-            | Violation::SyncAckUnreplicated { body, .. } => Some(body),
+            | Violation::SyncAckUnreplicated { body, .. }
+            | Violation::PopAckedResurrected { body, .. }
+            | Violation::PopBackEarly { body, .. }
+            | Violation::PopLost { body, .. } => Some(body),
             Violation::OffsetReused { second, .. } => Some(second),
             _ => None,
         }
@@ -197,6 +227,9 @@ impl Violation {
             Violation::ReplicaDiverged { .. } => "replica-prefix",
             Violation::SyncAckUnreplicated { .. } => "sync-master-replicated",
             Violation::TwoMastersInEpoch { .. } => "one-master-per-epoch",
+            Violation::PopAckedResurrected { .. } => "pop-acked-not-resurrected",
+            Violation::PopBackEarly { .. } => "pop-not-back-early",
+            Violation::PopLost { .. } => "pop-consumed",
         }
     }
 }
@@ -279,6 +312,7 @@ pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
                 Group::Tagged => {
                     tagged.insert(d.body.as_str());
                 }
+                Group::Pop => {}
             }
         }
     }
@@ -369,6 +403,10 @@ pub fn check(cfg: &SimConfig, h: &History) -> CheckReport {
     check_delays(cfg, h, &mut report);
     check_dead_letters(cfg, h, &mut report);
     check_transactions(cfg, h, &mut report);
+    if cfg.pop_consumers > 0 {
+        check_pop_returns(cfg, h, &mut report);
+        check_pop_consumed(cfg, h, &mut report);
+    }
     for (broker, what) in &h.replica_problems {
         report.violations.push(Violation::ReplicaDiverged {
             broker: broker.clone(),
@@ -453,30 +491,40 @@ fn power_lost(h: &History, broker: &str, from: u64, to: u64) -> bool {
         .any(|c| c.power && c.broker == broker && c.at > from && c.at <= to)
 }
 
-/// A delivered message must still be stored at its queue offset at the end: under SYNC_FLUSH
+/// Whether `broker` lost power in `[from, to]`: after something it did at `from` (a broker
+/// may die at a disk operation in the very millisecond it handed something out; its next
+/// process starts no sooner than half a second later).
+fn power_lost_since(h: &History, broker: &str, from: u64, to: u64) -> bool {
+    h.crash_log
+        .iter()
+        .any(|c| c.power && c.broker == broker && c.at >= from && c.at <= to)
+}
+
+/// A delivered message (to any group, the pop group included) must still be stored at its
+/// queue offset at the end: under SYNC_FLUSH
 /// a consumer is only served what is durable; under ASYNC_FLUSH only a power loss after the
 /// delivery may take it (a process crash keeps the page cache). Judged against the final
 /// stores of the brokers running at the end.
 fn check_vanished(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
     let mut judged = BTreeSet::new();
-    for d in &h.delivered {
-        if !h.stored_brokers.contains(&d.broker) || !h.stored_topics.contains(&d.topic) {
+    for d in served(h) {
+        if !h.stored_brokers.contains(d.broker) || !h.stored_topics.contains(d.topic) {
             continue;
         }
-        let slot = (d.broker.clone(), d.topic.clone(), d.queue, d.offset);
+        let slot = (d.broker.to_string(), d.topic.to_string(), d.queue, d.offset);
         let now = h.stored.get(&slot);
-        if now == Some(&d.body) || !judged.insert(slot) {
+        if now.map(String::as_str) == Some(d.body) || !judged.insert(slot) {
             continue;
         }
         // It was served some time after it was sent and arrived by `d.at` (a response in
         // flight outlives the broker), so any power loss after the send may have taken it.
-        let stored_from = h.sent_at.get(&d.body).copied().unwrap_or(0);
-        if cfg.flush == FlushDiskType::Async && power_lost(h, &d.broker, stored_from, u64::MAX) {
+        let stored_from = h.sent_at.get(d.body).copied().unwrap_or(0);
+        if cfg.flush == FlushDiskType::Async && power_lost(h, d.broker, stored_from, u64::MAX) {
             continue;
         }
         report.violations.push(Violation::Vanished {
-            body: d.body.clone(),
-            broker: d.broker.clone(),
+            body: d.body.to_string(),
+            broker: d.broker.to_string(),
             queue: d.queue,
             offset: d.offset,
             now: now.cloned(),
@@ -484,15 +532,52 @@ fn check_vanished(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
     }
 }
 
+/// A message a consumer was served from a slot: by the push groups or the pop group.
+struct Served<'a> {
+    at: u64,
+    broker: &'a str,
+    topic: &'a str,
+    queue: u32,
+    offset: u64,
+    body: &'a str,
+}
+
+/// Every slot served to a consumer, of every group (the pop group's: the slot its receipt
+/// names, a pop retry topic's for a message back again), in time order.
+fn served(h: &History) -> Vec<Served<'_>> {
+    let mut all: Vec<Served> = h
+        .delivered
+        .iter()
+        .map(|d| Served {
+            at: d.at,
+            broker: &d.broker,
+            topic: &d.topic,
+            queue: d.queue,
+            offset: d.offset,
+            body: &d.body,
+        })
+        .chain(h.pop_delivered.iter().map(|d| Served {
+            at: d.at,
+            broker: &d.broker,
+            topic: &d.topic,
+            queue: d.queue,
+            offset: d.offset,
+            body: &d.body,
+        }))
+        .collect();
+    all.sort_by_key(|d| d.at);
+    all
+}
+
 /// One (broker, topic, queue, offset) is one message for the whole run: a consumer that saw
 /// one message there must never be served another (RocketMQ #8239). ASYNC_FLUSH may reuse an
 /// offset only after a power loss of that broker between the two deliveries.
 fn check_offset_reuse(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
     let mut first: BTreeMap<(&str, &str, u32, u64), &str> = BTreeMap::new();
-    for d in &h.delivered {
-        let key = (d.broker.as_str(), d.topic.as_str(), d.queue, d.offset);
+    for d in served(h) {
+        let key = (d.broker, d.topic, d.queue, d.offset);
         let Some(body) = first.get(&key).copied() else {
-            first.insert(key, d.body.as_str());
+            first.insert(key, d.body);
             continue;
         };
         if body == d.body {
@@ -501,19 +586,19 @@ fn check_offset_reuse(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
         // The first message was stored after it was sent; the second served by `d.at`.
         let stored_from = h.sent_at.get(body).copied().unwrap_or(0);
         let allowed =
-            cfg.flush == FlushDiskType::Async && power_lost(h, &d.broker, stored_from, d.at);
+            cfg.flush == FlushDiskType::Async && power_lost(h, d.broker, stored_from, d.at);
         if !allowed {
             report.violations.push(Violation::OffsetReused {
-                broker: d.broker.clone(),
-                topic: d.topic.clone(),
+                broker: d.broker.to_string(),
+                topic: d.topic.to_string(),
                 queue: d.queue,
                 offset: d.offset,
                 first: body.to_string(),
-                second: d.body.clone(),
+                second: d.body.to_string(),
             });
         }
         // The slot's message from now on is the later one.
-        first.insert(key, d.body.as_str());
+        first.insert(key, d.body);
     }
 }
 
@@ -881,6 +966,260 @@ fn check_transactions(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
                     half.queue_offset, half.broker
                 ),
             );
+        }
+    }
+}
+
+/// (broker, topic, queue, offset, checkpoint start, pop time): one hand-out of one message.
+type HandoutKey<'a> = (&'a str, &'a str, u32, u64, u64, i64);
+
+/// What comes back to the pop group, judged against what the brokers handed out (their
+/// journaled checkpoints, `History::pop_handouts`) and what the group acked:
+///
+/// - a slot handed out is never handed out again once acked (`pop-acked-not-resurrected`),
+///   nor before its invisible time passed (`pop-not-back-early`); both only across a power
+///   loss of its broker since (one that lost the checkpoint, under either flush mode: a pop
+///   is answered before its checkpoint is durable; or, under ASYNC_FLUSH, the ack);
+/// - a copy reconsumed k + 1 times is a revive of a hand-out of that message reconsumed k
+///   times on the same broker: one not acked (else `pop-acked-not-resurrected`, unless
+///   ASYNC_FLUSH and a power loss since the first such hand-out), whose invisible time had
+///   passed by the broker's clock (else `pop-not-back-early`). Changes of invisibility only
+///   lengthen it (the application asks for two or three times as long), so the time a
+///   message was handed out under is the earliest it may come back. A broker restarted with
+///   its clock stepped forward may revive that much earlier.
+///
+/// Keyed on slots and hand-outs, not bodies: a revive cut short between its retry copy and
+/// its ack record revives again, two copies of one reconsumption, each its own slot.
+fn check_pop_returns(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
+    // Each hand-out the group acked (the broker answered SUCCESS): when the answer came.
+    let mut acked: BTreeMap<HandoutKey, u64> = BTreeMap::new();
+    for a in h
+        .pop_acks
+        .iter()
+        .filter(|a| a.outcome == crate::world::PopOutcome::Ok)
+    {
+        let key = h.pop_delivered[a.delivery].handout_key();
+        let at = acked.entry(key).or_insert(a.at);
+        *at = (*at).min(a.at);
+    }
+    let step = cfg.faults.clock_step_ms.1;
+    let async_flush = cfg.flush == FlushDiskType::Async;
+    // A restart of `broker` in (from, to] may have stepped its clock forward.
+    let stepped = |broker: &str, from: u64, to: u64| {
+        step > 0
+            && h.crash_log
+                .iter()
+                .any(|c| c.broker == broker && c.at >= from && c.at <= to)
+    };
+    let mut by_message: BTreeMap<(&str, &str), Vec<&crate::world::PopHandout>> = BTreeMap::new();
+    for x in &h.pop_handouts {
+        by_message.entry((&x.broker, &x.body)).or_default().push(x);
+    }
+    for ((broker, body), outs) in by_message {
+        for (i, later) in outs.iter().enumerate() {
+            let before = &outs[..i];
+            // Its very slot, handed out before.
+            for first in before.iter().filter(|f| {
+                (f.topic.as_str(), f.queue, f.offset)
+                    == (later.topic.as_str(), later.queue, later.offset)
+            }) {
+                if power_lost_since(h, broker, first.at, later.at) {
+                    // The checkpoint (and the offset past it) may be gone; under
+                    // SYNC_FLUSH an answered ack was durable, and it followed both.
+                    if async_flush || !acked.contains_key(&first.key()) {
+                        continue;
+                    }
+                }
+                if let Some(&acked_at) = acked.get(&first.key()) {
+                    report.violations.push(Violation::PopAckedResurrected {
+                        body: body.to_string(),
+                        broker: broker.to_string(),
+                        topic: first.topic.clone(),
+                        queue: first.queue,
+                        offset: first.offset,
+                        acked_at,
+                        again_at: later.at,
+                        reconsumed: later.reconsumed,
+                    });
+                } else if later.at < first.visible_at && !stepped(broker, first.at, later.at) {
+                    report.violations.push(Violation::PopBackEarly {
+                        body: body.to_string(),
+                        broker: broker.to_string(),
+                        reconsumed: later.reconsumed,
+                        at: later.at,
+                        what: format!(
+                            "{}/q{}@{} handed out at {} for {} ms, again at {}",
+                            first.topic,
+                            first.queue,
+                            first.offset,
+                            first.at,
+                            first.invisible_ms,
+                            later.at
+                        ),
+                    });
+                }
+            }
+            if later.reconsumed == 0 {
+                continue;
+            }
+            // A copy: revived from a hand-out one reconsumption earlier.
+            let sources: Vec<_> = before
+                .iter()
+                .filter(|f| f.reconsumed == later.reconsumed - 1)
+                .collect();
+            let unacked: Vec<_> = sources
+                .iter()
+                .filter(|f| !acked.contains_key(&f.key()))
+                .collect();
+            if !sources.is_empty() && unacked.is_empty() {
+                let first = sources[0];
+                if async_flush && power_lost_since(h, broker, first.at, later.at) {
+                    continue;
+                }
+                report.violations.push(Violation::PopAckedResurrected {
+                    body: body.to_string(),
+                    broker: broker.to_string(),
+                    topic: first.topic.clone(),
+                    queue: first.queue,
+                    offset: first.offset,
+                    acked_at: acked[&first.key()],
+                    again_at: later.at,
+                    reconsumed: later.reconsumed,
+                });
+                continue;
+            }
+            let due = unacked
+                .iter()
+                .any(|f| f.visible_at <= later.at || stepped(broker, f.at, later.at));
+            if !due {
+                let what = match unacked.iter().map(|f| f.visible_at).min() {
+                    Some(v) => format!(
+                        "a copy reconsumed {} times, handed out at {}: the hand-outs it comes \
+                         from were invisible until {v} at the earliest",
+                        later.reconsumed, later.at
+                    ),
+                    None => format!(
+                        "a copy reconsumed {} times, handed out at {}, with no hand-out \
+                         reconsumed {} times before it",
+                        later.reconsumed,
+                        later.at,
+                        later.reconsumed - 1
+                    ),
+                };
+                report.violations.push(Violation::PopBackEarly {
+                    body: body.to_string(),
+                    broker: broker.to_string(),
+                    reconsumed: later.reconsumed,
+                    at: later.at,
+                    what,
+                });
+            }
+        }
+    }
+}
+
+/// How long after a pop hand-out's invisibility lapsed its message may take to be handed
+/// out again: the revive's store and a pop to find it (a receive waits up to 3 s at another
+/// broker first), with room to spare.
+pub const POP_RETURN_BOUND_MS: u64 = 5_000;
+
+/// At the end, every message the flush promise covers (the criteria of
+/// `acked-durable-not-lost`; after the heal, every acknowledged one) was acked by the pop
+/// group at least once, or is stored in `%DLQ%SimPop` (a poison message, which the group
+/// never acks, must be), or is still legitimately in flight: its latest hand-out invisible
+/// (as long as the changes of invisibility asked) until less than [`POP_RETURN_BOUND_MS`]
+/// before the end. Acked: the broker answered an ack SUCCESS, or journaled one whose answer
+/// never reached the consumer (timed out, the connection lost, the consumer killed first),
+/// as its pop journal recorded when written.
+fn check_pop_consumed(cfg: &SimConfig, h: &History, report: &mut CheckReport) {
+    use crate::world::PopOutcome;
+    let end = cfg.safety_ms + cfg.liveness_ms;
+    // body -> its latest hand-out, and how long the group's changes kept it invisible.
+    let mut latest: BTreeMap<&str, &crate::world::PopHandout> = BTreeMap::new();
+    for x in &h.pop_handouts {
+        let e = latest.entry(x.body.as_str()).or_insert(x);
+        if x.at >= e.at {
+            *e = x;
+        }
+    }
+    let mut changed_until: BTreeMap<HandoutKey, u64> = BTreeMap::new();
+    for c in h
+        .pop_changes
+        .iter()
+        .filter(|c| c.outcome != PopOutcome::Refused)
+    {
+        let key = h.pop_delivered[c.delivery].handout_key();
+        let until = changed_until.entry(key).or_default();
+        *until = (*until).max(c.at + c.invisible_ms);
+    }
+    let in_flight = |body: &str| {
+        latest.get(body).is_some_and(|x| {
+            let until = changed_until
+                .get(&x.key())
+                .copied()
+                .unwrap_or(0)
+                .max(x.visible_at);
+            until + POP_RETURN_BOUND_MS > end
+        })
+    };
+    let acked: BTreeSet<&str> = h
+        .pop_acks
+        .iter()
+        .filter(|a| a.outcome == PopOutcome::Ok)
+        .map(|a| h.pop_delivered[a.delivery].body.as_str())
+        .chain(
+            h.pop_journaled_acks
+                .iter()
+                .map(|(_, _, body)| body.as_str()),
+        )
+        .collect();
+    let dead: BTreeSet<&str> = h
+        .pop_dead_letters
+        .iter()
+        .map(|(_, body, _)| body.as_str())
+        .collect();
+    let promised = cfg.flush == FlushDiskType::Sync || h.power_losses == 0;
+    let kept: BTreeSet<&str> = h.stored.values().map(String::as_str).collect();
+    for (body, status) in &h.sent {
+        if h.transactions.contains_key(body) && !committed(h, body) {
+            continue;
+        }
+        let lost_with_broker = h
+            .acked_at
+            .get(body)
+            .is_some_and(|(broker, ..)| h.lost_brokers.contains(broker));
+        if lost_with_broker {
+            continue;
+        }
+        let acked_send = *status == Some(SendStatus::SendOk);
+        let kept_here = kept.contains(body.as_str());
+        let owed = (acked_send && (promised || kept_here || after_heal(body)))
+            || (h.oneway.contains(body) && after_heal(body) && kept_here);
+        if !owed {
+            continue;
+        }
+        if in_flight(body) {
+            continue;
+        }
+        if h.poison.contains(body) {
+            if !dead.contains(body.as_str()) {
+                report.violations.push(Violation::PopLost {
+                    body: body.clone(),
+                    what: format!(
+                        "never acked by {}, yet not in its DLQ at the end",
+                        crate::world::POP_GROUP
+                    ),
+                });
+            }
+        } else if !acked.contains(body.as_str()) && !dead.contains(body.as_str()) {
+            let handed = h.pop_handouts.iter().filter(|x| x.body == *body).count();
+            report.violations.push(Violation::PopLost {
+                body: body.clone(),
+                what: format!(
+                    "never acked by {} (handed out {handed} times), nor in its DLQ at the end",
+                    crate::world::POP_GROUP
+                ),
+            });
         }
     }
 }

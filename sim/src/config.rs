@@ -29,6 +29,10 @@ pub struct SimConfig {
     /// Consumers of a clustering group subscribed to some tags only
     /// (`world::TAGGED_SUBSCRIPTION`): the group must get exactly the matching messages.
     pub tagged_consumers: usize,
+    /// Simple (pop) consumers of the group "SimPop" (`world::POP_GROUP`): the broker hands
+    /// messages out invisible for a while; each must be acked by one of them, or end in
+    /// `%DLQ%SimPop`.
+    pub pop_consumers: usize,
     /// The clustering group consumes orderly and producers send by sharding key.
     pub orderly: bool,
     /// The tagged group subscribes with an SQL92 expression over the tag and a numeric
@@ -47,6 +51,15 @@ pub struct SimConfig {
     pub poison_share: f64,
     /// The clustering group's maxReconsumeTimes (-1: the client's default, 16).
     pub max_reconsume_times: i32,
+    /// Chance the pop group's application leaves a received message un-acked (it must come
+    /// back once its invisible time lapses).
+    pub pop_unacked_share: f64,
+    /// Chance the pop group's application makes a received message invisible for longer
+    /// (then acks it within that time, or now and then not at all).
+    pub pop_change_share: f64,
+    /// The pop group's retryMaxTimes (its subscription group's, set before the run): a
+    /// message handed out this many times after its first and not acked is a dead letter.
+    pub pop_retry_max: i32,
     /// Chance a message (single, concurrent, not delayed) is sent in a transaction: its
     /// local transaction commits or rolls back, ends late or not at all, and check-backs
     /// answer for it (`world::TxPlan`).
@@ -132,7 +145,7 @@ pub enum Fault {
 impl SimConfig {
     /// Consumers of every group.
     pub fn all_consumers(&self) -> usize {
-        self.consumers + self.broadcast_consumers + self.tagged_consumers
+        self.consumers + self.broadcast_consumers + self.tagged_consumers + self.pop_consumers
     }
 
     /// A small fault-free cluster: one name server, one broker, one producer, two consumers.
@@ -149,6 +162,7 @@ impl SimConfig {
             consumers: 2,
             broadcast_consumers: 0,
             tagged_consumers: 0,
+            pop_consumers: 0,
             orderly: false,
             tagged_sql: false,
             mixed_sends: false,
@@ -157,6 +171,9 @@ impl SimConfig {
             timer_share: 0.0,
             poison_share: 0.0,
             max_reconsume_times: -1,
+            pop_unacked_share: 0.0,
+            pop_change_share: 0.0,
+            pop_retry_max: 2,
             transaction_share: 0.0,
             body_bytes: 0,
             topic_created: false,
@@ -253,6 +270,18 @@ pub struct Bugs {
     /// A slave writes to its own log (it journals the consumer offsets committed to it):
     /// its log is no longer its master's.
     pub slave_writes: bool,
+    /// Brokers answer a pop ack SUCCESS without journaling or deciding it: the message
+    /// comes back once its invisible time lapses.
+    pub pop_ack_forgotten: bool,
+    /// Brokers make a popped message visible again after a quarter of its invisible time.
+    pub pop_early_revive: bool,
+    /// Brokers decide a lapsed pop checkpoint without storing its retry copy: the message
+    /// is gone.
+    pub pop_revive_drops: bool,
+    /// Brokers move a pop group's offset past what a pop handed out in memory only (neither
+    /// journaled nor restored from the checkpoint at start): a crash before the next offsets
+    /// snapshot hands the same messages out again, while they are still invisible.
+    pub pop_offset_unjournaled: bool,
 }
 
 impl Bugs {

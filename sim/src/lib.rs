@@ -26,6 +26,6 @@ pub use config::{Bugs, Fault, FaultAt, Faults, SimConfig};
 pub use scenario::{SCENARIOS, ScenarioError, ScenarioFile, scenario};
 pub use shrink::{Shrunk, shrink};
 pub use world::{
-    CrashRecord, Delivery, Group, History, Outcome, Processing, RouteView, SETTLED_RESUME_MS, Sim,
-    StoreSlot,
+    CrashRecord, Delivery, Group, History, Outcome, POP_GROUP, PopAck, PopChange, PopDelivery,
+    PopHandout, PopOutcome, Processing, RouteView, SETTLED_RESUME_MS, Sim, StoreSlot,
 };

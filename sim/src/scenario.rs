@@ -84,6 +84,8 @@ const BUILT_IN: &[(&str, &str)] = &[
         "delay-power-loss",
         include_str!("../../scenarios/delay-power-loss.toml"),
     ),
+    ("pop", include_str!("../../scenarios/pop.toml")),
+    ("pop-sync", include_str!("../../scenarios/pop-sync.toml")),
 ];
 
 /// The names of the built-in scenarios.
@@ -108,6 +110,8 @@ pub const SCENARIOS: &[&str] = &[
     "broker-lost",
     "retry-dlq",
     "delay-power-loss",
+    "pop",
+    "pop-sync",
 ];
 
 fn f(v: f64) -> Bound<f64> {
@@ -142,6 +146,9 @@ pub const INVARIANTS: &[&str] = &[
     "replica-prefix",
     "sync-master-replicated",
     "one-master-per-epoch",
+    "pop-acked-not-resurrected",
+    "pop-not-back-early",
+    "pop-consumed",
 ];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -198,6 +205,10 @@ pub struct Topology {
     /// A clustering group's consumers subscribed to some tags only ("TagA || TagC"; messages
     /// carry TagA, TagB or TagC in turn).
     pub tagged_consumers: Bound<u64>,
+    /// Simple (pop) consumers of the group "SimPop", subscribed to every message: the
+    /// broker hands messages out invisible for a few seconds, and what is not acked comes
+    /// back (retryMaxTimes `workload.pop_retry_max`, then `%DLQ%SimPop`).
+    pub pop_consumers: Bound<u64>,
 }
 
 impl Default for Topology {
@@ -213,6 +224,7 @@ impl Default for Topology {
             consumers: u(2),
             broadcast_consumers: u(0),
             tagged_consumers: u(0),
+            pop_consumers: u(0),
         }
     }
 }
@@ -243,6 +255,14 @@ pub struct Workload {
     pub poison_share: Bound<f64>,
     /// The clustering group's maxReconsumeTimes (-1: the client's default, 16).
     pub max_reconsume_times: i32,
+    /// Chance the pop group's application leaves a message it received un-acked.
+    pub pop_unacked_share: Bound<f64>,
+    /// Chance the pop group's application makes a message it received invisible for longer
+    /// (then acks it in that time, or now and then not at all).
+    pub pop_change_share: Bound<f64>,
+    /// The pop group's retryMaxTimes (poison messages, `poison_share`, are never acked by it
+    /// and must end in `%DLQ%SimPop`).
+    pub pop_retry_max: i32,
     /// Chance a message is sent in a transaction (committed, rolled back, ended late or
     /// never, resolved by check-backs).
     pub transaction_share: Bound<f64>,
@@ -275,6 +295,9 @@ impl Default for Workload {
             timer_share: f(0.0),
             poison_share: f(0.0),
             max_reconsume_times: -1,
+            pop_unacked_share: f(0.0),
+            pop_change_share: f(0.0),
+            pop_retry_max: 2,
             transaction_share: f(0.0),
             body_bytes: 0,
             topic_created: false,
@@ -380,6 +403,17 @@ impl ScenarioFile {
             "workload.transaction_share",
             self.workload.transaction_share,
         ));
+        probabilities.push((
+            "workload.pop_unacked_share",
+            self.workload.pop_unacked_share,
+        ));
+        probabilities.push(("workload.pop_change_share", self.workload.pop_change_share));
+        if !(0..=16).contains(&self.workload.pop_retry_max) {
+            return err(format!(
+                "workload.pop_retry_max = {}: 0 to 16",
+                self.workload.pop_retry_max
+            ));
+        }
         if self.workload.max_reconsume_times < -1 {
             return err(format!(
                 "workload.max_reconsume_times = {}: -1 (the default) or more",
@@ -428,6 +462,7 @@ impl ScenarioFile {
                 0,
                 8,
             ),
+            ("topology.pop_consumers", self.topology.pop_consumers, 0, 8),
             ("workload.messages", self.workload.messages, 0, 100_000),
             (
                 "workload.send_interval_ms",
@@ -480,6 +515,8 @@ impl ScenarioFile {
             consumers: self.topology.consumers.draw(r) as usize,
             broadcast_consumers: self.topology.broadcast_consumers.draw(r) as usize,
             tagged_consumers: self.topology.tagged_consumers.draw(r) as usize,
+            // Drawn after everything else (below), as the shares.
+            pop_consumers: 0,
             orderly: self.workload.orderly,
             tagged_sql: self.workload.tagged_sql,
             mixed_sends: self.workload.mixed_sends,
@@ -490,6 +527,9 @@ impl ScenarioFile {
             poison_share: 0.0,
             transaction_share: 0.0,
             max_reconsume_times: self.workload.max_reconsume_times,
+            pop_unacked_share: 0.0,
+            pop_change_share: 0.0,
+            pop_retry_max: self.workload.pop_retry_max,
             body_bytes: self.workload.body_bytes as usize,
             topic_created: self.workload.topic_created,
             topic_queues: self.workload.topic_queues,
@@ -511,6 +551,9 @@ impl ScenarioFile {
         cfg.poison_share = self.workload.poison_share.draw(r);
         cfg.timer_share = self.workload.timer_share.draw(r);
         cfg.transaction_share = self.workload.transaction_share.draw(r);
+        cfg.pop_consumers = self.topology.pop_consumers.draw(r) as usize;
+        cfg.pop_unacked_share = self.workload.pop_unacked_share.draw(r);
+        cfg.pop_change_share = self.workload.pop_change_share.draw(r);
         cfg
     }
 
@@ -534,6 +577,7 @@ impl ScenarioFile {
                 consumers: u(cfg.consumers as u64),
                 broadcast_consumers: u(cfg.broadcast_consumers as u64),
                 tagged_consumers: u(cfg.tagged_consumers as u64),
+                pop_consumers: u(cfg.pop_consumers as u64),
             },
             workload: Workload {
                 messages: u(cfg.messages as u64),
@@ -547,6 +591,9 @@ impl ScenarioFile {
                 timer_share: f(cfg.timer_share),
                 poison_share: f(cfg.poison_share),
                 max_reconsume_times: cfg.max_reconsume_times,
+                pop_unacked_share: f(cfg.pop_unacked_share),
+                pop_change_share: f(cfg.pop_change_share),
+                pop_retry_max: cfg.pop_retry_max,
                 transaction_share: f(cfg.transaction_share),
                 body_bytes: cfg.body_bytes as u64,
                 topic_created: cfg.topic_created,

@@ -62,6 +62,9 @@ const STEPS: &[Step] = &[
     ("fewer tagged consumers", |c| {
         fewer(&mut c.tagged_consumers, |n| n - 1)
     }),
+    ("fewer pop consumers", |c| {
+        fewer(&mut c.pop_consumers, |n| n - 1)
+    }),
     ("half the messages", |c| fewer(&mut c.messages, |n| n / 2)),
 ];
 

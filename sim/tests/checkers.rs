@@ -586,3 +586,72 @@ fn vanish_checker_catches_a_replica_that_serves_what_its_master_never_confirmed(
     );
     catches(&text, &["delivered-not-vanished"], 2);
 }
+
+/// Pop consumers (and a clustering group) in a quiet cluster: the application leaves some
+/// messages un-acked, changes the invisibility of some, and never acks poison ones.
+const POP: &str = r#"
+name = "pop-broken"
+[topology]
+consumers = 1
+pop_consumers = 2
+[workload]
+topic_created = true
+messages = 60
+poison_share = 0.05
+pop_unacked_share = 0.2
+pop_change_share = 0.1
+pop_retry_max = 2
+max_reconsume_times = 2
+[bugs]
+"#;
+
+#[test]
+fn pop_resurrection_checker_catches_a_broker_that_forgets_acks() {
+    // The broken machine: an ack is answered SUCCESS but neither journaled nor decided, so
+    // the message comes back (as a copy reconsumed once more) when its invisible time lapses.
+    catches(
+        &format!("{POP}pop_ack_forgotten = true\n"),
+        &["pop-acked-not-resurrected"],
+        2,
+    );
+}
+
+#[test]
+fn pop_early_checker_catches_a_broker_that_revives_early() {
+    // The broken machine: a checkpoint falls due after a quarter of the invisible time the
+    // pop asked for.
+    catches(
+        &format!("{POP}pop_early_revive = true\n"),
+        &["pop-not-back-early"],
+        2,
+    );
+}
+
+#[test]
+fn pop_early_checker_catches_a_broker_that_hands_a_slot_out_twice() {
+    // The broken machine: a pop moves the group's offset in memory only, so a broker that
+    // crashes (a process crash: the page cache survives) before its next offsets snapshot
+    // hands the same slots out again, while they are invisible (and some already acked).
+    // Restarts are quick: consumers ask again (after 300 ms) while the slots are invisible.
+    let text = format!(
+        "{}[faults]\nlatency_ms = [1, 10]\ncrash_per_sec = 0.3\ndown_ms = [50, 200]\n\
+         [bugs]\npop_offset_unjournaled = true\n",
+        POP.replace("[bugs]\n", "")
+    );
+    catches(
+        &text,
+        &["pop-not-back-early", "pop-acked-not-resurrected"],
+        2,
+    );
+}
+
+#[test]
+fn pop_consumed_checker_catches_a_broker_whose_revive_drops_the_message() {
+    // The broken machine: a checkpoint that falls due is decided without its retry copy
+    // being stored: what was not acked is gone (poison never reaches the DLQ either).
+    catches(
+        &format!("{POP}pop_revive_drops = true\n"),
+        &["pop-consumed"],
+        2,
+    );
+}

@@ -88,6 +88,12 @@ impl CommitLog {
         Ok((log, removed))
     }
 
+    /// The largest body later appends accept (maxMessageSize changed at run time; what is
+    /// stored is read whatever its size).
+    pub fn set_max_body(&mut self, max_body: usize) {
+        self.max_body = max_body;
+    }
+
     pub fn segment_size(&self) -> u64 {
         self.segments.size
     }

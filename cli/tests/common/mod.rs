@@ -11,6 +11,10 @@ pub struct Standalone {
     pub child: Child,
     pub namesrv: String,
     pub broker: String,
+    /// The HTTP port (metrics, console): "host:port".
+    pub http: Option<String>,
+    /// The gRPC port (RocketMQ 5 clients): "host:port".
+    pub grpc: Option<String>,
     /// The server's log, when asked for.
     pub stderr: Option<ChildStderr>,
     /// A data directory that lives as long as the server.
@@ -35,6 +39,10 @@ pub fn start(dir: &Path, extra: &[&str], log: &str, keep_stderr: bool) -> Standa
             "127.0.0.1:0",
             "--broker-listen",
             "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
         ])
         .args(extra)
         .arg("--data-dir")
@@ -48,10 +56,20 @@ pub fn start(dir: &Path, extra: &[&str], log: &str, keep_stderr: bool) -> Standa
         })
         .spawn()
         .expect("rockfish starts");
+    // "rockfish standalone: gRPC (RocketMQ 5 clients) on A" comes first, then the banner.
+    let mut out = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut grpc = None;
+    loop {
+        line.clear();
+        if out.read_line(&mut line).unwrap() == 0 {
+            panic!("rockfish exited before its banner");
+        }
+        match line.split("gRPC (RocketMQ 5 clients) on ").nth(1) {
+            Some(a) => grpc = Some(a.trim().to_string()),
+            None => break,
+        }
+    }
     let after = |word: &str| {
         line.split(word)
             .nth(1)
@@ -61,11 +79,18 @@ pub fn start(dir: &Path, extra: &[&str], log: &str, keep_stderr: bool) -> Standa
             .to_string()
     };
     let (namesrv, broker) = (after("name server "), after("broker "));
+    let http = line
+        .split("http://")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .map(str::to_string);
     let stderr = child.stderr.take();
     Standalone {
         child,
         namesrv,
         broker,
+        http,
+        grpc,
         stderr,
         dir: None,
     }

@@ -86,7 +86,7 @@ impl<D: Disk> Broker<D> {
                     timeout_code: response::SYSTEM_ERROR,
                     replicate: false,
                 });
-                self.request_flush();
+                self.request_flush(now);
                 Ok(None)
             }
             _ => Ok(Some(ok)),
@@ -163,7 +163,7 @@ impl<D: Disk> Broker<D> {
                 Some(e.to_string()),
             ));
         }
-        if topic == super::OFFSET_JOURNAL_TOPIC {
+        if topic == super::OFFSET_JOURNAL_TOPIC || topic == super::POP_JOURNAL_TOPIC {
             return Ok(RemotingCommand::response_to(
                 cmd,
                 response::NO_PERMISSION,
@@ -215,6 +215,7 @@ impl<D: Disk> Broker<D> {
         if self.topics.remove(&topic).is_some() {
             self.persist_topics(now);
         }
+        self.pop.drop_topic(&topic);
         Ok(RemotingCommand::response_to(cmd, response::SUCCESS, None))
     }
 

@@ -84,6 +84,37 @@ pub struct ConsumerIdList {
 struct Client {
     conn: ConnId,
     last_seen: u64,
+    /// Who it is, as its heartbeat said (for GET_*_CONNECTION_LIST).
+    who: Connection,
+}
+
+/// One client of a group as Apache's `Connection` shows it (GET_CONSUMER_CONNECTION_LIST,
+/// GET_PRODUCER_CONNECTION_LIST).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Connection {
+    pub client_id: String,
+    pub client_addr: String,
+    pub language: String,
+    pub version: i32,
+}
+
+/// GET_CONSUMER_CONNECTION_LIST's body (Java's `ConsumerConnection`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ConsumerConnection {
+    pub connection_set: Vec<Connection>,
+    pub subscription_table: BTreeMap<String, SubscriptionData>,
+    pub consume_type: Option<ConsumeType>,
+    pub message_model: Option<MessageModel>,
+    pub consume_from_where: Option<ConsumeFromWhere>,
+}
+
+/// GET_PRODUCER_CONNECTION_LIST's body (Java's `ProducerConnection`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ProducerConnection {
+    pub connection_set: Vec<Connection>,
 }
 
 #[derive(Debug, Default)]
@@ -91,6 +122,8 @@ struct Group {
     clients: BTreeMap<String, Client>,
     subscriptions: BTreeMap<String, SubscriptionFilter>,
     clustering: bool,
+    /// The last heartbeat's own words: subscriptions and how the group consumes.
+    data: ConsumerData,
 }
 
 #[derive(Debug, Default)]
@@ -106,6 +139,7 @@ impl ClientTable {
     fn heartbeat(
         &mut self,
         conn: ConnId,
+        who: Connection,
         data: &HeartbeatData,
         compiled: Vec<BTreeMap<String, SubscriptionFilter>>,
         now: u64,
@@ -114,11 +148,15 @@ impl ClientTable {
         for (c, subs) in data.consumer_data_set.iter().zip(compiled) {
             let group = self.consumers.entry(c.group_name.clone()).or_default();
             group.clustering = !c.is_broadcasting();
+            if group.data != *c {
+                group.data = c.clone();
+            }
             let fresh = match group.clients.insert(
                 data.client_id.clone(),
                 Client {
                     conn,
                     last_seen: now,
+                    who: who.clone(),
                 },
             ) {
                 None => true,
@@ -139,6 +177,7 @@ impl ClientTable {
                     Client {
                         conn,
                         last_seen: now,
+                        who: who.clone(),
                     },
                 );
         }
@@ -269,7 +308,63 @@ impl ClientTable {
             .map(|g| g.clients.keys().cloned().collect())
     }
 
-    fn conns(&self, group: &str) -> BTreeSet<ConnId> {
+    /// A consumer group's clients and subscriptions, if any client is connected.
+    pub(super) fn consumer_connection(&self, group: &str) -> Option<ConsumerConnection> {
+        let g = self.consumers.get(group)?;
+        Some(ConsumerConnection {
+            connection_set: g.clients.values().map(|c| c.who.clone()).collect(),
+            subscription_table: g
+                .data
+                .subscription_data_set
+                .iter()
+                .map(|s| (s.topic.clone(), s.clone()))
+                .collect(),
+            consume_type: g.data.consume_type,
+            message_model: g.data.message_model,
+            consume_from_where: g.data.consume_from_where,
+        })
+    }
+
+    /// A producer group's connected clients.
+    pub(super) fn producer_connection(&self, group: &str) -> Option<ProducerConnection> {
+        let p = self.producers.get(group)?;
+        Some(ProducerConnection {
+            connection_set: p.values().map(|c| c.who.clone()).collect(),
+        })
+    }
+
+    /// Connected clients: (producers, consumers), each client counted once per group.
+    pub(super) fn counts(&self) -> (usize, usize) {
+        (
+            self.producers.values().map(BTreeMap::len).sum(),
+            self.consumers.values().map(|g| g.clients.len()).sum(),
+        )
+    }
+
+    /// Connected consumer clients per group, with how the group consumes.
+    pub(super) fn consumer_counts(&self) -> impl Iterator<Item = (&str, usize, bool)> {
+        self.consumers
+            .iter()
+            .map(|(g, grp)| (g.as_str(), grp.clients.len(), grp.clustering))
+    }
+
+    /// Consumer groups with a client subscribed to `topic`.
+    pub(super) fn groups_subscribed_to(&self, topic: &str) -> Vec<String> {
+        self.consumers
+            .iter()
+            .filter(|(_, g)| g.subscriptions.contains_key(topic))
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Whether a consumer group has a client subscribed to `topic` (None: no client at all).
+    pub(super) fn subscribes(&self, group: &str, topic: &str) -> Option<bool> {
+        self.consumers
+            .get(group)
+            .map(|g| g.subscriptions.contains_key(topic))
+    }
+
+    pub(super) fn conns(&self, group: &str) -> BTreeSet<ConnId> {
         self.consumers
             .get(group)
             .map(|g| g.clients.values().map(|c| c.conn).collect())
@@ -314,7 +409,17 @@ impl<D: Disk> Broker<D> {
             }
             compiled.push(subs);
         }
-        let changed = self.clients.heartbeat(conn, &data, compiled, now);
+        let who = Connection {
+            client_id: data.client_id.clone(),
+            client_addr: self
+                .peers
+                .get(&conn)
+                .map(|h| h.to_string())
+                .unwrap_or_default(),
+            language: cmd.language.name().to_string(),
+            version: cmd.version,
+        };
+        let changed = self.clients.heartbeat(conn, who, &data, compiled, now);
         // Clustering consumers also consume their group's retry topic: make sure it exists.
         let mut created = false;
         for c in &data.consumer_data_set {

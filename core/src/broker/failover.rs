@@ -380,7 +380,7 @@ impl<D: Disk> Broker<D> {
             return;
         };
         if self.store.flushed() < self.store.write_pos() || self.flush.busy() {
-            self.request_flush();
+            self.request_flush(now);
             return; // again when the flush ends
         }
         self.ctl.promote_to = None;
@@ -408,6 +408,10 @@ impl<D: Disk> Broker<D> {
             self.schedule = loaded.schedule;
             self.wheel = loaded.wheel;
             self.transactions = loaded.transactions;
+            self.pop = loaded.pop;
+            if let Some(due) = self.pop.next_due() {
+                self.timers.set(Timer::PopRevive, due);
+            }
             if loaded.delays_waiting {
                 self.timers.set(Timer::Schedule, now);
             }

@@ -43,9 +43,10 @@ pub(super) struct Flushes {
     /// SYNC_FLUSH sends waiting for their data to become durable, in append order.
     pub waiters: VecDeque<SyncWaiter>,
     /// Flushes asked and not yet counted, in the order asked: the mark each asked for
-    /// (ascending; each covers the bytes from the previous mark) and whether it was
-    /// answered. Only the answered prefix is durable.
-    pub in_flight: VecDeque<(u64, bool)>,
+    /// (ascending; each covers the bytes from the previous mark), whether it was answered,
+    /// and when it was asked (for the group-commit latency). Only the answered prefix is
+    /// durable.
+    pub in_flight: VecDeque<(u64, bool, u64)>,
 }
 
 impl Flushes {
@@ -58,13 +59,13 @@ impl Flushes {
 impl<D: Disk> Broker<D> {
     /// Asks the driver to flush everything appended and not yet asked, unless as many
     /// flushes as may be are in flight.
-    pub(super) fn request_flush(&mut self) {
+    pub(super) fn request_flush(&mut self, now: u64) {
         let upto = self.store.write_pos();
         if self.flush.in_flight.len() < MAX_FLUSHES_IN_FLIGHT
             && upto > self.flush_asked()
             && self.store.stopped().is_none()
         {
-            self.flush.in_flight.push_back((upto, false));
+            self.flush.in_flight.push_back((upto, false, now));
             self.outputs.push_back(Output::Flush { upto });
         }
     }
@@ -78,12 +79,12 @@ impl<D: Disk> Broker<D> {
     }
 
     /// Under ASYNC_FLUSH, asks a flush early once much is appended and not asked.
-    pub(super) fn flush_if_far_behind(&mut self) {
+    pub(super) fn flush_if_far_behind(&mut self, now: u64) {
         if self.config.flush_disk_type == super::FlushDiskType::Async
             && self.store.write_pos().saturating_sub(self.flush_asked())
                 >= self.config.flush_behind_bytes
         {
-            self.request_flush();
+            self.request_flush(now);
         }
     }
 
@@ -115,14 +116,23 @@ impl<D: Disk> Broker<D> {
         };
         self.flush.in_flight[at].1 = true;
         let mut durable_to = None;
+        let before = self.store.flushed();
         while self.flush.in_flight.front().is_some_and(|f| f.1) {
-            durable_to = self.flush.in_flight.pop_front().map(|f| f.0);
+            let (mark, _, asked_at) = self.flush.in_flight.pop_front().expect("checked");
+            self.stats
+                .group_commit_ms
+                .observe(now.saturating_sub(asked_at) as f64);
+            durable_to = Some(mark);
         }
         let Some(durable_to) = durable_to else {
             // An earlier flush is still running: nothing counts until it is done.
             return;
         };
+        self.stats
+            .group_commit_bytes
+            .observe(durable_to.saturating_sub(before) as f64);
         self.store.commit_log_mut().on_flushed(durable_to);
+        self.write_offsets_when_durable(now);
         let durable = self.store.flushed();
         if durable.saturating_sub(self.store.checkpointed()) >= self.config.checkpoint_behind_bytes
         {
@@ -131,8 +141,10 @@ impl<D: Disk> Broker<D> {
         // What arrived during that flush is flushed next, asked before the answers go out
         // so the flush thread waits as little as it can: waiters' sends, and sends nobody
         // waits for (oneway), which under SYNC_FLUSH no consumer sees until durable.
-        self.request_flush();
+        self.request_flush(now);
+        let mut acked = 0u32;
         while self.flush.waiters.front().is_some_and(|w| w.end <= durable) {
+            acked += 1;
             let w = self.flush.waiters.pop_front().expect("checked");
             // Waiters are in append order: each acked one ends at or before the next.
             debug_assert!(self.flush.waiters.front().is_none_or(|n| n.end >= w.end));
@@ -144,6 +156,9 @@ impl<D: Disk> Broker<D> {
                     cmd: w.response,
                 });
             }
+        }
+        if acked > 0 {
+            self.stats.group_commit_sends.observe(f64::from(acked));
         }
         self.wake_visible_pulls(now);
         self.schedule_flushed();

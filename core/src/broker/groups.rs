@@ -175,7 +175,7 @@ impl<D: Disk> Broker<D> {
                 .retain(|key, _| !key.ends_with(&suffix));
             if self.offsets.table.offset_table.len() != before {
                 self.offsets.dirty = true;
-                self.persist_offsets();
+                self.persist_offsets(now);
             }
         }
         Ok(RemotingCommand::response_to(cmd, response::SUCCESS, None))

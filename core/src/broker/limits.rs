@@ -43,6 +43,9 @@ pub struct BrokerLimits {
     /// (topic, group) pairs in the consumer offset table; a commit for a new pair past it is
     /// refused.
     pub max_offset_entries: usize,
+    /// Messages handed out by pops and not yet acked or revived; past it a pop is answered
+    /// POLLING_FULL (the client pops again later).
+    pub max_pop_inflight: usize,
 }
 
 impl Default for BrokerLimits {
@@ -57,6 +60,7 @@ impl Default for BrokerLimits {
             max_subscriptions: 1_000,
             max_topics: 100_000,
             max_offset_entries: 1_000_000,
+            max_pop_inflight: 1_000_000,
         }
     }
 }

@@ -23,6 +23,7 @@ mod groups;
 pub use flush::MAX_FLUSHES_IN_FLIGHT;
 pub use groups::{MAX_RETRY_QUEUES, MAX_RETRY_TIMES};
 mod held_pulls;
+pub mod pop;
 mod pull;
 mod recovery;
 mod registration;
@@ -39,7 +40,10 @@ pub use transaction::{
     TRANS_CHECK_MAX_TIME_TOPIC, TRANS_HALF_TOPIC, TRANS_OP_HALF_TOPIC, TRANSACTION_PROGRESS_GROUP,
     tx_flag,
 };
+mod dynamic_config;
+mod runtime;
 mod send;
+pub mod stats;
 mod timers;
 mod topics;
 
@@ -58,11 +62,16 @@ use crate::remoting::{FieldError, RemotingCommand};
 use flush::SyncWaiter;
 use timers::Timer;
 
-pub use clients::{ConsumerData, ConsumerIdList, HeartbeatData, ProducerData, SubscriptionData};
+pub use clients::{
+    Connection, ConsumerConnection, ConsumerData, ConsumerIdList, HeartbeatData,
+    ProducerConnection, ProducerData, SubscriptionData,
+};
 pub use limits::{BrokerLimits, MAX_GROUP_LEN, validate_group};
 pub use locks::{LOCK_LEASE_MS, LOCK_RESTART_GRACE_MS};
 pub use offsets::OFFSET_JOURNAL_TOPIC;
+pub use pop::{POP_JOURNAL_TOPIC, pop_retry_topic};
 pub use recovery::{OffsetCorrection, correct_consumer_offsets};
+pub use runtime::{KvTable, OffsetWrapper, TopicOffset, mq_table_body};
 
 /// RocketMQ's default topic ("TBW102"): its route is how clients reach a broker for a topic
 /// that does not exist yet.
@@ -202,6 +211,9 @@ pub struct BrokerConfig {
     /// A SyncStateSet member behind the master this long leaves the set
     /// (haMaxTimeSlaveNotCatchup).
     pub ha_max_time_slave_not_catchup_ms: u64,
+    /// brokerPermission: 6 read and write, 4 read only (sends refused, routes say so: how a
+    /// broker is drained before maintenance), 2 write only.
+    pub broker_permission: u32,
 }
 
 impl Default for BrokerConfig {
@@ -248,6 +260,7 @@ impl Default for BrokerConfig {
             controller_addrs: Vec::new(),
             controller_heartbeat_ms: 1_000,
             ha_max_time_slave_not_catchup_ms: 15_000,
+            broker_permission: crate::protocol::perm::READ | crate::protocol::perm::WRITE,
         }
     }
 }
@@ -508,10 +521,16 @@ pub struct Broker<D: Disk> {
     wheel: timer::TimerWheel,
     /// Transaction halves: the check-back's progress and what is decided.
     transactions: transaction::Transactions,
+    /// Pop consumption: checkpoints in flight, orderly queues' locks.
+    pop: pop::table::PopTable,
     /// The broker's part in its group: slaves it streams to, or the master it follows.
     repl: replication::Replication,
     /// Controller mode: what the controller said and what was asked of it.
     ctl: failover::ControllerLink,
+    /// Counted for operators (runtime info, metrics).
+    stats: stats::BrokerStats,
+    /// Settings changed by UPDATE_BROKER_CONFIG (persisted; they override broker.conf).
+    dynamic: BTreeMap<String, String>,
 }
 
 /// What a master's start loads from its store (and a replica taking over as master).
@@ -520,6 +539,7 @@ struct MasterState {
     schedule: schedule::Schedule,
     wheel: timer::TimerWheel,
     transactions: transaction::Transactions,
+    pop: pop::table::PopTable,
     delays_waiting: bool,
     timers_waiting: bool,
 }
@@ -533,6 +553,35 @@ impl<D: Disk> Broker<D> {
         now: u64,
     ) -> Result<Self, BrokerError> {
         config.validate().map_err(BrokerError::Config)?;
+        // Keys changed while an earlier run ran (UPDATE_BROKER_CONFIG) override broker.conf.
+        let dynamic = match store
+            .disk()
+            .read_file(dynamic_config::DYNAMIC_CONFIG_FILE)
+            .map_err(StoreError::from)?
+        {
+            Some(bytes) => dynamic_config::parse_properties(&String::from_utf8_lossy(&bytes)),
+            None => BTreeMap::new(),
+        };
+        let config = if dynamic.is_empty() {
+            config
+        } else {
+            let (c, max) =
+                dynamic_config::apply(&config, store.config().max_message_size, &dynamic).map_err(
+                    |e| {
+                        BrokerError::Config(format!(
+                            "{} (remove the key from that file to start): {e}",
+                            dynamic_config::DYNAMIC_CONFIG_FILE
+                        ))
+                    },
+                )?;
+            tracing::warn!(
+                ?dynamic,
+                file = dynamic_config::DYNAMIC_CONFIG_FILE,
+                "settings changed at run time override broker.conf"
+            );
+            store.set_max_message_size(max);
+            c
+        };
         // In controller mode every replica starts as a slave with no master: the controller
         // says who leads (failover.rs).
         let slave = config.broker_role == BrokerRole::Slave || config.enable_controller_mode;
@@ -553,6 +602,15 @@ impl<D: Disk> Broker<D> {
                 | crate::protocol::perm::INHERIT;
             topics.insert(DEFAULT_TOPIC.to_string(), tbw);
         }
+        // A topic named after the broker, one queue (Apache's brokers create it: clusterRT
+        // and self-tests send to each broker through it).
+        if !topics.contains(&config.broker_name)
+            && rockfish_store::message_store::validate_topic(&config.broker_name).is_ok()
+        {
+            let mut own = TopicConfig::new(&config.broker_name, 1);
+            own.perm = crate::protocol::perm::READ | crate::protocol::perm::WRITE;
+            topics.insert(config.broker_name.clone(), own);
+        }
         // Auto-created topics are persisted a moment after their creation (coalesced): one
         // that a crash kept out of topics.json still has its queues in the store.
         let mut restored: BTreeMap<String, u32> = BTreeMap::new();
@@ -560,6 +618,7 @@ impl<D: Disk> Broker<D> {
             // The offset journal and the schedule topic are the broker's own, never topics
             // clients see.
             if topic != OFFSET_JOURNAL_TOPIC
+                && topic != POP_JOURNAL_TOPIC
                 && topic != rockfish_store::message_store::SCHEDULE_TOPIC
                 && topic != rockfish_store::message_store::TIMER_TOPIC
                 && topic != transaction::TRANS_HALF_TOPIC
@@ -585,6 +644,7 @@ impl<D: Disk> Broker<D> {
             schedule,
             wheel,
             transactions,
+            pop,
             delays_waiting,
             timers_waiting,
         } = Self::load_master_state(&config, &mut store, now)?;
@@ -603,6 +663,7 @@ impl<D: Disk> Broker<D> {
         let rng = Xoshiro256PlusPlus::seed_from_u64(config.seed);
         let first_start = store.fresh();
         let log_end = store.write_pos();
+        let pop_due = pop.next_due();
         let mut broker = Broker {
             store_host,
             store,
@@ -641,6 +702,9 @@ impl<D: Disk> Broker<D> {
                         Timer::TransactionCheck,
                         now + config.transaction_check_interval_ms,
                     );
+                    if let Some(due) = pop_due {
+                        t.set(Timer::PopRevive, due);
+                    }
                 }
                 t
             },
@@ -653,6 +717,7 @@ impl<D: Disk> Broker<D> {
             groups,
             wheel,
             transactions,
+            pop,
             repl: replication::Replication::new(
                 if slave {
                     BrokerRole::Slave
@@ -663,6 +728,8 @@ impl<D: Disk> Broker<D> {
                 log_end,
             ),
             ctl: failover::ControllerLink::new(config.enable_controller_mode, epochs),
+            stats: stats::BrokerStats::new(now, config.limits.max_offset_entries),
+            dynamic,
             config,
         };
         if restored_any {
@@ -718,16 +785,27 @@ impl<D: Disk> Broker<D> {
             .queue_ids()
             .any(|(topic, _)| topic == rockfish_store::message_store::TIMER_TOPIC);
         let transactions = transaction::Transactions::load(store, &mut offsets)?;
+        let (pop, replayed) = pop::table::PopTable::load(store, &mut offsets)?;
+        if replayed > 0 {
+            tracing::info!(
+                replayed,
+                checkpoints = pop.checkpoints(),
+                in_flight = pop.pending(),
+                "pop journal replayed"
+            );
+        }
         Ok(MasterState {
             offsets: offsets::Offsets {
                 table: offsets,
                 dirty: false,
                 fences,
                 sync_mark: None,
+                pending: None,
             },
             schedule,
             wheel,
             transactions,
+            pop,
             delays_waiting,
             timers_waiting,
         })
@@ -787,7 +865,7 @@ impl<D: Disk> Broker<D> {
 
     /// Work every input may have made due: slaves are sent what was appended.
     fn after_input(&mut self, now: u64) {
-        self.flush_if_far_behind();
+        self.flush_if_far_behind(now);
         self.pump_replication(now);
     }
 
@@ -851,6 +929,10 @@ impl<D: Disk> Broker<D> {
                 self.send_message(conn, cmd, received_at, now)
             }
             request::PULL_MESSAGE => self.pull_message(conn, cmd, now, pull::PullRun::First),
+            request::POP_MESSAGE => self.pop_message(conn, cmd, now, pull::PullRun::First),
+            request::ACK_MESSAGE => self.ack_message(conn, cmd, now),
+            request::BATCH_ACK_MESSAGE => self.batch_ack_message(conn, cmd, now),
+            request::CHANGE_MESSAGE_INVISIBLETIME => self.change_invisible_time(conn, cmd, now),
             request::HEART_BEAT => self.heartbeat(conn, cmd, now).map(Some),
             request::UNREGISTER_CLIENT => self.unregister_client(cmd, now).map(Some),
             request::GET_CONSUMER_LIST_BY_GROUP => self.consumer_list(cmd).map(Some),
@@ -879,6 +961,16 @@ impl<D: Disk> Broker<D> {
             request::END_TRANSACTION => self.end_transaction(cmd, now),
             request::CHECK_CLIENT_CONFIG => self.check_client_config(cmd).map(Some),
             request::GET_BROKER_EPOCH_CACHE => Ok(Some(self.epoch_cache_answer(cmd))),
+            request::GET_BROKER_RUNTIME_INFO => Ok(Some(self.runtime_info(cmd, now))),
+            request::GET_CONSUMER_CONNECTION_LIST => self.consumer_connection_list(cmd).map(Some),
+            request::GET_PRODUCER_CONNECTION_LIST => self.producer_connection_list(cmd).map(Some),
+            request::GET_CONSUME_STATS => self.consume_stats(cmd, now).map(Some),
+            request::GET_TOPIC_STATS_INFO => self.topic_stats(cmd).map(Some),
+            request::INVOKE_BROKER_TO_RESET_OFFSET => self.reset_offset(cmd, now).map(Some),
+            request::CLONE_GROUP_OFFSET => self.clone_group_offset(cmd, now).map(Some),
+            request::QUERY_TOPIC_CONSUME_BY_WHO => self.topic_consumed_by(cmd).map(Some),
+            request::GET_BROKER_CONFIG => Ok(Some(self.get_broker_config(cmd))),
+            request::UPDATE_BROKER_CONFIG => Ok(Some(self.update_broker_config(cmd, now))),
             request::GET_ALL_DELAY_OFFSET => Ok(Some(Self::body_response(
                 cmd,
                 crate::protocol::to_body(&self.schedule.table()),
@@ -908,7 +1000,7 @@ impl<D: Disk> Broker<D> {
         if self.timers.due(Timer::Flush, now) {
             self.timers
                 .set(Timer::Flush, now + self.config.flush_interval_ms);
-            self.request_flush();
+            self.request_flush(now);
         }
         self.expire_sync_waiters(now);
         self.expire_pulls(now);
@@ -930,7 +1022,7 @@ impl<D: Disk> Broker<D> {
                 Timer::OffsetPersist,
                 now + self.config.offset_persist_interval_ms,
             );
-            self.persist_offsets();
+            self.persist_offsets(now);
             self.persist_delay_offsets();
             self.persist_wheel();
         }
@@ -953,6 +1045,9 @@ impl<D: Disk> Broker<D> {
         }
         if self.timers.due(Timer::ControllerBeat, now) {
             self.controller_beat(now);
+        }
+        if self.timers.due(Timer::PopRevive, now) {
+            self.revive_pops(now);
         }
         self.replication_timeout(now);
         self.after_input(now);
@@ -986,6 +1081,9 @@ impl<D: Disk> Broker<D> {
 }
 
 impl<D: Disk> crate::machine::Machine for Broker<D> {
+    fn metrics(&self, now: u64) -> crate::metrics::Snapshot {
+        Broker::metrics(self, now)
+    }
     fn on_connect(&mut self, conn: ConnId, peer: HostAddr, now: u64) {
         Broker::on_connect(self, conn, peer, now)
     }

@@ -39,6 +39,7 @@ pub(super) enum PersistKind {
     DelayOffsets,
     Groups,
     Wheel,
+    DynamicConfig,
 }
 
 impl PersistKind {
@@ -156,7 +157,10 @@ impl<D: Disk> Broker<D> {
             }
             (PersistKind::Offsets, Ok(())) | (PersistKind::DelayOffsets, Ok(())) => {}
             (PersistKind::Groups, Ok(())) => self.write_groups(),
-            (PersistKind::Wheel, Ok(())) => {}
+            (PersistKind::Wheel, Ok(())) | (PersistKind::DynamicConfig, Ok(())) => {}
+            (PersistKind::DynamicConfig, Err(e)) => {
+                tracing::error!(error = %e, "writing broker.dynamic.properties failed; the update holds until a restart")
+            }
             (PersistKind::Wheel, Err(e)) => {
                 tracing::error!(error = %e, "writing timerWheel.json failed; will retry");
                 self.wheel_write_failed();

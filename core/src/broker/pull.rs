@@ -56,6 +56,15 @@ impl<D: Disk> Broker<D> {
         let refuse = |code: i32, remark: String| {
             Ok(Some(RemotingCommand::response_to(cmd, code, Some(remark))))
         };
+        if !crate::protocol::perm::readable(self.config.broker_permission) {
+            return refuse(
+                response::NO_PERMISSION,
+                format!(
+                    "the broker[{}] pulling message is forbidden",
+                    self.config.broker_name
+                ),
+            );
+        }
         match self.find_group(&group, now) {
             None => {
                 return refuse(
@@ -256,6 +265,15 @@ impl<D: Disk> Broker<D> {
             .with_ext("maxOffset", got.max_offset)
             .with_ext("suggestWhichBrokerId", self.suggest_broker(&got.messages));
         if code == response::SUCCESS {
+            let bytes = got.messages.iter().map(|m| m.bytes().len() as u64).sum();
+            self.stats.served(
+                &topic,
+                &group,
+                queue_id,
+                (got.messages.len() as u64, bytes),
+                got.next_offset,
+                now,
+            );
             let records = got.messages.iter().map(|m| m.bytes().clone()).collect();
             if !cmd.is_oneway() {
                 self.outputs.push_back(Output::SendRecords {
@@ -356,7 +374,7 @@ impl<D: Disk> Broker<D> {
             // Re-run with suspension allowed: a pull whose filter rejects the new message
             // goes back to waiting with its original deadline.
             let deadline = p.deadline;
-            match self.pull_message(p.conn, &p.request, now, PullRun::Woken) {
+            match self.rerun_held(&p, now, PullRun::Woken) {
                 Ok(Some(resp)) => self.reply(p.conn, &p.request, resp),
                 Ok(None) => {
                     // Held again (fresh deadline set inside): restore the original one.
@@ -364,6 +382,28 @@ impl<D: Disk> Broker<D> {
                 }
                 Err(e) => self.reply_error(p.conn, &p.request, e),
             }
+        }
+        // Pops wait on their topic, whichever queue (and on its pop retry topic).
+        if queue_id != super::pop::POP_ANY_QUEUE {
+            self.wake_pulls(topic, super::pop::POP_ANY_QUEUE, now);
+            if let Some(origin) = self.pop.retry_origin(topic) {
+                let origin = origin.to_string();
+                self.wake_pulls(&origin, super::pop::POP_ANY_QUEUE, now);
+            }
+        }
+    }
+
+    /// A held pull or pop, run again.
+    fn rerun_held(
+        &mut self,
+        p: &PendingPull,
+        now: u64,
+        run: PullRun,
+    ) -> Result<Option<RemotingCommand>, FieldError> {
+        if p.request.code == crate::remoting::codes::request::POP_MESSAGE {
+            self.pop_message(p.conn, &p.request, now, run)
+        } else {
+            self.pull_message(p.conn, &p.request, now, run)
         }
     }
 
@@ -376,7 +416,7 @@ impl<D: Disk> Broker<D> {
     /// Held pulls whose time is up are answered with whatever is there now.
     pub(super) fn expire_pulls(&mut self, now: u64) {
         for p in self.held.take_expired(now) {
-            match self.pull_message(p.conn, &p.request, now, PullRun::Deadline) {
+            match self.rerun_held(&p, now, PullRun::Deadline) {
                 Ok(Some(resp)) => self.reply(p.conn, &p.request, resp),
                 Ok(None) => {}
                 Err(e) => self.reply_error(p.conn, &p.request, e),

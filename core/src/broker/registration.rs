@@ -16,7 +16,15 @@ impl<D: Disk> Broker<D> {
         self.registrations_unanswered.clear();
         self.timers
             .set(Timer::RegisterRetry, now + REGISTER_RETRY_MS);
-        let table = self.topics.table();
+        let mut table = self.topics.table();
+        // A broker that is not both readable and writable says so in every route (Apache
+        // masks each topic's perm with brokerPermission).
+        let rw = crate::protocol::perm::READ | crate::protocol::perm::WRITE;
+        if self.config.broker_permission & rw != rw {
+            for t in table.topic_config_table.values_mut() {
+                t.perm &= self.config.broker_permission;
+            }
+        }
         let body = crate::protocol::RegisterBrokerBody {
             topic_config_serialize_wrapper: crate::protocol::TopicConfigSerializeWrapper {
                 topic_config_table: table.topic_config_table,

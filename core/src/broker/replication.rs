@@ -370,7 +370,7 @@ impl<D: Disk> Broker<D> {
             self.repl.confirmed = self.repl.confirmed.max(confirmed);
             match result {
                 Ok(true) => {
-                    self.request_flush();
+                    self.request_flush(now);
                     self.wake_visible_pulls(now);
                 }
                 Ok(false) if confirm_moved => self.wake_visible_pulls(now),
@@ -451,7 +451,7 @@ impl<D: Disk> Broker<D> {
         }
         if self.store.flushed() < self.store.write_pos() {
             // Dialed once the log is durable (the flush's end tries again), or in a while.
-            self.request_flush();
+            self.request_flush(now);
             self.repl.slave.connect_at = now + RECONNECT_MS;
             return;
         }

@@ -110,6 +110,8 @@ impl<D: Disk> Broker<D> {
             properties: &props,
         };
         let put = self.store.put(&msg, now)?;
+        self.stats
+            .stored(topic, 1, put.end.saturating_sub(put.first.offset), now);
         match level {
             Some(level) => {
                 let wait = self.store.config().delay_levels_ms[level as usize - 1].max(0) as u64;
@@ -143,7 +145,12 @@ impl<D: Disk> Broker<D> {
     }
 
     /// The group's retry topic with `queues` queues, created if missing; its queue count.
-    fn retry_topic(&mut self, retry: &str, queues: u32, now: u64) -> Result<u32, String> {
+    pub(super) fn retry_topic(
+        &mut self,
+        retry: &str,
+        queues: u32,
+        now: u64,
+    ) -> Result<u32, String> {
         if let Some(t) = self.topics.get(retry) {
             if !perm::writeable(t.perm) {
                 return Err(format!("the topic[{retry}] sending message is forbidden"));
@@ -212,6 +219,20 @@ impl<D: Disk> Broker<D> {
                 );
             }
         };
+        // The record there must be the message sent back: after a power loss (ASYNC_FLUSH)
+        // the offset a consumer was served may hold another record, even an offset journal
+        // entry, which stored as a retry would reach the group as a message nobody sent
+        // (pop seed 63).
+        if let Some(id) = &origin_msg_id
+            && !is_message(&rec, self.store_host, id)
+        {
+            return refuse(
+                response::SYSTEM_ERROR,
+                format!(
+                    "look message by offset failed, {offset}: the record there is not message {id}"
+                ),
+            );
+        }
         let max = match asked_max {
             Some(m) if cmd.version >= V3_4_9 => m,
             _ => group_max,
@@ -296,7 +317,7 @@ impl<D: Disk> Broker<D> {
             FlushDiskType::Async => Ok(Some(resp)),
             FlushDiskType::Sync => {
                 if cmd.is_oneway() {
-                    self.request_flush();
+                    self.request_flush(now);
                     return Ok(None);
                 }
                 self.flush.waiters.push_back(SyncWaiter {
@@ -308,7 +329,7 @@ impl<D: Disk> Broker<D> {
                     timeout_code: response::SYSTEM_ERROR,
                     replicate: false,
                 });
-                self.request_flush();
+                self.request_flush(now);
                 Ok(None)
             }
         }
@@ -344,4 +365,17 @@ impl<D: Disk> Broker<D> {
             .map(Some)
             .map_err(|e| (response::SYSTEM_ERROR, e))
     }
+}
+
+/// Whether `rec` (stored by a broker at `store_host`) is the message a client names `id`: its
+/// unique key, the id of the message it was copied from, or its offset message id.
+fn is_message(rec: &rockfish_store::StoredRecord, store_host: HostAddr, id: &str) -> bool {
+    let prop = |name: &str| {
+        rec.property(name)
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .is_some_and(|v| v == id)
+    };
+    prop(property::UNIQ_KEY)
+        || prop(property::ORIGIN_MESSAGE_ID)
+        || offset_msg_id(store_host, rec.physical_offset()) == id
 }

@@ -162,7 +162,7 @@ impl<D: Disk> Broker<D> {
         }
         if self.config.flush_disk_type == super::FlushDiskType::Sync {
             // Deliveries become visible once durable.
-            self.request_flush();
+            self.request_flush(now);
         }
     }
 

@@ -125,6 +125,7 @@ impl<D: Disk> Broker<D> {
             return refuse(response::SYSTEM_ERROR, e.to_string());
         }
         if h.topic == super::OFFSET_JOURNAL_TOPIC
+            || h.topic == super::POP_JOURNAL_TOPIC
             || h.topic == SCHEDULE_TOPIC
             || h.topic == TIMER_TOPIC
             || h.topic == super::TRANS_HALF_TOPIC
@@ -362,6 +363,12 @@ impl<D: Disk> Broker<D> {
                 return refuse(code, remark);
             }
         };
+        self.stats.stored(
+            h.topic,
+            put.count as u64,
+            put.end.saturating_sub(put.first.offset),
+            now,
+        );
         let mut resp = RemotingCommand::response_to(cmd, response::SUCCESS, None);
         // Offset message ids, comma-separated for a batch, written straight into the header.
         let (host, appended) = (self.store_host, self.store.last_appended());
@@ -422,7 +429,7 @@ impl<D: Disk> Broker<D> {
                         replicate: true,
                     });
                 }
-                self.request_flush();
+                self.request_flush(now);
                 Ok(None)
             }
         }
@@ -437,6 +444,15 @@ impl<D: Disk> Broker<D> {
                 format!(
                     "the broker[{}] sending message is forbidden: it is a slave",
                     self.config.broker_name
+                ),
+            ));
+        }
+        if !crate::protocol::perm::writeable(self.config.broker_permission) {
+            return Some((
+                response::NO_PERMISSION,
+                format!(
+                    "the broker[{}] sending message is forbidden (brokerPermission={})",
+                    self.config.broker_name, self.config.broker_permission
                 ),
             ));
         }

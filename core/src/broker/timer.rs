@@ -323,7 +323,7 @@ impl<D: Disk> Broker<D> {
             let end = self.store.write_pos();
             self.wheel.undurable.push_back((watermark, changes, end));
             if self.config.flush_disk_type == super::FlushDiskType::Sync {
-                self.request_flush();
+                self.request_flush(now);
             }
         }
         let next = match failed_until {

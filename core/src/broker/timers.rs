@@ -30,9 +30,11 @@ pub(super) enum Timer {
     SlaveSync,
     /// Controller mode: a heartbeat (or registration) to the controller.
     ControllerBeat,
+    /// Pop: the earliest checkpoint falls due (its un-acked messages are revived).
+    PopRevive,
 }
 
-const TIMERS: usize = 12;
+const TIMERS: usize = 13;
 
 #[derive(Debug, Default)]
 pub(super) struct Timers {

@@ -320,7 +320,7 @@ impl<D: Disk> Broker<D> {
         }
         self.record_decision(half, now);
         if self.config.flush_disk_type == super::FlushDiskType::Sync {
-            self.request_flush();
+            self.request_flush(now);
         }
         Ok(Some(RemotingCommand::response_to(
             cmd,
@@ -464,7 +464,7 @@ impl<D: Disk> Broker<D> {
             self.journal_transaction_progress(now);
         }
         if self.config.flush_disk_type == super::FlushDiskType::Sync {
-            self.request_flush();
+            self.request_flush(now);
         }
     }
 

@@ -65,6 +65,45 @@ impl Consumer {
         }
     }
 
+    /// RESET_CONSUMER_CLIENT_OFFSET (an operator's resetOffsetByTime): each queue of the
+    /// table this consumer holds starts again at the given offset, as a new incarnation (what
+    /// it had pulled is dropped; answers about the old one are ignored), and that offset is
+    /// what it commits next. Queues it does not hold were committed by the broker already.
+    pub(super) fn on_reset_offset(&mut self, cmd: &RemotingCommand, now: u64) {
+        if cmd.ext("group").is_some_and(|g| g != self.config.group) {
+            return;
+        }
+        #[derive(serde::Deserialize, Default)]
+        #[serde(rename_all = "camelCase", default)]
+        struct ResetOffsetBody {
+            offset_table: crate::protocol::lenient::MqTable<u64>,
+        }
+        let body: ResetOffsetBody = match decode_body(&cmd.body) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable offset reset ignored");
+                return;
+            }
+        };
+        for (mq, offset) in body.offset_table.0 {
+            if !self.queues.contains_key(&mq) {
+                continue;
+            }
+            tracing::info!(%mq, offset, "offset reset by the broker");
+            self.next_pq_id += 1;
+            let mut pq = ProcessQueue {
+                id: self.next_pq_id,
+                ..ProcessQueue::default()
+            };
+            pq.next_offset = Some(offset);
+            pq.committed = Some(offset);
+            pq.dirty = true;
+            self.queues.insert(mq.clone(), pq);
+            self.offsets.insert(mq.clone(), offset);
+            self.deliver(&mq, now);
+        }
+    }
+
     pub(super) fn drop_queue(&mut self, mq: &MessageQueue, now: u64) {
         let Some(pq) = self.queues.remove(mq) else {
             return;

@@ -30,6 +30,8 @@ use crate::remoting::codes::{request, response};
 
 mod assignment;
 mod pulling;
+pub mod simple;
+pub use simple::{ReceiptHandle, Received, SimpleConsumer, SimpleConsumerConfig, SimpleEvent};
 
 const FLOW_CONTROL_DELAY_MS: u64 = 50;
 /// A queue whose pull answer held a record that does not decode pulls again after this long.
@@ -530,6 +532,8 @@ impl Consumer {
         if !cmd.is_response() {
             if cmd.code == request::NOTIFY_CONSUMER_IDS_CHANGED {
                 self.on_notify_ids_changed(now);
+            } else if cmd.code == request::RESET_CONSUMER_CLIENT_OFFSET {
+                self.on_reset_offset(&cmd, now);
             }
             return;
         }

@@ -519,7 +519,20 @@ impl Producer {
                     let cap = self.config.default_topic_queues;
                     info.queues.retain(|q| q.queue_id < cap);
                 }
+                let before: std::collections::BTreeSet<&String> = self
+                    .routes
+                    .values()
+                    .flat_map(|i| i.brokers.values())
+                    .collect();
+                let new_broker = info.brokers.values().any(|b| !before.contains(b));
                 self.routes.insert(target.clone(), info);
+                if new_broker {
+                    // A broker first seen hears who this producer is now, not at the next
+                    // heartbeat round (30 s): its check-backs (transactions) and operators'
+                    // producerConnection need the group known (the first heartbeat, at start,
+                    // went to no broker).
+                    self.client.heartbeat_at(now);
+                }
                 for id in self.waiting.remove(&target).unwrap_or_default() {
                     self.attempt(id, now);
                 }

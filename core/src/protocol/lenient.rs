@@ -7,7 +7,9 @@
 //! - numbers as strings (`"3"`) and strings as numbers (`3` into a `String`);
 //! - booleans as `true`/`false`, `"true"`/`"false"` (any case), `0`/`1`, `"0"`/`"1"`;
 //! - `null` as the type's default (0, false, "", empty collection, `None`);
-//! - map keys without quotes (`{0:"127.0.0.1:10911"}`, fastjson's form for `Map<Long, _>`);
+//! - map keys without quotes (`{0:"127.0.0.1:10911"}`, fastjson's form for `Map<Long, _>`),
+//!   and objects as keys (`{{"topic":"t",...}:5}`, its form for `Map<MessageQueue, _>`: read
+//!   as the key's JSON text in a string, see [`MqTable`]);
 //! - unknown fields (ignored, as serde does unless told otherwise).
 //!
 //! Absent fields still need `#[serde(default)]` on the type: a deserializer is never asked
@@ -66,6 +68,48 @@ pub fn quote_bare_keys(input: &[u8]) -> Cow<'_, [u8]> {
                 }
                 expect_key = false;
             }
+            b'{' if expect_key => {
+                // An object as a key: quoted whole, its text escaped.
+                let start = i;
+                let mut depth = 0usize;
+                while i < input.len() {
+                    match input[i] {
+                        b'"' => {
+                            i += 1;
+                            while i < input.len() && input[i] != b'"' {
+                                i += if input[i] == b'\\' { 2 } else { 1 };
+                            }
+                        }
+                        b'{' => depth += 1,
+                        b'}' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                let end = (i + 1).min(input.len());
+                let buf = out.get_or_insert_with(|| Vec::with_capacity(input.len() + 16));
+                buf.extend_from_slice(&input[copied..start]);
+                buf.push(b'"');
+                for &c in &input[start..end] {
+                    match c {
+                        b'"' | b'\\' => buf.extend_from_slice(&[b'\\', c]),
+                        b'\n' => buf.extend_from_slice(b"\\n"),
+                        b'\r' => buf.extend_from_slice(b"\\r"),
+                        b'\t' => buf.extend_from_slice(b"\\t"),
+                        c => buf.push(c),
+                    }
+                }
+                buf.push(b'"');
+                copied = end;
+                i = end;
+                expect_key = false;
+                continue;
+            }
             b'{' => {
                 in_object.push(true);
                 expect_key = true;
@@ -107,6 +151,30 @@ pub fn quote_bare_keys(input: &[u8]) -> Cow<'_, [u8]> {
             buf.extend_from_slice(&input[copied.min(input.len())..]);
             Cow::Owned(buf)
         }
+    }
+}
+
+/// A `Map<MessageQueue, V>` as fastjson writes it (each key a JSON object), in key order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqTable<V>(pub Vec<(crate::protocol::MessageQueue, V)>);
+
+impl<V> Default for MqTable<V> {
+    fn default() -> Self {
+        MqTable(Vec::new())
+    }
+}
+
+impl<'de, V: serde::Deserialize<'de>> serde::Deserialize<'de> for MqTable<V> {
+    fn deserialize<De: serde::Deserializer<'de>>(d: De) -> Result<Self, De::Error> {
+        let map: std::collections::BTreeMap<String, V> = serde::Deserialize::deserialize(d)?;
+        let mut out = Vec::with_capacity(map.len());
+        for (k, v) in map {
+            let mq: crate::protocol::MessageQueue =
+                decode_body(k.as_bytes()).map_err(de::Error::custom)?;
+            out.push((mq, v));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(MqTable(out))
     }
 }
 

@@ -1,112 +1,143 @@
 //! Request and response codes, as Apache RocketMQ numbers them
 //! (`remoting/.../RequestCode.java`, `ResponseCode.java`).
 
+/// Declares the codes as constants and a table of their Java names (metrics labels, logs).
+macro_rules! codes {
+    ($($(#[$m:meta])* $name:ident = $v:expr;)*) => {
+        $($(#[$m])* pub const $name: i32 = $v;)*
+        /// Every code with its Java field name.
+        pub const NAMES: &[(i32, &str)] = &[$(($v, stringify!($name))),*];
+        /// The Java field name of `code`, if it is one rockfish knows.
+        pub fn name(code: i32) -> Option<&'static str> {
+            NAMES.iter().find(|(c, _)| *c == code).map(|(_, n)| *n)
+        }
+    };
+}
+
 /// Request codes.
 pub mod request {
-    pub const SEND_MESSAGE: i32 = 10;
-    pub const PULL_MESSAGE: i32 = 11;
-    pub const QUERY_MESSAGE: i32 = 12;
-    pub const QUERY_BROKER_OFFSET: i32 = 13;
-    pub const QUERY_CONSUMER_OFFSET: i32 = 14;
-    pub const UPDATE_CONSUMER_OFFSET: i32 = 15;
-    pub const UPDATE_AND_CREATE_TOPIC: i32 = 17;
-    pub const GET_ALL_TOPIC_CONFIG: i32 = 21;
-    pub const GET_TOPIC_CONFIG_LIST: i32 = 22;
-    pub const GET_TOPIC_NAME_LIST: i32 = 23;
-    pub const UPDATE_BROKER_CONFIG: i32 = 25;
-    pub const GET_BROKER_CONFIG: i32 = 26;
-    pub const GET_BROKER_RUNTIME_INFO: i32 = 28;
-    pub const SEARCH_OFFSET_BY_TIMESTAMP: i32 = 29;
-    pub const GET_MAX_OFFSET: i32 = 30;
-    pub const GET_MIN_OFFSET: i32 = 31;
-    pub const GET_EARLIEST_MSG_STORETIME: i32 = 32;
-    pub const VIEW_MESSAGE_BY_ID: i32 = 33;
-    pub const HEART_BEAT: i32 = 34;
-    pub const UNREGISTER_CLIENT: i32 = 35;
-    pub const CONSUMER_SEND_MSG_BACK: i32 = 36;
-    pub const END_TRANSACTION: i32 = 37;
-    pub const GET_CONSUMER_LIST_BY_GROUP: i32 = 38;
-    pub const CHECK_TRANSACTION_STATE: i32 = 39;
-    pub const NOTIFY_CONSUMER_IDS_CHANGED: i32 = 40;
-    pub const LOCK_BATCH_MQ: i32 = 41;
-    pub const UNLOCK_BATCH_MQ: i32 = 42;
-    pub const GET_ALL_CONSUMER_OFFSET: i32 = 43;
-    pub const GET_ALL_DELAY_OFFSET: i32 = 45;
-    pub const CHECK_CLIENT_CONFIG: i32 = 46;
-    pub const PUT_KV_CONFIG: i32 = 100;
-    pub const GET_KV_CONFIG: i32 = 101;
-    pub const DELETE_KV_CONFIG: i32 = 102;
-    pub const REGISTER_BROKER: i32 = 103;
-    pub const UNREGISTER_BROKER: i32 = 104;
-    pub const GET_ROUTEINFO_BY_TOPIC: i32 = 105;
-    pub const GET_BROKER_CLUSTER_INFO: i32 = 106;
-    pub const UPDATE_AND_CREATE_SUBSCRIPTIONGROUP: i32 = 200;
-    pub const GET_ALL_SUBSCRIPTIONGROUP_CONFIG: i32 = 201;
-    pub const GET_TOPIC_STATS_INFO: i32 = 202;
-    pub const GET_CONSUMER_CONNECTION_LIST: i32 = 203;
-    pub const GET_PRODUCER_CONNECTION_LIST: i32 = 204;
-    pub const WIPE_WRITE_PERM_OF_BROKER: i32 = 205;
-    pub const GET_ALL_TOPIC_LIST_FROM_NAMESERVER: i32 = 206;
-    pub const DELETE_SUBSCRIPTIONGROUP: i32 = 207;
-    pub const GET_CONSUME_STATS: i32 = 208;
-    pub const DELETE_TOPIC_IN_BROKER: i32 = 215;
-    pub const DELETE_TOPIC_IN_NAMESRV: i32 = 216;
-    pub const GET_TOPICS_BY_CLUSTER: i32 = 224;
-    pub const GET_SYSTEM_TOPIC_LIST_FROM_NS: i32 = 304;
-    pub const SEND_MESSAGE_V2: i32 = 310;
-    pub const SEND_BATCH_MESSAGE: i32 = 320;
-    pub const QUERY_DATA_VERSION: i32 = 322;
-    /// RocketMQ 5 controller mode (Apache's codes).
-    pub const BROKER_HEARTBEAT: i32 = 904;
-    pub const CONTROLLER_ALTER_SYNC_STATE_SET: i32 = 1001;
-    pub const CONTROLLER_ELECT_MASTER: i32 = 1002;
-    pub const CONTROLLER_REGISTER_BROKER: i32 = 1003;
-    pub const CONTROLLER_GET_REPLICA_INFO: i32 = 1004;
-    pub const GET_BROKER_EPOCH_CACHE: i32 = 1007;
-    /// rockfish's own: a raft message between controllers (oneway; Apache's controllers
-    /// speak DLedger or JRaft on a port of their own).
-    pub const CONTROLLER_RAFT_MESSAGE: i32 = 1050;
+    codes! {
+        SEND_MESSAGE = 10;
+        PULL_MESSAGE = 11;
+        QUERY_MESSAGE = 12;
+        QUERY_BROKER_OFFSET = 13;
+        QUERY_CONSUMER_OFFSET = 14;
+        UPDATE_CONSUMER_OFFSET = 15;
+        UPDATE_AND_CREATE_TOPIC = 17;
+        GET_ALL_TOPIC_CONFIG = 21;
+        GET_TOPIC_CONFIG_LIST = 22;
+        GET_TOPIC_NAME_LIST = 23;
+        UPDATE_BROKER_CONFIG = 25;
+        GET_BROKER_CONFIG = 26;
+        GET_BROKER_RUNTIME_INFO = 28;
+        SEARCH_OFFSET_BY_TIMESTAMP = 29;
+        GET_MAX_OFFSET = 30;
+        GET_MIN_OFFSET = 31;
+        GET_EARLIEST_MSG_STORETIME = 32;
+        VIEW_MESSAGE_BY_ID = 33;
+        HEART_BEAT = 34;
+        UNREGISTER_CLIENT = 35;
+        CONSUMER_SEND_MSG_BACK = 36;
+        END_TRANSACTION = 37;
+        GET_CONSUMER_LIST_BY_GROUP = 38;
+        CHECK_TRANSACTION_STATE = 39;
+        NOTIFY_CONSUMER_IDS_CHANGED = 40;
+        LOCK_BATCH_MQ = 41;
+        UNLOCK_BATCH_MQ = 42;
+        GET_ALL_CONSUMER_OFFSET = 43;
+        GET_ALL_DELAY_OFFSET = 45;
+        CHECK_CLIENT_CONFIG = 46;
+        PUT_KV_CONFIG = 100;
+        GET_KV_CONFIG = 101;
+        DELETE_KV_CONFIG = 102;
+        REGISTER_BROKER = 103;
+        UNREGISTER_BROKER = 104;
+        GET_ROUTEINFO_BY_TOPIC = 105;
+        GET_BROKER_CLUSTER_INFO = 106;
+        UPDATE_AND_CREATE_SUBSCRIPTIONGROUP = 200;
+        GET_ALL_SUBSCRIPTIONGROUP_CONFIG = 201;
+        GET_TOPIC_STATS_INFO = 202;
+        GET_CONSUMER_CONNECTION_LIST = 203;
+        GET_PRODUCER_CONNECTION_LIST = 204;
+        WIPE_WRITE_PERM_OF_BROKER = 205;
+        GET_ALL_TOPIC_LIST_FROM_NAMESERVER = 206;
+        DELETE_SUBSCRIPTIONGROUP = 207;
+        GET_CONSUME_STATS = 208;
+        DELETE_TOPIC_IN_BROKER = 215;
+        DELETE_TOPIC_IN_NAMESRV = 216;
+        GET_TOPICS_BY_CLUSTER = 224;
+        RESET_CONSUMER_CLIENT_OFFSET = 220;
+        INVOKE_BROKER_TO_RESET_OFFSET = 222;
+        CLONE_GROUP_OFFSET = 314;
+        QUERY_TOPIC_CONSUME_BY_WHO = 300;
+        GET_SYSTEM_TOPIC_LIST_FROM_NS = 304;
+        SEND_MESSAGE_V2 = 310;
+        SEND_BATCH_MESSAGE = 320;
+        QUERY_DATA_VERSION = 322;
+        /// RocketMQ 5's pop consumption.
+        POP_MESSAGE = 200050;
+        ACK_MESSAGE = 200051;
+        CHANGE_MESSAGE_INVISIBLETIME = 200053;
+        BATCH_ACK_MESSAGE = 200151;
+        /// RocketMQ 5 controller mode (Apache's codes).
+        BROKER_HEARTBEAT = 904;
+        CONTROLLER_ALTER_SYNC_STATE_SET = 1001;
+        CONTROLLER_ELECT_MASTER = 1002;
+        CONTROLLER_REGISTER_BROKER = 1003;
+        CONTROLLER_GET_REPLICA_INFO = 1004;
+        GET_BROKER_EPOCH_CACHE = 1007;
+        /// rockfish's own: a raft message between controllers (oneway; Apache's controllers
+        /// speak DLedger or JRaft on a port of their own).
+        CONTROLLER_RAFT_MESSAGE = 1050;
+    }
 }
 
 /// Response codes.
 pub mod response {
-    pub const SUCCESS: i32 = 0;
-    pub const SYSTEM_ERROR: i32 = 1;
-    pub const SYSTEM_BUSY: i32 = 2;
-    pub const REQUEST_CODE_NOT_SUPPORTED: i32 = 3;
-    pub const TRANSACTION_FAILED: i32 = 4;
-    /// Stored, with a warning: the flush did not finish in time.
-    pub const FLUSH_DISK_TIMEOUT: i32 = 10;
-    /// Stored, with a warning: no slave to replicate to.
-    pub const SLAVE_NOT_AVAILABLE: i32 = 11;
-    /// Stored, with a warning: the slave did not acknowledge in time.
-    pub const FLUSH_SLAVE_TIMEOUT: i32 = 12;
-    pub const MESSAGE_ILLEGAL: i32 = 13;
-    pub const SERVICE_NOT_AVAILABLE: i32 = 14;
-    pub const VERSION_NOT_SUPPORTED: i32 = 15;
-    pub const NO_PERMISSION: i32 = 16;
-    pub const TOPIC_NOT_EXIST: i32 = 17;
-    pub const TOPIC_EXIST_ALREADY: i32 = 18;
-    pub const PULL_NOT_FOUND: i32 = 19;
-    pub const PULL_RETRY_IMMEDIATELY: i32 = 20;
-    pub const PULL_OFFSET_MOVED: i32 = 21;
-    pub const QUERY_NOT_FOUND: i32 = 22;
-    pub const SUBSCRIPTION_PARSE_FAILED: i32 = 23;
-    pub const SUBSCRIPTION_NOT_EXIST: i32 = 24;
-    pub const SUBSCRIPTION_NOT_LATEST: i32 = 25;
-    pub const SUBSCRIPTION_GROUP_NOT_EXIST: i32 = 26;
-    pub const TRANSACTION_SHOULD_COMMIT: i32 = 200;
-    pub const TRANSACTION_SHOULD_ROLLBACK: i32 = 201;
-    pub const TRANSACTION_STATE_UNKNOW: i32 = 202;
-    pub const CONSUMER_NOT_ONLINE: i32 = 206;
-    pub const CONTROLLER_FENCED_MASTER_EPOCH: i32 = 2000;
-    pub const CONTROLLER_FENCED_SYNC_STATE_SET_EPOCH: i32 = 2001;
-    pub const CONTROLLER_INVALID_MASTER: i32 = 2002;
-    pub const CONTROLLER_INVALID_REPLICAS: i32 = 2003;
-    pub const CONTROLLER_MASTER_NOT_AVAILABLE: i32 = 2004;
-    pub const CONTROLLER_INVALID_REQUEST: i32 = 2005;
-    pub const CONTROLLER_BROKER_NOT_ALIVE: i32 = 2006;
-    pub const CONTROLLER_NOT_LEADER: i32 = 2007;
-    pub const CONTROLLER_BROKER_METADATA_NOT_EXIST: i32 = 2008;
-    pub const CONTROLLER_ELECT_MASTER_FAILED: i32 = 2012;
+    codes! {
+        SUCCESS = 0;
+        SYSTEM_ERROR = 1;
+        SYSTEM_BUSY = 2;
+        REQUEST_CODE_NOT_SUPPORTED = 3;
+        TRANSACTION_FAILED = 4;
+        /// Stored, with a warning: the flush did not finish in time.
+        FLUSH_DISK_TIMEOUT = 10;
+        /// Stored, with a warning: no slave to replicate to.
+        SLAVE_NOT_AVAILABLE = 11;
+        /// Stored, with a warning: the slave did not acknowledge in time.
+        FLUSH_SLAVE_TIMEOUT = 12;
+        MESSAGE_ILLEGAL = 13;
+        SERVICE_NOT_AVAILABLE = 14;
+        VERSION_NOT_SUPPORTED = 15;
+        NO_PERMISSION = 16;
+        TOPIC_NOT_EXIST = 17;
+        TOPIC_EXIST_ALREADY = 18;
+        PULL_NOT_FOUND = 19;
+        PULL_RETRY_IMMEDIATELY = 20;
+        PULL_OFFSET_MOVED = 21;
+        QUERY_NOT_FOUND = 22;
+        SUBSCRIPTION_PARSE_FAILED = 23;
+        SUBSCRIPTION_NOT_EXIST = 24;
+        SUBSCRIPTION_NOT_LATEST = 25;
+        SUBSCRIPTION_GROUP_NOT_EXIST = 26;
+        INVALID_PARAMETER = 29;
+        TRANSACTION_SHOULD_COMMIT = 200;
+        TRANSACTION_SHOULD_ROLLBACK = 201;
+        TRANSACTION_STATE_UNKNOW = 202;
+        CONSUMER_NOT_ONLINE = 206;
+        /// Pop: nothing acked under the receipt (decided already).
+        NO_MESSAGE = 208;
+        POLLING_FULL = 209;
+        POLLING_TIMEOUT = 210;
+        CONTROLLER_FENCED_MASTER_EPOCH = 2000;
+        CONTROLLER_FENCED_SYNC_STATE_SET_EPOCH = 2001;
+        CONTROLLER_INVALID_MASTER = 2002;
+        CONTROLLER_INVALID_REPLICAS = 2003;
+        CONTROLLER_MASTER_NOT_AVAILABLE = 2004;
+        CONTROLLER_INVALID_REQUEST = 2005;
+        CONTROLLER_BROKER_NOT_ALIVE = 2006;
+        CONTROLLER_NOT_LEADER = 2007;
+        CONTROLLER_BROKER_METADATA_NOT_EXIST = 2008;
+        CONTROLLER_ELECT_MASTER_FAILED = 2012;
+    }
 }

@@ -78,6 +78,23 @@ impl LanguageCode {
 /// quoted broker-id keys only to clients of V4_9_4 (401) or later.
 pub const CURRENT_VERSION: i32 = 409;
 
+/// The name of a `MQVersion.Version` ordinal (`MQVersion.getVersionDesc`): after the 14
+/// V3_0_0 pre-releases every version x.y.z has a SNAPSHOT and a release entry, in order
+/// (V4_9_4 = 401, V4_9_8 = 409, V5_0_0 = 413).
+pub fn version_name(ordinal: i32) -> String {
+    if ordinal < 14 {
+        return "V3_0_0_SNAPSHOT".into();
+    }
+    // Past V5_9_9 Java names every version HIGHER_VERSION.
+    if ordinal >= 613 {
+        return "HIGHER_VERSION".into();
+    }
+    let k = ordinal - 14;
+    let n = k / 2 + 1;
+    let snapshot = if k % 2 == 0 { "_SNAPSHOT" } else { "" };
+    format!("V{}_{}_{}{snapshot}", 3 + n / 100, n % 100 / 10, n % 10)
+}
+
 /// Flag bit 0: this is a response.
 pub const FLAG_RESPONSE: i32 = 1;
 /// Flag bit 1: a oneway request (no response expected).

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use bytes::Bytes;
 use rockfish_core::broker::{Broker, BrokerConfig};
-use rockfish_core::consumer::{Consumer, ConsumerEvent};
+use rockfish_core::consumer::{Consumer, ConsumerEvent, SimpleConsumer, SimpleEvent};
 use rockfish_core::namesrv::{NameServer, NameServerConfig};
 use rockfish_core::producer::{Producer, ProducerEvent};
 use rockfish_store::{MemDisk, MessageStore, StoreConfig};
@@ -39,6 +39,7 @@ pub struct Cluster {
     stream_bytes: VecDeque<(u64, usize, Bytes)>,
     pub producer_events: Vec<ProducerEvent>,
     pub consumer_events: Vec<(String, ConsumerEvent)>,
+    pub simple_events: Vec<(String, SimpleEvent)>,
 }
 
 impl Default for Cluster {
@@ -82,6 +83,7 @@ impl Cluster {
             stream_bytes: VecDeque::new(),
             producer_events: Vec::new(),
             consumer_events: Vec::new(),
+            simple_events: Vec::new(),
         };
         c.pump();
         c
@@ -136,6 +138,17 @@ impl Cluster {
 
     pub fn add_consumer(&mut self, name: &str, c: Consumer) {
         self.add(name, Node::Consumer(c));
+    }
+
+    pub fn add_simple_consumer(&mut self, name: &str, c: SimpleConsumer) {
+        self.add(name, Node::Simple(c));
+    }
+
+    pub fn simple(&mut self, name: &str) -> &mut SimpleConsumer {
+        match self.names.get(name).map(|n| &mut self.fabric.nodes[*n]) {
+            Some(Node::Simple(c)) => c,
+            _ => panic!("no simple consumer {name}"),
+        }
     }
 
     fn add(&mut self, name: &str, node: Node) {
@@ -277,6 +290,10 @@ impl Cluster {
                 ClientEvent::Consumer(e) => {
                     let name = name.cloned().expect("a client has a name");
                     self.consumer_events.push((name, e));
+                }
+                ClientEvent::Simple(e) => {
+                    let name = name.cloned().expect("a client has a name");
+                    self.simple_events.push((name, e));
                 }
             }
         }

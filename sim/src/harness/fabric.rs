@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use bytes::{Bytes, BytesMut};
 use rockfish_core::broker::Broker;
-use rockfish_core::consumer::{Consumer, ConsumerEvent};
+use rockfish_core::consumer::{Consumer, ConsumerEvent, SimpleConsumer, SimpleEvent};
 use rockfish_core::machine::{ClientMachine, ConnId, Output};
 use rockfish_core::namesrv::NameServer;
 use rockfish_core::producer::{Producer, ProducerEvent};
@@ -27,6 +27,8 @@ pub enum Node {
     },
     Producer(Producer),
     Consumer(Consumer),
+    /// A simple (pop) consumer.
+    Simple(SimpleConsumer),
 }
 
 /// What a client machine told its application.
@@ -34,6 +36,7 @@ pub enum Node {
 pub enum ClientEvent {
     Producer(ProducerEvent),
     Consumer(ConsumerEvent),
+    Simple(SimpleEvent),
 }
 
 impl Node {
@@ -43,6 +46,7 @@ impl Node {
             Node::Broker { .. } => "broker",
             Node::Producer(_) => "producer",
             Node::Consumer(_) => "consumer",
+            Node::Simple(_) => "simple consumer",
         }
     }
 
@@ -69,6 +73,7 @@ impl Node {
             Node::Broker { machine: None, .. } => {}
             Node::Producer(p) => p.on_timeout(now),
             Node::Consumer(c) => c.on_timeout(now),
+            Node::Simple(c) => c.on_timeout(now),
         }
     }
 
@@ -81,6 +86,7 @@ impl Node {
             Node::Broker { machine: None, .. } => None,
             Node::Producer(p) => p.poll_output(),
             Node::Consumer(c) => c.poll_output(),
+            Node::Simple(c) => c.poll_output(),
         }
     }
 
@@ -88,6 +94,7 @@ impl Node {
         match self {
             Node::Producer(p) => p.poll_event().map(ClientEvent::Producer),
             Node::Consumer(c) => c.poll_event().map(ClientEvent::Consumer),
+            Node::Simple(c) => c.poll_event().map(ClientEvent::Simple),
             _ => None,
         }
     }
@@ -101,6 +108,7 @@ impl Node {
             Node::Broker { machine: None, .. } => None,
             Node::Producer(p) => p.poll_timeout(),
             Node::Consumer(c) => c.poll_timeout(),
+            Node::Simple(c) => c.poll_timeout(),
         }
     }
 
@@ -120,6 +128,7 @@ impl Node {
         match self {
             Node::Producer(p) => ClientMachine::on_peer_lost(p, addr, now),
             Node::Consumer(c) => ClientMachine::on_peer_lost(c, addr, now),
+            Node::Simple(c) => ClientMachine::on_peer_lost(c, addr, now),
             _ => {}
         }
     }
@@ -444,17 +453,19 @@ impl Fabric {
             match &mut self.nodes[to] {
                 Node::Producer(p) => p.on_request(&from, cmd, now),
                 Node::Consumer(c) => ClientMachine::on_request(c, &from, cmd, now),
-                _ => {}
+                Node::Simple(c) => ClientMachine::on_request(c, &from, cmd, now),
+                Node::NameServer(_) | Node::Broker { .. } => {}
             }
             return;
         }
         match &mut self.nodes[to] {
             Node::Producer(p) => p.on_command(cmd, now),
             Node::Consumer(c) => c.on_command(cmd, now),
+            Node::Simple(c) => c.on_command(cmd, now),
             Node::Broker {
                 machine: Some(b), ..
             } => b.on_command(ConnId(0), cmd, received_at, now),
-            _ => {}
+            Node::Broker { machine: None, .. } | Node::NameServer(_) => {}
         }
     }
 

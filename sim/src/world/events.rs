@@ -13,7 +13,9 @@ impl Sim {
             Ev::FlushDone { broker, .. } | Ev::PersistDone { broker, .. } => Some(*broker),
             Ev::NsPersistDone { ns, .. } => Some(*ns),
             // A paused application finishes later.
-            Ev::Processed { consumer, .. } => Some(*consumer),
+            Ev::Processed { consumer, .. }
+            | Ev::PopReceive { consumer, .. }
+            | Ev::PopAnswer { consumer, .. } => Some(*consumer),
             _ => None,
         }
     }
@@ -97,7 +99,11 @@ impl Sim {
                 self.ticks.remove(&node);
                 let now = self.local(node);
                 self.fabric.nodes[node].on_timeout(now);
+                // A broker's timeout revives pop checkpoints that fell due: the pop journal
+                // read after it tells revives from acks.
+                self.pop_timeout = Some(node);
                 self.after(node);
+                self.pop_timeout = None;
                 // A machine that handled its timeout and is due again at once, time after
                 // time, spins: a real driver would burn a core on it.
                 let again = self.fabric.nodes[node]
@@ -465,6 +471,7 @@ impl Sim {
                 }
                 // Its goodbyes go out, then its connections close.
                 self.after(consumer);
+                self.pop_app_stopped(consumer);
                 self.left.insert(consumer);
                 self.epochs[consumer] += 1;
                 self.ticks.remove(&consumer);
@@ -485,6 +492,7 @@ impl Sim {
                 self.epochs[node] += 1;
                 self.ticks.remove(&node);
                 self.sends.retain(|(p, _), _| *p != node);
+                self.pop_app_stopped(node);
                 self.stop_application(node);
                 self.disconnect(node);
                 self.killed.insert(node);
@@ -523,6 +531,10 @@ impl Sim {
                     self.after(consumer);
                     return;
                 }
+                if let Node::Simple(_) = &self.fabric.nodes[consumer] {
+                    self.restart_pop_consumer(consumer);
+                    return;
+                }
                 let i = consumer - self.first_client() - self.cfg.producers;
                 let group = self.group_of(consumer);
                 let broadcast = group == Group::Broadcast;
@@ -542,6 +554,17 @@ impl Sim {
                 self.after(consumer);
             }
             Ev::EndTransaction { ticket } => self.end_transaction(ticket),
+            Ev::PopReceive {
+                consumer,
+                epoch,
+                topic,
+            } => self.pop_receive(consumer, epoch, topic),
+            Ev::PopAnswer {
+                consumer,
+                epoch,
+                delivery,
+                action,
+            } => self.pop_answer(consumer, epoch, delivery, action),
             Ev::Liveness => {
                 self.faults_on = false;
                 // The machines' own fault sites stop with the other faults.

@@ -9,6 +9,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use rockfish_core::broker::{Broker, BrokerConfig};
 use rockfish_core::consumer::{
     ConsumeFrom, ConsumeResult, Consumer, ConsumerConfig, ConsumerEvent, MessageModel,
+    SimpleConsumer,
 };
 use rockfish_core::controller::{Controller, ControllerConfig};
 use rockfish_core::machine::ConnId;
@@ -26,8 +27,11 @@ mod events;
 mod faults;
 mod network;
 mod nodes;
+mod pop;
 mod record;
 mod transactions;
+
+pub use pop::{POP_GROUP, PopAck, PopChange, PopDelivery, PopHandout, PopOutcome};
 
 /// Name server `i` listens here.
 fn ns_addr(i: usize) -> String {
@@ -129,8 +133,10 @@ enum Stream {
     Transaction,
     /// Cuts between two replicas of a group.
     ReplicaCut,
+    /// The pop group's application: what it does with each message it receives.
+    PopApp,
 }
-const STREAMS: usize = 17;
+const STREAMS: usize = 18;
 
 /// The simulated brokers' delay levels: level n waits n seconds (a retry after k
 /// reconsumptions takes level 3 + k: 3 s, 4 s, …), so retries and dead letters happen
@@ -274,6 +280,20 @@ enum Ev {
     EndTransaction {
         ticket: u64,
     },
+    /// A pop consumer's application receives from `TOPICS[topic]` (its process `epoch`).
+    PopReceive {
+        consumer: usize,
+        epoch: u32,
+        topic: usize,
+    },
+    /// A pop consumer's application acks a message it received, or changes its
+    /// invisibility (`delivery`: its index in `History::pop_delivered`).
+    PopAnswer {
+        consumer: usize,
+        epoch: u32,
+        delivery: usize,
+        action: pop::PopAction,
+    },
     /// Bytes on a raw stream (a slave's HA link), FIFO per link as frames.
     StreamBytes {
         sid: u64,
@@ -299,6 +319,8 @@ pub enum Group {
     Broadcast,
     /// "SimTagged": clustering, [`TAGGED_SUBSCRIPTION`] only.
     Tagged,
+    /// "SimPop" ([`POP_GROUP`]): simple consumers, pop consumption.
+    Pop,
 }
 
 /// One message handed to a consumer's application.
@@ -420,6 +442,24 @@ pub struct History {
     pub broadcast_consumers: Vec<usize>,
     /// The tagged group's consumers (nodes).
     pub tagged_consumers: Vec<usize>,
+    /// The pop group's consumers (nodes).
+    pub pop_consumers: Vec<usize>,
+    /// Every message the pop group's consumers received, in order.
+    pub pop_delivered: Vec<PopDelivery>,
+    /// Every answer to the pop group's acks, in order.
+    pub pop_acks: Vec<PopAck>,
+    /// Every answer to the pop group's changes of invisibility, in order.
+    pub pop_changes: Vec<PopChange>,
+    /// Every message the brokers handed out to the pop group, as their pop journals
+    /// recorded each checkpoint when it was written (also those whose answer never reached
+    /// a consumer).
+    pub pop_handouts: Vec<PopHandout>,
+    /// Every pop ack a broker took, as its pop journal recorded it when written: (when,
+    /// broker, body). An ack whose answer was lost on its way is here too.
+    pub pop_journaled_acks: Vec<(u64, String, String)>,
+    /// What the running brokers' `%DLQ%SimPop` holds at the end: (broker, body, reconsume
+    /// times).
+    pub pop_dead_letters: Vec<(String, String, i32)>,
     /// body -> the tag it was sent with.
     pub tags: BTreeMap<String, String>,
     /// Messages sent oneway (never acknowledged).
@@ -619,6 +659,14 @@ pub struct Sim {
     jobs: BTreeMap<u64, Job>,
     /// Per node, how many of its timer firings in a row left it due again at once.
     due_streak: BTreeMap<usize, u32>,
+    /// The pop group's applications, by consumer node.
+    pop_apps: BTreeMap<usize, pop::PopApp>,
+    /// Per broker node, how far its pop journal has been read (`Sim::scan_pop_journal`).
+    pop_seen: BTreeMap<usize, u64>,
+    /// Per broker node, when its last running process died.
+    pop_died_at: BTreeMap<usize, u64>,
+    /// The broker whose timeout is being handled (its pop journal records are revives).
+    pop_timeout: Option<usize>,
     next_job: u64,
     history: History,
     trace: Vec<String>,
@@ -679,6 +727,13 @@ impl Sites {
                 cfg.bugs.slave_serves_unconfirmed,
                 "broker.slave-serves-unconfirmed",
             ),
+            (cfg.bugs.pop_ack_forgotten, "broker.pop-ack-forgotten"),
+            (cfg.bugs.pop_early_revive, "broker.pop-early-revive"),
+            (cfg.bugs.pop_revive_drops, "broker.pop-revive-drops"),
+            (
+                cfg.bugs.pop_offset_unjournaled,
+                "broker.pop-offset-unjournaled",
+            ),
         ];
         for (on, name) in bugs {
             if on {
@@ -722,6 +777,7 @@ fn consumer_config(cfg: &SimConfig, i: usize, group: Group, seed: u64) -> Consum
             let orderly = cfg.orderly && !cfg.bugs.orderly_as_concurrent;
             (CLUSTERING_GROUP, MessageModel::Clustering, orderly, "*")
         }
+        Group::Pop => unreachable!("the pop group's consumers are simple consumers"),
         Group::Tagged => (
             "SimTagged",
             MessageModel::Clustering,
@@ -853,18 +909,27 @@ impl Sim {
             fabric.add(None, Node::Producer(Producer::new(pc, at)));
         }
         let (mut broadcast_consumers, mut tagged_consumers) = (Vec::new(), Vec::new());
+        let mut pop_consumers = Vec::new();
         for i in 0..cfg.all_consumers() {
             let group = if i < cfg.consumers {
                 Group::Clustering
             } else if i < cfg.consumers + cfg.broadcast_consumers {
                 broadcast_consumers.push(fabric.nodes.len());
                 Group::Broadcast
-            } else {
+            } else if i < cfg.consumers + cfg.broadcast_consumers + cfg.tagged_consumers {
                 tagged_consumers.push(fabric.nodes.len());
                 Group::Tagged
+            } else {
+                pop_consumers.push(fabric.nodes.len());
+                Group::Pop
             };
-            let cc = consumer_config(&cfg, i, group, rng.random());
             let at = clock(fabric.nodes.len());
+            if group == Group::Pop {
+                let pc = pop::pop_config(&cfg, i, rng.random());
+                fabric.add(None, Node::Simple(SimpleConsumer::new(pc, at)));
+                continue;
+            }
+            let cc = consumer_config(&cfg, i, group, rng.random());
             fabric.add(None, Node::Consumer(Consumer::new(cc, BTreeMap::new(), at)));
         }
         let mut sim = Sim {
@@ -906,9 +971,14 @@ impl Sim {
             jobs: BTreeMap::new(),
             next_job: 0,
             due_streak: BTreeMap::new(),
+            pop_apps: BTreeMap::new(),
+            pop_seen: BTreeMap::new(),
+            pop_died_at: BTreeMap::new(),
+            pop_timeout: None,
             history: History {
                 broadcast_consumers,
                 tagged_consumers,
+                pop_consumers,
                 ..History::default()
             },
             trace: Vec::new(),
@@ -945,6 +1015,9 @@ impl Sim {
                 };
                 sim.push(start, Ev::Join { consumer: c });
             }
+        }
+        if sim.cfg.pop_consumers > 0 {
+            sim.setup_pop_group();
         }
         for b in sim.broker_nodes() {
             sim.start_broker(b);
@@ -1077,6 +1150,8 @@ impl Sim {
             Group::Broadcast
         } else if self.history.tagged_consumers.contains(&n) {
             Group::Tagged
+        } else if self.history.pop_consumers.contains(&n) {
+            Group::Pop
         } else {
             Group::Clustering
         }
@@ -1151,6 +1226,9 @@ impl Sim {
             self.now = at;
             self.events += 1;
             self.step(ev);
+        }
+        for c in self.history.pop_consumers.clone() {
+            self.pop_app_stopped(c);
         }
         self.record_routes();
         self.record_stored();

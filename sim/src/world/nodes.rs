@@ -93,10 +93,12 @@ impl Sim {
             return;
         }
         disk.disarm_fuse();
+        let mut pop_recovered = false;
         let line = match started {
             Ok((broker, report)) => {
                 *machine = Some(Box::new(broker));
                 *generation += 1;
+                pop_recovered = true;
                 let mut line = format!(
                     "t={now} broker {node} up gen={generation} log_end={} truncated={}",
                     report.log_end,
@@ -119,6 +121,9 @@ impl Sim {
             }
         };
         self.log(line);
+        if pop_recovered && self.cfg.pop_consumers > 0 {
+            self.scan_pop_journal(node, true);
+        }
     }
 
     /// The broker's process dies now (a kill, or the machine losing power); `lost`: the
@@ -133,6 +138,7 @@ impl Sim {
         };
         let was_master = gone.role().is_master();
         self.died_as_master[broker] = was_master;
+        self.pop_died_at.insert(broker, self.now);
         drop(gone);
         if power {
             disk.power_loss();
@@ -413,6 +419,11 @@ impl Sim {
         if self.left.contains(&node) {
             return;
         }
+        // What a broker handed out to pop consumers, read from its journal as written (also
+        // what it wrote before a disk operation that killed it, if its disk still reads).
+        if self.cfg.pop_consumers > 0 && self.is_broker(node) {
+            self.scan_pop_journal(node, false);
+        }
         // A broker whose armed crash struck at a disk operation just now: it died there, and
         // nothing it did after that operation leaves the process.
         if let Some(&(power, lost)) = self.armed.get(&node)
@@ -431,6 +442,7 @@ impl Sim {
         let mut outs = Vec::new();
         let mut delivered = Vec::new();
         let mut sent = Vec::new();
+        let mut popped = Vec::new();
         match &mut self.fabric.nodes[node] {
             Node::NameServer(ns) => outs.extend(std::iter::from_fn(|| ns.poll_output())),
             Node::Broker {
@@ -444,6 +456,10 @@ impl Sim {
             Node::Consumer(c) => {
                 outs.extend(std::iter::from_fn(|| c.poll_output()));
                 delivered.extend(std::iter::from_fn(|| c.poll_event()));
+            }
+            Node::Simple(c) => {
+                outs.extend(std::iter::from_fn(|| c.poll_output()));
+                popped.extend(std::iter::from_fn(|| c.poll_event()));
             }
         }
         for out in outs {
@@ -577,6 +593,9 @@ impl Sim {
                 }
                 self.history.sent.insert(body, status);
             }
+        }
+        if !popped.is_empty() {
+            self.on_pop_events(node, popped);
         }
         let group = self.group_of(node);
         for e in delivered {

@@ -104,6 +104,11 @@ impl Sim {
             rockfish_core::protocol::topics::DLQ_GROUP_TOPIC_PREFIX,
             CLUSTERING_GROUP
         );
+        let pop_dlq = format!(
+            "{}{}",
+            rockfish_core::protocol::topics::DLQ_GROUP_TOPIC_PREFIX,
+            POP_GROUP
+        );
         for node in self.master_nodes() {
             let Node::Broker {
                 machine: Some(b), ..
@@ -115,7 +120,7 @@ impl Sim {
             let store = b.store();
             let queues: Vec<(String, u32)> = store
                 .queue_ids()
-                .filter(|(t, _)| *t == SCHEDULE_TOPIC || *t == dlq)
+                .filter(|(t, _)| *t == SCHEDULE_TOPIC || *t == dlq || *t == pop_dlq)
                 .map(|(t, q)| (t.to_string(), q))
                 .collect();
             for (topic, q) in queues {
@@ -127,6 +132,12 @@ impl Sim {
                             .entry((name.clone(), body))
                             .or_default()
                             .push((m.store_timestamp(), q + 1, m.reconsume_times()));
+                    } else if topic == pop_dlq {
+                        self.history.pop_dead_letters.push((
+                            name.clone(),
+                            body,
+                            m.reconsume_times(),
+                        ));
                     } else {
                         self.history.dead_letters.push((
                             name.clone(),

@@ -175,6 +175,13 @@ pub fn validate_topic(topic: &str) -> StoreResult<()> {
 }
 
 impl<D: Disk> MessageStore<D> {
+    /// maxMessageSize for later puts (UPDATE_BROKER_CONFIG).
+    pub fn set_max_message_size(&mut self, max: usize) {
+        assert!(max > 0, "maxMessageSize is checked before it is set");
+        self.config.max_message_size = max;
+        self.log.set_max_body(max);
+    }
+
     pub fn config(&self) -> &StoreConfig {
         &self.config
     }

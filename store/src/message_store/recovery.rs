@@ -22,6 +22,9 @@ const WARM_AHEAD: u64 = 1 << 20;
 /// recovery that wrote it stopped, so the next one rebuilds it again.
 pub(super) const REBUILD_MARK: u64 = u64::MAX;
 
+/// How much of the commit log a recovery replays between two progress lines.
+const RECOVERY_PROGRESS_BYTES: u64 = 256 << 20;
+
 impl<D: Disk> MessageStore<D> {
     /// Opens (or creates) a store on `disk` and recovers it. `now` stamps the checkpoint.
     pub fn open(
@@ -267,9 +270,21 @@ impl<D: Disk> MessageStore<D> {
                 ..
             } = &mut store;
             let scan_log: &CommitLog = log;
+            // A long replay says how far it is (an operator waiting on a start sees it move).
+            let upto = scan_log.segments_end();
+            let mut next_report = scan_from + RECOVERY_PROGRESS_BYTES;
             // The scan only reads the log; dispatch writes queues and the index.
             let mut visit = |disk: &mut D, rec: &StoredRecord| -> StoreResult<()> {
                 let phy = rec.physical_offset();
+                if phy >= next_report {
+                    next_report = phy + RECOVERY_PROGRESS_BYTES;
+                    tracing::info!(
+                        replayed_mib = (phy - scan_from) >> 20,
+                        of_at_most_mib = upto.saturating_sub(scan_from) >> 20,
+                        redispatched,
+                        "recovering: replaying the commit log"
+                    );
+                }
                 let key = (rec.topic().to_string(), rec.queue_id());
                 let to_queue = phy >= c || rebuild.contains(&key);
                 let to_index = phy >= index_from;
