@@ -114,6 +114,9 @@ enum AdminCmd {
         /// consumeBroadcastEnable
         #[arg(short = 'd', default_value_t = true, action = clap::ArgAction::Set)]
         broadcast: bool,
+        /// consumeMessageOrderly (RocketMQ 5): 5.x clients of the group consume FIFO
+        #[arg(short = 'o', default_value_t = false, action = clap::ArgAction::Set)]
+        orderly: bool,
         /// retryQueueNums
         #[arg(short = 'q', default_value_t = 1)]
         retry_queues: i32,
@@ -456,6 +459,7 @@ pub async fn admin(args: AdminArgs) -> Result<(), String> {
             consume_enable,
             consume_from_min,
             broadcast,
+            orderly,
             retry_queues,
             retry_max_times,
             broker_id,
@@ -467,6 +471,7 @@ pub async fn admin(args: AdminArgs) -> Result<(), String> {
                 consume_enable,
                 consume_from_min_enable: consume_from_min,
                 consume_broadcast_enable: broadcast,
+                consume_message_orderly: orderly,
                 retry_queue_nums: retry_queues,
                 retry_max_times,
                 broker_id,
@@ -482,16 +487,18 @@ pub async fn admin(args: AdminArgs) -> Result<(), String> {
                     &format!("update subscription group on {addr}"),
                 )?;
                 println!("create subscription group to {addr} success.");
-                // As mqadmin prints it (SubscriptionGroupConfig.toString of 4.9).
+                // As mqadmin prints it (SubscriptionGroupConfig.toString, 5's field too).
                 println!(
                     "SubscriptionGroupConfig [groupName={}, consumeEnable={}, \
-                     consumeFromMinEnable={}, consumeBroadcastEnable={}, retryQueueNums={}, \
+                     consumeFromMinEnable={}, consumeBroadcastEnable={}, \
+                     consumeMessageOrderly={}, retryQueueNums={}, \
                      retryMaxTimes={}, brokerId={}, whichBrokerWhenConsumeSlowly={}, \
                      notifyConsumerIdsChangedEnable={}]",
                     cfg.group_name,
                     cfg.consume_enable,
                     cfg.consume_from_min_enable,
                     cfg.consume_broadcast_enable,
+                    cfg.consume_message_orderly,
                     cfg.retry_queue_nums,
                     cfg.retry_max_times,
                     cfg.broker_id,

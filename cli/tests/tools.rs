@@ -289,13 +289,19 @@ fn tools_work_against_standalone_and_sigterm_is_clean() {
         "3",
         "-d",
         "false",
+        "-o",
+        "true",
     ]);
     assert!(
-        updated.contains("success") && updated.contains("retryMaxTimes=3"),
+        updated.contains("success")
+            && updated.contains("retryMaxTimes=3")
+            && updated.contains("consumeMessageOrderly=true"),
         "{updated}"
     );
     stored(&|t| {
-        t["ToolGroup"]["retryMaxTimes"] == 3 && t["ToolGroup"]["consumeBroadcastEnable"] == false
+        t["ToolGroup"]["retryMaxTimes"] == 3
+            && t["ToolGroup"]["consumeBroadcastEnable"] == false
+            && t["ToolGroup"]["consumeMessageOrderly"] == true
     });
     let dropped = stdout(&["admin", "-n", &ns, "deleteSubGroup", "-g", "ToolGroup"]);
     assert!(

@@ -1,7 +1,7 @@
 // RocketMQ 5's Node.js SDK (npm rocketmq-client-nodejs, gRPC) against rockfish standalone.
 // Each check prints "ok <name>" or "FAILED <name>: why"; exits with the number failed.
-// Environment: GRPC (host:port), SUFFIX. run.sh creates the topics and the poison group
-// (retryMaxTimes 2) first.
+// Environment: GRPC (host:port), SUFFIX. run.sh creates the topics, the poison group
+// (retryMaxTimes 2) and the FIFO group (consumeMessageOrderly) first.
 'use strict';
 
 const {
@@ -13,6 +13,7 @@ const S = process.env.SUFFIX;
 const [ NORMAL, FIFO, DELAY, TX, PUSH, POISON ] =
   [ 'Normal', 'Fifo', 'Delay', 'Tx', 'Push', 'Poison' ].map(k => `Js${k}${S}`);
 const POISON_GROUP = `JsPoisonGroup${S}`;
+const [ HELD, FIFO_GROUP ] = [ `JsHeld${S}`, `JsFifoGroup${S}` ]; // run.sh: updateSubGroup -o true
 const COMMIT = 1; // TransactionResolution.COMMIT
 const failed = [];
 let passed = 0;
@@ -85,6 +86,29 @@ async function main() {
   const twice = bodies.filter(b => b.startsWith('n') && b !== 'n2' && bodies.filter(x => x === b).length > 1);
   check('an acked message never comes back', twice.length === 0, twice);
   await simple.shutdown();
+
+  // A FIFO group (updateSubGroup -o true): a message group's next message waits until the one
+  // before is acked.
+  const p3 = new Producer({ endpoints, namespace: '', topics: [ HELD ] });
+  await p3.startup();
+  const held = new SimpleConsumer({
+    endpoints, namespace: '', consumerGroup: FIFO_GROUP, awaitDuration: 2000,
+    subscriptions: new Map([[ HELD, new FilterExpression('*') ]]),
+  });
+  await held.startup();
+  for (let i = 0; i < 3; i++) await p3.send(msg(HELD, `h${i}`, { messageGroup: 'order-2' }));
+  const first = await held.receive(1, 20000);
+  const blocked = await held.receive(1, 20000); // h0 not acked yet: nothing
+  for (const m of first) await held.ack(m);
+  const rest = [];
+  for (let end = Date.now() + 20000; Date.now() < end && rest.length < 2;) {
+    for (const m of await held.receive(1, 20000)) { rest.push(m.body.toString()); await held.ack(m); }
+  }
+  const heldGot = [ first.map(m => m.body.toString()), blocked.map(m => m.body.toString()), rest ];
+  check('a FIFO group\'s next message waits until the one before is acked',
+    JSON.stringify(heldGot) === JSON.stringify([[ 'h0' ], [], [ 'h1', 'h2' ]]), heldGot);
+  await held.shutdown();
+  await p3.shutdown();
 
   const p2 = new Producer({ endpoints, namespace: '', topics: [ PUSH, POISON ] });
   await p2.startup();

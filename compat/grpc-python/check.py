@@ -3,7 +3,8 @@
 
 Each check prints "ok <name>" or "FAILED <name>: why"; the exit code is the number failed.
 Environment: GRPC (host:port), SUFFIX (makes topic and group names unique). run.sh creates
-the topics and the poison group (retryMaxTimes 2) first.
+the topics, the poison group (retryMaxTimes 2) and the FIFO group (consumeMessageOrderly)
+first.
 """
 import os
 import sys
@@ -19,6 +20,7 @@ S = os.environ["SUFFIX"]
 NORMAL, FIFO, DELAY, TX, PUSH, POISON = (f"Py{k}{S}" for k in
                                          ("Normal", "Fifo", "Delay", "Tx", "Push", "Poison"))
 POISON_GROUP = f"PyPoisonGroup{S}"
+HELD, FIFO_GROUP = f"PyHeld{S}", f"PyFifoGroup{S}"  # run.sh: updateSubGroup -o true
 failed = []
 
 
@@ -132,6 +134,32 @@ def main():
     finally:
         simple.shutdown()
 
+    # A FIFO group (updateSubGroup -o true): a message group's next message waits until the
+    # one before is acked.
+    p3 = Producer(config(), (HELD,))
+    p3.startup()
+    held = SimpleConsumer(config(), FIFO_GROUP, {HELD: FilterExpression("*")}, await_duration=2)
+    held.startup()
+    try:
+        for i in range(3):
+            p3.send(message(HELD, f"h{i}", group="order-2"))
+        first = held.receive(1, 20)
+        blocked = held.receive(1, 20)  # h0 not acked yet: nothing
+        for m in first:
+            held.ack(m)
+        rest = []
+        deadline = time.time() + 20
+        while time.time() < deadline and len(rest) < 2:
+            for m in held.receive(1, 20):
+                rest.append(m.body.decode())
+                held.ack(m)
+        got = ([m.body.decode() for m in first], [m.body.decode() for m in blocked], rest)
+        check("a FIFO group's next message waits until the one before is acked",
+              got == (["h0"], [], ["h1", "h2"]), got)
+    finally:
+        held.shutdown()
+        p3.shutdown()
+
     # A push consumer consumes.
     pushed = []
 
@@ -196,6 +224,6 @@ def main():
 
 if __name__ == "__main__":
     n = main()
-    print(f"grpc-python compat: {11 - n} passed, {n} failed" if n else
-          "grpc-python compat: 11 passed, 0 failed")
+    print(f"grpc-python compat: {12 - n} passed, {n} failed" if n else
+          "grpc-python compat: 12 passed, 0 failed")
     os._exit(n)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Starts `rockfish standalone` on free loopback ports and runs RocketMQ 5's Python SDK (PyPI
 # rocketmq-python-client, gRPC) against its gRPC port: normal, FIFO, delay and transactional
-# sends; a simple consumer that acks, lets one message lapse and gets it again; a push
-# consumer; a failing message reaching the DLQ.
+# sends; a simple consumer that acks, lets one message lapse and gets it again; a FIFO
+# group's next message held until the one before is acked; a push consumer; a failing
+# message reaching the DLQ.
 # The SDK goes into its own virtualenv (compat/grpc-python/.venv): its `rocketmq` package
 # would clash with rocketmq-python-cvs's (the C++ SDK's check).
 # Usage: compat/grpc-python/run.sh path/to/rockfish
@@ -19,10 +20,11 @@ TX_CHECK_MS=3000
 source "$here/../standalone.sh"
 [ -n "$grpc" ] || { echo "standalone serves no gRPC port:"; cat "$log"; exit 1; }
 suffix=$(date +%s)
-for t in Normal Fifo Delay Tx Push Poison; do
+for t in Normal Fifo Delay Tx Push Poison Held; do
   timeout 30 "$bin" admin -n "$namesrv" updateTopic -t "Py$t$suffix" -r 4 -w 4 >/dev/null
 done
 timeout 30 "$bin" admin -n "$namesrv" updateSubGroup -g "PyPoisonGroup$suffix" -r 2 >/dev/null
+timeout 30 "$bin" admin -n "$namesrv" updateSubGroup -g "PyFifoGroup$suffix" -o true >/dev/null
 sleep 1 # the name server learns the topics with the broker's next registration
 if GRPC=$grpc SUFFIX=$suffix timeout 300 "$venv/bin/python" "$here/check.py" >"$work/check.out" 2>"$work/check.err"; then
   cat "$work/check.out"

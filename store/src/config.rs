@@ -125,8 +125,8 @@ pub struct DelayOffsetTable {
     pub offset_table: BTreeMap<u32, u64>,
 }
 
-/// A consumer group's configuration (RocketMQ's SubscriptionGroupConfig, 4.9 fields and
-/// defaults). Absent fields take their defaults, as fastjson fills a Java object.
+/// A consumer group's configuration (RocketMQ's SubscriptionGroupConfig: 4.9's fields and
+/// defaults and 5's consumeMessageOrderly). Absent fields take their defaults, as fastjson fills a Java object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct SubscriptionGroupConfig {
@@ -134,6 +134,9 @@ pub struct SubscriptionGroupConfig {
     pub consume_enable: bool,
     pub consume_from_min_enable: bool,
     pub consume_broadcast_enable: bool,
+    /// RocketMQ 5: the group consumes FIFO (a 5.x client's receives are orderly pops and its
+    /// settings say fifo).
+    pub consume_message_orderly: bool,
     pub retry_queue_nums: i32,
     pub retry_max_times: i32,
     pub broker_id: i64,
@@ -148,6 +151,7 @@ impl Default for SubscriptionGroupConfig {
             consume_enable: true,
             consume_from_min_enable: true,
             consume_broadcast_enable: true,
+            consume_message_orderly: false,
             retry_queue_nums: 1,
             retry_max_times: 16,
             broker_id: 0,

@@ -148,6 +148,23 @@ impl<D: Disk> Broker<D> {
         Ok(Self::body_response(cmd, to_body(self.groups.table())))
     }
 
+    /// GET_SUBSCRIPTIONGROUP_CONFIG: one group's configuration; a group not here is
+    /// SUBSCRIPTION_GROUP_NOT_EXIST (never created by asking, as in Apache).
+    pub(super) fn subscription_group(
+        &mut self,
+        cmd: &RemotingCommand,
+    ) -> Result<RemotingCommand, FieldError> {
+        let group: String = cmd.ext_req("group")?;
+        Ok(match self.groups.get(&group) {
+            Some(cfg) => Self::body_response(cmd, to_body(cfg)),
+            None => RemotingCommand::response_to(
+                cmd,
+                response::SUBSCRIPTION_GROUP_NOT_EXIST,
+                Some(format!("subscription group {group} does not exist")),
+            ),
+        })
+    }
+
     /// DELETE_SUBSCRIPTIONGROUP: header groupName, removeOffset.
     pub(super) fn delete_subscription_group(
         &mut self,

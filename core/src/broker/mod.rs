@@ -956,6 +956,7 @@ impl<D: Disk> Broker<D> {
             request::GET_ALL_SUBSCRIPTIONGROUP_CONFIG => {
                 self.all_subscription_groups(cmd).map(Some)
             }
+            request::GET_SUBSCRIPTIONGROUP_CONFIG => self.subscription_group(cmd).map(Some),
             request::DELETE_SUBSCRIPTIONGROUP => self.delete_subscription_group(cmd, now).map(Some),
             request::CONSUMER_SEND_MSG_BACK => self.consumer_send_msg_back(conn, cmd, now),
             request::END_TRANSACTION => self.end_transaction(cmd, now),

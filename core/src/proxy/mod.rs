@@ -19,6 +19,7 @@
 //! process, `rockfish proxy` runs it alone.
 
 mod convert;
+mod groups;
 pub mod pb;
 mod settings;
 
@@ -28,6 +29,7 @@ use bytes::Bytes;
 
 pub use self::convert::{Handle as ReceiptHandle, PROPERTY_SHARDING_KEY};
 use self::convert::{Handle, TransactionId};
+use self::groups::{GroupPolicies, GroupPolicy, WaitingReceive, WaitingSettings};
 use self::pb::Code;
 use crate::broker::pop::wire;
 use crate::broker::{HeartbeatData, ProducerData, tx_flag};
@@ -37,6 +39,7 @@ use crate::message::decode_messages;
 use crate::protocol::{TopicRouteData, decode_body, perm};
 use crate::remoting::RemotingCommand;
 use crate::remoting::codes::{request, response};
+use rockfish_store::config::SubscriptionGroupConfig;
 
 pub type CallId = u64;
 pub type StreamId = u64;
@@ -225,6 +228,10 @@ enum Rpc {
     },
     /// The proxy's own heartbeats: answers are not awaited for anything.
     Beat,
+    /// GET_SUBSCRIPTIONGROUP_CONFIG: a consumer group's policy.
+    Group {
+        group: String,
+    },
 }
 
 /// What a receive asked a broker for.
@@ -259,6 +266,8 @@ pub struct Proxy {
     next_beat: u64,
     /// Settings answers to write again: (when, stream, answer).
     settings_again: VecDeque<(u64, StreamId, Box<pb::TelemetryCommand>)>,
+    /// Consumer groups' policies (FIFO, attempts) and what waits for them.
+    groups: GroupPolicies,
     events: VecDeque<ProxyEvent>,
 }
 
@@ -287,6 +296,7 @@ impl Proxy {
             next_queue: 0,
             next_beat: now + HEARTBEAT_MS,
             settings_again: VecDeque::new(),
+            groups: GroupPolicies::default(),
             events: VecDeque::new(),
             config,
         }
@@ -448,6 +458,7 @@ impl Proxy {
                 );
             }
         }
+        self.ask_waiting_policies(now);
     }
 
     fn routed(&mut self, call: CallId, topic: &str, req: Request, now: u64) {
@@ -758,6 +769,15 @@ impl Proxy {
                 format!("invisible time {invisible_ms} ms is outside 1 s ..= 24 h"),
             );
         }
+        let Some(policy) = self.groups.fresh(&group, now) else {
+            self.groups.receives.push(WaitingReceive {
+                group: group.clone(),
+                call,
+                topic: topic.to_string(),
+                req: r,
+            });
+            return self.ask_policy(&group, &addr, now);
+        };
         let poll_ms = r
             .long_polling_timeout
             .as_ref()
@@ -792,7 +812,9 @@ impl Proxy {
             .with_ext("initMode", 0)
             .with_ext("expType", exp_type)
             .with_ext("exp", exp)
-            .with_ext("order", false);
+            // A FIFO group's receives are orderly pops: a queue's next messages wait until
+            // those handed out are acked or their invisibility lapses.
+            .with_ext("order", policy.fifo);
         if let Some(a) = &r.attempt_id {
             cmd = cmd.with_ext("attemptId", a);
         }
@@ -1231,7 +1253,45 @@ impl Proxy {
             }
             None => {}
         }
-        let reply = settings::reply(s, &self.config);
+        let group = match &s.pub_sub {
+            Some(pb::settings::PubSub::Subscription(sub)) => {
+                sub.group.as_ref().map(|g| g.name.clone())
+            }
+            _ => None,
+        };
+        match group {
+            // A consumer's settings say whether its group is FIFO: answered once a broker
+            // told (Java's push consumer picks its consume service by the first answer).
+            Some(g)
+                if self.groups.fresh(&g, now).is_none()
+                    && crate::broker::validate_group(&g).is_ok()
+                    && self.groups.settings.len() < self.config.max_clients =>
+            {
+                self.groups.settings.push(WaitingSettings {
+                    group: g,
+                    stream,
+                    settings: s,
+                    deadline: now + RPC_TIMEOUT_MS,
+                });
+                self.ask_waiting_policies(now);
+            }
+            Some(g) => {
+                let policy = self.groups.fresh(&g, now).unwrap_or_default();
+                self.answer_settings(stream, s, policy, now);
+            }
+            None => self.answer_settings(stream, s, GroupPolicy::default(), now),
+        }
+        self.beat(now);
+    }
+
+    fn answer_settings(
+        &mut self,
+        stream: StreamId,
+        s: pb::Settings,
+        policy: GroupPolicy,
+        now: u64,
+    ) {
+        let reply = settings::reply(s, &self.config, policy);
         let cmd = Box::new(pb::TelemetryCommand {
             status: Some(pb::ok()),
             command: Some(pb::telemetry_command::Command::Settings(reply)),
@@ -1241,7 +1301,82 @@ impl Proxy {
                 .push_back((now + SETTINGS_AGAIN_MS, stream, cmd.clone()));
         }
         self.events.push_back(ProxyEvent::Telemetry { stream, cmd });
-        self.beat(now);
+    }
+
+    /// Asks a broker for `group`'s policy (once at a time).
+    fn ask_policy(&mut self, group: &str, addr: &str, now: u64) {
+        if !self.groups.asking.insert(group.to_string()) {
+            return;
+        }
+        let cmd =
+            RemotingCommand::request(request::GET_SUBSCRIPTIONGROUP_CONFIG, self.client.opaque())
+                .with_ext("group", group);
+        let rpc = Rpc::Group {
+            group: group.to_string(),
+        };
+        self.client
+            .call(addr.to_string(), cmd, rpc, now + RPC_TIMEOUT_MS);
+    }
+
+    /// For settings answers waiting on a group nobody is asking for: asks a master of a
+    /// topic the client subscribes, or that topic's route first.
+    fn ask_waiting_policies(&mut self, now: u64) {
+        let mut asks = Vec::new();
+        let mut routes = Vec::new();
+        for w in &self.groups.settings {
+            if self.groups.asking.contains(&w.group) {
+                continue;
+            }
+            let topics = subscribed_topics(&w.settings);
+            let master = topics
+                .iter()
+                .find_map(|t| self.brokers(t).into_iter().next().map(|(_, a, _)| a));
+            match (master, topics.first()) {
+                (Some(addr), _) => asks.push((w.group.clone(), addr)),
+                (None, Some(t)) if rockfish_store::message_store::validate_topic(t).is_ok() => {
+                    routes.push(t.clone())
+                }
+                // Nothing to ask: answered with the default at its deadline.
+                (None, _) => {}
+            }
+        }
+        for (group, addr) in asks {
+            self.ask_policy(&group, &addr, now);
+        }
+        for t in routes {
+            self.ask_route(&t, now);
+        }
+    }
+
+    /// A broker told `group`'s policy: what waited for it goes on.
+    fn policy_known(&mut self, group: &str, policy: GroupPolicy, now: u64) {
+        self.groups.learned(group, policy, now);
+        let (receives, settings) = self.groups.take_waiting(group);
+        for w in settings {
+            self.answer_settings(w.stream, w.settings, policy, now);
+        }
+        for w in receives {
+            self.receive(w.call, &w.topic, w.req, now);
+        }
+    }
+
+    /// No broker told `group`'s policy: its receives fail (the client receives again), its
+    /// settings are answered with the default (the client must start).
+    fn policy_unknown(&mut self, group: &str, code: Code, why: &str, now: u64) {
+        self.groups.asking.remove(group);
+        let (receives, settings) = self.groups.take_waiting(group);
+        for w in settings {
+            self.answer_settings(w.stream, w.settings, GroupPolicy::default(), now);
+        }
+        for w in receives {
+            let req = Request::ReceiveMessage(w.req);
+            self.refuse(
+                w.call,
+                &req,
+                code,
+                format!("group {group}'s policy is unknown: {why}"),
+            );
+        }
     }
 
     /// HEART_BEAT to every known broker naming the producer groups (topics) of clients that
@@ -1372,6 +1507,7 @@ impl Proxy {
                 self.reply(call, Reply::ForwardToDeadLetterQueue(r));
             }
             Rpc::Beat => {}
+            Rpc::Group { group } => self.policy_unknown(&group, code, &why, now),
         }
     }
 
@@ -1422,6 +1558,14 @@ impl Proxy {
                 self.reply(call, Reply::ForwardToDeadLetterQueue(r));
             }
             Rpc::Beat => {}
+            Rpc::Group { group } => {
+                // A group no broker holds yet is created with the defaults by its first pop.
+                let policy = (cmd.code == response::SUCCESS)
+                    .then(|| decode_body::<SubscriptionGroupConfig>(&cmd.body).ok())
+                    .flatten()
+                    .map_or_else(GroupPolicy::default, |c| GroupPolicy::of(&c));
+                self.policy_known(&group, policy, now);
+            }
         }
     }
 
@@ -1456,6 +1600,9 @@ impl Proxy {
                 Code::ProxyTimeout,
                 "no name server answered for the topic's route",
             );
+        }
+        for w in self.groups.take_late_settings(now) {
+            self.answer_settings(w.stream, w.settings, GroupPolicy::default(), now);
         }
         while self
             .settings_again
@@ -1494,6 +1641,9 @@ impl Proxy {
         if let Some((at, _, _)) = self.settings_again.front() {
             t = t.min(*at);
         }
+        if let Some(at) = self.groups.next_deadline() {
+            t = t.min(at);
+        }
         Some(
             self.waiting
                 .iter()
@@ -1510,6 +1660,18 @@ impl Proxy {
     /// Clients known (tests, metrics).
     pub fn clients(&self) -> usize {
         self.clients.len()
+    }
+}
+
+/// The topics a consumer's settings subscribe.
+fn subscribed_topics(s: &pb::Settings) -> Vec<String> {
+    match &s.pub_sub {
+        Some(pb::settings::PubSub::Subscription(sub)) => sub
+            .subscriptions
+            .iter()
+            .filter_map(|e| e.topic.as_ref().map(|t| t.name.clone()))
+            .collect(),
+        _ => Vec::new(),
     }
 }
 

@@ -2,16 +2,15 @@
 //! server's values merged in (what the 5.x SDKs need to start; see each field).
 
 use super::ProxyConfig;
+use super::groups::GroupPolicy;
 use super::pb::{self, ClientType, Language};
 
 /// Apache's customized backoff for consumers: 1 s 5 s 10 s 30 s 1 m 2 m … 2 h.
 const CUSTOMIZED_BACKOFF_S: &[u64] = &[
     1, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200,
 ];
-/// Attempts of a consumer's message before the dead-letter queue (retryMaxTimes 16 + 1).
-const CONSUMER_MAX_ATTEMPTS: i32 = 17;
-
-pub fn reply(mut s: pb::Settings, config: &ProxyConfig) -> pb::Settings {
+/// `policy`: the consumer's group as its brokers hold it (a producer's is unused).
+pub fn reply(mut s: pb::Settings, config: &ProxyConfig, policy: GroupPolicy) -> pb::Settings {
     let kind = s.client_type.and_then(|k| ClientType::try_from(k).ok());
     let language = s
         .user_agent
@@ -60,14 +59,14 @@ pub fn reply(mut s: pb::Settings, config: &ProxyConfig) -> pb::Settings {
                 })
             };
             s.backoff_policy = Some(pb::RetryPolicy {
-                max_attempts: CONSUMER_MAX_ATTEMPTS,
+                max_attempts: policy.max_attempts,
                 strategy: Some(strategy),
             });
             let mut sub = match s.pub_sub.take() {
                 Some(pb::settings::PubSub::Subscription(sub)) => sub,
                 _ => pb::Subscription::default(),
             };
-            sub.fifo = Some(false);
+            sub.fifo = Some(policy.fifo);
             sub.receive_batch_size = Some(32);
             sub.long_polling_timeout = Some(pb::duration_ms(config.max_long_polling_ms));
             s.pub_sub = Some(pb::settings::PubSub::Subscription(sub));

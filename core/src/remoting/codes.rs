@@ -74,6 +74,8 @@ pub mod request {
         SEND_MESSAGE_V2 = 310;
         SEND_BATCH_MESSAGE = 320;
         QUERY_DATA_VERSION = 322;
+        /// RocketMQ 5: one group's config (header `group`), as its proxy asks.
+        GET_SUBSCRIPTIONGROUP_CONFIG = 352;
         /// RocketMQ 5's pop consumption.
         POP_MESSAGE = 200050;
         ACK_MESSAGE = 200051;

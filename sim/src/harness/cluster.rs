@@ -11,6 +11,8 @@ use rockfish_core::broker::{Broker, BrokerConfig};
 use rockfish_core::consumer::{Consumer, ConsumerEvent, SimpleConsumer, SimpleEvent};
 use rockfish_core::namesrv::{NameServer, NameServerConfig};
 use rockfish_core::producer::{Producer, ProducerEvent};
+use rockfish_core::proxy::{Proxy, ProxyEvent};
+use rockfish_core::remoting::RemotingCommand;
 use rockfish_store::{MemDisk, MessageStore, StoreConfig};
 
 use super::fabric::{ClientEvent, Fabric, Node, Routed, unframe};
@@ -40,6 +42,11 @@ pub struct Cluster {
     pub producer_events: Vec<ProducerEvent>,
     pub consumer_events: Vec<(String, ConsumerEvent)>,
     pub simple_events: Vec<(String, SimpleEvent)>,
+    /// The proxy's answers to calls and its Telemetry commands.
+    pub proxy_events: Vec<ProxyEvent>,
+    /// An answer `ask_broker` waits for: (to node, opaque), and the answer once it came.
+    catch: Option<(usize, i32)>,
+    caught: Option<RemotingCommand>,
 }
 
 impl Default for Cluster {
@@ -84,6 +91,9 @@ impl Cluster {
             producer_events: Vec::new(),
             consumer_events: Vec::new(),
             simple_events: Vec::new(),
+            proxy_events: Vec::new(),
+            catch: None,
+            caught: None,
         };
         c.pump();
         c
@@ -151,6 +161,30 @@ impl Cluster {
         }
     }
 
+    pub fn add_proxy(&mut self, name: &str, p: Proxy) {
+        self.add(name, Node::Proxy(Box::new(p)));
+    }
+
+    pub fn proxy(&mut self, name: &str) -> &mut Proxy {
+        match self.names.get(name).map(|n| &mut self.fabric.nodes[*n]) {
+            Some(Node::Proxy(p)) => p,
+            _ => panic!("no proxy {name}"),
+        }
+    }
+
+    /// Sends `cmd` (an admin request, say) to the broker over client `from`'s connection and
+    /// returns the broker's answer, which `from` never sees. Its opaque must not be one
+    /// `from` uses (take one near `i32::MAX`).
+    pub fn ask_broker(&mut self, from: &str, cmd: RemotingCommand) -> RemotingCommand {
+        let from = self.names[from];
+        self.catch = Some((from, cmd.opaque));
+        self.frames
+            .push_back((from, BROKER_NODE, super::fabric::frame(&cmd, &[])));
+        self.pump();
+        self.catch = None;
+        self.caught.take().expect("the broker answered")
+    }
+
     fn add(&mut self, name: &str, node: Node) {
         let n = self.fabric.add(None, node);
         if let Some(old) = self.names.insert(name.to_string(), n) {
@@ -213,6 +247,11 @@ impl Cluster {
                     continue;
                 }
                 let cmd = unframe(&frame).expect("machines emit decodable frames");
+                if cmd.is_response() && self.catch == Some((to, cmd.opaque)) {
+                    self.catch = None;
+                    self.caught = Some(cmd);
+                    continue;
+                }
                 self.fabric.dispatch(from, to, cmd, self.now, self.now);
             }
             while let Some((sid, to, bytes)) = self.stream_bytes.pop_front() {
@@ -295,6 +334,7 @@ impl Cluster {
                     let name = name.cloned().expect("a client has a name");
                     self.simple_events.push((name, e));
                 }
+                ClientEvent::Proxy(e) => self.proxy_events.push(e),
             }
         }
         moved

@@ -11,6 +11,7 @@ use rockfish_core::consumer::{Consumer, ConsumerEvent, SimpleConsumer, SimpleEve
 use rockfish_core::machine::{ClientMachine, ConnId, Output};
 use rockfish_core::namesrv::NameServer;
 use rockfish_core::producer::{Producer, ProducerEvent};
+use rockfish_core::proxy::{Proxy, ProxyEvent};
 use rockfish_core::remoting::{FrameDecoder, FrameError, RemotingCommand, encode};
 use rockfish_store::MemDisk;
 use rockfish_store::record::HostAddr;
@@ -29,6 +30,8 @@ pub enum Node {
     Consumer(Consumer),
     /// A simple (pop) consumer.
     Simple(SimpleConsumer),
+    /// RocketMQ 5's gRPC proxy (its calls made by the test, its answers read as events).
+    Proxy(Box<Proxy>),
 }
 
 /// What a client machine told its application.
@@ -37,6 +40,7 @@ pub enum ClientEvent {
     Producer(ProducerEvent),
     Consumer(ConsumerEvent),
     Simple(SimpleEvent),
+    Proxy(ProxyEvent),
 }
 
 impl Node {
@@ -47,6 +51,7 @@ impl Node {
             Node::Producer(_) => "producer",
             Node::Consumer(_) => "consumer",
             Node::Simple(_) => "simple consumer",
+            Node::Proxy(_) => "proxy",
         }
     }
 
@@ -74,6 +79,7 @@ impl Node {
             Node::Producer(p) => p.on_timeout(now),
             Node::Consumer(c) => c.on_timeout(now),
             Node::Simple(c) => c.on_timeout(now),
+            Node::Proxy(p) => p.on_timeout(now),
         }
     }
 
@@ -87,6 +93,7 @@ impl Node {
             Node::Producer(p) => p.poll_output(),
             Node::Consumer(c) => c.poll_output(),
             Node::Simple(c) => c.poll_output(),
+            Node::Proxy(p) => p.poll_output(),
         }
     }
 
@@ -95,6 +102,7 @@ impl Node {
             Node::Producer(p) => p.poll_event().map(ClientEvent::Producer),
             Node::Consumer(c) => c.poll_event().map(ClientEvent::Consumer),
             Node::Simple(c) => c.poll_event().map(ClientEvent::Simple),
+            Node::Proxy(p) => p.poll_event().map(ClientEvent::Proxy),
             _ => None,
         }
     }
@@ -109,6 +117,7 @@ impl Node {
             Node::Producer(p) => p.poll_timeout(),
             Node::Consumer(c) => c.poll_timeout(),
             Node::Simple(c) => c.poll_timeout(),
+            Node::Proxy(p) => p.poll_timeout(),
         }
     }
 
@@ -129,6 +138,7 @@ impl Node {
             Node::Producer(p) => ClientMachine::on_peer_lost(p, addr, now),
             Node::Consumer(c) => ClientMachine::on_peer_lost(c, addr, now),
             Node::Simple(c) => ClientMachine::on_peer_lost(c, addr, now),
+            Node::Proxy(p) => p.on_peer_lost(addr, now),
             _ => {}
         }
     }
@@ -454,6 +464,7 @@ impl Fabric {
                 Node::Producer(p) => p.on_request(&from, cmd, now),
                 Node::Consumer(c) => ClientMachine::on_request(c, &from, cmd, now),
                 Node::Simple(c) => ClientMachine::on_request(c, &from, cmd, now),
+                Node::Proxy(p) => p.on_request(&from, cmd, now),
                 Node::NameServer(_) | Node::Broker { .. } => {}
             }
             return;
@@ -462,6 +473,7 @@ impl Fabric {
             Node::Producer(p) => p.on_command(cmd, now),
             Node::Consumer(c) => c.on_command(cmd, now),
             Node::Simple(c) => c.on_command(cmd, now),
+            Node::Proxy(p) => p.on_command(cmd, now),
             Node::Broker {
                 machine: Some(b), ..
             } => b.on_command(ConnId(0), cmd, received_at, now),

@@ -461,6 +461,8 @@ impl Sim {
                 outs.extend(std::iter::from_fn(|| c.poll_output()));
                 popped.extend(std::iter::from_fn(|| c.poll_event()));
             }
+            // No scenario runs a proxy yet (its machine tests use the harness `Cluster`).
+            Node::Proxy(p) => outs.extend(std::iter::from_fn(|| p.poll_output())),
         }
         for out in outs {
             let kind = out.kind();
