@@ -10,10 +10,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::broker::pop::wire::{self, Receipt};
+use crate::broker::pop::wire;
 use crate::client::{ClientConfig, ClientInstance};
 use crate::machine::{ClientMachine, Output};
-use crate::message::{MessageExt, decode_messages};
+use crate::message::MessageExt;
 use crate::protocol::{TopicRouteData, decode_body, perm};
 use crate::remoting::RemotingCommand;
 use crate::remoting::codes::{request, response};
@@ -388,79 +388,25 @@ impl SimpleConsumer {
                 };
             }
         }
-        let field = |k: &str| cmd.ext(k).and_then(|v| v.parse::<i64>().ok());
-        let (Some(pop_time), Some(invisible), Some(revive_qid)) =
-            (field("popTime"), field("invisibleTime"), field("reviveQid"))
-        else {
-            return SimpleEvent::ReceiveFailed {
-                id,
-                error: "the pop's answer lacks popTime, invisibleTime or reviveQid".into(),
-            };
+        let popped = match wire::popped(cmd, broker) {
+            Ok(p) => p,
+            Err(error) => return SimpleEvent::ReceiveFailed { id, error },
         };
-        let starts: BTreeMap<String, u64> = cmd
-            .ext("startOffsetInfo")
-            .unwrap_or("")
-            .split(';')
-            .filter_map(|e| {
-                let f: Vec<&str> = e.split(' ').collect();
-                (f.len() == 3).then(|| Some((format!("{}@{}", f[0], f[1]), f[2].parse().ok()?)))?
+        let msgs = popped
+            .into_iter()
+            .map(|p| {
+                let handle = ReceiptHandle {
+                    broker_name: broker.to_string(),
+                    broker_addr: addr.to_string(),
+                    topic: wire::real_topic(&p.receipt.retry, topic, &self.config.group),
+                    queue_id: p.receipt.queue_id,
+                    offset: p.receipt.offset.unwrap_or(p.msg.queue_offset()),
+                    extra_info: p.extra,
+                };
+                Received { msg: p.msg, handle }
             })
             .collect();
-        let msgs = match decode_messages(&cmd.body) {
-            Ok(m) => m,
-            Err((_, e)) => {
-                return SimpleEvent::ReceiveFailed {
-                    id,
-                    error: format!("the pop's messages do not decode: {e}"),
-                };
-            }
-        };
-        let mut out = Vec::with_capacity(msgs.len());
-        for msg in msgs {
-            let ck = msg
-                .property(crate::broker::pop::PROPERTY_POP_CK)
-                .map(|v| String::from_utf8_lossy(v).into_owned());
-            let extra = match ck {
-                Some(ck) => ck,
-                None => {
-                    let Some(&start) = starts.get(&format!("0@{}", msg.queue_id())) else {
-                        return SimpleEvent::ReceiveFailed {
-                            id,
-                            error: format!(
-                                "no start offset for queue {} in the pop's answer",
-                                msg.queue_id()
-                            ),
-                        };
-                    };
-                    wire::receipt(
-                        start,
-                        pop_time,
-                        invisible,
-                        revive_qid as i32,
-                        topic,
-                        broker,
-                        msg.queue_id(),
-                        msg.queue_offset(),
-                    )
-                }
-            };
-            let Ok(r) = Receipt::parse(&extra) else {
-                return SimpleEvent::ReceiveFailed {
-                    id,
-                    error: format!("the message's receipt {extra:?} does not parse"),
-                };
-            };
-            let handle = ReceiptHandle {
-                broker_name: broker.to_string(),
-                broker_addr: addr.to_string(),
-                topic: wire::real_topic(&r.retry, topic, &self.config.group),
-                queue_id: r.queue_id,
-                offset: r.offset.unwrap_or(msg.queue_offset()),
-                extra_info: extra,
-            };
-            out.push(Received { msg, handle });
-        }
-        SimpleEvent::Received { id, msgs: out }
+        SimpleEvent::Received { id, msgs }
     }
 
     fn fail(&mut self, rpc: Rpc, error: String) {

@@ -367,31 +367,15 @@ impl Proxy {
             Request::ChangeInvisibleDuration(r) => self.change_invisible(call, r.clone(), now),
             Request::ForwardToDeadLetterQueue(r) => self.forward_to_dlq(call, r.clone(), now),
             Request::EndTransaction(r) => self.end_transaction(call, r.clone()),
-            Request::QueryRoute(r) => {
-                let topic = r.topic.as_ref().map(|t| t.name.clone()).unwrap_or_default();
-                self.with_route(call, topic, req, now, true);
-            }
-            Request::SendMessage(r) => {
-                let topic = r
-                    .messages
-                    .first()
-                    .and_then(|m| m.topic.as_ref())
-                    .map(|t| t.name.clone())
-                    .unwrap_or_default();
-                self.with_route(call, topic, req, now, false);
-            }
-            Request::QueryAssignment(r) => {
-                let topic = r.topic.as_ref().map(|t| t.name.clone()).unwrap_or_default();
-                self.with_route(call, topic, req, now, false);
-            }
-            Request::ReceiveMessage(r) => {
-                let topic = r
-                    .message_queue
-                    .as_ref()
-                    .and_then(|q| q.topic.as_ref())
-                    .map(|t| t.name.clone())
-                    .unwrap_or_default();
-                self.with_route(call, topic, req, now, false);
+            Request::QueryRoute(_)
+            | Request::SendMessage(_)
+            | Request::QueryAssignment(_)
+            | Request::ReceiveMessage(_) => {
+                let topic = request_topic(&req).unwrap_or_default();
+                // QueryRoute is what a client refreshes routes by: a route past its TTL is
+                // asked again; the others take the route known.
+                let fresh = matches!(req, Request::QueryRoute(_));
+                self.with_route(call, topic, req, now, fresh);
             }
         }
     }
@@ -879,64 +863,21 @@ impl Proxy {
         cmd: &RemotingCommand,
     ) -> Result<Vec<pb::Message>, String> {
         let (broker, addr, group) = (pop.broker.as_str(), pop.addr.as_str(), pop.group.as_str());
-        let field = |k: &str| {
-            cmd.ext(k)
-                .and_then(|v| v.parse::<i64>().ok())
-                .ok_or_else(|| format!("the pop's answer lacks {k}"))
-        };
-        let (pop_time, invisible, qid) = (
-            field("popTime")?,
-            field("invisibleTime")?,
-            field("reviveQid")?,
-        );
-        let starts: BTreeMap<String, u64> = cmd
-            .ext("startOffsetInfo")
-            .unwrap_or("")
-            .split(';')
-            .filter_map(|e| {
-                let f: Vec<&str> = e.split(' ').collect();
-                (f.len() == 3).then(|| Some((format!("{}@{}", f[0], f[1]), f[2].parse().ok()?)))?
+        Ok(wire::popped(cmd, broker)?
+            .into_iter()
+            .map(|p| {
+                let handle = Handle {
+                    broker_name: broker.to_string(),
+                    addr: addr.to_string(),
+                    topic: wire::real_topic(&p.receipt.retry, p.msg.topic(), group),
+                    queue_id: p.receipt.queue_id,
+                    offset: p.receipt.offset.unwrap_or(p.msg.queue_offset()),
+                    phys: p.msg.physical_offset(),
+                    extra: p.extra,
+                };
+                convert::incoming(&p.msg, Some(handle.encode()), Some(pop.invisible_ms))
             })
-            .collect();
-        let msgs = decode_messages(&cmd.body)
-            .map_err(|(_, e)| format!("the pop's messages do not decode: {e}"))?;
-        let mut out = Vec::with_capacity(msgs.len());
-        for m in msgs {
-            let extra = match m.property(crate::broker::pop::PROPERTY_POP_CK) {
-                Some(ck) => String::from_utf8_lossy(ck).into_owned(),
-                None => {
-                    let start = *starts
-                        .get(&format!("0@{}", m.queue_id()))
-                        .ok_or_else(|| format!("no start offset for queue {}", m.queue_id()))?;
-                    wire::receipt(
-                        start,
-                        pop_time,
-                        invisible,
-                        qid as i32,
-                        m.topic(),
-                        broker,
-                        m.queue_id(),
-                        m.queue_offset(),
-                    )
-                }
-            };
-            let r = wire::Receipt::parse(&extra)?;
-            let handle = Handle {
-                broker_name: broker.to_string(),
-                addr: addr.to_string(),
-                topic: wire::real_topic(&r.retry, m.topic(), group),
-                queue_id: r.queue_id,
-                offset: r.offset.unwrap_or(m.queue_offset()),
-                phys: m.physical_offset(),
-                extra,
-            };
-            out.push(convert::incoming(
-                &m,
-                Some(handle.encode()),
-                Some(pop.invisible_ms),
-            ));
-        }
-        Ok(out)
+            .collect())
     }
 
     fn ack(&mut self, call: CallId, r: pb::AckMessageRequest, now: u64) {

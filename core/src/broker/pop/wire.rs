@@ -2,8 +2,12 @@
 //! (`extraInfo`, the POP_CK property), the response header's offset strings, and the
 //! BATCH_ACK_MESSAGE body.
 
+use std::collections::BTreeMap;
+
 use base64::Engine;
 use serde::Deserialize;
+
+use crate::remoting::RemotingCommand;
 
 /// reviveQid naming an orderly pop (Apache's POP_ORDER_REVIVE_QUEUE).
 pub const ORDER_REVIVE_QID: i32 = 999;
@@ -103,6 +107,70 @@ pub fn receipt(
         "{ck_offset} {pop_time} {invisible_ms} {revive_qid} {} {broker_name} {queue_id} {offset}",
         retry_flag(topic)
     )
+}
+
+/// One message of a pop's answer with its receipt (extraInfo).
+#[derive(Debug)]
+pub struct Popped {
+    pub msg: crate::message::MessageExt,
+    pub extra: String,
+    pub receipt: Receipt,
+}
+
+/// The messages of a pop's SUCCESS answer from broker `broker_name`, each with its receipt:
+/// built from the header (popTime, invisibleTime, reviveQid, startOffsetInfo) as Apache's
+/// client builds it, or the POP_CK a retry message carries. `Err` says what is missing.
+pub fn popped(cmd: &RemotingCommand, broker_name: &str) -> Result<Vec<Popped>, String> {
+    let field = |k: &str| {
+        cmd.ext(k)
+            .and_then(|v| v.parse::<i64>().ok())
+            .ok_or_else(|| format!("the pop's answer lacks {k}"))
+    };
+    let (pop_time, invisible, revive_qid) = (
+        field("popTime")?,
+        field("invisibleTime")?,
+        field("reviveQid")?,
+    );
+    // "retry-flag queueId startOffset" entries; a normal topic's messages use flag 0.
+    let starts: BTreeMap<String, u64> = cmd
+        .ext("startOffsetInfo")
+        .unwrap_or("")
+        .split(';')
+        .filter_map(|e| {
+            let f: Vec<&str> = e.split(' ').collect();
+            (f.len() == 3).then(|| Some((format!("{}@{}", f[0], f[1]), f[2].parse().ok()?)))?
+        })
+        .collect();
+    let msgs = crate::message::decode_messages(&cmd.body)
+        .map_err(|(_, e)| format!("the pop's messages do not decode: {e}"))?;
+    let mut out = Vec::with_capacity(msgs.len());
+    for msg in msgs {
+        let extra = match msg.property(super::PROPERTY_POP_CK) {
+            Some(ck) => String::from_utf8_lossy(ck).into_owned(),
+            None => {
+                let start = *starts
+                    .get(&format!("0@{}", msg.queue_id()))
+                    .ok_or_else(|| format!("no start offset for queue {}", msg.queue_id()))?;
+                receipt(
+                    start,
+                    pop_time,
+                    invisible,
+                    revive_qid as i32,
+                    msg.topic(),
+                    broker_name,
+                    msg.queue_id(),
+                    msg.queue_offset(),
+                )
+            }
+        };
+        let receipt = Receipt::parse(&extra)?;
+        out.push(Popped {
+            msg,
+            extra,
+            receipt,
+        });
+    }
+    Ok(out)
 }
 
 /// A message's receipt after a change of invisibility, as Apache's client rebuilds it from
