@@ -273,13 +273,15 @@ impl SimpleConsumer {
     pub fn ack(&mut self, h: &ReceiptHandle, now: u64) -> u64 {
         let id = self.id();
         let opaque = self.client.opaque();
-        let cmd = RemotingCommand::request(request::ACK_MESSAGE, opaque)
-            .with_ext("consumerGroup", &self.config.group)
-            .with_ext("topic", &h.topic)
-            .with_ext("queueId", h.queue_id)
-            .with_ext("extraInfo", &h.extra_info)
-            .with_ext("offset", h.offset)
-            .with_ext("bname", &h.broker_name);
+        let cmd = wire::ack_request(
+            opaque,
+            &self.config.group,
+            &h.topic,
+            h.queue_id,
+            &h.extra_info,
+            h.offset,
+        )
+        .with_ext("bname", &h.broker_name);
         self.client.call(
             h.broker_addr.clone(),
             cmd,

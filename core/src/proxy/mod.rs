@@ -904,12 +904,8 @@ impl Proxy {
             match Handle::decode(&e.receipt_handle) {
                 Some(h) => {
                     let opaque = self.client.opaque();
-                    let cmd = RemotingCommand::request(request::ACK_MESSAGE, opaque)
-                        .with_ext("consumerGroup", &group)
-                        .with_ext("topic", &h.topic)
-                        .with_ext("queueId", h.queue_id)
-                        .with_ext("extraInfo", &h.extra)
-                        .with_ext("offset", h.offset);
+                    let cmd =
+                        wire::ack_request(opaque, &group, &h.topic, h.queue_id, &h.extra, h.offset);
                     self.client.call(
                         h.addr.clone(),
                         cmd,
@@ -1094,12 +1090,7 @@ impl Proxy {
         }
         // Stored in the dead-letter topic: the popped copy is decided.
         let opaque = self.client.opaque();
-        let ack = RemotingCommand::request(request::ACK_MESSAGE, opaque)
-            .with_ext("consumerGroup", &group)
-            .with_ext("topic", &h.topic)
-            .with_ext("queueId", h.queue_id)
-            .with_ext("extraInfo", &h.extra)
-            .with_ext("offset", h.offset);
+        let ack = wire::ack_request(opaque, &group, &h.topic, h.queue_id, &h.extra, h.offset);
         self.client.call(
             h.addr.clone(),
             ack,

@@ -109,6 +109,24 @@ pub fn receipt(
     )
 }
 
+/// ACK_MESSAGE for one popped message: its group, the topic its receipt names (a retry
+/// message's is the pop retry topic), queue, receipt and queue offset.
+pub fn ack_request(
+    opaque: i32,
+    group: &str,
+    topic: &str,
+    queue_id: u32,
+    extra_info: &str,
+    offset: u64,
+) -> RemotingCommand {
+    RemotingCommand::request(crate::remoting::codes::request::ACK_MESSAGE, opaque)
+        .with_ext("consumerGroup", group)
+        .with_ext("topic", topic)
+        .with_ext("queueId", queue_id)
+        .with_ext("extraInfo", extra_info)
+        .with_ext("offset", offset)
+}
+
 /// One message of a pop's answer with its receipt (extraInfo).
 #[derive(Debug)]
 pub struct Popped {
