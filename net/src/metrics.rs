@@ -23,10 +23,12 @@ const MAX_PENDING: usize = 100_000;
 
 #[derive(Debug, Default)]
 pub struct DriverStats {
-    /// (connection, opaque) -> (request code, read at). Fx: two lookups per request, keys
-    /// from the driver's own numbering and the peer's opaques (a peer can only slow its own
-    /// lookups, and the map is capped).
-    pending: FxHashMap<(ConnId, i32), (i32, u64)>,
+    /// connection -> opaque -> (request code, read at). Per connection so a close forgets
+    /// its requests at once (not by a scan of every connection's). Fx: keys from the
+    /// driver's own numbering and the peer's opaques (a peer can only slow its own lookups).
+    pending: FxHashMap<ConnId, FxHashMap<i32, (i32, u64)>>,
+    /// Requests in `pending`, all connections together (capped by `MAX_PENDING`).
+    pending_count: usize,
     /// (request code, response code) -> latency.
     rpc: FxHashMap<(i32, i32), Histogram>,
     pub connections_open: u64,
@@ -39,14 +41,23 @@ pub struct DriverStats {
 impl DriverStats {
     /// A request was handed to the machine.
     pub fn request(&mut self, conn: ConnId, opaque: i32, code: i32, received_at: u64) {
-        if self.pending.len() < MAX_PENDING {
-            self.pending.insert((conn, opaque), (code, received_at));
+        if self.pending_count < MAX_PENDING
+            && self
+                .pending
+                .entry(conn)
+                .or_default()
+                .insert(opaque, (code, received_at))
+                .is_none()
+        {
+            self.pending_count += 1;
         }
     }
 
     /// A response is being written.
     pub fn answered(&mut self, conn: ConnId, opaque: i32, code: i32, now: u64) {
-        if let Some((req, at)) = self.pending.remove(&(conn, opaque)) {
+        let taken = self.pending.get_mut(&conn).and_then(|m| m.remove(&opaque));
+        if let Some((req, at)) = taken {
+            self.pending_count -= 1;
             self.rpc
                 .entry((req, code))
                 .or_insert_with(|| Histogram::new(RPC_LATENCY_MS))
@@ -56,7 +67,9 @@ impl DriverStats {
 
     pub fn closed(&mut self, conn: ConnId) {
         self.connections_open = self.connections_open.saturating_sub(1);
-        self.pending.retain(|(c, _), _| *c != conn);
+        if let Some(m) = self.pending.remove(&conn) {
+            self.pending_count -= m.len();
+        }
     }
 
     /// Adds the driver's families to a machine's snapshot.
@@ -250,5 +263,31 @@ mod tests {
         ] {
             assert!(text.contains(want), "{want} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn a_close_forgets_its_requests_and_the_cap_holds() {
+        let mut d = DriverStats::default();
+        d.request(ConnId(1), 1, request::SEND_MESSAGE_V2, 0);
+        d.request(ConnId(1), 2, request::SEND_MESSAGE_V2, 0);
+        d.request(ConnId(2), 1, request::SEND_MESSAGE_V2, 0);
+        d.request(ConnId(2), 1, request::SEND_MESSAGE_V2, 0); // the same opaque again
+        assert_eq!(d.pending_count, 3);
+        d.closed(ConnId(1));
+        assert_eq!(d.pending_count, 1);
+        d.answered(ConnId(1), 1, response::SUCCESS, 5);
+        assert!(
+            d.rpc.is_empty(),
+            "an answer on a closed connection is not counted"
+        );
+        d.answered(ConnId(2), 1, response::SUCCESS, 5);
+        assert_eq!(d.pending_count, 0);
+        assert_eq!(d.rpc.len(), 1);
+        for opaque in 0..(MAX_PENDING as i32 + 10) {
+            d.request(ConnId(3), opaque, request::PULL_MESSAGE, 0);
+        }
+        assert_eq!(d.pending_count, MAX_PENDING, "never more than the cap");
+        d.closed(ConnId(3));
+        assert_eq!(d.pending_count, 0);
     }
 }
